@@ -1,0 +1,254 @@
+//! The site's device inventory record (one line of `devices.jsonl`, SPEC.md §3).
+
+use crate::version::{DottedVersion, client};
+use serde::{Deserialize, Serialize};
+
+/// How a device is joined to a directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JoinType {
+    /// Hybrid joined: on-premises AD and Entra ID.
+    Hybrid,
+    /// Entra ID joined.
+    Entra,
+    /// Joined to on-premises Active Directory only.
+    Domain,
+    /// Not joined to any directory.
+    Workgroup,
+    /// Entra ID registered (workplace joined) only.
+    Registered,
+}
+
+impl JoinType {
+    /// The identifier used in the inventory format.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JoinType::Hybrid => "hybrid",
+            JoinType::Entra => "entra",
+            JoinType::Domain => "domain",
+            JoinType::Workgroup => "workgroup",
+            JoinType::Registered => "registered",
+        }
+    }
+}
+
+/// One device of the site.
+///
+/// ```
+/// use cloudattach_sdk::Device;
+/// let d: Device = serde_json::from_str(r#"{"resource_id":16777220,"name":"PC-1","client":true,
+///   "client_version":"5.00.9106.1000","client_active":true,
+///   "os":"Microsoft Windows NT Workstation 10.0","os_build":"10.0.19045",
+///   "join_type":"hybrid","mdm_enrolled":false}"#).unwrap();
+/// assert!(d.is_windows_client_os());
+/// assert!(!d.is_server());
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    /// The site's unique resource id (SMSID).
+    pub resource_id: i64,
+    /// The device name.
+    pub name: String,
+    /// Whether the Configuration Manager client is installed.
+    pub client: bool,
+    /// The client version, e.g. "5.00.9106.1000"; absent without a client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_version: Option<String>,
+    /// Whether the client reported recently.
+    pub client_active: bool,
+    /// The DeviceOS caption, e.g. "Microsoft Windows NT Workstation 10.0".
+    pub os: String,
+    /// The OS build, e.g. "10.0.19045".
+    pub os_build: String,
+    /// How the device is joined.
+    pub join_type: JoinType,
+    /// Whether the device is enrolled in MDM (Intune).
+    pub mdm_enrolled: bool,
+    /// The Entra ID device id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entra_device_id: Option<String>,
+    /// The primary user (UPN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_user: Option<String>,
+    /// Hardware model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Hardware manufacturer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manufacturer: Option<String>,
+    /// Serial number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial_number: Option<String>,
+    /// Domain name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// Operating system SKU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sku: Option<String>,
+    /// When the device was last active (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_active: Option<String>,
+    /// Microsoft Defender antivirus state (DOMAIN.md §4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defender: Option<DefenderState>,
+    /// Endpoint analytics telemetry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analytics: Option<Analytics>,
+}
+
+impl Device {
+    /// The client version, parsed; `None` without a client or with an unreadable version.
+    pub fn client_version(&self) -> Option<DottedVersion> {
+        if !self.client {
+            return None;
+        }
+        self.client_version.as_deref().and_then(DottedVersion::parse)
+    }
+
+    /// The OS build, parsed.
+    pub fn os_build(&self) -> Option<DottedVersion> {
+        DottedVersion::parse(&self.os_build)
+    }
+
+    /// A server OS: an `os` caption containing "Server".
+    pub fn is_server(&self) -> bool {
+        self.os.contains("Server")
+    }
+
+    /// Windows 10 or 11: the workstation caption with an OS build of 10.0.x.
+    pub fn is_windows_client_os(&self) -> bool {
+        self.os == "Microsoft Windows NT Workstation 10.0"
+            && self.os_build().is_some_and(|b| b.part(0) == 10 && b.part(1) == 0)
+    }
+
+    /// Windows 11 (build 22000 or later); implies [`Device::is_windows_client_os`].
+    pub fn is_windows_11(&self) -> bool {
+        self.is_windows_client_os()
+            && self.os_build().is_some_and(|b| client::at_least(&b, client::WINDOWS_11_BUILD))
+    }
+
+    /// The client version is at least `min` (one of [`crate::version::client`]'s constants).
+    pub fn client_at_least(&self, min: [u32; 3]) -> bool {
+        self.client_version().is_some_and(|v| client::at_least(&v, min))
+    }
+}
+
+/// Microsoft Defender antivirus state of a device (DOMAIN.md §4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DefenderState {
+    /// ProductStatus bit field (0 = no issues).
+    #[serde(default)]
+    pub product_status: u32,
+    /// ComputerState (0 clean, 1 pending full scan, 2 pending reboot, 4 pending manual steps, 8 pending offline scan, 16 critical failure).
+    #[serde(default)]
+    pub computer_state: u32,
+    /// DefenderEnabled.
+    #[serde(default)]
+    pub defender_enabled: bool,
+    /// RtpEnabled (real-time protection).
+    #[serde(default)]
+    pub rtp_enabled: bool,
+    /// NisEnabled (network inspection).
+    #[serde(default)]
+    pub nis_enabled: bool,
+    /// QuickScanOverdue.
+    #[serde(default)]
+    pub quick_scan_overdue: bool,
+    /// FullScanOverdue.
+    #[serde(default)]
+    pub full_scan_overdue: bool,
+    /// SignatureOutOfDate.
+    #[serde(default)]
+    pub signature_out_of_date: bool,
+    /// RebootRequired.
+    #[serde(default)]
+    pub reboot_required: bool,
+    /// FullScanRequired.
+    #[serde(default)]
+    pub full_scan_required: bool,
+    /// EngineVersion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_version: Option<String>,
+    /// SignatureVersion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature_version: Option<String>,
+    /// DefenderVersion (platform).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defender_version: Option<String>,
+    /// QuickScanTime (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quick_scan_time: Option<String>,
+    /// FullScanTime (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_scan_time: Option<String>,
+    /// TamperProtectionEnabled.
+    #[serde(default)]
+    pub tamper_protection_enabled: bool,
+    /// IsMdeSenseRunning.
+    #[serde(default)]
+    pub is_mde_sense_running: bool,
+    /// MdeOnboardingState ("onboarded" | "notOnboarded").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mde_onboarding_state: Option<String>,
+    /// IsVirtualMachine.
+    #[serde(default)]
+    pub is_virtual_machine: bool,
+    /// LastUpdateTime (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_update_time: Option<String>,
+    /// Malware detections.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub detections: Vec<Detection>,
+}
+
+/// One malware detection (DOMAIN.md §4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Detection {
+    /// ThreatID.
+    pub threat_id: i64,
+    /// ThreatName, e.g. "Trojan:Win32/Wacatac.B!ml".
+    pub threat_name: String,
+    /// Category, e.g. "Trojan".
+    pub category: String,
+    /// Severity: "low" | "moderate" | "high" | "severe".
+    pub severity: String,
+    /// CurrentStatus: "active" | "quarantined" | "removed" | "allowed" | "cleaned".
+    pub current_status: String,
+    /// InitialDetectionTime (RFC 3339).
+    pub initial_detection_time: String,
+    /// NumberOfDetections.
+    pub number_of_detections: u32,
+}
+
+/// Endpoint analytics telemetry of a device (DOMAIN.md §2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Analytics {
+    /// coreBootTimeInMilliseconds.
+    pub core_boot_ms: u32,
+    /// totalBootTimeInMilliseconds.
+    pub total_boot_ms: u32,
+    /// gpLogonDurationInMilliseconds.
+    pub gp_logon_ms: u32,
+    /// desktopUsableDurationInMilliseconds.
+    pub desktop_usable_ms: u32,
+    /// App usage and crashes over the last 14 days.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub apps: Vec<AppUsage>,
+}
+
+/// One app's usage and crashes on a device over the last 14 days.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppUsage {
+    /// The app's display name, e.g. "Microsoft Teams".
+    pub name: String,
+    /// Foreground usage in minutes over the window.
+    pub usage_minutes: u32,
+    /// Crashes per day, oldest first, at most 14 entries.
+    #[serde(default)]
+    pub daily_crashes: Vec<u32>,
+}
