@@ -1,0 +1,353 @@
+//! `attach.toml` (SPEC.md §3). Fixed sections are checked by serde (unknown keys are errors
+//! that carry line and column); `[features.<id>]` tables are checked against the plugins'
+//! manifests by the orchestrator.
+
+use cloudattach_sdk::Environment;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// An error in the configuration: exit code 2, nothing changed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has a bad key or value.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, where, and what is allowed.
+        message: String,
+    },
+}
+
+/// `[attach] settings`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Settings {
+    /// The wizard's "Use default settings (recommended)".
+    Default,
+    /// Exactly the features the configuration turns on.
+    Custom,
+}
+
+impl Settings {
+    /// The identifier used in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Settings::Default => "default",
+            Settings::Custom => "custom",
+        }
+    }
+}
+
+/// Where the cloud tenant service is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// The in-process local cloud, with its data under the state directory.
+    Embedded,
+    /// A cloud tenant service at this base URL.
+    Url(String),
+}
+
+/// `[cloud.app]`: an existing app to import instead of registering one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppImport {
+    /// Tenant id.
+    pub tenant_id: String,
+    /// Client (application) id.
+    pub client_id: String,
+    /// App name.
+    pub name: String,
+    /// App ID URI.
+    pub app_id_uri: String,
+    /// File holding the secret (relative to attach.toml).
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// Environment variable holding the secret.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// Secret expiry date (YYYY-MM-DD).
+    pub secret_expiry: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    site: RawSite,
+    #[serde(default)]
+    cloud: RawCloud,
+    #[serde(default)]
+    attach: RawAttach,
+    #[serde(default)]
+    features: BTreeMap<String, toml::Table>,
+    #[serde(default)]
+    plugins: RawPlugins,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSite {
+    #[serde(default = "default_site_path")]
+    path: PathBuf,
+}
+impl Default for RawSite {
+    fn default() -> Self {
+        RawSite { path: default_site_path() }
+    }
+}
+fn default_site_path() -> PathBuf {
+    PathBuf::from("site")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCloud {
+    #[serde(default = "default_environment")]
+    environment: Environment,
+    #[serde(default = "default_endpoint")]
+    endpoint: String,
+    #[serde(default = "default_tenant")]
+    tenant: String,
+    #[serde(default)]
+    app: Option<AppImport>,
+}
+impl Default for RawCloud {
+    fn default() -> Self {
+        RawCloud { environment: default_environment(), endpoint: default_endpoint(), tenant: default_tenant(), app: None }
+    }
+}
+fn default_environment() -> Environment {
+    Environment::Public
+}
+fn default_endpoint() -> String {
+    "embedded".into()
+}
+fn default_tenant() -> String {
+    "contoso.example".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAttach {
+    #[serde(default = "default_settings")]
+    settings: Settings,
+}
+impl Default for RawAttach {
+    fn default() -> Self {
+        RawAttach { settings: default_settings() }
+    }
+}
+fn default_settings() -> Settings {
+    Settings::Default
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugins {
+    #[serde(default)]
+    dirs: Vec<PathBuf>,
+}
+
+/// One `[features.<id>]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureTable {
+    /// `enabled`, if written.
+    pub enabled: Option<bool>,
+    /// Every other key, as JSON.
+    pub options: cloudattach_sdk::Options,
+}
+
+/// A loaded configuration, paths resolved against the file's directory.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file, or `None` for the built-in demo.
+    pub file: Option<PathBuf>,
+    /// The directory relative paths are resolved against; the state lives in its
+    /// `.cloudattach/`.
+    pub base_dir: PathBuf,
+    /// The site directory.
+    pub site_dir: PathBuf,
+    /// The environment.
+    pub environment: Environment,
+    /// The cloud endpoint.
+    pub endpoint: Endpoint,
+    /// Tenant name or id.
+    pub tenant: String,
+    /// An app to import.
+    pub app: Option<AppImport>,
+    /// Default or custom settings.
+    pub settings: Settings,
+    /// The `[features.*]` tables by plugin id.
+    pub features: BTreeMap<String, FeatureTable>,
+    /// `[plugins] dirs`, resolved.
+    pub plugin_dirs: Vec<PathBuf>,
+}
+
+impl Config {
+    /// Reads and checks `attach.toml`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+        Config::parse(&text, path, &base)
+    }
+
+    /// Parses configuration text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid { path: path.to_path_buf(), message };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
+        let endpoint = match raw.cloud.endpoint.as_str() {
+            "embedded" => Endpoint::Embedded,
+            url if url.starts_with("http://") || url.starts_with("https://") => Endpoint::Url(url.trim_end_matches('/').to_string()),
+            other => {
+                return Err(invalid(format!(
+                    "[cloud] endpoint = {other:?}: expected \"embedded\" or an http(s) URL such as \"http://127.0.0.1:8750\""
+                )));
+            }
+        };
+        if let Some(app) = &raw.cloud.app {
+            match (&app.secret_file, &app.secret_env) {
+                (Some(_), Some(_)) => return Err(invalid("[cloud.app] has both secret_file and secret_env: keep one".into())),
+                (None, None) => {
+                    return Err(invalid(
+                        "[cloud.app] needs secret_file or secret_env (secrets are never read from the command line)".into(),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let mut features = BTreeMap::new();
+        for (id, table) in raw.features {
+            let mut options = cloudattach_sdk::Options::new();
+            let mut enabled = None;
+            for (key, value) in table {
+                if key == "enabled" {
+                    match value {
+                        toml::Value::Boolean(b) => enabled = Some(b),
+                        other => return Err(invalid(format!("[features.{id}] enabled = {other}: expected true or false"))),
+                    }
+                } else {
+                    let json = serde_json::to_value(&value)
+                        .map_err(|e| invalid(format!("[features.{id}] {key}: {e}")))?;
+                    options.insert(key, json);
+                }
+            }
+            features.insert(id, FeatureTable { enabled, options });
+        }
+        let app = raw.cloud.app.map(|mut a| {
+            a.secret_file = a.secret_file.map(|f| base_dir.join(f));
+            a
+        });
+        Ok(Config {
+            file: Some(path.to_path_buf()),
+            base_dir: base_dir.to_path_buf(),
+            site_dir: base_dir.join(raw.site.path),
+            environment: raw.cloud.environment,
+            endpoint,
+            tenant: raw.cloud.tenant,
+            app,
+            settings: raw.attach.settings,
+            features,
+            plugin_dirs: raw.plugins.dirs.into_iter().map(|d| base_dir.join(d)).collect(),
+        })
+    }
+
+    /// The built-in demo: the sample site under `base_dir/.cloudattach/demo-site`, public
+    /// environment, default settings, the embedded cloud.
+    pub fn demo(base_dir: &Path) -> Config {
+        Config {
+            file: None,
+            base_dir: base_dir.to_path_buf(),
+            site_dir: base_dir.join(".cloudattach").join("demo-site"),
+            environment: Environment::Public,
+            endpoint: Endpoint::Embedded,
+            tenant: default_tenant(),
+            app: None,
+            settings: Settings::Default,
+            features: BTreeMap::new(),
+            plugin_dirs: vec![],
+        }
+    }
+
+    /// The state directory: `.cloudattach/` next to attach.toml.
+    pub fn state_dir(&self) -> PathBuf {
+        self.base_dir.join(".cloudattach")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("attach.toml"), Path::new("/x"))
+    }
+
+    #[test]
+    fn the_spec_example_parses() {
+        let c = parse(
+            r#"
+[site]
+path = "site"
+[cloud]
+environment = "usgov"
+endpoint = "http://127.0.0.1:8750/"
+tenant = "contoso.example"
+[cloud.app]
+tenant_id = "t"
+client_id = "c"
+name = "ConfigMgrService"
+app_id_uri = "api://t/ConfigMgrService"
+secret_file = "app-secret.txt"
+secret_expiry = "2027-06-30"
+[attach]
+settings = "custom"
+[features.tenant-attach]
+enabled = true
+upload = "PS100012"
+[features.co-management]
+enrollment = "pilot"
+pilot_collection = "PS100020"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.environment, Environment::Usgov);
+        assert_eq!(c.endpoint, Endpoint::Url("http://127.0.0.1:8750".into()));
+        assert_eq!(c.site_dir, PathBuf::from("/x/site"));
+        assert_eq!(c.settings, Settings::Custom);
+        assert_eq!(c.features["tenant-attach"].enabled, Some(true));
+        assert_eq!(c.features["tenant-attach"].options["upload"], "PS100012");
+        assert_eq!(c.features["co-management"].enabled, None);
+        assert_eq!(c.app.unwrap().secret_file, Some(PathBuf::from("/x/app-secret.txt")));
+    }
+
+    #[test]
+    fn errors_name_the_key_and_where() {
+        let cases: &[(&str, &[&str])] = &[
+            ("[cloud]\nenvironment = \"mars\"\n", &["line 2", "mars", "public", "usgov", "china"]),
+            ("[cloud]\nregion = \"x\"\n", &["line 2", "region", "environment"]),
+            ("[attach]\nsettings = \"fast\"\n", &["fast", "default", "custom"]),
+            ("[cloud]\nendpoint = \"ftp://x\"\n", &["endpoint", "ftp://x", "embedded"]),
+            ("[features.tenant-attach]\nenabled = \"yes\"\n", &["[features.tenant-attach] enabled", "true or false"]),
+            ("[sitee]\npath = \"x\"\n", &["sitee"]),
+            ("[cloud.app]\ntenant_id=\"t\"\nclient_id=\"c\"\nname=\"n\"\napp_id_uri=\"u\"\nsecret_expiry=\"2027-01-01\"\n", &["secret_file or secret_env"]),
+            ("[site\n", &["line 1"]),
+        ];
+        for (text, needles) in cases {
+            let msg = parse(text).unwrap_err().to_string();
+            for n in *needles {
+                assert!(msg.contains(n), "{text:?}: message {msg:?} lacks {n:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! The host services the core offers plugins (`cloudattach_sdk::Host`) over an opened site.
+//! The cloud half is plugged in by apply (a [`CloudPort`]); check and plan have none.
+
+use crate::site::Site;
+use cloudattach_sdk::{
+    CollectionInfo, Device, Environment, Host, HostError, Method, Options, Record, SiteInfo, SyncMode, SyncStats,
+};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The cloud side of the host: the attach gateway for one hierarchy.
+pub trait CloudPort: Send + Sync {
+    /// See [`Host::cloud`].
+    fn cloud(&self, method: Method, path: &str, body: Option<&serde_json::Value>) -> Result<serde_json::Value, HostError>;
+    /// See [`Host::sync_records`].
+    fn sync_records(
+        &self,
+        channel: &str,
+        records: &mut dyn Iterator<Item = Record>,
+        mode: SyncMode,
+    ) -> Result<SyncStats, HostError>;
+    /// See [`Host::log`].
+    fn log(&self, message: &str);
+}
+
+/// Host services over a site, for one environment and selection.
+pub struct SiteHost {
+    site: Arc<Site>,
+    environment: Environment,
+    options: BTreeMap<String, Options>,
+    upload_collection: Option<String>,
+    cloud: Option<Arc<dyn CloudPort>>,
+}
+
+impl SiteHost {
+    /// A host without a cloud connection (check, plan).
+    ///
+    /// `options` are the resolved options of the selected features; the upload scope comes
+    /// from tenant-attach's `upload` in `scope_options` (defaults to all devices).
+    pub fn new(
+        site: Arc<Site>,
+        environment: Environment,
+        options: BTreeMap<String, Options>,
+        scope_options: Option<&Options>,
+    ) -> SiteHost {
+        let upload_collection = scope_options
+            .and_then(|o| o.get("upload"))
+            .and_then(|v| v.as_str())
+            .filter(|s| *s != "all")
+            .map(String::from);
+        SiteHost { site, environment, options, upload_collection, cloud: None }
+    }
+
+    /// Connects the cloud half.
+    pub fn with_cloud(mut self, cloud: Arc<dyn CloudPort>) -> SiteHost {
+        self.cloud = Some(cloud);
+        self
+    }
+
+    /// The site.
+    pub fn site_ref(&self) -> &Arc<Site> {
+        &self.site
+    }
+}
+
+impl Host for SiteHost {
+    fn site(&self) -> &SiteInfo {
+        &self.site.info
+    }
+    fn environment(&self) -> Environment {
+        self.environment
+    }
+    fn for_each_device(&self, visit: &mut dyn FnMut(&Device)) -> Result<(), HostError> {
+        self.site.for_each_device(visit).map_err(|e| HostError::new("site-unreadable", e.to_string()))
+    }
+    fn collection(&self, id: &str) -> Option<CollectionInfo> {
+        self.site.collection(id)
+    }
+    fn is_member(&self, collection_id: &str, resource_id: i64) -> bool {
+        self.site.is_member(collection_id, resource_id)
+    }
+    fn feature_options(&self, plugin_id: &str) -> Option<Options> {
+        self.options.get(plugin_id).cloned()
+    }
+    fn is_uploaded(&self, device: &Device) -> bool {
+        device.client
+            && match &self.upload_collection {
+                None => true,
+                Some(c) => self.site.is_member(c, device.resource_id),
+            }
+    }
+    fn cloud(&self, method: Method, path: &str, body: Option<&serde_json::Value>) -> Result<serde_json::Value, HostError> {
+        match &self.cloud {
+            Some(c) => c.cloud(method, path, body),
+            None => Err(HostError::offline()),
+        }
+    }
+    fn sync_records(
+        &self,
+        channel: &str,
+        records: &mut dyn Iterator<Item = Record>,
+        mode: SyncMode,
+    ) -> Result<SyncStats, HostError> {
+        match &self.cloud {
+            Some(c) => c.sync_records(channel, records, mode),
+            None => Err(HostError::offline()),
+        }
+    }
+    fn log(&self, message: &str) {
+        match &self.cloud {
+            Some(c) => c.log(message),
+            None => tracing::info!("{message}"),
+        }
+    }
+}

@@ -1,0 +1,462 @@
+//! The site inventory (SPEC.md §3): `site.toml`, `devices.jsonl` (streamed, never held in
+//! memory) and `collections.json` with effective memberships.
+
+use cloudattach_sdk::{CollectionInfo, Device, SiteInfo};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// The built-in "All Systems" collection: every device.
+pub const ALL_SYSTEMS: &str = "SMS00001";
+
+/// An error reading the site. Each says which file, where, and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum SiteError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// `site.toml` is not valid.
+    #[error("{path}: {message}")]
+    SiteToml {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with line and column.
+        message: String,
+    },
+    /// `collections.json` is not valid.
+    #[error("{path}: {message}")]
+    Collections {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Collections include or limit each other in a cycle.
+    #[error("{path}: collections form a cycle through includes/limiting: {}; remove one of these references", cycle.join(" -> "))]
+    Cycle {
+        /// The file.
+        path: PathBuf,
+        /// The collections in the cycle, the first repeated at the end.
+        cycle: Vec<String>,
+    },
+}
+
+/// A collection as `collections.json` writes it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectionDef {
+    /// Collection id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Direct members (resource ids).
+    #[serde(default)]
+    pub members: Vec<i64>,
+    /// Included collections (the "subcollections").
+    #[serde(default)]
+    pub includes: Vec<String>,
+    /// The limiting collection.
+    #[serde(default)]
+    pub limiting: Option<String>,
+}
+
+/// An effective membership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Members {
+    /// Every device of the site (All Systems, or anything limited only by it and including it).
+    All,
+    /// These resource ids.
+    Set(HashSet<i64>),
+}
+
+impl Members {
+    /// Whether a device is a member.
+    pub fn contains(&self, id: i64) -> bool {
+        match self {
+            Members::All => true,
+            Members::Set(s) => s.contains(&id),
+        }
+    }
+    fn union(self, other: &Members) -> Members {
+        match (self, other) {
+            (Members::All, _) | (_, Members::All) => Members::All,
+            (Members::Set(mut a), Members::Set(b)) => {
+                a.extend(b.iter().copied());
+                Members::Set(a)
+            }
+        }
+    }
+    fn intersect(self, other: &Members) -> Members {
+        match (self, other) {
+            (m, Members::All) => m,
+            (Members::All, Members::Set(b)) => Members::Set(b.clone()),
+            (Members::Set(mut a), Members::Set(b)) => {
+                a.retain(|id| b.contains(id));
+                Members::Set(a)
+            }
+        }
+    }
+}
+
+/// Computes the effective membership of every collection: direct members ∪ the effective
+/// membership of every included collection, ∩ that of the limiting collection. References to
+/// unknown collections and cycles are errors.
+pub fn effective_memberships(defs: &[CollectionDef]) -> Result<BTreeMap<String, Members>, MembershipError> {
+    let by_id: HashMap<&str, &CollectionDef> = defs.iter().map(|d| (d.id.as_str(), d)).collect();
+    for d in defs {
+        for r in d.includes.iter().chain(d.limiting.iter()) {
+            if r != ALL_SYSTEMS && !by_id.contains_key(r.as_str()) {
+                return Err(MembershipError::Unknown { collection: d.id.clone(), reference: r.clone() });
+            }
+        }
+    }
+    let mut done: BTreeMap<String, Members> = BTreeMap::new();
+    done.insert(ALL_SYSTEMS.to_string(), Members::All);
+    let mut ids: Vec<&str> = by_id.keys().copied().collect();
+    ids.sort_unstable();
+    for id in ids {
+        let mut path: Vec<&str> = vec![];
+        resolve(id, &by_id, &mut done, &mut path)?;
+    }
+    Ok(done)
+}
+
+fn resolve<'a>(
+    id: &'a str,
+    by_id: &HashMap<&'a str, &'a CollectionDef>,
+    done: &mut BTreeMap<String, Members>,
+    path: &mut Vec<&'a str>,
+) -> Result<(), MembershipError> {
+    if done.contains_key(id) {
+        return Ok(());
+    }
+    if let Some(pos) = path.iter().position(|p| *p == id) {
+        let mut cycle: Vec<String> = path[pos..].iter().map(|s| s.to_string()).collect();
+        cycle.push(id.to_string());
+        return Err(MembershipError::Cycle(cycle));
+    }
+    let def = by_id[id];
+    path.push(id);
+    for r in def.includes.iter().chain(def.limiting.iter()) {
+        resolve(r, by_id, done, path)?;
+    }
+    path.pop();
+    let mut m = Members::Set(def.members.iter().copied().collect());
+    for inc in &def.includes {
+        m = m.union(&done[inc.as_str()]);
+    }
+    if let Some(lim) = &def.limiting {
+        m = m.intersect(&done[lim.as_str()]);
+    }
+    done.insert(id.to_string(), m);
+    Ok(())
+}
+
+/// An error computing memberships.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipError {
+    /// A collection names one that does not exist.
+    #[error("collection {collection} references {reference}, which does not exist")]
+    Unknown {
+        /// The referencing collection.
+        collection: String,
+        /// The missing id.
+        reference: String,
+    },
+    /// A cycle among includes/limiting.
+    #[error("collections form a cycle: {}", .0.join(" -> "))]
+    Cycle(Vec<String>),
+}
+
+/// A `devices.jsonl` line that was skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadLine {
+    /// 1-based line number.
+    pub line: u64,
+    /// Why.
+    pub message: String,
+}
+
+/// What a full pass over `devices.jsonl` found.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ScanSummary {
+    /// Valid devices.
+    pub devices: u64,
+    /// Skipped lines (at most [`MAX_BAD_LINES_KEPT`] kept; `skipped` counts all).
+    pub bad_lines: Vec<BadLine>,
+    /// Number of skipped lines.
+    pub skipped: u64,
+}
+
+/// How many bad lines are kept for the report; all are counted.
+pub const MAX_BAD_LINES_KEPT: usize = 20;
+
+/// An opened site: `site.toml` and the collections are read; devices are streamed on demand.
+#[derive(Debug)]
+pub struct Site {
+    /// The site directory.
+    pub dir: PathBuf,
+    /// `site.toml`.
+    pub info: SiteInfo,
+    names: BTreeMap<String, String>,
+    members: BTreeMap<String, Members>,
+    device_count: OnceLock<u64>,
+    scan: Mutex<Option<ScanSummary>>,
+}
+
+impl Site {
+    /// Opens a site directory.
+    pub fn open(dir: &Path) -> Result<Site, SiteError> {
+        let site_toml = dir.join("site.toml");
+        let text = std::fs::read_to_string(&site_toml).map_err(|source| SiteError::Io { path: site_toml.clone(), source })?;
+        let info: SiteInfo = toml::from_str(&text)
+            .map_err(|e| SiteError::SiteToml { path: site_toml.clone(), message: e.to_string().trim_end().to_string() })?;
+        if info.code.len() != 3 || !info.code.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(SiteError::SiteToml {
+                path: site_toml,
+                message: format!("code = {:?}: a site code is 3 letters or digits, e.g. \"PS1\"", info.code),
+            });
+        }
+        if uuid::Uuid::parse_str(&info.hierarchy_id).is_err() {
+            return Err(SiteError::SiteToml {
+                path: site_toml,
+                message: format!("hierarchy_id = {:?}: expected a UUID", info.hierarchy_id),
+            });
+        }
+        let coll_path = dir.join("collections.json");
+        let defs: Vec<CollectionDef> = match std::fs::read(&coll_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| SiteError::Collections { path: coll_path.clone(), message: e.to_string() })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+            Err(source) => return Err(SiteError::Io { path: coll_path, source }),
+        };
+        let mut names = BTreeMap::new();
+        names.insert(ALL_SYSTEMS.to_string(), "All Systems".to_string());
+        for d in &defs {
+            if d.id == ALL_SYSTEMS {
+                return Err(SiteError::Collections {
+                    path: coll_path,
+                    message: format!("{ALL_SYSTEMS} (All Systems) is built in and cannot be redefined"),
+                });
+            }
+            if names.insert(d.id.clone(), d.name.clone()).is_some() {
+                return Err(SiteError::Collections { path: coll_path, message: format!("collection id {} appears twice", d.id) });
+            }
+        }
+        let members = effective_memberships(&defs).map_err(|e| match e {
+            MembershipError::Cycle(cycle) => SiteError::Cycle { path: coll_path.clone(), cycle },
+            other => SiteError::Collections { path: coll_path.clone(), message: other.to_string() },
+        })?;
+        let devices = dir.join("devices.jsonl");
+        if !devices.is_file() {
+            return Err(SiteError::Io {
+                path: devices,
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no devices.jsonl in the site directory"),
+            });
+        }
+        Ok(Site { dir: dir.to_path_buf(), info, names, members, device_count: OnceLock::new(), scan: Mutex::new(None) })
+    }
+
+    /// Streams every valid device to `visit`. Bad lines are skipped and remembered (the first
+    /// complete pass records the [`ScanSummary`]).
+    pub fn for_each_device(&self, visit: &mut dyn FnMut(&Device)) -> Result<(), SiteError> {
+        let path = self.dir.join("devices.jsonl");
+        let file = File::open(&path).map_err(|source| SiteError::Io { path: path.clone(), source })?;
+        let mut reader = BufReader::with_capacity(256 * 1024, file);
+        let mut line = String::new();
+        let mut n = 0u64;
+        let mut summary = ScanSummary::default();
+        let mut seen = HashSet::new();
+        let record = self.scan.lock().map(|s| s.is_none()).unwrap_or(false);
+        loop {
+            line.clear();
+            let read = reader.read_line(&mut line).map_err(|source| SiteError::Io { path: path.clone(), source })?;
+            if read == 0 {
+                break;
+            }
+            n += 1;
+            let text = line.trim();
+            if text.is_empty() {
+                continue;
+            }
+            let bad = match serde_json::from_str::<Device>(text) {
+                Ok(d) => {
+                    if record && !seen.insert(d.resource_id) {
+                        Some(format!("resource_id {} appears on an earlier line", d.resource_id))
+                    } else {
+                        summary.devices += 1;
+                        visit(&d);
+                        None
+                    }
+                }
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(message) = bad {
+                summary.skipped += 1;
+                if summary.bad_lines.len() < MAX_BAD_LINES_KEPT {
+                    summary.bad_lines.push(BadLine { line: n, message });
+                }
+            }
+        }
+        if record {
+            let _ = self.device_count.set(summary.devices);
+            if let Ok(mut s) = self.scan.lock() {
+                *s = Some(summary);
+            }
+        }
+        Ok(())
+    }
+
+    /// What the first complete pass over the devices found (`None` before one).
+    pub fn scan_summary(&self) -> Option<ScanSummary> {
+        self.scan.lock().ok().and_then(|s| s.clone())
+    }
+
+    /// The number of valid devices (streams the file once if no pass was made yet).
+    pub fn device_count(&self) -> Result<u64, SiteError> {
+        if let Some(n) = self.device_count.get() {
+            return Ok(*n);
+        }
+        let mut n = 0u64;
+        self.for_each_device(&mut |_| n += 1)?;
+        Ok(*self.device_count.get_or_init(|| n))
+    }
+
+    /// A collection with its effective member count.
+    pub fn collection(&self, id: &str) -> Option<CollectionInfo> {
+        let name = self.names.get(id)?;
+        let member_count = match &self.members[id] {
+            Members::All => self.device_count().unwrap_or(0),
+            Members::Set(s) => s.len() as u64,
+        };
+        Some(CollectionInfo { id: id.to_string(), name: name.clone(), member_count })
+    }
+
+    /// Every collection id, sorted.
+    pub fn collection_ids(&self) -> impl Iterator<Item = &str> {
+        self.names.keys().map(String::as_str)
+    }
+
+    /// The effective membership of a collection.
+    pub fn members(&self, id: &str) -> Option<&Members> {
+        self.members.get(id)
+    }
+
+    /// Whether a device is in a collection's effective membership (false for unknown ids).
+    pub fn is_member(&self, collection_id: &str, resource_id: i64) -> bool {
+        self.members.get(collection_id).is_some_and(|m| m.contains(resource_id))
+    }
+}
+
+/// A shared, opened site.
+pub type SharedSite = Arc<Site>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(id: &str, members: &[i64], includes: &[&str], limiting: Option<&str>) -> CollectionDef {
+        CollectionDef {
+            id: id.into(),
+            name: id.into(),
+            members: members.to_vec(),
+            includes: includes.iter().map(|s| s.to_string()).collect(),
+            limiting: limiting.map(Into::into),
+        }
+    }
+
+    fn set(ids: &[i64]) -> Members {
+        Members::Set(ids.iter().copied().collect())
+    }
+
+    #[test]
+    fn membership_table() {
+        struct Case {
+            name: &'static str,
+            defs: Vec<CollectionDef>,
+            target: &'static str,
+            expect: Members,
+        }
+        let cases = vec![
+            Case { name: "direct members only", defs: vec![def("A", &[1, 2], &[], None)], target: "A", expect: set(&[1, 2]) },
+            Case {
+                name: "includes add subcollection members",
+                defs: vec![def("A", &[1], &["B"], None), def("B", &[2, 3], &[], None)],
+                target: "A",
+                expect: set(&[1, 2, 3]),
+            },
+            Case {
+                name: "nested includes are recursive",
+                defs: vec![def("A", &[], &["B"], None), def("B", &[2], &["C"], None), def("C", &[3], &[], None)],
+                target: "A",
+                expect: set(&[2, 3]),
+            },
+            Case {
+                name: "limiting intersects the whole union",
+                defs: vec![def("A", &[1, 2], &["B"], Some("L")), def("B", &[3, 4], &[], None), def("L", &[2, 3, 9], &[], None)],
+                target: "A",
+                expect: set(&[2, 3]),
+            },
+            Case {
+                name: "limiting by All Systems changes nothing",
+                defs: vec![def("A", &[5], &[], Some(ALL_SYSTEMS))],
+                target: "A",
+                expect: set(&[5]),
+            },
+            Case {
+                name: "including All Systems is everything",
+                defs: vec![def("A", &[], &[ALL_SYSTEMS], None)],
+                target: "A",
+                expect: Members::All,
+            },
+            Case {
+                name: "everything limited by a set is that set",
+                defs: vec![def("A", &[], &[ALL_SYSTEMS], Some("L")), def("L", &[7, 8], &[], None)],
+                target: "A",
+                expect: set(&[7, 8]),
+            },
+            Case {
+                name: "limiting of an included collection applies inside it",
+                defs: vec![def("A", &[1], &["B"], None), def("B", &[2, 3], &[], Some("L")), def("L", &[3], &[], None)],
+                target: "A",
+                expect: set(&[1, 3]),
+            },
+            Case {
+                name: "diamond includes count once",
+                defs: vec![def("A", &[], &["B", "C"], None), def("B", &[], &["D"], None), def("C", &[], &["D"], None), def("D", &[4], &[], None)],
+                target: "A",
+                expect: set(&[4]),
+            },
+        ];
+        for c in cases {
+            let got = effective_memberships(&c.defs).unwrap_or_else(|e| panic!("{}: {e}", c.name));
+            assert_eq!(got[c.target], c.expect, "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn cycles_name_every_collection_in_them() {
+        let defs = vec![def("A", &[], &["B"], None), def("B", &[], &["C"], None), def("C", &[], &[], Some("A")), def("D", &[1], &[], None)];
+        let err = effective_memberships(&defs).unwrap_err();
+        assert_eq!(err, MembershipError::Cycle(vec!["A".into(), "B".into(), "C".into(), "A".into()]));
+        let self_loop = vec![def("A", &[], &["A"], None)];
+        assert_eq!(effective_memberships(&self_loop).unwrap_err(), MembershipError::Cycle(vec!["A".into(), "A".into()]));
+    }
+
+    #[test]
+    fn unknown_references_are_named() {
+        let defs = vec![def("A", &[], &["NOPE0001"], None)];
+        assert_eq!(
+            effective_memberships(&defs).unwrap_err().to_string(),
+            "collection A references NOPE0001, which does not exist"
+        );
+    }
+}

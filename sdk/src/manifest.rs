@@ -1,0 +1,261 @@
+//! What a plugin declares about itself, and the options of its `[features.<id>]` table.
+
+use crate::diag::Finding;
+use crate::environment::Environment;
+use crate::version::SiteVersion;
+use serde::{Deserialize, Serialize};
+
+/// The options of a feature: its `[features.<id>]` table as JSON, without `enabled`.
+pub type Options = serde_json::Map<String, serde_json::Value>;
+
+/// A plugin's declaration.
+///
+/// ```
+/// use cloudattach_sdk::{Manifest, Environment, SiteVersion, OptionSpec};
+/// let m = Manifest::new("collection-summary", "Collection summary", "1.0.0")
+///     .depends_on(&["tenant-attach"])
+///     .environments(&[Environment::Public, Environment::Usgov])
+///     .min_site_version(SiteVersion(2111))
+///     .option(OptionSpec::boolean("include_empty", false, "Also upload empty collections"));
+/// assert_eq!(m.min_site_version_for(Environment::Usgov), SiteVersion(2111));
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Unique id, kebab-case (`^[a-z][a-z0-9-]*$`): the `[features.<id>]` key.
+    pub id: String,
+    /// Human name.
+    pub name: String,
+    /// The plugin's own version (semver).
+    pub version: String,
+    /// One line on what enabling it does.
+    #[serde(default)]
+    pub description: String,
+    /// Ids of the plugins that must run (and succeed) first.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// Environments the feature is available in.
+    pub environments: Vec<Environment>,
+    /// The first site version that shipped the feature.
+    pub min_site_version: SiteVersion,
+    /// Environments where the minimum is higher.
+    #[serde(default)]
+    pub min_site_version_overrides: Vec<(Environment, SiteVersion)>,
+    /// Whether `settings = "default"` enables it.
+    #[serde(default)]
+    pub in_default_settings: bool,
+    /// The options of its `[features.<id>]` table.
+    #[serde(default)]
+    pub options: Vec<OptionSpec>,
+}
+
+impl Manifest {
+    /// A manifest for all environments, site version 2111, no dependencies, no options.
+    pub fn new(id: &str, name: &str, version: &str) -> Self {
+        Manifest {
+            id: id.into(),
+            name: name.into(),
+            version: version.into(),
+            description: String::new(),
+            depends_on: vec![],
+            environments: Environment::ALL.to_vec(),
+            min_site_version: SiteVersion::CLOUD_ATTACH_WIZARD,
+            min_site_version_overrides: vec![],
+            in_default_settings: false,
+            options: vec![],
+        }
+    }
+    /// Sets the description.
+    pub fn description(mut self, d: &str) -> Self {
+        self.description = d.into();
+        self
+    }
+    /// Sets the dependencies.
+    pub fn depends_on(mut self, ids: &[&str]) -> Self {
+        self.depends_on = ids.iter().map(|s| s.to_string()).collect();
+        self
+    }
+    /// Sets the supported environments.
+    pub fn environments(mut self, envs: &[Environment]) -> Self {
+        self.environments = envs.to_vec();
+        self
+    }
+    /// Sets the minimum site version.
+    pub fn min_site_version(mut self, v: SiteVersion) -> Self {
+        self.min_site_version = v;
+        self
+    }
+    /// A higher minimum in one environment.
+    pub fn min_site_version_in(mut self, env: Environment, v: SiteVersion) -> Self {
+        self.min_site_version_overrides.push((env, v));
+        self
+    }
+    /// Enabled by `settings = "default"`.
+    pub fn in_default_settings(mut self) -> Self {
+        self.in_default_settings = true;
+        self
+    }
+    /// Adds an option.
+    pub fn option(mut self, spec: OptionSpec) -> Self {
+        self.options.push(spec);
+        self
+    }
+    /// The minimum site version in `env`.
+    pub fn min_site_version_for(&self, env: Environment) -> SiteVersion {
+        self.min_site_version_overrides
+            .iter()
+            .find(|(e, _)| *e == env)
+            .map(|(_, v)| *v)
+            .unwrap_or(self.min_site_version)
+    }
+
+    /// Checks `options` against the declared [`OptionSpec`]s: unknown keys, wrong types and
+    /// values outside a choice are errors naming the key. Fills in defaults.
+    pub fn resolve_options(&self, raw: &Options) -> Result<Options, Vec<Finding>> {
+        let mut errors = vec![];
+        let mut out = Options::new();
+        for (key, value) in raw {
+            match self.options.iter().find(|o| &o.key == key) {
+                None => {
+                    let known: Vec<&str> = self.options.iter().map(|o| o.key.as_str()).collect();
+                    let hint = if known.is_empty() {
+                        "it takes no options besides `enabled`".to_string()
+                    } else {
+                        format!("known keys: enabled, {}", known.join(", "))
+                    };
+                    errors.push(Finding::error(
+                        "unknown-option",
+                        format!("unknown key `{key}` in [features.{}]: {hint}", self.id),
+                    ));
+                }
+                Some(spec) => match spec.kind.check(value) {
+                    Ok(()) => {
+                        out.insert(key.clone(), value.clone());
+                    }
+                    Err(expected) => errors.push(Finding::error(
+                        "invalid-option",
+                        format!("[features.{}] {key} = {value}: expected {expected}", self.id),
+                    )),
+                },
+            }
+        }
+        for spec in &self.options {
+            if !out.contains_key(&spec.key) {
+                if let Some(d) = &spec.default {
+                    out.insert(spec.key.clone(), d.clone());
+                }
+            }
+        }
+        if errors.is_empty() { Ok(out) } else { Err(errors) }
+    }
+}
+
+/// The type of an option's value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type", content = "values")]
+pub enum OptionKind {
+    /// `true` or `false`.
+    Bool,
+    /// Any string.
+    String,
+    /// One of the listed strings.
+    Choice(Vec<String>),
+    /// One of the listed strings, or a collection id (e.g. "all" or "PS100012").
+    ChoiceOrCollection(Vec<String>),
+    /// A non-negative integer.
+    Integer,
+}
+
+impl OptionKind {
+    /// `Ok` when `v` fits; otherwise what was expected.
+    pub fn check(&self, v: &serde_json::Value) -> Result<(), String> {
+        use serde_json::Value;
+        match (self, v) {
+            (OptionKind::Bool, Value::Bool(_)) => Ok(()),
+            (OptionKind::String, Value::String(_)) => Ok(()),
+            (OptionKind::Integer, Value::Number(n)) if n.is_u64() => Ok(()),
+            (OptionKind::Choice(c), Value::String(s)) if c.contains(s) => Ok(()),
+            (OptionKind::ChoiceOrCollection(c), Value::String(s))
+                if c.contains(s) || is_collection_id(s) =>
+            {
+                Ok(())
+            }
+            (OptionKind::Bool, _) => Err("true or false".into()),
+            (OptionKind::String, _) => Err("a string".into()),
+            (OptionKind::Integer, _) => Err("a non-negative integer".into()),
+            (OptionKind::Choice(c), _) => Err(format!("one of {}", quote_list(c))),
+            (OptionKind::ChoiceOrCollection(c), _) => {
+                Err(format!("{} or a collection id such as \"PS100012\"", quote_list(c)))
+            }
+        }
+    }
+}
+
+fn quote_list(c: &[String]) -> String {
+    c.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")
+}
+
+/// A collection id: a 3-character site code followed by 5 hexadecimal digits (e.g. "PS100012",
+/// "SMS00001").
+pub fn is_collection_id(s: &str) -> bool {
+    s.len() == 8
+        && s[..3].bytes().all(|b| b.is_ascii_alphanumeric())
+        && s[3..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// One option of a feature's table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OptionSpec {
+    /// The key.
+    pub key: String,
+    /// Its type.
+    pub kind: OptionKind,
+    /// The value when absent.
+    #[serde(default)]
+    pub default: Option<serde_json::Value>,
+    /// What it means.
+    #[serde(default)]
+    pub description: String,
+}
+
+impl OptionSpec {
+    /// A boolean option with a default.
+    pub fn boolean(key: &str, default: bool, description: &str) -> Self {
+        OptionSpec {
+            key: key.into(),
+            kind: OptionKind::Bool,
+            default: Some(default.into()),
+            description: description.into(),
+        }
+    }
+    /// A choice among fixed strings.
+    pub fn choice(key: &str, choices: &[&str], default: Option<&str>, description: &str) -> Self {
+        OptionSpec {
+            key: key.into(),
+            kind: OptionKind::Choice(choices.iter().map(|s| s.to_string()).collect()),
+            default: default.map(Into::into),
+            description: description.into(),
+        }
+    }
+    /// A choice among fixed strings, or a collection id.
+    pub fn choice_or_collection(key: &str, choices: &[&str], default: Option<&str>, description: &str) -> Self {
+        OptionSpec {
+            key: key.into(),
+            kind: OptionKind::ChoiceOrCollection(choices.iter().map(|s| s.to_string()).collect()),
+            default: default.map(Into::into),
+            description: description.into(),
+        }
+    }
+    /// A free string, optional.
+    pub fn string(key: &str, description: &str) -> Self {
+        OptionSpec { key: key.into(), kind: OptionKind::String, default: None, description: description.into() }
+    }
+    /// A non-negative integer with a default.
+    pub fn integer(key: &str, default: u64, description: &str) -> Self {
+        OptionSpec {
+            key: key.into(),
+            kind: OptionKind::Integer,
+            default: Some(default.into()),
+            description: description.into(),
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The plugin contract and static registration.
+
+use crate::diag::{ApplyOutcome, CheckReport, Finding, PlanAction, PlanDecision, StatusReport};
+use crate::environment::Environment;
+use crate::host::{Host, HostError, Method, SyncMode, SyncStats};
+use crate::manifest::{Manifest, Options};
+use crate::version::SiteVersion;
+
+/// What `validate` knows: only the selection, never the site's data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidateContext {
+    /// The target environment.
+    pub environment: Environment,
+    /// The site's version.
+    pub site_version: SiteVersion,
+    /// Whether the wizard's default settings are in use.
+    pub default_settings: bool,
+}
+
+/// A cloud feature.
+///
+/// The lifecycle, Terraform-style: [`Plugin::validate`] (pure) → [`Plugin::check`] (read-only)
+/// → [`Plugin::plan`] (pure) → [`Plugin::apply`] → [`Plugin::status`] / [`Plugin::sync`] /
+/// [`Plugin::disable`]. Environment and site-version gates and dependency order are the core's
+/// job and come from the [`Manifest`]; a plugin only decides what is its own.
+///
+/// The cloud steps have defaults that talk to the generic feature endpoints of the gateway, so
+/// a plugin that only stores settings implements `manifest` and `check`.
+///
+/// ```
+/// use cloudattach_sdk::*;
+/// struct Hello;
+/// impl Plugin for Hello {
+///     fn manifest(&self) -> Manifest { Manifest::new("hello", "Hello", "0.1.0") }
+///     fn check(&self, host: &dyn Host, _options: &Options) -> CheckReport {
+///         let mut r = CheckReport::default();
+///         r.push(Finding::info("site", format!("site {}", host.site().code)));
+///         r
+///     }
+/// }
+/// ```
+pub trait Plugin: Send + Sync {
+    /// The plugin's declaration.
+    fn manifest(&self) -> Manifest;
+
+    /// Cross-field validation of resolved options (types and unknown keys are already checked
+    /// against the manifest). Pure. Each error finding is a configuration error.
+    fn validate(&self, options: &Options, ctx: &ValidateContext) -> Vec<Finding> {
+        let _ = (options, ctx);
+        vec![]
+    }
+
+    /// Read-only prerequisite checks on the site.
+    fn check(&self, host: &dyn Host, options: &Options) -> CheckReport;
+
+    /// The settings the cloud stores for this feature. Applying the same settings again is a
+    /// no-op. Defaults to the options.
+    fn settings(&self, options: &Options) -> serde_json::Value {
+        serde_json::Value::Object(options.clone())
+    }
+
+    /// What applying would do, given the settings last applied (`None` if never). Pure.
+    fn plan(
+        &self,
+        host: &dyn Host,
+        options: &Options,
+        applied: Option<&serde_json::Value>,
+    ) -> PlanDecision {
+        let _ = host;
+        let wanted = self.settings(options);
+        match applied {
+            None => PlanDecision::new(PlanAction::Enable),
+            Some(prev) if *prev == wanted => PlanDecision::new(PlanAction::Noop),
+            Some(_) => PlanDecision::new(PlanAction::Update),
+        }
+    }
+
+    /// Turns the feature on (or updates it) in the cloud and performs its first upload.
+    fn apply(&self, host: &dyn Host, options: &Options) -> ApplyOutcome {
+        let id = self.manifest().id;
+        match put_feature(host, &id, &self.settings(options)) {
+            Ok(()) => ApplyOutcome::ok(),
+            Err(e) => ApplyOutcome::failed(e.code, e.message),
+        }
+    }
+
+    /// One upload of what changed (or everything with [`SyncMode::Full`]). `Ok(None)` for a
+    /// feature that uploads nothing.
+    fn sync(
+        &self,
+        host: &dyn Host,
+        options: &Options,
+        mode: SyncMode,
+    ) -> Result<Option<SyncStats>, HostError> {
+        let _ = (host, options, mode);
+        Ok(None)
+    }
+
+    /// What the cloud holds now for this feature.
+    fn status(&self, host: &dyn Host) -> Result<StatusReport, HostError> {
+        feature_status(host, &self.manifest().id)
+    }
+
+    /// Turns the feature off in the cloud.
+    fn disable(&self, host: &dyn Host) -> ApplyOutcome {
+        match host.cloud(Method::Delete, &format!("features/{}", self.manifest().id), None) {
+            Ok(_) => ApplyOutcome::ok(),
+            Err(e) => ApplyOutcome::failed(e.code, e.message),
+        }
+    }
+}
+
+/// Enables or updates a feature's settings in the cloud (idempotent).
+pub fn put_feature(host: &dyn Host, id: &str, settings: &serde_json::Value) -> Result<(), HostError> {
+    let body = serde_json::json!({ "settings": settings });
+    host.cloud(Method::Put, &format!("features/{id}"), Some(&body)).map(|_| ())
+}
+
+/// Reads one feature's status from the cloud's hierarchy status.
+pub fn feature_status(host: &dyn Host, id: &str) -> Result<StatusReport, HostError> {
+    let all = host.cloud(Method::Get, "status", None)?;
+    let entry = all
+        .get("plugins")
+        .and_then(|p| p.as_array())
+        .and_then(|list| list.iter().find(|p| p.get("id").and_then(|v| v.as_str()) == Some(id)));
+    let Some(entry) = entry else {
+        return Ok(StatusReport::default());
+    };
+    let mut report = StatusReport {
+        enabled: entry.get("enabled").and_then(|v| v.as_bool()).unwrap_or(false),
+        counts: entry.get("counts").and_then(|v| v.as_object()).cloned().unwrap_or_default(),
+        extra: Default::default(),
+        last_sync: entry.get("last_sync").and_then(|v| v.as_str()).map(String::from),
+    };
+    if let Some(obj) = entry.as_object() {
+        for (k, v) in obj {
+            if !matches!(k.as_str(), "id" | "enabled" | "counts" | "last_sync") {
+                report.extra.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// A plugin registered into the binary at link time (see [`crate::register_plugin!`]).
+pub struct PluginRegistration {
+    /// Creates the plugin.
+    pub create: fn() -> Box<dyn Plugin>,
+}
+
+inventory::collect!(PluginRegistration);
+
+/// Every plugin registered statically in this binary, in no particular order.
+pub fn registered_plugins() -> impl Iterator<Item = Box<dyn Plugin>> {
+    inventory::iter::<PluginRegistration>.into_iter().map(|r| (r.create)())
+}
+
+/// Registers a plugin statically.
+///
+/// ```ignore
+/// cloudattach_sdk::register_plugin!(MyPlugin);
+/// ```
+/// The binary must name the plugin's crate (`use my_plugin as _;`), or the linker drops it.
+#[macro_export]
+macro_rules! register_plugin {
+    ($ctor:expr) => {
+        $crate::inventory::submit! {
+            $crate::PluginRegistration { create: || ::std::boxed::Box::new($ctor) }
+        }
+    };
+}
