@@ -3,7 +3,7 @@
 
 use crate::site::Site;
 use cloudattach_sdk::{
-    CollectionInfo, Device, Environment, Host, HostError, Method, Options, Record, SiteInfo, SyncMode, SyncStats,
+    CollectionInfo, Device, Environment, Host, HostError, Method, Options, RecordSink, SiteInfo, SyncMode,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,13 +12,8 @@ use std::sync::Arc;
 pub trait CloudPort: Send + Sync {
     /// See [`Host::cloud`].
     fn cloud(&self, method: Method, path: &str, body: Option<&serde_json::Value>) -> Result<serde_json::Value, HostError>;
-    /// See [`Host::sync_records`].
-    fn sync_records(
-        &self,
-        channel: &str,
-        records: &mut dyn Iterator<Item = Record>,
-        mode: SyncMode,
-    ) -> Result<SyncStats, HostError>;
+    /// See [`Host::open_sync`].
+    fn open_sync(&self, channel: &str, mode: SyncMode) -> Result<Box<dyn RecordSink + '_>, HostError>;
     /// See [`Host::log`].
     fn log(&self, message: &str);
 }
@@ -76,6 +71,9 @@ impl Host for SiteHost {
     fn collection(&self, id: &str) -> Option<CollectionInfo> {
         self.site.collection(id)
     }
+    fn collections(&self) -> Vec<CollectionInfo> {
+        self.site.collection_ids().filter_map(|id| self.site.collection(id)).collect()
+    }
     fn is_member(&self, collection_id: &str, resource_id: i64) -> bool {
         self.site.is_member(collection_id, resource_id)
     }
@@ -95,14 +93,9 @@ impl Host for SiteHost {
             None => Err(HostError::offline()),
         }
     }
-    fn sync_records(
-        &self,
-        channel: &str,
-        records: &mut dyn Iterator<Item = Record>,
-        mode: SyncMode,
-    ) -> Result<SyncStats, HostError> {
+    fn open_sync(&self, channel: &str, mode: SyncMode) -> Result<Box<dyn RecordSink + '_>, HostError> {
         match &self.cloud {
-            Some(c) => c.sync_records(channel, records, mode),
+            Some(c) => c.open_sync(channel, mode),
             None => Err(HostError::offline()),
         }
     }

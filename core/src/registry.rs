@@ -236,6 +236,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)]
     fn ordering_table() {
         let cases: &[(&str, &[(&str, &[&str])], Result<&[&str], &str>)] = &[
             ("no deps: by id", &[("b", &[]), ("a", &[]), ("c", &[])], Ok(&["a", "b", "c"])),

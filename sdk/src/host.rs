@@ -131,6 +131,14 @@ pub struct SyncStats {
     pub total: u64,
 }
 
+/// The receiving end of an upload (see [`Host::open_sync`]).
+pub trait RecordSink {
+    /// Adds a record. An error means the upload failed; stop pushing.
+    fn push(&mut self, record: Record) -> Result<(), HostError>;
+    /// Sends what is left, the deletions, and waits for the cloud to acknowledge everything.
+    fn finish(self: Box<Self>) -> Result<SyncStats, HostError>;
+}
+
 /// Host services. The core implements this; a test kit implements it in memory.
 ///
 /// The cloud methods have default implementations that answer [`HostError::offline`], which is
@@ -144,6 +152,12 @@ pub trait Host {
     fn for_each_device(&self, visit: &mut dyn FnMut(&Device)) -> Result<(), HostError>;
     /// A collection by id, with its effective member count.
     fn collection(&self, id: &str) -> Option<CollectionInfo>;
+    /// Every collection of the site (including `SMS00001`, All Systems) with its effective
+    /// member count, sorted by id. Added in 0.1 with a default (no collections) so existing
+    /// hosts keep compiling; the core's host and the test kit list them all.
+    fn collections(&self) -> Vec<CollectionInfo> {
+        Vec::new()
+    }
     /// Whether a device is in a collection's effective membership.
     fn is_member(&self, collection_id: &str, resource_id: i64) -> bool;
     /// The resolved options of a selected feature (`None` when it is not selected).
@@ -165,18 +179,28 @@ pub trait Host {
         Err(HostError::offline())
     }
 
-    /// Uploads records to an upload channel (`devices`, `analytics`, `defender`,
-    /// `comanagement`, or `ext/<plugin id>`): in batches, compressed, retried, and — in
-    /// [`SyncMode::Delta`] — only those that changed since the last acknowledged upload of this
-    /// channel, plus deletions of keys no longer produced.
+    /// Opens an upload to a channel (`devices`, `analytics`, `defender`, `comanagement`, or
+    /// `ext/<plugin id>`). Push every record in scope, then [`RecordSink::finish`]: the host
+    /// batches, compresses and retries, and — in [`SyncMode::Delta`] — sends only the records
+    /// that changed since the last acknowledged upload of this channel, plus deletions of the
+    /// keys no longer pushed. Pushing from inside [`Host::for_each_device`] keeps memory flat.
+    fn open_sync(&self, channel: &str, mode: SyncMode) -> Result<Box<dyn RecordSink + '_>, HostError> {
+        let _ = (channel, mode);
+        Err(HostError::offline())
+    }
+
+    /// [`Host::open_sync`] for records already at hand as an iterator.
     fn sync_records(
         &self,
         channel: &str,
         records: &mut dyn Iterator<Item = Record>,
         mode: SyncMode,
     ) -> Result<SyncStats, HostError> {
-        let _ = (channel, records, mode);
-        Err(HostError::offline())
+        let mut sink = self.open_sync(channel, mode)?;
+        for r in records {
+            sink.push(r)?;
+        }
+        sink.finish()
     }
 
     /// A progress or information message for the person running the command (stderr).

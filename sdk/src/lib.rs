@@ -8,6 +8,8 @@
 
 pub mod device;
 pub mod diag;
+#[cfg(feature = "dynamic")]
+pub mod dynamic;
 pub mod environment;
 pub mod host;
 pub mod manifest;
@@ -19,7 +21,9 @@ pub mod version;
 pub use device::{Analytics, AppUsage, DefenderState, Detection, Device, JoinType};
 pub use diag::{ApplyOutcome, CheckReport, CheckStatus, Finding, PlanAction, PlanDecision, Severity, StatusReport};
 pub use environment::Environment;
-pub use host::{CollectionInfo, ConnectionPoint, Host, HostError, Method, Record, SiteInfo, SyncMode, SyncStats};
+pub use host::{
+    CollectionInfo, ConnectionPoint, Host, HostError, Method, Record, RecordSink, SiteInfo, SyncMode, SyncStats,
+};
 pub use manifest::{Manifest, OptionKind, OptionSpec, Options, is_collection_id};
 pub use plugin::{Plugin, PluginRegistration, ValidateContext, feature_status, put_feature, registered_plugins};
 pub use version::{DottedVersion, SiteVersion};
@@ -32,7 +36,7 @@ pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -139,10 +139,8 @@ impl Manifest {
             }
         }
         for spec in &self.options {
-            if !out.contains_key(&spec.key) {
-                if let Some(d) = &spec.default {
-                    out.insert(spec.key.clone(), d.clone());
-                }
+            if let (false, Some(d)) = (out.contains_key(&spec.key), &spec.default) {
+                out.insert(spec.key.clone(), d.clone());
             }
         }
         if errors.is_empty() { Ok(out) } else { Err(errors) }

@@ -4,8 +4,9 @@
 //! entirely in memory. By default it is *offline*, like the host `check` and `plan` get: every
 //! cloud call answers [`HostError::offline`]. With [`MemoryHost::with_cloud`] it also plays a
 //! small recording cloud: it stores feature settings, keeps every upload channel with delta
-//! semantics, answers `status`, and records every [`Host::cloud`] and [`Host::sync_records`]
-//! call so a test can assert what `apply` or `sync` would send — without a network.
+//! semantics, answers `status`, and records every [`Host::cloud`] call and every finished upload
+//! ([`Host::open_sync`] … [`RecordSink::finish`], or [`Host::sync_records`]) so a test can
+//! assert what `apply` or `sync` would send — without a network.
 //!
 //! Add it to a plugin crate's dev-dependencies:
 //!
@@ -23,12 +24,21 @@
 //!     fn manifest(&self) -> Manifest { Manifest::new("inventory", "Inventory", "0.1.0") }
 //!     fn check(&self, _host: &dyn Host, _options: &Options) -> CheckReport { CheckReport::default() }
 //!     fn sync(&self, host: &dyn Host, _o: &Options, mode: SyncMode) -> Result<Option<SyncStats>, HostError> {
-//!         let mut names = vec![];
-//!         host.for_each_device(&mut |d| names.push(Record {
-//!             key: d.resource_id.to_string(),
-//!             value: serde_json::json!({ "name": d.name }),
-//!         }))?;
-//!         host.sync_records("ext/inventory", &mut names.into_iter(), mode).map(Some)
+//!         let mut sink = host.open_sync("ext/inventory", mode)?;
+//!         let mut failed = None;
+//!         host.for_each_device(&mut |d| {
+//!             let record = Record {
+//!                 key: d.resource_id.to_string(),
+//!                 value: serde_json::json!({ "name": d.name }),
+//!             };
+//!             if failed.is_none() {
+//!                 failed = sink.push(record).err();
+//!             }
+//!         })?;
+//!         match failed {
+//!             Some(e) => Err(e),
+//!             None => sink.finish().map(Some),
+//!         }
 //!     }
 //! }
 //!
@@ -51,7 +61,8 @@
 use crate::device::{Device, JoinType};
 use crate::environment::Environment;
 use crate::host::{
-    CollectionInfo, ConnectionPoint, Host, HostError, Method, Record, SiteInfo, SyncMode, SyncStats,
+    CollectionInfo, ConnectionPoint, Host, HostError, Method, Record, RecordSink, SiteInfo,
+    SyncMode, SyncStats,
 };
 use crate::manifest::Options;
 use crate::version::SiteVersion;
@@ -121,14 +132,15 @@ pub struct CloudCall {
     pub body: Option<Value>,
 }
 
-/// One recorded [`Host::sync_records`] call.
+/// One recorded upload: a [`Host::open_sync`] finished with [`RecordSink::finish`] (or a
+/// [`Host::sync_records`] call). An upload dropped without `finish` is not recorded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SyncCall {
     /// The upload channel (`devices`, `analytics`, …).
     pub channel: String,
     /// Delta or full.
     pub mode: SyncMode,
-    /// Every record the plugin produced, in order (sent or not).
+    /// Every record the plugin pushed, in order (sent or not).
     pub records: Vec<Record>,
     /// Keys of the records actually sent as upserts.
     pub upserted_keys: Vec<String>,
@@ -145,7 +157,9 @@ struct CloudState {
     features: BTreeMap<String, Value>,
     /// Per channel: key → the record's serialized JSON (what delta compares against).
     channels: HashMap<String, HashMap<String, String>>,
-    /// Per channel: number of completed syncs, for `last_sync`.
+    /// Completed syncs of every channel: the in-memory cloud's clock.
+    sync_sequence: u64,
+    /// Per channel: the clock at its last completed sync, for `last_sync`.
     channel_syncs: HashMap<String, u64>,
     cloud_calls: Vec<CloudCall>,
     sync_calls: Vec<SyncCall>,
@@ -157,14 +171,18 @@ struct CloudState {
 pub struct MemoryHost {
     site: SiteInfo,
     environment: Environment,
-    devices: Vec<Device>,
+    /// Behind a lock so a test can change the inventory between two syncs (delta tests).
+    devices: Mutex<Vec<Device>>,
     /// Collection id → (name, effective members). `SMS00001` is computed unless given.
     collections: BTreeMap<String, (String, BTreeSet<i64>)>,
-    features: BTreeMap<String, Options>,
+    /// Selected features' options; behind a lock so a test can change them between steps.
+    features: Mutex<BTreeMap<String, Options>>,
     /// `None`: offline (the `check`/`plan` host).
     cloud: Option<Mutex<CloudState>>,
     /// When set, every cloud call and sync fails with it (after being recorded).
     cloud_error: Option<HostError>,
+    /// When set, every upload fails with it at `finish`; other cloud calls still work.
+    upload_error: Option<HostError>,
     /// The tenant-wide "Use Intune RBAC" toggle (DOMAIN.md §3), for rbac-authority's status.
     tenant_intune_rbac: bool,
     /// Canned answers that take precedence over the in-memory cloud, by (method, path).
@@ -198,11 +216,12 @@ impl MemoryHost {
         MemoryHost {
             site,
             environment: Environment::Public,
-            devices: vec![],
+            devices: Mutex::new(vec![]),
             collections: BTreeMap::new(),
-            features: BTreeMap::new(),
+            features: Mutex::new(BTreeMap::new()),
             cloud: None,
             cloud_error: None,
+            upload_error: None,
             tenant_intune_rbac: false,
             responses: vec![],
             logs: Mutex::new(vec![]),
@@ -216,14 +235,14 @@ impl MemoryHost {
     }
 
     /// Adds devices.
-    pub fn with_devices(mut self, devices: impl IntoIterator<Item = Device>) -> Self {
-        self.devices.extend(devices);
+    pub fn with_devices(self, devices: impl IntoIterator<Item = Device>) -> Self {
+        lock(&self.devices).extend(devices);
         self
     }
 
     /// Adds one device.
-    pub fn with_device(mut self, device: Device) -> Self {
-        self.devices.push(device);
+    pub fn with_device(self, device: Device) -> Self {
+        lock(&self.devices).push(device);
         self
     }
 
@@ -243,14 +262,25 @@ impl MemoryHost {
     }
 
     /// Selects a feature with its resolved options (what [`Host::feature_options`] returns).
-    pub fn with_feature(mut self, plugin_id: &str, options: Options) -> Self {
-        self.features.insert(plugin_id.to_string(), options);
+    pub fn with_feature(self, plugin_id: &str, options: Options) -> Self {
+        self.set_feature(plugin_id, options);
         self
+    }
+
+    /// Selects a feature, or changes its options, on a built host — for a test that changes
+    /// the configuration between two steps (e.g. narrowing tenant attach's `upload` scope
+    /// between `apply` and `sync`).
+    pub fn set_feature(&self, plugin_id: &str, options: Options) {
+        lock(&self.features).insert(plugin_id.to_string(), options);
     }
 
     /// Turns on the in-memory recording cloud (the host `apply`, `sync`, `status` and `disable`
     /// get). It understands `PUT`/`GET`/`DELETE features/{id}` and `GET status`; any other path
     /// answers an `http-404` error unless given with [`MemoryHost::with_response`].
+    ///
+    /// `status` reports the counts SPEC.md §3 pins from what the channels hold, and a
+    /// deterministic `last_sync`: the n-th sync of the host happened at 2026-01-01T00:00:00Z
+    /// plus n seconds.
     pub fn with_cloud(mut self) -> Self {
         self.cloud = Some(Mutex::new(CloudState::default()));
         self
@@ -263,9 +293,17 @@ impl MemoryHost {
         self
     }
 
-    /// Makes every cloud call and sync fail with `error` (calls are still recorded).
+    /// Makes every cloud call fail with `error`, and every upload at [`RecordSink::finish`]
+    /// (as a failed transfer would); calls and uploads are still recorded.
     pub fn with_cloud_error(mut self, error: HostError) -> Self {
         self.cloud_error = Some(error);
+        self
+    }
+
+    /// Makes every upload fail with `error` at [`RecordSink::finish`] while the other cloud calls
+    /// succeed: a feature that was enabled but whose first upload failed.
+    pub fn with_upload_error(mut self, error: HostError) -> Self {
+        self.upload_error = Some(error);
         self
     }
 
@@ -281,8 +319,29 @@ impl MemoryHost {
     }
 
     /// The site's devices.
-    pub fn devices(&self) -> &[Device] {
-        &self.devices
+    pub fn devices(&self) -> Vec<Device> {
+        lock(&self.devices).clone()
+    }
+
+    /// Replaces the device with the same `resource_id`, or adds it: the inventory changed
+    /// between two syncs.
+    pub fn upsert_device(&self, device: Device) {
+        let mut devices = lock(&self.devices);
+        match devices
+            .iter_mut()
+            .find(|d| d.resource_id == device.resource_id)
+        {
+            Some(slot) => *slot = device,
+            None => devices.push(device),
+        }
+    }
+
+    /// Removes a device from the inventory (it left the site); `false` if there was none.
+    pub fn remove_device(&self, resource_id: i64) -> bool {
+        let mut devices = lock(&self.devices);
+        let before = devices.len();
+        devices.retain(|d| d.resource_id != resource_id);
+        devices.len() != before
     }
 
     /// Every [`Host::cloud`] call so far, in order (empty when offline).
@@ -293,7 +352,7 @@ impl MemoryHost {
             .unwrap_or_default()
     }
 
-    /// Every [`Host::sync_records`] call so far, in order (empty when offline).
+    /// Every finished upload so far, in order (empty when offline).
     pub fn sync_calls(&self) -> Vec<SyncCall> {
         self.cloud
             .as_ref()
@@ -301,7 +360,7 @@ impl MemoryHost {
             .unwrap_or_default()
     }
 
-    /// The sync calls to one channel, in order.
+    /// The finished uploads to one channel, in order.
     pub fn sync_calls_to(&self, channel: &str) -> Vec<SyncCall> {
         self.sync_calls()
             .into_iter()
@@ -340,7 +399,7 @@ impl MemoryHost {
     }
 
     fn all_device_ids(&self) -> BTreeSet<i64> {
-        self.devices.iter().map(|d| d.resource_id).collect()
+        lock(&self.devices).iter().map(|d| d.resource_id).collect()
     }
 
     /// The cloud's `status` document, shaped like the gateway's (`{"plugins": [...]}`).
@@ -360,7 +419,12 @@ impl MemoryHost {
         };
         let last_sync = |channel: &str| {
             state.channel_syncs.get(channel).map_or(Value::Null, |n| {
-                Value::from(format!("2026-01-01T00:00:{:02}Z", n % 60))
+                Value::from(format!(
+                    "2026-01-01T{:02}:{:02}:{:02}Z",
+                    n / 3600 % 24,
+                    n / 60 % 60,
+                    n % 60
+                ))
             })
         };
         let mut plugins = vec![];
@@ -411,6 +475,89 @@ fn not_found(method: Method, path: &str) -> HostError {
     )
 }
 
+/// The in-memory cloud's end of one upload: collects the pushed records, then applies them
+/// with delta semantics at `finish`.
+struct MemorySink<'a> {
+    cloud: &'a Mutex<CloudState>,
+    error: Option<HostError>,
+    channel: String,
+    mode: SyncMode,
+    produced: Vec<Record>,
+}
+
+impl RecordSink for MemorySink<'_> {
+    fn push(&mut self, record: Record) -> Result<(), HostError> {
+        self.produced.push(record);
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<SyncStats, HostError> {
+        let MemorySink {
+            cloud,
+            error,
+            channel,
+            mode,
+            produced,
+        } = *self;
+        let mut state = lock(cloud);
+        if let Some(e) = error {
+            state.sync_calls.push(SyncCall {
+                channel,
+                mode,
+                records: produced,
+                upserted_keys: vec![],
+                deleted_keys: vec![],
+                stats: SyncStats::default(),
+            });
+            return Err(e);
+        }
+        let stored = state.channels.entry(channel.clone()).or_default();
+        let mut stats = SyncStats::default();
+        let mut upserted_keys = vec![];
+        let mut seen = BTreeSet::new();
+        for record in &produced {
+            let serialized = record.value.to_string();
+            seen.insert(record.key.clone());
+            let changed = stored.get(&record.key) != Some(&serialized);
+            if changed {
+                stats.upserted += 1;
+            } else {
+                stats.unchanged += 1;
+            }
+            // A full sync sends every record; the cloud still only counts real changes.
+            if changed || mode == SyncMode::Full {
+                stats.sent += 1;
+                upserted_keys.push(record.key.clone());
+            }
+            stored.insert(record.key.clone(), serialized);
+        }
+        let mut deleted_keys: Vec<String> = stored
+            .keys()
+            .filter(|k| !seen.contains(*k))
+            .cloned()
+            .collect();
+        deleted_keys.sort();
+        for key in &deleted_keys {
+            stored.remove(key);
+        }
+        stats.deleted = deleted_keys.len() as u64;
+        stats.sent += stats.deleted;
+        stats.total = stored.len() as u64;
+        state.sync_sequence += 1;
+        let now = state.sync_sequence;
+        state.channel_syncs.insert(channel.clone(), now);
+        state.sync_calls.push(SyncCall {
+            channel,
+            mode,
+            records: produced,
+            upserted_keys,
+            deleted_keys,
+            stats,
+        });
+        Ok(stats)
+    }
+}
+
 impl Host for MemoryHost {
     fn site(&self) -> &SiteInfo {
         &self.site
@@ -421,7 +568,9 @@ impl Host for MemoryHost {
     }
 
     fn for_each_device(&self, visit: &mut dyn FnMut(&Device)) -> Result<(), HostError> {
-        self.devices.iter().for_each(visit);
+        // A snapshot: `visit` may call back into the host (`is_uploaded`, `is_member`).
+        let snapshot = self.devices();
+        snapshot.iter().for_each(visit);
         Ok(())
     }
 
@@ -440,31 +589,43 @@ impl Host for MemoryHost {
         })
     }
 
+    fn collections(&self) -> Vec<CollectionInfo> {
+        let mut ids: BTreeSet<&str> = self.collections.keys().map(String::as_str).collect();
+        ids.insert(ALL_SYSTEMS);
+        ids.into_iter()
+            .filter_map(|id| self.collection(id))
+            .collect()
+    }
+
     fn is_member(&self, collection_id: &str, resource_id: i64) -> bool {
         match self.collections.get(collection_id) {
             Some((_, members)) => members.contains(&resource_id),
             None => {
                 collection_id == ALL_SYSTEMS
-                    && self.devices.iter().any(|d| d.resource_id == resource_id)
+                    && lock(&self.devices)
+                        .iter()
+                        .any(|d| d.resource_id == resource_id)
             }
         }
     }
 
     fn feature_options(&self, plugin_id: &str) -> Option<Options> {
-        self.features.get(plugin_id).cloned()
+        lock(&self.features).get(plugin_id).cloned()
     }
 
     fn is_uploaded(&self, device: &Device) -> bool {
         if !device.client {
             return false;
         }
-        let scope = self
-            .features
+        let scope = lock(&self.features)
             .get("tenant-attach")
             .and_then(|o| o.get("upload"))
             .and_then(Value::as_str)
-            .unwrap_or("all");
-        scope == "all" || self.is_member(scope, device.resource_id)
+            .map(String::from);
+        match scope.as_deref() {
+            None | Some("all") => true,
+            Some(collection_id) => self.is_member(collection_id, device.resource_id),
+        }
     }
 
     fn cloud(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, HostError> {
@@ -525,70 +686,25 @@ impl Host for MemoryHost {
         }
     }
 
-    fn sync_records(
+    fn open_sync(
         &self,
         channel: &str,
-        records: &mut dyn Iterator<Item = Record>,
         mode: SyncMode,
-    ) -> Result<SyncStats, HostError> {
+    ) -> Result<Box<dyn RecordSink + '_>, HostError> {
         let Some(cloud) = &self.cloud else {
             return Err(HostError::offline());
         };
-        let produced: Vec<Record> = records.collect();
-        let mut state = lock(cloud);
-        if let Some(e) = &self.cloud_error {
-            state.sync_calls.push(SyncCall {
-                channel: channel.to_string(),
-                mode,
-                records: produced,
-                upserted_keys: vec![],
-                deleted_keys: vec![],
-                stats: SyncStats::default(),
-            });
-            return Err(e.clone());
-        }
-        let stored = state.channels.entry(channel.to_string()).or_default();
-        let mut stats = SyncStats::default();
-        let mut upserted_keys = vec![];
-        let mut seen = BTreeSet::new();
-        for record in &produced {
-            let serialized = record.value.to_string();
-            seen.insert(record.key.clone());
-            let changed = stored.get(&record.key) != Some(&serialized);
-            if changed {
-                stats.upserted += 1;
-            } else {
-                stats.unchanged += 1;
-            }
-            // A full sync sends every record; the cloud still only counts real changes.
-            if changed || mode == SyncMode::Full {
-                stats.sent += 1;
-                upserted_keys.push(record.key.clone());
-            }
-            stored.insert(record.key.clone(), serialized);
-        }
-        let mut deleted_keys: Vec<String> = stored
-            .keys()
-            .filter(|k| !seen.contains(*k))
-            .cloned()
-            .collect();
-        deleted_keys.sort();
-        for key in &deleted_keys {
-            stored.remove(key);
-        }
-        stats.deleted = deleted_keys.len() as u64;
-        stats.sent += stats.deleted;
-        stats.total = stored.len() as u64;
-        *state.channel_syncs.entry(channel.to_string()).or_default() += 1;
-        state.sync_calls.push(SyncCall {
+        Ok(Box::new(MemorySink {
+            cloud,
+            // An injected error surfaces at `finish`, as a failed upload would.
+            error: self
+                .cloud_error
+                .clone()
+                .or_else(|| self.upload_error.clone()),
             channel: channel.to_string(),
             mode,
-            records: produced,
-            upserted_keys,
-            deleted_keys,
-            stats,
-        });
-        Ok(stats)
+            produced: vec![],
+        }))
     }
 
     fn log(&self, message: &str) {
@@ -690,6 +806,23 @@ mod tests {
             .map(|d| d.resource_id)
             .collect();
         assert_eq!(uploaded, vec![2]);
+    }
+
+    #[test]
+    fn the_inventory_can_change_between_steps() {
+        let host = MemoryHost::new(MemoryHost::sample_site()).with_devices([device(1), device(2)]);
+        host.upsert_device(Device {
+            name: "RENAMED".into(),
+            ..device(2)
+        });
+        host.upsert_device(device(3));
+        assert!(host.remove_device(1));
+        assert!(!host.remove_device(1));
+        let mut seen = vec![];
+        host.for_each_device(&mut |d| seen.push((d.resource_id, d.name.clone())))
+            .unwrap();
+        assert_eq!(seen, [(2, "RENAMED".to_string()), (3, "PC-3".to_string())]);
+        assert!(!host.is_member(ALL_SYSTEMS, 1));
     }
 
     #[test]

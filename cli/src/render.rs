@@ -1,0 +1,74 @@
+//! Rendering for people: aligned tables, colour only on a terminal and never with NO_COLOR.
+
+use std::io::IsTerminal;
+
+/// Whether stdout gets colour.
+pub fn colour_enabled() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
+}
+
+/// A colour for a status word.
+#[derive(Clone, Copy)]
+pub enum Tone {
+    Good,
+    Warn,
+    Bad,
+    Dim,
+    Plain,
+}
+
+/// Paints `text` when colour is on.
+pub fn paint(text: &str, tone: Tone, colour: bool) -> String {
+    if !colour {
+        return text.to_string();
+    }
+    let code = match tone {
+        Tone::Good => "32",
+        Tone::Warn => "33",
+        Tone::Bad => "31",
+        Tone::Dim => "2",
+        Tone::Plain => return text.to_string(),
+    };
+    format!("\x1b[{code}m{text}\x1b[0m")
+}
+
+/// A table whose columns are padded to their widest cell; cells may carry a tone.
+pub struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<(String, Tone)>>,
+}
+
+impl Table {
+    pub fn new(header: &[&str]) -> Self {
+        Table { header: header.iter().map(|s| s.to_string()).collect(), rows: vec![] }
+    }
+
+    pub fn row(&mut self, cells: Vec<(String, Tone)>) {
+        self.rows.push(cells);
+    }
+
+    pub fn render(&self, colour: bool) -> String {
+        let n = self.header.len();
+        let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
+        for r in &self.rows {
+            for (i, (c, _)) in r.iter().enumerate().take(n) {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+        let mut out = String::new();
+        let line = |cells: Vec<(String, Tone)>, out: &mut String| {
+            let last = cells.len().saturating_sub(1);
+            for (i, (c, tone)) in cells.into_iter().enumerate() {
+                let pad = if i == last { 0 } else { widths[i] - c.chars().count() + 2 };
+                out.push_str(&paint(&c, tone, colour));
+                out.push_str(&" ".repeat(pad));
+            }
+            out.push('\n');
+        };
+        line(self.header.iter().map(|h| (h.to_uppercase(), Tone::Dim)).collect(), &mut out);
+        for r in &self.rows {
+            line(r.clone(), &mut out);
+        }
+        out
+    }
+}

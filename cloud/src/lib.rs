@@ -1,0 +1,286 @@
+//! # cloudattach-cloud
+//!
+//! The local cloud tenant service of cloudattach (`cloudattach cloud serve`): Entra ID-compatible
+//! sign-in (OpenID discovery, JWKS, RFC 8628 device code, client credentials, rotating refresh
+//! tokens), Graph-style app registration, the attach gateway (`/api/v1/...`), the read API and
+//! reports, SQLite storage and fault injection. See `docs/cloud-api.md`.
+
+pub mod auth;
+mod body;
+pub mod error;
+mod faults;
+mod gateway;
+mod graph;
+mod identity;
+mod ingest;
+mod read;
+pub mod seed;
+mod server;
+pub mod store;
+pub mod util;
+
+pub use error::CloudError;
+pub use ingest::{Channel, prepare_batch};
+pub use store::{SqliteStore, Store};
+
+use cloudattach_sdk::Environment;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Options of `cloudattach cloud serve`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeOptions {
+    /// Address to listen on (port 0 = ephemeral).
+    #[arg(long, default_value = "127.0.0.1:8750")]
+    pub addr: String,
+    /// Data directory (default: ./.cloudattach/cloud).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// The environment the service acts as: public, usgov or china.
+    #[arg(long, default_value = "public")]
+    pub environment: String,
+    /// Approve every device code for this seeded user (demos and tests only).
+    #[arg(long)]
+    pub auto_approve: Option<String>,
+    /// Do not seed the development accounts into an empty data dir.
+    #[arg(long)]
+    pub no_seed: bool,
+    /// Probability of answering 429 with Retry-After.
+    #[arg(long = "fault-429", default_value_t = 0.0)]
+    pub fault_429: f64,
+    /// Probability of answering 429 without Retry-After.
+    #[arg(long = "fault-429-bare", default_value_t = 0.0)]
+    pub fault_429_bare: f64,
+    /// Probability of answering 500 or 503.
+    #[arg(long = "fault-5xx", default_value_t = 0.0)]
+    pub fault_5xx: f64,
+    /// Probability of closing the connection without an answer.
+    #[arg(long = "fault-drop", default_value_t = 0.0)]
+    pub fault_drop: f64,
+    /// Latency added to every API request, in milliseconds.
+    #[arg(long = "fault-latency-ms", default_value_t = 0)]
+    pub fault_latency_ms: u64,
+    /// At most N write requests per 20 s per app per tenant, then 429 with the seconds left.
+    #[arg(long = "rate-limit-writes")]
+    pub rate_limit_writes: Option<u32>,
+    /// Seed of the fault generator (reproducible runs).
+    #[arg(long = "fault-seed")]
+    pub fault_seed: Option<u64>,
+    /// Largest accepted request body (also after decompression), in bytes.
+    #[arg(long = "max-body-bytes", default_value_t = 64 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Polling interval of device codes, in seconds.
+    #[arg(long = "device-code-interval-secs", default_value_t = 5, hide = true)]
+    pub device_code_interval_secs: u64,
+    /// Lifetime of device codes, in seconds.
+    #[arg(long = "device-code-expiry-secs", default_value_t = 900, hide = true)]
+    pub device_code_expiry_secs: u64,
+    /// `Retry-After` seconds of the `--fault-429` answers.
+    #[arg(long = "fault-retry-after-secs", default_value_t = 1, hide = true)]
+    pub fault_retry_after_secs: u64,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            addr: "127.0.0.1:8750".into(),
+            data: None,
+            environment: "public".into(),
+            auto_approve: None,
+            no_seed: false,
+            fault_429: 0.0,
+            fault_429_bare: 0.0,
+            fault_5xx: 0.0,
+            fault_drop: 0.0,
+            fault_latency_ms: 0,
+            rate_limit_writes: None,
+            fault_seed: None,
+            max_body_bytes: 64 * 1024 * 1024,
+            device_code_interval_secs: 5,
+            device_code_expiry_secs: 900,
+            fault_retry_after_secs: 1,
+        }
+    }
+}
+
+impl ServeOptions {
+    /// Checks the options; errors are [`CloudError::InvalidOption`].
+    pub fn validate(&self) -> Result<(Environment, SocketAddr), CloudError> {
+        let env: Environment = self.environment.parse().map_err(
+            |e: cloudattach_sdk::environment::UnknownEnvironment| {
+                CloudError::InvalidOption(e.to_string())
+            },
+        )?;
+        let addr: SocketAddr = self.addr.parse().map_err(|_| {
+            CloudError::InvalidOption(format!(
+                "--addr {:?} is not HOST:PORT (e.g. 127.0.0.1:8750)",
+                self.addr
+            ))
+        })?;
+        for (name, p) in [
+            ("--fault-429", self.fault_429),
+            ("--fault-429-bare", self.fault_429_bare),
+            ("--fault-5xx", self.fault_5xx),
+            ("--fault-drop", self.fault_drop),
+        ] {
+            if !(0.0..=1.0).contains(&p) || p.is_nan() {
+                return Err(CloudError::InvalidOption(format!(
+                    "{name} {p} is not a probability between 0 and 1"
+                )));
+            }
+        }
+        if self.rate_limit_writes == Some(0) {
+            return Err(CloudError::InvalidOption(
+                "--rate-limit-writes must be at least 1".into(),
+            ));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(CloudError::InvalidOption(
+                "--max-body-bytes must be at least 1024".into(),
+            ));
+        }
+        if self.device_code_interval_secs == 0 {
+            return Err(CloudError::InvalidOption(
+                "--device-code-interval-secs must be at least 1".into(),
+            ));
+        }
+        if let Some(upn) = &self.auto_approve
+            && !upn.contains('@')
+        {
+            return Err(CloudError::InvalidOption(format!(
+                "--auto-approve {upn:?} is not a UPN"
+            )));
+        }
+        Ok((env, addr))
+    }
+
+    /// The data dir: `--data` or `./.cloudattach/cloud`.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(".cloudattach/cloud"))
+    }
+}
+
+/// A running service.
+pub struct RunningCloud {
+    /// The bound address.
+    pub addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    seeded: Vec<seed::SeededTenant>,
+}
+
+impl RunningCloud {
+    /// `http://HOST:PORT` (an unspecified bind address shows as 127.0.0.1).
+    pub fn base_url(&self) -> String {
+        server::base_url(self.addr)
+    }
+
+    /// The well-known development tenants present in the store.
+    pub fn seeded_tenants(&self) -> &[seed::SeededTenant] {
+        &self.seeded
+    }
+
+    /// Stops accepting, closes open connections and waits for the server task.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for RunningCloud {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Starts the service (binds, migrates/seeds, spawns the server task); returns once it accepts
+/// connections.
+pub async fn start(opts: ServeOptions) -> Result<RunningCloud, CloudError> {
+    let (env, addr) = opts.validate()?;
+    let dir = opts.data_dir();
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| CloudError::Storage(format!("{}: {e}", dir.display())))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| CloudError::Bind {
+            addr: opts.addr.clone(),
+            source,
+        })?;
+    let addr = listener.local_addr()?;
+    let no_seed = opts.no_seed;
+    let dir2 = dir.clone();
+    let (store, key) = tokio::task::spawn_blocking(move || -> Result<_, CloudError> {
+        let store = SqliteStore::open(&dir2)?;
+        if !no_seed && store.is_empty()? {
+            seed::seed(&store)?;
+        }
+        let key = auth::SigningKey::load_or_create(&dir2).map_err(CloudError::Storage)?;
+        Ok((store, key))
+    })
+    .await
+    .map_err(|e| CloudError::Storage(e.to_string()))??;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let seeded = seed::present(&*store)?;
+    if let Some(upn) = &opts.auto_approve {
+        match store.user_by_upn(upn)? {
+            Some(_) => tracing::warn!(
+                upn = %upn,
+                "AUTO-APPROVE IS ON: every device code for this user is approved without sign-in"
+            ),
+            None => {
+                return Err(CloudError::InvalidOption(format!(
+                    "--auto-approve {upn}: no such user"
+                )));
+            }
+        }
+    }
+    let state = Arc::new(server::AppState::new(
+        store,
+        key,
+        server::base_url(addr),
+        env,
+        &opts,
+    ));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(server::run(listener, state, rx));
+    Ok(RunningCloud {
+        addr,
+        shutdown: Some(tx),
+        task: Some(task),
+        seeded,
+    })
+}
+
+/// Runs the service until Ctrl-C, printing the URL and the development accounts to stderr.
+pub async fn serve(opts: ServeOptions) -> Result<(), CloudError> {
+    let auto = opts.auto_approve.clone();
+    let env = opts.environment.clone();
+    let dir = opts.data_dir();
+    let running = start(opts).await?;
+    eprintln!(
+        "cloudattach cloud tenant service ({env}) listening on {}",
+        running.base_url()
+    );
+    eprintln!("data dir: {}", dir.display());
+    eprint!("{}", seed::describe(running.seeded_tenants()));
+    if let Some(upn) = auto {
+        eprintln!();
+        eprintln!(
+            "!!! AUTO-APPROVE IS ON: every device code for {upn} is approved without sign-in !!!"
+        );
+    }
+    eprintln!("press Ctrl-C to stop");
+    let _ = tokio::signal::ctrl_c().await;
+    eprintln!("stopping");
+    running.shutdown().await;
+    Ok(())
+}

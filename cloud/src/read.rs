@@ -1,0 +1,591 @@
+//! The read API and reports.
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::gateway::{hierarchy_json, load_hierarchy};
+use crate::ingest::{
+    AnalyticsRecord, BUILTIN_FEATURES, ComanagementRecord, DefenderRecord, ext_channel,
+};
+use crate::server::{AppState, St, db};
+use crate::store::{FLAG_EA_ELIGIBLE, Feature, Hierarchy, RecordRow, Store, StoreError};
+use crate::util;
+use axum::Json;
+use axum::extract::{Extension, Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use cloudattach_sdk::DottedVersion;
+use cloudattach_sdk::version::client;
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+type R = Result<Response, ApiError>;
+type Q = Query<HashMap<String, String>>;
+
+/// Minimum reporting devices for Endpoint analytics scores.
+pub const MIN_EA_DEVICES: usize = 5;
+
+/// The effective RBAC authority (DOMAIN §3).
+pub fn effective_authority(features: &[Feature], use_intune_rbac: bool) -> &'static str {
+    let enforce = features
+        .iter()
+        .find(|f| f.feature_id == "rbac-authority")
+        .and_then(|f| {
+            f.settings
+                .get("enforce_configmgr_rbac")
+                .and_then(Value::as_bool)
+        })
+        .unwrap_or(true);
+    if !enforce && use_intune_rbac {
+        "intune"
+    } else {
+        "configmgr+intune"
+    }
+}
+
+fn plugin_status(
+    s: &dyn Store,
+    h: &Hierarchy,
+    features: &[Feature],
+    use_intune_rbac: bool,
+) -> Result<Vec<Value>, StoreError> {
+    let row = h.row;
+    let mut out = Vec::new();
+    let find = |id: &str| features.iter().find(|f| f.feature_id == id);
+    for id in BUILTIN_FEATURES {
+        let f = find(id);
+        let on = f.is_some();
+        let counts = match id {
+            "tenant-attach" => json!({"devices_uploaded": s.count(row, "devices")?}),
+            "endpoint-analytics" => json!({
+                "devices_enrolled": if on { s.count_flag(row, "devices", FLAG_EA_ELIGIBLE)? } else { 0 },
+                "devices_reporting": s.count(row, "analytics")?,
+            }),
+            "defender-reporting" => json!({"devices_reported": s.count(row, "defender")?}),
+            "co-management" => json!({
+                "devices_scheduled": s.count_tag(row, "comanagement", "scheduledForEnrollment")?,
+                "devices_enrolled": s.count_tag(row, "comanagement", "comanaged")?,
+            }),
+            _ => json!({}),
+        };
+        let mut v = json!({
+            "id": id, "enabled": on, "counts": counts,
+            "settings": f.map(|f| f.settings.clone()),
+            "last_sync": f.and_then(|f| f.last_sync.clone()),
+        });
+        if id == "rbac-authority" {
+            v["effective_authority"] = json!(effective_authority(features, use_intune_rbac));
+        }
+        out.push(v);
+    }
+    for f in features
+        .iter()
+        .filter(|f| !BUILTIN_FEATURES.contains(&f.feature_id.as_str()))
+    {
+        out.push(json!({
+            "id": f.feature_id, "enabled": true,
+            "counts": {"records": s.count(row, &ext_channel(&f.feature_id))?},
+            "settings": f.settings, "last_sync": f.last_sync,
+        }));
+    }
+    Ok(out)
+}
+
+/// `GET /api/v1/hierarchies/{hid}/status`
+pub(crate) async fn status(
+    State(st): St,
+    Extension(c): Extension<Caller>,
+    Path(hid): Path<String>,
+) -> R {
+    c.require_read()?;
+    let h = load_hierarchy(&st, &c, &hid).await?;
+    let tid = c.tenant_id.clone();
+    let h2 = h.clone();
+    let plugins = db(&st, move |s| {
+        let t = s
+            .find_tenant(&tid)?
+            .map(|t| t.use_intune_rbac)
+            .unwrap_or(false);
+        let f = s.features(h2.row)?;
+        plugin_status(s, &h2, &f, t)
+    })
+    .await?;
+    Ok(Json(json!({"hierarchy_id": h.hierarchy_id, "plugins": plugins})).into_response())
+}
+
+/// `GET /api/v1/hierarchies/{hid}/ext/{fid}/records`
+pub(crate) async fn ext_records(
+    State(st): St,
+    Extension(c): Extension<Caller>,
+    Path((hid, fid)): Path<(String, String)>,
+) -> R {
+    c.require_read()?;
+    let h = load_hierarchy(&st, &c, &hid).await?;
+    let (tid, hid2, ch) = (
+        c.tenant_id.clone(),
+        h.hierarchy_id.clone(),
+        ext_channel(&fid),
+    );
+    let rows = db(&st, move |s| s.records(&tid, &ch, Some(&hid2))).await?;
+    let v: Vec<Value> = rows
+        .iter()
+        .map(|r| json!({"key": r.key, "record": parse_body(r), "updated": util::unix_to_rfc3339(r.updated)}))
+        .collect();
+    Ok(Json(json!({"@odata.count": v.len(), "value": v})).into_response())
+}
+
+fn parse_body(r: &RecordRow) -> Value {
+    serde_json::from_slice(&r.body).unwrap_or(Value::Null)
+}
+
+/// `GET /api/v1/devices?$top=&$skiptoken=&hierarchy=&name=`
+pub(crate) async fn devices(State(st): St, Extension(c): Extension<Caller>, Query(q): Q) -> R {
+    c.require_read()?;
+    let top = match q.get("$top") {
+        Some(t) => t
+            .parse::<u64>()
+            .ok()
+            .filter(|t| (1..=1000).contains(t))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("$top {t:?} must be an integer from 1 to 1000"))
+            })?,
+        None => 100,
+    };
+    let skip = match q.get("$skiptoken") {
+        Some(t) => t
+            .parse::<u64>()
+            .map_err(|_| ApiError::bad_request("invalid $skiptoken"))?,
+        None => 0,
+    };
+    let hierarchy = q.get("hierarchy").cloned();
+    let name = q.get("name").cloned();
+    let tid = c.tenant_id.clone();
+    let (h2, n2) = (hierarchy.clone(), name.clone());
+    let (rows, total) = db(&st, move |s| {
+        s.device_page(&tid, h2.as_deref(), n2.as_deref(), skip, top)
+    })
+    .await?;
+    let value: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let mut d = parse_body(r);
+            d["hierarchy_id"] = json!(r.hierarchy_id);
+            d["last_uploaded"] = json!(util::unix_to_rfc3339(r.updated));
+            d
+        })
+        .collect();
+    let mut out = json!({"@odata.count": total, "value": value});
+    if skip + (rows.len() as u64) < total {
+        let mut qs = vec![
+            ("$top".to_string(), top.to_string()),
+            ("$skiptoken".into(), (skip + top).to_string()),
+        ];
+        if let Some(h) = hierarchy {
+            qs.push(("hierarchy".into(), h));
+        }
+        if let Some(n) = name {
+            qs.push(("name".into(), n));
+        }
+        let enc = serde_urlencoded::to_string(&qs).unwrap_or_default();
+        out["@odata.nextLink"] = json!(format!("{}/api/v1/devices?{enc}", st.base));
+    }
+    Ok(Json(out).into_response())
+}
+
+/// `GET /api/v1/overview`
+pub(crate) async fn overview(State(st): St, Extension(c): Extension<Caller>) -> R {
+    c.require_read()?;
+    let tid = c.tenant_id.clone();
+    let env = st.env;
+    let v = db(&st, move |s| {
+        let t = s
+            .find_tenant(&tid)?
+            .ok_or_else(|| StoreError::Corrupt("tenant vanished".into()))?;
+        let mut hs = Vec::new();
+        for h in s.hierarchies(&tid)? {
+            let f = s.features(h.row)?;
+            let mut j = hierarchy_json(&h, &f);
+            let mut counts = Map::new();
+            for ch in ["devices", "analytics", "defender", "comanagement"] {
+                counts.insert(ch.into(), json!(s.count(h.row, ch)?));
+            }
+            counts.insert(
+                "comanagement_scheduled".into(),
+                json!(s.count_tag(h.row, "comanagement", "scheduledForEnrollment")?),
+            );
+            counts.insert(
+                "comanagement_enrolled".into(),
+                json!(s.count_tag(h.row, "comanagement", "comanaged")?),
+            );
+            for x in f
+                .iter()
+                .filter(|x| !BUILTIN_FEATURES.contains(&x.feature_id.as_str()))
+            {
+                counts.insert(
+                    format!("ext:{}", x.feature_id),
+                    json!(s.count(h.row, &ext_channel(&x.feature_id))?),
+                );
+            }
+            j["counts"] = Value::Object(counts);
+            j["effective_authority"] = json!(effective_authority(&f, t.use_intune_rbac));
+            hs.push(j);
+        }
+        Ok(json!({
+            "tenant_id": t.id, "tenant_name": t.display_name, "domains": t.domains,
+            "environment": env.as_str(), "use_intune_rbac": t.use_intune_rbac,
+            "hierarchies": hs,
+        }))
+    })
+    .await?;
+    Ok(Json(v).into_response())
+}
+
+/// Device name and flags by (hierarchy id, key).
+type DeviceIndex = HashMap<(String, String), (String, i64)>;
+
+/// Device names and flags by (hierarchy, key).
+fn device_index(s: &dyn Store, tid: &str, hid: Option<&str>) -> Result<DeviceIndex, StoreError> {
+    let rows = s.records(tid, "devices", hid)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let flags = serde_json::from_slice::<cloudattach_sdk::Device>(&r.body)
+                .map(|d| {
+                    if crate::ingest::ea_eligible(&d) {
+                        FLAG_EA_ELIGIBLE
+                    } else {
+                        0
+                    }
+                })
+                .unwrap_or(0);
+            ((r.hierarchy_id, r.key), (r.tag.unwrap_or_default(), flags))
+        })
+        .collect())
+}
+
+fn linear_score(ms: f64, good: f64, poor: f64) -> f64 {
+    if ms <= good {
+        100.0
+    } else if ms >= poor {
+        0.0
+    } else {
+        100.0 * (poor - ms) / (poor - good)
+    }
+}
+
+/// Startup score of one device: boot score (core boot 15 s → 100, 75 s → 0) and sign-in score
+/// (group policy + desktop usable 10 s → 100, 70 s → 0), weighted equally.
+pub fn startup_scores(a: &cloudattach_sdk::Analytics) -> (f64, f64) {
+    let boot = linear_score(a.core_boot_ms as f64, 15_000.0, 75_000.0);
+    let signin = linear_score(
+        a.gp_logon_ms as f64 + a.desktop_usable_ms as f64,
+        10_000.0,
+        70_000.0,
+    );
+    (boot, signin)
+}
+
+/// App reliability score of a mean time to failure (minutes of use per crash):
+/// `100 × m / (m + 1440)`; no crash → 100.
+pub fn reliability_score(mttf_minutes: Option<f64>) -> f64 {
+    match mttf_minutes {
+        None => 100.0,
+        Some(m) => 100.0 * m / (m + 1440.0),
+    }
+}
+
+fn counted_crashes(daily: &[u32]) -> u64 {
+    let start = daily.len().saturating_sub(14);
+    daily[start..].iter().map(|c| u64::from((*c).min(10))).sum()
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// `GET /api/v1/reports/endpoint-analytics[?hierarchy=]`
+pub(crate) async fn ea_report(State(st): St, Extension(c): Extension<Caller>, Query(q): Q) -> R {
+    c.require_read()?;
+    let tid = c.tenant_id.clone();
+    let hid = q.get("hierarchy").cloned();
+    let v = db(&st, move |s| {
+        let devs = device_index(s, &tid, hid.as_deref())?;
+        let enrolled = devs.values().filter(|(_, f)| f & FLAG_EA_ELIGIBLE != 0).count();
+        let rows = s.records(&tid, "analytics", hid.as_deref())?;
+        let mut boot = Vec::new();
+        let mut signin = Vec::new();
+        let mut rel = Vec::new();
+        let mut apps: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+        for r in &rows {
+            let Ok(a) = serde_json::from_slice::<AnalyticsRecord>(&r.body) else { continue };
+            let eligible = devs.get(&(r.hierarchy_id.clone(), r.key.clone())).is_some_and(|(_, f)| f & FLAG_EA_ELIGIBLE != 0);
+            if !eligible {
+                continue;
+            }
+            // Enrolled devices that have not reported yet count as enrolled, not as reporting.
+            let Some(analytics) = &a.analytics else { continue };
+            let (b, si) = startup_scores(analytics);
+            boot.push(b);
+            signin.push(si);
+            let app_ok = a
+                .client_version
+                .as_deref()
+                .and_then(DottedVersion::parse)
+                .is_some_and(|v| client::at_least(&v, client::APP_RELIABILITY));
+            if app_ok && !analytics.apps.is_empty() {
+                let (mut use_min, mut crashes) = (0u64, 0u64);
+                for app in &analytics.apps {
+                    let cr = counted_crashes(&app.daily_crashes);
+                    use_min += u64::from(app.usage_minutes);
+                    crashes += cr;
+                    let e = apps.entry(app.name.clone()).or_default();
+                    e.0 += u64::from(app.usage_minutes);
+                    e.1 += cr;
+                    e.2 += 1;
+                }
+                rel.push(reliability_score((crashes > 0).then(|| use_min as f64 / crashes as f64)));
+            }
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let startup = if boot.len() >= MIN_EA_DEVICES {
+            let (b, si) = (mean(&boot), mean(&signin));
+            json!({"status": "ok", "score": round1(0.5 * b + 0.5 * si), "boot_score": round1(b),
+                   "sign_in_score": round1(si), "devices": boot.len()})
+        } else {
+            json!({"status": "insufficient data", "score": null, "devices": boot.len()})
+        };
+        let app_list: Vec<Value> = apps
+            .iter()
+            .map(|(name, (u, cr, n))| {
+                let mttf = (*cr > 0).then(|| *u as f64 / *cr as f64);
+                json!({"name": name, "usage_minutes": u, "crashes": cr, "devices": n,
+                       "mttf_minutes": mttf.map(round1), "score": round1(reliability_score(mttf))})
+            })
+            .collect();
+        let reliability = if rel.len() >= MIN_EA_DEVICES {
+            json!({"status": "ok", "score": round1(mean(&rel)), "devices": rel.len(), "apps": app_list})
+        } else {
+            json!({"status": "insufficient data", "score": null, "devices": rel.len(), "apps": app_list})
+        };
+        let scores: Vec<f64> = [&startup, &reliability].iter().filter_map(|v| v["score"].as_f64()).collect();
+        let overall = if scores.is_empty() { Value::Null } else { json!(round1(mean(&scores))) };
+        Ok(json!({
+            "status": if boot.len() >= MIN_EA_DEVICES { "ok" } else { "insufficient data" },
+            "minimum_devices": MIN_EA_DEVICES,
+            "enrolled_devices": enrolled,
+            "reporting_devices": rows.len(),
+            "endpoint_analytics_score": overall,
+            "startup_performance": startup,
+            "app_reliability": reliability,
+        }))
+    })
+    .await?;
+    Ok(Json(v).into_response())
+}
+
+type DefenderRow = (String, i64, String, cloudattach_sdk::DefenderState);
+
+fn defender_rows(
+    s: &dyn Store,
+    tid: &str,
+    hid: Option<&str>,
+) -> Result<Vec<DefenderRow>, StoreError> {
+    let devs = device_index(s, tid, hid)?;
+    let rows = s.records(tid, "defender", hid)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            let d: DefenderRecord = serde_json::from_slice(&r.body).ok()?;
+            let name = devs
+                .get(&(r.hierarchy_id.clone(), r.key.clone()))
+                .map(|x| x.0.clone())
+                .unwrap_or_default();
+            Some((r.hierarchy_id, d.resource_id, name, d.defender))
+        })
+        .collect())
+}
+
+fn issues(d: &cloudattach_sdk::DefenderState) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    let checks = [
+        (!d.defender_enabled, "defenderDisabled"),
+        (!d.rtp_enabled, "realTimeProtectionDisabled"),
+        (d.signature_out_of_date, "signatureOutOfDate"),
+        (d.quick_scan_overdue, "quickScanOverdue"),
+        (d.full_scan_overdue, "fullScanOverdue"),
+        (d.reboot_required, "rebootRequired"),
+        (d.full_scan_required, "fullScanRequired"),
+        (d.computer_state & 16 != 0, "criticalFailure"),
+        (d.computer_state & 4 != 0, "manualStepsRequired"),
+        (d.computer_state & 8 != 0, "offlineScanRequired"),
+        (d.product_status != 0, "productStatusIssues"),
+        (!d.tamper_protection_enabled, "tamperProtectionDisabled"),
+    ];
+    for (cond, name) in checks {
+        if cond {
+            v.push(name);
+        }
+    }
+    v
+}
+
+/// `GET /api/v1/reports/defender/{report}[?hierarchy=]`: `unhealthy-endpoints`, `active-malware`,
+/// `antivirus-agent-status`, `detected-malware`.
+pub(crate) async fn defender_report(
+    State(st): St,
+    Extension(c): Extension<Caller>,
+    Path(report): Path<String>,
+    Query(q): Q,
+) -> R {
+    c.require_read()?;
+    if ![
+        "unhealthy-endpoints",
+        "active-malware",
+        "antivirus-agent-status",
+        "detected-malware",
+    ]
+    .contains(&report.as_str())
+    {
+        return Err(ApiError::not_found(format!(
+            "unknown Defender report {report:?}: unhealthy-endpoints, active-malware, antivirus-agent-status or detected-malware"
+        )));
+    }
+    let tid = c.tenant_id.clone();
+    let hid = q.get("hierarchy").cloned();
+    let rows = db(&st, move |s| defender_rows(s, &tid, hid.as_deref())).await?;
+    let v = build_defender_report(&report, &rows);
+    Ok(Json(v).into_response())
+}
+
+fn build_defender_report(
+    report: &str,
+    rows: &[(String, i64, String, cloudattach_sdk::DefenderState)],
+) -> Value {
+    match report {
+        "unhealthy-endpoints" => {
+            let v: Vec<Value> = rows
+                .iter()
+                .filter_map(|(h, id, name, d)| {
+                    let i = issues(d);
+                    (!i.is_empty()).then(|| {
+                        json!({"hierarchy_id": h, "resource_id": id, "device_name": name,
+                               "computer_state": d.computer_state, "product_status": d.product_status, "issues": i})
+                    })
+                })
+                .collect();
+            json!({"report": report, "devices_reported": rows.len(), "@odata.count": v.len(), "value": v})
+        }
+        "active-malware" => {
+            let v: Vec<Value> = rows
+                .iter()
+                .flat_map(|(h, id, name, d)| {
+                    d.detections.iter().filter(|x| x.current_status == "active").map(move |x| {
+                        json!({"hierarchy_id": h, "resource_id": id, "device_name": name, "threat_id": x.threat_id,
+                               "threat_name": x.threat_name, "category": x.category, "severity": x.severity,
+                               "initial_detection_time": x.initial_detection_time,
+                               "number_of_detections": x.number_of_detections})
+                    })
+                })
+                .collect();
+            json!({"report": report, "@odata.count": v.len(), "value": v})
+        }
+        "antivirus-agent-status" => {
+            let mut summary = BTreeMap::<&str, u64>::new();
+            let v: Vec<Value> = rows
+                .iter()
+                .map(|(h, id, name, d)| {
+                    *summary
+                        .entry(if d.defender_enabled && d.rtp_enabled {
+                            "protected"
+                        } else {
+                            "unprotected"
+                        })
+                        .or_default() += 1;
+                    if d.signature_out_of_date {
+                        *summary.entry("signature_out_of_date").or_default() += 1;
+                    }
+                    if d.mde_onboarding_state.as_deref() == Some("onboarded") {
+                        *summary.entry("mde_onboarded").or_default() += 1;
+                    }
+                    let mut j = serde_json::to_value(d).unwrap_or_default();
+                    if let Some(o) = j.as_object_mut() {
+                        o.remove("detections");
+                        o.insert("hierarchy_id".into(), json!(h));
+                        o.insert("resource_id".into(), json!(id));
+                        o.insert("device_name".into(), json!(name));
+                    }
+                    j
+                })
+                .collect();
+            json!({"report": report, "summary": summary, "@odata.count": v.len(), "value": v})
+        }
+        _ => {
+            let mut by: BTreeMap<i64, (Value, u64, u64, bool)> = BTreeMap::new();
+            for (_, _, _, d) in rows {
+                let mut seen = std::collections::HashSet::new();
+                for x in &d.detections {
+                    let e = by.entry(x.threat_id).or_insert_with(|| {
+                        (json!({"threat_id": x.threat_id, "threat_name": x.threat_name, "category": x.category,
+                                "severity": x.severity}), 0, 0, false)
+                    });
+                    if seen.insert(x.threat_id) {
+                        e.1 += 1;
+                    }
+                    e.2 += u64::from(x.number_of_detections);
+                    e.3 |= x.current_status == "active";
+                }
+            }
+            let v: Vec<Value> = by
+                .into_values()
+                .map(|(mut j, devices, n, active)| {
+                    j["device_count"] = json!(devices);
+                    j["detection_count"] = json!(n);
+                    j["active"] = json!(active);
+                    j
+                })
+                .collect();
+            json!({"report": report, "@odata.count": v.len(), "value": v})
+        }
+    }
+}
+
+/// `GET /api/v1/comanagement/devices[?hierarchy=]`
+pub(crate) async fn comanagement_devices(
+    State(st): St,
+    Extension(c): Extension<Caller>,
+    Query(q): Q,
+) -> R {
+    c.require_read()?;
+    let tid = c.tenant_id.clone();
+    let hid = q.get("hierarchy").cloned();
+    let v = db(&st, move |s| {
+        let devs = device_index(s, &tid, hid.as_deref())?;
+        let rows = s.records(&tid, "comanagement", hid.as_deref())?;
+        let mut summary = BTreeMap::<&'static str, u64>::new();
+        let v: Vec<Value> = rows
+            .iter()
+            .filter_map(|r| {
+                let c: ComanagementRecord = serde_json::from_slice(&r.body).ok()?;
+                let name = c
+                    .name
+                    .clone()
+                    .or_else(|| devs.get(&(r.hierarchy_id.clone(), r.key.clone())).map(|x| x.0.clone()));
+                let state = c.state.as_str();
+                let monitoring = match state {
+                    "eligible" => "Eligible",
+                    "scheduledForEnrollment" => "Scheduled",
+                    _ => "Enrolled",
+                };
+                *summary.entry(state).or_default() += 1;
+                Some(json!({"hierarchy_id": r.hierarchy_id, "resource_id": c.resource_id, "device_name": name,
+                            "state": state, "monitoring_state": monitoring,
+                            "updated": util::unix_to_rfc3339(r.updated)}))
+            })
+            .collect();
+        Ok(json!({"summary": summary, "@odata.count": v.len(), "value": v}))
+    })
+    .await?;
+    Ok(Json(v).into_response())
+}
+
+#[allow(dead_code)]
+fn _assert_send(_: Arc<AppState>) {}

@@ -1,0 +1,316 @@
+//! The HTTP server: shared state, routes, the accept loop, the bearer-token middleware.
+
+use crate::auth::{Caller, CallerKind, SigningKey};
+use crate::error::ApiError;
+use crate::faults::Faults;
+use crate::identity::DeviceCodes;
+use crate::store::{Store, StoreError};
+use crate::{ServeOptions, faults, gateway, graph, identity, read};
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use cloudattach_sdk::Environment;
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tower::ServiceExt;
+
+/// Shared state of the service.
+pub(crate) struct AppState {
+    pub store: Arc<dyn Store>,
+    pub key: SigningKey,
+    pub base: String,
+    pub env: Environment,
+    pub auto_approve: Option<String>,
+    pub device_codes: DeviceCodes,
+    pub interval: u64,
+    pub code_lifetime: u64,
+    pub faults: Faults,
+    pub max_body: usize,
+}
+
+impl AppState {
+    pub fn new(
+        store: Arc<dyn Store>,
+        key: SigningKey,
+        base: String,
+        env: Environment,
+        o: &ServeOptions,
+    ) -> Self {
+        AppState {
+            store,
+            key,
+            base,
+            env,
+            auto_approve: o.auto_approve.clone(),
+            device_codes: DeviceCodes::default(),
+            interval: o.device_code_interval_secs,
+            code_lifetime: o.device_code_expiry_secs,
+            faults: Faults::new(o),
+            max_body: o.max_body_bytes,
+        }
+    }
+
+    /// The issuer of a tenant's tokens.
+    pub fn issuer(&self, tenant_id: &str) -> String {
+        format!("{}/{tenant_id}/v2.0", self.base)
+    }
+}
+
+pub(crate) type St = State<Arc<AppState>>;
+
+/// Runs a store call on the blocking pool.
+pub(crate) async fn db<T, F>(st: &Arc<AppState>, f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+{
+    let s = st.store.clone();
+    tokio::task::spawn_blocking(move || f(&*s))
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Corrupt(format!("store task failed: {e}"))))
+}
+
+/// The connection a request came on: its peer and a handle to close it.
+#[derive(Clone)]
+pub(crate) struct ConnInfo {
+    pub peer: SocketAddr,
+    pub kill: Arc<Notify>,
+}
+
+pub(crate) fn base_url(addr: SocketAddr) -> String {
+    let host = if addr.ip().is_unspecified() {
+        match addr {
+            SocketAddr::V4(_) => "127.0.0.1".to_string(),
+            SocketAddr::V6(_) => "[::1]".to_string(),
+        }
+    } else if addr.is_ipv6() {
+        format!("[{}]", addr.ip())
+    } else {
+        addr.ip().to_string()
+    };
+    format!("http://{host}:{}", addr.port())
+}
+
+pub(crate) fn router(st: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/v1.0/me", get(graph::me))
+        .route(
+            "/v1.0/applications",
+            get(graph::list_apps).post(graph::create_app),
+        )
+        .route(
+            "/v1.0/applications/{id}",
+            get(graph::get_app)
+                .patch(graph::patch_app)
+                .delete(graph::delete_app),
+        )
+        .route(
+            "/v1.0/applications/{id}/addPassword",
+            post(graph::add_password),
+        )
+        .route(
+            "/v1.0/applications/{id}/removePassword",
+            post(graph::remove_password),
+        )
+        .route(
+            "/v1.0/applications/{id}/grantAdminConsent",
+            post(graph::grant_consent),
+        )
+        .route(
+            "/v1.0/servicePrincipals",
+            get(graph::list_sps).post(graph::create_sp),
+        )
+        .route(
+            "/api/v1/tenant/settings",
+            get(gateway::get_tenant_settings).put(gateway::put_tenant_settings),
+        )
+        .route("/api/v1/hierarchies", get(gateway::list_hierarchies))
+        .route(
+            "/api/v1/hierarchies/{hid}",
+            get(gateway::get_hierarchy)
+                .put(gateway::put_hierarchy)
+                .delete(gateway::delete_hierarchy),
+        )
+        .route(
+            "/api/v1/hierarchies/{hid}/features",
+            get(gateway::list_features),
+        )
+        .route(
+            "/api/v1/hierarchies/{hid}/features/{fid}",
+            get(gateway::get_feature)
+                .put(gateway::put_feature)
+                .delete(gateway::delete_feature),
+        )
+        .route(
+            "/api/v1/hierarchies/{hid}/upload/{channel}",
+            post(gateway::upload),
+        )
+        .route(
+            "/api/v1/hierarchies/{hid}/upload/ext/{fid}",
+            post(gateway::upload_ext),
+        )
+        .route("/api/v1/hierarchies/{hid}/status", get(read::status))
+        .route(
+            "/api/v1/hierarchies/{hid}/ext/{fid}/records",
+            get(read::ext_records),
+        )
+        .route("/api/v1/devices", get(read::devices))
+        .route("/api/v1/overview", get(read::overview))
+        .route("/api/v1/reports/endpoint-analytics", get(read::ea_report))
+        .route(
+            "/api/v1/reports/defender/{report}",
+            get(read::defender_report),
+        )
+        .route(
+            "/api/v1/comanagement/devices",
+            get(read::comanagement_devices),
+        )
+        .layer(from_fn_with_state(st.clone(), faults::middleware))
+        .layer(from_fn_with_state(st.clone(), authenticate));
+    Router::new()
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            get(identity::openid_configuration),
+        )
+        .route("/{tenant}/discovery/v2.0/keys", get(identity::keys))
+        .route(
+            "/{tenant}/oauth2/v2.0/devicecode",
+            post(identity::devicecode),
+        )
+        .route("/{tenant}/oauth2/v2.0/token", post(identity::token))
+        .route(
+            "/devicelogin",
+            get(identity::devicelogin_page).post(identity::devicelogin_submit),
+        )
+        .route("/_emulator/stats", get(faults::stats))
+        .merge(api)
+        .fallback(|| async { ApiError::not_found("no such endpoint").into_response() })
+        .with_state(st)
+}
+
+/// The bearer-token check of every API endpoint.
+async fn authenticate(State(st): St, mut req: Request, next: Next) -> Response {
+    let auth = req.headers().get(header::AUTHORIZATION).cloned();
+    match caller_of(&st, auth).await {
+        Ok(c) => {
+            req.extensions_mut().insert(c);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn caller_of(
+    st: &Arc<AppState>,
+    auth: Option<header::HeaderValue>,
+) -> Result<Caller, ApiError> {
+    let h = auth.ok_or_else(|| {
+        ApiError::unauthorized("access token is missing: send Authorization: Bearer <token>")
+    })?;
+    let token = h
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .ok_or_else(|| ApiError::unauthorized("the Authorization header is not a bearer token"))?;
+    let claims = st.key.verify(token).map_err(ApiError::unauthorized)?;
+    if claims.iss != st.issuer(&claims.tid) {
+        return Err(ApiError::unauthorized(
+            "the token's issuer is not this tenant's issuer",
+        ));
+    }
+    let tid = claims.tid.clone();
+    let c2 = claims.clone();
+    let caller = db(st, move |s| {
+        let Some(t) = s.find_tenant(&tid)? else {
+            return Ok(None);
+        };
+        if t.id != tid {
+            return Ok(None);
+        }
+        if c2.idtyp == "app" {
+            let Some(app) = s.application_by_app_id(&tid, &c2.azp)? else {
+                return Ok(None);
+            };
+            Ok(Some(Caller {
+                tenant_id: tid,
+                client_id: app.app_id,
+                kind: CallerKind::App {
+                    permissions: c2.roles,
+                },
+            }))
+        } else {
+            let Some(u) = s.user_by_id(&tid, &c2.oid)? else {
+                return Ok(None);
+            };
+            Ok(Some(Caller {
+                tenant_id: tid,
+                client_id: c2.azp,
+                kind: CallerKind::User {
+                    id: u.id,
+                    upn: u.upn,
+                    roles: u.roles,
+                    intune_license: u.intune_license,
+                },
+            }))
+        }
+    })
+    .await?;
+    caller.ok_or_else(|| ApiError::unauthorized("the token's tenant, user or app does not exist"))
+}
+
+/// Accepts connections until `shutdown` fires; then closes them all.
+pub(crate) async fn run(
+    listener: TcpListener,
+    st: Arc<AppState>,
+    mut shutdown: tokio::sync::oneshot::Receiver<()>,
+) {
+    let app = router(st);
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        while conns.try_join_next().is_some() {}
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let kill = Arc::new(Notify::new());
+        let info = ConnInfo {
+            peer,
+            kill: kill.clone(),
+        };
+        let app = app.clone();
+        conns.spawn(async move {
+            let svc = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(info.clone());
+                    app.clone().oneshot(req.map(axum::body::Body::new))
+                },
+            );
+            let conn = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), svc);
+            tokio::select! {
+                _ = conn => {}
+                _ = kill.notified() => {}
+            }
+        });
+    }
+    conns.shutdown().await;
+}

@@ -1,0 +1,1264 @@
+//! Storage: the [`Store`] trait the service talks to and its SQLite implementation.
+//!
+//! Every method is synchronous and short; the HTTP layer calls them on the blocking thread pool.
+//! A PostgreSQL backend implements the same trait (see docs/cloud-api.md, "Storage").
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::path::Path;
+use std::sync::Mutex;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("database error: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// Records of a dependent channel name devices that were not uploaded to the hierarchy.
+    #[error("records reference devices not uploaded to this hierarchy: {0:?}")]
+    MissingDevices(Vec<String>),
+    /// A unique key is already taken.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Stored data is unreadable.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+/// A tenant.
+#[derive(Debug, Clone, Serialize)]
+pub struct Tenant {
+    /// Tenant id (UUID).
+    pub id: String,
+    /// Display name.
+    pub display_name: String,
+    /// Domain names, the first is the default.
+    pub domains: Vec<String>,
+    /// The tenant-wide "Use Intune RBAC" toggle.
+    pub use_intune_rbac: bool,
+}
+
+/// A user of a tenant.
+#[derive(Debug, Clone)]
+pub struct User {
+    /// Object id.
+    pub id: String,
+    /// Tenant id.
+    pub tenant_id: String,
+    /// User principal name.
+    pub upn: String,
+    /// Argon2 PHC string.
+    pub password_hash: String,
+    /// Directory roles, e.g. "Global Administrator".
+    pub roles: Vec<String>,
+    /// Whether the user holds an Intune license.
+    pub intune_license: bool,
+}
+
+/// One entry of `requiredResourceAccess` (permission names, not GUIDs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceAccess {
+    /// The resource: `api://cloudattach` or a Microsoft Graph host.
+    pub resource: String,
+    /// Permission names, e.g. `CmCollectionData.read`.
+    pub permissions: Vec<String>,
+}
+
+/// Public metadata of an app secret (never the secret).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretMeta {
+    /// Key id.
+    pub key_id: String,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// First three characters of the secret.
+    pub hint: String,
+    /// Creation time (RFC 3339).
+    pub start_date_time: String,
+    /// Expiry (RFC 3339).
+    pub end_date_time: String,
+}
+
+/// A stored secret hash.
+#[derive(Debug, Clone)]
+pub struct SecretHash {
+    /// Key id.
+    pub key_id: String,
+    /// Salted SHA-256 (see `auth::hash_secret`).
+    pub hash: String,
+    /// Expiry (unix seconds).
+    pub end_unix: i64,
+}
+
+/// An app registration.
+#[derive(Debug, Clone)]
+pub struct Application {
+    /// Object id.
+    pub id: String,
+    /// Tenant id.
+    pub tenant_id: String,
+    /// Client id.
+    pub app_id: String,
+    /// Display name.
+    pub display_name: String,
+    /// App ID URIs.
+    pub identifier_uris: Vec<String>,
+    /// Requested permissions.
+    pub required_resource_access: Vec<ResourceAccess>,
+    /// Whether a Global Administrator granted admin consent.
+    pub admin_consent: bool,
+    /// Creation time (RFC 3339).
+    pub created: String,
+    /// Secrets (metadata only).
+    pub secrets: Vec<SecretMeta>,
+}
+
+/// A service principal.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServicePrincipal {
+    /// Object id.
+    pub id: String,
+    /// Client id of its application.
+    pub app_id: String,
+    /// Display name.
+    pub display_name: String,
+}
+
+/// An attached hierarchy.
+#[derive(Debug, Clone)]
+pub struct Hierarchy {
+    /// Internal row id.
+    pub row: i64,
+    /// Tenant id.
+    pub tenant_id: String,
+    /// The hierarchy id (UUID).
+    pub hierarchy_id: String,
+    /// Site code.
+    pub site_code: String,
+    /// Site name.
+    pub site_name: String,
+    /// Site version (YYMM).
+    pub site_version: String,
+    /// Environment.
+    pub environment: String,
+    /// The app registered for the hierarchy.
+    pub app_id: Option<String>,
+    /// Created (RFC 3339).
+    pub created: String,
+    /// Updated (RFC 3339).
+    pub updated: String,
+}
+
+/// A feature enabled on a hierarchy.
+#[derive(Debug, Clone)]
+pub struct Feature {
+    /// Feature id.
+    pub feature_id: String,
+    /// Settings.
+    pub settings: Value,
+    /// Enabled at (RFC 3339).
+    pub enabled_at: String,
+    /// Last settings change (RFC 3339).
+    pub updated_at: String,
+    /// Last upload (RFC 3339).
+    pub last_sync: Option<String>,
+}
+
+/// A stored refresh token grant.
+#[derive(Debug, Clone)]
+pub struct RefreshGrant {
+    /// Tenant id.
+    pub tenant_id: String,
+    /// User id.
+    pub user_id: String,
+    /// Client id.
+    pub client_id: String,
+    /// Granted scope.
+    pub scope: String,
+    /// Expiry (unix seconds).
+    pub expires: i64,
+}
+
+/// A record ready to store: validated, canonical body, content hash.
+#[derive(Debug, Clone)]
+pub struct PreparedRecord {
+    /// Record key.
+    pub key: String,
+    /// Content hash of `body`.
+    pub hash: i64,
+    /// Indexed tag (device name, co-management state).
+    pub tag: Option<String>,
+    /// Indexed flags (bit 0: Endpoint analytics eligible device).
+    pub flags: i64,
+    /// Canonical JSON body.
+    pub body: Vec<u8>,
+}
+
+/// What a batch changed.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct BatchResult {
+    /// Records inserted or changed.
+    pub upserted: u64,
+    /// Records removed.
+    pub deleted: u64,
+    /// Records identical to the stored ones, and deletes of absent keys.
+    pub unchanged: u64,
+}
+
+/// A stored record, as read back.
+#[derive(Debug, Clone)]
+pub struct RecordRow {
+    /// Hierarchy id.
+    pub hierarchy_id: String,
+    /// Key.
+    pub key: String,
+    /// Tag.
+    pub tag: Option<String>,
+    /// Body (JSON).
+    pub body: Vec<u8>,
+    /// Last change (unix seconds).
+    pub updated: i64,
+}
+
+/// Flag bit: the device is eligible for Endpoint analytics.
+pub const FLAG_EA_ELIGIBLE: i64 = 1;
+
+/// The storage interface of the service.
+pub trait Store: Send + Sync + 'static {
+    /// Whether the store holds no tenant (a fresh data dir).
+    fn is_empty(&self) -> Result<bool, StoreError>;
+    /// Creates a tenant with its domains.
+    fn create_tenant(&self, t: &Tenant) -> Result<(), StoreError>;
+    /// Finds a tenant by id or domain name (case-insensitive).
+    fn find_tenant(&self, id_or_domain: &str) -> Result<Option<Tenant>, StoreError>;
+    /// All tenants.
+    fn tenants(&self) -> Result<Vec<Tenant>, StoreError>;
+    /// Sets the "Use Intune RBAC" toggle.
+    fn set_use_intune_rbac(&self, tenant_id: &str, on: bool) -> Result<(), StoreError>;
+    /// Creates a user.
+    fn create_user(&self, u: &User) -> Result<(), StoreError>;
+    /// Finds a user by UPN.
+    fn user_by_upn(&self, upn: &str) -> Result<Option<User>, StoreError>;
+    /// Finds a user by object id within a tenant.
+    fn user_by_id(&self, tenant_id: &str, id: &str) -> Result<Option<User>, StoreError>;
+    /// Creates an app registration.
+    fn create_application(&self, a: &Application) -> Result<(), StoreError>;
+    /// Updates name, URIs and permissions of an app.
+    fn update_application(&self, a: &Application) -> Result<(), StoreError>;
+    /// Deletes an app, its secrets and service principal.
+    fn delete_application(&self, tenant_id: &str, id: &str) -> Result<bool, StoreError>;
+    /// Finds an app by object id.
+    fn application(&self, tenant_id: &str, id: &str) -> Result<Option<Application>, StoreError>;
+    /// Finds an app by client id.
+    fn application_by_app_id(
+        &self,
+        tenant_id: &str,
+        app_id: &str,
+    ) -> Result<Option<Application>, StoreError>;
+    /// All apps of a tenant.
+    fn applications(&self, tenant_id: &str) -> Result<Vec<Application>, StoreError>;
+    /// Sets admin consent.
+    fn set_admin_consent(&self, tenant_id: &str, id: &str, on: bool) -> Result<(), StoreError>;
+    /// Stores a secret hash.
+    fn add_secret(
+        &self,
+        app_object_id: &str,
+        meta: &SecretMeta,
+        hash: &str,
+    ) -> Result<(), StoreError>;
+    /// Removes a secret.
+    fn remove_secret(&self, app_object_id: &str, key_id: &str) -> Result<bool, StoreError>;
+    /// Secret hashes of an app (by client id).
+    fn secret_hashes(&self, tenant_id: &str, app_id: &str) -> Result<Vec<SecretHash>, StoreError>;
+    /// Creates a service principal.
+    fn create_service_principal(
+        &self,
+        tenant_id: &str,
+        sp: &ServicePrincipal,
+    ) -> Result<(), StoreError>;
+    /// Service principals of a tenant, optionally one app's.
+    fn service_principals(
+        &self,
+        tenant_id: &str,
+        app_id: Option<&str>,
+    ) -> Result<Vec<ServicePrincipal>, StoreError>;
+    /// Stores a refresh token (by hash).
+    fn put_refresh(&self, hash: &str, g: &RefreshGrant) -> Result<(), StoreError>;
+    /// Removes and returns a refresh token (rotation).
+    fn take_refresh(&self, hash: &str) -> Result<Option<RefreshGrant>, StoreError>;
+    /// Creates or updates a hierarchy; returns it and whether it was created.
+    fn upsert_hierarchy(&self, h: &Hierarchy) -> Result<(Hierarchy, bool), StoreError>;
+    /// Finds a hierarchy of a tenant.
+    fn hierarchy(
+        &self,
+        tenant_id: &str,
+        hierarchy_id: &str,
+    ) -> Result<Option<Hierarchy>, StoreError>;
+    /// All hierarchies of a tenant.
+    fn hierarchies(&self, tenant_id: &str) -> Result<Vec<Hierarchy>, StoreError>;
+    /// Removes a hierarchy with its features and records.
+    fn delete_hierarchy(&self, row: i64) -> Result<(), StoreError>;
+    /// Features of a hierarchy.
+    fn features(&self, row: i64) -> Result<Vec<Feature>, StoreError>;
+    /// Enables or updates a feature; returns true when it was newly enabled.
+    fn put_feature(
+        &self,
+        row: i64,
+        feature_id: &str,
+        settings: &Value,
+        now: &str,
+    ) -> Result<bool, StoreError>;
+    /// Disables a feature and removes the records of `channels`.
+    fn delete_feature(
+        &self,
+        row: i64,
+        feature_id: &str,
+        channels: &[String],
+    ) -> Result<bool, StoreError>;
+    /// Applies an upload batch atomically.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_batch(
+        &self,
+        row: i64,
+        channel: &str,
+        feature_id: &str,
+        upserts: &[PreparedRecord],
+        deletes: &[String],
+        require_devices: bool,
+        cascade_channels: &[&str],
+        now: &str,
+    ) -> Result<BatchResult, StoreError>;
+    /// Record count of a channel of a hierarchy.
+    fn count(&self, row: i64, channel: &str) -> Result<u64, StoreError>;
+    /// Record count of a channel with a tag.
+    fn count_tag(&self, row: i64, channel: &str, tag: &str) -> Result<u64, StoreError>;
+    /// Record count of a channel with a flag bit set.
+    fn count_flag(&self, row: i64, channel: &str, flag: i64) -> Result<u64, StoreError>;
+    /// Records of one channel for a tenant, optionally one hierarchy.
+    fn records(
+        &self,
+        tenant_id: &str,
+        channel: &str,
+        hierarchy_id: Option<&str>,
+    ) -> Result<Vec<RecordRow>, StoreError>;
+    /// A page of devices and the total count.
+    fn device_page(
+        &self,
+        tenant_id: &str,
+        hierarchy_id: Option<&str>,
+        name: Option<&str>,
+        skip: u64,
+        top: u64,
+    ) -> Result<(Vec<RecordRow>, u64), StoreError>;
+}
+
+const MIGRATIONS: &[&str] = &[
+    // v1: identity, gateway, records.
+    r#"
+CREATE TABLE tenants(
+  id TEXT PRIMARY KEY,
+  display_name TEXT NOT NULL,
+  use_intune_rbac INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE tenant_domains(
+  domain TEXT PRIMARY KEY COLLATE NOCASE,
+  tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+  position INTEGER NOT NULL
+);
+CREATE TABLE users(
+  id TEXT PRIMARY KEY,
+  tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+  upn TEXT NOT NULL UNIQUE COLLATE NOCASE,
+  password_hash TEXT NOT NULL,
+  roles TEXT NOT NULL,
+  intune_license INTEGER NOT NULL
+);
+CREATE TABLE applications(
+  id TEXT PRIMARY KEY,
+  tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+  app_id TEXT NOT NULL,
+  display_name TEXT NOT NULL,
+  identifier_uris TEXT NOT NULL,
+  required_resource_access TEXT NOT NULL,
+  admin_consent INTEGER NOT NULL DEFAULT 0,
+  created TEXT NOT NULL,
+  UNIQUE(tenant_id, app_id)
+);
+CREATE TABLE app_secrets(
+  key_id TEXT PRIMARY KEY,
+  application_id TEXT NOT NULL REFERENCES applications(id) ON DELETE CASCADE,
+  display_name TEXT,
+  hint TEXT NOT NULL,
+  hash TEXT NOT NULL,
+  start_time TEXT NOT NULL,
+  end_time TEXT NOT NULL
+);
+CREATE TABLE service_principals(
+  id TEXT PRIMARY KEY,
+  tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+  app_id TEXT NOT NULL,
+  display_name TEXT NOT NULL,
+  UNIQUE(tenant_id, app_id)
+);
+CREATE TABLE refresh_tokens(
+  hash TEXT PRIMARY KEY,
+  tenant_id TEXT NOT NULL,
+  user_id TEXT NOT NULL,
+  client_id TEXT NOT NULL,
+  scope TEXT NOT NULL,
+  expires INTEGER NOT NULL
+);
+CREATE TABLE hierarchies(
+  row INTEGER PRIMARY KEY,
+  tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+  hierarchy_id TEXT NOT NULL,
+  site_code TEXT NOT NULL,
+  site_name TEXT NOT NULL,
+  site_version TEXT NOT NULL,
+  environment TEXT NOT NULL,
+  app_id TEXT,
+  created TEXT NOT NULL,
+  updated TEXT NOT NULL,
+  UNIQUE(tenant_id, hierarchy_id)
+);
+CREATE TABLE features(
+  hrow INTEGER NOT NULL REFERENCES hierarchies(row) ON DELETE CASCADE,
+  feature_id TEXT NOT NULL,
+  settings TEXT NOT NULL,
+  enabled_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL,
+  last_sync TEXT,
+  PRIMARY KEY(hrow, feature_id)
+);
+CREATE TABLE records(
+  hrow INTEGER NOT NULL,
+  channel TEXT NOT NULL,
+  key TEXT NOT NULL,
+  hash INTEGER NOT NULL,
+  tag TEXT,
+  flags INTEGER NOT NULL DEFAULT 0,
+  updated INTEGER NOT NULL,
+  body BLOB NOT NULL,
+  PRIMARY KEY(hrow, channel, key)
+) WITHOUT ROWID;
+"#,
+];
+
+/// The SQLite store (WAL, one connection guarded by a mutex).
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+fn json_vec(s: String) -> Result<Vec<String>, StoreError> {
+    serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `dir/cloud.db` and runs pending migrations.
+    pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open(dir.join("cloud.db"))?;
+        Self::init(conn)
+    }
+
+    /// An in-memory store (benchmarks and unit tests).
+    pub fn open_in_memory() -> Result<SqliteStore, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<SqliteStore, StoreError> {
+        conn.execute_batch(
+            "PRAGMA page_size=8192; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
+             PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000; PRAGMA cache_size=-65536; \
+             PRAGMA temp_store=MEMORY;",
+        )?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            let v = i as i64 + 1;
+            if v > version {
+                conn.execute_batch(&format!("BEGIN; {m}; PRAGMA user_version={v}; COMMIT;"))?;
+            }
+        }
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// The schema version after migrations.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .lock()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn tenant_row(conn: &Connection, id: &str) -> Result<Option<Tenant>, StoreError> {
+        let t = conn
+            .query_row(
+                "SELECT id, display_name, use_intune_rbac FROM tenants WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok(Tenant {
+                        id: r.get(0)?,
+                        display_name: r.get(1)?,
+                        domains: vec![],
+                        use_intune_rbac: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?;
+        let Some(mut t) = t else { return Ok(None) };
+        let mut st = conn.prepare_cached(
+            "SELECT domain FROM tenant_domains WHERE tenant_id = ?1 ORDER BY position",
+        )?;
+        t.domains = st
+            .query_map([id], |r| r.get::<_, String>(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(Some(t))
+    }
+
+    fn app_from_row(conn: &Connection, r: AppRow) -> Result<Application, StoreError> {
+        let mut st = conn.prepare_cached(
+            "SELECT key_id, display_name, hint, start_time, end_time FROM app_secrets \
+             WHERE application_id = ?1 ORDER BY start_time, key_id",
+        )?;
+        let secrets = st
+            .query_map([&r.id], |x| {
+                Ok(SecretMeta {
+                    key_id: x.get(0)?,
+                    display_name: x.get(1)?,
+                    hint: x.get(2)?,
+                    start_date_time: x.get(3)?,
+                    end_date_time: x.get(4)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(Application {
+            id: r.id,
+            tenant_id: r.tenant_id,
+            app_id: r.app_id,
+            display_name: r.display_name,
+            identifier_uris: json_vec(r.uris)?,
+            required_resource_access: serde_json::from_str(&r.rra)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            admin_consent: r.consent,
+            created: r.created,
+            secrets,
+        })
+    }
+
+    fn apps_where(&self, clause: &str, args: &[&str]) -> Result<Vec<Application>, StoreError> {
+        let conn = self.lock();
+        let sql = format!(
+            "SELECT id, tenant_id, app_id, display_name, identifier_uris, required_resource_access, \
+             admin_consent, created FROM applications WHERE {clause} ORDER BY created, id"
+        );
+        let rows: Vec<AppRow> = {
+            let mut st = conn.prepare_cached(&sql)?;
+            st.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                Ok(AppRow {
+                    id: r.get(0)?,
+                    tenant_id: r.get(1)?,
+                    app_id: r.get(2)?,
+                    display_name: r.get(3)?,
+                    uris: r.get(4)?,
+                    rra: r.get(5)?,
+                    consent: r.get(6)?,
+                    created: r.get(7)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?
+        };
+        rows.into_iter()
+            .map(|r| Self::app_from_row(&conn, r))
+            .collect()
+    }
+
+    fn hierarchies_where(&self, clause: &str, args: &[&str]) -> Result<Vec<Hierarchy>, StoreError> {
+        let conn = self.lock();
+        let sql = format!(
+            "SELECT row, tenant_id, hierarchy_id, site_code, site_name, site_version, environment, \
+             app_id, created, updated FROM hierarchies WHERE {clause} ORDER BY row"
+        );
+        let mut st = conn.prepare_cached(&sql)?;
+        let v = st
+            .query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                Ok(Hierarchy {
+                    row: r.get(0)?,
+                    tenant_id: r.get(1)?,
+                    hierarchy_id: r.get(2)?,
+                    site_code: r.get(3)?,
+                    site_name: r.get(4)?,
+                    site_version: r.get(5)?,
+                    environment: r.get(6)?,
+                    app_id: r.get(7)?,
+                    created: r.get(8)?,
+                    updated: r.get(9)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(v)
+    }
+}
+
+struct AppRow {
+    id: String,
+    tenant_id: String,
+    app_id: String,
+    display_name: String,
+    uris: String,
+    rra: String,
+    consent: bool,
+    created: String,
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
+}
+
+fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RecordRow> {
+    Ok(RecordRow {
+        hierarchy_id: r.get(0)?,
+        key: r.get(1)?,
+        tag: r.get(2)?,
+        body: r.get(3)?,
+        updated: r.get(4)?,
+    })
+}
+
+impl Store for SqliteStore {
+    fn is_empty(&self) -> Result<bool, StoreError> {
+        let n: i64 = self
+            .lock()
+            .query_row("SELECT COUNT(*) FROM tenants", [], |r| r.get(0))?;
+        Ok(n == 0)
+    }
+
+    fn create_tenant(&self, t: &Tenant) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO tenants(id, display_name, use_intune_rbac) VALUES(?1, ?2, ?3)",
+            params![t.id, t.display_name, t.use_intune_rbac],
+        )?;
+        for (i, d) in t.domains.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO tenant_domains(domain, tenant_id, position) VALUES(?1, ?2, ?3)",
+                params![d, t.id, i as i64],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn find_tenant(&self, id_or_domain: &str) -> Result<Option<Tenant>, StoreError> {
+        let conn = self.lock();
+        let id: Option<String> = conn
+            .query_row(
+                "SELECT id FROM tenants WHERE id = lower(?1) \
+                 UNION SELECT tenant_id FROM tenant_domains WHERE domain = ?1 LIMIT 1",
+                [id_or_domain],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match id {
+            Some(id) => Self::tenant_row(&conn, &id),
+            None => Ok(None),
+        }
+    }
+
+    fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        let conn = self.lock();
+        let ids: Vec<String> = conn
+            .prepare("SELECT id FROM tenants ORDER BY rowid")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        ids.iter()
+            .filter_map(|id| Self::tenant_row(&conn, id).transpose())
+            .collect()
+    }
+
+    fn set_use_intune_rbac(&self, tenant_id: &str, on: bool) -> Result<(), StoreError> {
+        self.lock().execute(
+            "UPDATE tenants SET use_intune_rbac = ?2 WHERE id = ?1",
+            params![tenant_id, on],
+        )?;
+        Ok(())
+    }
+
+    fn create_user(&self, u: &User) -> Result<(), StoreError> {
+        let roles = serde_json::to_string(&u.roles).unwrap_or_else(|_| "[]".into());
+        self.lock()
+            .execute(
+                "INSERT INTO users(id, tenant_id, upn, password_hash, roles, intune_license) \
+                 VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    u.id,
+                    u.tenant_id,
+                    u.upn,
+                    u.password_hash,
+                    roles,
+                    u.intune_license
+                ],
+            )
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Conflict(format!("user {} exists", u.upn))
+                } else {
+                    e.into()
+                }
+            })?;
+        Ok(())
+    }
+
+    fn user_by_upn(&self, upn: &str) -> Result<Option<User>, StoreError> {
+        self.user_where("upn = ?1", &[upn])
+    }
+
+    fn user_by_id(&self, tenant_id: &str, id: &str) -> Result<Option<User>, StoreError> {
+        self.user_where("tenant_id = ?1 AND id = ?2", &[tenant_id, id])
+    }
+
+    fn create_application(&self, a: &Application) -> Result<(), StoreError> {
+        let uris = serde_json::to_string(&a.identifier_uris).unwrap_or_default();
+        let rra = serde_json::to_string(&a.required_resource_access).unwrap_or_default();
+        self.lock()
+            .execute(
+                "INSERT INTO applications(id, tenant_id, app_id, display_name, identifier_uris, \
+                 required_resource_access, admin_consent, created) VALUES(?1,?2,?3,?4,?5,?6,?7,?8)",
+                params![
+                    a.id,
+                    a.tenant_id,
+                    a.app_id,
+                    a.display_name,
+                    uris,
+                    rra,
+                    a.admin_consent,
+                    a.created
+                ],
+            )
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Conflict(format!("application {} exists", a.app_id))
+                } else {
+                    e.into()
+                }
+            })?;
+        Ok(())
+    }
+
+    fn update_application(&self, a: &Application) -> Result<(), StoreError> {
+        let uris = serde_json::to_string(&a.identifier_uris).unwrap_or_default();
+        let rra = serde_json::to_string(&a.required_resource_access).unwrap_or_default();
+        self.lock().execute(
+            "UPDATE applications SET display_name = ?3, identifier_uris = ?4, \
+             required_resource_access = ?5, admin_consent = ?6 WHERE tenant_id = ?1 AND id = ?2",
+            params![
+                a.tenant_id,
+                a.id,
+                a.display_name,
+                uris,
+                rra,
+                a.admin_consent
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn delete_application(&self, tenant_id: &str, id: &str) -> Result<bool, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let app_id: Option<String> = tx
+            .query_row(
+                "SELECT app_id FROM applications WHERE tenant_id = ?1 AND id = ?2",
+                [tenant_id, id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(app_id) = app_id else {
+            return Ok(false);
+        };
+        tx.execute(
+            "DELETE FROM service_principals WHERE tenant_id = ?1 AND app_id = ?2",
+            [tenant_id, &app_id],
+        )?;
+        tx.execute("DELETE FROM applications WHERE id = ?1", [id])?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    fn application(&self, tenant_id: &str, id: &str) -> Result<Option<Application>, StoreError> {
+        Ok(self
+            .apps_where("tenant_id = ?1 AND id = ?2", &[tenant_id, id])?
+            .pop())
+    }
+
+    fn application_by_app_id(
+        &self,
+        tenant_id: &str,
+        app_id: &str,
+    ) -> Result<Option<Application>, StoreError> {
+        Ok(self
+            .apps_where(
+                "tenant_id = ?1 AND app_id = lower(?2)",
+                &[tenant_id, app_id],
+            )?
+            .pop())
+    }
+
+    fn applications(&self, tenant_id: &str) -> Result<Vec<Application>, StoreError> {
+        self.apps_where("tenant_id = ?1", &[tenant_id])
+    }
+
+    fn set_admin_consent(&self, tenant_id: &str, id: &str, on: bool) -> Result<(), StoreError> {
+        self.lock().execute(
+            "UPDATE applications SET admin_consent = ?3 WHERE tenant_id = ?1 AND id = ?2",
+            params![tenant_id, id, on],
+        )?;
+        Ok(())
+    }
+
+    fn add_secret(
+        &self,
+        app_object_id: &str,
+        m: &SecretMeta,
+        hash: &str,
+    ) -> Result<(), StoreError> {
+        self.lock().execute(
+            "INSERT INTO app_secrets(key_id, application_id, display_name, hint, hash, start_time, end_time) \
+             VALUES(?1,?2,?3,?4,?5,?6,?7)",
+            params![m.key_id, app_object_id, m.display_name, m.hint, hash, m.start_date_time, m.end_date_time],
+        )?;
+        Ok(())
+    }
+
+    fn remove_secret(&self, app_object_id: &str, key_id: &str) -> Result<bool, StoreError> {
+        let n = self.lock().execute(
+            "DELETE FROM app_secrets WHERE application_id = ?1 AND key_id = ?2",
+            [app_object_id, key_id],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn secret_hashes(&self, tenant_id: &str, app_id: &str) -> Result<Vec<SecretHash>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached(
+            "SELECT s.key_id, s.hash, s.end_time FROM app_secrets s JOIN applications a \
+             ON a.id = s.application_id WHERE a.tenant_id = ?1 AND a.app_id = lower(?2)",
+        )?;
+        let rows: Vec<(String, String, String)> = st
+            .query_map([tenant_id, app_id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        rows.into_iter()
+            .map(|(key_id, hash, end)| {
+                let end_unix = crate::util::parse_rfc3339(&end)
+                    .ok_or_else(|| StoreError::Corrupt(format!("bad secret expiry {end}")))?;
+                Ok(SecretHash {
+                    key_id,
+                    hash,
+                    end_unix,
+                })
+            })
+            .collect()
+    }
+
+    fn create_service_principal(
+        &self,
+        tenant_id: &str,
+        sp: &ServicePrincipal,
+    ) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                "INSERT INTO service_principals(id, tenant_id, app_id, display_name) VALUES(?1,?2,?3,?4)",
+                params![sp.id, tenant_id, sp.app_id, sp.display_name],
+            )
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Conflict(format!(
+                        "a service principal for appId {} already exists",
+                        sp.app_id
+                    ))
+                } else {
+                    e.into()
+                }
+            })?;
+        Ok(())
+    }
+
+    fn service_principals(
+        &self,
+        tenant_id: &str,
+        app_id: Option<&str>,
+    ) -> Result<Vec<ServicePrincipal>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached(
+            "SELECT id, app_id, display_name FROM service_principals WHERE tenant_id = ?1 \
+             AND (?2 IS NULL OR app_id = lower(?2)) ORDER BY rowid",
+        )?;
+        let v = st
+            .query_map(params![tenant_id, app_id], |r| {
+                Ok(ServicePrincipal {
+                    id: r.get(0)?,
+                    app_id: r.get(1)?,
+                    display_name: r.get(2)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(v)
+    }
+
+    fn put_refresh(&self, hash: &str, g: &RefreshGrant) -> Result<(), StoreError> {
+        let conn = self.lock();
+        conn.execute(
+            "DELETE FROM refresh_tokens WHERE expires < ?1",
+            [crate::util::now_unix()],
+        )?;
+        conn.execute(
+            "INSERT INTO refresh_tokens(hash, tenant_id, user_id, client_id, scope, expires) VALUES(?1,?2,?3,?4,?5,?6)",
+            params![hash, g.tenant_id, g.user_id, g.client_id, g.scope, g.expires],
+        )?;
+        Ok(())
+    }
+
+    fn take_refresh(&self, hash: &str) -> Result<Option<RefreshGrant>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let g = tx
+            .query_row(
+                "SELECT tenant_id, user_id, client_id, scope, expires FROM refresh_tokens WHERE hash = ?1",
+                [hash],
+                |r| {
+                    Ok(RefreshGrant {
+                        tenant_id: r.get(0)?,
+                        user_id: r.get(1)?,
+                        client_id: r.get(2)?,
+                        scope: r.get(3)?,
+                        expires: r.get(4)?,
+                    })
+                },
+            )
+            .optional()?;
+        tx.execute("DELETE FROM refresh_tokens WHERE hash = ?1", [hash])?;
+        tx.commit()?;
+        Ok(g)
+    }
+
+    fn upsert_hierarchy(&self, h: &Hierarchy) -> Result<(Hierarchy, bool), StoreError> {
+        let existing = self.hierarchy(&h.tenant_id, &h.hierarchy_id)?;
+        {
+            let conn = self.lock();
+            match &existing {
+                Some(e) => {
+                    conn.execute(
+                        "UPDATE hierarchies SET site_code=?2, site_name=?3, site_version=?4, environment=?5, \
+                         app_id=?6, updated=?7 WHERE row=?1",
+                        params![e.row, h.site_code, h.site_name, h.site_version, h.environment, h.app_id, h.updated],
+                    )?;
+                }
+                None => {
+                    conn.execute(
+                        "INSERT INTO hierarchies(tenant_id, hierarchy_id, site_code, site_name, site_version, \
+                         environment, app_id, created, updated) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+                        params![h.tenant_id, h.hierarchy_id, h.site_code, h.site_name, h.site_version,
+                            h.environment, h.app_id, h.created, h.updated],
+                    )?;
+                }
+            }
+        }
+        let now = self
+            .hierarchy(&h.tenant_id, &h.hierarchy_id)?
+            .ok_or_else(|| StoreError::Corrupt("hierarchy vanished".into()))?;
+        Ok((now, existing.is_none()))
+    }
+
+    fn hierarchy(
+        &self,
+        tenant_id: &str,
+        hierarchy_id: &str,
+    ) -> Result<Option<Hierarchy>, StoreError> {
+        Ok(self
+            .hierarchies_where(
+                "tenant_id = ?1 AND hierarchy_id = lower(?2)",
+                &[tenant_id, hierarchy_id],
+            )?
+            .pop())
+    }
+
+    fn hierarchies(&self, tenant_id: &str) -> Result<Vec<Hierarchy>, StoreError> {
+        self.hierarchies_where("tenant_id = ?1", &[tenant_id])
+    }
+
+    fn delete_hierarchy(&self, row: i64) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM records WHERE hrow = ?1", [row])?;
+        tx.execute("DELETE FROM features WHERE hrow = ?1", [row])?;
+        tx.execute("DELETE FROM hierarchies WHERE row = ?1", [row])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn features(&self, row: i64) -> Result<Vec<Feature>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached(
+            "SELECT feature_id, settings, enabled_at, updated_at, last_sync FROM features \
+             WHERE hrow = ?1 ORDER BY feature_id",
+        )?;
+        let rows: Vec<(String, String, String, String, Option<String>)> = st
+            .query_map([row], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        rows.into_iter()
+            .map(|(feature_id, s, enabled_at, updated_at, last_sync)| {
+                Ok(Feature {
+                    feature_id,
+                    settings: serde_json::from_str(&s)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    enabled_at,
+                    updated_at,
+                    last_sync,
+                })
+            })
+            .collect()
+    }
+
+    fn put_feature(
+        &self,
+        row: i64,
+        feature_id: &str,
+        settings: &Value,
+        now: &str,
+    ) -> Result<bool, StoreError> {
+        let conn = self.lock();
+        let s = settings.to_string();
+        let n = conn.execute(
+            "UPDATE features SET settings = ?3, updated_at = CASE WHEN settings = ?3 THEN updated_at ELSE ?4 END \
+             WHERE hrow = ?1 AND feature_id = ?2",
+            params![row, feature_id, s, now],
+        )?;
+        if n > 0 {
+            return Ok(false);
+        }
+        conn.execute(
+            "INSERT INTO features(hrow, feature_id, settings, enabled_at, updated_at) VALUES(?1,?2,?3,?4,?4)",
+            params![row, feature_id, s, now],
+        )?;
+        Ok(true)
+    }
+
+    fn delete_feature(
+        &self,
+        row: i64,
+        feature_id: &str,
+        channels: &[String],
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "DELETE FROM features WHERE hrow = ?1 AND feature_id = ?2",
+            params![row, feature_id],
+        )?;
+        for c in channels {
+            tx.execute(
+                "DELETE FROM records WHERE hrow = ?1 AND channel = ?2",
+                params![row, c],
+            )?;
+        }
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    fn apply_batch(
+        &self,
+        row: i64,
+        channel: &str,
+        feature_id: &str,
+        upserts: &[PreparedRecord],
+        deletes: &[String],
+        require_devices: bool,
+        cascade_channels: &[&str],
+        now: &str,
+    ) -> Result<BatchResult, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let mut res = BatchResult::default();
+        if require_devices && !upserts.is_empty() {
+            let mut st = tx.prepare_cached(
+                "SELECT 1 FROM records WHERE hrow = ?1 AND channel = 'devices' AND key = ?2",
+            )?;
+            let mut missing = Vec::new();
+            for r in upserts {
+                if !st.exists(params![row, r.key])? {
+                    missing.push(r.key.clone());
+                }
+            }
+            if !missing.is_empty() {
+                return Err(StoreError::MissingDevices(missing));
+            }
+        }
+        let ts = crate::util::now_unix();
+        {
+            let mut up = tx.prepare_cached(
+                "INSERT INTO records(hrow, channel, key, hash, tag, flags, updated, body) \
+                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                 ON CONFLICT(hrow, channel, key) DO UPDATE SET hash = excluded.hash, tag = excluded.tag, \
+                 flags = excluded.flags, updated = excluded.updated, body = excluded.body \
+                 WHERE records.hash != excluded.hash",
+            )?;
+            for r in upserts {
+                let n = up.execute(params![
+                    row, channel, r.key, r.hash, r.tag, r.flags, ts, r.body
+                ])?;
+                if n > 0 {
+                    res.upserted += 1;
+                } else {
+                    res.unchanged += 1;
+                }
+            }
+            let mut del = tx.prepare_cached(
+                "DELETE FROM records WHERE hrow = ?1 AND channel = ?2 AND key = ?3",
+            )?;
+            for k in deletes {
+                if del.execute(params![row, channel, k])? > 0 {
+                    res.deleted += 1;
+                } else {
+                    res.unchanged += 1;
+                }
+                for c in cascade_channels {
+                    del.execute(params![row, c, k])?;
+                }
+            }
+        }
+        tx.execute(
+            "UPDATE features SET last_sync = ?3 WHERE hrow = ?1 AND feature_id = ?2",
+            params![row, feature_id, now],
+        )?;
+        tx.commit()?;
+        Ok(res)
+    }
+
+    fn count(&self, row: i64, channel: &str) -> Result<u64, StoreError> {
+        let n: i64 = self.lock().query_row(
+            "SELECT COUNT(*) FROM records WHERE hrow = ?1 AND channel = ?2",
+            params![row, channel],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
+    fn count_tag(&self, row: i64, channel: &str, tag: &str) -> Result<u64, StoreError> {
+        let n: i64 = self.lock().query_row(
+            "SELECT COUNT(*) FROM records WHERE hrow = ?1 AND channel = ?2 AND tag = ?3",
+            params![row, channel, tag],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
+    fn count_flag(&self, row: i64, channel: &str, flag: i64) -> Result<u64, StoreError> {
+        let n: i64 = self.lock().query_row(
+            "SELECT COUNT(*) FROM records WHERE hrow = ?1 AND channel = ?2 AND (flags & ?3) != 0",
+            params![row, channel, flag],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
+    fn records(
+        &self,
+        tenant_id: &str,
+        channel: &str,
+        hierarchy_id: Option<&str>,
+    ) -> Result<Vec<RecordRow>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached(
+            "SELECT h.hierarchy_id, r.key, r.tag, r.body, r.updated FROM records r \
+             JOIN hierarchies h ON h.row = r.hrow WHERE h.tenant_id = ?1 AND r.channel = ?2 \
+             AND (?3 IS NULL OR h.hierarchy_id = lower(?3)) ORDER BY h.row, r.key",
+        )?;
+        let v = st
+            .query_map(params![tenant_id, channel, hierarchy_id], row_to_record)?
+            .collect::<Result<_, _>>()?;
+        Ok(v)
+    }
+
+    fn device_page(
+        &self,
+        tenant_id: &str,
+        hierarchy_id: Option<&str>,
+        name: Option<&str>,
+        skip: u64,
+        top: u64,
+    ) -> Result<(Vec<RecordRow>, u64), StoreError> {
+        let conn = self.lock();
+        let pattern = name.map(|n| {
+            let esc = n
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("{esc}%")
+        });
+        let filter = "h.tenant_id = ?1 AND r.channel = 'devices' \
+             AND (?2 IS NULL OR h.hierarchy_id = lower(?2)) AND (?3 IS NULL OR r.tag LIKE ?3 ESCAPE '\\')";
+        let total: i64 = conn.query_row(
+            &format!(
+                "SELECT COUNT(*) FROM records r JOIN hierarchies h ON h.row = r.hrow WHERE {filter}"
+            ),
+            params![tenant_id, hierarchy_id, pattern],
+            |r| r.get(0),
+        )?;
+        let mut st = conn.prepare_cached(&format!(
+            "SELECT h.hierarchy_id, r.key, r.tag, r.body, r.updated FROM records r \
+             JOIN hierarchies h ON h.row = r.hrow WHERE {filter} \
+             ORDER BY h.row, r.key LIMIT ?4 OFFSET ?5"
+        ))?;
+        let v = st
+            .query_map(
+                params![tenant_id, hierarchy_id, pattern, top as i64, skip as i64],
+                row_to_record,
+            )?
+            .collect::<Result<_, _>>()?;
+        Ok((v, total as u64))
+    }
+}
+
+impl SqliteStore {
+    fn user_where(&self, clause: &str, args: &[&str]) -> Result<Option<User>, StoreError> {
+        let conn = self.lock();
+        let sql = format!(
+            "SELECT id, tenant_id, upn, password_hash, roles, intune_license FROM users WHERE {clause}"
+        );
+        let r = conn
+            .query_row(&sql, rusqlite::params_from_iter(args.iter()), |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, bool>(5)?,
+                ))
+            })
+            .optional()?;
+        match r {
+            None => Ok(None),
+            Some((id, tenant_id, upn, password_hash, roles, intune_license)) => Ok(Some(User {
+                id,
+                tenant_id,
+                upn,
+                password_hash,
+                roles: json_vec(roles)?,
+                intune_license,
+            })),
+        }
+    }
+}

@@ -1,0 +1,701 @@
+use crate::common::*;
+use cloudattach_cloud::seed::*;
+use serde_json::{Value, json};
+use std::io::Write;
+
+fn hpath(rest: &str) -> String {
+    format!("/api/v1/hierarchies/{HID}{rest}")
+}
+
+async fn upload_raw(
+    c: &Cloud,
+    tok: &str,
+    channel: &str,
+    body: Vec<u8>,
+    enc: Option<&str>,
+    ct: &str,
+) -> (u16, Value) {
+    let mut rb = c
+        .http
+        .post(c.url(&hpath(&format!("/upload/{channel}"))))
+        .bearer_auth(tok)
+        .header("content-type", ct)
+        .body(body);
+    if let Some(e) = enc {
+        rb = rb.header("content-encoding", e);
+    }
+    let r = rb.send().await.unwrap();
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+fn zstd_bytes(v: &Value) -> Vec<u8> {
+    zstd::encode_all(&serde_json::to_vec(v).unwrap()[..], 3).unwrap()
+}
+
+fn gzip_bytes(v: &Value) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(&serde_json::to_vec(v).unwrap()).unwrap();
+    e.finish().unwrap()
+}
+
+fn plugin<'a>(status: &'a Value, id: &str) -> &'a Value {
+    status["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == id)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn onboarding_features_uploads_status() {
+    let c = start().await;
+    let admin = c.admin().await;
+    let body = json!({"site_code":"PS1","site_name":"Primary","site_version":"2303","environment":"public"});
+    let (s, v) = c.put(&admin, &hpath(""), body.clone()).await;
+    assert_eq!(s, 201, "{v}");
+    // Onboarding again is idempotent.
+    let (s, v) = c.put(&admin, &hpath(""), body).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["site_code"], "PS1");
+    let (s, v) = c
+        .put(
+            &admin,
+            &hpath(""),
+            json!({"site_code":"PS1","site_version":"2303","environment":"usgov"}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("EnvironmentMismatch"))
+    );
+    // Dependencies.
+    let (s, v) = c
+        .put(
+            &admin,
+            &hpath("/features/endpoint-analytics"),
+            json!({"settings":{}}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("DependencyNotEnabled"))
+    );
+    let (s, _) = c
+        .put(
+            &admin,
+            &hpath("/features/tenant-attach"),
+            json!({"settings":{"upload":"all"}}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (s, _) = c
+        .put(
+            &admin,
+            &hpath("/features/tenant-attach"),
+            json!({"settings":{"upload":"all"}}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, v) = c
+        .put(
+            &admin,
+            &hpath("/features/tenant-attach"),
+            json!({"settings":{"upload":"all","x":1}}),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert!(v["error"]["message"].as_str().unwrap().contains('x'));
+    for f in ["endpoint-analytics", "defender-reporting", "co-management"] {
+        assert_eq!(
+            c.put(
+                &admin,
+                &hpath(&format!("/features/{f}")),
+                json!({"settings":{}})
+            )
+            .await
+            .0,
+            201,
+            "{f}"
+        );
+    }
+    let (s, _) = c
+        .put(
+            &admin,
+            &hpath("/features/rbac-authority"),
+            json!({"settings":{"enforce_configmgr_rbac":true}}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    // Upload to a disabled extension feature: 409.
+    let (s, _) = c
+        .post(
+            &admin,
+            &hpath("/upload/ext/acme-inventory"),
+            json!({"upserts":[]}),
+        )
+        .await;
+    assert_eq!(s, 409);
+
+    // Devices: zstd, then the same batch gzip'd changes nothing.
+    let batch = device_batch(1..1201);
+    let (s, v) = upload_raw(
+        &c,
+        &admin,
+        "devices",
+        zstd_bytes(&batch),
+        Some("zstd"),
+        "application/json",
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v, json!({"upserted":1200,"deleted":0,"unchanged":0}));
+    let (s, v) = upload_raw(
+        &c,
+        &admin,
+        "devices",
+        gzip_bytes(&batch),
+        Some("gzip"),
+        "application/json",
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(v, json!({"upserted":0,"deleted":0,"unchanged":1200}));
+    // A change and a delete.
+    let mut d = device(5, "PC-renamed");
+    d["mdm_enrolled"] = json!(true);
+    let (_, v) = c
+        .post(
+            &admin,
+            &hpath("/upload/devices"),
+            json!({"upserts":[{"key":"5","record":d}],"deletes":["1200","99999"]}),
+        )
+        .await;
+    assert_eq!(v, json!({"upserted":1,"deleted":1,"unchanged":1}));
+
+    // Analytics for 6 devices (scores), one for a missing device rejects the batch.
+    let an = |i: i64| {
+        json!({"key": i.to_string(), "record": {"resource_id": i, "client_version": "5.00.9106.1000",
+        "analytics": {"core_boot_ms": 20000, "total_boot_ms": 40000, "gp_logon_ms": 5000, "desktop_usable_ms": 10000,
+        "apps": [{"name":"Teams","usage_minutes": 600, "daily_crashes":[1,0,0]}]}}})
+    };
+    let (s, v) = c
+        .post(
+            &admin,
+            &hpath("/upload/analytics"),
+            json!({"upserts":[an(1), an(2), an(1200)]}),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["error"]["missing_keys"], json!(["1200"]));
+    let (_, rep) = c.get(&admin, "/api/v1/reports/endpoint-analytics").await;
+    assert_eq!(rep["reporting_devices"], 0, "nothing changed: {rep}");
+    let (s, _) = c
+        .post(
+            &admin,
+            &hpath("/upload/analytics"),
+            json!({"upserts":[an(1), an(2), an(3), an(4)]}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (_, rep) = c.get(&admin, "/api/v1/reports/endpoint-analytics").await;
+    assert_eq!(rep["status"], "insufficient data", "{rep}");
+    let (s, _) = c
+        .post(
+            &admin,
+            &hpath("/upload/analytics"),
+            json!({"upserts":[an(5), an(6)]}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (_, rep) = c.get(&admin, "/api/v1/reports/endpoint-analytics").await;
+    assert_eq!(rep["status"], "ok", "{rep}");
+    // boot: 20 s → 100*(75-20)/60 = 91.7; sign-in: 15 s → 100*(70-15)/60 = 91.7
+    assert_eq!(rep["startup_performance"]["score"], 91.7, "{rep}");
+    assert_eq!(rep["app_reliability"]["apps"][0]["mttf_minutes"], 600.0);
+
+    // Defender.
+    let def = |i: i64, status: &str| {
+        json!({"key": i.to_string(), "record": {"resource_id": i, "defender": {
+        "defender_enabled": true, "rtp_enabled": status != "active", "tamper_protection_enabled": true,
+        "detections": [{"threat_id": 7, "threat_name": "Trojan:Win32/Wacatac.B!ml", "category": "Trojan",
+        "severity": "severe", "current_status": status, "initial_detection_time": "2026-01-01T00:00:00Z",
+        "number_of_detections": 2}]}}})
+    };
+    let (s, v) = c
+        .post(
+            &admin,
+            &hpath("/upload/defender"),
+            json!({"upserts":[def(1,"active"), def(2,"quarantined")]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (_, am) = c
+        .get(&admin, "/api/v1/reports/defender/active-malware")
+        .await;
+    assert_eq!(am["value"].as_array().unwrap().len(), 1);
+    assert_eq!(am["value"][0]["device_name"], "PC-00001");
+    let (_, dm) = c
+        .get(&admin, "/api/v1/reports/defender/detected-malware")
+        .await;
+    assert_eq!(dm["value"][0]["device_count"], 2);
+    assert_eq!(dm["value"][0]["detection_count"], 4);
+    let (_, ue) = c
+        .get(&admin, "/api/v1/reports/defender/unhealthy-endpoints")
+        .await;
+    assert_eq!(ue["value"].as_array().unwrap().len(), 1, "{ue}");
+    let (_, ag) = c
+        .get(&admin, "/api/v1/reports/defender/antivirus-agent-status")
+        .await;
+    assert_eq!(ag["value"].as_array().unwrap().len(), 2);
+    assert_eq!(c.get(&admin, "/api/v1/reports/defender/nope").await.0, 404);
+
+    // Co-management.
+    let cm =
+        |i: i64, st: &str| json!({"key": i.to_string(), "record": {"resource_id": i, "state": st}});
+    let (s, _) = c.post(&admin, &hpath("/upload/comanagement"), json!({"upserts":[cm(1,"scheduledForEnrollment"), cm(2,"scheduledForEnrollment"), cm(3,"comanaged"), cm(4, "eligible")]})).await;
+    assert_eq!(s, 200);
+    let (_, cmd) = c.get(&admin, "/api/v1/comanagement/devices").await;
+    assert_eq!(cmd["summary"]["scheduledForEnrollment"], 2);
+    assert_eq!(cmd["value"][2]["monitoring_state"], "Enrolled");
+
+    // Status with SPEC's count keys.
+    let (s, st) = c.get(&admin, &hpath("/status")).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        plugin(&st, "tenant-attach")["counts"]["devices_uploaded"],
+        1199
+    );
+    assert_eq!(
+        plugin(&st, "endpoint-analytics")["counts"]["devices_enrolled"],
+        1199
+    );
+    assert_eq!(
+        plugin(&st, "defender-reporting")["counts"]["devices_reported"],
+        2
+    );
+    assert_eq!(
+        plugin(&st, "co-management")["counts"]["devices_scheduled"],
+        2
+    );
+    assert_eq!(
+        plugin(&st, "co-management")["counts"]["devices_enrolled"],
+        1
+    );
+    assert_eq!(
+        plugin(&st, "rbac-authority")["effective_authority"],
+        "configmgr+intune"
+    );
+    assert!(plugin(&st, "tenant-attach")["last_sync"].is_string());
+
+    // RBAC authority: the checkbox cleared AND the tenant toggle on.
+    c.put(
+        &admin,
+        &hpath("/features/rbac-authority"),
+        json!({"settings":{"enforce_configmgr_rbac":false}}),
+    )
+    .await;
+    let (_, st) = c.get(&admin, &hpath("/status")).await;
+    assert_eq!(
+        plugin(&st, "rbac-authority")["effective_authority"],
+        "configmgr+intune"
+    );
+    let (s, t) = c
+        .put(
+            &admin,
+            "/api/v1/tenant/settings",
+            json!({"use_intune_rbac": true}),
+        )
+        .await;
+    assert_eq!((s, &t["use_intune_rbac"]), (200, &json!(true)));
+    let (_, st) = c.get(&admin, &hpath("/status")).await;
+    assert_eq!(
+        plugin(&st, "rbac-authority")["effective_authority"],
+        "intune"
+    );
+    let reader = c.reader().await;
+    assert_eq!(
+        c.put(
+            &reader,
+            "/api/v1/tenant/settings",
+            json!({"use_intune_rbac": false})
+        )
+        .await
+        .0,
+        403
+    );
+
+    // Extension channel.
+    let (s, _) = c
+        .put(
+            &admin,
+            &hpath("/features/acme-inventory"),
+            json!({"settings":{"anything":[1,2]}}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (s, v) = c
+        .post(
+            &admin,
+            &hpath("/upload/ext/acme-inventory"),
+            json!({"upserts":[{"key":"a","record":{"x":1}},{"key":"b","record":{"y":2}}]}),
+        )
+        .await;
+    assert_eq!((s, &v["upserted"]), (200, &json!(2)));
+    let (_, st) = c.get(&admin, &hpath("/status")).await;
+    assert_eq!(plugin(&st, "acme-inventory")["counts"]["records"], 2);
+    let (_, recs) = c.get(&reader, &hpath("/ext/acme-inventory/records")).await;
+    assert_eq!(recs["value"][0]["record"], json!({"x":1}));
+
+    // Read API: paging and filters.
+    let (s, p1) = c.get(&reader, "/api/v1/devices?$top=500").await;
+    assert_eq!(s, 200);
+    assert_eq!(p1["@odata.count"], 1199);
+    assert_eq!(p1["value"].as_array().unwrap().len(), 500);
+    let next = p1["@odata.nextLink"].as_str().unwrap().to_string();
+    let r: Value = c
+        .http
+        .get(&next)
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["value"].as_array().unwrap().len(), 500);
+    assert_ne!(r["value"][0]["resource_id"], p1["value"][0]["resource_id"]);
+    let (_, f) = c.get(&reader, "/api/v1/devices?name=PC-0001").await;
+    assert_eq!(f["@odata.count"], 10, "PC-00010..PC-00019");
+    let (_, f) = c
+        .get(
+            &reader,
+            &format!("/api/v1/devices?hierarchy={HID}&name=PC-renamed"),
+        )
+        .await;
+    assert_eq!(f["value"][0]["resource_id"], 5);
+    assert_eq!(c.get(&reader, "/api/v1/devices?$top=5000").await.0, 400);
+    let (_, ov) = c.get(&reader, "/api/v1/overview").await;
+    let h = &ov["hierarchies"][0];
+    assert_eq!(h["site_code"], "PS1");
+    assert_eq!(h["features"]["tenant-attach"], json!({"upload":"all"}));
+    assert_eq!(h["counts"]["devices"], 1199);
+
+    // Disabling: tenant-attach needs its dependents off first; then its records go.
+    assert_eq!(
+        c.delete(&admin, &hpath("/features/tenant-attach")).await.0,
+        409
+    );
+    for f in [
+        "endpoint-analytics",
+        "defender-reporting",
+        "rbac-authority",
+        "tenant-attach",
+    ] {
+        assert_eq!(
+            c.delete(&admin, &hpath(&format!("/features/{f}"))).await.0,
+            204,
+            "{f}"
+        );
+    }
+    let (_, st) = c.get(&admin, &hpath("/status")).await;
+    assert_eq!(
+        plugin(&st, "tenant-attach")["counts"]["devices_uploaded"],
+        0
+    );
+    assert_eq!(plugin(&st, "tenant-attach")["enabled"], false);
+    // Offboard.
+    assert_eq!(c.delete(&admin, &hpath("")).await.0, 204);
+    assert_eq!(c.get(&admin, &hpath("")).await.0, 404);
+    c.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn tenant_isolation() {
+    let c = start().await;
+    let admin = c.admin().await;
+    c.onboard(&admin, &["tenant-attach"]).await;
+    c.post(&admin, &hpath("/upload/devices"), device_batch(1..11))
+        .await;
+    let (s, v) = c
+        .app_token(FABRIKAM, FABRIKAM_READER_APP_ID, DEV_SECRET)
+        .await;
+    assert_eq!(s, 200);
+    let fab = v["access_token"].as_str().unwrap();
+    let (s, d) = c.get(fab, "/api/v1/devices").await;
+    assert_eq!((s, &d["@odata.count"]), (200, &json!(0)));
+    assert_eq!(c.get(fab, &hpath("")).await.0, 404);
+    assert_eq!(c.get(fab, &hpath("/status")).await.0, 404);
+    let (_, ov) = c.get(fab, "/api/v1/overview").await;
+    assert_eq!(ov["hierarchies"], json!([]));
+    assert_eq!(ov["tenant_id"], FABRIKAM_TENANT_ID);
+    // A fabrikam token can't write to contoso's hierarchy either (and the reader can't write at all).
+    assert_eq!(
+        c.post(fab, &hpath("/upload/devices"), device_batch(1..2))
+            .await
+            .0,
+        403
+    );
+    let (_, d) = c.get(&admin, "/api/v1/devices").await;
+    assert_eq!(d["@odata.count"], 10);
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_changes_nothing() {
+    let mut o = opts();
+    o.max_body_bytes = 64 * 1024;
+    let c = start_with(o).await;
+    let admin = c.admin().await;
+    c.onboard(&admin, &["tenant-attach"]).await;
+    let base = device_batch(1..3);
+    assert_eq!(
+        c.post(&admin, &hpath("/upload/devices"), base.clone())
+            .await
+            .0,
+        200
+    );
+    // Unknown field in a record, named in the message.
+    let mut bad = device(3, "PC-3");
+    bad["colour"] = json!("red");
+    let (s, v) = c
+        .post(
+            &admin,
+            &hpath("/upload/devices"),
+            json!({"upserts":[{"key":"3","record":bad}]}),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("colour"),
+        "{v}"
+    );
+    // Unknown envelope field.
+    let (s, _) = c
+        .post(
+            &admin,
+            &hpath("/upload/devices"),
+            json!({"upserts":[],"extra":1}),
+        )
+        .await;
+    assert_eq!(s, 400);
+    // Key that does not match the resource id; duplicate key; malformed JSON.
+    assert_eq!(
+        c.post(
+            &admin,
+            &hpath("/upload/devices"),
+            json!({"upserts":[{"key":"9","record":device(3,"x")}]})
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        c.post(
+            &admin,
+            &hpath("/upload/devices"),
+            json!({"upserts":[{"key":"3","record":device(3,"x")}],"deletes":["3"]})
+        )
+        .await
+        .0,
+        400
+    );
+    let (s, _) = upload_raw(
+        &c,
+        &admin,
+        "devices",
+        b"{not json".to_vec(),
+        None,
+        "application/json",
+    )
+    .await;
+    assert_eq!(s, 400);
+    // Wrong content type, unknown encoding.
+    let (s, v) = upload_raw(
+        &c,
+        &admin,
+        "devices",
+        serde_json::to_vec(&base).unwrap(),
+        None,
+        "text/plain",
+    )
+    .await;
+    assert_eq!(s, 415, "{v}");
+    let (s, _) = upload_raw(
+        &c,
+        &admin,
+        "devices",
+        serde_json::to_vec(&base).unwrap(),
+        Some("br"),
+        "application/json",
+    )
+    .await;
+    assert_eq!(s, 415);
+    // Oversized, raw and after decompression.
+    let big = device_batch(100..1100);
+    let (s, v) = upload_raw(
+        &c,
+        &admin,
+        "devices",
+        serde_json::to_vec(&big).unwrap(),
+        None,
+        "application/json",
+    )
+    .await;
+    assert_eq!(s, 413, "{v}");
+    assert_eq!(v["error"]["code"], "RequestEntityTooLarge");
+    let (s, _) = upload_raw(
+        &c,
+        &admin,
+        "devices",
+        zstd_bytes(&big),
+        Some("zstd"),
+        "application/json",
+    )
+    .await;
+    assert_eq!(s, 413);
+    // Unknown channel, invalid hierarchy id, unknown hierarchy.
+    assert_eq!(
+        c.post(&admin, &hpath("/upload/nope"), json!({})).await.0,
+        404
+    );
+    assert_eq!(
+        c.post(
+            &admin,
+            "/api/v1/hierarchies/not-a-uuid/upload/devices",
+            json!({})
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        c.post(
+            &admin,
+            "/api/v1/hierarchies/5a1e0000-0000-4000-8000-000000000002/upload/devices",
+            json!({})
+        )
+        .await
+        .0,
+        404
+    );
+    // A feature not enabled.
+    let (s, v) = c
+        .post(&admin, &hpath("/upload/defender"), json!({"upserts":[]}))
+        .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("FeatureNotEnabled"))
+    );
+    // Invalid feature settings and ids.
+    assert_eq!(
+        c.put(
+            &admin,
+            &hpath("/features/co-management"),
+            json!({"settings":{"enrollment":"pilot"}})
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        c.put(&admin, &hpath("/features/Bad_Id"), json!({"settings":{}}))
+            .await
+            .0,
+        400
+    );
+    // Nothing changed.
+    let (_, d) = c.get(&admin, "/api/v1/devices").await;
+    assert_eq!(d["@odata.count"], 2);
+    assert_eq!(d["value"][0]["name"], "PC-00001");
+    // Unknown endpoint: Graph-style 404.
+    let (s, v) = c.get(&admin, "/api/v1/nothing").await;
+    assert_eq!((s, v["error"]["code"].as_str()), (404, Some("NotFound")));
+}
+
+#[tokio::test]
+async fn china_refuses_upload_analytics_defender_rbac() {
+    let mut o = opts();
+    o.environment = "china".into();
+    let c = start_with(o).await;
+    let admin = c.admin().await;
+    let (s, _) = c
+        .put(
+            &admin,
+            &hpath(""),
+            json!({"site_code":"PS1","site_version":"2303","environment":"china"}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    for f in [
+        "tenant-attach",
+        "endpoint-analytics",
+        "rbac-authority",
+        "defender-reporting",
+    ] {
+        let (s, v) = c
+            .put(
+                &admin,
+                &hpath(&format!("/features/{f}")),
+                json!({"settings":{}}),
+            )
+            .await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (400, Some("NotSupportedInEnvironment")),
+            "{f}"
+        );
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("Azure China Cloud")
+        );
+    }
+    let (s, _) = c
+        .put(
+            &admin,
+            &hpath("/features/co-management"),
+            json!({"settings":{"enrollment":"pilot","pilot_collection":"PS100020"}}),
+        )
+        .await;
+    assert_eq!(s, 400);
+    let (s, _) = c
+        .put(
+            &admin,
+            &hpath("/features/co-management"),
+            json!({"settings":{"enrollment":"all"}}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    for ch in ["devices", "analytics", "defender"] {
+        let (s, v) = c
+            .post(
+                &admin,
+                &hpath(&format!("/upload/{ch}")),
+                json!({"upserts":[]}),
+            )
+            .await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (400, Some("NotSupportedInEnvironment")),
+            "{ch}"
+        );
+    }
+    let (s, _) = c
+        .put(
+            &admin,
+            "/api/v1/tenant/settings",
+            json!({"use_intune_rbac": true}),
+        )
+        .await;
+    assert_eq!(s, 400);
+    // Co-management records work without device upload in China.
+    let (s, v) = c.post(&admin, &hpath("/upload/comanagement"), json!({"upserts":[{"key":"1","record":{"resource_id":1,"state":"scheduledForEnrollment","name":"PC-1"}}]})).await;
+    assert_eq!(s, 200, "{v}");
+    let (_, st) = c.get(&admin, &hpath("/status")).await;
+    assert_eq!(
+        plugin(&st, "co-management")["counts"]["devices_scheduled"],
+        1
+    );
+}

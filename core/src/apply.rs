@@ -1,0 +1,235 @@
+//! Apply, sync, status and disable: the plan's steps run in order through the host services,
+//! with the state persisted after every step and every acknowledged upload batch.
+
+use crate::config::Config;
+use crate::host::SiteHost;
+use crate::orchestrator::{Decision, Plan, Selection, host_for};
+use crate::registry::Registry;
+use crate::session::Session;
+use crate::site::Site;
+use crate::state::StateStore;
+use cloudattach_sdk::{ApplyOutcome, Finding, PlanAction, StatusReport, SyncMode};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex};
+
+/// How one step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepStatus {
+    /// Done.
+    Done,
+    /// Nothing to do.
+    Noop,
+    /// Not run, with a reason.
+    Skipped,
+    /// Failed; its dependents are skipped.
+    Failed,
+}
+
+/// One step of an apply, as it ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    /// Plugin id.
+    pub plugin: String,
+    /// The planned action.
+    pub action: PlanAction,
+    /// How it ended.
+    pub status: StepStatus,
+    /// Why it was skipped or failed.
+    pub reason: Option<String>,
+    /// What the plugin counted (devices uploaded, records sent, …).
+    pub counts: serde_json::Map<String, serde_json::Value>,
+    /// What the plugin said.
+    pub findings: Vec<Finding>,
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_string()
+    }
+}
+
+/// Runs a plugin call, turning a panic into a failed outcome: one plugin never takes the run
+/// down.
+fn guarded(id: &str, f: impl FnOnce() -> ApplyOutcome) -> ApplyOutcome {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(o) => o,
+        Err(p) => ApplyOutcome::failed("plugin-panic", format!("plugin {id} panicked: {}", panic_message(p))),
+    }
+}
+
+/// The key of the state's meta table that records which plugin owns an upload channel.
+pub fn channel_owner_key(channel: &str) -> String {
+    format!("channel-owner/{channel}")
+}
+
+/// Applies a plan. Steps run in order; a failed step skips its dependents; independent steps
+/// go on. Every successful step is recorded before the next one starts.
+pub fn apply(
+    registry: &Registry,
+    config: &Config,
+    selection: &Selection,
+    site: &Arc<Site>,
+    plan: &Plan,
+    session: Arc<Session>,
+    state: &Arc<Mutex<StateStore>>,
+) -> Vec<StepReport> {
+    let host = host_for(site, config, selection).with_cloud(session.clone());
+    let options = selection.selected_options();
+    let mut reports: Vec<StepReport> = vec![];
+    let mut failed: BTreeMap<String, String> = BTreeMap::new();
+    for step in &plan.steps {
+        let p = registry.get(&step.plugin).expect("planned plugins are registered");
+        let mut report = StepReport {
+            plugin: step.plugin.clone(),
+            action: step.action,
+            status: StepStatus::Done,
+            reason: step.reason.clone(),
+            counts: Default::default(),
+            findings: vec![],
+        };
+        let blocked = p.manifest.depends_on.iter().find_map(|d| failed.get(d).map(|why| (d.clone(), why.clone())));
+        match step.action {
+            PlanAction::Skip => report.status = StepStatus::Skipped,
+            PlanAction::Noop => report.status = StepStatus::Noop,
+            PlanAction::Enable | PlanAction::Update if blocked.is_some() => {
+                let (dep, why) = blocked.expect("checked");
+                report.status = StepStatus::Skipped;
+                report.reason = Some(format!("depends on {dep}, which {why}"));
+                failed.insert(step.plugin.clone(), "was skipped".into());
+            }
+            PlanAction::Enable | PlanAction::Update => {
+                let opts = options.get(&step.plugin).cloned().unwrap_or_default();
+                session.set_current_plugin(&step.plugin);
+                let outcome = guarded(&step.plugin, || p.plugin.apply(&host, &opts));
+                let outcome = record(outcome, || {
+                    state.lock().expect("state lock").set_feature(&step.plugin, &p.plugin.settings(&opts))
+                });
+                finish(&mut report, outcome, &mut failed);
+            }
+            PlanAction::Disable => {
+                session.set_current_plugin(&step.plugin);
+                let outcome = guarded(&step.plugin, || p.plugin.disable(&host));
+                let outcome = record(outcome, || forget_feature(state, &step.plugin));
+                finish(&mut report, outcome, &mut failed);
+            }
+        }
+        reports.push(report);
+    }
+    reports
+}
+
+fn record(outcome: ApplyOutcome, save: impl FnOnce() -> Result<(), crate::state::StateError>) -> ApplyOutcome {
+    if !outcome.ok {
+        return outcome;
+    }
+    match save() {
+        Ok(()) => outcome,
+        Err(e) => ApplyOutcome::failed("state", e.to_string()),
+    }
+}
+
+fn finish(report: &mut StepReport, outcome: ApplyOutcome, failed: &mut BTreeMap<String, String>) {
+    report.counts = outcome.counts;
+    report.findings = outcome.findings;
+    if !outcome.ok {
+        report.status = StepStatus::Failed;
+        let why = report
+            .findings
+            .iter()
+            .rev()
+            .find(|f| f.severity == cloudattach_sdk::Severity::Error)
+            .map(|f| f.message.clone())
+            .unwrap_or_else(|| "failed".into());
+        report.reason = Some(why);
+        failed.insert(report.plugin.clone(), "failed".into());
+    }
+}
+
+/// Forgets a disabled feature: its settings and the hashes of the channels it uploaded.
+pub fn forget_feature(state: &Arc<Mutex<StateStore>>, plugin_id: &str) -> Result<(), crate::state::StateError> {
+    let store = state.lock().expect("state lock");
+    let channels = store.channels_owned_by(plugin_id)?;
+    for c in &channels {
+        store.delete_meta(&channel_owner_key(c))?;
+    }
+    let refs: Vec<&str> = channels.iter().map(String::as_str).collect();
+    store.remove_feature(plugin_id, &refs)
+}
+
+/// What one plugin's sync sent.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncReport {
+    /// Plugin id.
+    pub id: String,
+    /// Records added, changed or removed that were sent.
+    pub sent: u64,
+    /// Records in scope.
+    pub total: u64,
+    /// Why it failed, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One upload for every enabled feature that uploads, in execution order.
+pub fn sync(
+    registry: &Registry,
+    selection: &Selection,
+    host: &SiteHost,
+    session: &Session,
+    state: &Arc<Mutex<StateStore>>,
+    mode: SyncMode,
+) -> Vec<SyncReport> {
+    let enabled: Vec<String> = state.lock().expect("state lock").features().unwrap_or_default().into_iter().map(|(id, _)| id).collect();
+    let mut out = vec![];
+    for (id, decision) in &selection.entries {
+        if !enabled.contains(id) {
+            continue;
+        }
+        let Decision::Selected(options) = decision else { continue };
+        let p = registry.get(id).expect("registered");
+        session.set_current_plugin(id);
+        let result = catch_unwind(AssertUnwindSafe(|| p.plugin.sync(host, options, mode)))
+            .unwrap_or_else(|panic| Err(cloudattach_sdk::HostError::new("plugin-panic", format!("plugin {id} panicked: {}", panic_message(panic)))));
+        match result {
+            Ok(Some(stats)) => out.push(SyncReport { id: id.clone(), sent: stats.sent, total: stats.total, error: None }),
+            Ok(None) => {}
+            Err(e) => out.push(SyncReport { id: id.clone(), sent: 0, total: 0, error: Some(e.message) }),
+        }
+    }
+    out
+}
+
+/// One plugin's status as the cloud reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginStatus {
+    /// Plugin id.
+    pub id: String,
+    /// Whether the cloud has it enabled.
+    pub enabled: bool,
+    /// Counts.
+    pub counts: serde_json::Map<String, serde_json::Value>,
+    /// Last upload.
+    pub last_sync: Option<String>,
+    /// Extra keys (rbac-authority's `effective_authority`).
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Reads every plugin's status back from the cloud.
+pub fn status(registry: &Registry, order: &[String], host: &SiteHost) -> Result<Vec<PluginStatus>, cloudattach_sdk::HostError> {
+    let mut out = vec![];
+    for id in order {
+        let p = registry.get(id).expect("registered");
+        let s: StatusReport = catch_unwind(AssertUnwindSafe(|| p.plugin.status(host)))
+            .unwrap_or_else(|panic| Err(cloudattach_sdk::HostError::new("plugin-panic", format!("plugin {id} panicked: {}", panic_message(panic)))))?;
+        out.push(PluginStatus { id: id.clone(), enabled: s.enabled, counts: s.counts, last_sync: s.last_sync, extra: s.extra });
+    }
+    Ok(out)
+}

@@ -1,0 +1,313 @@
+//! The state store: `.cloudattach/state.db` (SQLite) next to attach.toml. It remembers the
+//! hierarchy's registration, each feature's applied settings, and per-record content hashes for
+//! delta sync. Every write is its own transaction, so a process killed at any moment leaves the
+//! last acknowledged step or batch recorded and nothing half-written.
+//!
+//! A lock file (`.cloudattach/lock`) makes a second concurrent `apply` or `sync` refuse and name
+//! the holder.
+
+use crate::orchestrator::AppliedState;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// An error of the state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// SQLite failed.
+    #[error("state store {path}: {source}")]
+    Sqlite {
+        /// The database.
+        path: PathBuf,
+        /// The cause.
+        source: rusqlite::Error,
+    },
+    /// A file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Another process holds the lock.
+    #[error("another cloudattach is running on this state ({holder}); wait for it to finish, or stop it (lock file {path})")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// Who holds it, as it wrote itself down.
+        holder: String,
+    },
+}
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+     CREATE TABLE features (plugin_id TEXT PRIMARY KEY, settings TEXT NOT NULL, applied_at TEXT NOT NULL);
+     CREATE TABLE sync_hashes (channel TEXT NOT NULL, key TEXT NOT NULL, hash INTEGER NOT NULL,
+                               PRIMARY KEY (channel, key)) WITHOUT ROWID;
+     CREATE TABLE sync_channels (channel TEXT PRIMARY KEY, last_sync TEXT NOT NULL);",
+];
+
+/// The state of one attached site.
+pub struct StateStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+impl StateStore {
+    /// Opens (creating and migrating) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<StateStore, StateError> {
+        std::fs::create_dir_all(dir).map_err(|source| StateError::Io { path: dir.to_path_buf(), source })?;
+        let path = dir.join("state.db");
+        let err = |source| StateError::Sqlite { path: path.clone(), source };
+        let mut conn = Connection::open(&path).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(err)?;
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction().map_err(err)?;
+            tx.execute_batch(m).map_err(err)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(err)?;
+            tx.commit().map_err(err)?;
+        }
+        Ok(StateStore { conn, path })
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> StateError + '_ {
+        |source| StateError::Sqlite { path: self.path.clone(), source }
+    }
+
+    /// A value of the meta table.
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StateError> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// Sets a value of the meta table.
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StateError> {
+        self.conn
+            .execute("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value", [key, value])
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    /// Removes a value of the meta table.
+    pub fn delete_meta(&self, key: &str) -> Result<(), StateError> {
+        self.conn.execute("DELETE FROM meta WHERE key = ?1", [key]).map(|_| ()).map_err(self.err())
+    }
+
+    /// The upload channels a plugin last synced (recorded under `channel-owner/<channel>`).
+    pub fn channels_owned_by(&self, plugin_id: &str) -> Result<Vec<String>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT substr(key, 15) FROM meta WHERE key LIKE 'channel-owner/%' AND value = ?1 ORDER BY key")
+            .map_err(self.err())?;
+        let rows = stmt.query_map([plugin_id], |r| r.get::<_, String>(0)).map_err(self.err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+    }
+
+    /// Records a feature as applied with these settings.
+    pub fn set_feature(&self, plugin_id: &str, settings: &serde_json::Value) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "INSERT INTO features (plugin_id, settings, applied_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(plugin_id) DO UPDATE SET settings = excluded.settings, applied_at = excluded.applied_at",
+                params![plugin_id, settings.to_string(), now_rfc3339()],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    /// Forgets a feature (disabled) and its sync hashes.
+    pub fn remove_feature(&self, plugin_id: &str, channels: &[&str]) -> Result<(), StateError> {
+        self.conn.execute("DELETE FROM features WHERE plugin_id = ?1", [plugin_id]).map_err(self.err())?;
+        for c in channels {
+            self.clear_channel(c)?;
+        }
+        Ok(())
+    }
+
+    /// Every applied feature with its settings.
+    pub fn features(&self) -> Result<Vec<(String, serde_json::Value)>, StateError> {
+        let mut stmt = self.conn.prepare("SELECT plugin_id, settings FROM features ORDER BY plugin_id").map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(self.err())?;
+        let mut out = vec![];
+        for row in rows {
+            let (id, s) = row.map_err(self.err())?;
+            out.push((id, serde_json::from_str(&s).unwrap_or(serde_json::Value::Null)));
+        }
+        Ok(out)
+    }
+
+    /// The hashes of every record last acknowledged on a channel.
+    pub fn channel_hashes(&self, channel: &str) -> Result<HashMap<String, u64>, StateError> {
+        let mut stmt = self.conn.prepare("SELECT key, hash FROM sync_hashes WHERE channel = ?1").map_err(self.err())?;
+        let rows = stmt
+            .query_map([channel], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
+            .map_err(self.err())?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let (k, h) = row.map_err(self.err())?;
+            out.insert(k, h);
+        }
+        Ok(out)
+    }
+
+    /// Records one acknowledged batch: upserted keys with their hashes, deleted keys.
+    pub fn ack_batch(&mut self, channel: &str, upserts: &[(String, u64)], deletes: &[String]) -> Result<(), StateError> {
+        let path = self.path.clone();
+        let err = |source| StateError::Sqlite { path: path.clone(), source };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut up = tx
+                .prepare_cached(
+                    "INSERT INTO sync_hashes (channel, key, hash) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(channel, key) DO UPDATE SET hash = excluded.hash",
+                )
+                .map_err(err)?;
+            for (k, h) in upserts {
+                up.execute(params![channel, k, *h as i64]).map_err(err)?;
+            }
+            let mut del = tx.prepare_cached("DELETE FROM sync_hashes WHERE channel = ?1 AND key = ?2").map_err(err)?;
+            for k in deletes {
+                del.execute(params![channel, k]).map_err(err)?;
+            }
+            tx.execute(
+                "INSERT INTO sync_channels (channel, last_sync) VALUES (?1, ?2)
+                 ON CONFLICT(channel) DO UPDATE SET last_sync = excluded.last_sync",
+                params![channel, now_rfc3339()],
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Forgets a channel's hashes (after a disable, or before a full resend).
+    pub fn clear_channel(&self, channel: &str) -> Result<(), StateError> {
+        self.conn.execute("DELETE FROM sync_hashes WHERE channel = ?1", [channel]).map_err(self.err())?;
+        self.conn.execute("DELETE FROM sync_channels WHERE channel = ?1", [channel]).map(|_| ()).map_err(self.err())
+    }
+
+    /// Forgets everything (after detach).
+    pub fn reset(&self) -> Result<(), StateError> {
+        self.conn
+            .execute_batch("DELETE FROM features; DELETE FROM sync_hashes; DELETE FROM sync_channels; DELETE FROM meta;")
+            .map_err(self.err())
+    }
+}
+
+impl AppliedState for StateStore {
+    fn applied_settings(&self, plugin_id: &str) -> Option<serde_json::Value> {
+        self.conn
+            .query_row("SELECT settings FROM features WHERE plugin_id = ?1", [plugin_id], |r| r.get::<_, String>(0))
+            .optional()
+            .ok()
+            .flatten()
+            .and_then(|s| serde_json::from_str(&s).ok())
+    }
+}
+
+/// The lock on a state directory, held until dropped.
+pub struct StateLock {
+    _file: File,
+}
+
+impl StateLock {
+    /// Takes the lock or says who holds it.
+    pub fn acquire(dir: &Path, command: &str) -> Result<StateLock, StateError> {
+        std::fs::create_dir_all(dir).map_err(|source| StateError::Io { path: dir.to_path_buf(), source })?;
+        let path = dir.join("lock");
+        let io = |source| StateError::Io { path: path.clone(), source };
+        let mut file = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default().trim().to_string();
+                let holder = if holder.is_empty() { "unknown process".to_string() } else { holder };
+                return Err(StateError::Locked { path, holder });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        file.set_len(0).map_err(io)?;
+        write!(file, "pid {}: cloudattach {command}, since {}", std::process::id(), now_rfc3339()).map_err(io)?;
+        file.flush().map_err(io)?;
+        Ok(StateLock { _file: file })
+    }
+}
+
+/// Writes a file readable only by its owner (mode 0600 on Unix), replacing it atomically.
+pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), StateError> {
+    let io = |source| StateError::Io { path: path.to_path_buf(), source };
+    let tmp = path.with_extension("tmp");
+    {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.create(true).write(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(&tmp).map_err(io)?;
+        f.write_all(contents).map_err(io)?;
+        f.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn features_and_hashes_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = StateStore::open(dir.path()).unwrap();
+            s.set_feature("tenant-attach", &serde_json::json!({"upload": "all"})).unwrap();
+            s.ack_batch("devices", &[("1".into(), 11), ("2".into(), 22)], &[]).unwrap();
+            s.ack_batch("devices", &[("2".into(), 23)], &["1".into()]).unwrap();
+        }
+        let s = StateStore::open(dir.path()).unwrap();
+        assert_eq!(s.applied_settings("tenant-attach"), Some(serde_json::json!({"upload": "all"})));
+        assert_eq!(s.applied_settings("co-management"), None);
+        let h = s.channel_hashes("devices").unwrap();
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["2"], 23);
+        s.remove_feature("tenant-attach", &["devices"]).unwrap();
+        assert!(s.channel_hashes("devices").unwrap().is_empty());
+        assert_eq!(s.applied_settings("tenant-attach"), None);
+    }
+
+    #[test]
+    fn a_second_lock_names_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = StateLock::acquire(dir.path(), "apply").unwrap();
+        let err = StateLock::acquire(dir.path(), "sync").err().expect("second lock refused").to_string();
+        assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
+        assert!(err.contains("cloudattach apply"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn private_files_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("secret.json");
+        write_private(&p, b"{}").unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+}

@@ -1,0 +1,316 @@
+//! The `endpoint-analytics` plugin: enrolls uploaded devices in Endpoint analytics and uploads
+//! their startup and app-reliability telemetry; the tenant computes the scores (SPEC.md §1–2,
+//! DOMAIN.md §2).
+//!
+//! A device is eligible when tenant attach uploads it, it runs Windows 10 or 11 (no insights for
+//! Windows Server) and its client is 5.00.8968 (2002) or later; app reliability data needs
+//! client 5.00.9012 (2006) or later.
+
+use cloudattach_sdk::version::client;
+use cloudattach_sdk::{
+    Analytics, ApplyOutcome, CheckReport, Device, Environment, Finding, Host, HostError, Manifest,
+    Options, PlanAction, PlanDecision, Plugin, Record, SiteVersion, SyncMode, SyncStats,
+    put_feature, thousands,
+};
+use serde_json::{Value, json};
+
+/// The plugin id.
+pub const ID: &str = "endpoint-analytics";
+
+/// The upload channel of enrollment and telemetry records.
+pub const CHANNEL: &str = "analytics";
+
+/// The number of reporting devices the tenant needs before it computes scores; below it the
+/// tenant reports "insufficient data".
+pub const MIN_REPORTING_DEVICES: u64 = 5;
+
+/// Why a device is not eligible for Endpoint analytics, in the order the rules are tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Exclusion {
+    /// Tenant attach does not upload it (no client, or outside the upload collection).
+    NotUploaded,
+    /// A server OS: Endpoint analytics gives no insights for Windows Server.
+    ServerOs,
+    /// Not Windows 10 or 11.
+    OtherOs,
+    /// Client older than 5.00.8968 (2002), or an unreadable client version.
+    ClientTooOld,
+}
+
+impl Exclusion {
+    /// Every reason, in the order the rules are tried.
+    pub const ALL: [Exclusion; 4] = [
+        Exclusion::NotUploaded,
+        Exclusion::ServerOs,
+        Exclusion::OtherOs,
+        Exclusion::ClientTooOld,
+    ];
+
+    /// The key in the check's `excluded` breakdown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Exclusion::NotUploaded => "not_uploaded",
+            Exclusion::ServerOs => "server_os",
+            Exclusion::OtherOs => "other_os",
+            Exclusion::ClientTooOld => "client_too_old",
+        }
+    }
+}
+
+/// Why `device` is not eligible, or `None` when it is; `uploaded` is [`Host::is_uploaded`].
+pub fn exclusion(device: &Device, uploaded: bool) -> Option<Exclusion> {
+    if !uploaded {
+        Some(Exclusion::NotUploaded)
+    } else if device.is_server() {
+        Some(Exclusion::ServerOs)
+    } else if !device.is_windows_client_os() {
+        Some(Exclusion::OtherOs)
+    } else if !device.client_at_least(client::ENDPOINT_ANALYTICS) {
+        Some(Exclusion::ClientTooOld)
+    } else {
+        None
+    }
+}
+
+/// Whether the device is eligible for Endpoint analytics on this host.
+pub fn is_eligible(host: &dyn Host, device: &Device) -> bool {
+    exclusion(device, host.is_uploaded(device)).is_none()
+}
+
+/// Whether the device's client can report app reliability data (5.00.9012 or later).
+pub fn reports_app_reliability(device: &Device) -> bool {
+    device.client_at_least(client::APP_RELIABILITY)
+}
+
+/// The record the `analytics` channel carries for an eligible device:
+/// `{"resource_id", "client_version", "analytics"}`.
+///
+/// Every eligible device is sent, with `"analytics": null` when it has not reported telemetry
+/// yet: enrollment is per device, and the tenant counts it as enrolled while its data is still
+/// on the way (devices report every 24 hours). A client older than 5.00.9012 cannot collect app
+/// reliability data, so any `apps` it carries are dropped rather than fed into the tenant's
+/// app reliability scores.
+pub fn analytics_record(device: &Device) -> Record {
+    let analytics: Option<Analytics> = device.analytics.clone().map(|mut a| {
+        if !reports_app_reliability(device) {
+            a.apps.clear();
+        }
+        a
+    });
+    Record {
+        key: device.resource_id.to_string(),
+        value: json!({
+            "resource_id": device.resource_id,
+            "client_version": device.client_version,
+            "analytics": analytics,
+        }),
+    }
+}
+
+/// Counts of the site's devices against Endpoint analytics eligibility.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EligibilityCounts {
+    /// Eligible devices.
+    pub eligible: u64,
+    /// Eligible devices whose client reports app reliability data.
+    pub app_reliability: u64,
+    /// Eligible devices that carry telemetry now.
+    pub with_telemetry: u64,
+    /// Devices excluded, per [`Exclusion::ALL`] index.
+    excluded: [u64; 4],
+}
+
+impl EligibilityCounts {
+    /// Counts the site's devices.
+    pub fn collect(host: &dyn Host) -> Result<Self, HostError> {
+        let mut counts = EligibilityCounts::default();
+        host.for_each_device(&mut |d| match exclusion(d, host.is_uploaded(d)) {
+            Some(reason) => counts.excluded[reason as usize] += 1,
+            None => {
+                counts.eligible += 1;
+                counts.app_reliability += u64::from(reports_app_reliability(d));
+                counts.with_telemetry += u64::from(d.analytics.is_some());
+            }
+        })?;
+        Ok(counts)
+    }
+
+    /// Devices excluded for one reason.
+    pub fn excluded(&self, reason: Exclusion) -> u64 {
+        self.excluded[reason as usize]
+    }
+
+    /// `{"not_uploaded": n, "server_os": n, "other_os": n, "client_too_old": n}`.
+    pub fn excluded_json(&self) -> Value {
+        Value::Object(
+            Exclusion::ALL
+                .iter()
+                .map(|r| (r.as_str().to_string(), Value::from(self.excluded(*r))))
+                .collect(),
+        )
+    }
+}
+
+/// The Endpoint analytics plugin.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EndpointAnalytics;
+
+cloudattach_sdk::register_plugin!(EndpointAnalytics);
+
+impl Plugin for EndpointAnalytics {
+    fn manifest(&self) -> Manifest {
+        Manifest::new(ID, "Endpoint analytics", env!("CARGO_PKG_VERSION"))
+            .description(
+                "Enrolls uploaded devices in Endpoint analytics and uploads their startup and \
+                 app reliability telemetry; the tenant computes the scores",
+            )
+            .depends_on(&["tenant-attach"])
+            .environments(&[Environment::Public, Environment::Usgov])
+            .min_site_version(SiteVersion(2002))
+            .in_default_settings()
+    }
+
+    fn check(&self, host: &dyn Host, _options: &Options) -> CheckReport {
+        let mut report = CheckReport::default();
+        let counts = match EligibilityCounts::collect(host) {
+            Ok(c) => c,
+            Err(e) => {
+                report.push(Finding::error("inventory-unavailable", e.message));
+                return report;
+            }
+        };
+        report
+            .data
+            .insert("eligible_devices".into(), counts.eligible.into());
+        report.data.insert(
+            "app_reliability_devices".into(),
+            counts.app_reliability.into(),
+        );
+        report.data.insert(
+            "devices_with_telemetry".into(),
+            counts.with_telemetry.into(),
+        );
+        report
+            .data
+            .insert("excluded".into(), counts.excluded_json());
+        report.push(Finding::info(
+            "eligible-devices",
+            format!(
+                "{} uploaded Windows 10/11 devices with client 5.00.8968 or later are eligible; \
+                 {} of them report app reliability data (client 5.00.9012 or later)",
+                thousands(counts.eligible),
+                thousands(counts.app_reliability)
+            ),
+        ));
+        let servers = counts.excluded(Exclusion::ServerOs);
+        if servers > 0 {
+            report.push(Finding::info(
+                "servers-excluded",
+                format!(
+                    "{} uploaded servers are left out: Endpoint analytics gives no insights for Windows Server",
+                    thousands(servers)
+                ),
+            ));
+        }
+        let old_clients = counts.excluded(Exclusion::ClientTooOld);
+        if old_clients > 0 {
+            report.push(Finding::info(
+                "clients-too-old",
+                format!(
+                    "{} uploaded Windows 10/11 devices have a client older than 5.00.8968 (2002): \
+                     update the client to include them",
+                    thousands(old_clients)
+                ),
+            ));
+        }
+        if counts.eligible < MIN_REPORTING_DEVICES {
+            report.push(Finding::warning(
+                "insufficient-data",
+                format!(
+                    "only {} eligible devices: scores need at least {MIN_REPORTING_DEVICES} \
+                     reporting devices, so the tenant will show \"insufficient data\"",
+                    thousands(counts.eligible)
+                ),
+            ));
+        }
+        report
+    }
+
+    fn settings(&self, _options: &Options) -> Value {
+        json!({})
+    }
+
+    fn plan(&self, host: &dyn Host, options: &Options, applied: Option<&Value>) -> PlanDecision {
+        let wanted = self.settings(options);
+        let decision = match applied {
+            None => PlanDecision::new(PlanAction::Enable),
+            Some(prev) if *prev == wanted => PlanDecision::new(PlanAction::Noop),
+            Some(_) => PlanDecision::new(PlanAction::Update),
+        };
+        match EligibilityCounts::collect(host) {
+            Ok(c) => decision.with_detail(format!(
+                "enroll {} devices in Endpoint analytics",
+                thousands(c.eligible)
+            )),
+            Err(_) => decision,
+        }
+    }
+
+    fn apply(&self, host: &dyn Host, options: &Options) -> ApplyOutcome {
+        if let Err(e) = put_feature(host, ID, &self.settings(options)) {
+            return ApplyOutcome::failed(e.code, e.message);
+        }
+        match self.sync(host, options, SyncMode::Delta) {
+            Ok(Some(stats)) => {
+                let mut outcome = ApplyOutcome::ok()
+                    .count("devices_enrolled", stats.total)
+                    .count("sent", stats.sent);
+                outcome.findings.push(Finding::info(
+                    "devices-enrolled",
+                    format!(
+                        "{} devices enrolled in Endpoint analytics ({} records sent)",
+                        thousands(stats.total),
+                        thousands(stats.sent)
+                    ),
+                ));
+                outcome
+            }
+            Ok(None) => ApplyOutcome::ok(),
+            Err(e) => ApplyOutcome::failed(e.code, e.message),
+        }
+    }
+
+    fn sync(
+        &self,
+        host: &dyn Host,
+        _options: &Options,
+        mode: SyncMode,
+    ) -> Result<Option<SyncStats>, HostError> {
+        stream(host, mode, |d| {
+            is_eligible(host, d).then(|| analytics_record(d))
+        })
+        .map(Some)
+    }
+}
+
+/// Streams the records `produce` makes from the site's devices into the channel, so memory
+/// stays flat however large the site is.
+fn stream(
+    host: &dyn Host,
+    mode: SyncMode,
+    mut produce: impl FnMut(&Device) -> Option<Record>,
+) -> Result<SyncStats, HostError> {
+    let mut sink = host.open_sync(CHANNEL, mode)?;
+    let mut failed = None;
+    host.for_each_device(&mut |d| {
+        if failed.is_none()
+            && let Some(record) = produce(d)
+        {
+            failed = sink.push(record).err();
+        }
+    })?;
+    match failed {
+        Some(e) => Err(e),
+        None => sink.finish(),
+    }
+}

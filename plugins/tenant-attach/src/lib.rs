@@ -1,0 +1,323 @@
+//! The `tenant-attach` plugin: uploads the site's client devices — all of them, or one
+//! collection with its subcollections — to the tenant, then delta uploads (SPEC.md §1,
+//! DOMAIN.md §1).
+//!
+//! Which devices are in scope is the host's [`Host::is_uploaded`] (a client, and in the
+//! collection named by the `upload` option unless it is `"all"`), so the other plugins that
+//! depend on device upload see exactly the same set.
+
+use cloudattach_sdk::{
+    ApplyOutcome, CheckReport, CollectionInfo, ConnectionPoint, Device, Environment, Finding, Host,
+    HostError, Manifest, OptionSpec, Options, PlanAction, PlanDecision, Plugin, Record,
+    SiteVersion, SyncMode, SyncStats, put_feature, thousands,
+};
+use serde_json::{Value, json};
+
+/// The plugin id.
+pub const ID: &str = "tenant-attach";
+
+/// The upload channel of device records.
+pub const CHANNEL: &str = "devices";
+
+/// The upload scope: the `upload` option.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploadScope {
+    /// Every device with a client.
+    All,
+    /// The client devices in a collection's effective membership (it and its subcollections).
+    Collection(String),
+}
+
+impl UploadScope {
+    /// Reads the `upload` option; absent means `"all"`.
+    pub fn from_options(options: &Options) -> UploadScope {
+        match options.get("upload").and_then(Value::as_str) {
+            None | Some("all") => UploadScope::All,
+            Some(id) => UploadScope::Collection(id.to_string()),
+        }
+    }
+
+    /// The value stored in the cloud's settings: `"all"` or the collection id.
+    pub fn as_setting(&self) -> &str {
+        match self {
+            UploadScope::All => "all",
+            UploadScope::Collection(id) => id,
+        }
+    }
+
+    /// The collection, when the scope is one and it exists; `Err` with the id when it does not.
+    fn resolve(&self, host: &dyn Host) -> Result<Option<CollectionInfo>, String> {
+        match self {
+            UploadScope::All => Ok(None),
+            UploadScope::Collection(id) => host.collection(id).map(Some).ok_or_else(|| id.clone()),
+        }
+    }
+}
+
+/// The device record the `devices` channel carries: the inventory record without the
+/// `defender` and `analytics` blocks, which belong to their own features' channels.
+pub fn device_record(device: &Device) -> Record {
+    let stripped = Device {
+        defender: None,
+        analytics: None,
+        ..device.clone()
+    };
+    let value = serde_json::to_value(&stripped).unwrap_or(Value::Null);
+    Record {
+        key: device.resource_id.to_string(),
+        value,
+    }
+}
+
+/// Counts of the site's devices against the upload scope.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScopeCounts {
+    /// Devices of the site.
+    pub total: u64,
+    /// Devices with a client.
+    pub with_client: u64,
+    /// Devices that would be uploaded.
+    pub in_scope: u64,
+}
+
+impl ScopeCounts {
+    /// Counts the site's devices.
+    pub fn collect(host: &dyn Host) -> Result<Self, HostError> {
+        let mut counts = ScopeCounts::default();
+        host.for_each_device(&mut |d| {
+            counts.total += 1;
+            counts.with_client += u64::from(d.client);
+            counts.in_scope += u64::from(host.is_uploaded(d));
+        })?;
+        Ok(counts)
+    }
+}
+
+fn missing_collection(host: &dyn Host, id: &str) -> HostError {
+    HostError::new(
+        "upload-collection-missing",
+        format!(
+            "the upload collection {id} does not exist on site {}: set [features.tenant-attach] \
+             upload to \"all\" or to an existing collection id",
+            host.site().code
+        ),
+    )
+}
+
+/// The tenant attach plugin.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TenantAttach;
+
+cloudattach_sdk::register_plugin!(TenantAttach);
+
+impl Plugin for TenantAttach {
+    fn manifest(&self) -> Manifest {
+        Manifest::new(
+            ID,
+            "Tenant attach (device upload)",
+            env!("CARGO_PKG_VERSION"),
+        )
+        .description(
+            "Uploads the site's client devices (all, or one collection and its \
+                 subcollections) to the tenant, then delta uploads",
+        )
+        .environments(&[Environment::Public, Environment::Usgov])
+        .min_site_version(SiteVersion(2002))
+        .min_site_version_in(Environment::Usgov, SiteVersion(2107))
+        .in_default_settings()
+        .option(OptionSpec::choice_or_collection(
+            "upload",
+            &["all"],
+            Some("all"),
+            "The devices to upload: \"all\" devices with a client, or a collection id \
+                 (the collection and its subcollections)",
+        ))
+    }
+
+    fn check(&self, host: &dyn Host, options: &Options) -> CheckReport {
+        let mut report = CheckReport::default();
+        let site = host.site();
+        match site.service_connection_point {
+            ConnectionPoint::Online => {
+                report.push(Finding::info(
+                    "service-connection-point",
+                    "the service connection point is online",
+                ));
+            }
+            ConnectionPoint::Offline => {
+                report.push(Finding::error(
+                    "service-connection-point-offline",
+                    format!(
+                        "the service connection point of site {} is offline: tenant attach needs it \
+                         online to reach the cloud",
+                        site.code
+                    ),
+                ));
+            }
+            ConnectionPoint::None => {
+                report.push(Finding::error(
+                    "service-connection-point-missing",
+                    format!(
+                        "site {} has no service connection point: install one at the top-tier site, \
+                         in online mode",
+                        site.code
+                    ),
+                ));
+            }
+        }
+        if !site.administration_service {
+            report.push(Finding::error(
+                "administration-service-missing",
+                format!(
+                    "the administration service (SMS Provider REST API) of site {} does not work: \
+                     tenant attach needs it",
+                    site.code
+                ),
+            ));
+        }
+        if !site.entra_user_discovery && !site.ad_user_discovery {
+            report.push(Finding::warning(
+                "no-user-discovery",
+                "neither Entra ID user discovery nor Active Directory user discovery is enabled: \
+                 users who act on devices from the cloud must be discovered hybrid identities",
+            ));
+        }
+
+        let scope = UploadScope::from_options(options);
+        let collection = match scope.resolve(host) {
+            Ok(c) => c,
+            Err(id) => {
+                report.push(Finding::error(
+                    "upload-collection-missing",
+                    missing_collection(host, &id).message,
+                ));
+                None
+            }
+        };
+        let counts = match ScopeCounts::collect(host) {
+            Ok(c) => c,
+            Err(e) => {
+                report.push(Finding::error("inventory-unavailable", e.message));
+                return report;
+            }
+        };
+        report
+            .data
+            .insert("upload".into(), scope.as_setting().into());
+        report
+            .data
+            .insert("devices_total".into(), counts.total.into());
+        report
+            .data
+            .insert("devices_with_client".into(), counts.with_client.into());
+        report
+            .data
+            .insert("devices_in_scope".into(), counts.in_scope.into());
+        let scope_text = match &collection {
+            None if scope == UploadScope::All => "all devices with a client".to_string(),
+            None => format!("collection {}", scope.as_setting()),
+            Some(c) => format!("collection {} \"{}\" and its subcollections", c.id, c.name),
+        };
+        report.push(Finding::info(
+            "devices-in-scope",
+            format!(
+                "{} client devices in scope ({scope_text}) of {} devices on the site",
+                thousands(counts.in_scope),
+                thousands(counts.total)
+            ),
+        ));
+        if counts.in_scope == 0 {
+            report.push(Finding::warning(
+                "no-devices-in-scope",
+                format!("no client device is in the upload scope ({scope_text}): nothing would be uploaded"),
+            ));
+        }
+        report
+    }
+
+    fn settings(&self, options: &Options) -> Value {
+        json!({ "upload": UploadScope::from_options(options).as_setting() })
+    }
+
+    fn plan(&self, host: &dyn Host, options: &Options, applied: Option<&Value>) -> PlanDecision {
+        let wanted = self.settings(options);
+        let decision = match applied {
+            None => PlanDecision::new(PlanAction::Enable),
+            Some(prev) if *prev == wanted => PlanDecision::new(PlanAction::Noop),
+            Some(_) => PlanDecision::new(PlanAction::Update),
+        };
+        match ScopeCounts::collect(host) {
+            Ok(c) => decision.with_detail(format!("upload {} devices", thousands(c.in_scope))),
+            Err(_) => decision,
+        }
+    }
+
+    fn apply(&self, host: &dyn Host, options: &Options) -> ApplyOutcome {
+        if let Err(e) = put_feature(host, ID, &self.settings(options)) {
+            return ApplyOutcome::failed(e.code, e.message);
+        }
+        match self.sync(host, options, SyncMode::Delta) {
+            Ok(Some(stats)) => {
+                let mut outcome = ApplyOutcome::ok()
+                    .count("devices_uploaded", stats.total)
+                    .count("sent", stats.sent);
+                outcome.findings.push(Finding::info(
+                    "devices-uploaded",
+                    format!(
+                        "{} devices in the tenant ({} records sent: {} added or changed, {} removed)",
+                        thousands(stats.total),
+                        thousands(stats.sent),
+                        thousands(stats.upserted),
+                        thousands(stats.deleted)
+                    ),
+                ));
+                outcome
+            }
+            Ok(None) => ApplyOutcome::ok(),
+            Err(e) => ApplyOutcome::failed(e.code, e.message),
+        }
+    }
+
+    fn sync(
+        &self,
+        host: &dyn Host,
+        options: &Options,
+        mode: SyncMode,
+    ) -> Result<Option<SyncStats>, HostError> {
+        // Syncing a scope that does not exist would delete every uploaded device.
+        if let Err(id) = UploadScope::from_options(options).resolve(host) {
+            return Err(missing_collection(host, &id));
+        }
+        let stats = stream(host, mode, |d| {
+            host.is_uploaded(d).then(|| device_record(d))
+        })?;
+        host.log(&format!(
+            "devices: {} records sent ({} devices in the tenant)",
+            thousands(stats.sent),
+            thousands(stats.total)
+        ));
+        Ok(Some(stats))
+    }
+}
+
+/// Streams the records `produce` makes from the site's devices into the channel, so memory
+/// stays flat however large the site is.
+fn stream(
+    host: &dyn Host,
+    mode: SyncMode,
+    mut produce: impl FnMut(&Device) -> Option<Record>,
+) -> Result<SyncStats, HostError> {
+    let mut sink = host.open_sync(CHANNEL, mode)?;
+    let mut failed = None;
+    host.for_each_device(&mut |d| {
+        if failed.is_none()
+            && let Some(record) = produce(d)
+        {
+            failed = sink.push(record).err();
+        }
+    })?;
+    match failed {
+        Some(e) => Err(e),
+        None => sink.finish(),
+    }
+}
