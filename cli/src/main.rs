@@ -3,6 +3,7 @@
 //! This crate parses arguments and renders results; the domain lives in `cloudattach-core`.
 
 mod attach;
+mod init;
 mod render;
 
 // Name every built-in plugin crate: a crate the binary never names is not linked, and its
@@ -92,6 +93,8 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Write attach.toml: the cloud attach wizard's pages as prompts (or flags)
+    Init(init::InitArgs),
     /// Sample sites
     #[command(subcommand)]
     Site(SiteCommand),
@@ -448,6 +451,7 @@ fn main() -> ExitCode {
         Command::Disable { ids } => Context::load(&cli).and_then(|ctx| attach::disable(&ctx, cli.output, ids)),
         Command::Detach { yes } => Context::load(&cli).and_then(|ctx| attach::detach(&ctx, cli.output, *yes)),
         Command::Cloud(CloudCommand::Serve(opts)) => attach::cloud_serve(opts.clone()),
+        Command::Init(args) => Registry::with_static_plugins().map_err(input).and_then(|r| init::init(args, &r)),
         Command::Site(SiteCommand::Generate { devices, seed, out, site_version, force }) => {
             site_generate(&cli, *devices, *seed, out, *site_version, *force)
         }
