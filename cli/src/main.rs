@@ -15,7 +15,7 @@ use cloudattach_plugin_rbac_authority as _;
 use cloudattach_plugin_tenant_attach as _;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use cloudattach_core::generate::{GenerateOptions, generate_site};
+use cloudattach_core::generate::{GenerateError, GenerateOptions, generate_site};
 use cloudattach_core::state::StateStore;
 use cloudattach_core::{Config, Registry, Site};
 use cloudattach_sdk::{CheckStatus, PlanAction, Severity, SiteVersion, thousands};
@@ -111,8 +111,14 @@ enum CloudCommand {
 
 #[derive(Subcommand, Debug)]
 enum PluginsCommand {
-    /// List the registered plugins
+    /// List the registered plugins (and the plugin libraries that failed to load, on stderr)
     List,
+    /// Check a plugin library and print its manifest, without enabling anything
+    Inspect {
+        /// The library (.so, .dylib or .dll)
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -184,7 +190,7 @@ impl Context {
                 config
             }
         };
-        let registry = Registry::with_static_plugins().map_err(input)?;
+        let registry = registry_for(cli, Some(&config))?;
         let site = Site::open(&config.site_dir).map_err(input)?;
         Ok(Context { config, registry, site: Arc::new(site) })
     }
@@ -217,8 +223,26 @@ pub(crate) fn print_json(value: &impl serde::Serialize) -> Outcome {
     Ok(())
 }
 
+/// The built-in plugins and every library in `--plugin-dir` and `[plugins] dirs`. A library
+/// that fails to load is one line on stderr; the others still load and the command goes on.
+fn registry_for(cli: &Cli, config: Option<&Config>) -> Result<Registry, Failure> {
+    let mut registry = Registry::with_static_plugins().map_err(input)?;
+    let mut dirs = cli.plugin_dir.clone();
+    dirs.extend(config.map(|c| c.plugin_dirs.clone()).unwrap_or_default());
+    cloudattach_core::dynamic::load_plugin_dirs(&mut registry, &dirs);
+    for failure in &registry.load_failures {
+        eprintln!("warning: {}", failure.message);
+    }
+    Ok(registry)
+}
+
 fn plugins_list(cli: &Cli) -> Outcome {
-    let registry = Registry::with_static_plugins().map_err(input)?;
+    let config = match &cli.config {
+        Some(path) => Some(Config::load(path).map_err(input)?),
+        None if Path::new("attach.toml").is_file() => Some(Config::load(Path::new("attach.toml")).map_err(input)?),
+        None => None,
+    };
+    let registry = registry_for(cli, config.as_ref())?;
     let rows: Vec<serde_json::Value> = registry
         .iter()
         .map(|p| {
@@ -259,6 +283,34 @@ fn plugins_list(cli: &Cli) -> Outcome {
         ]);
     }
     print!("{}", t.render(colour_enabled()));
+    Ok(())
+}
+
+fn plugins_inspect(cli: &Cli, file: &Path) -> Outcome {
+    let m = cloudattach_core::dynamic::inspect(file).map_err(input)?;
+    if cli.output == Output::Json {
+        return print_json(&m);
+    }
+    let envs: Vec<String> = m
+        .environments
+        .iter()
+        .map(|e| {
+            let v = m.min_site_version_for(*e);
+            if v != m.min_site_version { format!("{e} ({v})") } else { e.to_string() }
+        })
+        .collect();
+    println!("{} {} ({})", m.id, m.version, m.name);
+    if !m.description.is_empty() {
+        println!("  {}", m.description);
+    }
+    println!("  depends on        {}", if m.depends_on.is_empty() { "-".into() } else { m.depends_on.join(", ") });
+    println!("  environments      {}", envs.join(", "));
+    println!("  min site version  {}", m.min_site_version);
+    for o in &m.options {
+        let default = o.default.as_ref().map(|d| format!(" = {d}")).unwrap_or_default();
+        println!("  [features.{}] {}{default}  {}", m.id, o.key, o.description);
+    }
+    eprintln!("{}: a valid cloudattach plugin (nothing was enabled)", file.display());
     Ok(())
 }
 
@@ -391,7 +443,14 @@ pub(crate) fn print_plan(ctx: &Context, plan: &cloudattach_core::Plan, to_stderr
 
 fn site_generate(cli: &Cli, devices: u64, seed: u64, out: &Path, site_version: SiteVersion, force: bool) -> Outcome {
     let opts = GenerateOptions { devices, seed, site_version, ..Default::default() };
-    let summary = generate_site(&opts, out, force).map_err(input)?;
+    let summary = generate_site(&opts, out, force).map_err(|e| match e {
+        // The library names its own parameter; this command's flag is --force.
+        GenerateError::WouldOverwrite { dir, files } => Failure::Input(format!(
+            "{} already contains {files}; nothing was written. Choose an empty or new output directory, or pass --force to replace the existing site",
+            dir.display()
+        )),
+        other => input(other),
+    })?;
     if cli.output == Output::Json {
         return print_json(&serde_json::json!({
             "out": out,
@@ -435,6 +494,7 @@ fn main() -> ExitCode {
     init_logging(cli.verbose, matches!(cli.command, Command::Cloud(_)));
     let result = match &cli.command {
         Command::Plugins(PluginsCommand::List) => plugins_list(&cli),
+        Command::Plugins(PluginsCommand::Inspect { file }) => plugins_inspect(&cli, file),
         Command::Check { ids } => check(&cli, ids),
         Command::Plan => plan(&cli),
         Command::Apply { yes } => Context::load(&cli).and_then(|ctx| {

@@ -52,7 +52,7 @@ async fn main() {
         .unwrap_or(200_000);
     let total = total.div_ceil(BATCH) * BATCH;
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).unwrap();
+    let store = if std::env::var("BENCH_MEM").is_ok() { SqliteStore::open_in_memory().unwrap() } else { SqliteStore::open(dir.path()).unwrap() };
     store
         .create_tenant(&Tenant {
             id: "t".into(),

@@ -68,6 +68,25 @@ pub(crate) async fn load_hierarchy(
     c: &Caller,
     hid: &str,
 ) -> Result<Hierarchy, ApiError> {
+    let h = find_hierarchy(st, c, hid).await?;
+    if let (Some(app), Some(owner)) = (c.app_id(), h.app_id.as_deref())
+        && app != owner
+    {
+        return Err(ApiError::forbidden(format!(
+            "hierarchy {} is attached with another app; this app may not access it",
+            h.hierarchy_id
+        )));
+    }
+    Ok(h)
+}
+
+/// A hierarchy of the caller's tenant, whichever app attached it: the read API lets every
+/// reader of the tenant see all its hierarchies (as `/api/v1/overview` does).
+pub(crate) async fn find_hierarchy(
+    st: &Arc<AppState>,
+    c: &Caller,
+    hid: &str,
+) -> Result<Hierarchy, ApiError> {
     let hid = norm_hid(hid)?;
     let tid = c.tenant_id.clone();
     let h2 = hid.clone();
@@ -76,13 +95,6 @@ pub(crate) async fn load_hierarchy(
         .ok_or_else(|| {
             ApiError::not_found(format!("hierarchy {hid} is not attached to this tenant"))
         })?;
-    if let (Some(app), Some(owner)) = (c.app_id(), h.app_id.as_deref())
-        && app != owner
-    {
-        return Err(ApiError::forbidden(format!(
-            "hierarchy {hid} is attached with another app; this app may not access it"
-        )));
-    }
     Ok(h)
 }
 

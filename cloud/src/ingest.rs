@@ -6,6 +6,7 @@ use cloudattach_sdk::version::client;
 use cloudattach_sdk::{Analytics, DefenderState, Device};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use std::collections::HashSet;
 
 /// An upload channel.
@@ -96,18 +97,19 @@ pub fn feature_channels(feature_id: &str) -> Vec<String> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Envelope<T> {
-    #[serde(default = "Vec::new")]
-    upserts: Vec<Upsert<T>>,
+struct RawEnvelope<'a> {
+    #[serde(borrow, default)]
+    upserts: Vec<RawUpsert<'a>>,
     #[serde(default)]
     deletes: Vec<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Upsert<T> {
+struct RawUpsert<'a> {
     key: String,
-    record: T,
+    #[serde(borrow)]
+    record: &'a RawValue,
 }
 
 /// An Endpoint analytics record.
@@ -172,9 +174,8 @@ pub struct ComanagementRecord {
     pub name: Option<String>,
 }
 
-fn parse_env<T: DeserializeOwned>(bytes: &[u8]) -> Result<Envelope<T>, ApiError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request(format!("invalid upload batch: {e}")))
+fn parse_record<T: DeserializeOwned>(key: &str, raw: &RawValue) -> Result<T, ApiError> {
+    serde_json::from_str(raw.get()).map_err(|e| ApiError::bad_request(format!("record {key}: {e}")))
 }
 
 fn check_key(key: &str, resource_id: Option<i64>) -> Result<(), ApiError> {
@@ -216,105 +217,106 @@ pub fn ea_eligible(d: &Device) -> bool {
         && d.client_at_least(client::ENDPOINT_ANALYTICS)
 }
 
-/// Parses and validates an upload batch of `channel`; returns the prepared upserts and the
-/// deleted keys. Nothing is stored.
-pub fn prepare_batch(
-    channel: &Channel,
-    bytes: &[u8],
-) -> Result<(Vec<PreparedRecord>, Vec<String>), ApiError> {
-    let (ups, deletes) = match channel {
+fn prepare_one(channel: &Channel, u: &RawUpsert<'_>) -> Result<PreparedRecord, ApiError> {
+    let key = u.key.clone();
+    match channel {
         Channel::Devices => {
-            let e: Envelope<Device> = parse_env(bytes)?;
-            let mut v = Vec::with_capacity(e.upserts.len());
-            for u in e.upserts {
-                let d = u.record;
-                check_key(&u.key, Some(d.resource_id))?;
-                if d.defender.is_some() || d.analytics.is_some() {
-                    return Err(ApiError::bad_request(format!(
-                        "device {}: the fields `defender` and `analytics` are not part of a device record; \
-                         upload them to the defender and analytics channels",
-                        u.key
-                    )));
-                }
-                if !d.client {
-                    return Err(ApiError::bad_request(format!(
-                        "device {}: only devices with a client (client = true) are uploaded",
-                        u.key
-                    )));
-                }
-                if d.name.trim().is_empty() {
-                    return Err(ApiError::bad_request(format!(
-                        "device {}: name is empty",
-                        u.key
-                    )));
-                }
-                let flags = if ea_eligible(&d) { FLAG_EA_ELIGIBLE } else { 0 };
-                let tag = Some(d.name.clone());
-                v.push(prepared(u.key, to_vec(&d), tag, flags));
+            let d: Device = parse_record(&key, u.record)?;
+            check_key(&key, Some(d.resource_id))?;
+            if d.defender.is_some() || d.analytics.is_some() {
+                return Err(ApiError::bad_request(format!(
+                    "device {key}: the fields `defender` and `analytics` are not part of a device record; \
+                     upload them to the defender and analytics channels"
+                )));
             }
-            (v, e.deletes)
+            if !d.client {
+                return Err(ApiError::bad_request(format!(
+                    "device {key}: only devices with a client (client = true) are uploaded"
+                )));
+            }
+            if d.name.trim().is_empty() {
+                return Err(ApiError::bad_request(format!("device {key}: name is empty")));
+            }
+            let flags = if ea_eligible(&d) { FLAG_EA_ELIGIBLE } else { 0 };
+            let body = to_vec(&d);
+            Ok(prepared(key, body, Some(d.name), flags))
         }
         Channel::Analytics => {
-            let e: Envelope<AnalyticsRecord> = parse_env(bytes)?;
-            let mut v = Vec::with_capacity(e.upserts.len());
-            for u in e.upserts {
-                check_key(&u.key, Some(u.record.resource_id))?;
-                if u.record
-                    .analytics
-                    .iter()
-                    .flat_map(|a| a.apps.iter())
-                    .any(|a| a.daily_crashes.len() > 14)
-                {
-                    return Err(ApiError::bad_request(format!(
-                        "analytics {}: daily_crashes has at most 14 entries",
-                        u.key
-                    )));
-                }
-                v.push(prepared(u.key, to_vec(&u.record), None, 0));
+            let r: AnalyticsRecord = parse_record(&key, u.record)?;
+            check_key(&key, Some(r.resource_id))?;
+            if r.analytics
+                .iter()
+                .flat_map(|a| a.apps.iter())
+                .any(|a| a.daily_crashes.len() > 14)
+            {
+                return Err(ApiError::bad_request(format!(
+                    "analytics {key}: daily_crashes has at most 14 entries"
+                )));
             }
-            (v, e.deletes)
+            Ok(prepared(key, to_vec(&r), None, 0))
         }
         Channel::Defender => {
-            let e: Envelope<DefenderRecord> = parse_env(bytes)?;
-            let mut v = Vec::with_capacity(e.upserts.len());
-            for u in e.upserts {
-                check_key(&u.key, Some(u.record.resource_id))?;
-                v.push(prepared(u.key, to_vec(&u.record), None, 0));
-            }
-            (v, e.deletes)
+            let r: DefenderRecord = parse_record(&key, u.record)?;
+            check_key(&key, Some(r.resource_id))?;
+            Ok(prepared(key, to_vec(&r), None, 0))
         }
         Channel::Comanagement => {
-            let e: Envelope<ComanagementRecord> = parse_env(bytes)?;
-            let mut v = Vec::with_capacity(e.upserts.len());
-            for u in e.upserts {
-                check_key(&u.key, Some(u.record.resource_id))?;
-                let tag = Some(u.record.state.as_str().to_string());
-                v.push(prepared(u.key, to_vec(&u.record), tag, 0));
-            }
-            (v, e.deletes)
+            let r: ComanagementRecord = parse_record(&key, u.record)?;
+            check_key(&key, Some(r.resource_id))?;
+            let tag = Some(r.state.as_str().to_string());
+            Ok(prepared(key, to_vec(&r), tag, 0))
         }
         Channel::Ext(_) => {
-            let e: Envelope<serde_json::Value> = parse_env(bytes)?;
-            let mut v = Vec::with_capacity(e.upserts.len());
-            for u in e.upserts {
-                check_key(&u.key, None)?;
-                if !u.record.is_object() {
-                    return Err(ApiError::bad_request(format!(
-                        "record {}: must be a JSON object",
-                        u.key
-                    )));
-                }
-                v.push(prepared(u.key, to_vec(&u.record), None, 0));
+            let r: serde_json::Value = parse_record(&key, u.record)?;
+            check_key(&key, None)?;
+            if !r.is_object() {
+                return Err(ApiError::bad_request(format!("record {key}: must be a JSON object")));
             }
-            (v, e.deletes)
+            Ok(prepared(key, to_vec(&r), None, 0))
         }
+    }
+}
+
+/// Batches at least this large are prepared on several threads.
+const PARALLEL_MIN: usize = 2_000;
+
+/// Parses and validates an upload batch of `channel`; returns the prepared upserts and the
+/// deleted keys. Nothing is stored. Large batches are validated on up to 4 threads.
+pub fn prepare_batch(channel: &Channel, bytes: &[u8]) -> Result<(Vec<PreparedRecord>, Vec<String>), ApiError> {
+    let env: RawEnvelope<'_> = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid upload batch: {e}")))?;
+    let n = env.upserts.len();
+    let threads = if n >= PARALLEL_MIN {
+        std::thread::available_parallelism().map(|x| x.get()).unwrap_or(1).min(4)
+    } else {
+        1
     };
+    let ups: Vec<PreparedRecord> = if threads > 1 {
+        let chunk = n.div_ceil(threads);
+        let parts: Vec<Result<Vec<PreparedRecord>, ApiError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = env
+                .upserts
+                .chunks(chunk)
+                .map(|c| s.spawn(move || c.iter().map(|u| prepare_one(channel, u)).collect()))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(ApiError::internal("record validation failed"))))
+                .collect()
+        });
+        let mut v = Vec::with_capacity(n);
+        for p in parts {
+            v.extend(p?);
+        }
+        v
+    } else {
+        env.upserts.iter().map(|u| prepare_one(channel, u)).collect::<Result<_, _>>()?
+    };
+    let deletes = env.deletes;
     let mut seen = HashSet::with_capacity(ups.len() + deletes.len());
     for k in ups.iter().map(|r| &r.key).chain(deletes.iter()) {
         if !seen.insert(k.as_str()) {
-            return Err(ApiError::bad_request(format!(
-                "key {k:?} appears more than once in the batch"
-            )));
+            return Err(ApiError::bad_request(format!("key {k:?} appears more than once in the batch")));
         }
     }
     for k in &deletes {

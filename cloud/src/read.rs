@@ -2,7 +2,7 @@
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::gateway::{hierarchy_json, load_hierarchy};
+use crate::gateway::{find_hierarchy, hierarchy_json};
 use crate::ingest::{
     AnalyticsRecord, BUILTIN_FEATURES, ComanagementRecord, DefenderRecord, ext_channel,
 };
@@ -97,7 +97,7 @@ pub(crate) async fn status(
     Path(hid): Path<String>,
 ) -> R {
     c.require_read()?;
-    let h = load_hierarchy(&st, &c, &hid).await?;
+    let h = find_hierarchy(&st, &c, &hid).await?;
     let tid = c.tenant_id.clone();
     let h2 = h.clone();
     let plugins = db(&st, move |s| {
@@ -119,7 +119,7 @@ pub(crate) async fn ext_records(
     Path((hid, fid)): Path<(String, String)>,
 ) -> R {
     c.require_read()?;
-    let h = load_hierarchy(&st, &c, &hid).await?;
+    let h = find_hierarchy(&st, &c, &hid).await?;
     let (tid, hid2, ch) = (
         c.tenant_id.clone(),
         h.hierarchy_id.clone(),

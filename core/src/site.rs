@@ -109,12 +109,17 @@ impl Members {
 /// Computes the effective membership of every collection: direct members ∪ the effective
 /// membership of every included collection, ∩ that of the limiting collection. References to
 /// unknown collections and cycles are errors.
-pub fn effective_memberships(defs: &[CollectionDef]) -> Result<BTreeMap<String, Members>, MembershipError> {
+pub fn effective_memberships(
+    defs: &[CollectionDef],
+) -> Result<BTreeMap<String, Members>, MembershipError> {
     let by_id: HashMap<&str, &CollectionDef> = defs.iter().map(|d| (d.id.as_str(), d)).collect();
     for d in defs {
         for r in d.includes.iter().chain(d.limiting.iter()) {
             if r != ALL_SYSTEMS && !by_id.contains_key(r.as_str()) {
-                return Err(MembershipError::Unknown { collection: d.id.clone(), reference: r.clone() });
+                return Err(MembershipError::Unknown {
+                    collection: d.id.clone(),
+                    reference: r.clone(),
+                });
             }
         }
     }
@@ -210,19 +215,30 @@ pub struct Site {
     members: BTreeMap<String, Members>,
     device_count: OnceLock<u64>,
     scan: Mutex<Option<ScanSummary>>,
+    /// Lines the first complete pass skipped because their `resource_id` repeats an earlier
+    /// line; later passes skip them too, so every plugin sees the same devices.
+    duplicate_lines: OnceLock<HashSet<u64>>,
 }
 
 impl Site {
     /// Opens a site directory.
     pub fn open(dir: &Path) -> Result<Site, SiteError> {
         let site_toml = dir.join("site.toml");
-        let text = std::fs::read_to_string(&site_toml).map_err(|source| SiteError::Io { path: site_toml.clone(), source })?;
-        let info: SiteInfo = toml::from_str(&text)
-            .map_err(|e| SiteError::SiteToml { path: site_toml.clone(), message: e.to_string().trim_end().to_string() })?;
+        let text = std::fs::read_to_string(&site_toml).map_err(|source| SiteError::Io {
+            path: site_toml.clone(),
+            source,
+        })?;
+        let info: SiteInfo = toml::from_str(&text).map_err(|e| SiteError::SiteToml {
+            path: site_toml.clone(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
         if info.code.len() != 3 || !info.code.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(SiteError::SiteToml {
                 path: site_toml,
-                message: format!("code = {:?}: a site code is 3 letters or digits, e.g. \"PS1\"", info.code),
+                message: format!(
+                    "code = {:?}: a site code is 3 letters or digits, e.g. \"PS1\"",
+                    info.code
+                ),
             });
         }
         if uuid::Uuid::parse_str(&info.hierarchy_id).is_err() {
@@ -233,10 +249,17 @@ impl Site {
         }
         let coll_path = dir.join("collections.json");
         let defs: Vec<CollectionDef> = match std::fs::read(&coll_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| SiteError::Collections { path: coll_path.clone(), message: e.to_string() })?,
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| SiteError::Collections {
+                path: coll_path.clone(),
+                message: e.to_string(),
+            })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
-            Err(source) => return Err(SiteError::Io { path: coll_path, source }),
+            Err(source) => {
+                return Err(SiteError::Io {
+                    path: coll_path,
+                    source,
+                });
+            }
         };
         let mut names = BTreeMap::new();
         names.insert(ALL_SYSTEMS.to_string(), "All Systems".to_string());
@@ -244,41 +267,77 @@ impl Site {
             if d.id == ALL_SYSTEMS {
                 return Err(SiteError::Collections {
                     path: coll_path,
-                    message: format!("{ALL_SYSTEMS} (All Systems) is built in and cannot be redefined"),
+                    message: format!(
+                        "{ALL_SYSTEMS} (All Systems) is built in and cannot be redefined"
+                    ),
                 });
             }
             if names.insert(d.id.clone(), d.name.clone()).is_some() {
-                return Err(SiteError::Collections { path: coll_path, message: format!("collection id {} appears twice", d.id) });
+                return Err(SiteError::Collections {
+                    path: coll_path,
+                    message: format!("collection id {} appears twice", d.id),
+                });
             }
         }
         let members = effective_memberships(&defs).map_err(|e| match e {
-            MembershipError::Cycle(cycle) => SiteError::Cycle { path: coll_path.clone(), cycle },
-            other => SiteError::Collections { path: coll_path.clone(), message: other.to_string() },
+            MembershipError::Cycle(cycle) => SiteError::Cycle {
+                path: coll_path.clone(),
+                cycle,
+            },
+            other => SiteError::Collections {
+                path: coll_path.clone(),
+                message: other.to_string(),
+            },
         })?;
         let devices = dir.join("devices.jsonl");
         if !devices.is_file() {
             return Err(SiteError::Io {
                 path: devices,
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no devices.jsonl in the site directory"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no devices.jsonl in the site directory",
+                ),
             });
         }
-        Ok(Site { dir: dir.to_path_buf(), info, names, members, device_count: OnceLock::new(), scan: Mutex::new(None) })
+        Ok(Site {
+            dir: dir.to_path_buf(),
+            info,
+            names,
+            members,
+            device_count: OnceLock::new(),
+            scan: Mutex::new(None),
+            duplicate_lines: OnceLock::new(),
+        })
     }
 
     /// Streams every valid device to `visit`. Bad lines are skipped and remembered (the first
     /// complete pass records the [`ScanSummary`]).
     pub fn for_each_device(&self, visit: &mut dyn FnMut(&Device)) -> Result<(), SiteError> {
         let path = self.dir.join("devices.jsonl");
-        let file = File::open(&path).map_err(|source| SiteError::Io { path: path.clone(), source })?;
+        let file = File::open(&path).map_err(|source| SiteError::Io {
+            path: path.clone(),
+            source,
+        })?;
         let mut reader = BufReader::with_capacity(256 * 1024, file);
         let mut line = String::new();
         let mut n = 0u64;
         let mut summary = ScanSummary::default();
         let mut seen = HashSet::new();
+        let mut duplicates = HashSet::new();
         let record = self.scan.lock().map(|s| s.is_none()).unwrap_or(false);
+        let known_duplicates = if record {
+            None
+        } else {
+            self.duplicate_lines.get()
+        };
         loop {
             line.clear();
-            let read = reader.read_line(&mut line).map_err(|source| SiteError::Io { path: path.clone(), source })?;
+            let read = reader
+                .read_line(&mut line)
+                .map_err(|source| SiteError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
             if read == 0 {
                 break;
             }
@@ -290,7 +349,13 @@ impl Site {
             let bad = match serde_json::from_str::<Device>(text) {
                 Ok(d) => {
                     if record && !seen.insert(d.resource_id) {
-                        Some(format!("resource_id {} appears on an earlier line", d.resource_id))
+                        duplicates.insert(n);
+                        Some(format!(
+                            "resource_id {} appears on an earlier line",
+                            d.resource_id
+                        ))
+                    } else if known_duplicates.is_some_and(|dups| dups.contains(&n)) {
+                        Some(String::new())
                     } else {
                         summary.devices += 1;
                         visit(&d);
@@ -307,6 +372,7 @@ impl Site {
             }
         }
         if record {
+            let _ = self.duplicate_lines.set(duplicates);
             let _ = self.device_count.set(summary.devices);
             if let Ok(mut s) = self.scan.lock() {
                 *s = Some(summary);
@@ -337,7 +403,11 @@ impl Site {
             Members::All => self.device_count().unwrap_or(0),
             Members::Set(s) => s.len() as u64,
         };
-        Some(CollectionInfo { id: id.to_string(), name: name.clone(), member_count })
+        Some(CollectionInfo {
+            id: id.to_string(),
+            name: name.clone(),
+            member_count,
+        })
     }
 
     /// Every collection id, sorted.
@@ -352,7 +422,9 @@ impl Site {
 
     /// Whether a device is in a collection's effective membership (false for unknown ids).
     pub fn is_member(&self, collection_id: &str, resource_id: i64) -> bool {
-        self.members.get(collection_id).is_some_and(|m| m.contains(resource_id))
+        self.members
+            .get(collection_id)
+            .is_some_and(|m| m.contains(resource_id))
     }
 }
 
@@ -386,7 +458,12 @@ mod tests {
             expect: Members,
         }
         let cases = vec![
-            Case { name: "direct members only", defs: vec![def("A", &[1, 2], &[], None)], target: "A", expect: set(&[1, 2]) },
+            Case {
+                name: "direct members only",
+                defs: vec![def("A", &[1, 2], &[], None)],
+                target: "A",
+                expect: set(&[1, 2]),
+            },
             Case {
                 name: "includes add subcollection members",
                 defs: vec![def("A", &[1], &["B"], None), def("B", &[2, 3], &[], None)],
@@ -395,13 +472,21 @@ mod tests {
             },
             Case {
                 name: "nested includes are recursive",
-                defs: vec![def("A", &[], &["B"], None), def("B", &[2], &["C"], None), def("C", &[3], &[], None)],
+                defs: vec![
+                    def("A", &[], &["B"], None),
+                    def("B", &[2], &["C"], None),
+                    def("C", &[3], &[], None),
+                ],
                 target: "A",
                 expect: set(&[2, 3]),
             },
             Case {
                 name: "limiting intersects the whole union",
-                defs: vec![def("A", &[1, 2], &["B"], Some("L")), def("B", &[3, 4], &[], None), def("L", &[2, 3, 9], &[], None)],
+                defs: vec![
+                    def("A", &[1, 2], &["B"], Some("L")),
+                    def("B", &[3, 4], &[], None),
+                    def("L", &[2, 3, 9], &[], None),
+                ],
                 target: "A",
                 expect: set(&[2, 3]),
             },
@@ -419,19 +504,31 @@ mod tests {
             },
             Case {
                 name: "everything limited by a set is that set",
-                defs: vec![def("A", &[], &[ALL_SYSTEMS], Some("L")), def("L", &[7, 8], &[], None)],
+                defs: vec![
+                    def("A", &[], &[ALL_SYSTEMS], Some("L")),
+                    def("L", &[7, 8], &[], None),
+                ],
                 target: "A",
                 expect: set(&[7, 8]),
             },
             Case {
                 name: "limiting of an included collection applies inside it",
-                defs: vec![def("A", &[1], &["B"], None), def("B", &[2, 3], &[], Some("L")), def("L", &[3], &[], None)],
+                defs: vec![
+                    def("A", &[1], &["B"], None),
+                    def("B", &[2, 3], &[], Some("L")),
+                    def("L", &[3], &[], None),
+                ],
                 target: "A",
                 expect: set(&[1, 3]),
             },
             Case {
                 name: "diamond includes count once",
-                defs: vec![def("A", &[], &["B", "C"], None), def("B", &[], &["D"], None), def("C", &[], &["D"], None), def("D", &[4], &[], None)],
+                defs: vec![
+                    def("A", &[], &["B", "C"], None),
+                    def("B", &[], &["D"], None),
+                    def("C", &[], &["D"], None),
+                    def("D", &[4], &[], None),
+                ],
                 target: "A",
                 expect: set(&[4]),
             },
@@ -444,11 +541,22 @@ mod tests {
 
     #[test]
     fn cycles_name_every_collection_in_them() {
-        let defs = vec![def("A", &[], &["B"], None), def("B", &[], &["C"], None), def("C", &[], &[], Some("A")), def("D", &[1], &[], None)];
+        let defs = vec![
+            def("A", &[], &["B"], None),
+            def("B", &[], &["C"], None),
+            def("C", &[], &[], Some("A")),
+            def("D", &[1], &[], None),
+        ];
         let err = effective_memberships(&defs).unwrap_err();
-        assert_eq!(err, MembershipError::Cycle(vec!["A".into(), "B".into(), "C".into(), "A".into()]));
+        assert_eq!(
+            err,
+            MembershipError::Cycle(vec!["A".into(), "B".into(), "C".into(), "A".into()])
+        );
         let self_loop = vec![def("A", &[], &["A"], None)];
-        assert_eq!(effective_memberships(&self_loop).unwrap_err(), MembershipError::Cycle(vec!["A".into(), "A".into()]));
+        assert_eq!(
+            effective_memberships(&self_loop).unwrap_err(),
+            MembershipError::Cycle(vec!["A".into(), "A".into()])
+        );
     }
 
     #[test]

@@ -17,7 +17,10 @@ use cloudattach_core::generate::{GenerateOptions, generate_site};
 use cloudattach_core::orchestrator::NothingApplied;
 use cloudattach_core::{Config, Origin, Registry, Site};
 use cloudattach_sdk::testkit::{MemoryHost, device, options};
-use cloudattach_sdk::{CheckStatus, Device, Environment, Method, Options, PlanAction, SiteVersion, SyncMode, ValidateContext};
+use cloudattach_sdk::{
+    CheckStatus, Device, Environment, Method, Options, PlanAction, SiteVersion, SyncMode,
+    ValidateContext,
+};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -33,7 +36,10 @@ const BUILTINS: [(&str, &str); 5] = [
 ];
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("core is in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("core is in the workspace")
+        .to_path_buf()
 }
 
 /// Builds the fixture libraries and the example plugin once per test process.
@@ -44,20 +50,38 @@ fn built() -> &'static Path {
         let started = Instant::now();
         let status = Command::new(env!("CARGO"))
             .current_dir(workspace())
-            .args(["build", "--quiet", "-p", "cloudattach-dynamic-plugins", "--examples"])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "cloudattach-dynamic-plugins",
+                "--examples",
+            ])
             .args(["--features", "cloudattach-dynamic-plugins/fixtures"])
-            .args(["-p", "cloudattach-example-collection-summary", "--lib", "--target-dir"])
+            .args([
+                "-p",
+                "cloudattach-example-collection-summary",
+                "--lib",
+                "--target-dir",
+            ])
             .arg(&target)
             .status()
             .expect("run cargo to build the plugin libraries");
         assert!(status.success(), "building the plugin libraries failed");
-        eprintln!("plugin libraries built in {:.1} s", started.elapsed().as_secs_f64());
+        eprintln!(
+            "plugin libraries built in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
         target.join("debug")
     })
 }
 
 fn lib_name(name: &str) -> String {
-    format!("{}{name}{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX)
+    format!(
+        "{}{name}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    )
 }
 
 /// A fixture library (an example of `cloudattach-dynamic-plugins`).
@@ -84,8 +108,16 @@ fn plugin_dir(libs: &[(&Path, &str)]) -> tempfile::TempDir {
 }
 
 fn builtins_dir() -> tempfile::TempDir {
-    let libs: Vec<(PathBuf, &str)> = BUILTINS.iter().map(|(id, lib)| (fixture(lib), *id)).collect();
-    plugin_dir(&libs.iter().map(|(p, n)| (p.as_path(), *n)).collect::<Vec<_>>())
+    let libs: Vec<(PathBuf, &str)> = BUILTINS
+        .iter()
+        .map(|(id, lib)| (fixture(lib), *id))
+        .collect();
+    plugin_dir(
+        &libs
+            .iter()
+            .map(|(p, n)| (p.as_path(), *n))
+            .collect::<Vec<_>>(),
+    )
 }
 
 /// A generated site with an attach.toml.
@@ -97,20 +129,29 @@ struct Fixture {
 
 fn site_with(devices: u64, attach: &str) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let opts = GenerateOptions { devices, seed: 7, ..Default::default() };
+    let opts = GenerateOptions {
+        devices,
+        seed: 7,
+        ..Default::default()
+    };
     generate_site(&opts, &dir.path().join("site"), false).unwrap();
     let path = dir.path().join("attach.toml");
     std::fs::write(&path, attach).unwrap();
     let config = Config::load(&path).unwrap();
     let site = Arc::new(Site::open(&config.site_dir).unwrap());
-    Fixture { _dir: dir, config, site }
+    Fixture {
+        _dir: dir,
+        config,
+        site,
+    }
 }
 
 /// `check` and `plan` JSON, as the CLI prints them.
 fn check_and_plan(registry: &Registry, f: &Fixture) -> (String, String) {
     let selection = cloudattach_core::select(&f.config, registry, f.site.info.version).unwrap();
     let checks = cloudattach_core::check(registry, &f.config, &selection, &f.site, &[]).unwrap();
-    let plan = cloudattach_core::plan(registry, &f.config, &selection, &f.site, &NothingApplied).unwrap();
+    let plan =
+        cloudattach_core::plan(registry, &f.config, &selection, &f.site, &NothingApplied).unwrap();
     (
         serde_json::to_string_pretty(&json!({ "plugins": checks })).unwrap(),
         serde_json::to_string_pretty(&plan).unwrap(),
@@ -122,17 +163,38 @@ fn every_builtin_loaded_as_a_library_gives_byte_identical_check_and_plan() {
     let dir = builtins_dir();
     let mut dynamic = Registry::new();
     load_plugin_dirs(&mut dynamic, &[dir.path().to_path_buf()]);
-    assert!(dynamic.load_failures.is_empty(), "{:?}", dynamic.load_failures);
+    assert!(
+        dynamic.load_failures.is_empty(),
+        "{:?}",
+        dynamic.load_failures
+    );
     assert_eq!(dynamic.len(), 5);
-    assert!(dynamic.iter().all(|p| matches!(p.origin, Origin::Dynamic(_))));
+    assert!(
+        dynamic
+            .iter()
+            .all(|p| matches!(p.origin, Origin::Dynamic(_)))
+    );
     let linked = Registry::with_static_plugins().unwrap();
     assert_eq!(linked.len(), 5);
     for p in linked.iter() {
-        assert_eq!(dynamic.get(&p.manifest.id).map(|d| &d.manifest), Some(&p.manifest), "{}", p.manifest.id);
+        assert_eq!(
+            dynamic.get(&p.manifest.id).map(|d| &d.manifest),
+            Some(&p.manifest),
+            "{}",
+            p.manifest.id
+        );
     }
 
-    let default = site_with(1_500, "[site]\npath = \"site\"\n[attach]\nsettings = \"default\"\n");
-    let pilot = default.site.collection_ids().find(|id| !id.starts_with("SMS")).expect("a generated collection").to_string();
+    let default = site_with(
+        1_500,
+        "[site]\npath = \"site\"\n[attach]\nsettings = \"default\"\n",
+    );
+    let pilot = default
+        .site
+        .collection_ids()
+        .find(|id| !id.starts_with("SMS"))
+        .expect("a generated collection")
+        .to_string();
     let custom = site_with(
         1_500,
         &format!(
@@ -149,7 +211,10 @@ fn every_builtin_loaded_as_a_library_gives_byte_identical_check_and_plan() {
         let (check_dynamic, plan_dynamic) = check_and_plan(&dynamic, f);
         assert_eq!(check_dynamic, check_static, "check, {name}");
         assert_eq!(plan_dynamic, plan_static, "plan, {name}");
-        assert!(check_static.contains("eligibility"), "the co-management data crosses too");
+        assert!(
+            check_static.contains("eligibility"),
+            "the co-management data crosses too"
+        );
     }
 }
 
@@ -162,31 +227,55 @@ fn the_third_party_example_loads_next_to_the_builtins_and_checks_plans_and_appli
     let dir = plugin_dir(&[(&collection_summary(), "collection-summary")]);
     let mut registry = Registry::with_static_plugins().unwrap();
     load_plugin_dirs(&mut registry, &[dir.path().to_path_buf()]);
-    assert!(registry.load_failures.is_empty(), "{:?}", registry.load_failures);
+    assert!(
+        registry.load_failures.is_empty(),
+        "{:?}",
+        registry.load_failures
+    );
     let plugin = registry.get("collection-summary").expect("registered");
-    assert_eq!(plugin.origin, Origin::Dynamic(std::fs::canonicalize(dir.path().join(dll("collection-summary"))).unwrap()));
+    assert_eq!(
+        plugin.origin,
+        Origin::Dynamic(std::fs::canonicalize(dir.path().join(dll("collection-summary"))).unwrap())
+    );
     assert_eq!(plugin.manifest.depends_on, ["tenant-attach"]);
 
     let f = site_with(800, SUMMARY_CONFIG);
     let selection = cloudattach_core::select(&f.config, &registry, f.site.info.version).unwrap();
     let checks = cloudattach_core::check(&registry, &f.config, &selection, &f.site, &[]).unwrap();
-    let summary = checks.iter().find(|c| c.id == "collection-summary").unwrap();
+    let summary = checks
+        .iter()
+        .find(|c| c.id == "collection-summary")
+        .unwrap();
     assert_eq!(summary.status, CheckStatus::Pass, "{:?}", summary.findings);
-    let plan = cloudattach_core::plan(&registry, &f.config, &selection, &f.site, &NothingApplied).unwrap();
+    let plan =
+        cloudattach_core::plan(&registry, &f.config, &selection, &f.site, &NothingApplied).unwrap();
     let order: Vec<&str> = plan.steps.iter().map(|s| s.plugin.as_str()).collect();
     let at = |id| order.iter().position(|p| *p == id).unwrap();
     assert!(at("tenant-attach") < at("collection-summary"), "{order:?}");
     let step = &plan.steps[at("collection-summary")];
     assert_eq!(step.action, PlanAction::Enable);
-    assert!(step.detail.as_deref().unwrap_or("").starts_with("upload summaries of"), "{step:?}");
+    assert!(
+        step.detail
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("upload summaries of"),
+        "{step:?}"
+    );
 
     // apply and sync across the boundary, against the test kit's in-memory cloud.
     let host = MemoryHost::new(MemoryHost::sample_site())
-        .with_devices((1..=1200).map(|i| Device { client: i % 10 != 0, ..device(i) }))
+        .with_devices((1..=1200).map(|i| Device {
+            client: i % 10 != 0,
+            ..device(i)
+        }))
         .with_collection("PS100010", "Pilot", 1..=100)
         .with_feature("tenant-attach", options(json!({ "upload": "all" })))
         .with_cloud()
-        .with_response(Method::Get, "ext/collection-summary/records", json!({ "@odata.count": 2, "value": [] }));
+        .with_response(
+            Method::Get,
+            "ext/collection-summary/records",
+            json!({ "@odata.count": 2, "value": [] }),
+        );
     let opts: Options = plugin.manifest.resolve_options(&Options::new()).unwrap();
     let outcome = plugin.plugin.apply(&host, &opts);
     assert!(outcome.ok, "{outcome:?}");
@@ -195,8 +284,15 @@ fn the_third_party_example_loads_next_to_the_builtins_and_checks_plans_and_appli
     assert_eq!(records["SMS00001"]["devices"], 1200);
     assert_eq!(records["SMS00001"]["clients"], 1080);
     assert_eq!(records["PS100010"]["uploaded"], 90);
-    assert_eq!(host.feature_settings("collection-summary"), Some(json!({ "include_empty": false, "max_os_entries": 5 })));
-    let again = plugin.plugin.sync(&host, &opts, SyncMode::Delta).unwrap().unwrap();
+    assert_eq!(
+        host.feature_settings("collection-summary"),
+        Some(json!({ "include_empty": false, "max_os_entries": 5 }))
+    );
+    let again = plugin
+        .plugin
+        .sync(&host, &opts, SyncMode::Delta)
+        .unwrap()
+        .unwrap();
     assert_eq!(again.sent, 0, "nothing changed");
     let status = plugin.plugin.status(&host).unwrap();
     assert!(status.enabled);
@@ -209,8 +305,12 @@ fn the_third_party_example_loads_next_to_the_builtins_and_checks_plans_and_appli
 fn broken_and_hostile_libraries_each_give_one_clear_line_and_the_rest_of_the_run_works() {
     let truncated = tempfile::tempdir().unwrap();
     let whole = std::fs::read(fixture("builtin_co_management")).unwrap();
-    let truncated_path = truncated.path().join("half");
-    std::fs::write(&truncated_path, &whole[..whole.len() / 2]).unwrap();
+    // Cut inside the loadable segments (the system loader would die of SIGBUS on it) and after
+    // them (only the section table is missing).
+    let truncated_path = truncated.path().join("cut");
+    std::fs::write(&truncated_path, &whole[..1 << 20]).unwrap();
+    let half = truncated.path().join("half");
+    std::fs::write(&half, &whole[..whole.len() / 2]).unwrap();
     let text = truncated.path().join("text");
     std::fs::write(&text, "#!/bin/sh\necho not a library\n").unwrap();
     let dir = plugin_dir(&[
@@ -218,25 +318,41 @@ fn broken_and_hostile_libraries_each_give_one_clear_line_and_the_rest_of_the_run
         (&fixture("bad_layout"), "bad-layout"),
         (&fixture("not_a_plugin"), "not-a-plugin"),
         (&truncated_path, "truncated"),
+        (&half, "half"),
         (&text, "text"),
         (&fixture("builtin_tenant_attach"), "tenant-attach-again"),
         (&fixture("panicking"), "panicky"),
         (&collection_summary(), "collection-summary"),
     ]);
-    std::fs::write(dir.path().join("README.md"), "not a library extension: ignored\n").unwrap();
+    std::fs::write(
+        dir.path().join("README.md"),
+        "not a library extension: ignored\n",
+    )
+    .unwrap();
 
     let started = Instant::now();
     let mut registry = Registry::with_static_plugins().unwrap();
     load_plugin_dirs(&mut registry, &[dir.path().to_path_buf()]);
-    eprintln!("loaded a directory of 8 files in {:.1} ms", started.elapsed().as_secs_f64() * 1000.0);
+    eprintln!(
+        "loaded a directory of 9 files in {:.1} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
 
     let failure = |file: &str| -> String {
         let path = std::fs::canonicalize(dir.path().join(dll(file))).unwrap();
-        let found: Vec<&str> =
-            registry.load_failures.iter().filter(|f| f.path == path).map(|f| f.message.as_str()).collect();
+        let found: Vec<&str> = registry
+            .load_failures
+            .iter()
+            .filter(|f| f.path == path)
+            .map(|f| f.message.as_str())
+            .collect();
         assert_eq!(found.len(), 1, "{file}: {:?}", registry.load_failures);
         assert!(!found[0].contains('\n'), "one line: {}", found[0]);
-        assert!(found[0].contains(&dll(file)), "names the file: {}", found[0]);
+        assert!(
+            found[0].contains(&dll(file)),
+            "names the file: {}",
+            found[0]
+        );
         found[0].to_string()
     };
     let old = failure("old-sdk");
@@ -248,10 +364,22 @@ fn broken_and_hostile_libraries_each_give_one_clear_line_and_the_rest_of_the_run
         "{old}"
     );
     let layout = failure("bad-layout");
-    assert!(layout.contains("layout mismatch") && layout.contains("rebuild"), "{layout}");
-    assert!(!layout.contains("expected"), "the full abi_stable report is for debug logs only: {layout}");
+    assert!(
+        layout.contains("layout mismatch") && layout.contains("rebuild"),
+        "{layout}"
+    );
+    assert!(
+        !layout.contains("expected"),
+        "the full abi_stable report is for debug logs only: {layout}"
+    );
     assert!(failure("not-a-plugin").contains("exports no cloudattach plugin"));
-    assert!(failure("truncated").contains("not a plugin library"));
+    for cut in ["truncated", "half"] {
+        let message = failure(cut);
+        assert!(
+            message.contains("not a plugin library: the file is truncated or damaged"),
+            "{message}"
+        );
+    }
     assert!(failure("text").contains("not a plugin library"));
     let duplicate = failure("tenant-attach-again");
     assert!(
@@ -260,9 +388,22 @@ fn broken_and_hostile_libraries_each_give_one_clear_line_and_the_rest_of_the_run
             && duplicate.contains(&dll("tenant-attach-again")),
         "{duplicate}"
     );
-    assert_eq!(registry.load_failures.len(), 6, "{:?}", registry.load_failures);
-    assert_eq!(registry.len(), 7, "5 built-ins + panicky + collection-summary");
-    assert_eq!(registry.get("tenant-attach").unwrap().origin, Origin::Static, "the first one stays");
+    assert_eq!(
+        registry.load_failures.len(),
+        7,
+        "{:?}",
+        registry.load_failures
+    );
+    assert_eq!(
+        registry.len(),
+        7,
+        "5 built-ins + panicky + collection-summary"
+    );
+    assert_eq!(
+        registry.get("tenant-attach").unwrap().origin,
+        Origin::Static,
+        "the first one stays"
+    );
 
     // The run goes on: check and plan work, the panicking plugin fails its own steps only.
     let f = site_with(300, &format!("{SUMMARY_CONFIG}[features.panicky]\n"));
@@ -272,18 +413,30 @@ fn broken_and_hostile_libraries_each_give_one_clear_line_and_the_rest_of_the_run
         match c.id.as_str() {
             "panicky" => {
                 assert_eq!(c.status, CheckStatus::Fail);
-                assert!(c.findings[0].message.contains("boom in check, at the third device"), "{:?}", c.findings);
+                assert!(
+                    c.findings[0]
+                        .message
+                        .contains("boom in check, at the third device"),
+                    "{:?}",
+                    c.findings
+                );
             }
-            "tenant-attach" | "collection-summary" => assert_ne!(c.status, CheckStatus::Fail, "{c:?}"),
+            "tenant-attach" | "collection-summary" => {
+                assert_ne!(c.status, CheckStatus::Fail, "{c:?}")
+            }
             _ => {}
         }
     }
-    let plan = cloudattach_core::plan(&registry, &f.config, &selection, &f.site, &NothingApplied).unwrap();
+    let plan =
+        cloudattach_core::plan(&registry, &f.config, &selection, &f.site, &NothingApplied).unwrap();
     let step = |id: &str| plan.steps.iter().find(|s| s.plugin == id).unwrap().clone();
     assert_eq!(step("collection-summary").action, PlanAction::Enable);
     let panicky = step("panicky");
     assert_eq!(panicky.action, PlanAction::Skip);
-    assert!(panicky.reason.as_deref().unwrap().contains("boom in plan"), "{panicky:?}");
+    assert!(
+        panicky.reason.as_deref().unwrap().contains("boom in plan"),
+        "{panicky:?}"
+    );
 }
 
 #[test]
@@ -292,21 +445,41 @@ fn a_panic_in_any_step_is_a_failed_step_and_an_unfinished_upload_deletes_nothing
     let mut registry = Registry::new();
     load_plugin_dirs(&mut registry, &[dir.path().to_path_buf()]);
     let plugin = &registry.get("panicky").expect("loaded").plugin;
-    let host = MemoryHost::new(MemoryHost::sample_site()).with_devices((1..=10).map(device)).with_cloud();
+    let host = MemoryHost::new(MemoryHost::sample_site())
+        .with_devices((1..=10).map(device))
+        .with_cloud();
 
     let check = plugin.check(&host, &Options::new());
     assert_eq!(check.status(), CheckStatus::Fail);
     let apply = plugin.apply(&host, &Options::new());
     assert!(!apply.ok);
-    assert!(apply.findings[0].message.contains("panicked: boom in apply, mid-upload"), "{apply:?}");
-    assert!(host.channel("ext/panicky").is_empty(), "the unfinished upload was dropped");
-    let sync = plugin.sync(&host, &Options::new(), SyncMode::Full).unwrap_err();
-    assert!(sync.message.contains("boom in sync, at record 5"), "{sync:?}");
+    assert!(
+        apply.findings[0].message.contains("panicking.rs:")
+            && apply.findings[0]
+                .message
+                .contains("boom in apply, mid-upload"),
+        "{apply:?}"
+    );
+    assert!(
+        host.channel("ext/panicky").is_empty(),
+        "the unfinished upload was dropped"
+    );
+    let sync = plugin
+        .sync(&host, &Options::new(), SyncMode::Full)
+        .unwrap_err();
+    assert!(
+        sync.message.contains("boom in sync, at record 5"),
+        "{sync:?}"
+    );
     assert!(host.channel("ext/panicky").is_empty());
     let status = plugin.status(&host).unwrap_err();
     assert!(status.message.contains("non-text payload"), "{status:?}");
     // Still alive and still answering.
-    let ctx = ValidateContext { environment: Environment::Public, site_version: SiteVersion(2303), default_settings: false };
+    let ctx = ValidateContext {
+        environment: Environment::Public,
+        site_version: SiteVersion(2303),
+        default_settings: false,
+    };
     assert!(plugin.validate(&Options::new(), &ctx).is_empty());
     assert_eq!(plugin.manifest().id, "panicky");
 }
@@ -318,11 +491,22 @@ fn two_libraries_with_one_id_name_both_files() {
         (&fixture("builtin_co_management"), "b-co-management"),
     ]);
     let mut registry = Registry::new();
-    load_plugin_dirs(&mut registry, &[dir.path().to_path_buf(), dir.path().to_path_buf()]);
+    load_plugin_dirs(
+        &mut registry,
+        &[dir.path().to_path_buf(), dir.path().to_path_buf()],
+    );
     assert_eq!(registry.len(), 1);
-    assert_eq!(registry.load_failures.len(), 1, "the directory given twice loads once: {:?}", registry.load_failures);
+    assert_eq!(
+        registry.load_failures.len(),
+        1,
+        "the directory given twice loads once: {:?}",
+        registry.load_failures
+    );
     let message = &registry.load_failures[0].message;
-    assert!(message.contains(&dll("a-co-management")) && message.contains(&dll("b-co-management")), "{message}");
+    assert!(
+        message.contains(&dll("a-co-management")) && message.contains(&dll("b-co-management")),
+        "{message}"
+    );
     assert!(message.contains("registered twice"), "{message}");
 }
 
@@ -335,8 +519,14 @@ fn inspect_validates_a_library_and_returns_its_manifest() {
         Err(LoadError::IncompatibleSdk { found, .. }) => assert_eq!(found, "0.0.9"),
         other => panic!("{:?}", other.map(|m| m.id)),
     }
-    assert!(matches!(inspect(&fixture("not_a_plugin")), Err(LoadError::NoPlugin { .. })));
-    assert!(matches!(inspect(Path::new("/nonexistent/x.so")), Err(LoadError::Unreadable { .. })));
+    assert!(matches!(
+        inspect(&fixture("not_a_plugin")),
+        Err(LoadError::NoPlugin { .. })
+    ));
+    assert!(matches!(
+        inspect(Path::new("/nonexistent/x.so")),
+        Err(LoadError::Unreadable { .. })
+    ));
 }
 
 /// Not a benchmark with assertions: prints what the boundary costs (`--nocapture`).
@@ -348,7 +538,10 @@ fn boundary_figures() {
     load_plugin_dirs(&mut dynamic, &[dir.path().to_path_buf()]);
     let load_ms = started.elapsed().as_secs_f64() * 1000.0;
     let linked = Registry::with_static_plugins().unwrap();
-    let f = site_with(20_000, "[site]\npath = \"site\"\n[attach]\nsettings = \"custom\"\n[features.tenant-attach]\n");
+    let f = site_with(
+        20_000,
+        "[site]\npath = \"site\"\n[attach]\nsettings = \"custom\"\n[features.tenant-attach]\n",
+    );
     let mut registry_times = vec![];
     for registry in [&linked, &dynamic] {
         let selection = cloudattach_core::select(&f.config, registry, f.site.info.version).unwrap();

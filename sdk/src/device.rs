@@ -103,7 +103,9 @@ impl Device {
         if !self.client {
             return None;
         }
-        self.client_version.as_deref().and_then(DottedVersion::parse)
+        self.client_version
+            .as_deref()
+            .and_then(DottedVersion::parse)
     }
 
     /// The OS build, parsed.
@@ -119,18 +121,23 @@ impl Device {
     /// Windows 10 or 11: the workstation caption with an OS build of 10.0.x.
     pub fn is_windows_client_os(&self) -> bool {
         self.os == "Microsoft Windows NT Workstation 10.0"
-            && self.os_build().is_some_and(|b| b.part(0) == 10 && b.part(1) == 0)
+            && self
+                .os_build()
+                .is_some_and(|b| b.part(0) == 10 && b.part(1) == 0)
     }
 
     /// Windows 11 (build 22000 or later); implies [`Device::is_windows_client_os`].
     pub fn is_windows_11(&self) -> bool {
         self.is_windows_client_os()
-            && self.os_build().is_some_and(|b| client::at_least(&b, client::WINDOWS_11_BUILD))
+            && self
+                .os_build()
+                .is_some_and(|b| client::at_least(&b, client::WINDOWS_11_BUILD))
     }
 
     /// The client version is at least `min` (one of [`crate::version::client`]'s constants).
     pub fn client_at_least(&self, min: [u32; 3]) -> bool {
-        self.client_version().is_some_and(|v| client::at_least(&v, min))
+        self.client_version()
+            .is_some_and(|v| client::at_least(&v, min))
     }
 }
 

@@ -34,7 +34,11 @@ pub struct Finding {
 impl Finding {
     /// A finding of any severity.
     pub fn new(severity: Severity, code: impl Into<String>, message: impl Into<String>) -> Self {
-        Finding { severity, code: code.into(), message: message.into() }
+        Finding {
+            severity,
+            code: code.into(),
+            message: message.into(),
+        }
     }
     /// An informational finding.
     pub fn info(code: impl Into<String>, message: impl Into<String>) -> Self {
@@ -135,11 +139,19 @@ pub struct PlanDecision {
 impl PlanDecision {
     /// A decision without reason or detail.
     pub fn new(action: PlanAction) -> Self {
-        PlanDecision { action, reason: None, detail: None }
+        PlanDecision {
+            action,
+            reason: None,
+            detail: None,
+        }
     }
     /// A skip with its reason.
     pub fn skip(reason: impl Into<String>) -> Self {
-        PlanDecision { action: PlanAction::Skip, reason: Some(reason.into()), detail: None }
+        PlanDecision {
+            action: PlanAction::Skip,
+            reason: Some(reason.into()),
+            detail: None,
+        }
     }
     /// Adds a detail line.
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
@@ -163,11 +175,18 @@ pub struct ApplyOutcome {
 impl ApplyOutcome {
     /// A successful outcome.
     pub fn ok() -> Self {
-        ApplyOutcome { ok: true, ..Default::default() }
+        ApplyOutcome {
+            ok: true,
+            ..Default::default()
+        }
     }
     /// A failed outcome with its error.
     pub fn failed(code: impl Into<String>, message: impl Into<String>) -> Self {
-        ApplyOutcome { ok: false, findings: vec![Finding::error(code, message)], ..Default::default() }
+        ApplyOutcome {
+            ok: false,
+            findings: vec![Finding::error(code, message)],
+            ..Default::default()
+        }
     }
     /// Records a count.
     pub fn count(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {

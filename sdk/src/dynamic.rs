@@ -40,7 +40,9 @@
 use crate::device::Device;
 use crate::diag::{ApplyOutcome, Finding};
 use crate::environment::Environment;
-use crate::host::{CollectionInfo, Host, HostError, Method, Record, RecordSink, SiteInfo, SyncMode, SyncStats};
+use crate::host::{
+    CollectionInfo, Host, HostError, Method, Record, RecordSink, SiteInfo, SyncMode, SyncStats,
+};
 use crate::manifest::Options;
 use crate::plugin::{Plugin, ValidateContext};
 use crate::version::SiteVersion;
@@ -50,9 +52,9 @@ use abi_stable::std_types::{RErr, ROk, ROption, RResult, RStr, RString};
 use abi_stable::{StableAbi, declare_root_module_statics, sabi_trait};
 use serde::{Deserialize, Serialize};
 use std::any::Any;
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::Once;
 
 #[doc(hidden)]
 pub use abi_stable;
@@ -106,17 +108,21 @@ pub trait FfiHost {
     fn environment(&self) -> RString;
     /// Streams every device to `sink` in JSON arrays of at most `batch` devices. `Err` is a
     /// [`HostError`] as JSON.
-    fn for_each_device(&self, batch: u32, sink: DeviceSink_TO<'_, RMut<'_, ()>>) -> RResult<(), RString>;
+    fn for_each_device(
+        &self,
+        batch: u32,
+        sink: DeviceSink_TO<'_, RMut<'_, ()>>,
+    ) -> RResult<(), RString>;
     /// A collection ([`CollectionInfo`] as JSON).
     fn collection(&self, id: RStr<'_>) -> ROption<RString>;
     /// See [`Host::is_member`].
     fn is_member(&self, collection_id: RStr<'_>, resource_id: i64) -> bool;
     /// A selected feature's options (JSON object).
     fn feature_options(&self, plugin_id: RStr<'_>) -> ROption<RString>;
-    /// See [`Host::is_uploaded`]. With an empty `device`, the device is the one with this
-    /// resource id in the batch last given to a [`DeviceSink`]; `2` means "not in that batch:
-    /// send the device" (`0` no, `1` yes).
-    fn is_uploaded(&self, resource_id: i64, device: RStr<'_>) -> u8;
+    /// See [`Host::is_uploaded`]: `0` no, `1` yes. With an empty `device`, the device is number
+    /// `index` of the batch the host is streaming as `stream` (checked against `resource_id`);
+    /// `2` means "that batch is gone: send the device".
+    fn is_uploaded(&self, stream: u64, index: u32, resource_id: i64, device: RStr<'_>) -> u8;
     /// See [`Host::cloud`]: method as JSON (`"Get"`), body JSON or empty; `Err` is a
     /// [`HostError`] as JSON.
     fn cloud(&self, method: RStr<'_>, path: RStr<'_>, body: RStr<'_>) -> RResult<RString, RString>;
@@ -141,9 +147,10 @@ pub type HostRef<'a> = FfiHost_TO<'a, RRef<'a, ()>>;
 /// Where the host pushes device batches (implemented by the library).
 #[sabi_trait]
 pub trait DeviceSink {
-    /// One JSON array of devices. `false` asks the host to stop sending.
+    /// One JSON array of devices of stream `stream` (one per `for_each_device` call). `false`
+    /// asks the host to stop sending.
     #[sabi(last_prefix_field)]
-    fn accept(&mut self, batch: RStr<'_>) -> bool;
+    fn accept(&mut self, stream: u64, batch: RStr<'_>) -> bool;
 }
 
 /// The lifecycle steps `call` runs.
@@ -266,7 +273,12 @@ pub trait PluginSource: 'static {
 pub const fn __lib_header<S: PluginSource>() -> LibHeader {
     // SAFETY: the constructor returns `PluginModuleRef`, the module type the header is built
     // for, and the layout is checked by the loader (`CheckTypeLayout::Yes`).
-    unsafe { LibHeader::from_constructor::<PluginModuleRef>(root_module_constructor::<S>, CheckTypeLayout::Yes) }
+    unsafe {
+        LibHeader::from_constructor::<PluginModuleRef>(
+            root_module_constructor::<S>,
+            CheckTypeLayout::Yes,
+        )
+    }
 }
 
 extern "C" fn root_module_constructor<S: PluginSource>() -> RootModuleResult {
@@ -275,14 +287,73 @@ extern "C" fn root_module_constructor<S: PluginSource>() -> RootModuleResult {
 
 fn root_module<S: PluginSource>() -> PluginModuleRef {
     use abi_stable::prefix_type::PrefixTypeTrait;
-    PluginModule { sdk_version: RStr::from_str(SDK_VERSION), manifest: manifest_fn::<S>, call: call_fn::<S> }
-        .leak_into_prefix()
+    PluginModule {
+        sdk_version: RStr::from_str(SDK_VERSION),
+        manifest: manifest_fn::<S>,
+        call: call_fn::<S>,
+    }
+    .leak_into_prefix()
+}
+
+thread_local! {
+    /// Whether this thread is inside a call into the library (the panic hook stays quiet).
+    static IN_PLUGIN_CALL: Cell<bool> = const { Cell::new(false) };
+    /// Where the last panic inside a call happened.
+    static PANIC_LOCATION: Cell<Option<(&'static str, u32)>> = const { Cell::new(None) };
+}
+
+/// Runs `f` on the library's side of the boundary: a panic is caught and becomes the message
+/// "the plugin panicked at FILE:LINE: MESSAGE". The default hook's report on stderr is replaced
+/// by that message, which the host shows as a failed step.
+fn plugin_side<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    static QUIET_HOOK: Once = Once::new();
+    QUIET_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if IN_PLUGIN_CALL.with(Cell::get) {
+                let file: Option<(&'static str, u32)> =
+                    info.location().map(|l| (leak_file(l.file()), l.line()));
+                PANIC_LOCATION.with(|p| p.set(file));
+            } else {
+                previous(info);
+            }
+        }));
+    });
+    let outer = IN_PLUGIN_CALL.with(|c| c.replace(true));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    IN_PLUGIN_CALL.with(|c| c.set(outer));
+    result.map_err(|payload| {
+        let at = PANIC_LOCATION
+            .with(Cell::take)
+            .map(|(f, l)| format!(" at {f}:{l}"))
+            .unwrap_or_default();
+        format!(
+            "the plugin panicked{at}: {}",
+            panic_message(payload.as_ref())
+        )
+    })
+}
+
+/// File names of panic locations are `'static` in practice (they come from `file!()`); keep a
+/// copy so the location outlives the hook's borrow.
+fn leak_file(file: &str) -> &'static str {
+    use std::sync::Mutex;
+    static FILES: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let mut files = FILES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(known) = files.iter().find(|f| **f == file) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(file.to_string().into_boxed_str());
+    files.push(leaked);
+    leaked
 }
 
 extern "C" fn manifest_fn<S: PluginSource>() -> RResult<RString, RString> {
-    match catch_unwind(|| to_json(&S::plugin().manifest())) {
+    match plugin_side(|| to_json(&S::plugin().manifest())) {
         Ok(json) => ROk(json.into()),
-        Err(payload) => RErr(format!("the plugin panicked: {}", panic_message(payload.as_ref())).into()),
+        Err(message) => RErr(message.into()),
     }
 }
 
@@ -291,11 +362,9 @@ extern "C" fn call_fn<'a, S: PluginSource>(
     request: RStr<'a>,
     host: HostRef<'a>,
 ) -> RResult<RString, RString> {
-    let result = catch_unwind(AssertUnwindSafe(|| dispatch(S::plugin(), op.as_str(), request.as_str(), &host)));
-    match result {
+    match plugin_side(|| dispatch(S::plugin(), op.as_str(), request.as_str(), &host)) {
         Ok(Ok(json)) => ROk(json.into()),
-        Ok(Err(message)) => RErr(message.into()),
-        Err(payload) => RErr(format!("the plugin panicked: {}", panic_message(payload.as_ref())).into()),
+        Ok(Err(message)) | Err(message) => RErr(message.into()),
     }
 }
 
@@ -304,7 +373,12 @@ fn parse<T: for<'de> Deserialize<'de>>(op: &str, request: &str) -> Result<T, Str
 }
 
 /// Runs one step on the library's side (panics are caught by the caller).
-fn dispatch(plugin: &dyn Plugin, op: &str, request: &str, host: &HostRef<'_>) -> Result<String, String> {
+fn dispatch(
+    plugin: &dyn Plugin,
+    op: &str,
+    request: &str,
+    host: &HostRef<'_>,
+) -> Result<String, String> {
     let Some(parsed) = Op::parse(op) else {
         return Err(format!(
             "the plugin does not know the step `{op}`: it was built against cloudattach-sdk {SDK_VERSION}; rebuild it against this cloudattach's SDK"
@@ -356,9 +430,9 @@ struct HostAdapter<'h, 'a> {
     ffi: &'h HostRef<'a>,
     site: SiteInfo,
     environment: Environment,
-    /// The devices of the batch last received, by resource id: `is_uploaded` for one of them
-    /// sends only the id (the host keeps the same batch).
-    batch: RefCell<HashMap<i64, Device>>,
+    /// The device being visited, if any: `is_uploaded` for it sends only its position in the
+    /// host's batch instead of the whole device.
+    visiting: Cell<Option<Visiting>>,
 }
 
 impl<'h, 'a> HostAdapter<'h, 'a> {
@@ -366,22 +440,37 @@ impl<'h, 'a> HostAdapter<'h, 'a> {
         let site: SiteInfo = serde_json::from_str(ffi.site().as_str())
             .map_err(|e| format!("cannot read the site the host sent: {e}"))?;
         let env = ffi.environment();
-        let environment: Environment =
-            env.as_str().parse().map_err(|e| format!("cannot read the environment the host sent: {e}"))?;
-        Ok(HostAdapter { ffi, site, environment, batch: RefCell::new(HashMap::new()) })
+        let environment: Environment = env
+            .as_str()
+            .parse()
+            .map_err(|e| format!("cannot read the environment the host sent: {e}"))?;
+        Ok(HostAdapter {
+            ffi,
+            site,
+            environment,
+            visiting: Cell::new(None),
+        })
     }
 }
 
+/// Where a device being visited sits in the host's stream.
+#[derive(Clone, Copy)]
+struct Visiting {
+    device: *const Device,
+    stream: u64,
+    index: u32,
+}
+
 /// Receives device batches and hands each device to the plugin's visitor.
-struct VisitorSink<'v, 'b> {
+struct VisitorSink<'v, 'c> {
     visit: &'v mut dyn FnMut(&Device),
-    batch: &'b RefCell<HashMap<i64, Device>>,
+    visiting: &'c Cell<Option<Visiting>>,
     failure: Option<String>,
     panic: Option<Box<dyn Any + Send>>,
 }
 
 impl DeviceSink for VisitorSink<'_, '_> {
-    fn accept(&mut self, batch: RStr<'_>) -> bool {
+    fn accept(&mut self, stream: u64, batch: RStr<'_>) -> bool {
         let devices: Vec<Device> = match serde_json::from_str(batch.as_str()) {
             Ok(d) => d,
             Err(e) => {
@@ -389,13 +478,22 @@ impl DeviceSink for VisitorSink<'_, '_> {
                 return false;
             }
         };
-        {
-            let mut cache = self.batch.borrow_mut();
-            cache.clear();
-            cache.extend(devices.iter().map(|d| (d.resource_id, d.clone())));
-        }
-        let visit = &mut self.visit;
-        match catch_unwind(AssertUnwindSafe(|| devices.iter().for_each(|d| visit(d)))) {
+        let (visit, visiting) = (&mut self.visit, self.visiting);
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            for (index, d) in devices.iter().enumerate() {
+                visiting.set(Some(Visiting {
+                    device: d,
+                    stream,
+                    index: index as u32,
+                }));
+                visit(d);
+                // A nested `for_each_device` in `visit` has reset it; either way, nothing is
+                // being visited once `visit` returns.
+                visiting.set(None);
+            }
+        }));
+        visiting.set(None);
+        match result {
             Ok(()) => true,
             Err(payload) => {
                 self.panic = Some(payload);
@@ -420,22 +518,33 @@ impl FfiRecordSink<'_, '_> {
         }
         let json = to_json(&self.buffer);
         self.buffer.clear();
-        self.ffi.sync_push(self.handle, json.as_str().into()).into_result().map_err(|e| host_error_from_json(e.as_str()))
+        self.ffi
+            .sync_push(self.handle, json.as_str().into())
+            .into_result()
+            .map_err(|e| host_error_from_json(e.as_str()))
     }
 }
 
 impl RecordSink for FfiRecordSink<'_, '_> {
     fn push(&mut self, record: Record) -> Result<(), HostError> {
         self.buffer.push(record);
-        if self.buffer.len() >= RECORD_BATCH as usize { self.flush() } else { Ok(()) }
+        if self.buffer.len() >= RECORD_BATCH as usize {
+            self.flush()
+        } else {
+            Ok(())
+        }
     }
 
     fn finish(mut self: Box<Self>) -> Result<SyncStats, HostError> {
         self.flush()?;
         self.finished = true;
         match self.ffi.sync_finish(self.handle) {
-            ROk(json) => serde_json::from_str(json.as_str())
-                .map_err(|e| HostError::new("plugin-boundary", format!("cannot read the upload's result: {e}"))),
+            ROk(json) => serde_json::from_str(json.as_str()).map_err(|e| {
+                HostError::new(
+                    "plugin-boundary",
+                    format!("cannot read the upload's result: {e}"),
+                )
+            }),
             RErr(e) => Err(host_error_from_json(e.as_str())),
         }
     }
@@ -459,8 +568,16 @@ impl Host for HostAdapter<'_, '_> {
     }
 
     fn for_each_device(&self, visit: &mut dyn FnMut(&Device)) -> Result<(), HostError> {
-        let mut sink = VisitorSink { visit, batch: &self.batch, failure: None, panic: None };
-        let result = self.ffi.for_each_device(DEVICE_BATCH, DeviceSink_TO::from_ptr(RMut::new(&mut sink), TD_Opaque));
+        let mut sink = VisitorSink {
+            visit,
+            visiting: &self.visiting,
+            failure: None,
+            panic: None,
+        };
+        let result = self.ffi.for_each_device(
+            DEVICE_BATCH,
+            DeviceSink_TO::from_ptr(RMut::new(&mut sink), TD_Opaque),
+        );
         if let Some(payload) = sink.panic {
             // Back on the library's side of the boundary: `call` catches it.
             resume_unwind(payload);
@@ -468,11 +585,16 @@ impl Host for HostAdapter<'_, '_> {
         if let Some(message) = sink.failure {
             return Err(HostError::new("plugin-boundary", message));
         }
-        result.into_result().map_err(|e| host_error_from_json(e.as_str()))
+        result
+            .into_result()
+            .map_err(|e| host_error_from_json(e.as_str()))
     }
 
     fn collection(&self, id: &str) -> Option<CollectionInfo> {
-        self.ffi.collection(id.into()).into_option().and_then(|json| serde_json::from_str(json.as_str()).ok())
+        self.ffi
+            .collection(id.into())
+            .into_option()
+            .and_then(|json| serde_json::from_str(json.as_str()).ok())
     }
 
     fn is_member(&self, collection_id: &str, resource_id: i64) -> bool {
@@ -480,26 +602,52 @@ impl Host for HostAdapter<'_, '_> {
     }
 
     fn feature_options(&self, plugin_id: &str) -> Option<Options> {
-        self.ffi.feature_options(plugin_id.into()).into_option().and_then(|json| serde_json::from_str(json.as_str()).ok())
+        self.ffi
+            .feature_options(plugin_id.into())
+            .into_option()
+            .and_then(|json| serde_json::from_str(json.as_str()).ok())
     }
 
     fn is_uploaded(&self, device: &Device) -> bool {
-        let same_as_batch = self.batch.borrow().get(&device.resource_id).is_some_and(|d| d == device);
-        if same_as_batch {
-            match self.ffi.is_uploaded(device.resource_id, RStr::from_str("")) {
+        // The device being visited (the common case: a check counting uploaded devices) is
+        // named by its place in the host's batch; any other device crosses whole.
+        if let Some(v) = self
+            .visiting
+            .get()
+            .filter(|v| std::ptr::eq(v.device, device))
+        {
+            match self
+                .ffi
+                .is_uploaded(v.stream, v.index, device.resource_id, RStr::from_str(""))
+            {
                 0 => return false,
                 1 => return true,
                 _ => {}
             }
         }
-        self.ffi.is_uploaded(device.resource_id, to_json(device).as_str().into()) == 1
+        self.ffi
+            .is_uploaded(0, 0, device.resource_id, to_json(device).as_str().into())
+            == 1
     }
 
-    fn cloud(&self, method: Method, path: &str, body: Option<&serde_json::Value>) -> Result<serde_json::Value, HostError> {
+    fn cloud(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, HostError> {
         let body = body.map(to_json).unwrap_or_default();
-        match self.ffi.cloud(to_json(&method).as_str().into(), path.into(), body.as_str().into()) {
-            ROk(json) => serde_json::from_str(json.as_str())
-                .map_err(|e| HostError::new("plugin-boundary", format!("cannot read the cloud's answer: {e}"))),
+        match self.ffi.cloud(
+            to_json(&method).as_str().into(),
+            path.into(),
+            body.as_str().into(),
+        ) {
+            ROk(json) => serde_json::from_str(json.as_str()).map_err(|e| {
+                HostError::new(
+                    "plugin-boundary",
+                    format!("cannot read the cloud's answer: {e}"),
+                )
+            }),
             RErr(e) => Err(host_error_from_json(e.as_str())),
         }
     }
@@ -508,9 +656,21 @@ impl Host for HostAdapter<'_, '_> {
         serde_json::from_str(self.ffi.collections().as_str()).unwrap_or_default()
     }
 
-    fn open_sync(&self, channel: &str, mode: SyncMode) -> Result<Box<dyn RecordSink + '_>, HostError> {
-        match self.ffi.open_sync(channel.into(), to_json(&mode).as_str().into()) {
-            ROk(handle) => Ok(Box::new(FfiRecordSink { ffi: self.ffi, handle, buffer: Vec::new(), finished: false })),
+    fn open_sync(
+        &self,
+        channel: &str,
+        mode: SyncMode,
+    ) -> Result<Box<dyn RecordSink + '_>, HostError> {
+        match self
+            .ffi
+            .open_sync(channel.into(), to_json(&mode).as_str().into())
+        {
+            ROk(handle) => Ok(Box::new(FfiRecordSink {
+                ffi: self.ffi,
+                handle,
+                buffer: Vec::new(),
+                finished: false,
+            })),
             RErr(e) => Err(host_error_from_json(e.as_str())),
         }
     }
@@ -525,7 +685,11 @@ impl Host for HostAdapter<'_, '_> {
 
 /// The failed [`ApplyOutcome`] a host reports when a step could not run in the library.
 pub fn failed_step(plugin_id: &str, message: &str) -> ApplyOutcome {
-    ApplyOutcome { ok: false, findings: vec![failed_finding(plugin_id, message)], ..Default::default() }
+    ApplyOutcome {
+        ok: false,
+        findings: vec![failed_finding(plugin_id, message)],
+        ..Default::default()
+    }
 }
 
 /// The error [`Finding`] a host reports when a step could not run in the library.
@@ -551,7 +715,9 @@ macro_rules! export_plugin {
             fn plugin() -> &'static dyn $crate::Plugin {
                 static PLUGIN: ::std::sync::OnceLock<::std::boxed::Box<dyn $crate::Plugin>> =
                     ::std::sync::OnceLock::new();
-                PLUGIN.get_or_init(|| ::std::boxed::Box::new($ctor)).as_ref()
+                PLUGIN
+                    .get_or_init(|| ::std::boxed::Box::new($ctor))
+                    .as_ref()
             }
         }
 
@@ -559,7 +725,8 @@ macro_rules! export_plugin {
         #[doc(hidden)]
         #[allow(unsafe_code, non_upper_case_globals)]
         #[unsafe(no_mangle)]
-        pub static _1as_0lib_1header_0root_bmodule_bloader: $crate::dynamic::abi_stable::library::LibHeader =
+        pub static _1as_0lib_1header_0root_bmodule_bloader:
+            $crate::dynamic::abi_stable::library::LibHeader =
             $crate::dynamic::__lib_header::<__CloudattachExportedPlugin>();
     };
 }
@@ -568,6 +735,9 @@ macro_rules! export_plugin {
 mod tests {
     #[test]
     fn the_exported_header_has_the_name_abi_stable_looks_up() {
-        assert_eq!(abi_stable::library::ROOT_MODULE_LOADER_NAME, "_1as_0lib_1header_0root_bmodule_bloader");
+        assert_eq!(
+            abi_stable::library::ROOT_MODULE_LOADER_NAME,
+            "_1as_0lib_1header_0root_bmodule_bloader"
+        );
     }
 }

@@ -76,7 +76,11 @@ pub struct UnknownEnvironment(pub String);
 
 impl fmt::Display for UnknownEnvironment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "unknown environment {:?}: expected public, usgov or china", self.0)
+        write!(
+            f,
+            "unknown environment {:?}: expected public, usgov or china",
+            self.0
+        )
     }
 }
 

@@ -65,7 +65,10 @@ pub struct HostError {
 impl HostError {
     /// An error.
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        HostError { code: code.into(), message: message.into() }
+        HostError {
+            code: code.into(),
+            message: message.into(),
+        }
     }
     /// The error an offline host gives for cloud requests.
     pub fn offline() -> Self {
@@ -184,7 +187,11 @@ pub trait Host {
     /// batches, compresses and retries, and — in [`SyncMode::Delta`] — sends only the records
     /// that changed since the last acknowledged upload of this channel, plus deletions of the
     /// keys no longer pushed. Pushing from inside [`Host::for_each_device`] keeps memory flat.
-    fn open_sync(&self, channel: &str, mode: SyncMode) -> Result<Box<dyn RecordSink + '_>, HostError> {
+    fn open_sync(
+        &self,
+        channel: &str,
+        mode: SyncMode,
+    ) -> Result<Box<dyn RecordSink + '_>, HostError> {
         let _ = (channel, mode);
         Err(HostError::offline())
     }

@@ -19,13 +19,20 @@ pub mod testkit;
 pub mod version;
 
 pub use device::{Analytics, AppUsage, DefenderState, Detection, Device, JoinType};
-pub use diag::{ApplyOutcome, CheckReport, CheckStatus, Finding, PlanAction, PlanDecision, Severity, StatusReport};
+pub use diag::{
+    ApplyOutcome, CheckReport, CheckStatus, Finding, PlanAction, PlanDecision, Severity,
+    StatusReport,
+};
 pub use environment::Environment;
 pub use host::{
-    CollectionInfo, ConnectionPoint, Host, HostError, Method, Record, RecordSink, SiteInfo, SyncMode, SyncStats,
+    CollectionInfo, ConnectionPoint, Host, HostError, Method, Record, RecordSink, SiteInfo,
+    SyncMode, SyncStats,
 };
 pub use manifest::{Manifest, OptionKind, OptionSpec, Options, is_collection_id};
-pub use plugin::{Plugin, PluginRegistration, ValidateContext, feature_status, put_feature, registered_plugins};
+pub use plugin::{
+    Plugin, PluginRegistration, ValidateContext, feature_status, put_feature, registered_plugins,
+    settings_action, upload_from_devices,
+};
 pub use version::{DottedVersion, SiteVersion};
 
 #[doc(hidden)]

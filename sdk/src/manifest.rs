@@ -133,7 +133,10 @@ impl Manifest {
                     }
                     Err(expected) => errors.push(Finding::error(
                         "invalid-option",
-                        format!("[features.{}] {key} = {value}: expected {expected}", self.id),
+                        format!(
+                            "[features.{}] {key} = {value}: expected {expected}",
+                            self.id
+                        ),
                     )),
                 },
             }
@@ -143,7 +146,11 @@ impl Manifest {
                 out.insert(spec.key.clone(), d.clone());
             }
         }
-        if errors.is_empty() { Ok(out) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(errors)
+        }
     }
 }
 
@@ -181,15 +188,19 @@ impl OptionKind {
             (OptionKind::String, _) => Err("a string".into()),
             (OptionKind::Integer, _) => Err("a non-negative integer".into()),
             (OptionKind::Choice(c), _) => Err(format!("one of {}", quote_list(c))),
-            (OptionKind::ChoiceOrCollection(c), _) => {
-                Err(format!("{} or a collection id such as \"PS100012\"", quote_list(c)))
-            }
+            (OptionKind::ChoiceOrCollection(c), _) => Err(format!(
+                "{} or a collection id such as \"PS100012\"",
+                quote_list(c)
+            )),
         }
     }
 }
 
 fn quote_list(c: &[String]) -> String {
-    c.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")
+    c.iter()
+        .map(|s| format!("\"{s}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A collection id: a 3-character site code followed by 5 hexadecimal digits (e.g. "PS100012",
@@ -235,7 +246,12 @@ impl OptionSpec {
         }
     }
     /// A choice among fixed strings, or a collection id.
-    pub fn choice_or_collection(key: &str, choices: &[&str], default: Option<&str>, description: &str) -> Self {
+    pub fn choice_or_collection(
+        key: &str,
+        choices: &[&str],
+        default: Option<&str>,
+        description: &str,
+    ) -> Self {
         OptionSpec {
             key: key.into(),
             kind: OptionKind::ChoiceOrCollection(choices.iter().map(|s| s.to_string()).collect()),
@@ -245,7 +261,12 @@ impl OptionSpec {
     }
     /// A free string, optional.
     pub fn string(key: &str, description: &str) -> Self {
-        OptionSpec { key: key.into(), kind: OptionKind::String, default: None, description: description.into() }
+        OptionSpec {
+            key: key.into(),
+            kind: OptionKind::String,
+            default: None,
+            description: description.into(),
+        }
     }
     /// A non-negative integer with a default.
     pub fn integer(key: &str, default: u64, description: &str) -> Self {

@@ -2,7 +2,7 @@
 
 use crate::diag::{ApplyOutcome, CheckReport, Finding, PlanAction, PlanDecision, StatusReport};
 use crate::environment::Environment;
-use crate::host::{Host, HostError, Method, SyncMode, SyncStats};
+use crate::host::{Host, HostError, Method, Record, SyncMode, SyncStats};
 use crate::manifest::{Manifest, Options};
 use crate::version::SiteVersion;
 
@@ -67,12 +67,7 @@ pub trait Plugin: Send + Sync {
         applied: Option<&serde_json::Value>,
     ) -> PlanDecision {
         let _ = host;
-        let wanted = self.settings(options);
-        match applied {
-            None => PlanDecision::new(PlanAction::Enable),
-            Some(prev) if *prev == wanted => PlanDecision::new(PlanAction::Noop),
-            Some(_) => PlanDecision::new(PlanAction::Update),
-        }
+        PlanDecision::new(settings_action(&self.settings(options), applied))
     }
 
     /// Turns the feature on (or updates it) in the cloud and performs its first upload.
@@ -103,17 +98,72 @@ pub trait Plugin: Send + Sync {
 
     /// Turns the feature off in the cloud.
     fn disable(&self, host: &dyn Host) -> ApplyOutcome {
-        match host.cloud(Method::Delete, &format!("features/{}", self.manifest().id), None) {
+        match host.cloud(
+            Method::Delete,
+            &format!("features/{}", self.manifest().id),
+            None,
+        ) {
             Ok(_) => ApplyOutcome::ok(),
             Err(e) => ApplyOutcome::failed(e.code, e.message),
         }
     }
 }
 
+/// The action that takes a feature from the settings last applied (`None`: never) to `wanted`:
+/// enable, update or noop. The default [`Plugin::plan`] is this; a plugin that overrides `plan`
+/// to add a detail calls it too.
+///
+/// ```
+/// use cloudattach_sdk::{settings_action, PlanAction};
+/// let wanted = serde_json::json!({"upload": "all"});
+/// assert_eq!(settings_action(&wanted, None), PlanAction::Enable);
+/// assert_eq!(settings_action(&wanted, Some(&wanted)), PlanAction::Noop);
+/// assert_eq!(settings_action(&wanted, Some(&serde_json::json!({}))), PlanAction::Update);
+/// ```
+pub fn settings_action(
+    wanted: &serde_json::Value,
+    applied: Option<&serde_json::Value>,
+) -> PlanAction {
+    match applied {
+        None => PlanAction::Enable,
+        Some(prev) if prev == wanted => PlanAction::Noop,
+        Some(_) => PlanAction::Update,
+    }
+}
+
+/// Streams the records `produce` makes from the site's devices into an upload channel, so memory
+/// stays flat however large the site is: [`Host::open_sync`], a push per record from inside
+/// [`Host::for_each_device`], then [`RecordSink::finish`](crate::RecordSink::finish). The first failed push ends the upload.
+pub fn upload_from_devices(
+    host: &dyn Host,
+    channel: &str,
+    mode: SyncMode,
+    produce: &mut dyn FnMut(&crate::Device) -> Option<Record>,
+) -> Result<SyncStats, HostError> {
+    let mut sink = host.open_sync(channel, mode)?;
+    let mut failed: Option<HostError> = None;
+    host.for_each_device(&mut |d| {
+        if failed.is_none()
+            && let Some(record) = produce(d)
+        {
+            failed = sink.push(record).err();
+        }
+    })?;
+    match failed {
+        Some(e) => Err(e),
+        None => sink.finish(),
+    }
+}
+
 /// Enables or updates a feature's settings in the cloud (idempotent).
-pub fn put_feature(host: &dyn Host, id: &str, settings: &serde_json::Value) -> Result<(), HostError> {
+pub fn put_feature(
+    host: &dyn Host,
+    id: &str,
+    settings: &serde_json::Value,
+) -> Result<(), HostError> {
     let body = serde_json::json!({ "settings": settings });
-    host.cloud(Method::Put, &format!("features/{id}"), Some(&body)).map(|_| ())
+    host.cloud(Method::Put, &format!("features/{id}"), Some(&body))
+        .map(|_| ())
 }
 
 /// Reads one feature's status from the cloud's hierarchy status.
@@ -122,15 +172,28 @@ pub fn feature_status(host: &dyn Host, id: &str) -> Result<StatusReport, HostErr
     let entry = all
         .get("plugins")
         .and_then(|p| p.as_array())
-        .and_then(|list| list.iter().find(|p| p.get("id").and_then(|v| v.as_str()) == Some(id)));
+        .and_then(|list| {
+            list.iter()
+                .find(|p| p.get("id").and_then(|v| v.as_str()) == Some(id))
+        });
     let Some(entry) = entry else {
         return Ok(StatusReport::default());
     };
     let mut report = StatusReport {
-        enabled: entry.get("enabled").and_then(|v| v.as_bool()).unwrap_or(false),
-        counts: entry.get("counts").and_then(|v| v.as_object()).cloned().unwrap_or_default(),
+        enabled: entry
+            .get("enabled")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false),
+        counts: entry
+            .get("counts")
+            .and_then(|v| v.as_object())
+            .cloned()
+            .unwrap_or_default(),
         extra: Default::default(),
-        last_sync: entry.get("last_sync").and_then(|v| v.as_str()).map(String::from),
+        last_sync: entry
+            .get("last_sync")
+            .and_then(|v| v.as_str())
+            .map(String::from),
     };
     if let Some(obj) = entry.as_object() {
         for (k, v) in obj {
@@ -152,7 +215,9 @@ inventory::collect!(PluginRegistration);
 
 /// Every plugin registered statically in this binary, in no particular order.
 pub fn registered_plugins() -> impl Iterator<Item = Box<dyn Plugin>> {
-    inventory::iter::<PluginRegistration>.into_iter().map(|r| (r.create)())
+    inventory::iter::<PluginRegistration>
+        .into_iter()
+        .map(|r| (r.create)())
 }
 
 /// Registers a plugin statically.

@@ -96,7 +96,10 @@ impl DottedVersion {
         for (slot, v) in parts.iter_mut().zip(p) {
             *slot = *v;
         }
-        DottedVersion { parts, len: p.len().min(4) as u8 }
+        DottedVersion {
+            parts,
+            len: p.len().min(4) as u8,
+        }
     }
 
     /// The numeric parts as written.

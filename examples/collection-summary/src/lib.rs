@@ -11,9 +11,9 @@
 //! SDK's in-memory test host.
 
 use cloudattach_sdk::{
-    ApplyOutcome, CheckReport, CollectionInfo, ConnectionPoint, Device, Environment, Finding, Host, HostError, Manifest,
-    Method, OptionSpec, Options, PlanAction, PlanDecision, Plugin, Record, StatusReport, SyncMode, SyncStats,
-    ValidateContext, feature_status, put_feature, thousands,
+    ApplyOutcome, CheckReport, CollectionInfo, ConnectionPoint, Device, Environment, Finding, Host,
+    HostError, Manifest, Method, OptionSpec, Options, PlanAction, PlanDecision, Plugin, Record,
+    StatusReport, SyncMode, SyncStats, ValidateContext, feature_status, put_feature, thousands,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -46,7 +46,14 @@ pub struct Summary {
 
 impl Summary {
     fn new(c: &CollectionInfo) -> Self {
-        Summary { collection_id: c.id.clone(), name: c.name.clone(), devices: 0, clients: 0, uploaded: 0, os: BTreeMap::new() }
+        Summary {
+            collection_id: c.id.clone(),
+            name: c.name.clone(),
+            devices: 0,
+            clients: 0,
+            uploaded: 0,
+            os: BTreeMap::new(),
+        }
     }
 
     /// The record the cloud stores.
@@ -108,7 +115,10 @@ impl SummaryOptions {
     /// From resolved options (the manifest's defaults fill in what is absent).
     pub fn from_options(o: &Options) -> Self {
         SummaryOptions {
-            include_empty: o.get("include_empty").and_then(Value::as_bool).unwrap_or(false),
+            include_empty: o
+                .get("include_empty")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
             max_os_entries: o.get("max_os_entries").and_then(Value::as_u64).unwrap_or(5),
         }
     }
@@ -120,7 +130,10 @@ pub fn summarize(host: &dyn Host, options: &SummaryOptions) -> Result<Vec<Summar
     host.for_each_device(&mut |d| {
         let family = os_family(d);
         let uploaded = host.is_uploaded(d);
-        for s in summaries.iter_mut().filter(|s| host.is_member(&s.collection_id, d.resource_id)) {
+        for s in summaries
+            .iter_mut()
+            .filter(|s| host.is_member(&s.collection_id, d.resource_id))
+        {
             s.devices += 1;
             s.clients += u64::from(d.client);
             s.uploaded += u64::from(uploaded);
@@ -145,7 +158,12 @@ pub struct CollectionSummary;
 cloudattach_sdk::export_plugin!(CollectionSummary);
 
 impl CollectionSummary {
-    fn upload(&self, host: &dyn Host, options: &Options, mode: SyncMode) -> Result<SyncStats, HostError> {
+    fn upload(
+        &self,
+        host: &dyn Host,
+        options: &Options,
+        mode: SyncMode,
+    ) -> Result<SyncStats, HostError> {
         let summaries = summarize(host, &SummaryOptions::from_options(options))?;
         let mut sink = host.open_sync(CHANNEL, mode)?;
         for s in &summaries {
@@ -158,11 +176,17 @@ impl CollectionSummary {
 impl Plugin for CollectionSummary {
     fn manifest(&self) -> Manifest {
         Manifest::new(ID, "Collection summary", env!("CARGO_PKG_VERSION"))
-            .description("Uploads per-collection device counts and OS mix to the tenant's extension channel")
+            .description(
+                "Uploads per-collection device counts and OS mix to the tenant's extension channel",
+            )
             .depends_on(&["tenant-attach"])
             // Device data cannot be uploaded to Azure China Cloud, so neither can summaries of it.
             .environments(&[Environment::Public, Environment::Usgov])
-            .option(OptionSpec::boolean("include_empty", false, "Also report collections with no members"))
+            .option(OptionSpec::boolean(
+                "include_empty",
+                false,
+                "Also report collections with no members",
+            ))
             .option(OptionSpec::integer(
                 "max_os_entries",
                 5,
@@ -175,7 +199,10 @@ impl Plugin for CollectionSummary {
         if o.max_os_entries == 0 || o.max_os_entries > 50 {
             return vec![Finding::error(
                 "max-os-entries",
-                format!("max_os_entries = {}: use a number from 1 to 50", o.max_os_entries),
+                format!(
+                    "max_os_entries = {}: use a number from 1 to 50",
+                    o.max_os_entries
+                ),
             )];
         }
         vec![]
@@ -207,12 +234,21 @@ impl Plugin for CollectionSummary {
                         "the site has no collections with members besides All Systems: the summary holds one entry",
                     ));
                 }
-                let uploaded: u64 = summaries.iter().find(|s| s.collection_id == "SMS00001").map_or(0, |s| s.uploaded);
+                let uploaded: u64 = summaries
+                    .iter()
+                    .find(|s| s.collection_id == "SMS00001")
+                    .map_or(0, |s| s.uploaded);
                 report.push(Finding::info(
                     "collections",
-                    format!("{} collections to summarize; {} devices uploaded", summaries.len(), thousands(uploaded)),
+                    format!(
+                        "{} collections to summarize; {} devices uploaded",
+                        summaries.len(),
+                        thousands(uploaded)
+                    ),
                 ));
-                report.data.insert("collections".into(), Value::from(summaries.len()));
+                report
+                    .data
+                    .insert("collections".into(), Value::from(summaries.len()));
             }
             Err(e) => {
                 report.push(Finding::error("inventory", e.message));
@@ -228,8 +264,12 @@ impl Plugin for CollectionSummary {
             Some(prev) if *prev == wanted => PlanAction::Noop,
             Some(_) => PlanAction::Update,
         };
-        let collections = summarize(host, &SummaryOptions::from_options(options)).map(|s| s.len()).unwrap_or(0);
-        PlanDecision::new(action).with_detail(format!("upload summaries of {collections} collections to {CHANNEL}"))
+        let collections = summarize(host, &SummaryOptions::from_options(options))
+            .map(|s| s.len())
+            .unwrap_or(0);
+        PlanDecision::new(action).with_detail(format!(
+            "upload summaries of {collections} collections to {CHANNEL}"
+        ))
     }
 
     fn apply(&self, host: &dyn Host, options: &Options) -> ApplyOutcome {
@@ -237,25 +277,39 @@ impl Plugin for CollectionSummary {
             return ApplyOutcome::failed(e.code, e.message);
         }
         let mut outcome = ApplyOutcome::ok();
-        outcome.findings.push(Finding::info("enabled", "collection summary enabled in the tenant"));
+        outcome.findings.push(Finding::info(
+            "enabled",
+            "collection summary enabled in the tenant",
+        ));
         match self.upload(host, options, SyncMode::Delta) {
             Ok(stats) => {
                 outcome.findings.push(Finding::info(
                     "uploaded",
-                    format!("uploaded summaries of {} collections ({} changed)", stats.total, stats.sent),
+                    format!(
+                        "uploaded summaries of {} collections ({} changed)",
+                        stats.total, stats.sent
+                    ),
                 ));
                 outcome.count("collections_uploaded", stats.total)
             }
             Err(e) => {
                 // The feature is on; the next `sync` retries the upload.
                 outcome.ok = false;
-                outcome.findings.push(Finding::error(e.code, format!("the upload failed: {}", e.message)));
+                outcome.findings.push(Finding::error(
+                    e.code,
+                    format!("the upload failed: {}", e.message),
+                ));
                 outcome
             }
         }
     }
 
-    fn sync(&self, host: &dyn Host, options: &Options, mode: SyncMode) -> Result<Option<SyncStats>, HostError> {
+    fn sync(
+        &self,
+        host: &dyn Host,
+        options: &Options,
+        mode: SyncMode,
+    ) -> Result<Option<SyncStats>, HostError> {
         self.upload(host, options, mode).map(Some)
     }
 
@@ -263,8 +317,13 @@ impl Plugin for CollectionSummary {
         let mut report = feature_status(host, ID)?;
         // What the cloud holds, not what was sent.
         let records = host.cloud(Method::Get, &format!("ext/{ID}/records"), None)?;
-        let count = records.get("@odata.count").and_then(Value::as_u64).unwrap_or(0);
-        report.counts.insert("collections_reported".into(), Value::from(count));
+        let count = records
+            .get("@odata.count")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        report
+            .counts
+            .insert("collections_reported".into(), Value::from(count));
         Ok(report)
     }
 }

@@ -1,10 +1,12 @@
 //! The plugin against the SDK's in-memory host: no cloud, no site on disk, a plain `cargo test`.
 
-use cloudattach_example_collection_summary::{CHANNEL, CollectionSummary, ID, OTHER_OS, SummaryOptions, summarize};
+use cloudattach_example_collection_summary::{
+    CHANNEL, CollectionSummary, ID, OTHER_OS, SummaryOptions, summarize,
+};
 use cloudattach_sdk::testkit::{MemoryHost, device, options};
 use cloudattach_sdk::{
-    CheckStatus, ConnectionPoint, Device, Environment, Manifest, PlanAction, Plugin, SiteInfo, SiteVersion, SyncMode,
-    ValidateContext,
+    CheckStatus, ConnectionPoint, Device, Environment, Manifest, PlanAction, Plugin, SiteInfo,
+    SiteVersion, SyncMode, ValidateContext,
 };
 use serde_json::json;
 
@@ -15,7 +17,10 @@ fn host_with(site: SiteInfo) -> MemoryHost {
         .with_devices([
             device(1),
             device(2),
-            Device { os_build: "10.0.22631".into(), ..device(3) },
+            Device {
+                os_build: "10.0.22631".into(),
+                ..device(3)
+            },
             Device {
                 os: "Microsoft Windows NT Server 10.0".into(),
                 client: false,
@@ -33,7 +38,10 @@ fn host() -> MemoryHost {
 }
 
 fn defaults() -> cloudattach_sdk::Options {
-    CollectionSummary.manifest().resolve_options(&Default::default()).unwrap()
+    CollectionSummary
+        .manifest()
+        .resolve_options(&Default::default())
+        .unwrap()
 }
 
 #[test]
@@ -43,37 +51,81 @@ fn the_manifest_declares_what_the_core_enforces() {
     assert_eq!(m.depends_on, ["tenant-attach"]);
     assert_eq!(m.environments, [Environment::Public, Environment::Usgov]);
     assert_eq!(m.min_site_version, SiteVersion(2111));
-    assert_eq!(defaults(), options(json!({ "include_empty": false, "max_os_entries": 5 })));
-    let unknown = m.resolve_options(&options(json!({ "colour": "blue" }))).unwrap_err();
-    assert!(unknown[0].message.contains("unknown key `colour`"), "{unknown:?}");
+    assert_eq!(
+        defaults(),
+        options(json!({ "include_empty": false, "max_os_entries": 5 }))
+    );
+    let unknown = m
+        .resolve_options(&options(json!({ "colour": "blue" })))
+        .unwrap_err();
+    assert!(
+        unknown[0].message.contains("unknown key `colour`"),
+        "{unknown:?}"
+    );
 }
 
 #[test]
 fn validate_is_pure_and_checks_the_range() {
-    let ctx = ValidateContext { environment: Environment::Public, site_version: SiteVersion(2303), default_settings: false };
+    let ctx = ValidateContext {
+        environment: Environment::Public,
+        site_version: SiteVersion(2303),
+        default_settings: false,
+    };
     for (n, ok) in [(0, false), (1, true), (5, true), (50, true), (51, false)] {
         let findings = CollectionSummary.validate(&options(json!({ "max_os_entries": n })), &ctx);
-        assert_eq!(findings.is_empty(), ok, "max_os_entries = {n}: {findings:?}");
+        assert_eq!(
+            findings.is_empty(),
+            ok,
+            "max_os_entries = {n}: {findings:?}"
+        );
     }
 }
 
 #[test]
 fn summaries_count_members_clients_uploads_and_os_mix() {
-    let all = summarize(&host(), &SummaryOptions { include_empty: false, max_os_entries: 5 }).unwrap();
+    let all = summarize(
+        &host(),
+        &SummaryOptions {
+            include_empty: false,
+            max_os_entries: 5,
+        },
+    )
+    .unwrap();
     let ids: Vec<&str> = all.iter().map(|s| s.collection_id.as_str()).collect();
-    assert_eq!(ids, ["PS100010", "SMS00001"], "the empty collection is left out");
+    assert_eq!(
+        ids,
+        ["PS100010", "SMS00001"],
+        "the empty collection is left out"
+    );
     let everything = &all[1];
-    assert_eq!((everything.devices, everything.clients, everything.uploaded), (4, 3, 3));
+    assert_eq!(
+        (everything.devices, everything.clients, everything.uploaded),
+        (4, 3, 3)
+    );
     assert_eq!(everything.os["Windows 10"], 2);
     assert_eq!(everything.os["Windows 11"], 1);
     assert_eq!(everything.os["Windows Server"], 1);
     let pilot = &all[0];
     assert_eq!((pilot.devices, pilot.clients), (2, 2));
 
-    let with_empty = summarize(&host(), &SummaryOptions { include_empty: true, max_os_entries: 5 }).unwrap();
+    let with_empty = summarize(
+        &host(),
+        &SummaryOptions {
+            include_empty: true,
+            max_os_entries: 5,
+        },
+    )
+    .unwrap();
     assert_eq!(with_empty.len(), 3);
 
-    let capped = summarize(&host(), &SummaryOptions { include_empty: false, max_os_entries: 2 }).unwrap();
+    let capped = summarize(
+        &host(),
+        &SummaryOptions {
+            include_empty: false,
+            max_os_entries: 2,
+        },
+    )
+    .unwrap();
     let os = &capped[1].os;
     assert_eq!(os.len(), 2, "{os:?}");
     assert_eq!(os["Windows 10"], 2);
@@ -86,10 +138,18 @@ fn check_passes_on_a_healthy_site_and_fails_without_the_connection_point() {
     assert_eq!(report.status(), CheckStatus::Pass, "{report:?}");
     assert_eq!(report.data["collections"], 2);
 
-    let offline = SiteInfo { service_connection_point: ConnectionPoint::Offline, ..MemoryHost::sample_site() };
+    let offline = SiteInfo {
+        service_connection_point: ConnectionPoint::Offline,
+        ..MemoryHost::sample_site()
+    };
     let report = CollectionSummary.check(&host_with(offline), &defaults());
     assert_eq!(report.status(), CheckStatus::Fail);
-    assert!(report.findings.iter().any(|f| f.code == "service-connection-point"));
+    assert!(
+        report
+            .findings
+            .iter()
+            .any(|f| f.code == "service-connection-point")
+    );
 }
 
 #[test]
@@ -97,12 +157,28 @@ fn plan_enables_then_does_nothing_until_the_settings_change() {
     let host = host();
     let first = CollectionSummary.plan(&host, &defaults(), None);
     assert_eq!(first.action, PlanAction::Enable);
-    assert_eq!(first.detail.as_deref(), Some("upload summaries of 2 collections to ext/collection-summary"));
+    assert_eq!(
+        first.detail.as_deref(),
+        Some("upload summaries of 2 collections to ext/collection-summary")
+    );
     let applied = CollectionSummary.settings(&defaults());
-    assert_eq!(CollectionSummary.plan(&host, &defaults(), Some(&applied)).action, PlanAction::Noop);
+    assert_eq!(
+        CollectionSummary
+            .plan(&host, &defaults(), Some(&applied))
+            .action,
+        PlanAction::Noop
+    );
     let changed = options(json!({ "include_empty": true, "max_os_entries": 5 }));
-    assert_eq!(CollectionSummary.plan(&host, &changed, Some(&applied)).action, PlanAction::Update);
-    assert!(host.cloud_calls().is_empty() && host.sync_calls().is_empty(), "plan has no side effects");
+    assert_eq!(
+        CollectionSummary
+            .plan(&host, &changed, Some(&applied))
+            .action,
+        PlanAction::Update
+    );
+    assert!(
+        host.cloud_calls().is_empty() && host.sync_calls().is_empty(),
+        "plan has no side effects"
+    );
 }
 
 #[test]
@@ -111,22 +187,42 @@ fn apply_enables_the_feature_and_uploads_one_record_per_collection() {
     let outcome = CollectionSummary.apply(&host, &defaults());
     assert!(outcome.ok, "{outcome:?}");
     assert_eq!(outcome.counts["collections_uploaded"], 2);
-    assert_eq!(host.feature_settings(ID), Some(json!({ "include_empty": false, "max_os_entries": 5 })));
+    assert_eq!(
+        host.feature_settings(ID),
+        Some(json!({ "include_empty": false, "max_os_entries": 5 }))
+    );
     let records = host.channel(CHANNEL);
     assert_eq!(records["SMS00001"]["devices"], 4);
-    assert_eq!(records["PS100010"]["os"], json!({ "Windows 10": 1, "Windows 11": 1 }));
+    assert_eq!(
+        records["PS100010"]["os"],
+        json!({ "Windows 10": 1, "Windows 11": 1 })
+    );
 
     // Nothing changed: a delta sync sends nothing.
-    let again = CollectionSummary.sync(&host, &defaults(), SyncMode::Delta).unwrap().unwrap();
+    let again = CollectionSummary
+        .sync(&host, &defaults(), SyncMode::Delta)
+        .unwrap()
+        .unwrap();
     assert_eq!(again.sent, 0);
 }
 
 #[test]
 fn apply_reports_a_failure_with_its_reason() {
-    let host = host().with_cloud().with_cloud_error(cloudattach_sdk::HostError::new("http-503", "the cloud is down"));
+    let host = host()
+        .with_cloud()
+        .with_cloud_error(cloudattach_sdk::HostError::new(
+            "http-503",
+            "the cloud is down",
+        ));
     let outcome = CollectionSummary.apply(&host, &defaults());
     assert!(!outcome.ok);
-    assert!(outcome.findings.iter().any(|f| f.message.contains("the cloud is down")), "{outcome:?}");
+    assert!(
+        outcome
+            .findings
+            .iter()
+            .any(|f| f.message.contains("the cloud is down")),
+        "{outcome:?}"
+    );
 }
 
 #[test]

@@ -9,8 +9,9 @@
 use cloudattach_sdk::version::client;
 use cloudattach_sdk::{
     ApplyOutcome, CheckReport, Device, Environment, Finding, Host, HostError, JoinType, Manifest,
-    OptionSpec, Options, PlanAction, PlanDecision, Plugin, Record, SiteVersion, SyncMode,
-    SyncStats, ValidateContext, is_collection_id, put_feature, thousands,
+    OptionSpec, Options, PlanDecision, Plugin, Record, SiteVersion, SyncMode, SyncStats,
+    ValidateContext, is_collection_id, put_feature, settings_action, thousands,
+    upload_from_devices,
 };
 use serde_json::{Value, json};
 
@@ -299,19 +300,7 @@ fn stream(
     mode: SyncMode,
     mut produce: impl FnMut(&Device) -> Option<Record>,
 ) -> Result<SyncStats, HostError> {
-    let mut sink = host.open_sync(CHANNEL, mode)?;
-    let mut failed = None;
-    host.for_each_device(&mut |d| {
-        if failed.is_none()
-            && let Some(record) = produce(d)
-        {
-            failed = sink.push(record).err();
-        }
-    })?;
-    match failed {
-        Some(e) => Err(e),
-        None => sink.finish(),
-    }
+    upload_from_devices(host, CHANNEL, mode, &mut produce)
 }
 
 impl Plugin for CoManagement {
@@ -485,11 +474,7 @@ impl Plugin for CoManagement {
 
     fn plan(&self, host: &dyn Host, options: &Options, applied: Option<&Value>) -> PlanDecision {
         let wanted = self.settings(options);
-        let decision = match applied {
-            None => PlanDecision::new(PlanAction::Enable),
-            Some(prev) if *prev == wanted => PlanDecision::new(PlanAction::Noop),
-            Some(_) => PlanDecision::new(PlanAction::Update),
-        };
+        let decision = PlanDecision::new(settings_action(&wanted, applied));
         let enrollment = Enrollment::from_options(options);
         let pilot = pilot_collection(options).filter(|id| host.collection(id).is_some());
         match EligibilitySummary::collect(host, pilot) {

@@ -9,7 +9,7 @@
 
 use cloudattach_sdk::{
     ApplyOutcome, CheckReport, Environment, Finding, Host, Manifest, Method, OptionSpec, Options,
-    PlanAction, PlanDecision, Plugin, SiteVersion, put_feature,
+    PlanDecision, Plugin, SiteVersion, put_feature, settings_action,
 };
 use serde_json::{Value, json};
 
@@ -113,11 +113,7 @@ impl Plugin for RbacAuthority {
 
     fn plan(&self, _host: &dyn Host, options: &Options, applied: Option<&Value>) -> PlanDecision {
         let wanted = self.settings(options);
-        let decision = match applied {
-            None => PlanDecision::new(PlanAction::Enable),
-            Some(prev) if *prev == wanted => PlanDecision::new(PlanAction::Noop),
-            Some(_) => PlanDecision::new(PlanAction::Update),
-        };
+        let decision = PlanDecision::new(settings_action(&wanted, applied));
         decision.with_detail(if enforce_configmgr_rbac(options) {
             "enforce Configuration Manager RBAC with Intune RBAC"
         } else {

@@ -8,8 +8,8 @@
 
 use cloudattach_sdk::{
     ApplyOutcome, CheckReport, CollectionInfo, ConnectionPoint, Device, Environment, Finding, Host,
-    HostError, Manifest, OptionSpec, Options, PlanAction, PlanDecision, Plugin, Record,
-    SiteVersion, SyncMode, SyncStats, put_feature, thousands,
+    HostError, Manifest, OptionSpec, Options, PlanDecision, Plugin, Record, SiteVersion, SyncMode,
+    SyncStats, put_feature, settings_action, thousands, upload_from_devices,
 };
 use serde_json::{Value, json};
 
@@ -241,11 +241,7 @@ impl Plugin for TenantAttach {
 
     fn plan(&self, host: &dyn Host, options: &Options, applied: Option<&Value>) -> PlanDecision {
         let wanted = self.settings(options);
-        let decision = match applied {
-            None => PlanDecision::new(PlanAction::Enable),
-            Some(prev) if *prev == wanted => PlanDecision::new(PlanAction::Noop),
-            Some(_) => PlanDecision::new(PlanAction::Update),
-        };
+        let decision = PlanDecision::new(settings_action(&wanted, applied));
         match ScopeCounts::collect(host) {
             Ok(c) => decision.with_detail(format!("upload {} devices", thousands(c.in_scope))),
             Err(_) => decision,
@@ -307,17 +303,5 @@ fn stream(
     mode: SyncMode,
     mut produce: impl FnMut(&Device) -> Option<Record>,
 ) -> Result<SyncStats, HostError> {
-    let mut sink = host.open_sync(CHANNEL, mode)?;
-    let mut failed = None;
-    host.for_each_device(&mut |d| {
-        if failed.is_none()
-            && let Some(record) = produce(d)
-        {
-            failed = sink.push(record).err();
-        }
-    })?;
-    match failed {
-        Some(e) => Err(e),
-        None => sink.finish(),
-    }
+    upload_from_devices(host, CHANNEL, mode, &mut produce)
 }

@@ -21,7 +21,8 @@ impl RootModule for SkewedModuleRef {
     declare_root_module_statics! {SkewedModuleRef}
     const BASE_NAME: &'static str = "cloudattach_plugin";
     const NAME: &'static str = "cloudattach_plugin";
-    const VERSION_STRINGS: VersionStrings = VersionStrings::new(cloudattach_sdk::dynamic::SDK_VERSION);
+    const VERSION_STRINGS: VersionStrings =
+        VersionStrings::new(cloudattach_sdk::dynamic::SDK_VERSION);
 }
 
 extern "C" fn manifest() -> u64 {

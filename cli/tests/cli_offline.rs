@@ -1,0 +1,1455 @@
+//! End-to-end tests of the commands that need no cloud: `plugins list`, `check`, `plan` and
+//! `site generate` (SPEC.md §2–3). Every test runs the real binary in its own temporary
+//! directory and asserts what a user or a script would see: exit codes, stdout documents,
+//! stderr messages, and the files left behind.
+//!
+//! Co-management eligibility is recomputed here from `devices.jsonl` with an independent
+//! implementation of SPEC.md §2's rules ([`classify`]), never with the product's code.
+
+use serde_json::Value;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use tempfile::TempDir;
+
+// ---------------------------------------------------------------------------------------------
+// Running the binary
+// ---------------------------------------------------------------------------------------------
+
+/// What one run of the binary did.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// The whole of stdout as exactly one JSON document (trailing text is an error).
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not one JSON document ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code, code,
+            "exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    fn stderr_has(&self, needles: &[&str]) -> &Self {
+        for n in needles {
+            assert!(
+                self.stderr.contains(n),
+                "stderr lacks {n:?}:\n{}",
+                self.stderr
+            );
+        }
+        self
+    }
+}
+
+/// The binary, run in `cwd`, with no colour or log settings inherited from the caller.
+fn cli(cwd: &Path) -> assert_cmd::Command {
+    let mut cmd = assert_cmd::cargo::cargo_bin_cmd!("cloudattach");
+    cmd.current_dir(cwd)
+        .env_remove("NO_COLOR")
+        .env_remove("CLOUDATTACH_LOG")
+        .env_remove("RUST_LOG")
+        .timeout(std::time::Duration::from_secs(60));
+    cmd
+}
+
+fn run_cmd(mut cmd: assert_cmd::Command, args: &[&str]) -> Run {
+    let out = cmd.args(args).output().expect("run cloudattach");
+    Run {
+        code: out.status.code().expect("exited, not killed"),
+        stdout: String::from_utf8(out.stdout).expect("utf-8 stdout"),
+        stderr: String::from_utf8(out.stderr).expect("utf-8 stderr"),
+    }
+}
+
+fn run(cwd: &Path, args: &[&str]) -> Run {
+    run_cmd(cli(cwd), args)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sites and configurations
+// ---------------------------------------------------------------------------------------------
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// A copy of a fixture site in `dir/site`, so a test may edit it.
+fn copy_fixture(name: &str, dir: &Path) -> PathBuf {
+    let to = dir.join("site");
+    fs::create_dir_all(&to).unwrap();
+    for entry in fs::read_dir(fixture(name)).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+    to
+}
+
+/// `site generate --devices 300 --seed 7 --out dir/site`, then `version` set in site.toml.
+fn generated_site(dir: &Path, version: &str) -> PathBuf {
+    let r = run(
+        dir,
+        &[
+            "site",
+            "generate",
+            "--devices",
+            "300",
+            "--seed",
+            "7",
+            "--out",
+            "site",
+        ],
+    );
+    r.expect_code(0);
+    let site = dir.join("site");
+    set_site_key(&site, "version", &format!("\"{version}\""));
+    site
+}
+
+/// Replaces `key = ...` in site.toml.
+fn set_site_key(site: &Path, key: &str, value: &str) {
+    let path = site.join("site.toml");
+    let text = fs::read_to_string(&path).unwrap();
+    let mut found = false;
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.split('=').next().is_some_and(|k| k.trim() == key) {
+                found = true;
+                format!("{key} = {value}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    assert!(found, "site.toml has no `{key}`:\n{text}");
+    fs::write(&path, lines.join("\n") + "\n").unwrap();
+}
+
+/// Writes `dir/attach.toml` and returns its path as a string.
+fn write_config(dir: &Path, text: &str) -> String {
+    let path = dir.join("attach.toml");
+    fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// A generated site at `version` in a fresh directory with `attach.toml` = `config`.
+fn setup(version: &str, config: &str) -> (TempDir, String) {
+    let dir = TempDir::new().unwrap();
+    generated_site(dir.path(), version);
+    let cfg = write_config(dir.path(), config);
+    (dir, cfg)
+}
+
+fn plan_json(dir: &Path, cfg: &str) -> Value {
+    let r = run(dir, &["--config", cfg, "plan", "--output", "json"]);
+    r.expect_code(0);
+    r.json()
+}
+
+fn check_json(dir: &Path, cfg: &str, ids: &[&str], code: i32) -> Value {
+    let mut args = vec!["--config", cfg, "check", "--output", "json"];
+    args.extend_from_slice(ids);
+    let r = run(dir, &args);
+    r.expect_code(code);
+    r.json()
+}
+
+fn step<'a>(plan: &'a Value, plugin: &str) -> &'a Value {
+    plan["steps"]
+        .as_array()
+        .expect("steps is an array")
+        .iter()
+        .find(|s| s["plugin"] == plugin)
+        .unwrap_or_else(|| panic!("no step for {plugin} in {plan:#}"))
+}
+
+fn plugin_result<'a>(check: &'a Value, id: &str) -> &'a Value {
+    check["plugins"]
+        .as_array()
+        .expect("plugins is an array")
+        .iter()
+        .find(|p| p["id"] == id)
+        .unwrap_or_else(|| panic!("no result for {id} in {check:#}"))
+}
+
+fn messages(result: &Value) -> Vec<String> {
+    result["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["message"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Every file under `dir`, relative, with its contents.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.insert(
+                    p.strip_prefix(root).unwrap().to_path_buf(),
+                    fs::read(&p).unwrap(),
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// An independent implementation of SPEC.md §2's co-management eligibility
+// ---------------------------------------------------------------------------------------------
+
+const CLASSES: [&str; 5] = [
+    "comanaged",
+    "eligible",
+    "eligibleButNotAzureAdJoined",
+    "needsOsUpdate",
+    "ineligible",
+];
+
+/// "10.0.19045.3693" → [10, 0, 19045, 3693].
+fn dotted(s: &str) -> Option<Vec<u64>> {
+    s.split('.').map(|p| p.parse().ok()).collect()
+}
+
+/// Numeric, part by part; missing parts are 0.
+fn cmp_dotted(a: &[u64], b: &[u64]) -> Ordering {
+    (0..a.len().max(b.len()))
+        .map(|i| {
+            a.get(i)
+                .copied()
+                .unwrap_or(0)
+                .cmp(&b.get(i).copied().unwrap_or(0))
+        })
+        .find(|o| o.is_ne())
+        .unwrap_or(Ordering::Equal)
+}
+
+fn classify(d: &Value) -> &'static str {
+    let client = d["client"].as_bool().unwrap();
+    if client && d["mdm_enrolled"].as_bool().unwrap() {
+        return "comanaged";
+    }
+    let os = d["os"].as_str().unwrap();
+    let build = dotted(d["os_build"].as_str().unwrap());
+    let windows_10_or_11 = os == "Microsoft Windows NT Workstation 10.0"
+        && build
+            .as_deref()
+            .is_some_and(|b| b.len() >= 3 && b[0] == 10 && b[1] == 0);
+    let client_ok = client
+        && d["client_version"]
+            .as_str()
+            .and_then(dotted)
+            .is_some_and(|v| cmp_dotted(&v, &[5, 0, 8577]).is_ge());
+    let join = d["join_type"].as_str().unwrap();
+    if !client_ok
+        || os.contains("Server")
+        || !windows_10_or_11
+        || join == "registered"
+        || join == "workgroup"
+    {
+        return "ineligible";
+    }
+    if cmp_dotted(build.as_deref().unwrap(), &[10, 0, 16299]).is_lt() {
+        return "needsOsUpdate";
+    }
+    if join == "domain" {
+        return "eligibleButNotAzureAdJoined";
+    }
+    "eligible"
+}
+
+/// Whether a parsed line has every required field with the right type.
+fn is_valid_device(d: &Value) -> bool {
+    d["resource_id"].is_i64()
+        && d["name"].is_string()
+        && d["client"].is_boolean()
+        && d["client_active"].is_boolean()
+        && d["os"].is_string()
+        && d["os_build"].is_string()
+        && d["join_type"].is_string()
+        && d["mdm_enrolled"].is_boolean()
+}
+
+/// The valid devices of a devices.jsonl (bad lines skipped, as SPEC.md §3 says).
+fn read_devices(site: &Path) -> Vec<Value> {
+    fs::read_to_string(site.join("devices.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(is_valid_device)
+        .collect()
+}
+
+/// Counts per class (every class present).
+fn expected_eligibility(site: &Path) -> BTreeMap<String, u64> {
+    let mut counts: BTreeMap<String, u64> = CLASSES.iter().map(|c| (c.to_string(), 0)).collect();
+    for d in read_devices(site) {
+        *counts.get_mut(classify(&d)).unwrap() += 1;
+    }
+    counts
+}
+
+fn eligibility_of(check: &Value) -> BTreeMap<String, u64> {
+    let e = plugin_result(check, "co-management")["eligibility"]
+        .as_object()
+        .unwrap_or_else(|| panic!("co-management has no eligibility object: {check:#}"));
+    e.iter()
+        .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn the_independent_classifier_agrees_with_spec_examples() {
+    // Guards the oracle itself: a wrong classifier would make every eligibility test vacuous.
+    let d = |client: bool, ver: &str, os: &str, build: &str, join: &str, mdm: bool| {
+        serde_json::json!({"client": client, "client_version": ver, "os": os, "os_build": build,
+                           "join_type": join, "mdm_enrolled": mdm})
+    };
+    let ws = "Microsoft Windows NT Workstation 10.0";
+    assert_eq!(
+        classify(&d(true, "5.00.9106", ws, "10.0.19045", "hybrid", true)),
+        "comanaged"
+    );
+    assert_eq!(
+        classify(&d(false, "5.00.9106", ws, "10.0.19045", "hybrid", true)),
+        "ineligible"
+    );
+    assert_eq!(
+        classify(&d(true, "5.00.8577", ws, "10.0.16299", "entra", false)),
+        "eligible"
+    );
+    assert_eq!(
+        classify(&d(
+            true,
+            "5.00.8576.9999",
+            ws,
+            "10.0.19045",
+            "hybrid",
+            false
+        )),
+        "ineligible"
+    );
+    assert_eq!(
+        classify(&d(true, "5.00.10000", ws, "10.0.19045", "hybrid", false)),
+        "eligible"
+    );
+    assert_eq!(
+        classify(&d(true, "5.00.9106", ws, "10.0.16298.999", "domain", false)),
+        "needsOsUpdate"
+    );
+    assert_eq!(
+        classify(&d(
+            true,
+            "5.00.9106",
+            ws,
+            "10.0.22631.4317",
+            "domain",
+            false
+        )),
+        "eligibleButNotAzureAdJoined"
+    );
+    assert_eq!(
+        classify(&d(
+            true,
+            "5.00.9106",
+            "Microsoft Windows NT Server 10.0",
+            "10.0.20348",
+            "hybrid",
+            false
+        )),
+        "ineligible"
+    );
+    assert_eq!(
+        classify(&d(true, "5.00.9106", ws, "10.0.19045", "workgroup", false)),
+        "ineligible"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// plugins list
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn plugins_list_json_has_the_spec_keys_and_the_five_built_ins() {
+    let dir = TempDir::new().unwrap();
+    let r = run(dir.path(), &["plugins", "list", "--output", "json"]);
+    r.expect_code(0);
+    let list = r.json();
+    let rows = list.as_array().expect("an array");
+    let keys: BTreeSet<&str> = [
+        "id",
+        "name",
+        "version",
+        "origin",
+        "depends_on",
+        "environments",
+        "min_site_version",
+    ]
+    .into();
+    let mut by_id = BTreeMap::new();
+    for row in rows {
+        let obj = row.as_object().expect("an object");
+        assert_eq!(
+            obj.keys().map(String::as_str).collect::<BTreeSet<_>>(),
+            keys,
+            "keys of {row}"
+        );
+        assert!(row["name"].as_str().is_some_and(|s| !s.is_empty()), "{row}");
+        assert!(
+            row["version"].as_str().is_some_and(|s| !s.is_empty()),
+            "{row}"
+        );
+        assert!(
+            row["min_site_version"].is_string(),
+            "min_site_version is a string: {row}"
+        );
+        assert!(
+            by_id
+                .insert(row["id"].as_str().unwrap().to_string(), row.clone())
+                .is_none(),
+            "duplicate {row}"
+        );
+    }
+    // SPEC.md §1's table: id, depends on, environments, min site version.
+    let table: [(&str, &[&str], &[&str], &str); 5] = [
+        ("tenant-attach", &[], &["public", "usgov"], "2002"),
+        (
+            "endpoint-analytics",
+            &["tenant-attach"],
+            &["public", "usgov"],
+            "2002",
+        ),
+        (
+            "rbac-authority",
+            &["tenant-attach"],
+            &["public", "usgov"],
+            "2207",
+        ),
+        (
+            "defender-reporting",
+            &["tenant-attach"],
+            &["public", "usgov"],
+            "2303",
+        ),
+        ("co-management", &[], &["public", "usgov", "china"], "1710"),
+    ];
+    for (id, deps, envs, min) in table {
+        let row = by_id
+            .get(id)
+            .unwrap_or_else(|| panic!("{id} is not registered: {list:#}"));
+        assert_eq!(row["origin"], "static", "{id}");
+        let got_deps: BTreeSet<&str> = row["depends_on"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(got_deps, deps.iter().copied().collect(), "{id} depends_on");
+        let got_envs: BTreeSet<&str> = row["environments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            got_envs,
+            envs.iter().copied().collect(),
+            "{id} environments"
+        );
+        assert_eq!(row["min_site_version"], min, "{id} min_site_version");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// plan: the environment × settings × version matrix
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn plan_json_has_the_spec_shape_and_dependency_order() {
+    let (dir, cfg) = setup("2303", "[site]\npath = \"site\"\n");
+    let plan = plan_json(dir.path(), &cfg);
+    let keys: BTreeSet<&str> = plan
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        ["environment", "settings", "site_version", "steps"].into()
+    );
+    assert_eq!(plan["environment"], "public");
+    assert_eq!(plan["settings"], "default");
+    assert_eq!(plan["site_version"], "2303");
+    let steps = plan["steps"].as_array().unwrap();
+    let order: Vec<&str> = steps
+        .iter()
+        .map(|s| s["plugin"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "co-management",
+            "tenant-attach",
+            "defender-reporting",
+            "endpoint-analytics",
+            "rbac-authority"
+        ]
+    );
+    for s in steps {
+        let obj = s.as_object().unwrap();
+        for k in ["plugin", "action", "reason"] {
+            assert!(obj.contains_key(k), "step lacks {k}: {s}");
+        }
+        assert_eq!(
+            s["action"], "enable",
+            "default settings at 2303 enable everything: {s}"
+        );
+    }
+}
+
+#[test]
+fn china_default_enables_only_co_management_and_skips_the_rest_with_reasons() {
+    let (dir, cfg) = setup("2303", "[cloud]\nenvironment = \"china\"\n");
+    let plan = plan_json(dir.path(), &cfg);
+    assert_eq!(plan["environment"], "china");
+    assert_eq!(step(&plan, "co-management")["action"], "enable");
+    for id in [
+        "tenant-attach",
+        "endpoint-analytics",
+        "rbac-authority",
+        "defender-reporting",
+    ] {
+        let s = step(&plan, id);
+        assert_eq!(s["action"], "skip", "{s}");
+        let reason = s["reason"]
+            .as_str()
+            .unwrap_or_else(|| panic!("skip without a reason: {s}"));
+        assert!(reason.contains("China"), "{id}: {reason}");
+    }
+}
+
+#[test]
+fn china_default_check_reports_the_cloud_only_features_unsupported() {
+    let (dir, cfg) = setup("2303", "[cloud]\nenvironment = \"china\"\n");
+    let check = check_json(dir.path(), &cfg, &[], 0);
+    for id in [
+        "tenant-attach",
+        "endpoint-analytics",
+        "rbac-authority",
+        "defender-reporting",
+    ] {
+        let p = plugin_result(&check, id);
+        assert_eq!(p["status"], "unsupported", "{p:#}");
+        assert!(messages(p).iter().any(|m| m.contains("China")), "{p:#}");
+    }
+    assert_eq!(plugin_result(&check, "co-management")["status"], "pass");
+}
+
+#[test]
+fn china_co_management_allows_only_enrollment_all() {
+    let (dir, cfg) = setup(
+        "2303",
+        "[cloud]\nenvironment = \"china\"\n[attach]\nsettings = \"custom\"\n\
+         [features.co-management]\nenrollment = \"none\"\n",
+    );
+    run(dir.path(), &["--config", &cfg, "plan"])
+        .expect_code(2)
+        .stderr_has(&["co-management", "\"all\""]);
+    let cfg = write_config(
+        dir.path(),
+        "[cloud]\nenvironment = \"china\"\n[attach]\nsettings = \"custom\"\n\
+         [features.co-management]\nenrollment = \"all\"\n",
+    );
+    let plan = plan_json(dir.path(), &cfg);
+    assert_eq!(step(&plan, "co-management")["action"], "enable");
+}
+
+#[test]
+fn china_custom_with_device_upload_is_a_config_error_and_writes_nothing() {
+    let (dir, cfg) = setup(
+        "2303",
+        "[cloud]\nenvironment = \"china\"\n[attach]\nsettings = \"custom\"\n\
+         [features.tenant-attach]\nenabled = true\n[features.co-management]\nenrollment = \"all\"\n",
+    );
+    let before = snapshot(dir.path());
+    let r = run(dir.path(), &["--config", &cfg, "plan"]);
+    r.expect_code(2).stderr_has(&["tenant-attach", "China"]);
+    assert!(r.stdout.is_empty(), "no plan on stdout: {}", r.stdout);
+    assert_eq!(
+        snapshot(dir.path()),
+        before,
+        "plan refused but changed files"
+    );
+    assert!(
+        !dir.path().join(".cloudattach").exists(),
+        "no state written"
+    );
+}
+
+#[test]
+fn below_2111_plan_refuses_naming_2111_but_check_still_runs() {
+    let (dir, cfg) = setup("2107", "[site]\npath = \"site\"\n");
+    let r = run(dir.path(), &["--config", &cfg, "plan", "--output", "json"]);
+    r.expect_code(2).stderr_has(&["2111"]);
+    assert!(r.stdout.is_empty(), "no plan on stdout: {}", r.stdout);
+
+    let check = check_json(dir.path(), &cfg, &[], 1);
+    let named = check["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["status"] == "fail" && messages(p).iter().any(|m| m.contains("2111")));
+    assert!(named, "no failing check names 2111: {check:#}");
+    // The checks themselves still ran: eligibility is reported.
+    assert_eq!(
+        eligibility_of(&check),
+        expected_eligibility(&dir.path().join("site"))
+    );
+}
+
+#[test]
+fn custom_defender_reporting_below_2303_is_a_config_error_naming_2303() {
+    let (dir, cfg) = setup(
+        "2207",
+        "[attach]\nsettings = \"custom\"\n[features.tenant-attach]\nenabled = true\n\
+         [features.defender-reporting]\nenabled = true\n",
+    );
+    let r = run(dir.path(), &["--config", &cfg, "plan"]);
+    r.expect_code(2).stderr_has(&["defender-reporting", "2303"]);
+    assert!(r.stdout.is_empty());
+}
+
+#[test]
+fn default_at_2203_skips_rbac_authority_and_defender_reporting_with_their_versions() {
+    let (dir, cfg) = setup("2203", "[attach]\nsettings = \"default\"\n");
+    let plan = plan_json(dir.path(), &cfg);
+    for (id, version) in [("rbac-authority", "2207"), ("defender-reporting", "2303")] {
+        let s = step(&plan, id);
+        assert_eq!(s["action"], "skip", "{s}");
+        assert!(
+            s["reason"].as_str().is_some_and(|r| r.contains(version)),
+            "{id} reason names {version}: {s}"
+        );
+    }
+    for id in ["co-management", "tenant-attach", "endpoint-analytics"] {
+        assert_eq!(step(&plan, id)["action"], "enable", "{id}");
+    }
+}
+
+#[test]
+fn usgov_at_2105_reports_tenant_attach_unsupported_naming_2107() {
+    // Below the wizard's 2111 plan refuses, so the usgov minimum of tenant-attach (2107) shows
+    // in check, which still runs.
+    let (dir, cfg) = setup("2105", "[cloud]\nenvironment = \"usgov\"\n");
+    run(dir.path(), &["--config", &cfg, "plan"])
+        .expect_code(2)
+        .stderr_has(&["2111"]);
+    let check = check_json(dir.path(), &cfg, &[], 1);
+    let ta = plugin_result(&check, "tenant-attach");
+    assert_eq!(ta["status"], "unsupported", "{ta}");
+    assert!(messages(ta).iter().any(|m| m.contains("2107")), "{ta}");
+    // In public, 2105 is enough for tenant-attach.
+    let cfg = write_config(dir.path(), "[cloud]\nenvironment = \"public\"\n");
+    let check = check_json(dir.path(), &cfg, &["tenant-attach"], 1);
+    let ta = plugin_result(&check, "tenant-attach");
+    assert_ne!(ta["status"], "unsupported", "{ta}");
+    assert!(!messages(ta).iter().any(|m| m.contains("2107")), "{ta}");
+}
+
+#[test]
+fn custom_dependent_without_its_dependency_is_a_config_error() {
+    let (dir, cfg) = setup(
+        "2303",
+        "[attach]\nsettings = \"custom\"\n[features.endpoint-analytics]\nenabled = true\n",
+    );
+    let r = run(dir.path(), &["--config", &cfg, "plan"]);
+    r.expect_code(2);
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("endpoint-analytics"))
+        .unwrap_or_else(|| panic!("stderr does not name endpoint-analytics:\n{}", r.stderr));
+    assert!(
+        line.contains("tenant-attach"),
+        "the dependency is named: {line}"
+    );
+}
+
+#[test]
+fn every_conflict_is_reported_at_once() {
+    let (dir, cfg) = setup(
+        "2203",
+        "[attach]\nsettings = \"custom\"\n[features.tenant-attach]\nenabled = true\n\
+         [features.rbac-authority]\nenabled = true\n[features.defender-reporting]\nenabled = true\n",
+    );
+    let r = run(dir.path(), &["--config", &cfg, "plan"]);
+    r.expect_code(2)
+        .stderr_has(&["rbac-authority", "2207", "defender-reporting", "2303"]);
+}
+
+#[test]
+fn custom_enables_exactly_what_the_config_turns_on() {
+    let (dir, cfg) = setup(
+        "2303",
+        "[attach]\nsettings = \"custom\"\n[features.tenant-attach]\nenabled = true\nupload = \"all\"\n\
+         [features.defender-reporting]\nenabled = true\n",
+    );
+    let plan = plan_json(dir.path(), &cfg);
+    assert_eq!(plan["settings"], "custom");
+    for (id, action) in [
+        ("co-management", "skip"),
+        ("tenant-attach", "enable"),
+        ("defender-reporting", "enable"),
+        ("endpoint-analytics", "skip"),
+        ("rbac-authority", "skip"),
+    ] {
+        let s = step(&plan, id);
+        assert_eq!(s["action"], action, "{s}");
+        if action == "skip" {
+            assert!(
+                s["reason"].as_str().is_some_and(|r| !r.is_empty()),
+                "skip has a reason: {s}"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// check
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn check_json_shape_and_eligibility_match_an_independent_count() {
+    let (dir, cfg) = setup("2303", "[site]\npath = \"site\"\n");
+    let check = check_json(dir.path(), &cfg, &[], 0);
+    let top: BTreeSet<&str> = check
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(top, ["plugins"].into());
+    let plugins = check["plugins"].as_array().unwrap();
+    let ids: BTreeSet<&str> = plugins.iter().map(|p| p["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        [
+            "co-management",
+            "defender-reporting",
+            "endpoint-analytics",
+            "rbac-authority",
+            "tenant-attach"
+        ]
+        .into()
+    );
+    for p in plugins {
+        assert!(
+            ["pass", "warn", "fail", "unsupported"].contains(&p["status"].as_str().unwrap()),
+            "{p}"
+        );
+        for f in p["findings"].as_array().expect("findings array") {
+            let keys: BTreeSet<&str> = f.as_object().unwrap().keys().map(String::as_str).collect();
+            assert_eq!(keys, ["code", "message", "severity"].into(), "{f}");
+            assert!(
+                ["info", "warning", "error"].contains(&f["severity"].as_str().unwrap()),
+                "{f}"
+            );
+        }
+    }
+    let site = dir.path().join("site");
+    let got = eligibility_of(&check);
+    let want = expected_eligibility(&site);
+    assert_eq!(
+        got.keys().map(String::as_str).collect::<BTreeSet<_>>(),
+        CLASSES.into()
+    );
+    assert_eq!(got, want);
+    assert_eq!(got.values().sum::<u64>(), read_devices(&site).len() as u64);
+    assert_eq!(read_devices(&site).len(), 300);
+}
+
+#[test]
+fn check_named_plugin_runs_only_it_and_unknown_id_is_a_usage_error() {
+    let (dir, cfg) = setup("2303", "[site]\npath = \"site\"\n");
+    let check = check_json(dir.path(), &cfg, &["co-management"], 0);
+    let ids: Vec<&str> = check["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["co-management"]);
+
+    let r = run(dir.path(), &["--config", &cfg, "check", "nope"]);
+    r.expect_code(2).stderr_has(&["nope"]);
+    assert!(r.stdout.is_empty());
+}
+
+#[test]
+fn tenant_attach_check_follows_the_site_prerequisites() {
+    // (site.toml key, value, expected status, exit code, a word the finding carries)
+    let cases: &[(&str, &str, &str, i32, &str)] = &[
+        (
+            "service_connection_point",
+            "\"offline\"",
+            "fail",
+            1,
+            "offline",
+        ),
+        (
+            "service_connection_point",
+            "\"none\"",
+            "fail",
+            1,
+            "service connection point",
+        ),
+        (
+            "administration_service",
+            "false",
+            "fail",
+            1,
+            "administration service",
+        ),
+    ];
+    for (key, value, status, code, word) in cases {
+        let dir = TempDir::new().unwrap();
+        let site = copy_fixture("small-site", dir.path());
+        set_site_key(&site, key, value);
+        let cfg = write_config(dir.path(), "[site]\npath = \"site\"\n");
+        let check = check_json(dir.path(), &cfg, &["tenant-attach"], *code);
+        let ta = plugin_result(&check, "tenant-attach");
+        assert_eq!(ta["status"], *status, "{key} = {value}: {ta:#}");
+        let error = ta["findings"].as_array().unwrap().iter().any(|f| {
+            f["severity"] == "error" && f["message"].as_str().unwrap().to_lowercase().contains(word)
+        });
+        assert!(
+            error,
+            "{key} = {value}: no error finding mentioning {word:?}: {ta:#}"
+        );
+    }
+
+    // Both user discoveries off: a warning, not a failure.
+    let dir = TempDir::new().unwrap();
+    let site = copy_fixture("small-site", dir.path());
+    set_site_key(&site, "entra_user_discovery", "false");
+    set_site_key(&site, "ad_user_discovery", "false");
+    let cfg = write_config(dir.path(), "[site]\npath = \"site\"\n");
+    let check = check_json(dir.path(), &cfg, &["tenant-attach"], 0);
+    let ta = plugin_result(&check, "tenant-attach");
+    assert_eq!(ta["status"], "warn", "{ta:#}");
+    assert!(
+        ta["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["severity"] == "warning"),
+        "{ta:#}"
+    );
+
+    // Only one discovery off: still a pass.
+    set_site_key(&site, "entra_user_discovery", "true");
+    let check = check_json(dir.path(), &cfg, &["tenant-attach"], 0);
+    assert_eq!(plugin_result(&check, "tenant-attach")["status"], "pass");
+}
+
+#[test]
+fn tenant_attach_check_fails_when_the_upload_collection_is_missing() {
+    let dir = TempDir::new().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[site]\npath = '{}'\n[attach]\nsettings = \"custom\"\n[features.tenant-attach]\nupload = \"PS1FFFFF\"\n",
+            fixture("small-site").display()
+        ),
+    );
+    let check = check_json(dir.path(), &cfg, &["tenant-attach"], 1);
+    let ta = plugin_result(&check, "tenant-attach");
+    assert_eq!(ta["status"], "fail");
+    assert!(
+        ta["findings"].as_array().unwrap().iter().any(
+            |f| f["severity"] == "error" && f["message"].as_str().unwrap().contains("PS1FFFFF")
+        ),
+        "{ta:#}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The hand-written fixture: exact counts on every boundary
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn small_site_eligibility_counts_are_exact() {
+    let dir = TempDir::new().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!("[site]\npath = '{}'\n", fixture("small-site").display()),
+    );
+    let check = check_json(dir.path(), &cfg, &["co-management"], 0);
+    let got = eligibility_of(&check);
+    // Worked out by hand in fixtures/small-site/README.md.
+    let want: BTreeMap<String, u64> = [
+        ("comanaged", 1),
+        ("eligible", 5),
+        ("eligibleButNotAzureAdJoined", 1),
+        ("needsOsUpdate", 2),
+        ("ineligible", 7),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(got, want);
+    // The independent classifier agrees with the hand count.
+    assert_eq!(expected_eligibility(&fixture("small-site")), want);
+}
+
+#[test]
+fn small_site_upload_collection_scope_is_its_effective_membership() {
+    let dir = TempDir::new().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[site]\npath = '{}'\n[attach]\nsettings = \"custom\"\n[features.tenant-attach]\nupload = \"PS100102\"\n",
+            fixture("small-site").display()
+        ),
+    );
+    // PS100102 = ({104} ∪ Finance {100,101,105,109} ∪ Finance Laptops {113} ∪ Engineering
+    // {102,103}) ∩ All Workstations (no 105) = 7 devices, 6 of them with a client.
+    let check = check_json(dir.path(), &cfg, &["tenant-attach"], 0);
+    let ta = plugin_result(&check, "tenant-attach");
+    assert_eq!(ta["status"], "pass", "{ta:#}");
+    assert_eq!(ta["devices_in_scope"], 6, "{ta:#}");
+    assert!(
+        messages(ta)
+            .iter()
+            .any(|m| m.starts_with("6 ") && m.contains("PS100102")),
+        "a finding says 6 devices of PS100102 are in scope: {ta:#}"
+    );
+    let plan = plan_json(dir.path(), &cfg);
+    let detail = step(&plan, "tenant-attach").to_string();
+    assert!(
+        detail.contains(" 6 "),
+        "the Summary says 6 devices: {detail}"
+    );
+
+    // The same collection as a co-management pilot: 7 members, 4 of them eligible
+    // (100, 101, 103, 113).
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[site]\npath = '{}'\n[attach]\nsettings = \"custom\"\n[features.co-management]\n\
+             enrollment = \"pilot\"\npilot_collection = \"PS100102\"\n",
+            fixture("small-site").display()
+        ),
+    );
+    let check = check_json(dir.path(), &cfg, &["co-management"], 0);
+    let cm = plugin_result(&check, "co-management");
+    assert!(
+        messages(cm)
+            .iter()
+            .any(|m| m.contains("PS100102") && m.contains("7 members")),
+        "{cm:#}"
+    );
+    assert!(
+        messages(cm).iter().any(|m| m.contains("schedule 4 ")),
+        "{cm:#}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration errors
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn config_errors_exit_2_and_name_the_key_and_what_is_allowed() {
+    let site = format!("[site]\npath = '{}'\n", fixture("small-site").display());
+    // (what, attach.toml, the stderr must contain all of these)
+    let cases: Vec<(&str, String, Vec<&str>)> = vec![
+        (
+            "unknown key in [cloud]",
+            format!("[cloud]\nregion = \"x\"\n{site}"),
+            vec!["region", "line 2", "environment"],
+        ),
+        (
+            "unknown plugin id",
+            format!("{site}[features.nope]\nenabled = true\n"),
+            vec!["nope", "tenant-attach", "co-management"],
+        ),
+        (
+            "unknown option key",
+            format!(
+                "{site}[attach]\nsettings = \"custom\"\n[features.tenant-attach]\nuploads = \"all\"\n"
+            ),
+            vec!["uploads", "[features.tenant-attach]", "upload"],
+        ),
+        (
+            "wrong type",
+            format!("{site}[features.tenant-attach]\nenabled = \"yes\"\n"),
+            vec!["enabled", "tenant-attach", "true or false"],
+        ),
+        (
+            "bad environment",
+            format!("[cloud]\nenvironment = \"mars\"\n{site}"),
+            vec!["mars", "line 2", "public", "usgov", "china"],
+        ),
+        (
+            "pilot without pilot_collection",
+            format!(
+                "{site}[attach]\nsettings = \"custom\"\n[features.co-management]\nenrollment = \"pilot\"\n"
+            ),
+            vec!["co-management", "pilot_collection"],
+        ),
+        (
+            "wrong option value",
+            format!(
+                "{site}[attach]\nsettings = \"custom\"\n[features.co-management]\nenrollment = \"some\"\n"
+            ),
+            vec!["enrollment", "\"all\"", "\"pilot\"", "\"none\""],
+        ),
+    ];
+    for (what, text, needles) in cases {
+        let dir = TempDir::new().unwrap();
+        let cfg = write_config(dir.path(), &text);
+        for cmd in ["plan", "check"] {
+            let r = run(dir.path(), &["--config", &cfg, cmd]);
+            assert_eq!(
+                r.code, 2,
+                "{what} ({cmd}): exit code; stderr:\n{}",
+                r.stderr
+            );
+            for n in &needles {
+                assert!(
+                    r.stderr.contains(n),
+                    "{what} ({cmd}): stderr lacks {n:?}:\n{}",
+                    r.stderr
+                );
+            }
+            assert!(r.stdout.is_empty(), "{what} ({cmd}): stdout:\n{}", r.stdout);
+        }
+        assert!(
+            !dir.path().join(".cloudattach").exists(),
+            "{what}: state was written"
+        );
+        // Each message names its table once ("[features.x]: [features.x] ..." reads badly).
+        for line in run(dir.path(), &["--config", &cfg, "plan"]).stderr.lines() {
+            if let Some(start) = line.find("[features.") {
+                let end = line[start..]
+                    .find(']')
+                    .map_or(line.len(), |j| start + j + 1);
+                let table = &line[start..end];
+                assert_eq!(
+                    line.matches(table).count(),
+                    1,
+                    "{what}: {table} named twice: {line}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_missing_config_file_is_exit_2_naming_it() {
+    let dir = TempDir::new().unwrap();
+    let r = run(dir.path(), &["--config", "missing-attach.toml", "plan"]);
+    r.expect_code(2).stderr_has(&["missing-attach.toml"]);
+    assert!(r.stdout.is_empty());
+    assert!(
+        fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "nothing written (no demo fallback)"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inventory errors
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn bad_device_lines_are_reported_with_line_numbers_and_skipped() {
+    let dir = TempDir::new().unwrap();
+    let site = generated_site(dir.path(), "2303");
+    let path = site.join("devices.jsonl");
+    let mut lines: Vec<String> = fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    lines[4] = "{not json".into(); // line 5
+    let mut d: Value = serde_json::from_str(&lines[8]).unwrap(); // line 9
+    d.as_object_mut().unwrap().remove("os");
+    lines[8] = d.to_string();
+    fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let cfg = write_config(dir.path(), "[site]\npath = \"site\"\n");
+
+    let r = run(dir.path(), &["--config", &cfg, "check", "--output", "json"]);
+    r.expect_code(0);
+    for n in [5, 9] {
+        let reported = r.stderr.lines().any(|l| {
+            l.contains(&format!("devices.jsonl:{n}:")) || l.contains(&format!("line {n}"))
+        });
+        assert!(reported, "line {n} is not reported:\n{}", r.stderr);
+    }
+    assert!(
+        r.stderr
+            .lines()
+            .any(|l| l.contains("missing field `os`") || (l.contains(":9:") && l.contains("os"))),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .lines()
+            .any(|l| l.contains("skipped")
+                && l.split(|c: char| !c.is_ascii_digit()).any(|w| w == "2")),
+        "the count of skipped lines (2) is shown:\n{}",
+        r.stderr
+    );
+    let check = r.json();
+    let got = eligibility_of(&check);
+    assert_eq!(got.values().sum::<u64>(), 298);
+    assert_eq!(got, expected_eligibility(&site));
+}
+
+#[test]
+fn a_duplicate_resource_id_is_skipped_for_every_plugin_alike() {
+    let dir = TempDir::new().unwrap();
+    let site = copy_fixture("small-site", dir.path());
+    let path = site.join("devices.jsonl");
+    let mut text = fs::read_to_string(&path).unwrap();
+    let first = text
+        .lines()
+        .next()
+        .unwrap()
+        .replace("HYBRID-OK", "DUPLICATE");
+    text.push_str(&first);
+    text.push('\n'); // line 17 repeats resource_id 100
+    fs::write(&path, text).unwrap();
+    let cfg = write_config(dir.path(), "[site]\npath = \"site\"\n");
+
+    // plan runs the plugins one after another over the inventory: each must see 16 devices,
+    // 14 of them with a client.
+    let r = run(dir.path(), &["--config", &cfg, "plan", "--output", "json"]);
+    r.expect_code(0);
+    assert!(
+        r.stderr.contains(":17:") || r.stderr.contains("line 17"),
+        "line 17 is reported:\n{}",
+        r.stderr
+    );
+    let plan = r.json();
+    let ta = step(&plan, "tenant-attach")["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        ta.contains("14") && !ta.contains("15"),
+        "tenant-attach uploads the 14 distinct client devices: {ta}"
+    );
+
+    let check = check_json(dir.path(), &cfg, &[], 0);
+    assert_eq!(eligibility_of(&check).values().sum::<u64>(), 16);
+    assert_eq!(
+        plugin_result(&check, "tenant-attach")["devices_in_scope"],
+        14,
+        "{check:#}"
+    );
+}
+
+#[test]
+fn a_collection_cycle_is_exit_2_naming_the_collections() {
+    let dir = TempDir::new().unwrap();
+    let site = copy_fixture("small-site", dir.path());
+    fs::write(
+        site.join("collections.json"),
+        r#"[
+  {"id": "PS100100", "name": "A", "members": [100], "includes": ["PS100101"], "limiting": null},
+  {"id": "PS100101", "name": "B", "members": [101], "includes": [], "limiting": "PS100102"},
+  {"id": "PS100102", "name": "C", "members": [102], "includes": ["PS100100"], "limiting": null},
+  {"id": "PS100103", "name": "Bystander", "members": [103], "includes": [], "limiting": null}
+]"#,
+    )
+    .unwrap();
+    let cfg = write_config(dir.path(), "[site]\npath = \"site\"\n");
+    for cmd in ["check", "plan"] {
+        let r = run(dir.path(), &["--config", &cfg, cmd]);
+        r.expect_code(2)
+            .stderr_has(&["cycle", "PS100100", "PS100101", "PS100102"]);
+        assert!(
+            !r.stderr.contains("PS100103"),
+            "the bystander is not in the cycle:\n{}",
+            r.stderr
+        );
+    }
+}
+
+#[test]
+fn an_include_of_an_unknown_collection_is_exit_2_naming_it() {
+    let dir = TempDir::new().unwrap();
+    let site = copy_fixture("small-site", dir.path());
+    fs::write(
+        site.join("collections.json"),
+        r#"[{"id": "PS100100", "name": "A", "members": [100], "includes": ["PS1000FF"], "limiting": null}]"#,
+    )
+    .unwrap();
+    let cfg = write_config(dir.path(), "[site]\npath = \"site\"\n");
+    run(dir.path(), &["--config", &cfg, "check"])
+        .expect_code(2)
+        .stderr_has(&["PS1000FF"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// site generate
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn site_generate_is_deterministic_per_seed() {
+    let dir = TempDir::new().unwrap();
+    for (out, seed) in [("a", "7"), ("b", "7"), ("c", "8")] {
+        run(
+            dir.path(),
+            &[
+                "site",
+                "generate",
+                "--devices",
+                "300",
+                "--seed",
+                seed,
+                "--out",
+                out,
+            ],
+        )
+        .expect_code(0);
+    }
+    let a = snapshot(&dir.path().join("a"));
+    let names: BTreeSet<&str> = a.keys().map(|p| p.to_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["collections.json", "devices.jsonl", "site.toml"].into()
+    );
+    assert_eq!(a, snapshot(&dir.path().join("b")), "same seed, same files");
+    let c = snapshot(&dir.path().join("c"));
+    assert_ne!(
+        a[Path::new("devices.jsonl")],
+        c[Path::new("devices.jsonl")],
+        "another seed, other devices"
+    );
+    // What was written is a usable site of 300 valid devices.
+    assert_eq!(read_devices(&dir.path().join("a")).len(), 300);
+}
+
+#[test]
+fn site_generate_refuses_to_overwrite_without_force() {
+    let dir = TempDir::new().unwrap();
+    run(
+        dir.path(),
+        &[
+            "site",
+            "generate",
+            "--devices",
+            "50",
+            "--seed",
+            "1",
+            "--out",
+            "s",
+        ],
+    )
+    .expect_code(0);
+    let before = snapshot(&dir.path().join("s"));
+    let r = run(
+        dir.path(),
+        &[
+            "site",
+            "generate",
+            "--devices",
+            "60",
+            "--seed",
+            "2",
+            "--out",
+            "s",
+        ],
+    );
+    r.expect_code(2);
+    assert!(
+        r.stderr.contains("--force"),
+        "the error says how to overwrite:\n{}",
+        r.stderr
+    );
+    assert_eq!(
+        snapshot(&dir.path().join("s")),
+        before,
+        "the existing site is untouched"
+    );
+    run(
+        dir.path(),
+        &[
+            "site",
+            "generate",
+            "--devices",
+            "60",
+            "--seed",
+            "2",
+            "--out",
+            "s",
+            "--force",
+        ],
+    )
+    .expect_code(0);
+    assert_eq!(read_devices(&dir.path().join("s")).len(), 60);
+}
+
+#[test]
+fn site_generate_json_reports_what_was_written() {
+    let dir = TempDir::new().unwrap();
+    let r = run(
+        dir.path(),
+        &[
+            "site",
+            "generate",
+            "--devices",
+            "120",
+            "--seed",
+            "3",
+            "--out",
+            "s",
+            "--output",
+            "json",
+        ],
+    );
+    r.expect_code(0);
+    let v = r.json();
+    let site = dir.path().join("s");
+    let devices = read_devices(&site);
+    let collections: Vec<Value> =
+        serde_json::from_slice(&fs::read(site.join("collections.json")).unwrap()).unwrap();
+    let bytes: u64 = snapshot(&site).values().map(|b| b.len() as u64).sum();
+    assert_eq!(v["devices"], 120, "{v}");
+    assert_eq!(
+        v["clients"],
+        devices.iter().filter(|d| d["client"] == true).count() as u64,
+        "{v}"
+    );
+    assert_eq!(v["collections"], collections.len() as u64, "{v}");
+    assert_eq!(v["bytes_written"], bytes, "{v}");
+    assert!(v["out"].as_str().is_some_and(|o| o.ends_with('s')), "{v}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The built-in demo, text output and JSON output
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn without_a_config_plan_uses_the_built_in_demo_and_says_so() {
+    let dir = TempDir::new().unwrap();
+    let r = run(dir.path(), &["plan"]);
+    r.expect_code(0);
+    assert!(
+        r.stderr.to_lowercase().contains("demo"),
+        "stderr says the demo is used:\n{}",
+        r.stderr
+    );
+    assert!(
+        r.stdout.contains("Summary"),
+        "stdout has the Summary page:\n{}",
+        r.stdout
+    );
+    for id in [
+        "co-management",
+        "tenant-attach",
+        "defender-reporting",
+        "endpoint-analytics",
+        "rbac-authority",
+    ] {
+        assert!(
+            r.stdout.contains(id),
+            "the Summary lists {id}:\n{}",
+            r.stdout
+        );
+    }
+    assert!(
+        !r.stdout.contains("demo"),
+        "the demo notice is on stderr, not stdout:\n{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn text_output_has_no_ansi_escapes_on_a_pipe_or_with_no_color() {
+    let (dir, cfg) = setup("2303", "[site]\npath = \"site\"\n");
+    for no_color in [false, true] {
+        for args in [&["plan"][..], &["check"], &["plugins", "list"]] {
+            let mut cmd = cli(dir.path());
+            if no_color {
+                cmd.env("NO_COLOR", "1");
+            }
+            let mut all = vec!["--config", cfg.as_str()];
+            all.extend_from_slice(args);
+            let r = run_cmd(cmd, &all);
+            r.expect_code(0);
+            assert!(!r.stdout.is_empty(), "{args:?}: no output");
+            assert!(
+                !r.stdout.contains('\x1b'),
+                "{args:?} NO_COLOR={no_color}: ANSI escape in stdout:\n{}",
+                r.stdout
+            );
+            assert!(
+                !r.stderr.contains('\x1b'),
+                "{args:?} NO_COLOR={no_color}: ANSI escape in stderr:\n{}",
+                r.stderr
+            );
+        }
+    }
+}
+
+#[test]
+fn json_output_is_exactly_one_document_with_messages_on_stderr() {
+    let dir = TempDir::new().unwrap();
+    let site = generated_site(dir.path(), "2303");
+    // A bad line makes the commands print warnings: they must go to stderr.
+    let mut text = fs::read_to_string(site.join("devices.jsonl")).unwrap();
+    text.push_str("garbage\n");
+    fs::write(site.join("devices.jsonl"), text).unwrap();
+    let cfg = write_config(dir.path(), "[site]\npath = \"site\"\n");
+    for args in [
+        &["plan"][..],
+        &["check"],
+        &["check", "co-management"],
+        &["plugins", "list"],
+    ] {
+        let mut all = vec!["--config", cfg.as_str(), "--output", "json"];
+        all.extend_from_slice(args);
+        let r = run(dir.path(), &all);
+        r.expect_code(0);
+        let v = r.json(); // panics unless the whole stdout is one JSON document
+        assert!(v.is_object() || v.is_array(), "{args:?}: {v}");
+        if args[0] != "plugins" {
+            assert!(
+                r.stderr.contains("skipped"),
+                "{args:?}: the skipped line is reported on stderr:\n{}",
+                r.stderr
+            );
+        }
+    }
+}

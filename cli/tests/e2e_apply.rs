@@ -1,0 +1,235 @@
+//! End to end: `cloudattach apply` against a cloud tenant service started in-process, checked
+//! through the cloud's read API against counts computed from the site's files.
+
+mod common;
+
+use common::*;
+
+const DEFAULT: &str = "[attach]\nsettings = \"default\"\n";
+
+/// Default settings: every feature on, the cloud holds exactly the site's client devices and
+/// what follows from them; a second apply changes nothing and uploads nothing.
+#[test]
+fn default_settings_attach_everything_and_reapply_is_noop() {
+    let w = World::start();
+    let site = w.generate(2_000, 2303);
+    w.config("public", DEFAULT);
+    let first = w.apply_ok();
+    for (id, s) in steps(&first) {
+        assert_eq!(s["status"], "done", "{id}: {s}");
+    }
+
+    let expected = site.expected(None, None);
+    assert_eq!(expected.devices as usize, site.clients().len());
+    assert!(expected.devices > 0 && expected.scheduled > 0 && expected.comanaged > 0);
+    let c = w.counts(&site.hid);
+    assert_counts(&c, &expected);
+    assert_eq!(c.authority, "configmgr+intune");
+    assert_eq!(
+        c.enabled,
+        [
+            "co-management",
+            "defender-reporting",
+            "endpoint-analytics",
+            "rbac-authority",
+            "tenant-attach"
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect()
+    );
+    // The device list agrees with the status counts, and holds exactly the client devices.
+    let devices = w.cloud_devices(&site.hid);
+    assert_eq!(devices.keys().copied().collect::<std::collections::BTreeSet<_>>(), site.clients());
+    assert_eq!(w.device_count(), expected.devices);
+    // The overview shows the hierarchy with its five features.
+    let hs = w.hierarchies();
+    assert_eq!(hs.len(), 1, "{hs:?}");
+    assert_eq!(hs[0]["counts"]["devices"], expected.devices);
+    assert_eq!(hs[0]["effective_authority"], "configmgr+intune");
+    // Defender reports are populated.
+    let report = w.get("/api/v1/reports/defender/antivirus-agent-status");
+    let rows = report["value"].as_array().map(Vec::len).or_else(|| report["@odata.count"].as_u64().map(|n| n as usize));
+    assert_eq!(rows, Some(expected.defender as usize), "defender report: {report}");
+    // Endpoint analytics computed scores from the enrolled devices.
+    let ea = w.get("/api/v1/reports/endpoint-analytics");
+    assert_eq!(ea["enrolled_devices"], expected.ea_enrolled);
+    assert_eq!(ea["status"], "ok", "{ea}");
+
+    // Applying again: every step noop, and not one upload request.
+    let before = w.stats()["requests"].as_u64().unwrap();
+    let second = w.apply_ok();
+    for (id, s) in steps(&second) {
+        assert_eq!(s["action"], "noop", "{id}: {s}");
+        assert_eq!(s["status"], "noop", "{id}: {s}");
+    }
+    let after = w.stats()["requests"].as_u64().unwrap();
+    // An idempotent apply reads (me, app lookup, onboard) but uploads nothing: a handful of
+    // requests, far fewer than the upload batches of the first run would be.
+    assert!(after - before <= 10, "{} API requests on a no-op apply", after - before);
+    assert_counts(&w.counts(&site.hid), &expected);
+}
+
+/// Custom settings: the upload is one collection with its subcollections and limiting
+/// collection, co-management is a pilot: the cloud holds exactly those.
+#[test]
+fn custom_collection_upload_and_pilot_comanagement() {
+    let w = World::start();
+    let site = w.generate(2_000, 2303);
+    w.config(
+        "public",
+        r#"[attach]
+settings = "custom"
+
+[features.tenant-attach]
+enabled = true
+upload = "PS100012"
+
+[features.endpoint-analytics]
+enabled = true
+
+[features.defender-reporting]
+enabled = true
+
+[features.co-management]
+enabled = true
+enrollment = "pilot"
+pilot_collection = "PS100020"
+"#,
+    );
+    let out = w.apply_ok();
+    let st = steps(&out);
+    for (id, s) in &st {
+        let want = if id == "rbac-authority" { "skipped" } else { "done" };
+        assert_eq!(s["status"], want, "{id}: {s}");
+    }
+
+    let upload = site.effective("PS100012");
+    let pilot = site.effective("PS100020");
+    // The collection is built from includes and a limiting collection: make sure the scope is
+    // a real subset, so the test would notice "all devices" being uploaded.
+    let scope: std::collections::BTreeSet<i64> = upload.intersection(&site.clients()).copied().collect();
+    assert!(!scope.is_empty() && scope.len() < site.clients().len());
+    let expected = site.expected(Some(&upload), Some(&pilot));
+    assert_eq!(expected.devices as usize, scope.len());
+    assert!(expected.scheduled > 0, "the pilot must schedule someone");
+    let c = w.counts(&site.hid);
+    assert_counts(&c, &expected);
+    assert_eq!(
+        w.cloud_devices(&site.hid).keys().copied().collect::<std::collections::BTreeSet<_>>(),
+        scope
+    );
+    assert!(!c.enabled.contains("rbac-authority"), "{:?}", c.enabled);
+}
+
+/// rbac-authority with `enforce_configmgr_rbac = false`: while the tenant's "Use Intune RBAC"
+/// toggle is off the authority stays `configmgr+intune` with a warning; once the toggle is on,
+/// it is `intune`.
+#[test]
+fn rbac_intune_only_follows_the_tenant_toggle() {
+    let w = World::start();
+    let site = w.generate(300, 2303);
+    w.config(
+        "public",
+        r#"[attach]
+settings = "custom"
+
+[features.tenant-attach]
+enabled = true
+
+[features.rbac-authority]
+enabled = true
+enforce_configmgr_rbac = false
+"#,
+    );
+    let out = w.apply_ok();
+    let rbac = &steps(&out)["rbac-authority"];
+    assert_eq!(rbac["status"], "done", "{rbac}");
+    let warned = rbac["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["severity"] == "warning" && f["message"].as_str().unwrap().contains("Intune RBAC"));
+    assert!(warned, "no warning about the tenant toggle: {rbac}");
+    assert_eq!(w.counts(&site.hid).authority, "configmgr+intune");
+
+    // The administrator turns the toggle on (with the token apply cached).
+    let tokens: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(w.state_dir().join("tokens.json")).unwrap()).unwrap();
+    let admin = tokens["access_token"].as_str().expect("cached access token");
+    let (s, v) = w.request(
+        reqwest::Method::PUT,
+        "/api/v1/tenant/settings",
+        admin,
+        Some(&serde_json::json!({"use_intune_rbac": true})),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(w.counts(&site.hid).authority, "intune");
+    let status = w.cli(&["--output", "json", "status"]);
+    status.ok();
+    let rbac = status.json()["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "rbac-authority")
+        .cloned()
+        .expect("rbac-authority in status");
+    let authority = rbac.get("effective_authority").or_else(|| rbac["extra"].get("effective_authority"));
+    assert_eq!(authority, Some(&serde_json::json!("intune")), "{rbac}");
+}
+
+/// Azure China Cloud with default settings: only co-management, the others skipped with their
+/// reason; the cloud holds no devices.
+#[test]
+fn china_default_enables_only_comanagement() {
+    let w = World::start_with(cloudattach_cloud::ServeOptions {
+        environment: "china".into(),
+        ..cloud_opts()
+    });
+    let site = w.generate(500, 2303);
+    w.config("china", DEFAULT);
+    let out = w.apply_ok();
+    assert_eq!(out["environment"], "china");
+    for (id, s) in steps(&out) {
+        if id == "co-management" {
+            assert_eq!(s["status"], "done", "{s}");
+        } else {
+            assert_eq!(s["status"], "skipped", "{id}: {s}");
+            let reason = s["reason"].as_str().unwrap_or_default();
+            assert!(!reason.is_empty(), "{id} skipped without a reason");
+            assert!(reason.contains("China") || reason.contains("china"), "{id}: {reason}");
+        }
+    }
+    let mut expected = site.expected(None, None);
+    (expected.devices, expected.ea_enrolled, expected.defender) = (0, 0, 0);
+    let c = w.counts(&site.hid);
+    assert_counts(&c, &expected);
+    assert_eq!(c.enabled, ["co-management".to_string()].into_iter().collect());
+    assert_eq!(w.device_count(), 0);
+}
+
+/// Site version 2203: rbac-authority (2207) and defender-reporting (2303) are skipped with
+/// reasons naming the versions; the rest is attached.
+#[test]
+fn site_2203_skips_rbac_and_defender() {
+    let w = World::start();
+    let site = w.generate(500, 2203);
+    w.config("public", DEFAULT);
+    let out = w.apply_ok();
+    for (id, s) in steps(&out) {
+        match id.as_str() {
+            "rbac-authority" | "defender-reporting" => {
+                assert_eq!(s["status"], "skipped", "{id}: {s}");
+                let want = if id == "rbac-authority" { "2207" } else { "2303" };
+                let reason = s["reason"].as_str().unwrap_or_default();
+                assert!(reason.contains(want), "{id}: {reason}");
+            }
+            _ => assert_eq!(s["status"], "done", "{id}: {s}"),
+        }
+    }
+    let mut expected = site.expected(None, None);
+    expected.defender = 0;
+    let c = w.counts(&site.hid);
+    assert_counts(&c, &expected);
+    assert!(!c.enabled.contains("rbac-authority") && !c.enabled.contains("defender-reporting"));
+}

@@ -1,0 +1,185 @@
+//! End to end: delta sync, a throttling and flaky cloud, and an apply killed mid-upload.
+
+mod common;
+
+use cloudattach_cloud::ServeOptions;
+use common::*;
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const DEFAULT: &str = "[attach]\nsettings = \"default\"\n";
+
+/// Change 25 devices, remove 5, add 10: `sync` sends exactly those 40 device records and the
+/// cloud matches the site afterwards.
+#[test]
+fn sync_sends_exactly_the_changes() {
+    let w = World::start();
+    let mut site = w.generate(1_000, 2303);
+    w.config("public", DEFAULT);
+    w.apply_ok();
+    assert_counts(&w.counts(&site.hid), &site.expected(None, None));
+
+    let client_idx: Vec<usize> = (0..site.devices.len())
+        .filter(|&i| site.devices[i]["client"] == true)
+        .collect();
+    // Change 25 client devices.
+    for &i in &client_idx[..25] {
+        site.devices[i]["model"] = json!(format!("Changed Model {i}"));
+    }
+    // Add 10 client devices (copies of existing ones under new ids and names).
+    let max_id = site.all_ids().into_iter().max().unwrap();
+    for k in 0..10usize {
+        let mut d = site.devices[client_idx[100 + k]].clone();
+        let id = max_id + 1 + k as i64;
+        d["resource_id"] = json!(id);
+        d["name"] = json!(format!("PS1-NEW-{k:04}"));
+        if d.get("entra_device_id").is_some_and(|v| !v.is_null()) {
+            d["entra_device_id"] = json!(format!("0000aaaa-0000-4000-8000-{:012}", k));
+        }
+        if d.get("serial_number").is_some_and(|v| !v.is_null()) {
+            d["serial_number"] = json!(format!("NEWSER{k:04}"));
+        }
+        site.devices.push(d);
+    }
+    // Remove 5 client devices (not among the changed or copied ones).
+    let removed: BTreeSet<i64> = client_idx[200..205]
+        .iter()
+        .map(|&i| site.devices[i]["resource_id"].as_i64().unwrap())
+        .collect();
+    site.devices
+        .retain(|d| !removed.contains(&d["resource_id"].as_i64().unwrap()));
+    site.save_devices();
+
+    let r = w.cli(&["--output", "json", "sync"]);
+    assert_eq!(r.code, 0, "sync failed:\n{}\n{}", r.stdout, r.stderr);
+    let v = r.json();
+    let ta = v["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "tenant-attach")
+        .cloned()
+        .unwrap_or_else(|| panic!("no tenant-attach in {v}"));
+    assert_eq!(ta["sent"], 40, "{ta}");
+
+    let cloud = w.cloud_devices(&site.hid);
+    assert_eq!(cloud.keys().copied().collect::<BTreeSet<_>>(), site.clients());
+    for &i in &client_idx[..25] {
+        let id = site.devices[i]["resource_id"].as_i64().unwrap();
+        assert_eq!(cloud[&id]["model"], site.devices[i]["model"], "device {id}");
+    }
+    assert_counts(&w.counts(&site.hid), &site.expected(None, None));
+
+    // Nothing changed since: the next sync sends nothing.
+    let again = w.cli(&["--output", "json", "sync"]);
+    again.ok();
+    for p in again.json()["plugins"].as_array().unwrap() {
+        assert_eq!(p["sent"], 0, "{p}");
+    }
+}
+
+/// A cloud that answers 30% of API requests with 429 (with and without Retry-After) or 5xx and
+/// drops connections: the same final counts, and no request retried before its Retry-After.
+#[test]
+fn faults_give_the_same_counts_and_no_early_retries() {
+    let w = World::start_with(ServeOptions {
+        fault_429: 0.1,
+        fault_429_bare: 0.1,
+        fault_5xx: 0.1,
+        fault_drop: 0.05,
+        fault_seed: Some(20_260_127),
+        ..cloud_opts()
+    });
+    let site = w.generate(2_000, 2303);
+    w.config("public", DEFAULT);
+    let out = w.apply_ok();
+    for (id, s) in steps(&out) {
+        assert_eq!(s["status"], "done", "{id}: {s}");
+    }
+    assert!(out["retries"].as_u64().unwrap() > 0, "no retries under faults: {out}");
+    let c = w.counts(&site.hid);
+    assert_counts(&c, &site.expected(None, None));
+    assert_eq!(c.authority, "configmgr+intune");
+    assert_eq!(
+        w.cloud_devices(&site.hid).keys().copied().collect::<BTreeSet<_>>(),
+        site.clients()
+    );
+    let stats = w.stats();
+    for kind in ["429", "429_bare", "5xx", "drop"] {
+        assert!(stats["faults"][kind].as_u64().unwrap() > 0, "no {kind} fault injected: {stats}");
+    }
+    assert_eq!(stats["early_retries"], 0, "{stats}");
+}
+
+/// `apply` killed with SIGKILL in the middle of the device upload; the next apply ends with
+/// exact counts.
+#[test]
+fn apply_killed_mid_upload_then_applied_again_is_exact() {
+    let slow = ServeOptions {
+        fault_latency_ms: 1_500,
+        ..cloud_opts()
+    };
+    let mut w = World::start_with(slow);
+    let site = w.generate(30_000, 2303);
+    w.config("public", DEFAULT);
+    let total = site.clients().len() as u64;
+
+    let mut child = w
+        .command(&["--output", "json", "apply", "--yes"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn apply");
+    // Sample the device count every 100 ms (each read waits out the latency too).
+    let token = w.reader_token();
+    let hid = site.hid.clone();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut killed_at = None;
+    let http = reqwest::Client::new();
+    while std::time::Instant::now() < deadline {
+        let (http, sink, base, token, hid) = (
+            http.clone(),
+            seen.clone(),
+            w.base.clone(),
+            token.clone(),
+            hid.clone(),
+        );
+        w.rt.spawn(async move {
+            let url = format!("{base}/api/v1/hierarchies/{hid}/status");
+            if let Ok(r) = http.get(url).bearer_auth(token).send().await
+                && r.status().is_success()
+                && let Ok(v) = r.json::<serde_json::Value>().await
+                && let Some(n) = v["plugins"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|p| p["id"] == "tenant-attach"))
+                    .and_then(|p| p["counts"]["devices_uploaded"].as_u64())
+            {
+                sink.lock().unwrap().push(n);
+            }
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        if seen.lock().unwrap().iter().any(|&n| n > 0 && n < total) {
+            child.kill().expect("SIGKILL apply");
+            killed_at = Some(seen.lock().unwrap().clone());
+            break;
+        }
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            panic!("apply ended ({status}) before it could be killed mid-upload; seen {:?}", seen.lock().unwrap());
+        }
+    }
+    let _ = child.wait();
+    let killed_at = killed_at.expect("the upload never showed a partial device count");
+    let partial = w.counts(&site.hid).devices;
+    assert!(partial > 0 && partial < total, "partial {partial} of {total} (seen {killed_at:?})");
+
+    // Again, on a cloud without the latency.
+    w.restart_with(cloud_opts());
+    let out = w.apply_ok();
+    for (id, s) in steps(&out) {
+        assert_eq!(s["status"], "done", "{id}: {s}");
+    }
+    assert_counts(&w.counts(&site.hid), &site.expected(None, None));
+    assert_eq!(w.device_count(), total);
+}
