@@ -20,7 +20,9 @@ pub struct CliReporter {
 
 impl CliReporter {
     pub fn new() -> Self {
-        CliReporter { bars: std::io::stderr().is_terminal() }
+        CliReporter {
+            bars: std::io::stderr().is_terminal(),
+        }
     }
 }
 
@@ -38,14 +40,20 @@ impl Reporter for CliReporter {
                 None => ProgressBar::no_length(),
             };
             bar.set_style(
-                ProgressStyle::with_template("{prefix:>14} [{bar:30}] {human_pos} records  {per_sec}  eta {eta}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{prefix:>14} [{bar:30}] {human_pos} records  {per_sec}  eta {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
             );
             bar.set_prefix(channel.to_string());
             Box::new(BarProgress(bar))
         } else {
-            Box::new(LineProgress { channel: channel.to_string(), started: Instant::now(), sent: Mutex::new((0, 0)) })
+            Box::new(LineProgress {
+                channel: channel.to_string(),
+                started: Instant::now(),
+                sent: Mutex::new((0, 0)),
+            })
         }
     }
 }
@@ -74,7 +82,12 @@ impl Progress for LineProgress {
         s.0 += n;
         if s.0 / 50_000 > s.1 / 50_000 {
             let rate = s.0 as f64 / self.started.elapsed().as_secs_f64().max(0.001);
-            eprintln!("{}: {} records sent ({:.0}/s)", self.channel, thousands(s.0), rate);
+            eprintln!(
+                "{}: {} records sent ({:.0}/s)",
+                self.channel,
+                thousands(s.0),
+                rate
+            );
         }
         s.1 = s.0;
     }
@@ -104,7 +117,12 @@ pub struct Connected {
 
 impl Connected {
     fn close(self) {
-        let Connected { session, cloud, runtime, .. } = self;
+        let Connected {
+            session,
+            cloud,
+            runtime,
+            ..
+        } = self;
         drop(session);
         if let Some(c) = cloud {
             runtime.block_on(c.shutdown());
@@ -136,7 +154,11 @@ pub fn embedded_options(ctx: &Context) -> ServeOptions {
 /// when configured, signs in.
 pub fn connect(ctx: &Context, command: &str, lock: bool) -> Result<Connected, Failure> {
     let state_dir = ctx.config.state_dir();
-    let lock = if lock { Some(StateLock::acquire(&state_dir, command).map_err(|e| Failure::Runtime(e.to_string()))?) } else { None };
+    let lock = if lock {
+        Some(StateLock::acquire(&state_dir, command).map_err(|e| Failure::Runtime(e.to_string()))?)
+    } else {
+        None
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -153,10 +175,25 @@ pub fn connect(ctx: &Context, command: &str, lock: bool) -> Result<Connected, Fa
             (running.base_url(), Some(running))
         }
     };
-    let state = Arc::new(Mutex::new(StateStore::open(&state_dir).map_err(|e| Failure::Runtime(e.to_string()))?));
-    let session = Session::open(runtime.handle().clone(), &base, &ctx.config, &ctx.site, state.clone(), Arc::new(CliReporter::new()))
-        .map_err(session_failure)?;
-    Ok(Connected { session: Arc::new(session), state, cloud, runtime, _lock: lock })
+    let state = Arc::new(Mutex::new(
+        StateStore::open(&state_dir).map_err(|e| Failure::Runtime(e.to_string()))?,
+    ));
+    let session = Session::open(
+        runtime.handle().clone(),
+        &base,
+        &ctx.config,
+        &ctx.site,
+        state.clone(),
+        Arc::new(CliReporter::new()),
+    )
+    .map_err(session_failure)?;
+    Ok(Connected {
+        session: Arc::new(session),
+        state,
+        cloud,
+        runtime,
+        _lock: lock,
+    })
 }
 
 fn confirm(question: &str) -> Result<bool, Failure> {
@@ -168,7 +205,10 @@ fn confirm(question: &str) -> Result<bool, Failure> {
     eprint!("{question} [y/N] ");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer).map_err(|e| Failure::Runtime(e.to_string()))?;
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| Failure::Runtime(e.to_string()))?;
     Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes"))
 }
 
@@ -182,12 +222,17 @@ pub fn apply(ctx: &Context, output: Output, yes: bool) -> Outcome {
     let state_dir = ctx.config.state_dir();
     let plan = {
         let store = StateStore::open(&state_dir).map_err(|e| Failure::Runtime(e.to_string()))?;
-        cloudattach_core::plan(&ctx.registry, &ctx.config, &selection, &ctx.site, &store).map_err(input)?
+        cloudattach_core::plan(&ctx.registry, &ctx.config, &selection, &ctx.site, &store)
+            .map_err(input)?
     };
     if output == Output::Text {
         crate::print_plan(ctx, &plan, true);
     }
-    let changes = plan.steps.iter().filter(|s| !matches!(s.action, PlanAction::Noop | PlanAction::Skip)).count();
+    let changes = plan
+        .steps
+        .iter()
+        .filter(|s| !matches!(s.action, PlanAction::Noop | PlanAction::Skip))
+        .count();
     if !yes && changes > 0 {
         let app_note = if ctx.config.app.is_none() {
             "\nA Global Administrator signs in, and cloudattach registers an app in the tenant for this hierarchy."
@@ -202,8 +247,18 @@ pub fn apply(ctx: &Context, output: Output, yes: bool) -> Outcome {
     }
     let started = Instant::now();
     let conn = connect(ctx, "apply", true)?;
-    conn.session.onboard(&ctx.site, selection.environment).map_err(session_failure)?;
-    let reports = apply::apply(&ctx.registry, &ctx.config, &selection, &ctx.site, &plan, conn.session.clone(), &conn.state);
+    conn.session
+        .onboard(&ctx.site, selection.environment)
+        .map_err(session_failure)?;
+    let reports = apply::apply(
+        &ctx.registry,
+        &ctx.config,
+        &selection,
+        &ctx.site,
+        &plan,
+        conn.session.clone(),
+        &conn.state,
+    );
     let (requests, retries, bytes) = conn.session.client_stats();
     let failed = reports.iter().any(|r| r.status == StepStatus::Failed);
     if output == Output::Json {
@@ -226,22 +281,35 @@ pub fn apply(ctx: &Context, output: Output, yes: bool) -> Outcome {
                 StepStatus::Skipped => ("skipped", Tone::Dim),
                 StepStatus::Failed => ("failed", Tone::Bad),
             };
-            let mut details: Vec<String> = r.counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let mut details: Vec<String> =
+                r.counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
             if let Some(reason) = &r.reason {
                 details.push(reason.clone());
             }
-            t.row(vec![(r.plugin.clone(), Tone::Plain), (word.to_string(), tone), (details.join(", "), Tone::Plain)]);
+            t.row(vec![
+                (r.plugin.clone(), Tone::Plain),
+                (word.to_string(), tone),
+                (details.join(", "), Tone::Plain),
+            ]);
         }
         println!();
         print!("{}", t.render(colour));
         for r in &reports {
-            for f in r.findings.iter().filter(|f| f.severity != cloudattach_sdk::Severity::Info) {
+            for f in r
+                .findings
+                .iter()
+                .filter(|f| f.severity != cloudattach_sdk::Severity::Info)
+            {
                 eprintln!("{}: {}", r.plugin, f.message);
             }
         }
         eprintln!(
             "{} in {:.1}s: {requests} requests ({retries} retried), {} KiB sent",
-            if failed { "finished with failures" } else { "attached" },
+            if failed {
+                "finished with failures"
+            } else {
+                "attached"
+            },
             started.elapsed().as_secs_f64(),
             bytes / 1024
         );
@@ -253,7 +321,8 @@ pub fn apply(ctx: &Context, output: Output, yes: bool) -> Outcome {
 pub fn status(ctx: &Context, output: Output) -> Outcome {
     let selection = crate::selection_for_reading(ctx)?;
     let conn = connect(ctx, "status", false)?;
-    let host = orchestrator::host_for(&ctx.site, &ctx.config, &selection).with_cloud(conn.session.clone());
+    let host =
+        orchestrator::host_for(&ctx.site, &ctx.config, &selection).with_cloud(conn.session.clone());
     let order = ctx.registry.execution_order().map_err(input)?;
     let result = apply::status(&ctx.registry, &order, &host);
     drop(host);
@@ -266,10 +335,20 @@ pub fn status(ctx: &Context, output: Output) -> Outcome {
     let mut t = Table::new(&["plugin", "enabled", "counts", "last sync"]);
     for p in &plugins {
         let mut counts: Vec<String> = p.counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        counts.extend(p.extra.iter().map(|(k, v)| format!("{k}={}", v.as_str().map(String::from).unwrap_or_else(|| v.to_string()))));
+        counts.extend(p.extra.iter().map(|(k, v)| {
+            format!(
+                "{k}={}",
+                v.as_str()
+                    .map(String::from)
+                    .unwrap_or_else(|| v.to_string())
+            )
+        }));
         t.row(vec![
             (p.id.clone(), Tone::Plain),
-            (if p.enabled { "yes" } else { "no" }.into(), if p.enabled { Tone::Good } else { Tone::Dim }),
+            (
+                if p.enabled { "yes" } else { "no" }.into(),
+                if p.enabled { Tone::Good } else { Tone::Dim },
+            ),
             (counts.join(", "), Tone::Plain),
             (p.last_sync.clone().unwrap_or_else(|| "-".into()), Tone::Dim),
         ]);
@@ -285,12 +364,18 @@ pub fn parse_interval(s: &str) -> Result<Duration, String> {
         Some((i, _)) => (&s[..i], &s[i..]),
         None => (s, "s"),
     };
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not an interval: expected e.g. 90, 90s, 15m or 1h"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not an interval: expected e.g. 90, 90s, 15m or 1h"))?;
     let secs = match unit {
         "s" => n,
         "m" => n * 60,
         "h" => n * 3600,
-        _ => return Err(format!("{s:?} is not an interval: expected e.g. 90, 90s, 15m or 1h")),
+        _ => {
+            return Err(format!(
+                "{s:?} is not an interval: expected e.g. 90, 90s, 15m or 1h"
+            ));
+        }
     };
     if secs == 0 {
         return Err("the interval must be at least one second".into());
@@ -299,13 +384,26 @@ pub fn parse_interval(s: &str) -> Result<Duration, String> {
 }
 
 pub fn sync(ctx: &Context, output: Output, full: bool, watch: Option<Duration>) -> Outcome {
-    let selection = cloudattach_core::select(&ctx.config, &ctx.registry, ctx.site.info.version).map_err(input)?;
+    let selection = cloudattach_core::select(&ctx.config, &ctx.registry, ctx.site.info.version)
+        .map_err(input)?;
     let conn = connect(ctx, "sync", true)?;
-    let mode = if full { SyncMode::Full } else { SyncMode::Delta };
+    let mode = if full {
+        SyncMode::Full
+    } else {
+        SyncMode::Delta
+    };
     let mut any_failed = false;
     loop {
-        let host = orchestrator::host_for(&ctx.site, &ctx.config, &selection).with_cloud(conn.session.clone());
-        let reports = apply::sync(&ctx.registry, &selection, &host, &conn.session, &conn.state, mode);
+        let host = orchestrator::host_for(&ctx.site, &ctx.config, &selection)
+            .with_cloud(conn.session.clone());
+        let reports = apply::sync(
+            &ctx.registry,
+            &selection,
+            &host,
+            &conn.session,
+            &conn.state,
+            mode,
+        );
         any_failed |= reports.iter().any(|r| r.error.is_some());
         if output == Output::Json {
             print_json(&serde_json::json!({ "plugins": reports }))?;
@@ -329,7 +427,11 @@ pub fn sync(ctx: &Context, output: Output, full: bool, watch: Option<Duration>) 
         std::thread::sleep(every);
     }
     conn.close();
-    if any_failed { Err(Failure::Failed) } else { Ok(()) }
+    if any_failed {
+        Err(Failure::Failed)
+    } else {
+        Ok(())
+    }
 }
 
 pub fn disable(ctx: &Context, output: Output, ids: &[String]) -> Outcome {
@@ -358,7 +460,8 @@ pub fn disable(ctx: &Context, output: Output, ids: &[String]) -> Outcome {
     }
     let selection = selection_or_default(ctx)?;
     let conn = connect(ctx, "disable", true)?;
-    let host = orchestrator::host_for(&ctx.site, &ctx.config, &selection).with_cloud(conn.session.clone());
+    let host =
+        orchestrator::host_for(&ctx.site, &ctx.config, &selection).with_cloud(conn.session.clone());
     let order = ctx.registry.execution_order().map_err(input)?;
     let mut results = vec![];
     let mut failed = false;
@@ -375,7 +478,11 @@ pub fn disable(ctx: &Context, output: Output, ids: &[String]) -> Outcome {
             outcome
         };
         failed |= !outcome.ok;
-        let error = outcome.findings.iter().find(|f| f.severity == cloudattach_sdk::Severity::Error).map(|f| f.message.clone());
+        let error = outcome
+            .findings
+            .iter()
+            .find(|f| f.severity == cloudattach_sdk::Severity::Error)
+            .map(|f| f.message.clone());
         results.push(serde_json::json!({ "id": id, "disabled": outcome.ok, "error": error }));
         if output == Output::Text {
             match error {
@@ -393,18 +500,30 @@ pub fn disable(ctx: &Context, output: Output, ids: &[String]) -> Outcome {
 }
 
 pub fn detach(ctx: &Context, output: Output, yes: bool) -> Outcome {
-    if !yes && !confirm(&format!("Offboard hierarchy {} from tenant {}? Its devices and reports are removed from the tenant.", ctx.site.info.hierarchy_id, ctx.config.tenant))? {
+    if !yes
+        && !confirm(&format!(
+            "Offboard hierarchy {} from tenant {}? Its devices and reports are removed from the tenant.",
+            ctx.site.info.hierarchy_id, ctx.config.tenant
+        ))?
+    {
         eprintln!("nothing changed");
         return Err(Failure::Failed);
     }
     let conn = connect(ctx, "detach", true)?;
     conn.session.offboard().map_err(session_failure)?;
-    conn.state.lock().expect("state lock").reset().map_err(|e| Failure::Runtime(e.to_string()))?;
+    conn.state
+        .lock()
+        .expect("state lock")
+        .reset()
+        .map_err(|e| Failure::Runtime(e.to_string()))?;
     conn.close();
     if output == Output::Json {
         print_json(&serde_json::json!({ "detached": ctx.site.info.hierarchy_id }))?;
     } else {
-        eprintln!("hierarchy {} detached from {}", ctx.site.info.hierarchy_id, ctx.config.tenant);
+        eprintln!(
+            "hierarchy {} detached from {}",
+            ctx.site.info.hierarchy_id, ctx.config.tenant
+        );
     }
     Ok(())
 }
@@ -417,9 +536,14 @@ fn selection_or_default(ctx: &Context) -> Result<cloudattach_core::Selection, Fa
 
 pub fn cloud_serve(opts: ServeOptions) -> Outcome {
     opts.validate().map_err(input)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Failure::Runtime(e.to_string()))?;
-    runtime.block_on(cloudattach_cloud::serve(opts)).map_err(|e| match e {
-        cloudattach_cloud::CloudError::InvalidOption(m) => Failure::Input(m),
-        other => Failure::Runtime(other.to_string()),
-    })
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Runtime(e.to_string()))?;
+    runtime
+        .block_on(cloudattach_cloud::serve(opts))
+        .map_err(|e| match e {
+            cloudattach_cloud::CloudError::InvalidOption(m) => Failure::Input(m),
+            other => Failure::Runtime(other.to_string()),
+        })
 }

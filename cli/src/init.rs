@@ -67,12 +67,21 @@ impl Prompter {
         eprint!("{question} [{default}]: ");
         let _ = std::io::stderr().flush();
         let mut line = String::new();
-        let n = std::io::stdin().lock().read_line(&mut line).map_err(|e| Failure::Runtime(e.to_string()))?;
+        let n = std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| Failure::Runtime(e.to_string()))?;
         if n == 0 {
-            return Err(Failure::Input("init: input ended before the wizard finished; nothing written".into()));
+            return Err(Failure::Input(
+                "init: input ended before the wizard finished; nothing written".into(),
+            ));
         }
         let line = line.trim();
-        Ok(if line.is_empty() { default.to_string() } else { line.to_string() })
+        Ok(if line.is_empty() {
+            default.to_string()
+        } else {
+            line.to_string()
+        })
     }
 
     fn choose(&self, question: &str, choices: &[&str], default: &str) -> Result<String, Failure> {
@@ -82,7 +91,10 @@ impl Prompter {
                 return Ok(a);
             }
             if !self.interactive {
-                return Err(Failure::Input(format!("{question}: {a:?} is not one of {}", choices.join(", "))));
+                return Err(Failure::Input(format!(
+                    "{question}: {a:?} is not one of {}",
+                    choices.join(", ")
+                )));
             }
             eprintln!("  please answer one of: {}", choices.join(", "));
         }
@@ -94,28 +106,49 @@ impl Prompter {
     }
 
     /// A collection picker: lists the site's collections with their sizes.
-    fn collection(&self, site: Option<&Site>, question: &str, default: &str) -> Result<String, Failure> {
-        let ids: Vec<String> = site.map(|s| s.collection_ids().map(String::from).collect()).unwrap_or_default();
-        if self.interactive {
-            if let Some(site) = site {
-                eprintln!("  collections of site {}:", site.info.code);
-                for (i, id) in ids.iter().enumerate() {
-                    if let Some(c) = site.collection(id) {
-                        eprintln!("  {:>3}. {}  {} ({} devices)", i + 1, c.id, c.name, c.member_count);
-                    }
+    fn collection(
+        &self,
+        site: Option<&Site>,
+        question: &str,
+        default: &str,
+    ) -> Result<String, Failure> {
+        let ids: Vec<String> = site
+            .map(|s| s.collection_ids().map(String::from).collect())
+            .unwrap_or_default();
+        if self.interactive
+            && let Some(site) = site
+        {
+            eprintln!("  collections of site {}:", site.info.code);
+            for (i, id) in ids.iter().enumerate() {
+                if let Some(c) = site.collection(id) {
+                    eprintln!(
+                        "  {:>3}. {}  {} ({} devices)",
+                        i + 1,
+                        c.id,
+                        c.name,
+                        c.member_count
+                    );
                 }
             }
         }
         loop {
             let a = self.ask(question, default)?;
-            let picked = a.parse::<usize>().ok().and_then(|n| ids.get(n.wrapping_sub(1)).cloned()).unwrap_or(a.clone());
+            let picked = a
+                .parse::<usize>()
+                .ok()
+                .and_then(|n| ids.get(n.wrapping_sub(1)).cloned())
+                .unwrap_or(a.clone());
             if ids.is_empty() || ids.contains(&picked) {
                 return Ok(picked);
             }
             if !self.interactive {
-                return Err(Failure::Input(format!("{question}: the site has no collection {picked}")));
+                return Err(Failure::Input(format!(
+                    "{question}: the site has no collection {picked}"
+                )));
             }
-            eprintln!("  the site has no collection {picked}; pick a number or an id from the list");
+            eprintln!(
+                "  the site has no collection {picked}; pick a number or an id from the list"
+            );
         }
     }
 }
@@ -126,13 +159,25 @@ fn toml_str(s: &str) -> String {
 
 pub fn init(args: &InitArgs, registry: &Registry) -> Outcome {
     if args.out.exists() && !args.force {
-        return Err(Failure::Input(format!("{} exists; pass --force to replace it", args.out.display())));
+        return Err(Failure::Input(format!(
+            "{} exists; pass --force to replace it",
+            args.out.display()
+        )));
     }
-    let p = Prompter { interactive: !args.no_input && std::io::stdin().is_terminal() };
+    let p = Prompter {
+        interactive: !args.no_input && std::io::stdin().is_terminal(),
+    };
     if p.interactive {
-        eprintln!("cloudattach init: the cloud attach wizard. Press Enter to keep [the default].\n");
+        eprintln!(
+            "cloudattach init: the cloud attach wizard. Press Enter to keep [the default].\n"
+        );
     }
-    let base = args.out.parent().map(Path::to_path_buf).filter(|b| !b.as_os_str().is_empty()).unwrap_or_else(|| PathBuf::from("."));
+    let base = args
+        .out
+        .parent()
+        .map(Path::to_path_buf)
+        .filter(|b| !b.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."));
     // Page: the site.
     let site_path = match &args.site {
         Some(s) => s.clone(),
@@ -140,12 +185,18 @@ pub fn init(args: &InitArgs, registry: &Registry) -> Outcome {
     };
     let site = Site::open(&base.join(&site_path)).ok();
     if site.is_none() {
-        eprintln!("warning: no readable site at {}: collections cannot be listed", base.join(&site_path).display());
+        eprintln!(
+            "warning: no readable site at {}: collections cannot be listed",
+            base.join(&site_path).display()
+        );
     }
     // Page: Azure environment.
     let environment: Environment = match args.environment {
         Some(e) => e,
-        None => p.choose("Azure environment", &["public", "usgov", "china"], "public")?.parse().map_err(input)?,
+        None => p
+            .choose("Azure environment", &["public", "usgov", "china"], "public")?
+            .parse()
+            .map_err(input)?,
     };
     // Page: sign in (the tenant; apply signs in).
     let tenant = match &args.tenant {
@@ -159,7 +210,11 @@ pub fn init(args: &InitArgs, registry: &Registry) -> Outcome {
     // Page: default or custom settings.
     let settings = match &args.settings {
         Some(s) => s.clone(),
-        None => p.choose("Use default settings (recommended) or custom", &["default", "custom"], "default")?,
+        None => p.choose(
+            "Use default settings (recommended) or custom",
+            &["default", "custom"],
+            "default",
+        )?,
     };
     let mut features = String::new();
     if settings == "custom" {
@@ -171,38 +226,68 @@ pub fn init(args: &InitArgs, registry: &Registry) -> Outcome {
             match &args.upload {
                 Some(u) => u.clone(),
                 None => {
-                    let a = p.choose("Upload devices to the tenant: all, a collection, or none", &["all", "collection", "none"], "all")?;
-                    if a == "collection" { p.collection(site.as_ref(), "Collection to upload", "SMS00001")? } else { a }
+                    let a = p.choose(
+                        "Upload devices to the tenant: all, a collection, or none",
+                        &["all", "collection", "none"],
+                        "all",
+                    )?;
+                    if a == "collection" {
+                        p.collection(site.as_ref(), "Collection to upload", "SMS00001")?
+                    } else {
+                        a
+                    }
                 }
             }
         };
         if upload != "none" {
-            features.push_str(&format!("[features.tenant-attach]\nenabled = true\nupload = {}\n\n", toml_str(&upload)));
+            features.push_str(&format!(
+                "[features.tenant-attach]\nenabled = true\nupload = {}\n\n",
+                toml_str(&upload)
+            ));
             let ea = match args.endpoint_analytics {
                 Some(b) => b,
                 None => p.yes_no("Enable Endpoint analytics for the uploaded devices", true)?,
             };
-            features.push_str(&format!("[features.endpoint-analytics]\nenabled = {ea}\n\n"));
+            features.push_str(&format!(
+                "[features.endpoint-analytics]\nenabled = {ea}\n\n"
+            ));
             let enforce = match args.enforce_configmgr_rbac {
                 Some(b) => b,
-                None => p.yes_no("Enforce Configuration Manager RBAC for cloud console requests", true)?,
+                None => p.yes_no(
+                    "Enforce Configuration Manager RBAC for cloud console requests",
+                    true,
+                )?,
             };
-            features.push_str(&format!("[features.rbac-authority]\nenabled = true\nenforce_configmgr_rbac = {enforce}\n\n"));
+            features.push_str(&format!(
+                "[features.rbac-authority]\nenabled = true\nenforce_configmgr_rbac = {enforce}\n\n"
+            ));
             let defender = match args.defender_reporting {
                 Some(b) => b,
-                None => p.yes_no("Upload Microsoft Defender for Endpoint data for reports", true)?,
+                None => p.yes_no(
+                    "Upload Microsoft Defender for Endpoint data for reports",
+                    true,
+                )?,
             };
-            features.push_str(&format!("[features.defender-reporting]\nenabled = {defender}\n\n"));
+            features.push_str(&format!(
+                "[features.defender-reporting]\nenabled = {defender}\n\n"
+            ));
         }
     }
     // Page: Enablement (co-management).
     let enrollment = match &args.co_management {
         Some(c) => c.clone(),
         None if environment == Environment::China => "all".to_string(),
-        None => p.choose("Co-management automatic enrollment", &["all", "pilot", "none"], "all")?,
+        None => p.choose(
+            "Co-management automatic enrollment",
+            &["all", "pilot", "none"],
+            "all",
+        )?,
     };
     if settings == "custom" || enrollment != "all" {
-        let mut table = format!("[features.co-management]\nenrollment = {}\n", toml_str(&enrollment));
+        let mut table = format!(
+            "[features.co-management]\nenrollment = {}\n",
+            toml_str(&enrollment)
+        );
         if enrollment == "pilot" {
             let pilot = match &args.pilot_collection {
                 Some(c) => c.clone(),
@@ -217,8 +302,15 @@ pub fn init(args: &InitArgs, registry: &Registry) -> Outcome {
         features.push('\n');
     }
     // The wizard changes co-management under default settings into custom ones.
-    let settings = if settings == "default" && enrollment != "all" { "custom".to_string() } else { settings };
-    if settings == "custom" && !features.contains("[features.tenant-attach]") && environment != Environment::China {
+    let settings = if settings == "default" && enrollment != "all" {
+        "custom".to_string()
+    } else {
+        settings
+    };
+    if settings == "custom"
+        && !features.contains("[features.tenant-attach]")
+        && environment != Environment::China
+    {
         features.push_str("[features.tenant-attach]\nenabled = false\n\n");
     }
     let text = format!(
@@ -231,7 +323,8 @@ pub fn init(args: &InitArgs, registry: &Registry) -> Outcome {
     // Summary: the same checks plan makes, before anything is written.
     let config = Config::parse(&text, &args.out, &base).map_err(input)?;
     if let Some(site) = &site {
-        let selection = cloudattach_core::select(&config, registry, site.info.version).map_err(input)?;
+        let selection =
+            cloudattach_core::select(&config, registry, site.info.version).map_err(input)?;
         eprintln!("\nSummary");
         for (id, d) in &selection.entries {
             let what = match d {
@@ -246,7 +339,11 @@ pub fn init(args: &InitArgs, registry: &Registry) -> Outcome {
         eprintln!("nothing written");
         return Err(Failure::Failed);
     }
-    std::fs::write(&args.out, text).map_err(|e| Failure::Runtime(format!("{}: {e}", args.out.display())))?;
-    eprintln!("wrote {}; next: cloudattach plan, then cloudattach apply", args.out.display());
+    std::fs::write(&args.out, text)
+        .map_err(|e| Failure::Runtime(format!("{}: {e}", args.out.display())))?;
+    eprintln!(
+        "wrote {}; next: cloudattach plan, then cloudattach apply",
+        args.out.display()
+    );
     Ok(())
 }

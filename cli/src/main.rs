@@ -174,13 +174,20 @@ impl Context {
     fn load(cli: &Cli) -> Result<Context, Failure> {
         let config = match &cli.config {
             Some(path) => Config::load(path).map_err(input)?,
-            None if Path::new("attach.toml").is_file() => Config::load(Path::new("attach.toml")).map_err(input)?,
+            None if Path::new("attach.toml").is_file() => {
+                Config::load(Path::new("attach.toml")).map_err(input)?
+            }
             None => {
                 let cwd = std::env::current_dir().map_err(|e| Failure::Runtime(e.to_string()))?;
                 let config = Config::demo(&cwd);
                 if !config.site_dir.join("site.toml").is_file() {
-                    let opts = GenerateOptions { devices: DEMO_DEVICES, seed: DEMO_SEED, ..Default::default() };
-                    generate_site(&opts, &config.site_dir, true).map_err(|e| Failure::Runtime(e.to_string()))?;
+                    let opts = GenerateOptions {
+                        devices: DEMO_DEVICES,
+                        seed: DEMO_SEED,
+                        ..Default::default()
+                    };
+                    generate_site(&opts, &config.site_dir, true)
+                        .map_err(|e| Failure::Runtime(e.to_string()))?;
                 }
                 eprintln!(
                     "no attach.toml here: using the built-in demo ({} devices in {}, Azure Public Cloud, default settings, the embedded local cloud)",
@@ -192,27 +199,39 @@ impl Context {
         };
         let registry = registry_for(cli, Some(&config))?;
         let site = Site::open(&config.site_dir).map_err(input)?;
-        Ok(Context { config, registry, site: Arc::new(site) })
+        Ok(Context {
+            config,
+            registry,
+            site: Arc::new(site),
+        })
     }
 
     /// Reports skipped inventory lines on stderr, once per command.
     fn report_skipped_lines(&self) {
-        if let Some(scan) = self.site.scan_summary() {
-            if scan.skipped > 0 {
-                let file = self.site.dir.join("devices.jsonl");
-                for bad in &scan.bad_lines {
-                    eprintln!("warning: {}:{}: skipped: {}", file.display(), bad.line, bad.message);
-                }
-                if scan.skipped as usize > scan.bad_lines.len() {
-                    eprintln!("warning: … and {} more", scan.skipped as usize - scan.bad_lines.len());
-                }
+        if let Some(scan) = self.site.scan_summary()
+            && scan.skipped > 0
+        {
+            let file = self.site.dir.join("devices.jsonl");
+            for bad in &scan.bad_lines {
                 eprintln!(
-                    "warning: {} line(s) of {} skipped; {} devices read",
-                    scan.skipped,
+                    "warning: {}:{}: skipped: {}",
                     file.display(),
-                    thousands(scan.devices)
+                    bad.line,
+                    bad.message
                 );
             }
+            if scan.skipped as usize > scan.bad_lines.len() {
+                eprintln!(
+                    "warning: … and {} more",
+                    scan.skipped as usize - scan.bad_lines.len()
+                );
+            }
+            eprintln!(
+                "warning: {} line(s) of {} skipped; {} devices read",
+                scan.skipped,
+                file.display(),
+                thousands(scan.devices)
+            );
         }
     }
 }
@@ -239,7 +258,9 @@ fn registry_for(cli: &Cli, config: Option<&Config>) -> Result<Registry, Failure>
 fn plugins_list(cli: &Cli) -> Outcome {
     let config = match &cli.config {
         Some(path) => Some(Config::load(path).map_err(input)?),
-        None if Path::new("attach.toml").is_file() => Some(Config::load(Path::new("attach.toml")).map_err(input)?),
+        None if Path::new("attach.toml").is_file() => {
+            Some(Config::load(Path::new("attach.toml")).map_err(input)?)
+        }
         None => None,
     };
     let registry = registry_for(cli, config.as_ref())?;
@@ -261,7 +282,15 @@ fn plugins_list(cli: &Cli) -> Outcome {
     if cli.output == Output::Json {
         return print_json(&rows);
     }
-    let mut t = Table::new(&["id", "name", "version", "origin", "depends on", "environments", "min site"]);
+    let mut t = Table::new(&[
+        "id",
+        "name",
+        "version",
+        "origin",
+        "depends on",
+        "environments",
+        "min site",
+    ]);
     for p in registry.iter() {
         let m = &p.manifest;
         let envs: Vec<String> = m
@@ -269,7 +298,11 @@ fn plugins_list(cli: &Cli) -> Outcome {
             .iter()
             .map(|e| {
                 let v = m.min_site_version_for(*e);
-                if v != m.min_site_version { format!("{e} ({v})") } else { e.to_string() }
+                if v != m.min_site_version {
+                    format!("{e} ({v})")
+                } else {
+                    e.to_string()
+                }
             })
             .collect();
         t.row(vec![
@@ -277,7 +310,14 @@ fn plugins_list(cli: &Cli) -> Outcome {
             (m.name.clone(), Tone::Plain),
             (m.version.clone(), Tone::Plain),
             (p.origin.kind().to_string(), Tone::Dim),
-            (if m.depends_on.is_empty() { "-".into() } else { m.depends_on.join(", ") }, Tone::Plain),
+            (
+                if m.depends_on.is_empty() {
+                    "-".into()
+                } else {
+                    m.depends_on.join(", ")
+                },
+                Tone::Plain,
+            ),
             (envs.join(", "), Tone::Plain),
             (m.min_site_version.to_string(), Tone::Plain),
         ]);
@@ -296,21 +336,42 @@ fn plugins_inspect(cli: &Cli, file: &Path) -> Outcome {
         .iter()
         .map(|e| {
             let v = m.min_site_version_for(*e);
-            if v != m.min_site_version { format!("{e} ({v})") } else { e.to_string() }
+            if v != m.min_site_version {
+                format!("{e} ({v})")
+            } else {
+                e.to_string()
+            }
         })
         .collect();
     println!("{} {} ({})", m.id, m.version, m.name);
     if !m.description.is_empty() {
         println!("  {}", m.description);
     }
-    println!("  depends on        {}", if m.depends_on.is_empty() { "-".into() } else { m.depends_on.join(", ") });
+    println!(
+        "  depends on        {}",
+        if m.depends_on.is_empty() {
+            "-".into()
+        } else {
+            m.depends_on.join(", ")
+        }
+    );
     println!("  environments      {}", envs.join(", "));
     println!("  min site version  {}", m.min_site_version);
     for o in &m.options {
-        let default = o.default.as_ref().map(|d| format!(" = {d}")).unwrap_or_default();
-        println!("  [features.{}] {}{default}  {}", m.id, o.key, o.description);
+        let default = o
+            .default
+            .as_ref()
+            .map(|d| format!(" = {d}"))
+            .unwrap_or_default();
+        println!(
+            "  [features.{}] {}{default}  {}",
+            m.id, o.key, o.description
+        );
     }
-    eprintln!("{}: a valid cloudattach plugin (nothing was enabled)", file.display());
+    eprintln!(
+        "{}: a valid cloudattach plugin (nothing was enabled)",
+        file.display()
+    );
     Ok(())
 }
 
@@ -320,7 +381,8 @@ fn check(cli: &Cli, ids: &[String]) -> Outcome {
     for w in &selection.warnings {
         eprintln!("warning: {w}");
     }
-    let results = cloudattach_core::check(&ctx.registry, &ctx.config, &selection, &ctx.site, ids).map_err(input)?;
+    let results = cloudattach_core::check(&ctx.registry, &ctx.config, &selection, &ctx.site, ids)
+        .map_err(input)?;
     ctx.report_skipped_lines();
     let failed = results.iter().any(|r| r.status == CheckStatus::Fail);
     if cli.output == Output::Json {
@@ -346,7 +408,10 @@ fn check(cli: &Cli, ids: &[String]) -> Outcome {
             if let Some(e) = r.data.get("eligibility").and_then(|v| v.as_object()) {
                 let mut t = Table::new(&["  eligibility", "devices"]);
                 for (class, n) in e {
-                    t.row(vec![(format!("  {class}"), Tone::Plain), (n.to_string(), Tone::Plain)]);
+                    t.row(vec![
+                        (format!("  {class}"), Tone::Plain),
+                        (n.to_string(), Tone::Plain),
+                    ]);
                 }
                 print!("{}", t.render(colour));
             }
@@ -361,7 +426,13 @@ fn check(cli: &Cli, ids: &[String]) -> Outcome {
 pub(crate) fn selection_for_reading(ctx: &Context) -> Result<cloudattach_core::Selection, Failure> {
     match cloudattach_core::select(&ctx.config, &ctx.registry, ctx.site.info.version) {
         Ok(s) => Ok(s),
-        Err(e) if e.problems.iter().all(|p| p.contains("can't be enabled") || p.contains("needs site version") || p.contains("depends on")) => {
+        Err(e)
+            if e.problems.iter().all(|p| {
+                p.contains("can't be enabled")
+                    || p.contains("needs site version")
+                    || p.contains("depends on")
+            }) =>
+        {
             lenient_selection(ctx)
         }
         Err(e) => Err(input(e)),
@@ -374,9 +445,9 @@ fn lenient_selection(ctx: &Context) -> Result<cloudattach_core::Selection, Failu
     let version = ctx.site.info.version;
     let registry = &ctx.registry;
     config.features.retain(|id, _| {
-        registry
-            .get(id)
-            .is_some_and(|p| cloudattach_core::orchestrator::unsupported_reason(&p.manifest, env, version).is_none())
+        registry.get(id).is_some_and(|p| {
+            cloudattach_core::orchestrator::unsupported_reason(&p.manifest, env, version).is_none()
+        })
     });
     loop {
         match cloudattach_core::select(&config, registry, version) {
@@ -384,7 +455,11 @@ fn lenient_selection(ctx: &Context) -> Result<cloudattach_core::Selection, Failu
             Err(e) => {
                 // Drop features whose dependency is off, one round at a time.
                 let before = config.features.len();
-                config.features.retain(|id, _| !e.problems.iter().any(|p| p.starts_with(&format!("[features.{id}]"))));
+                config.features.retain(|id, _| {
+                    !e.problems
+                        .iter()
+                        .any(|p| p.starts_with(&format!("[features.{id}]")))
+                });
                 if config.features.len() == before {
                     return Err(input(e));
                 }
@@ -396,12 +471,15 @@ fn lenient_selection(ctx: &Context) -> Result<cloudattach_core::Selection, Failu
 fn plan(cli: &Cli) -> Outcome {
     let ctx = Context::load(cli)?;
     cloudattach_core::orchestrator::require_wizard_version(ctx.site.info.version).map_err(input)?;
-    let selection = cloudattach_core::select(&ctx.config, &ctx.registry, ctx.site.info.version).map_err(input)?;
+    let selection = cloudattach_core::select(&ctx.config, &ctx.registry, ctx.site.info.version)
+        .map_err(input)?;
     for w in &selection.warnings {
         eprintln!("warning: {w}");
     }
-    let store = StateStore::open(&ctx.config.state_dir()).map_err(|e| Failure::Runtime(e.to_string()))?;
-    let plan = cloudattach_core::plan(&ctx.registry, &ctx.config, &selection, &ctx.site, &store).map_err(input)?;
+    let store =
+        StateStore::open(&ctx.config.state_dir()).map_err(|e| Failure::Runtime(e.to_string()))?;
+    let plan = cloudattach_core::plan(&ctx.registry, &ctx.config, &selection, &ctx.site, &store)
+        .map_err(input)?;
     ctx.report_skipped_lines();
     if cli.output == Output::Json {
         return print_json(&plan);
@@ -415,9 +493,16 @@ pub(crate) fn print_plan(ctx: &Context, plan: &cloudattach_core::Plan, to_stderr
     let colour = colour_enabled() && !to_stderr;
     let mut out = String::new();
     out.push_str("Summary\n");
-    out.push_str(&format!("  Azure environment  {} ({})\n", plan.environment.display_name(), plan.environment));
+    out.push_str(&format!(
+        "  Azure environment  {} ({})\n",
+        plan.environment.display_name(),
+        plan.environment
+    ));
     out.push_str(&format!("  Settings           {}\n", plan.settings));
-    out.push_str(&format!("  Site               {} {} (version {})\n\n", ctx.site.info.code, ctx.site.info.name, plan.site_version));
+    out.push_str(&format!(
+        "  Site               {} {} (version {})\n\n",
+        ctx.site.info.code, ctx.site.info.name, plan.site_version
+    ));
     let mut t = Table::new(&["#", "plugin", "action", "details"]);
     for (i, s) in plan.steps.iter().enumerate() {
         let tone = match s.action {
@@ -425,7 +510,11 @@ pub(crate) fn print_plan(ctx: &Context, plan: &cloudattach_core::Plan, to_stderr
             PlanAction::Disable => Tone::Warn,
             PlanAction::Skip | PlanAction::Noop => Tone::Dim,
         };
-        let details = s.reason.clone().or_else(|| s.detail.clone()).unwrap_or_default();
+        let details = s
+            .reason
+            .clone()
+            .or_else(|| s.detail.clone())
+            .unwrap_or_default();
         t.row(vec![
             ((i + 1).to_string(), Tone::Dim),
             (s.plugin.clone(), Tone::Plain),
@@ -441,8 +530,20 @@ pub(crate) fn print_plan(ctx: &Context, plan: &cloudattach_core::Plan, to_stderr
     }
 }
 
-fn site_generate(cli: &Cli, devices: u64, seed: u64, out: &Path, site_version: SiteVersion, force: bool) -> Outcome {
-    let opts = GenerateOptions { devices, seed, site_version, ..Default::default() };
+fn site_generate(
+    cli: &Cli,
+    devices: u64,
+    seed: u64,
+    out: &Path,
+    site_version: SiteVersion,
+    force: bool,
+) -> Outcome {
+    let opts = GenerateOptions {
+        devices,
+        seed,
+        site_version,
+        ..Default::default()
+    };
     let summary = generate_site(&opts, out, force).map_err(|e| match e {
         // The library names its own parameter; this command's flag is --force.
         GenerateError::WouldOverwrite { dir, files } => Failure::Input(format!(
@@ -484,7 +585,10 @@ fn init_logging(verbose: u8, serving: bool) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::env::var_os("NO_COLOR").is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(
+            std::env::var_os("NO_COLOR").is_none()
+                && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        )
         .without_time()
         .try_init();
 }
@@ -508,13 +612,23 @@ fn main() -> ExitCode {
             ctx.report_skipped_lines();
             r
         }),
-        Command::Disable { ids } => Context::load(&cli).and_then(|ctx| attach::disable(&ctx, cli.output, ids)),
-        Command::Detach { yes } => Context::load(&cli).and_then(|ctx| attach::detach(&ctx, cli.output, *yes)),
-        Command::Cloud(CloudCommand::Serve(opts)) => attach::cloud_serve(opts.clone()),
-        Command::Init(args) => Registry::with_static_plugins().map_err(input).and_then(|r| init::init(args, &r)),
-        Command::Site(SiteCommand::Generate { devices, seed, out, site_version, force }) => {
-            site_generate(&cli, *devices, *seed, out, *site_version, *force)
+        Command::Disable { ids } => {
+            Context::load(&cli).and_then(|ctx| attach::disable(&ctx, cli.output, ids))
         }
+        Command::Detach { yes } => {
+            Context::load(&cli).and_then(|ctx| attach::detach(&ctx, cli.output, *yes))
+        }
+        Command::Cloud(CloudCommand::Serve(opts)) => attach::cloud_serve(opts.clone()),
+        Command::Init(args) => Registry::with_static_plugins()
+            .map_err(input)
+            .and_then(|r| init::init(args, &r)),
+        Command::Site(SiteCommand::Generate {
+            devices,
+            seed,
+            out,
+            site_version,
+            force,
+        }) => site_generate(&cli, *devices, *seed, out, *site_version, *force),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -40,7 +40,10 @@ pub struct Table {
 
 impl Table {
     pub fn new(header: &[&str]) -> Self {
-        Table { header: header.iter().map(|s| s.to_string()).collect(), rows: vec![] }
+        Table {
+            header: header.iter().map(|s| s.to_string()).collect(),
+            rows: vec![],
+        }
     }
 
     pub fn row(&mut self, cells: Vec<(String, Tone)>) {
@@ -59,13 +62,23 @@ impl Table {
         let line = |cells: Vec<(String, Tone)>, out: &mut String| {
             let last = cells.len().saturating_sub(1);
             for (i, (c, tone)) in cells.into_iter().enumerate() {
-                let pad = if i == last { 0 } else { widths[i] - c.chars().count() + 2 };
+                let pad = if i == last {
+                    0
+                } else {
+                    widths[i] - c.chars().count() + 2
+                };
                 out.push_str(&paint(&c, tone, colour));
                 out.push_str(&" ".repeat(pad));
             }
             out.push('\n');
         };
-        line(self.header.iter().map(|h| (h.to_uppercase(), Tone::Dim)).collect(), &mut out);
+        line(
+            self.header
+                .iter()
+                .map(|h| (h.to_uppercase(), Tone::Dim))
+                .collect(),
+            &mut out,
+        );
         for r in &self.rows {
             line(r.clone(), &mut out);
         }

@@ -40,7 +40,13 @@ fn default_settings_attach_everything_and_reapply_is_noop() {
     );
     // The device list agrees with the status counts, and holds exactly the client devices.
     let devices = w.cloud_devices(&site.hid);
-    assert_eq!(devices.keys().copied().collect::<std::collections::BTreeSet<_>>(), site.clients());
+    assert_eq!(
+        devices
+            .keys()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>(),
+        site.clients()
+    );
     assert_eq!(w.device_count(), expected.devices);
     // The overview shows the hierarchy with its five features.
     let hs = w.hierarchies();
@@ -49,8 +55,15 @@ fn default_settings_attach_everything_and_reapply_is_noop() {
     assert_eq!(hs[0]["effective_authority"], "configmgr+intune");
     // Defender reports are populated.
     let report = w.get("/api/v1/reports/defender/antivirus-agent-status");
-    let rows = report["value"].as_array().map(Vec::len).or_else(|| report["@odata.count"].as_u64().map(|n| n as usize));
-    assert_eq!(rows, Some(expected.defender as usize), "defender report: {report}");
+    let rows = report["value"]
+        .as_array()
+        .map(Vec::len)
+        .or_else(|| report["@odata.count"].as_u64().map(|n| n as usize));
+    assert_eq!(
+        rows,
+        Some(expected.defender as usize),
+        "defender report: {report}"
+    );
     // Endpoint analytics computed scores from the enrolled devices.
     let ea = w.get("/api/v1/reports/endpoint-analytics");
     assert_eq!(ea["enrolled_devices"], expected.ea_enrolled);
@@ -66,7 +79,11 @@ fn default_settings_attach_everything_and_reapply_is_noop() {
     let after = w.stats()["requests"].as_u64().unwrap();
     // An idempotent apply reads (me, app lookup, onboard) but uploads nothing: a handful of
     // requests, far fewer than the upload batches of the first run would be.
-    assert!(after - before <= 10, "{} API requests on a no-op apply", after - before);
+    assert!(
+        after - before <= 10,
+        "{} API requests on a no-op apply",
+        after - before
+    );
     assert_counts(&w.counts(&site.hid), &expected);
 }
 
@@ -100,7 +117,11 @@ pilot_collection = "PS100020"
     let out = w.apply_ok();
     let st = steps(&out);
     for (id, s) in &st {
-        let want = if id == "rbac-authority" { "skipped" } else { "done" };
+        let want = if id == "rbac-authority" {
+            "skipped"
+        } else {
+            "done"
+        };
         assert_eq!(s["status"], want, "{id}: {s}");
     }
 
@@ -108,7 +129,8 @@ pilot_collection = "PS100020"
     let pilot = site.effective("PS100020");
     // The collection is built from includes and a limiting collection: make sure the scope is
     // a real subset, so the test would notice "all devices" being uploaded.
-    let scope: std::collections::BTreeSet<i64> = upload.intersection(&site.clients()).copied().collect();
+    let scope: std::collections::BTreeSet<i64> =
+        upload.intersection(&site.clients()).copied().collect();
     assert!(!scope.is_empty() && scope.len() < site.clients().len());
     let expected = site.expected(Some(&upload), Some(&pilot));
     assert_eq!(expected.devices as usize, scope.len());
@@ -116,7 +138,10 @@ pilot_collection = "PS100020"
     let c = w.counts(&site.hid);
     assert_counts(&c, &expected);
     assert_eq!(
-        w.cloud_devices(&site.hid).keys().copied().collect::<std::collections::BTreeSet<_>>(),
+        w.cloud_devices(&site.hid)
+            .keys()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>(),
         scope
     );
     assert!(!c.enabled.contains("rbac-authority"), "{:?}", c.enabled);
@@ -145,18 +170,19 @@ enforce_configmgr_rbac = false
     let out = w.apply_ok();
     let rbac = &steps(&out)["rbac-authority"];
     assert_eq!(rbac["status"], "done", "{rbac}");
-    let warned = rbac["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|f| f["severity"] == "warning" && f["message"].as_str().unwrap().contains("Intune RBAC"));
+    let warned = rbac["findings"].as_array().unwrap().iter().any(|f| {
+        f["severity"] == "warning" && f["message"].as_str().unwrap().contains("Intune RBAC")
+    });
     assert!(warned, "no warning about the tenant toggle: {rbac}");
     assert_eq!(w.counts(&site.hid).authority, "configmgr+intune");
 
     // The administrator turns the toggle on (with the token apply cached).
     let tokens: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(w.state_dir().join("tokens.json")).unwrap()).unwrap();
-    let admin = tokens["access_token"].as_str().expect("cached access token");
+        serde_json::from_str(&std::fs::read_to_string(w.state_dir().join("tokens.json")).unwrap())
+            .unwrap();
+    let admin = tokens["access_token"]
+        .as_str()
+        .expect("cached access token");
     let (s, v) = w.request(
         reqwest::Method::PUT,
         "/api/v1/tenant/settings",
@@ -174,7 +200,9 @@ enforce_configmgr_rbac = false
         .find(|p| p["id"] == "rbac-authority")
         .cloned()
         .expect("rbac-authority in status");
-    let authority = rbac.get("effective_authority").or_else(|| rbac["extra"].get("effective_authority"));
+    let authority = rbac
+        .get("effective_authority")
+        .or_else(|| rbac["extra"].get("effective_authority"));
     assert_eq!(authority, Some(&serde_json::json!("intune")), "{rbac}");
 }
 
@@ -197,14 +225,20 @@ fn china_default_enables_only_comanagement() {
             assert_eq!(s["status"], "skipped", "{id}: {s}");
             let reason = s["reason"].as_str().unwrap_or_default();
             assert!(!reason.is_empty(), "{id} skipped without a reason");
-            assert!(reason.contains("China") || reason.contains("china"), "{id}: {reason}");
+            assert!(
+                reason.contains("China") || reason.contains("china"),
+                "{id}: {reason}"
+            );
         }
     }
     let mut expected = site.expected(None, None);
     (expected.devices, expected.ea_enrolled, expected.defender) = (0, 0, 0);
     let c = w.counts(&site.hid);
     assert_counts(&c, &expected);
-    assert_eq!(c.enabled, ["co-management".to_string()].into_iter().collect());
+    assert_eq!(
+        c.enabled,
+        ["co-management".to_string()].into_iter().collect()
+    );
     assert_eq!(w.device_count(), 0);
 }
 
@@ -220,7 +254,11 @@ fn site_2203_skips_rbac_and_defender() {
         match id.as_str() {
             "rbac-authority" | "defender-reporting" => {
                 assert_eq!(s["status"], "skipped", "{id}: {s}");
-                let want = if id == "rbac-authority" { "2207" } else { "2303" };
+                let want = if id == "rbac-authority" {
+                    "2207"
+                } else {
+                    "2303"
+                };
                 let reason = s["reason"].as_str().unwrap_or_default();
                 assert!(reason.contains(want), "{id}: {reason}");
             }

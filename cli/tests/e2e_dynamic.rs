@@ -36,17 +36,23 @@ fn built() -> &'static Path {
                 "--examples",
             ])
             .args(["--features", "cloudattach-dynamic-plugins/fixtures"])
-            .args([
-                "-p",
-                "cloudattach-example-collection-summary",
-                "--lib",
-                "--target-dir",
-            ])
+            .args(["-p", "cloudattach-example-collection-summary", "--lib"])
+            // The libraries are built in the profile of the test that loads them.
+            .args(if cfg!(debug_assertions) {
+                &[][..]
+            } else {
+                &["--release"][..]
+            })
+            .arg("--target-dir")
             .arg(&target)
             .status()
             .expect("run cargo to build the plugin libraries");
         assert!(status.success(), "building the plugin libraries failed");
-        target.join("debug")
+        target.join(if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        })
     })
 }
 

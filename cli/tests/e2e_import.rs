@@ -32,17 +32,28 @@ fn import_an_existing_app() {
     let site = w.generate(500, 2303);
     let admin = w.admin_token();
     let uri = format!("api://{CONTOSO_TENANT_ID}/ImportedConfigMgr");
-    let (client_id, _, secret) =
-        w.register_app(&admin, "ImportedConfigMgr", &uri, required_permissions(), true);
+    let (client_id, _, secret) = w.register_app(
+        &admin,
+        "ImportedConfigMgr",
+        &uri,
+        required_permissions(),
+        true,
+    );
     std::fs::write(w.dir().join("app-secret.txt"), &secret).unwrap();
     app_config(&w, &client_id, "ImportedConfigMgr", &uri, "2099-12-31");
 
     let r = w.cli(&["--output", "json", "apply", "--yes"]);
     r.ok();
-    assert!(!r.stdout.contains(&secret) && !r.stderr.contains(&secret), "the secret leaked");
+    assert!(
+        !r.stdout.contains(&secret) && !r.stderr.contains(&secret),
+        "the secret leaked"
+    );
     let out = r.json();
     assert_eq!(out["app"]["client_id"], client_id.as_str());
-    assert!(!w.state_dir().join("app.json").exists(), "an app was registered anyway");
+    assert!(
+        !w.state_dir().join("app.json").exists(),
+        "an app was registered anyway"
+    );
     for (id, s) in steps(&out) {
         assert_eq!(s["status"], "done", "{id}: {s}");
     }
@@ -56,7 +67,10 @@ fn import_an_existing_app() {
         .iter()
         .filter_map(|a| a["displayName"].as_str())
         .collect();
-    assert!(!names.iter().any(|n| n.starts_with("ConfigMgrService")), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("ConfigMgrService")),
+        "{names:?}"
+    );
 }
 
 /// Each validation failure of an imported app is a configuration error (exit 2) that names the
@@ -67,8 +81,13 @@ fn import_validation_failures_change_nothing() {
     w.generate(200, 2303);
     let admin = w.admin_token();
     let uri = |name: &str| format!("api://{CONTOSO_TENANT_ID}/{name}");
-    let (good, _, good_secret) =
-        w.register_app(&admin, "GoodApp", &uri("GoodApp"), required_permissions(), true);
+    let (good, _, good_secret) = w.register_app(
+        &admin,
+        "GoodApp",
+        &uri("GoodApp"),
+        required_permissions(),
+        true,
+    );
     let (no_write, _, no_write_secret) = w.register_app(
         &admin,
         "NoWrite",
@@ -157,14 +176,31 @@ fn import_validation_failures_change_nothing() {
         std::fs::write(w.dir().join("app-secret.txt"), c.secret).unwrap();
         app_config(&w, c.client_id, c.name, &c.uri, c.expiry);
         let r = w.cli(&["apply", "--yes"]);
-        assert_eq!(r.code, 2, "{}: expected exit 2; stderr:\n{}", c.what, r.stderr);
+        assert_eq!(
+            r.code, 2,
+            "{}: expected exit 2; stderr:\n{}",
+            c.what, r.stderr
+        );
         for word in c.says {
-            assert!(r.stderr.contains(word), "{}: stderr does not say {word:?}:\n{}", c.what, r.stderr);
+            assert!(
+                r.stderr.contains(word),
+                "{}: stderr does not say {word:?}:\n{}",
+                c.what,
+                r.stderr
+            );
         }
         for s in [&good_secret, &no_write_secret, &no_consent_secret] {
-            assert!(!r.stderr.contains(s.as_str()) && !r.stdout.contains(s.as_str()), "{}: a secret leaked", c.what);
+            assert!(
+                !r.stderr.contains(s.as_str()) && !r.stdout.contains(s.as_str()),
+                "{}: a secret leaked",
+                c.what
+            );
         }
-        assert!(w.hierarchies().is_empty(), "{}: a hierarchy was attached", c.what);
+        assert!(
+            w.hierarchies().is_empty(),
+            "{}: a hierarchy was attached",
+            c.what
+        );
         assert_eq!(w.device_count(), 0, "{}: devices were uploaded", c.what);
     }
 }

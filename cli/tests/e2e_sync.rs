@@ -64,7 +64,10 @@ fn sync_sends_exactly_the_changes() {
     assert_eq!(ta["sent"], 40, "{ta}");
 
     let cloud = w.cloud_devices(&site.hid);
-    assert_eq!(cloud.keys().copied().collect::<BTreeSet<_>>(), site.clients());
+    assert_eq!(
+        cloud.keys().copied().collect::<BTreeSet<_>>(),
+        site.clients()
+    );
     for &i in &client_idx[..25] {
         let id = site.devices[i]["resource_id"].as_i64().unwrap();
         assert_eq!(cloud[&id]["model"], site.devices[i]["model"], "device {id}");
@@ -86,8 +89,8 @@ fn faults_give_the_same_counts_and_no_early_retries() {
     let w = World::start_with(ServeOptions {
         fault_429: 0.1,
         fault_429_bare: 0.1,
-        fault_5xx: 0.1,
-        fault_drop: 0.05,
+        fault_5xx: 0.12,
+        fault_drop: 0.08,
         fault_seed: Some(20_260_127),
         ..cloud_opts()
     });
@@ -97,17 +100,46 @@ fn faults_give_the_same_counts_and_no_early_retries() {
     for (id, s) in steps(&out) {
         assert_eq!(s["status"], "done", "{id}: {s}");
     }
-    assert!(out["retries"].as_u64().unwrap() > 0, "no retries under faults: {out}");
+    assert!(
+        out["retries"].as_u64().unwrap() > 0,
+        "no retries under faults: {out}"
+    );
+    // More traffic under the same faults: a full resend and a status read.
+    let full = w.cli(&["--output", "json", "sync", "--full"]);
+    assert_eq!(
+        full.code, 0,
+        "sync --full failed:\n{}\n{}",
+        full.stdout, full.stderr
+    );
+    let ta = full.json()["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "tenant-attach")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        ta["sent"].as_u64(),
+        Some(site.clients().len() as u64),
+        "{ta}"
+    );
+    w.cli(&["--output", "json", "status"]).ok();
     let c = w.counts(&site.hid);
     assert_counts(&c, &site.expected(None, None));
     assert_eq!(c.authority, "configmgr+intune");
     assert_eq!(
-        w.cloud_devices(&site.hid).keys().copied().collect::<BTreeSet<_>>(),
+        w.cloud_devices(&site.hid)
+            .keys()
+            .copied()
+            .collect::<BTreeSet<_>>(),
         site.clients()
     );
     let stats = w.stats();
     for kind in ["429", "429_bare", "5xx", "drop"] {
-        assert!(stats["faults"][kind].as_u64().unwrap() > 0, "no {kind} fault injected: {stats}");
+        assert!(
+            stats["faults"][kind].as_u64().unwrap() > 0,
+            "no {kind} fault injected: {stats}"
+        );
     }
     assert_eq!(stats["early_retries"], 0, "{stats}");
 }
@@ -166,20 +198,40 @@ fn apply_killed_mid_upload_then_applied_again_is_exact() {
             break;
         }
         if let Some(status) = child.try_wait().expect("try_wait") {
-            panic!("apply ended ({status}) before it could be killed mid-upload; seen {:?}", seen.lock().unwrap());
+            panic!(
+                "apply ended ({status}) before it could be killed mid-upload; seen {:?}",
+                seen.lock().unwrap()
+            );
         }
     }
     let _ = child.wait();
     let killed_at = killed_at.expect("the upload never showed a partial device count");
     let partial = w.counts(&site.hid).devices;
-    assert!(partial > 0 && partial < total, "partial {partial} of {total} (seen {killed_at:?})");
+    assert!(
+        partial > 0 && partial < total,
+        "partial {partial} of {total} (seen {killed_at:?})"
+    );
 
     // Again, on a cloud without the latency.
     w.restart_with(cloud_opts());
     let out = w.apply_ok();
     for (id, s) in steps(&out) {
-        assert_eq!(s["status"], "done", "{id}: {s}");
+        // Steps that finished before the kill were recorded: they are no-ops now. The upload
+        // that was killed is done again.
+        let want: &[&str] = if id == "co-management" {
+            &["done", "noop"]
+        } else {
+            &["done"]
+        };
+        assert!(want.contains(&s["status"].as_str().unwrap()), "{id}: {s}");
     }
     assert_counts(&w.counts(&site.hid), &site.expected(None, None));
     assert_eq!(w.device_count(), total);
+    assert_eq!(
+        w.cloud_devices(&site.hid)
+            .keys()
+            .copied()
+            .collect::<BTreeSet<_>>(),
+        site.clients()
+    );
 }

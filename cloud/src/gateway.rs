@@ -572,7 +572,8 @@ async fn do_upload(
     .map_err(|_| ApiError::internal("batch preparation failed"))??;
     let require_devices = match ch {
         Channel::Analytics | Channel::Defender => true,
-        Channel::Comanagement => features.iter().any(|f| f.feature_id == "tenant-attach"),
+        // Co-management does not depend on device upload: its records cover every eligible
+        // device of the site (all or the pilot collection), uploaded or not.
         _ => false,
     };
     let cascade: &'static [&'static str] = if ch == Channel::Devices {

@@ -235,7 +235,9 @@ fn prepare_one(channel: &Channel, u: &RawUpsert<'_>) -> Result<PreparedRecord, A
                 )));
             }
             if d.name.trim().is_empty() {
-                return Err(ApiError::bad_request(format!("device {key}: name is empty")));
+                return Err(ApiError::bad_request(format!(
+                    "device {key}: name is empty"
+                )));
             }
             let flags = if ea_eligible(&d) { FLAG_EA_ELIGIBLE } else { 0 };
             let body = to_vec(&d);
@@ -270,7 +272,9 @@ fn prepare_one(channel: &Channel, u: &RawUpsert<'_>) -> Result<PreparedRecord, A
             let r: serde_json::Value = parse_record(&key, u.record)?;
             check_key(&key, None)?;
             if !r.is_object() {
-                return Err(ApiError::bad_request(format!("record {key}: must be a JSON object")));
+                return Err(ApiError::bad_request(format!(
+                    "record {key}: must be a JSON object"
+                )));
             }
             Ok(prepared(key, to_vec(&r), None, 0))
         }
@@ -282,12 +286,18 @@ const PARALLEL_MIN: usize = 2_000;
 
 /// Parses and validates an upload batch of `channel`; returns the prepared upserts and the
 /// deleted keys. Nothing is stored. Large batches are validated on up to 4 threads.
-pub fn prepare_batch(channel: &Channel, bytes: &[u8]) -> Result<(Vec<PreparedRecord>, Vec<String>), ApiError> {
+pub fn prepare_batch(
+    channel: &Channel,
+    bytes: &[u8],
+) -> Result<(Vec<PreparedRecord>, Vec<String>), ApiError> {
     let env: RawEnvelope<'_> = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(format!("invalid upload batch: {e}")))?;
     let n = env.upserts.len();
     let threads = if n >= PARALLEL_MIN {
-        std::thread::available_parallelism().map(|x| x.get()).unwrap_or(1).min(4)
+        std::thread::available_parallelism()
+            .map(|x| x.get())
+            .unwrap_or(1)
+            .min(4)
     } else {
         1
     };
@@ -301,7 +311,10 @@ pub fn prepare_batch(channel: &Channel, bytes: &[u8]) -> Result<(Vec<PreparedRec
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(ApiError::internal("record validation failed"))))
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(ApiError::internal("record validation failed")))
+                })
                 .collect()
         });
         let mut v = Vec::with_capacity(n);
@@ -310,13 +323,18 @@ pub fn prepare_batch(channel: &Channel, bytes: &[u8]) -> Result<(Vec<PreparedRec
         }
         v
     } else {
-        env.upserts.iter().map(|u| prepare_one(channel, u)).collect::<Result<_, _>>()?
+        env.upserts
+            .iter()
+            .map(|u| prepare_one(channel, u))
+            .collect::<Result<_, _>>()?
     };
     let deletes = env.deletes;
     let mut seen = HashSet::with_capacity(ups.len() + deletes.len());
     for k in ups.iter().map(|r| &r.key).chain(deletes.iter()) {
         if !seen.insert(k.as_str()) {
-            return Err(ApiError::bad_request(format!("key {k:?} appears more than once in the batch")));
+            return Err(ApiError::bad_request(format!(
+                "key {k:?} appears more than once in the batch"
+            )));
         }
     }
     for k in &deletes {

@@ -448,9 +448,34 @@ CREATE TABLE records(
 "#,
 ];
 
-/// The SQLite store (WAL, one connection guarded by a mutex).
+/// The SQLite store (WAL, one connection guarded by a mutex, WAL checkpoints on a background
+/// thread so that ingest does not pay for them).
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    _checkpointer: Option<std::sync::mpsc::Sender<()>>,
+}
+
+/// Pages the writer lets the WAL grow to before it checkpoints itself (a safety net: the
+/// background checkpointer normally keeps it far smaller).
+const WRITER_AUTOCHECKPOINT_PAGES: u32 = 20_000;
+
+fn spawn_checkpointer(path: std::path::PathBuf) -> Option<std::sync::mpsc::Sender<()>> {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let conn = Connection::open(&path).ok()?;
+    conn.execute_batch("PRAGMA busy_timeout=1000;").ok()?;
+    std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                rx.recv_timeout(std::time::Duration::from_millis(500))
+            {
+                if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
+                    tracing::debug!(error = %e, "background checkpoint failed");
+                }
+            }
+        })
+        .ok()?;
+    Some(tx)
 }
 
 fn json_vec(s: String) -> Result<Vec<String>, StoreError> {
@@ -460,8 +485,14 @@ fn json_vec(s: String) -> Result<Vec<String>, StoreError> {
 impl SqliteStore {
     /// Opens (creating if needed) `dir/cloud.db` and runs pending migrations.
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
-        let conn = Connection::open(dir.join("cloud.db"))?;
-        Self::init(conn)
+        let path = dir.join("cloud.db");
+        let conn = Connection::open(&path)?;
+        let mut s = Self::init(conn)?;
+        s.lock().execute_batch(&format!(
+            "PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES};"
+        ))?;
+        s._checkpointer = spawn_checkpointer(path);
+        Ok(s)
     }
 
     /// An in-memory store (benchmarks and unit tests).
@@ -475,7 +506,6 @@ impl SqliteStore {
              PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000; PRAGMA cache_size=-65536; \
              PRAGMA temp_store=MEMORY;",
         )?;
-        if let Ok(x) = std::env::var("TMP_PRAGMAS") { conn.execute_batch(&x)?; }
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         for (i, m) in MIGRATIONS.iter().enumerate() {
             let v = i as i64 + 1;
@@ -485,6 +515,7 @@ impl SqliteStore {
         }
         Ok(SqliteStore {
             conn: Mutex::new(conn),
+            _checkpointer: None,
         })
     }
 

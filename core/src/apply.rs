@@ -60,7 +60,10 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
 fn guarded(id: &str, f: impl FnOnce() -> ApplyOutcome) -> ApplyOutcome {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(o) => o,
-        Err(p) => ApplyOutcome::failed("plugin-panic", format!("plugin {id} panicked: {}", panic_message(p))),
+        Err(p) => ApplyOutcome::failed(
+            "plugin-panic",
+            format!("plugin {id} panicked: {}", panic_message(p)),
+        ),
     }
 }
 
@@ -85,7 +88,9 @@ pub fn apply(
     let mut reports: Vec<StepReport> = vec![];
     let mut failed: BTreeMap<String, String> = BTreeMap::new();
     for step in &plan.steps {
-        let p = registry.get(&step.plugin).expect("planned plugins are registered");
+        let p = registry
+            .get(&step.plugin)
+            .expect("planned plugins are registered");
         let mut report = StepReport {
             plugin: step.plugin.clone(),
             action: step.action,
@@ -94,7 +99,11 @@ pub fn apply(
             counts: Default::default(),
             findings: vec![],
         };
-        let blocked = p.manifest.depends_on.iter().find_map(|d| failed.get(d).map(|why| (d.clone(), why.clone())));
+        let blocked = p
+            .manifest
+            .depends_on
+            .iter()
+            .find_map(|d| failed.get(d).map(|why| (d.clone(), why.clone())));
         match step.action {
             PlanAction::Skip => report.status = StepStatus::Skipped,
             PlanAction::Noop => report.status = StepStatus::Noop,
@@ -109,7 +118,10 @@ pub fn apply(
                 session.set_current_plugin(&step.plugin);
                 let outcome = guarded(&step.plugin, || p.plugin.apply(&host, &opts));
                 let outcome = record(outcome, || {
-                    state.lock().expect("state lock").set_feature(&step.plugin, &p.plugin.settings(&opts))
+                    state
+                        .lock()
+                        .expect("state lock")
+                        .set_feature(&step.plugin, &p.plugin.settings(&opts))
                 });
                 finish(&mut report, outcome, &mut failed);
             }
@@ -125,7 +137,10 @@ pub fn apply(
     reports
 }
 
-fn record(outcome: ApplyOutcome, save: impl FnOnce() -> Result<(), crate::state::StateError>) -> ApplyOutcome {
+fn record(
+    outcome: ApplyOutcome,
+    save: impl FnOnce() -> Result<(), crate::state::StateError>,
+) -> ApplyOutcome {
     if !outcome.ok {
         return outcome;
     }
@@ -153,7 +168,10 @@ fn finish(report: &mut StepReport, outcome: ApplyOutcome, failed: &mut BTreeMap<
 }
 
 /// Forgets a disabled feature: its settings and the hashes of the channels it uploaded.
-pub fn forget_feature(state: &Arc<Mutex<StateStore>>, plugin_id: &str) -> Result<(), crate::state::StateError> {
+pub fn forget_feature(
+    state: &Arc<Mutex<StateStore>>,
+    plugin_id: &str,
+) -> Result<(), crate::state::StateError> {
     let store = state.lock().expect("state lock");
     let channels = store.channels_owned_by(plugin_id)?;
     for c in &channels {
@@ -186,21 +204,45 @@ pub fn sync(
     state: &Arc<Mutex<StateStore>>,
     mode: SyncMode,
 ) -> Vec<SyncReport> {
-    let enabled: Vec<String> = state.lock().expect("state lock").features().unwrap_or_default().into_iter().map(|(id, _)| id).collect();
+    let enabled: Vec<String> = state
+        .lock()
+        .expect("state lock")
+        .features()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
     let mut out = vec![];
     for (id, decision) in &selection.entries {
         if !enabled.contains(id) {
             continue;
         }
-        let Decision::Selected(options) = decision else { continue };
+        let Decision::Selected(options) = decision else {
+            continue;
+        };
         let p = registry.get(id).expect("registered");
         session.set_current_plugin(id);
         let result = catch_unwind(AssertUnwindSafe(|| p.plugin.sync(host, options, mode)))
-            .unwrap_or_else(|panic| Err(cloudattach_sdk::HostError::new("plugin-panic", format!("plugin {id} panicked: {}", panic_message(panic)))));
+            .unwrap_or_else(|panic| {
+                Err(cloudattach_sdk::HostError::new(
+                    "plugin-panic",
+                    format!("plugin {id} panicked: {}", panic_message(panic)),
+                ))
+            });
         match result {
-            Ok(Some(stats)) => out.push(SyncReport { id: id.clone(), sent: stats.sent, total: stats.total, error: None }),
+            Ok(Some(stats)) => out.push(SyncReport {
+                id: id.clone(),
+                sent: stats.sent,
+                total: stats.total,
+                error: None,
+            }),
             Ok(None) => {}
-            Err(e) => out.push(SyncReport { id: id.clone(), sent: 0, total: 0, error: Some(e.message) }),
+            Err(e) => out.push(SyncReport {
+                id: id.clone(),
+                sent: 0,
+                total: 0,
+                error: Some(e.message),
+            }),
         }
     }
     out
@@ -223,13 +265,28 @@ pub struct PluginStatus {
 }
 
 /// Reads every plugin's status back from the cloud.
-pub fn status(registry: &Registry, order: &[String], host: &SiteHost) -> Result<Vec<PluginStatus>, cloudattach_sdk::HostError> {
+pub fn status(
+    registry: &Registry,
+    order: &[String],
+    host: &SiteHost,
+) -> Result<Vec<PluginStatus>, cloudattach_sdk::HostError> {
     let mut out = vec![];
     for id in order {
         let p = registry.get(id).expect("registered");
         let s: StatusReport = catch_unwind(AssertUnwindSafe(|| p.plugin.status(host)))
-            .unwrap_or_else(|panic| Err(cloudattach_sdk::HostError::new("plugin-panic", format!("plugin {id} panicked: {}", panic_message(panic)))))?;
-        out.push(PluginStatus { id: id.clone(), enabled: s.enabled, counts: s.counts, last_sync: s.last_sync, extra: s.extra });
+            .unwrap_or_else(|panic| {
+                Err(cloudattach_sdk::HostError::new(
+                    "plugin-panic",
+                    format!("plugin {id} panicked: {}", panic_message(panic)),
+                ))
+            })?;
+        out.push(PluginStatus {
+            id: id.clone(),
+            enabled: s.enabled,
+            counts: s.counts,
+            last_sync: s.last_sync,
+            extra: s.extra,
+        });
     }
     Ok(out)
 }

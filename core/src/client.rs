@@ -130,7 +130,9 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 
 /// Exponential backoff with full jitter for attempt `n` (1-based retry number).
 pub fn backoff(policy: &RetryPolicy, retry: u32) -> Duration {
-    let exp = policy.base_delay.saturating_mul(1u32 << retry.saturating_sub(1).min(16));
+    let exp = policy
+        .base_delay
+        .saturating_mul(1u32 << retry.saturating_sub(1).min(16));
     let cap = exp.min(policy.max_delay);
     let millis = cap.as_millis() as u64;
     // Full jitter, but never less than half: keeps retries from bunching and from hammering.
@@ -152,7 +154,12 @@ impl Api {
                 base: base.to_string(),
                 message: e.to_string(),
             })?;
-        Ok(Api { http, base: base.trim_end_matches('/').to_string(), policy, stats: ClientStats::default() })
+        Ok(Api {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            policy,
+            stats: ClientStats::default(),
+        })
     }
 
     /// The base URL.
@@ -183,12 +190,19 @@ impl Api {
             req = match body {
                 Body::Empty => req,
                 Body::Json(b) => {
-                    self.stats.bytes_sent.fetch_add(b.len() as u64, Ordering::Relaxed);
-                    req.header("content-type", "application/json").body(b.clone())
+                    self.stats
+                        .bytes_sent
+                        .fetch_add(b.len() as u64, Ordering::Relaxed);
+                    req.header("content-type", "application/json")
+                        .body(b.clone())
                 }
                 Body::JsonZstd(b) => {
-                    self.stats.bytes_sent.fetch_add(b.len() as u64, Ordering::Relaxed);
-                    req.header("content-type", "application/json").header("content-encoding", "zstd").body(b.clone())
+                    self.stats
+                        .bytes_sent
+                        .fetch_add(b.len() as u64, Ordering::Relaxed);
+                    req.header("content-type", "application/json")
+                        .header("content-encoding", "zstd")
+                        .body(b.clone())
                 }
                 Body::Form(fields) => req.form(fields),
             };
@@ -201,7 +215,10 @@ impl Api {
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| parse_retry_after(v, SystemTime::now()));
                     if status.is_success() {
-                        let bytes = resp.bytes().await.map_err(|e| self.transport(&method, &shown_path, e))?;
+                        let bytes = resp
+                            .bytes()
+                            .await
+                            .map_err(|e| self.transport(&method, &shown_path, e))?;
                         return Ok((status, bytes.to_vec()));
                     }
                     let bytes = resp.bytes().await.unwrap_or_default();
@@ -210,14 +227,20 @@ impl Api {
                         return Err(error);
                     }
                     tracing::debug!(%status, attempt, ?retry_after, "retrying {method} {shown_path}");
-                    (retry_after.unwrap_or_else(|| backoff(&self.policy, attempt)), error)
+                    (
+                        retry_after.unwrap_or_else(|| backoff(&self.policy, attempt)),
+                        error,
+                    )
                 }
                 Err(e) => {
                     let error = self.transport(&method, &shown_path, e);
                     if attempt >= self.policy.max_attempts {
                         return Err(error);
                     }
-                    tracing::debug!(attempt, "retrying {method} {shown_path} after a connection error");
+                    tracing::debug!(
+                        attempt,
+                        "retrying {method} {shown_path} after a connection error"
+                    );
                     (backoff(&self.policy, attempt), error)
                 }
             };
@@ -259,24 +282,53 @@ impl Api {
             message.push_str(&s.to_string());
             src = s.source();
         }
-        ApiError::Transport { method: method.to_string(), path: path.to_string(), base: self.base.clone(), message }
+        ApiError::Transport {
+            method: method.to_string(),
+            path: path.to_string(),
+            base: self.base.clone(),
+            message,
+        }
     }
 
-    fn status_error(&self, method: &Method, path: &str, status: StatusCode, body: &[u8]) -> ApiError {
+    fn status_error(
+        &self,
+        method: &Method,
+        path: &str,
+        status: StatusCode,
+        body: &[u8],
+    ) -> ApiError {
         let v: serde_json::Value = serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
         // Graph style {"error":{"code","message"}} or OAuth style {"error","error_description"}.
         let (code, message) = match v.get("error") {
             Some(serde_json::Value::Object(e)) => (
-                e.get("code").and_then(|c| c.as_str()).unwrap_or("error").to_string(),
-                e.get("message").and_then(|c| c.as_str()).unwrap_or("").to_string(),
+                e.get("code")
+                    .and_then(|c| c.as_str())
+                    .unwrap_or("error")
+                    .to_string(),
+                e.get("message")
+                    .and_then(|c| c.as_str())
+                    .unwrap_or("")
+                    .to_string(),
             ),
             Some(serde_json::Value::String(code)) => (
                 code.clone(),
-                v.get("error_description").and_then(|c| c.as_str()).unwrap_or("").to_string(),
+                v.get("error_description")
+                    .and_then(|c| c.as_str())
+                    .unwrap_or("")
+                    .to_string(),
             ),
-            _ => (status.canonical_reason().unwrap_or("error").to_string(), String::from_utf8_lossy(body).chars().take(200).collect()),
+            _ => (
+                status.canonical_reason().unwrap_or("error").to_string(),
+                String::from_utf8_lossy(body).chars().take(200).collect(),
+            ),
         };
-        ApiError::Status { method: method.to_string(), path: path.to_string(), status: status.as_u16(), code, message }
+        ApiError::Status {
+            method: method.to_string(),
+            path: path.to_string(),
+            status: status.as_u16(),
+            code,
+            message,
+        }
     }
 }
 
@@ -289,7 +341,10 @@ mod tests {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
         let later = httpdate::fmt_http_date(now + Duration::from_secs(12));
-        assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(12)));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(12))
+        );
         let past = httpdate::fmt_http_date(now - Duration::from_secs(12));
         assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
@@ -299,10 +354,17 @@ mod tests {
     fn backoff_doubles_up_to_the_cap_with_jitter() {
         let p = RetryPolicy::default();
         for retry in 1..=12 {
-            let full = p.base_delay.saturating_mul(1 << (retry - 1)).min(p.max_delay);
+            let full = p
+                .base_delay
+                .saturating_mul(1 << (retry - 1))
+                .min(p.max_delay);
             for _ in 0..20 {
                 let d = backoff(&p, retry);
-                assert!(d >= full / 2 && d <= full, "retry {retry}: {d:?} outside [{:?}, {full:?}]", full / 2);
+                assert!(
+                    d >= full / 2 && d <= full,
+                    "retry {retry}: {d:?} outside [{:?}, {full:?}]",
+                    full / 2
+                );
             }
         }
     }

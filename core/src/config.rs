@@ -102,7 +102,9 @@ struct RawSite {
 }
 impl Default for RawSite {
     fn default() -> Self {
-        RawSite { path: default_site_path() }
+        RawSite {
+            path: default_site_path(),
+        }
     }
 }
 fn default_site_path() -> PathBuf {
@@ -123,7 +125,12 @@ struct RawCloud {
 }
 impl Default for RawCloud {
     fn default() -> Self {
-        RawCloud { environment: default_environment(), endpoint: default_endpoint(), tenant: default_tenant(), app: None }
+        RawCloud {
+            environment: default_environment(),
+            endpoint: default_endpoint(),
+            tenant: default_tenant(),
+            app: None,
+        }
     }
 }
 fn default_environment() -> Environment {
@@ -144,7 +151,9 @@ struct RawAttach {
 }
 impl Default for RawAttach {
     fn default() -> Self {
-        RawAttach { settings: default_settings() }
+        RawAttach {
+            settings: default_settings(),
+        }
     }
 }
 fn default_settings() -> Settings {
@@ -196,19 +205,32 @@ pub struct Config {
 impl Config {
     /// Reads and checks `attach.toml`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
         Config::parse(&text, path, &base)
     }
 
     /// Parses configuration text; `path` is only used in messages.
     pub fn parse(text: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid { path: path.to_path_buf(), message };
-        let raw: RawConfig = toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
         let endpoint = match raw.cloud.endpoint.as_str() {
             "embedded" => Endpoint::Embedded,
-            url if url.starts_with("http://") || url.starts_with("https://") => Endpoint::Url(url.trim_end_matches('/').to_string()),
+            url if url.starts_with("http://") || url.starts_with("https://") => {
+                Endpoint::Url(url.trim_end_matches('/').to_string())
+            }
             other => {
                 return Err(invalid(format!(
                     "[cloud] endpoint = {other:?}: expected \"embedded\" or an http(s) URL such as \"http://127.0.0.1:8750\""
@@ -217,7 +239,11 @@ impl Config {
         };
         if let Some(app) = &raw.cloud.app {
             match (&app.secret_file, &app.secret_env) {
-                (Some(_), Some(_)) => return Err(invalid("[cloud.app] has both secret_file and secret_env: keep one".into())),
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        "[cloud.app] has both secret_file and secret_env: keep one".into(),
+                    ));
+                }
                 (None, None) => {
                     return Err(invalid(
                         "[cloud.app] needs secret_file or secret_env (secrets are never read from the command line)".into(),
@@ -234,7 +260,11 @@ impl Config {
                 if key == "enabled" {
                     match value {
                         toml::Value::Boolean(b) => enabled = Some(b),
-                        other => return Err(invalid(format!("[features.{id}] enabled = {other}: expected true or false"))),
+                        other => {
+                            return Err(invalid(format!(
+                                "[features.{id}] enabled = {other}: expected true or false"
+                            )));
+                        }
                     }
                 } else {
                     let json = serde_json::to_value(&value)
@@ -258,7 +288,12 @@ impl Config {
             app,
             settings: raw.attach.settings,
             features,
-            plugin_dirs: raw.plugins.dirs.into_iter().map(|d| base_dir.join(d)).collect(),
+            plugin_dirs: raw
+                .plugins
+                .dirs
+                .into_iter()
+                .map(|d| base_dir.join(d))
+                .collect(),
         })
     }
 
@@ -328,19 +363,40 @@ pilot_collection = "PS100020"
         assert_eq!(c.features["tenant-attach"].enabled, Some(true));
         assert_eq!(c.features["tenant-attach"].options["upload"], "PS100012");
         assert_eq!(c.features["co-management"].enabled, None);
-        assert_eq!(c.app.unwrap().secret_file, Some(PathBuf::from("/x/app-secret.txt")));
+        assert_eq!(
+            c.app.unwrap().secret_file,
+            Some(PathBuf::from("/x/app-secret.txt"))
+        );
     }
 
     #[test]
     fn errors_name_the_key_and_where() {
         let cases: &[(&str, &[&str])] = &[
-            ("[cloud]\nenvironment = \"mars\"\n", &["line 2", "mars", "public", "usgov", "china"]),
-            ("[cloud]\nregion = \"x\"\n", &["line 2", "region", "environment"]),
-            ("[attach]\nsettings = \"fast\"\n", &["fast", "default", "custom"]),
-            ("[cloud]\nendpoint = \"ftp://x\"\n", &["endpoint", "ftp://x", "embedded"]),
-            ("[features.tenant-attach]\nenabled = \"yes\"\n", &["[features.tenant-attach] enabled", "true or false"]),
+            (
+                "[cloud]\nenvironment = \"mars\"\n",
+                &["line 2", "mars", "public", "usgov", "china"],
+            ),
+            (
+                "[cloud]\nregion = \"x\"\n",
+                &["line 2", "region", "environment"],
+            ),
+            (
+                "[attach]\nsettings = \"fast\"\n",
+                &["fast", "default", "custom"],
+            ),
+            (
+                "[cloud]\nendpoint = \"ftp://x\"\n",
+                &["endpoint", "ftp://x", "embedded"],
+            ),
+            (
+                "[features.tenant-attach]\nenabled = \"yes\"\n",
+                &["[features.tenant-attach] enabled", "true or false"],
+            ),
             ("[sitee]\npath = \"x\"\n", &["sitee"]),
-            ("[cloud.app]\ntenant_id=\"t\"\nclient_id=\"c\"\nname=\"n\"\napp_id_uri=\"u\"\nsecret_expiry=\"2027-01-01\"\n", &["secret_file or secret_env"]),
+            (
+                "[cloud.app]\ntenant_id=\"t\"\nclient_id=\"c\"\nname=\"n\"\napp_id_uri=\"u\"\nsecret_expiry=\"2027-01-01\"\n",
+                &["secret_file or secret_env"],
+            ),
             ("[site\n", &["line 1"]),
         ];
         for (text, needles) in cases {

@@ -11,12 +11,12 @@
 //!   1809, 1909, 21H2, 22H2; Windows 11 22H2, 23H2, 24H2; a third with a 4-part build such as
 //!   "10.0.19045.3693"), 10 Windows 7/8.1 stragglers, 65 servers (2012 R2 to 2025), 30 Macs,
 //!   15 Linux machines;
-//! - about 5% without a client, the rest on client versions from 1702 to the site's own version
+//! - about 5% without a client, the rest on client versions from 1606 to the site's own version
 //!   (60% on the current one; a client is never newer than its site); about 8% co-managed;
 //! - every join type (mostly hybrid);
-//! - Defender state on most Windows devices with a client: mostly healthy, about 13% unhealthy
+//! - Defender state on most Windows devices with a client: mostly healthy, about 14% unhealthy
 //!   (real-time protection off, signatures out of date, scans overdue, reboot required, ...),
-//!   about 4.5% with detections;
+//!   about 4.5% with detections (some still active);
 //! - Endpoint analytics telemetry on Windows 10/11 devices whose client collects it (5.00.8968+),
 //!   with app usage and daily crashes from 5.00.9012.
 //!
@@ -35,6 +35,7 @@ use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The resource id of the first generated device; the others follow in ascending order.
 pub const FIRST_RESOURCE_ID: i64 = 16_777_220;
@@ -338,7 +339,12 @@ impl Staged {
         name: &'static str,
         body: impl FnOnce(&mut Out) -> io::Result<()>,
     ) -> Result<u64, GenerateError> {
-        let tmp = self.dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        // Unique per process and per run, so concurrent runs never share a temporary file.
+        static RUNS: AtomicU64 = AtomicU64::new(0);
+        let run = RUNS.fetch_add(1, Ordering::Relaxed);
+        let tmp = self
+            .dir
+            .join(format!(".{name}.{}-{run}.tmp", std::process::id()));
         let fail = |error: io::Error| GenerateError::Write {
             path: tmp.clone(),
             error,
@@ -360,7 +366,9 @@ impl Staged {
     /// Renames every temporary file into place, `site.toml` last.
     fn commit(mut self) -> Result<(), GenerateError> {
         self.files.sort_by_key(|(_, name)| *name == "site.toml");
-        for (tmp, name) in std::mem::take(&mut self.files) {
+        self.files.reverse();
+        // Popped one at a time, so that on an error `drop` removes the files not yet renamed.
+        while let Some((tmp, name)) = self.files.pop() {
             let to = self.dir.join(name);
             if let Err(error) = fs::rename(&tmp, &to) {
                 let _ = fs::remove_file(&tmp);

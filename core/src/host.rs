@@ -3,7 +3,8 @@
 
 use crate::site::Site;
 use cloudattach_sdk::{
-    CollectionInfo, Device, Environment, Host, HostError, Method, Options, RecordSink, SiteInfo, SyncMode,
+    CollectionInfo, Device, Environment, Host, HostError, Method, Options, RecordSink, SiteInfo,
+    SyncMode,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,9 +12,18 @@ use std::sync::Arc;
 /// The cloud side of the host: the attach gateway for one hierarchy.
 pub trait CloudPort: Send + Sync {
     /// See [`Host::cloud`].
-    fn cloud(&self, method: Method, path: &str, body: Option<&serde_json::Value>) -> Result<serde_json::Value, HostError>;
+    fn cloud(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, HostError>;
     /// See [`Host::open_sync`].
-    fn open_sync(&self, channel: &str, mode: SyncMode) -> Result<Box<dyn RecordSink + '_>, HostError>;
+    fn open_sync(
+        &self,
+        channel: &str,
+        mode: SyncMode,
+    ) -> Result<Box<dyn RecordSink + '_>, HostError>;
     /// See [`Host::log`].
     fn log(&self, message: &str);
 }
@@ -43,7 +53,13 @@ impl SiteHost {
             .and_then(|v| v.as_str())
             .filter(|s| *s != "all")
             .map(String::from);
-        SiteHost { site, environment, options, upload_collection, cloud: None }
+        SiteHost {
+            site,
+            environment,
+            options,
+            upload_collection,
+            cloud: None,
+        }
     }
 
     /// Connects the cloud half.
@@ -66,13 +82,18 @@ impl Host for SiteHost {
         self.environment
     }
     fn for_each_device(&self, visit: &mut dyn FnMut(&Device)) -> Result<(), HostError> {
-        self.site.for_each_device(visit).map_err(|e| HostError::new("site-unreadable", e.to_string()))
+        self.site
+            .for_each_device(visit)
+            .map_err(|e| HostError::new("site-unreadable", e.to_string()))
     }
     fn collection(&self, id: &str) -> Option<CollectionInfo> {
         self.site.collection(id)
     }
     fn collections(&self) -> Vec<CollectionInfo> {
-        self.site.collection_ids().filter_map(|id| self.site.collection(id)).collect()
+        self.site
+            .collection_ids()
+            .filter_map(|id| self.site.collection(id))
+            .collect()
     }
     fn is_member(&self, collection_id: &str, resource_id: i64) -> bool {
         self.site.is_member(collection_id, resource_id)
@@ -87,13 +108,22 @@ impl Host for SiteHost {
                 Some(c) => self.site.is_member(c, device.resource_id),
             }
     }
-    fn cloud(&self, method: Method, path: &str, body: Option<&serde_json::Value>) -> Result<serde_json::Value, HostError> {
+    fn cloud(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, HostError> {
         match &self.cloud {
             Some(c) => c.cloud(method, path, body),
             None => Err(HostError::offline()),
         }
     }
-    fn open_sync(&self, channel: &str, mode: SyncMode) -> Result<Box<dyn RecordSink + '_>, HostError> {
+    fn open_sync(
+        &self,
+        channel: &str,
+        mode: SyncMode,
+    ) -> Result<Box<dyn RecordSink + '_>, HostError> {
         match &self.cloud {
             Some(c) => c.open_sync(channel, mode),
             None => Err(HostError::offline()),

@@ -16,6 +16,8 @@ pub mod site;
 pub mod state;
 
 pub use config::{Config, ConfigError, Endpoint, Settings};
-pub use orchestrator::{CheckResult, Decision, Plan, PlanStep, Selection, SelectionError, check, plan, select};
+pub use orchestrator::{
+    CheckResult, Decision, Plan, PlanStep, Selection, SelectionError, check, plan, select,
+};
 pub use registry::{Origin, Registry, RegistryError};
 pub use site::{Site, SiteError};

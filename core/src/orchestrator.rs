@@ -5,8 +5,8 @@ use crate::host::SiteHost;
 use crate::registry::{Registry, RegistryError};
 use crate::site::Site;
 use cloudattach_sdk::{
-    CheckReport, CheckStatus, Environment, Finding, Manifest, Options, PlanAction, SiteVersion,
-    ValidateContext,
+    CheckReport, CheckStatus, Environment, Finding, Manifest, OptionKind, Options, PlanAction,
+    SiteVersion, ValidateContext, is_collection_id,
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -369,6 +369,48 @@ pub fn check(
     Ok(results)
 }
 
+/// Options that name a collection ([`OptionKind::Collection`], or a collection id given to
+/// [`OptionKind::ChoiceOrCollection`]) must name one the site has: a typo would otherwise upload
+/// nothing, or withdraw what was uploaded. Every unknown reference is reported at once.
+pub fn check_collection_references(
+    registry: &Registry,
+    selection: &Selection,
+    site: &Site,
+) -> Result<(), SelectionError> {
+    let mut problems = vec![];
+    for (id, decision) in &selection.entries {
+        let Decision::Selected(options) = decision else {
+            continue;
+        };
+        let Some(p) = registry.get(id) else { continue };
+        for spec in &p.manifest.options {
+            if !matches!(
+                spec.kind,
+                OptionKind::Collection | OptionKind::ChoiceOrCollection(_)
+            ) {
+                continue;
+            }
+            let Some(value) = options.get(&spec.key).and_then(|v| v.as_str()) else {
+                continue;
+            };
+            if is_collection_id(value) && site.collection(value).is_none() {
+                let known: Vec<&str> = site.collection_ids().take(12).collect();
+                problems.push(format!(
+                    "[features.{id}] {} = \"{value}\": site {} has no collection {value}; it has {}",
+                    spec.key,
+                    site.info.code,
+                    known.join(", ")
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(SelectionError { problems })
+    }
+}
+
 /// One step of the plan.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PlanStep {
@@ -421,6 +463,7 @@ pub fn plan(
     applied: &dyn AppliedState,
 ) -> Result<Plan, SelectionError> {
     require_wizard_version(selection.site_version)?;
+    check_collection_references(registry, selection, site)?;
     let host = host_for(site, config, selection);
     let mut disables = vec![];
     let mut steps = vec![];

@@ -28,7 +28,7 @@ impl Origin {
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Origin::Static => f.write_str("built into the binary"),
+            Origin::Static => f.write_str("the binary (built in)"),
             Origin::Dynamic(p) => write!(f, "{}", p.display()),
         }
     }
@@ -75,7 +75,9 @@ pub enum RegistryError {
         message: String,
     },
     /// A plugin depends on one that is not registered.
-    #[error("plugin `{plugin}` depends on `{dependency}`, which is not registered; add the plugin that provides it (--plugin-dir) or remove `{plugin}`")]
+    #[error(
+        "plugin `{plugin}` depends on `{dependency}`, which is not registered; add the plugin that provides it (--plugin-dir) or remove `{plugin}`"
+    )]
     MissingDependency {
         /// The plugin.
         plugin: String,
@@ -99,7 +101,9 @@ pub struct Registry {
 pub fn is_valid_plugin_id(id: &str) -> bool {
     (2..=64).contains(&id.len())
         && id.as_bytes()[0].is_ascii_lowercase()
-        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !id.ends_with('-')
 }
 
@@ -124,7 +128,10 @@ impl Registry {
         if !is_valid_plugin_id(&manifest.id) {
             return Err(RegistryError::InvalidManifest {
                 origin: origin.to_string(),
-                message: format!("id {:?} must be kebab-case (a-z, 0-9, '-'), 2 to 64 characters", manifest.id),
+                message: format!(
+                    "id {:?} must be kebab-case (a-z, 0-9, '-'), 2 to 64 characters",
+                    manifest.id
+                ),
             });
         }
         if manifest.environments.is_empty() {
@@ -140,7 +147,14 @@ impl Registry {
                 second: origin.to_string(),
             });
         }
-        self.plugins.insert(manifest.id.clone(), RegisteredPlugin { plugin, manifest, origin });
+        self.plugins.insert(
+            manifest.id.clone(),
+            RegisteredPlugin {
+                plugin,
+                manifest,
+                origin,
+            },
+        );
         Ok(())
     }
 
@@ -169,7 +183,12 @@ impl Registry {
         let deps: BTreeMap<&str, Vec<&str>> = self
             .plugins
             .values()
-            .map(|p| (p.manifest.id.as_str(), p.manifest.depends_on.iter().map(String::as_str).collect()))
+            .map(|p| {
+                (
+                    p.manifest.id.as_str(),
+                    p.manifest.depends_on.iter().map(String::as_str).collect(),
+                )
+            })
             .collect();
         topological_order(&deps)
     }
@@ -194,15 +213,23 @@ pub fn topological_order(deps: &BTreeMap<&str, Vec<&str>>) -> Result<Vec<String>
     for (id, ds) in deps {
         for d in ds {
             if !deps.contains_key(d) {
-                return Err(RegistryError::MissingDependency { plugin: id.to_string(), dependency: d.to_string() });
+                return Err(RegistryError::MissingDependency {
+                    plugin: id.to_string(),
+                    dependency: d.to_string(),
+                });
             }
         }
     }
-    let mut remaining: BTreeMap<&str, BTreeSet<&str>> =
-        deps.iter().map(|(id, ds)| (*id, ds.iter().copied().collect())).collect();
+    let mut remaining: BTreeMap<&str, BTreeSet<&str>> = deps
+        .iter()
+        .map(|(id, ds)| (*id, ds.iter().copied().collect()))
+        .collect();
     let mut order = Vec::with_capacity(deps.len());
     loop {
-        let ready: Option<&str> = remaining.iter().find(|(_, ds)| ds.is_empty()).map(|(id, _)| *id);
+        let ready: Option<&str> = remaining
+            .iter()
+            .find(|(_, ds)| ds.is_empty())
+            .map(|(id, _)| *id);
         let Some(next) = ready else { break };
         remaining.remove(next);
         for ds in remaining.values_mut() {
@@ -218,7 +245,10 @@ pub fn topological_order(deps: &BTreeMap<&str, Vec<&str>>) -> Result<Vec<String>
     let mut cur = *remaining.keys().next().expect("non-empty");
     while !path.contains(&cur) {
         path.push(cur);
-        cur = *remaining[cur].iter().next().expect("a blocked plugin has a remaining dependency");
+        cur = *remaining[cur]
+            .iter()
+            .next()
+            .expect("a blocked plugin has a remaining dependency");
     }
     let start = path.iter().position(|p| *p == cur).expect("in path");
     let mut cycle: Vec<String> = path[start..].iter().map(|s| s.to_string()).collect();
@@ -231,7 +261,8 @@ mod tests {
     use super::*;
 
     fn order(pairs: &[(&'static str, &[&'static str])]) -> Result<Vec<String>, RegistryError> {
-        let deps: BTreeMap<&str, Vec<&str>> = pairs.iter().map(|(id, ds)| (*id, ds.to_vec())).collect();
+        let deps: BTreeMap<&str, Vec<&str>> =
+            pairs.iter().map(|(id, ds)| (*id, ds.to_vec())).collect();
         topological_order(&deps)
     }
 
@@ -239,7 +270,11 @@ mod tests {
     #[allow(clippy::type_complexity)]
     fn ordering_table() {
         let cases: &[(&str, &[(&str, &[&str])], Result<&[&str], &str>)] = &[
-            ("no deps: by id", &[("b", &[]), ("a", &[]), ("c", &[])], Ok(&["a", "b", "c"])),
+            (
+                "no deps: by id",
+                &[("b", &[]), ("a", &[]), ("c", &[])],
+                Ok(&["a", "b", "c"]),
+            ),
             (
                 "the five built-ins",
                 &[
@@ -249,12 +284,34 @@ mod tests {
                     ("defender-reporting", &["tenant-attach"]),
                     ("co-management", &[]),
                 ],
-                Ok(&["co-management", "tenant-attach", "defender-reporting", "endpoint-analytics", "rbac-authority"]),
+                Ok(&[
+                    "co-management",
+                    "tenant-attach",
+                    "defender-reporting",
+                    "endpoint-analytics",
+                    "rbac-authority",
+                ]),
             ),
-            ("chain against id order", &[("a", &["b"]), ("b", &["c"]), ("c", &[])], Ok(&["c", "b", "a"])),
-            ("diamond", &[("d", &["b", "c"]), ("b", &["a"]), ("c", &["a"]), ("a", &[])], Ok(&["a", "b", "c", "d"])),
-            ("missing dependency", &[("a", &["zz"])], Err("plugin `a` depends on `zz`, which is not registered")),
-            ("cycle", &[("a", &["b"]), ("b", &["c"]), ("c", &["a"]), ("d", &[])], Err("cycle: a -> b -> c -> a")),
+            (
+                "chain against id order",
+                &[("a", &["b"]), ("b", &["c"]), ("c", &[])],
+                Ok(&["c", "b", "a"]),
+            ),
+            (
+                "diamond",
+                &[("d", &["b", "c"]), ("b", &["a"]), ("c", &["a"]), ("a", &[])],
+                Ok(&["a", "b", "c", "d"]),
+            ),
+            (
+                "missing dependency",
+                &[("a", &["zz"])],
+                Err("plugin `a` depends on `zz`, which is not registered"),
+            ),
+            (
+                "cycle",
+                &[("a", &["b"]), ("b", &["c"]), ("c", &["a"]), ("d", &[])],
+                Err("cycle: a -> b -> c -> a"),
+            ),
             ("self cycle", &[("a", &["a"])], Err("cycle: a -> a")),
         ];
         for (name, deps, expect) in cases {

@@ -49,7 +49,10 @@ pub enum SessionError {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -135,18 +138,29 @@ fn app_path(config: &Config) -> std::path::PathBuf {
 fn token_tenant_id(jwt: &str) -> Option<String> {
     use base64::Engine;
     let payload = jwt.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
     let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     v.get("tid").and_then(|t| t.as_str()).map(String::from)
 }
 
 fn form(fields: &[(&str, &str)]) -> Body {
-    Body::Form(fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    Body::Form(
+        fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
 }
 
 /// Signs the administrator in: a cached token, a refreshed one, or the device authorization
 /// grant (the message with the URL and code goes to the reporter).
-async fn admin_sign_in(api: &Api, config: &Config, reporter: &dyn Reporter) -> Result<CachedTokens, SessionError> {
+async fn admin_sign_in(
+    api: &Api,
+    config: &Config,
+    reporter: &dyn Reporter,
+) -> Result<CachedTokens, SessionError> {
     let path = tokens_path(config);
     let tenant = &config.tenant;
     // The embedded cloud listens on a new port every run but keeps its keys in the state
@@ -157,7 +171,10 @@ async fn admin_sign_in(api: &Api, config: &Config, reporter: &dyn Reporter) -> R
         && cached.endpoint == endpoint_key
         && &cached.tenant == tenant
     {
-        if cached.expires_at > now_secs() + 300 {
+        // The embedded cloud's tokens name the previous run's port in their issuer, so an
+        // access token cached by an earlier run is refused: refresh it instead.
+        let embedded = matches!(config.endpoint, crate::config::Endpoint::Embedded);
+        if cached.expires_at > now_secs() + 300 && !embedded {
             return Ok(cached);
         }
         if let Some(rt) = &cached.refresh_token {
@@ -168,17 +185,42 @@ async fn admin_sign_in(api: &Api, config: &Config, reporter: &dyn Reporter) -> R
                 ("scope", "api://cloudattach/.default offline_access"),
             ]);
             // A refused refresh token (revoked, rotated elsewhere) falls back to a new sign-in.
-            if let Ok(v) = api.json(HttpMethod::POST, &format!("/{tenant}/oauth2/v2.0/token"), None, &body).await {
+            if let Ok(v) = api
+                .json(
+                    HttpMethod::POST,
+                    &format!("/{tenant}/oauth2/v2.0/token"),
+                    None,
+                    &body,
+                )
+                .await
+            {
                 let t = tokens_from(&endpoint_key, tenant, &v)?;
                 save_tokens(&path, &t)?;
                 return Ok(t);
             }
         }
     }
-    let body = form(&[("client_id", PUBLIC_CLIENT_ID), ("scope", "api://cloudattach/.default offline_access")]);
-    let dc = api.json(HttpMethod::POST, &format!("/{tenant}/oauth2/v2.0/devicecode"), None, &body).await?;
-    let device_code = dc.get("device_code").and_then(|v| v.as_str()).ok_or_else(|| SessionError::SignIn("no device_code in the answer".into()))?;
-    let mut interval = dc.get("interval").and_then(|v| v.as_u64()).unwrap_or(5).max(1);
+    let body = form(&[
+        ("client_id", PUBLIC_CLIENT_ID),
+        ("scope", "api://cloudattach/.default offline_access"),
+    ]);
+    let dc = api
+        .json(
+            HttpMethod::POST,
+            &format!("/{tenant}/oauth2/v2.0/devicecode"),
+            None,
+            &body,
+        )
+        .await?;
+    let device_code = dc
+        .get("device_code")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| SessionError::SignIn("no device_code in the answer".into()))?;
+    let mut interval = dc
+        .get("interval")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(5)
+        .max(1);
     let expires_in = dc.get("expires_in").and_then(|v| v.as_u64()).unwrap_or(900);
     if let Some(m) = dc.get("message").and_then(|v| v.as_str()) {
         reporter.say(m);
@@ -191,7 +233,15 @@ async fn admin_sign_in(api: &Api, config: &Config, reporter: &dyn Reporter) -> R
             ("client_id", PUBLIC_CLIENT_ID),
             ("device_code", device_code),
         ]);
-        match api.json(HttpMethod::POST, &format!("/{tenant}/oauth2/v2.0/token"), None, &body).await {
+        match api
+            .json(
+                HttpMethod::POST,
+                &format!("/{tenant}/oauth2/v2.0/token"),
+                None,
+                &body,
+            )
+            .await
+        {
             Ok(v) => {
                 let t = tokens_from(&endpoint_key, tenant, &v)?;
                 save_tokens(&path, &t)?;
@@ -209,10 +259,14 @@ async fn admin_sign_in(api: &Api, config: &Config, reporter: &dyn Reporter) -> R
                     continue;
                 }
                 "authorization_declined" => {
-                    return Err(SessionError::SignIn("the sign-in was declined at the verification page".into()));
+                    return Err(SessionError::SignIn(
+                        "the sign-in was declined at the verification page".into(),
+                    ));
                 }
                 "bad_verification_code" => {
-                    return Err(SessionError::SignIn("the cloud does not know this device code; run the command again".into()));
+                    return Err(SessionError::SignIn(
+                        "the cloud does not know this device code; run the command again".into(),
+                    ));
                 }
                 _ => return Err(e.into()),
             },
@@ -227,13 +281,23 @@ fn endpoint_key(config: &Config, api: &Api) -> String {
     }
 }
 
-fn tokens_from(endpoint_key: &str, tenant: &str, v: &serde_json::Value) -> Result<CachedTokens, SessionError> {
-    let access = v.get("access_token").and_then(|t| t.as_str()).ok_or_else(|| SessionError::SignIn("no access_token in the answer".into()))?;
+fn tokens_from(
+    endpoint_key: &str,
+    tenant: &str,
+    v: &serde_json::Value,
+) -> Result<CachedTokens, SessionError> {
+    let access = v
+        .get("access_token")
+        .and_then(|t| t.as_str())
+        .ok_or_else(|| SessionError::SignIn("no access_token in the answer".into()))?;
     Ok(CachedTokens {
         endpoint: endpoint_key.to_string(),
         tenant: tenant.to_string(),
         access_token: access.to_string(),
-        refresh_token: v.get("refresh_token").and_then(|t| t.as_str()).map(String::from),
+        refresh_token: v
+            .get("refresh_token")
+            .and_then(|t| t.as_str())
+            .map(String::from),
         expires_at: now_secs() + v.get("expires_in").and_then(|t| t.as_u64()).unwrap_or(3600),
     })
 }
@@ -246,11 +310,26 @@ fn save_tokens(path: &std::path::Path, t: &CachedTokens) -> Result<(), SessionEr
 
 /// Checks the signed-in account is a Global Administrator with an Intune license.
 async fn require_admin(api: &Api, token: &str) -> Result<String, SessionError> {
-    let me = api.json(HttpMethod::GET, "/v1.0/me", Some(token), &Body::Empty).await?;
-    let upn = me.get("userPrincipalName").and_then(|v| v.as_str()).unwrap_or("the signed-in account").to_string();
-    let roles: Vec<&str> = me.get("roles").and_then(|r| r.as_array()).map(|a| a.iter().filter_map(|x| x.as_str()).collect()).unwrap_or_default();
-    let is_ga = roles.iter().any(|r| r.eq_ignore_ascii_case("Global Administrator"));
-    let licensed = me.get("intuneLicense").and_then(|v| v.as_bool()).unwrap_or(false);
+    let me = api
+        .json(HttpMethod::GET, "/v1.0/me", Some(token), &Body::Empty)
+        .await?;
+    let upn = me
+        .get("userPrincipalName")
+        .and_then(|v| v.as_str())
+        .unwrap_or("the signed-in account")
+        .to_string();
+    let roles: Vec<&str> = me
+        .get("roles")
+        .and_then(|r| r.as_array())
+        .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+        .unwrap_or_default();
+    let is_ga = roles
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case("Global Administrator"));
+    let licensed = me
+        .get("intuneLicense")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
     let mut missing = vec![];
     if !is_ga {
         missing.push("the Global Administrator role");
@@ -267,15 +346,31 @@ async fn require_admin(api: &Api, token: &str) -> Result<String, SessionError> {
     Ok(upn)
 }
 
-async fn client_credentials(api: &Api, tenant: &str, client_id: &str, secret: &str) -> Result<(String, u64), ApiError> {
+async fn client_credentials(
+    api: &Api,
+    tenant: &str,
+    client_id: &str,
+    secret: &str,
+) -> Result<(String, u64), ApiError> {
     let body = form(&[
         ("grant_type", "client_credentials"),
         ("client_id", client_id),
         ("client_secret", secret),
         ("scope", "api://cloudattach/.default"),
     ]);
-    let v = api.json(HttpMethod::POST, &format!("/{tenant}/oauth2/v2.0/token"), None, &body).await?;
-    let token = v.get("access_token").and_then(|t| t.as_str()).unwrap_or_default().to_string();
+    let v = api
+        .json(
+            HttpMethod::POST,
+            &format!("/{tenant}/oauth2/v2.0/token"),
+            None,
+            &body,
+        )
+        .await?;
+    let token = v
+        .get("access_token")
+        .and_then(|t| t.as_str())
+        .unwrap_or_default()
+        .to_string();
     let exp = now_secs() + v.get("expires_in").and_then(|t| t.as_u64()).unwrap_or(3600);
     Ok((token, exp))
 }
@@ -283,24 +378,40 @@ async fn client_credentials(api: &Api, tenant: &str, client_id: &str, secret: &s
 /// Reads an imported app's secret from its file or environment variable.
 pub fn read_import_secret(app: &AppImport) -> Result<String, SessionError> {
     let secret = match (&app.secret_file, &app.secret_env) {
-        (Some(f), _) => std::fs::read_to_string(f)
-            .map_err(|e| SessionError::Input(format!("[cloud.app] secret_file {}: {e}", f.display())))?,
-        (None, Some(var)) => std::env::var(var)
-            .map_err(|_| SessionError::Input(format!("[cloud.app] secret_env: the environment variable {var} is not set")))?,
-        (None, None) => return Err(SessionError::Input("[cloud.app] needs secret_file or secret_env".into())),
+        (Some(f), _) => std::fs::read_to_string(f).map_err(|e| {
+            SessionError::Input(format!("[cloud.app] secret_file {}: {e}", f.display()))
+        })?,
+        (None, Some(var)) => std::env::var(var).map_err(|_| {
+            SessionError::Input(format!(
+                "[cloud.app] secret_env: the environment variable {var} is not set"
+            ))
+        })?,
+        (None, None) => {
+            return Err(SessionError::Input(
+                "[cloud.app] needs secret_file or secret_env".into(),
+            ));
+        }
     };
     let secret = secret.trim().to_string();
     if secret.is_empty() {
-        return Err(SessionError::Input("[cloud.app] the secret is empty".into()));
+        return Err(SessionError::Input(
+            "[cloud.app] the secret is empty".into(),
+        ));
     }
     Ok(secret)
 }
 
 /// Checks the form of an App ID URI: `api://{tenant id}/{name}` or `https://{domain}/{name}`.
 pub fn check_app_id_uri(uri: &str, tenant_id: &str) -> Result<(), String> {
-    let bad = |why: &str| Err(format!("[cloud.app] app_id_uri = {uri:?}: {why}; expected api://{tenant_id}/<name> or https://<verified domain>/<name>"));
+    let bad = |why: &str| {
+        Err(format!(
+            "[cloud.app] app_id_uri = {uri:?}: {why}; expected api://{tenant_id}/<name> or https://<verified domain>/<name>"
+        ))
+    };
     if let Some(rest) = uri.strip_prefix("api://") {
-        let Some((tid, name)) = rest.split_once('/') else { return bad("no name after the tenant id") };
+        let Some((tid, name)) = rest.split_once('/') else {
+            return bad("no name after the tenant id");
+        };
         if !tid.eq_ignore_ascii_case(tenant_id) {
             return bad("the tenant id in it is not the app's tenant_id");
         }
@@ -309,8 +420,14 @@ pub fn check_app_id_uri(uri: &str, tenant_id: &str) -> Result<(), String> {
         }
         Ok(())
     } else if let Some(rest) = uri.strip_prefix("https://") {
-        let Some((domain, name)) = rest.split_once('/') else { return bad("no name after the domain") };
-        if !domain.contains('.') || domain.contains([' ', ':', '@']) || name.is_empty() || name.contains([' ', '?', '#']) {
+        let Some((domain, name)) = rest.split_once('/') else {
+            return bad("no name after the domain");
+        };
+        if !domain.contains('.')
+            || domain.contains([' ', ':', '@'])
+            || name.is_empty()
+            || name.contains([' ', '?', '#'])
+        {
             return bad("the domain or the name is not well formed");
         }
         Ok(())
@@ -321,7 +438,11 @@ pub fn check_app_id_uri(uri: &str, tenant_id: &str) -> Result<(), String> {
 
 /// Parses `YYYY-MM-DD` (or an RFC 3339 time) into days from today (negative = past).
 pub fn days_until(expiry: &str) -> Option<i64> {
-    let date = time::Date::parse(expiry.get(..10)?, &time::macros::format_description!("[year]-[month]-[day]")).ok()?;
+    let date = time::Date::parse(
+        expiry.get(..10)?,
+        &time::macros::format_description!("[year]-[month]-[day]"),
+    )
+    .ok()?;
     let today = time::OffsetDateTime::now_utc().date();
     Some((date - today).whole_days())
 }
@@ -374,8 +495,21 @@ impl Session {
         reporter.say(&format!("signed in as {upn}"));
         let tenant_id = token_tenant_id(&tokens.access_token).unwrap_or_else(|| tenant.clone());
         let app = match import {
-            Some((app, secret)) => handle.block_on(validate_import(&api, &tenant, &tokens.access_token, &app, secret))?,
-            None => handle.block_on(ensure_registered_app(&api, config, site, &tenant_id, &tokens.access_token, reporter.as_ref()))?,
+            Some((app, secret)) => handle.block_on(validate_import(
+                &api,
+                &tenant,
+                &tokens.access_token,
+                &app,
+                secret,
+            ))?,
+            None => handle.block_on(ensure_registered_app(
+                &api,
+                config,
+                site,
+                &tenant_id,
+                &tokens.access_token,
+                reporter.as_ref(),
+            ))?,
         };
         let session = Session {
             handle,
@@ -395,7 +529,11 @@ impl Session {
     }
 
     /// Onboards (or updates) the hierarchy in the tenant; idempotent.
-    pub fn onboard(&self, site: &Site, environment: cloudattach_sdk::Environment) -> Result<(), SessionError> {
+    pub fn onboard(
+        &self,
+        site: &Site,
+        environment: cloudattach_sdk::Environment,
+    ) -> Result<(), SessionError> {
         let body = serde_json::json!({
             "site_code": site.info.code,
             "site_name": site.info.name,
@@ -434,12 +572,19 @@ impl Session {
     /// Requests sent, retries and bytes.
     pub fn client_stats(&self) -> (u64, u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;
-        (self.api.stats.requests.load(Relaxed), self.api.stats.retries.load(Relaxed), self.api.stats.bytes_sent.load(Relaxed))
+        (
+            self.api.stats.requests.load(Relaxed),
+            self.api.stats.retries.load(Relaxed),
+            self.api.stats.bytes_sent.load(Relaxed),
+        )
     }
 
     /// The administrator's token (delegated).
     pub fn admin_token(&self) -> Option<String> {
-        self.admin_token.lock().ok().and_then(|t| t.as_ref().map(|t| t.access_token.clone()))
+        self.admin_token
+            .lock()
+            .ok()
+            .and_then(|t| t.as_ref().map(|t| t.access_token.clone()))
     }
 
     fn app_bearer(&self) -> Result<String, SessionError> {
@@ -449,7 +594,12 @@ impl Session {
         {
             return Ok(t.clone());
         }
-        let (t, exp) = self.handle.block_on(client_credentials(&self.api, &self.tenant, &self.app.client_id, &self.app.secret))?;
+        let (t, exp) = self.handle.block_on(client_credentials(
+            &self.api,
+            &self.tenant,
+            &self.app.client_id,
+            &self.app.secret,
+        ))?;
         *guard = Some((t.clone(), exp));
         Ok(t)
     }
@@ -458,26 +608,46 @@ impl Session {
         if path.is_empty() {
             format!("/api/v1/hierarchies/{}", self.hierarchy_id)
         } else {
-            format!("/api/v1/hierarchies/{}/{}", self.hierarchy_id, path.trim_start_matches('/'))
+            format!(
+                "/api/v1/hierarchies/{}/{}",
+                self.hierarchy_id,
+                path.trim_start_matches('/')
+            )
         }
     }
 
     /// A gateway call for this hierarchy with the app's token.
-    pub fn gateway_json(&self, method: HttpMethod, path: &str, body: Option<&serde_json::Value>) -> Result<serde_json::Value, SessionError> {
+    pub fn gateway_json(
+        &self,
+        method: HttpMethod,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, SessionError> {
         let token = self.app_bearer()?;
         let body = match body {
             Some(b) => Body::Json(serde_json::to_vec(b).expect("json")),
             None => Body::Empty,
         };
         let url = self.gateway_path(path);
-        Ok(self.handle.block_on(self.api.json(method, &url, Some(&token), &body))?)
+        Ok(self
+            .handle
+            .block_on(self.api.json(method, &url, Some(&token), &body))?)
     }
 
     /// Sets the tenant-wide "Use Intune RBAC" toggle (needs a role allowed to change roles).
     pub fn set_use_intune_rbac(&self, on: bool) -> Result<(), SessionError> {
-        let token = self.admin_token().ok_or_else(|| SessionError::SignIn("not signed in".into()))?;
-        let body = Body::Json(serde_json::to_vec(&serde_json::json!({ "use_intune_rbac": on })).expect("json"));
-        self.handle.block_on(self.api.json(HttpMethod::PUT, "/api/v1/tenant/settings", Some(&token), &body))?;
+        let token = self
+            .admin_token()
+            .ok_or_else(|| SessionError::SignIn("not signed in".into()))?;
+        let body = Body::Json(
+            serde_json::to_vec(&serde_json::json!({ "use_intune_rbac": on })).expect("json"),
+        );
+        self.handle.block_on(self.api.json(
+            HttpMethod::PUT,
+            "/api/v1/tenant/settings",
+            Some(&token),
+            &body,
+        ))?;
         Ok(())
     }
 }
@@ -501,27 +671,58 @@ async fn validate_import(
         }
         Err(e) => return Err(e.into()),
     }
-    let filter = format!("/v1.0/applications?$filter=appId%20eq%20'{}'", app.client_id);
-    let list = api.json(HttpMethod::GET, &filter, Some(admin_token), &Body::Empty).await?;
-    let Some(found) = list.get("value").and_then(|v| v.as_array()).and_then(|a| a.first()).cloned() else {
+    let filter = format!(
+        "/v1.0/applications?$filter=appId%20eq%20'{}'",
+        app.client_id
+    );
+    let list = api
+        .json(HttpMethod::GET, &filter, Some(admin_token), &Body::Empty)
+        .await?;
+    let Some(found) = list
+        .get("value")
+        .and_then(|v| v.as_array())
+        .and_then(|a| a.first())
+        .cloned()
+    else {
         return Err(SessionError::Input(format!(
             "[cloud.app] tenant {tenant} has no app with client_id {}; check client_id and tenant_id",
             app.client_id
         )));
     };
-    let uris: Vec<&str> = found.get("identifierUris").and_then(|u| u.as_array()).map(|a| a.iter().filter_map(|x| x.as_str()).collect()).unwrap_or_default();
+    let uris: Vec<&str> = found
+        .get("identifierUris")
+        .and_then(|u| u.as_array())
+        .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+        .unwrap_or_default();
     if !uris.iter().any(|u| *u == app.app_id_uri) {
         return Err(SessionError::Input(format!(
             "[cloud.app] app_id_uri {} is not an identifier URI of app {} (it has: {})",
             app.app_id_uri,
             app.name,
-            if uris.is_empty() { "none".to_string() } else { uris.join(", ") }
+            if uris.is_empty() {
+                "none".to_string()
+            } else {
+                uris.join(", ")
+            }
         )));
     }
     let mut granted: Vec<(String, String)> = vec![];
-    for r in found.get("requiredResourceAccess").and_then(|r| r.as_array()).into_iter().flatten() {
-        let res = r.get("resource").and_then(|x| x.as_str()).unwrap_or_default();
-        for p in r.get("permissions").and_then(|x| x.as_array()).into_iter().flatten() {
+    for r in found
+        .get("requiredResourceAccess")
+        .and_then(|r| r.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let res = r
+            .get("resource")
+            .and_then(|x| x.as_str())
+            .unwrap_or_default();
+        for p in r
+            .get("permissions")
+            .and_then(|x| x.as_array())
+            .into_iter()
+            .flatten()
+        {
             if let Some(p) = p.as_str() {
                 granted.push((res.to_string(), p.to_string()));
             }
@@ -529,7 +730,11 @@ async fn validate_import(
     }
     let missing: Vec<String> = REQUIRED_PERMISSIONS
         .iter()
-        .filter(|(r, p)| !granted.iter().any(|(gr, gp)| gr == r && gp.eq_ignore_ascii_case(p)))
+        .filter(|(r, p)| {
+            !granted
+                .iter()
+                .any(|(gr, gp)| gr == r && gp.eq_ignore_ascii_case(p))
+        })
         .map(|(r, p)| format!("{p} ({r})"))
         .collect();
     if !missing.is_empty() {
@@ -572,9 +777,18 @@ async fn ensure_registered_app(
         && app.tenant_id == tenant_id
         && days_until(&app.secret_expiry).is_some_and(|d| d > 30)
     {
-        let filter = format!("/v1.0/applications?$filter=appId%20eq%20'{}'", app.client_id);
-        let list = api.json(HttpMethod::GET, &filter, Some(admin_token), &Body::Empty).await?;
-        if list.get("value").and_then(|v| v.as_array()).is_some_and(|a| !a.is_empty()) {
+        let filter = format!(
+            "/v1.0/applications?$filter=appId%20eq%20'{}'",
+            app.client_id
+        );
+        let list = api
+            .json(HttpMethod::GET, &filter, Some(admin_token), &Body::Empty)
+            .await?;
+        if list
+            .get("value")
+            .and_then(|v| v.as_array())
+            .is_some_and(|a| !a.is_empty())
+        {
             return Ok(app);
         }
     }
@@ -588,21 +802,61 @@ async fn ensure_registered_app(
             {"resource": "https://graph.microsoft.com", "permissions": ["Directory.Read.All"]}
         ]
     });
-    let created = api.json(HttpMethod::POST, "/v1.0/applications", Some(admin_token), &Body::Json(body.to_string().into_bytes())).await?;
-    let object_id = created.get("id").and_then(|v| v.as_str()).unwrap_or_default().to_string();
-    let client_id = created.get("appId").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+    let created = api
+        .json(
+            HttpMethod::POST,
+            "/v1.0/applications",
+            Some(admin_token),
+            &Body::Json(body.to_string().into_bytes()),
+        )
+        .await?;
+    let object_id = created
+        .get("id")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let client_id = created
+        .get("appId")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string();
     let sp = serde_json::json!({ "appId": client_id });
-    api.json(HttpMethod::POST, "/v1.0/servicePrincipals", Some(admin_token), &Body::Json(sp.to_string().into_bytes())).await?;
+    api.json(
+        HttpMethod::POST,
+        "/v1.0/servicePrincipals",
+        Some(admin_token),
+        &Body::Json(sp.to_string().into_bytes()),
+    )
+    .await?;
     let expiry = (time::OffsetDateTime::now_utc() + time::Duration::days(365))
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
     let pw = serde_json::json!({ "passwordCredential": { "displayName": "cloudattach", "endDateTime": expiry } });
     let secret_answer = api
-        .json(HttpMethod::POST, &format!("/v1.0/applications/{object_id}/addPassword"), Some(admin_token), &Body::Json(pw.to_string().into_bytes()))
+        .json(
+            HttpMethod::POST,
+            &format!("/v1.0/applications/{object_id}/addPassword"),
+            Some(admin_token),
+            &Body::Json(pw.to_string().into_bytes()),
+        )
         .await?;
-    let secret = secret_answer.get("secretText").and_then(|v| v.as_str()).unwrap_or_default().to_string();
-    let secret_expiry = secret_answer.get("endDateTime").and_then(|v| v.as_str()).unwrap_or(&expiry).to_string();
-    api.json(HttpMethod::POST, &format!("/v1.0/applications/{object_id}/grantAdminConsent"), Some(admin_token), &Body::Empty).await?;
+    let secret = secret_answer
+        .get("secretText")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let secret_expiry = secret_answer
+        .get("endDateTime")
+        .and_then(|v| v.as_str())
+        .unwrap_or(&expiry)
+        .to_string();
+    api.json(
+        HttpMethod::POST,
+        &format!("/v1.0/applications/{object_id}/grantAdminConsent"),
+        Some(admin_token),
+        &Body::Empty,
+    )
+    .await?;
     let app = AppCredentials {
         tenant_id: tenant_id.to_string(),
         client_id,
@@ -613,15 +867,24 @@ async fn ensure_registered_app(
         imported: false,
     };
     write_private(&path, &serde_json::to_vec(&app).expect("json"))?;
-    reporter.say(&format!("registered app {app} in the tenant, with admin consent"));
+    reporter.say(&format!(
+        "registered app {app} in the tenant, with admin consent"
+    ));
     Ok(app)
 }
 
 fn host_error(e: SessionError) -> HostError {
     match e {
-        SessionError::Api(ApiError::Status { status, code, message, method, path }) => {
-            HostError::new(format!("http-{status}"), format!("{method} {path}: {status} {code}: {message}"))
-        }
+        SessionError::Api(ApiError::Status {
+            status,
+            code,
+            message,
+            method,
+            path,
+        }) => HostError::new(
+            format!("http-{status}"),
+            format!("{method} {path}: {status} {code}: {message}"),
+        ),
         other => HostError::new("cloud", other.to_string()),
     }
 }
@@ -636,21 +899,37 @@ fn to_http(m: Method) -> HttpMethod {
 }
 
 impl CloudPort for Session {
-    fn cloud(&self, method: Method, path: &str, body: Option<&serde_json::Value>) -> Result<serde_json::Value, HostError> {
-        self.gateway_json(to_http(method), path, body).map_err(host_error)
+    fn cloud(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, HostError> {
+        self.gateway_json(to_http(method), path, body)
+            .map_err(host_error)
     }
 
-    fn open_sync(&self, channel: &str, mode: SyncMode) -> Result<Box<dyn RecordSink + '_>, HostError> {
+    fn open_sync(
+        &self,
+        channel: &str,
+        mode: SyncMode,
+    ) -> Result<Box<dyn RecordSink + '_>, HostError> {
         let owner = self.current_plugin.lock().expect("plugin lock").clone();
         let known = {
             let store = self.state.lock().expect("state lock");
             let state_err = |e: StateError| HostError::new("state", e.to_string());
             if !owner.is_empty() {
-                store.set_meta(&crate::apply::channel_owner_key(channel), &owner).map_err(state_err)?;
+                store
+                    .set_meta(&crate::apply::channel_owner_key(channel), &owner)
+                    .map_err(state_err)?;
             }
             store.channel_hashes(channel).map_err(state_err)?
         };
-        let expected = if channel == "devices" { self.expected_records } else { None };
+        let expected = if channel == "devices" {
+            self.expected_records
+        } else {
+            None
+        };
         Ok(Box::new(GatewaySink {
             session: self,
             channel: channel.to_string(),
@@ -700,12 +979,22 @@ impl GatewaySink<'_> {
         body.push(b'}');
         self.batch_bytes.clear();
         let upserts = std::mem::take(&mut self.batch);
-        let compressed = zstd::bulk::compress(&body, 3).map_err(|e| HostError::new("compress", e.to_string()))?;
+        let compressed = zstd::bulk::compress(&body, 3)
+            .map_err(|e| HostError::new("compress", e.to_string()))?;
         let token = self.session.app_bearer().map_err(host_error)?;
         let api = self.session.api.clone();
-        let path = self.session.gateway_path(&format!("upload/{}", self.channel));
+        let path = self
+            .session
+            .gateway_path(&format!("upload/{}", self.channel));
         let handle = self.session.handle.spawn(async move {
-            let answer = api.json(HttpMethod::POST, &path, Some(&token), &Body::JsonZstd(compressed)).await?;
+            let answer = api
+                .json(
+                    HttpMethod::POST,
+                    &path,
+                    Some(&token),
+                    &Body::JsonZstd(compressed),
+                )
+                .await?;
             Ok((upserts, deletes, answer))
         });
         self.in_flight.push_back(handle);
@@ -716,7 +1005,9 @@ impl GatewaySink<'_> {
     }
 
     fn wait_oldest(&mut self) -> Result<(), HostError> {
-        let Some(h) = self.in_flight.pop_front() else { return Ok(()) };
+        let Some(h) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
         let (upserts, deletes, answer) = self
             .session
             .handle
@@ -742,7 +1033,8 @@ impl GatewaySink<'_> {
 
 impl RecordSink for GatewaySink<'_> {
     fn push(&mut self, record: Record) -> Result<(), HostError> {
-        let json = serde_json::to_vec(&record.value).map_err(|e| HostError::new("record", e.to_string()))?;
+        let json = serde_json::to_vec(&record.value)
+            .map_err(|e| HostError::new("record", e.to_string()))?;
         let hash = xxhash_rust::xxh3::xxh3_64(&json);
         self.stats.total += 1;
         let previous = self.known.remove(&record.key);

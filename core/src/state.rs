@@ -33,7 +33,9 @@ pub enum StateError {
         source: std::io::Error,
     },
     /// Another process holds the lock.
-    #[error("another cloudattach is running on this state ({holder}); wait for it to finish, or stop it (lock file {path})")]
+    #[error(
+        "another cloudattach is running on this state ({holder}); wait for it to finish, or stop it (lock file {path})"
+    )]
     Locked {
         /// The lock file.
         path: PathBuf,
@@ -66,25 +68,40 @@ fn now_rfc3339() -> String {
 impl StateStore {
     /// Opens (creating and migrating) the store in `dir`.
     pub fn open(dir: &Path) -> Result<StateStore, StateError> {
-        std::fs::create_dir_all(dir).map_err(|source| StateError::Io { path: dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| StateError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let path = dir.join("state.db");
-        let err = |source| StateError::Sqlite { path: path.clone(), source };
+        let err = |source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        };
         let mut conn = Connection::open(&path).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(err)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(err)?;
         for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             let tx = conn.transaction().map_err(err)?;
             tx.execute_batch(m).map_err(err)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(err)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(err)?;
             tx.commit().map_err(err)?;
         }
         Ok(StateStore { conn, path })
     }
 
     fn err(&self) -> impl Fn(rusqlite::Error) -> StateError + '_ {
-        |source| StateError::Sqlite { path: self.path.clone(), source }
+        |source| StateError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     /// A value of the meta table.
@@ -105,7 +122,10 @@ impl StateStore {
 
     /// Removes a value of the meta table.
     pub fn delete_meta(&self, key: &str) -> Result<(), StateError> {
-        self.conn.execute("DELETE FROM meta WHERE key = ?1", [key]).map(|_| ()).map_err(self.err())
+        self.conn
+            .execute("DELETE FROM meta WHERE key = ?1", [key])
+            .map(|_| ())
+            .map_err(self.err())
     }
 
     /// The upload channels a plugin last synced (recorded under `channel-owner/<channel>`).
@@ -114,12 +134,18 @@ impl StateStore {
             .conn
             .prepare("SELECT substr(key, 15) FROM meta WHERE key LIKE 'channel-owner/%' AND value = ?1 ORDER BY key")
             .map_err(self.err())?;
-        let rows = stmt.query_map([plugin_id], |r| r.get::<_, String>(0)).map_err(self.err())?;
+        let rows = stmt
+            .query_map([plugin_id], |r| r.get::<_, String>(0))
+            .map_err(self.err())?;
         rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
     }
 
     /// Records a feature as applied with these settings.
-    pub fn set_feature(&self, plugin_id: &str, settings: &serde_json::Value) -> Result<(), StateError> {
+    pub fn set_feature(
+        &self,
+        plugin_id: &str,
+        settings: &serde_json::Value,
+    ) -> Result<(), StateError> {
         self.conn
             .execute(
                 "INSERT INTO features (plugin_id, settings, applied_at) VALUES (?1, ?2, ?3)
@@ -132,7 +158,9 @@ impl StateStore {
 
     /// Forgets a feature (disabled) and its sync hashes.
     pub fn remove_feature(&self, plugin_id: &str, channels: &[&str]) -> Result<(), StateError> {
-        self.conn.execute("DELETE FROM features WHERE plugin_id = ?1", [plugin_id]).map_err(self.err())?;
+        self.conn
+            .execute("DELETE FROM features WHERE plugin_id = ?1", [plugin_id])
+            .map_err(self.err())?;
         for c in channels {
             self.clear_channel(c)?;
         }
@@ -141,23 +169,34 @@ impl StateStore {
 
     /// Every applied feature with its settings.
     pub fn features(&self) -> Result<Vec<(String, serde_json::Value)>, StateError> {
-        let mut stmt = self.conn.prepare("SELECT plugin_id, settings FROM features ORDER BY plugin_id").map_err(self.err())?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT plugin_id, settings FROM features ORDER BY plugin_id")
+            .map_err(self.err())?;
         let rows = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
             .map_err(self.err())?;
         let mut out = vec![];
         for row in rows {
             let (id, s) = row.map_err(self.err())?;
-            out.push((id, serde_json::from_str(&s).unwrap_or(serde_json::Value::Null)));
+            out.push((
+                id,
+                serde_json::from_str(&s).unwrap_or(serde_json::Value::Null),
+            ));
         }
         Ok(out)
     }
 
     /// The hashes of every record last acknowledged on a channel.
     pub fn channel_hashes(&self, channel: &str) -> Result<HashMap<String, u64>, StateError> {
-        let mut stmt = self.conn.prepare("SELECT key, hash FROM sync_hashes WHERE channel = ?1").map_err(self.err())?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT key, hash FROM sync_hashes WHERE channel = ?1")
+            .map_err(self.err())?;
         let rows = stmt
-            .query_map([channel], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
+            .query_map([channel], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })
             .map_err(self.err())?;
         let mut out = HashMap::new();
         for row in rows {
@@ -168,9 +207,17 @@ impl StateStore {
     }
 
     /// Records one acknowledged batch: upserted keys with their hashes, deleted keys.
-    pub fn ack_batch(&mut self, channel: &str, upserts: &[(String, u64)], deletes: &[String]) -> Result<(), StateError> {
+    pub fn ack_batch(
+        &mut self,
+        channel: &str,
+        upserts: &[(String, u64)],
+        deletes: &[String],
+    ) -> Result<(), StateError> {
         let path = self.path.clone();
-        let err = |source| StateError::Sqlite { path: path.clone(), source };
+        let err = |source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        };
         let tx = self.conn.transaction().map_err(err)?;
         {
             let mut up = tx
@@ -182,7 +229,9 @@ impl StateStore {
             for (k, h) in upserts {
                 up.execute(params![channel, k, *h as i64]).map_err(err)?;
             }
-            let mut del = tx.prepare_cached("DELETE FROM sync_hashes WHERE channel = ?1 AND key = ?2").map_err(err)?;
+            let mut del = tx
+                .prepare_cached("DELETE FROM sync_hashes WHERE channel = ?1 AND key = ?2")
+                .map_err(err)?;
             for k in deletes {
                 del.execute(params![channel, k]).map_err(err)?;
             }
@@ -198,8 +247,13 @@ impl StateStore {
 
     /// Forgets a channel's hashes (after a disable, or before a full resend).
     pub fn clear_channel(&self, channel: &str) -> Result<(), StateError> {
-        self.conn.execute("DELETE FROM sync_hashes WHERE channel = ?1", [channel]).map_err(self.err())?;
-        self.conn.execute("DELETE FROM sync_channels WHERE channel = ?1", [channel]).map(|_| ()).map_err(self.err())
+        self.conn
+            .execute("DELETE FROM sync_hashes WHERE channel = ?1", [channel])
+            .map_err(self.err())?;
+        self.conn
+            .execute("DELETE FROM sync_channels WHERE channel = ?1", [channel])
+            .map(|_| ())
+            .map_err(self.err())
     }
 
     /// Forgets everything (after detach).
@@ -213,7 +267,11 @@ impl StateStore {
 impl AppliedState for StateStore {
     fn applied_settings(&self, plugin_id: &str) -> Option<serde_json::Value> {
         self.conn
-            .query_row("SELECT settings FROM features WHERE plugin_id = ?1", [plugin_id], |r| r.get::<_, String>(0))
+            .query_row(
+                "SELECT settings FROM features WHERE plugin_id = ?1",
+                [plugin_id],
+                |r| r.get::<_, String>(0),
+            )
             .optional()
             .ok()
             .flatten()
@@ -229,21 +287,46 @@ pub struct StateLock {
 impl StateLock {
     /// Takes the lock or says who holds it.
     pub fn acquire(dir: &Path, command: &str) -> Result<StateLock, StateError> {
-        std::fs::create_dir_all(dir).map_err(|source| StateError::Io { path: dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| StateError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let path = dir.join("lock");
-        let io = |source| StateError::Io { path: path.clone(), source };
-        let mut file = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(io)?;
+        let io = |source| StateError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                let holder = std::fs::read_to_string(&path).unwrap_or_default().trim().to_string();
-                let holder = if holder.is_empty() { "unknown process".to_string() } else { holder };
+                let holder = std::fs::read_to_string(&path)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string();
+                let holder = if holder.is_empty() {
+                    "unknown process".to_string()
+                } else {
+                    holder
+                };
                 return Err(StateError::Locked { path, holder });
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
         }
         file.set_len(0).map_err(io)?;
-        write!(file, "pid {}: cloudattach {command}, since {}", std::process::id(), now_rfc3339()).map_err(io)?;
+        write!(
+            file,
+            "pid {}: cloudattach {command}, since {}",
+            std::process::id(),
+            now_rfc3339()
+        )
+        .map_err(io)?;
         file.flush().map_err(io)?;
         Ok(StateLock { _file: file })
     }
@@ -251,7 +334,10 @@ impl StateLock {
 
 /// Writes a file readable only by its owner (mode 0600 on Unix), replacing it atomically.
 pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), StateError> {
-    let io = |source| StateError::Io { path: path.to_path_buf(), source };
+    let io = |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let tmp = path.with_extension("tmp");
     {
         let mut opts = std::fs::OpenOptions::new();
@@ -277,12 +363,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let mut s = StateStore::open(dir.path()).unwrap();
-            s.set_feature("tenant-attach", &serde_json::json!({"upload": "all"})).unwrap();
-            s.ack_batch("devices", &[("1".into(), 11), ("2".into(), 22)], &[]).unwrap();
-            s.ack_batch("devices", &[("2".into(), 23)], &["1".into()]).unwrap();
+            s.set_feature("tenant-attach", &serde_json::json!({"upload": "all"}))
+                .unwrap();
+            s.ack_batch("devices", &[("1".into(), 11), ("2".into(), 22)], &[])
+                .unwrap();
+            s.ack_batch("devices", &[("2".into(), 23)], &["1".into()])
+                .unwrap();
         }
         let s = StateStore::open(dir.path()).unwrap();
-        assert_eq!(s.applied_settings("tenant-attach"), Some(serde_json::json!({"upload": "all"})));
+        assert_eq!(
+            s.applied_settings("tenant-attach"),
+            Some(serde_json::json!({"upload": "all"}))
+        );
         assert_eq!(s.applied_settings("co-management"), None);
         let h = s.channel_hashes("devices").unwrap();
         assert_eq!(h.len(), 1);
@@ -296,8 +388,14 @@ mod tests {
     fn a_second_lock_names_the_holder() {
         let dir = tempfile::tempdir().unwrap();
         let _held = StateLock::acquire(dir.path(), "apply").unwrap();
-        let err = StateLock::acquire(dir.path(), "sync").err().expect("second lock refused").to_string();
-        assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
+        let err = StateLock::acquire(dir.path(), "sync")
+            .err()
+            .expect("second lock refused")
+            .to_string();
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
         assert!(err.contains("cloudattach apply"), "{err}");
     }
 
@@ -308,6 +406,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("secret.json");
         write_private(&p, b"{}").unwrap();
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 }

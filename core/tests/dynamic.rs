@@ -58,12 +58,14 @@ fn built() -> &'static Path {
                 "--examples",
             ])
             .args(["--features", "cloudattach-dynamic-plugins/fixtures"])
-            .args([
-                "-p",
-                "cloudattach-example-collection-summary",
-                "--lib",
-                "--target-dir",
-            ])
+            .args(["-p", "cloudattach-example-collection-summary", "--lib"])
+            // The libraries are built in the profile of the test that loads them.
+            .args(if cfg!(debug_assertions) {
+                &[][..]
+            } else {
+                &["--release"][..]
+            })
+            .arg("--target-dir")
             .arg(&target)
             .status()
             .expect("run cargo to build the plugin libraries");
@@ -72,7 +74,11 @@ fn built() -> &'static Path {
             "plugin libraries built in {:.1} s",
             started.elapsed().as_secs_f64()
         );
-        target.join("debug")
+        target.join(if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        })
     })
 }
 
@@ -384,7 +390,7 @@ fn broken_and_hostile_libraries_each_give_one_clear_line_and_the_rest_of_the_run
     let duplicate = failure("tenant-attach-again");
     assert!(
         duplicate.contains("`tenant-attach` is registered twice")
-            && duplicate.contains("built into the binary")
+            && duplicate.contains("by the binary (built in) and by")
             && duplicate.contains(&dll("tenant-attach-again")),
         "{duplicate}"
     );

@@ -480,3 +480,18 @@ fn site_code_and_version_shape_the_site() {
         "{site}"
     );
 }
+
+#[test]
+fn a_failed_run_leaves_no_temporary_or_half_written_files() {
+    // A directory in the way of devices.jsonl: the rename at the end fails.
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("devices.jsonl")).unwrap();
+    let err = generate_site(&opts(100, 1), dir.path(), true).unwrap_err();
+    assert!(matches!(err, GenerateError::Rename { .. }), "{err:?}");
+    assert!(err.to_string().contains("devices.jsonl"), "{err}");
+    let left: Vec<String> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["devices.jsonl"], "only the obstacle is left");
+}

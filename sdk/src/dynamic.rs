@@ -21,8 +21,9 @@
 //!
 //! - the library exports one `abi_stable` root module, [`PluginModule`]: the SDK version it was
 //!   built against, `manifest()` and `call(op, request, host)`. Requests and results are JSON
-//!   strings of this crate's serde types ([`CheckReport`], [`PlanDecision`], …), so the types
-//!   can grow in a minor version without changing the module's layout;
+//!   strings of this crate's serde types ([`CheckReport`](crate::CheckReport),
+//!   [`PlanDecision`](crate::PlanDecision), …), so the types can grow in a minor version
+//!   without changing the module's layout;
 //! - the host crosses it as an [`FfiHost`] trait object (`#[sabi_trait]`); the library wraps it
 //!   in an adapter that implements [`Host`], so plugin code is identical for static and
 //!   dynamic builds. Devices come in JSON batches ([`DEVICE_BATCH`] per call) pushed into a
@@ -80,7 +81,8 @@ pub const RECORD_BATCH: u32 = 512;
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = PluginModuleRef)))]
-#[sabi(missing_field(panic))]
+// Fields added after the prefix in a later SDK read as `None` from an older library.
+#[sabi(missing_field(option))]
 pub struct PluginModule {
     /// The `cloudattach-sdk` version the library was built against.
     pub sdk_version: RStr<'static>,

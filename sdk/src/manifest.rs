@@ -168,6 +168,8 @@ pub enum OptionKind {
     ChoiceOrCollection(Vec<String>),
     /// A non-negative integer.
     Integer,
+    /// A collection id of the site (e.g. "PS100020"); the core checks that it exists.
+    Collection,
 }
 
 impl OptionKind {
@@ -178,6 +180,7 @@ impl OptionKind {
             (OptionKind::Bool, Value::Bool(_)) => Ok(()),
             (OptionKind::String, Value::String(_)) => Ok(()),
             (OptionKind::Integer, Value::Number(n)) if n.is_u64() => Ok(()),
+            (OptionKind::Collection, Value::String(s)) if is_collection_id(s) => Ok(()),
             (OptionKind::Choice(c), Value::String(s)) if c.contains(s) => Ok(()),
             (OptionKind::ChoiceOrCollection(c), Value::String(s))
                 if c.contains(s) || is_collection_id(s) =>
@@ -187,6 +190,7 @@ impl OptionKind {
             (OptionKind::Bool, _) => Err("true or false".into()),
             (OptionKind::String, _) => Err("a string".into()),
             (OptionKind::Integer, _) => Err("a non-negative integer".into()),
+            (OptionKind::Collection, _) => Err("a collection id such as \"PS100020\"".into()),
             (OptionKind::Choice(c), _) => Err(format!("one of {}", quote_list(c))),
             (OptionKind::ChoiceOrCollection(c), _) => Err(format!(
                 "{} or a collection id such as \"PS100012\"",
@@ -264,6 +268,15 @@ impl OptionSpec {
         OptionSpec {
             key: key.into(),
             kind: OptionKind::String,
+            default: None,
+            description: description.into(),
+        }
+    }
+    /// A collection id of the site, optional.
+    pub fn collection(key: &str, description: &str) -> Self {
+        OptionSpec {
+            key: key.into(),
+            kind: OptionKind::Collection,
             default: None,
             description: description.into(),
         }

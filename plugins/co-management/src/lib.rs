@@ -320,7 +320,7 @@ impl Plugin for CoManagement {
                 Some("all"),
                 "Automatic enrollment in Intune: all eligible devices, the pilot collection's, or none",
             ))
-            .option(OptionSpec::string(
+            .option(OptionSpec::collection(
                 "pilot_collection",
                 "The pilot collection's id (e.g. \"PS100020\"); required with enrollment = \"pilot\"",
             ))
