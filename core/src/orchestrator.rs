@@ -344,7 +344,20 @@ pub fn check(
                             p.manifest.resolve_options(&raw).unwrap_or_default()
                         }
                     };
-                    let mut report: CheckReport = p.plugin.check(host, &options);
+                    // A panicking plugin fails its own check; the others still report.
+                    let mut report: CheckReport = std::panic::catch_unwind(
+                        std::panic::AssertUnwindSafe(|| p.plugin.check(host, &options)),
+                    )
+                    .unwrap_or_else(|panic| {
+                        let message = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "a panic without a message".into());
+                        let mut r = CheckReport::default();
+                        r.push(Finding::error("plugin-panic", format!("plugin {id} panicked: {message}")));
+                        r
+                    });
                     if version < SiteVersion::CLOUD_ATTACH_WIZARD {
                         report.findings.insert(
                             0,

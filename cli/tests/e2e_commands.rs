@@ -1,0 +1,134 @@
+//! End to end: `status`, the state lock, `disable`, and the built-in demo.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+const DEFAULT: &str = "[attach]\nsettings = \"default\"\n";
+
+fn status_by_id(v: &Value) -> BTreeMap<String, Value> {
+    v["plugins"]
+        .as_array()
+        .expect("plugins")
+        .iter()
+        .map(|p| (p["id"].as_str().unwrap().to_string(), p.clone()))
+        .collect()
+}
+
+fn authority(p: &Value) -> Option<&Value> {
+    p.get("effective_authority")
+        .or_else(|| p.get("extra").and_then(|e| e.get("effective_authority")))
+}
+
+/// `status` after apply shows the counts the apply summary showed, which are the site's.
+#[test]
+fn status_after_apply_shows_the_apply_counts() {
+    let w = World::start();
+    let site = w.generate(1_500, 2303);
+    w.config("public", DEFAULT);
+    let applied = steps(&w.apply_ok());
+    let r = w.cli(&["--output", "json", "status"]);
+    r.ok();
+    let status = status_by_id(&r.json());
+    let e = site.expected(None, None);
+    let want = [
+        ("tenant-attach", "devices_uploaded", e.devices),
+        ("endpoint-analytics", "devices_enrolled", e.ea_enrolled),
+        ("defender-reporting", "devices_reported", e.defender),
+        ("co-management", "devices_scheduled", e.scheduled),
+        ("co-management", "devices_enrolled", e.comanaged),
+    ];
+    for (id, key, n) in want {
+        assert_eq!(status[id]["counts"][key], n, "status {id} {key}: {}", status[id]);
+        assert_eq!(applied[id]["counts"][key], n, "apply {id} {key}: {}", applied[id]);
+    }
+    for p in status.values() {
+        assert_eq!(p["enabled"], true, "{p}");
+        assert!(p["last_sync"].is_string() || p["id"] == "rbac-authority", "{p}");
+    }
+    assert_eq!(authority(&status["rbac-authority"]), Some(&Value::from("configmgr+intune")));
+}
+
+/// A second apply while one holds the state lock refuses, names the holder, and changes
+/// nothing.
+#[test]
+fn concurrent_apply_refuses_and_names_the_holder() {
+    let w = World::start();
+    w.generate(200, 2303);
+    w.config("public", DEFAULT);
+    let lock = cloudattach_core::state::StateLock::acquire(&w.state_dir(), "apply").expect("lock");
+    let r = w.cli(&["apply", "--yes"]);
+    assert_ne!(r.code, 0, "apply ran while the state was locked");
+    assert!(r.stderr.contains("another cloudattach is running"), "{}", r.stderr);
+    let holder = format!("pid {}", std::process::id());
+    assert!(r.stderr.contains(&holder) && r.stderr.contains("apply"), "holder not named: {}", r.stderr);
+    assert!(w.hierarchies().is_empty(), "something was attached");
+    drop(lock);
+    w.apply_ok();
+    assert_eq!(w.hierarchies().len(), 1);
+}
+
+/// `disable endpoint-analytics` turns it off in the cloud; `disable tenant-attach` while its
+/// dependents are enabled is refused (exit 2) and names them.
+#[test]
+fn disable_features_and_refuse_while_dependents_are_enabled() {
+    let w = World::start();
+    let site = w.generate(800, 2303);
+    w.config("public", DEFAULT);
+    w.apply_ok();
+
+    let r = w.cli(&["disable", "endpoint-analytics"]);
+    r.ok();
+    let c = w.counts(&site.hid);
+    assert!(!c.enabled.contains("endpoint-analytics"), "{:?}", c.enabled);
+    assert_eq!(c.ea_enrolled, 0);
+    let st = w.cli(&["--output", "json", "status"]);
+    st.ok();
+    assert_eq!(status_by_id(&st.json())["endpoint-analytics"]["enabled"], false);
+
+    let r = w.cli(&["disable", "tenant-attach"]);
+    r.code(2);
+    for dependent in ["defender-reporting", "rbac-authority"] {
+        assert!(r.stderr.contains(dependent), "{dependent} not named: {}", r.stderr);
+    }
+    assert!(!r.stderr.contains("endpoint-analytics"), "a disabled dependent named: {}", r.stderr);
+    let c = w.counts(&site.hid);
+    assert!(c.enabled.contains("tenant-attach"), "{:?}", c.enabled);
+    assert_eq!(c.devices, site.expected(None, None).devices);
+}
+
+/// The built-in demo on the embedded cloud: `apply --yes` in an empty directory, then
+/// `status` (a new embedded cloud on a new port) reads the same counts back.
+#[test]
+fn embedded_demo_apply_then_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cloudattach"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("CLOUDATTACH_LOG")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    };
+    let a = run(&["--output", "json", "apply", "--yes"]);
+    a.ok();
+    let applied = steps(&a.json());
+    let s = run(&["--output", "json", "status"]);
+    s.ok();
+    let status = status_by_id(&s.json());
+    let site = SiteModel::load(&dir.path().join(".cloudattach/demo-site"));
+    let e = site.expected(None, None);
+    assert_eq!(status["tenant-attach"]["counts"]["devices_uploaded"], e.devices);
+    assert_eq!(applied["tenant-attach"]["counts"]["devices_uploaded"], e.devices);
+    assert_eq!(status["co-management"]["counts"]["devices_scheduled"], e.scheduled);
+    assert_eq!(status["endpoint-analytics"]["counts"]["devices_enrolled"], e.ea_enrolled);
+    assert_eq!(status["defender-reporting"]["counts"]["devices_reported"], e.defender);
+}

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Benchmark: uploads against a local cloud (`cloudattach cloud serve` on loopback).
+#   full sync (apply) of N devices, delta sync after 1% of the devices change, a full resend,
+#   apply under faults, and the cloud's own ingest rate measured in the same run.
+# Prints records per second and peak memory; asserts nothing.
+#
+#   scripts/bench-sync.sh [SIZES...]      # default: 100000 1000000
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -p cloudattach-cli -p cloudattach-cloud --example ingest_bench >&2
+bin="$PWD/target/release/cloudattach"
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+sizes=("$@")
+[ ${#sizes[@]} -gt 0 ] || sizes=(100000 1000000)
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+start_cloud() { # name, extra flags...
+  local name=$1; shift
+  local port; port=$(free_port)
+  "$bin" cloud serve --addr "127.0.0.1:$port" --data "$work/$name" --auto-approve admin@contoso.example \
+    --device-code-interval-secs 1 "$@" >"$work/$name.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do
+    curl -fs "http://127.0.0.1:$port/contoso.example/v2.0/.well-known/openid-configuration" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  echo "http://127.0.0.1:$port"
+}
+
+# run LABEL RECORDS-JSON-FILTER -- cmd…: wall time, peak RSS, records/s from the JSON output.
+run() {
+  local label=$1 jq_sum=$2; shift 2
+  /usr/bin/time -f '%e %M' -o "$work/t" "$@" >"$work/out.json" 2>"$work/err" || { tail -5 "$work/err"; return 1; }
+  read -r secs kib < "$work/t"
+  local records; records=$(python3 -c "import json,sys; d=json.load(open('$work/out.json')); print($jq_sum)")
+  printf '%-34s %10s records %8.2f s %10.0f records/s %8.1f MiB\n' "$label" "$records" "$secs" \
+    "$(echo "$records/$secs" | bc -l)" "$(echo "$kib/1024" | bc -l)"
+}
+
+echo "== the cloud's own ingest rate (batches of 5,000, in-process, no HTTP)"
+"$PWD/target/release/examples/ingest_bench" 2>&1 | tail -n 3
+
+for n in "${sizes[@]}"; do
+  echo "== $n devices"
+  base=$(start_cloud "cloud-$n")
+  dir="$work/site-$n"; mkdir -p "$dir"
+  "$bin" site generate --devices "$n" --seed 1 --out "$dir/site" 2>/dev/null
+  cat > "$dir/attach.toml" <<TOML
+[cloud]
+endpoint = "$base"
+TOML
+  sum_steps='sum(s["counts"].get("sent",0) for s in d["steps"])'
+  sum_sync='sum(p["sent"] for p in d["plugins"])'
+  run "full sync (apply, 4 channels)" "$sum_steps" "$bin" --config "$dir/attach.toml" --output json apply --yes
+  python3 - "$dir/site/devices.jsonl" <<'PY'
+import json, sys
+p = sys.argv[1]
+lines = open(p).read().splitlines()
+for i in range(0, len(lines), 100):          # 1% of the devices change
+    d = json.loads(lines[i]); d["client_active"] = not d["client_active"]; lines[i] = json.dumps(d)
+open(p, "w").write("\n".join(lines) + "\n")
+PY
+  run "delta sync after 1% changed" "$sum_sync" "$bin" --config "$dir/attach.toml" --output json sync
+  run "full resend (sync --full)" "$sum_sync" "$bin" --config "$dir/attach.toml" --output json sync --full
+done
+
+n=${sizes[0]}
+echo "== apply under faults ($n devices: 10% 429 with Retry-After, 10% 429 without, 10% 5xx, 5% drops)"
+base=$(start_cloud "faulty" --fault-429 0.1 --fault-429-bare 0.1 --fault-5xx 0.1 --fault-drop 0.05 --fault-seed 7)
+dir="$work/faulty"; mkdir -p "$dir"
+"$bin" site generate --devices "$n" --seed 1 --out "$dir/site" 2>/dev/null
+printf '[cloud]\nendpoint = "%s"\n' "$base" > "$dir/attach.toml"
+run "full sync under faults" 'sum(s["counts"].get("sent",0) for s in d["steps"])' "$bin" --config "$dir/attach.toml" --output json apply --yes
+curl -fs "$base/_emulator/stats"; echo
