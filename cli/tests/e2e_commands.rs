@@ -41,14 +41,28 @@ fn status_after_apply_shows_the_apply_counts() {
         ("co-management", "devices_enrolled", e.comanaged),
     ];
     for (id, key, n) in want {
-        assert_eq!(status[id]["counts"][key], n, "status {id} {key}: {}", status[id]);
-        assert_eq!(applied[id]["counts"][key], n, "apply {id} {key}: {}", applied[id]);
+        assert_eq!(
+            status[id]["counts"][key], n,
+            "status {id} {key}: {}",
+            status[id]
+        );
+        assert_eq!(
+            applied[id]["counts"][key], n,
+            "apply {id} {key}: {}",
+            applied[id]
+        );
     }
     for p in status.values() {
         assert_eq!(p["enabled"], true, "{p}");
-        assert!(p["last_sync"].is_string() || p["id"] == "rbac-authority", "{p}");
+        assert!(
+            p["last_sync"].is_string() || p["id"] == "rbac-authority",
+            "{p}"
+        );
     }
-    assert_eq!(authority(&status["rbac-authority"]), Some(&Value::from("configmgr+intune")));
+    assert_eq!(
+        authority(&status["rbac-authority"]),
+        Some(&Value::from("configmgr+intune"))
+    );
 }
 
 /// A second apply while one holds the state lock refuses, names the holder, and changes
@@ -61,9 +75,17 @@ fn concurrent_apply_refuses_and_names_the_holder() {
     let lock = cloudattach_core::state::StateLock::acquire(&w.state_dir(), "apply").expect("lock");
     let r = w.cli(&["apply", "--yes"]);
     assert_ne!(r.code, 0, "apply ran while the state was locked");
-    assert!(r.stderr.contains("another cloudattach is running"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("another cloudattach is running"),
+        "{}",
+        r.stderr
+    );
     let holder = format!("pid {}", std::process::id());
-    assert!(r.stderr.contains(&holder) && r.stderr.contains("apply"), "holder not named: {}", r.stderr);
+    assert!(
+        r.stderr.contains(&holder) && r.stderr.contains("apply"),
+        "holder not named: {}",
+        r.stderr
+    );
     assert!(w.hierarchies().is_empty(), "something was attached");
     drop(lock);
     w.apply_ok();
@@ -86,14 +108,25 @@ fn disable_features_and_refuse_while_dependents_are_enabled() {
     assert_eq!(c.ea_enrolled, 0);
     let st = w.cli(&["--output", "json", "status"]);
     st.ok();
-    assert_eq!(status_by_id(&st.json())["endpoint-analytics"]["enabled"], false);
+    assert_eq!(
+        status_by_id(&st.json())["endpoint-analytics"]["enabled"],
+        false
+    );
 
     let r = w.cli(&["disable", "tenant-attach"]);
     r.code(2);
     for dependent in ["defender-reporting", "rbac-authority"] {
-        assert!(r.stderr.contains(dependent), "{dependent} not named: {}", r.stderr);
+        assert!(
+            r.stderr.contains(dependent),
+            "{dependent} not named: {}",
+            r.stderr
+        );
     }
-    assert!(!r.stderr.contains("endpoint-analytics"), "a disabled dependent named: {}", r.stderr);
+    assert!(
+        !r.stderr.contains("endpoint-analytics"),
+        "a disabled dependent named: {}",
+        r.stderr
+    );
     let c = w.counts(&site.hid);
     assert!(c.enabled.contains("tenant-attach"), "{:?}", c.enabled);
     assert_eq!(c.devices, site.expected(None, None).devices);
@@ -126,9 +159,24 @@ fn embedded_demo_apply_then_status() {
     let status = status_by_id(&s.json());
     let site = SiteModel::load(&dir.path().join(".cloudattach/demo-site"));
     let e = site.expected(None, None);
-    assert_eq!(status["tenant-attach"]["counts"]["devices_uploaded"], e.devices);
-    assert_eq!(applied["tenant-attach"]["counts"]["devices_uploaded"], e.devices);
-    assert_eq!(status["co-management"]["counts"]["devices_scheduled"], e.scheduled);
-    assert_eq!(status["endpoint-analytics"]["counts"]["devices_enrolled"], e.ea_enrolled);
-    assert_eq!(status["defender-reporting"]["counts"]["devices_reported"], e.defender);
+    assert_eq!(
+        status["tenant-attach"]["counts"]["devices_uploaded"],
+        e.devices
+    );
+    assert_eq!(
+        applied["tenant-attach"]["counts"]["devices_uploaded"],
+        e.devices
+    );
+    assert_eq!(
+        status["co-management"]["counts"]["devices_scheduled"],
+        e.scheduled
+    );
+    assert_eq!(
+        status["endpoint-analytics"]["counts"]["devices_enrolled"],
+        e.ea_enrolled
+    );
+    assert_eq!(
+        status["defender-reporting"]["counts"]["devices_reported"],
+        e.defender
+    );
 }

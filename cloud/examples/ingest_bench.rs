@@ -17,7 +17,7 @@ fn device(i: usize) -> Value {
     json!({"resource_id": 16_777_216 + i, "name": format!("PC-{i:07}"), "client": true,
            "client_version": "5.00.9106.1000", "client_active": true,
            "os": "Microsoft Windows NT Workstation 10.0", "os_build": "10.0.19045",
-           "join_type": if i % 3 == 0 { "entra" } else { "hybrid" }, "mdm_enrolled": i % 7 == 0,
+           "join_type": if i.is_multiple_of(3) { "entra" } else { "hybrid" }, "mdm_enrolled": i.is_multiple_of(7),
            "entra_device_id": format!("{:08x}-0000-4000-8000-{:012x}", i, i),
            "primary_user": format!("user{i}@contoso.example"), "model": "Latitude 7440",
            "manufacturer": "Dell Inc.", "serial_number": format!("SN{i:09}"),

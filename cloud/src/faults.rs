@@ -168,6 +168,8 @@ pub(crate) async fn middleware(State(st): St, req: Request, next: Next) -> Respo
     }
     if d5xx < f.p5xx {
         f.counters.f5xx.fetch_add(1, Ordering::Relaxed);
+        // Gateway writes are idempotent, so a 500 may come after the work was done (the client
+        // can't know); Graph-style creations are not, so there the fault comes first.
         if is503 {
             return ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -176,8 +178,9 @@ pub(crate) async fn middleware(State(st): St, req: Request, next: Next) -> Respo
             )
             .into_response();
         }
-        // A 500 after the work was done: the request took effect but the client can't know.
-        let _ = next.run(req).await;
+        if req.uri().path().starts_with("/api/") {
+            let _ = next.run(req).await;
+        }
         return ApiError::internal(
             "internal server error (injected fault; the request may have taken effect)",
         )

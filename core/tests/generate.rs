@@ -495,3 +495,23 @@ fn a_failed_run_leaves_no_temporary_or_half_written_files() {
         .collect();
     assert_eq!(left, ["devices.jsonl"], "only the obstacle is left");
 }
+
+#[test]
+fn the_site_reader_accepts_a_generated_site() {
+    let dir = tempfile::tempdir().unwrap();
+    generate_site(&opts(2_000, 11), dir.path(), false).unwrap();
+    let site = cloudattach_core::Site::open(dir.path()).unwrap();
+    let mut n = 0u64;
+    site.for_each_device(&mut |_| n += 1).unwrap();
+    assert_eq!(n, 2_000);
+    assert_eq!(site.scan_summary().unwrap().skipped, 0);
+    let count = |id: &str| {
+        site.collection(id)
+            .unwrap_or_else(|| panic!("{id}"))
+            .member_count
+    };
+    let all_windows = count("PS100010");
+    for id in ["PS100012", "PS100018", "PS100020"] {
+        assert!((1..all_windows).contains(&count(id)), "{id}: {}", count(id));
+    }
+}
