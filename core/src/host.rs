@@ -136,3 +136,122 @@ impl Host for SiteHost {
         }
     }
 }
+
+/// Devices per chunk of a shared pass.
+const SHARED_PASS_CHUNK: usize = 2048;
+/// Chunks buffered per consumer: bounds a shared pass's memory.
+const SHARED_PASS_DEPTH: usize = 4;
+
+type Chunk = Result<Arc<Vec<Device>>, HostError>;
+
+/// One pass over the inventory feeding several plugins that run concurrently (check, plan): the
+/// file is read and parsed once, and each consumer's first [`Host::for_each_device`] takes its
+/// devices from the pass. A consumer that streams again, or never, costs nothing extra: a second
+/// call reads the file itself, and a consumer that drops its host leaves the pass.
+pub fn shared_pass<'scope, 'env>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    site: Arc<Site>,
+    consumers: usize,
+) -> Vec<std::sync::mpsc::Receiver<Chunk>> {
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..consumers)
+        .map(|_| std::sync::mpsc::sync_channel::<Chunk>(SHARED_PASS_DEPTH))
+        .unzip();
+    scope.spawn(move || {
+        let mut senders: Vec<Option<std::sync::mpsc::SyncSender<Chunk>>> =
+            senders.into_iter().map(Some).collect();
+        let broadcast =
+            |chunk: Chunk, senders: &mut Vec<Option<std::sync::mpsc::SyncSender<Chunk>>>| {
+                for slot in senders.iter_mut() {
+                    if let Some(tx) = slot
+                        && tx.send(chunk.clone()).is_err()
+                    {
+                        *slot = None;
+                    }
+                }
+            };
+        let mut chunk = Vec::with_capacity(SHARED_PASS_CHUNK);
+        let result = site.for_each_device_owned(&mut |d| {
+            chunk.push(d);
+            if chunk.len() == SHARED_PASS_CHUNK {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(SHARED_PASS_CHUNK));
+                broadcast(Ok(Arc::new(full)), &mut senders);
+            }
+        });
+        match result {
+            Ok(()) if !chunk.is_empty() => broadcast(Ok(Arc::new(chunk)), &mut senders),
+            Ok(()) => {}
+            Err(e) => broadcast(
+                Err(HostError::new("site-unreadable", e.to_string())),
+                &mut senders,
+            ),
+        }
+    });
+    receivers
+}
+
+/// A [`SiteHost`] whose first device stream comes from a [`shared_pass`].
+pub struct PassHost<'a> {
+    inner: &'a SiteHost,
+    pass: std::sync::Mutex<Option<std::sync::mpsc::Receiver<Chunk>>>,
+}
+
+impl<'a> PassHost<'a> {
+    /// Wraps `inner`, taking devices from `pass` on the first stream.
+    pub fn new(inner: &'a SiteHost, pass: std::sync::mpsc::Receiver<Chunk>) -> Self {
+        PassHost {
+            inner,
+            pass: std::sync::Mutex::new(Some(pass)),
+        }
+    }
+}
+
+impl Host for PassHost<'_> {
+    fn site(&self) -> &SiteInfo {
+        self.inner.site()
+    }
+    fn environment(&self) -> Environment {
+        self.inner.environment()
+    }
+    fn for_each_device(&self, visit: &mut dyn FnMut(&Device)) -> Result<(), HostError> {
+        let pass = self.pass.lock().ok().and_then(|mut p| p.take());
+        let Some(rx) = pass else {
+            return self.inner.for_each_device(visit);
+        };
+        for chunk in rx {
+            for d in chunk?.iter() {
+                visit(d);
+            }
+        }
+        Ok(())
+    }
+    fn collection(&self, id: &str) -> Option<CollectionInfo> {
+        self.inner.collection(id)
+    }
+    fn is_member(&self, collection_id: &str, resource_id: i64) -> bool {
+        self.inner.is_member(collection_id, resource_id)
+    }
+    fn feature_options(&self, plugin_id: &str) -> Option<Options> {
+        self.inner.feature_options(plugin_id)
+    }
+    fn is_uploaded(&self, device: &Device) -> bool {
+        self.inner.is_uploaded(device)
+    }
+    fn cloud(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, HostError> {
+        self.inner.cloud(method, path, body)
+    }
+    fn open_sync(
+        &self,
+        channel: &str,
+        mode: SyncMode,
+    ) -> Result<Box<dyn RecordSink + '_>, HostError> {
+        self.inner.open_sync(channel, mode)
+    }
+    fn log(&self, message: &str) {
+        self.inner.log(message)
+    }
+}

@@ -1,12 +1,12 @@
 //! Selection → validation → dependency order → check / plan (the wizard's Summary page).
 
 use crate::config::{Config, Settings};
-use crate::host::SiteHost;
+use crate::host::{PassHost, SiteHost, shared_pass};
 use crate::registry::{Registry, RegistryError};
 use crate::site::Site;
 use cloudattach_sdk::{
     CheckReport, CheckStatus, Environment, Finding, Manifest, OptionKind, Options, PlanAction,
-    SiteVersion, ValidateContext, is_collection_id,
+    PlanDecision, SiteVersion, ValidateContext, is_collection_id,
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -323,12 +323,15 @@ pub fn check(
         .filter(|(id, _)| ids.is_empty() || ids.contains(id))
         .collect();
     let results: Vec<CheckResult> = std::thread::scope(|scope| {
+        let passes = shared_pass(scope, site.clone(), wanted.len());
         let handles: Vec<_> = wanted
             .iter()
-            .map(|(id, decision)| {
+            .zip(passes)
+            .map(|((id, decision), pass)| {
                 let p = registry.get(id).expect("registered");
-                let host = &host;
+                let base = &host;
                 scope.spawn(move || {
+                    let host = &PassHost::new(base, pass);
                     if let Some(reason) = unsupported_reason(&p.manifest, env, version) {
                         return CheckResult {
                             id: id.clone(),
@@ -478,14 +481,53 @@ pub fn plan(
     require_wizard_version(selection.site_version)?;
     check_collection_references(registry, selection, site)?;
     let host = host_for(site, config, selection);
+    let previously: Vec<Option<serde_json::Value>> = selection
+        .entries
+        .iter()
+        .map(|(id, _)| applied.applied_settings(id))
+        .collect();
+    // The selected plugins plan concurrently over one shared pass of the inventory.
+    let mut decisions: Vec<Option<PlanDecision>> = std::thread::scope(|scope| {
+        let selected: Vec<usize> = (0..selection.entries.len())
+            .filter(|i| matches!(selection.entries[*i].1, Decision::Selected(_)))
+            .collect();
+        let passes = shared_pass(scope, site.clone(), selected.len());
+        let handles: Vec<_> = selected
+            .iter()
+            .zip(passes)
+            .map(|(&i, pass)| {
+                let (id, decision) = &selection.entries[i];
+                let Decision::Selected(options) = decision else {
+                    unreachable!("filtered")
+                };
+                let p = registry.get(id).expect("registered");
+                let (base, previous) = (&host, previously[i].as_ref());
+                (
+                    i,
+                    scope.spawn(move || {
+                        p.plugin.plan(&PassHost::new(base, pass), options, previous)
+                    }),
+                )
+            })
+            .collect();
+        let mut out = vec![None; selection.entries.len()];
+        for (i, h) in handles {
+            let id = &selection.entries[i].0;
+            out[i] = Some(h.join().unwrap_or_else(|_| {
+                PlanDecision::skip(format!(
+                    "plugin {id} panicked while planning; see the log above"
+                ))
+            }));
+        }
+        out
+    });
     let mut disables = vec![];
     let mut steps = vec![];
-    for (id, decision) in &selection.entries {
-        let p = registry.get(id).expect("registered");
-        let previously = applied.applied_settings(id);
+    for (i, (id, decision)) in selection.entries.iter().enumerate() {
+        let previously = previously[i].clone();
         let step = match decision {
-            Decision::Selected(options) => {
-                let d = p.plugin.plan(&host, options, previously.as_ref());
+            Decision::Selected(_) => {
+                let d = decisions[i].take().expect("every selected plugin planned");
                 PlanStep {
                     plugin: id.clone(),
                     action: d.action,

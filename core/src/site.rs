@@ -313,6 +313,11 @@ impl Site {
     /// Streams every valid device to `visit`. Bad lines are skipped and remembered (the first
     /// complete pass records the [`ScanSummary`]).
     pub fn for_each_device(&self, visit: &mut dyn FnMut(&Device)) -> Result<(), SiteError> {
+        self.for_each_device_owned(&mut |d| visit(&d))
+    }
+
+    /// [`Site::for_each_device`], handing over each device.
+    pub fn for_each_device_owned(&self, visit: &mut dyn FnMut(Device)) -> Result<(), SiteError> {
         let path = self.dir.join("devices.jsonl");
         let file = File::open(&path).map_err(|source| SiteError::Io {
             path: path.clone(),
@@ -358,7 +363,7 @@ impl Site {
                         Some(String::new())
                     } else {
                         summary.devices += 1;
-                        visit(&d);
+                        visit(d);
                         None
                     }
                 }
