@@ -14,7 +14,9 @@ fn default_settings_attach_everything_and_reapply_is_noop() {
     let w = World::start();
     let site = w.generate(2_000, 2303);
     w.config("public", DEFAULT);
-    let first = w.apply_ok();
+    let run = w.cli(&["--output", "json", "apply", "--yes"]);
+    run.ok();
+    let first = run.json();
     for (id, s) in steps(&first) {
         assert_eq!(s["status"], "done", "{id}: {s}");
     }
@@ -68,6 +70,20 @@ fn default_settings_attach_everything_and_reapply_is_noop() {
     let ea = w.get("/api/v1/reports/endpoint-analytics");
     assert_eq!(ea["enrolled_devices"], expected.ea_enrolled);
     assert_eq!(ea["status"], "ok", "{ea}");
+
+    // The app's secret and the cached tokens never show in the output.
+    let app: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(w.state_dir().join("app.json")).unwrap())
+            .unwrap();
+    let secret = app["secret"].as_str().expect("the registered app's secret");
+    let tokens = std::fs::read_to_string(w.state_dir().join("tokens.json")).unwrap();
+    let tokens: serde_json::Value = serde_json::from_str(&tokens).unwrap();
+    let access = tokens["access_token"].as_str().unwrap();
+    let printed = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        !printed.contains(secret) && !printed.contains(access),
+        "a secret in the apply output"
+    );
 
     // Applying again: every step noop, and not one upload request.
     let before = w.stats()["requests"].as_u64().unwrap();
@@ -200,9 +216,7 @@ enforce_configmgr_rbac = false
         .find(|p| p["id"] == "rbac-authority")
         .cloned()
         .expect("rbac-authority in status");
-    let authority = rbac
-        .get("effective_authority")
-        .or_else(|| rbac["extra"].get("effective_authority"));
+    let authority = rbac.get("effective_authority");
     assert_eq!(authority, Some(&serde_json::json!("intune")), "{rbac}");
 }
 
@@ -270,4 +284,59 @@ fn site_2203_skips_rbac_and_defender() {
     let c = w.counts(&site.hid);
     assert_counts(&c, &expected);
     assert!(!c.enabled.contains("rbac-authority") && !c.enabled.contains("defender-reporting"));
+}
+
+/// Custom settings that turn on features the environment does not support: a configuration
+/// error naming every conflict at once (exit 2), and nothing changes.
+#[test]
+fn custom_conflicts_are_reported_at_once_and_change_nothing() {
+    let w = World::start_with(cloudattach_cloud::ServeOptions {
+        environment: "china".into(),
+        ..cloud_opts()
+    });
+    w.generate(200, 2303);
+    w.config(
+        "china",
+        r#"[attach]
+settings = "custom"
+
+[features.tenant-attach]
+enabled = true
+
+[features.endpoint-analytics]
+enabled = true
+
+[features.co-management]
+enabled = true
+enrollment = "all"
+"#,
+    );
+    let r = w.cli(&["apply", "--yes"]);
+    r.code(2);
+    for id in ["tenant-attach", "endpoint-analytics"] {
+        assert!(r.stderr.contains(id), "{id} not named:\n{}", r.stderr);
+    }
+    assert!(w.hierarchies().is_empty());
+    assert!(
+        !w.state_dir().join("tokens.json").exists(),
+        "it signed in before refusing"
+    );
+}
+
+/// Below 2111 (the wizard's version) apply refuses, naming 2111; without `--yes` and without
+/// a terminal it refuses too. Nothing changes either way.
+#[test]
+fn apply_refuses_old_sites_and_unconfirmed_runs() {
+    let w = World::start();
+    w.generate(100, 2107);
+    w.config("public", DEFAULT);
+    let r = w.cli(&["apply", "--yes"]);
+    r.code(2);
+    assert!(r.stderr.contains("2111"), "{}", r.stderr);
+
+    w.generate(100, 2303);
+    let r = w.cli(&["apply"]);
+    r.code(2);
+    assert!(r.stderr.contains("--yes"), "{}", r.stderr);
+    assert!(w.hierarchies().is_empty());
 }

@@ -18,8 +18,8 @@ fn status_by_id(v: &Value) -> BTreeMap<String, Value> {
 }
 
 fn authority(p: &Value) -> Option<&Value> {
+    // SPEC §3: a top-level key of the rbac-authority entry.
     p.get("effective_authority")
-        .or_else(|| p.get("extra").and_then(|e| e.get("effective_authority")))
 }
 
 /// `status` after apply shows the counts the apply summary showed, which are the site's.

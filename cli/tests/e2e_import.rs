@@ -71,6 +71,35 @@ fn import_an_existing_app() {
         !names.iter().any(|n| n.starts_with("ConfigMgrService")),
         "{names:?}"
     );
+
+    // A secret that expires within 30 days is a warning, not an error.
+    app_config(&w, &client_id, "ImportedConfigMgr", &uri, &date_in_days(10));
+    let r = w.cli(&["apply", "--yes"]);
+    r.ok();
+    assert!(
+        r.stderr.contains("warning") && r.stderr.contains("expires"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// `YYYY-MM-DD` of today (UTC) plus `days`.
+fn date_in_days(days: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // Howard Hinnant's civil_from_days.
+    let z = now / 86_400 + days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
 }
 
 /// Each validation failure of an imported app is a configuration error (exit 2) that names the

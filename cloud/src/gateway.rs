@@ -227,7 +227,7 @@ pub(crate) async fn get_hierarchy(
     Path(hid): Path<String>,
 ) -> R {
     c.require_read()?;
-    let h = load_hierarchy(&st, &c, &hid).await?;
+    let h = find_hierarchy(&st, &c, &hid).await?;
     let f = features_of(&st, h.row).await?;
     Ok(Json(hierarchy_json(&h, &f)).into_response())
 }
@@ -269,7 +269,7 @@ pub(crate) async fn list_features(
     Path(hid): Path<String>,
 ) -> R {
     c.require_read()?;
-    let h = load_hierarchy(&st, &c, &hid).await?;
+    let h = find_hierarchy(&st, &c, &hid).await?;
     let f = features_of(&st, h.row).await?;
     Ok(Json(json!({"value": f.iter().map(feature_json).collect::<Vec<_>>()})).into_response())
 }
@@ -281,7 +281,7 @@ pub(crate) async fn get_feature(
     Path((hid, fid)): Path<(String, String)>,
 ) -> R {
     c.require_read()?;
-    let h = load_hierarchy(&st, &c, &hid).await?;
+    let h = find_hierarchy(&st, &c, &hid).await?;
     let f = features_of(&st, h.row).await?;
     match f.iter().find(|f| f.feature_id == fid) {
         Some(f) => Ok(Json(feature_json(f)).into_response()),

@@ -230,7 +230,10 @@ async fn devicecode_inner(
         }
     }
     let interval = st.interval;
-    st.device_codes.lock().insert(
+    let mut codes = st.device_codes.lock();
+    let now = Instant::now();
+    codes.retain(|_, d| d.expires + Duration::from_secs(3600) > now);
+    codes.insert(
         device_code.clone(),
         DeviceCode {
             tenant_id: t.id.clone(),
@@ -243,6 +246,7 @@ async fn devicecode_inner(
             approval,
         },
     );
+    drop(codes);
     let uri = format!("{}/devicelogin", st.base);
     Ok(json!({
         "device_code": device_code,

@@ -1,7 +1,7 @@
 //! Upload channels: record schemas, validation, canonical bodies and content hashes.
 
 use crate::error::ApiError;
-use crate::store::{FLAG_EA_ELIGIBLE, PreparedRecord};
+use crate::store::{FLAG_EA_ELIGIBLE, FLAG_HAS_TELEMETRY, PreparedRecord};
 use cloudattach_sdk::version::client;
 use cloudattach_sdk::{Analytics, DefenderState, Device};
 use serde::de::DeserializeOwned;
@@ -255,7 +255,12 @@ fn prepare_one(channel: &Channel, u: &RawUpsert<'_>) -> Result<PreparedRecord, A
                     "analytics {key}: daily_crashes has at most 14 entries"
                 )));
             }
-            Ok(prepared(key, to_vec(&r), None, 0))
+            let flags = if r.analytics.is_some() {
+                FLAG_HAS_TELEMETRY
+            } else {
+                0
+            };
+            Ok(prepared(key, to_vec(&r), None, flags))
         }
         Channel::Defender => {
             let r: DefenderRecord = parse_record(&key, u.record)?;

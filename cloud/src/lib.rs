@@ -67,6 +67,10 @@ pub struct ServeOptions {
     /// Seed of the fault generator (reproducible runs).
     #[arg(long = "fault-seed")]
     pub fault_seed: Option<u64>,
+    /// A TOML file with the fault settings (keys named like the flags: `fault-429 = 0.1`, …);
+    /// a flag given with a non-default value wins over the file.
+    #[arg(long = "fault-config")]
+    pub fault_config: Option<PathBuf>,
     /// Largest accepted request body (also after decompression), in bytes.
     #[arg(long = "max-body-bytes", default_value_t = 64 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -97,6 +101,7 @@ impl Default for ServeOptions {
             rate_limit_writes: None,
             fault_seed: None,
             max_body_bytes: 64 * 1024 * 1024,
+            fault_config: None,
             device_code_interval_secs: 5,
             device_code_expiry_secs: 900,
             fault_retry_after_secs: 1,
@@ -105,6 +110,37 @@ impl Default for ServeOptions {
 }
 
 impl ServeOptions {
+    /// Applies `--fault-config` (if any): values of the file fill the fault options left at
+    /// their defaults.
+    pub fn with_fault_config(mut self) -> Result<ServeOptions, CloudError> {
+        let Some(path) = self.fault_config.clone() else {
+            return Ok(self);
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            CloudError::InvalidOption(format!("--fault-config {}: {e}", path.display()))
+        })?;
+        let f: FaultFile = toml::from_str(&text).map_err(|e| {
+            CloudError::InvalidOption(format!("--fault-config {}: {e}", path.display()))
+        })?;
+        let p = |flag: f64, file: Option<f64>| {
+            if flag == 0.0 {
+                file.unwrap_or(0.0)
+            } else {
+                flag
+            }
+        };
+        self.fault_429 = p(self.fault_429, f.fault_429);
+        self.fault_429_bare = p(self.fault_429_bare, f.fault_429_bare);
+        self.fault_5xx = p(self.fault_5xx, f.fault_5xx);
+        self.fault_drop = p(self.fault_drop, f.fault_drop);
+        if self.fault_latency_ms == 0 {
+            self.fault_latency_ms = f.fault_latency_ms.unwrap_or(0);
+        }
+        self.rate_limit_writes = self.rate_limit_writes.or(f.rate_limit_writes);
+        self.fault_seed = self.fault_seed.or(f.fault_seed);
+        Ok(self)
+    }
+
     /// Checks the options; errors are [`CloudError::InvalidOption`].
     pub fn validate(&self) -> Result<(Environment, SocketAddr), CloudError> {
         let env: Environment = self.environment.parse().map_err(
@@ -163,6 +199,26 @@ impl ServeOptions {
     }
 }
 
+/// The `--fault-config` file.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultFile {
+    #[serde(rename = "fault-429")]
+    fault_429: Option<f64>,
+    #[serde(rename = "fault-429-bare")]
+    fault_429_bare: Option<f64>,
+    #[serde(rename = "fault-5xx")]
+    fault_5xx: Option<f64>,
+    #[serde(rename = "fault-drop")]
+    fault_drop: Option<f64>,
+    #[serde(rename = "fault-latency-ms")]
+    fault_latency_ms: Option<u64>,
+    #[serde(rename = "rate-limit-writes")]
+    rate_limit_writes: Option<u32>,
+    #[serde(rename = "fault-seed")]
+    fault_seed: Option<u64>,
+}
+
 /// A running service.
 pub struct RunningCloud {
     /// The bound address.
@@ -205,6 +261,7 @@ impl Drop for RunningCloud {
 /// Starts the service (binds, migrates/seeds, spawns the server task); returns once it accepts
 /// connections.
 pub async fn start(opts: ServeOptions) -> Result<RunningCloud, CloudError> {
+    let opts = opts.with_fault_config()?;
     let (env, addr) = opts.validate()?;
     let dir = opts.data_dir();
     std::fs::create_dir_all(&dir)

@@ -7,7 +7,9 @@ use crate::ingest::{
     AnalyticsRecord, BUILTIN_FEATURES, ComanagementRecord, DefenderRecord, ext_channel,
 };
 use crate::server::{AppState, St, db};
-use crate::store::{FLAG_EA_ELIGIBLE, Feature, Hierarchy, RecordRow, Store, StoreError};
+use crate::store::{
+    FLAG_EA_ELIGIBLE, FLAG_HAS_TELEMETRY, Feature, Hierarchy, RecordRow, Store, StoreError,
+};
 use crate::util;
 use axum::Json;
 use axum::extract::{Extension, Path, Query, State};
@@ -58,7 +60,7 @@ fn plugin_status(
             "tenant-attach" => json!({"devices_uploaded": s.count(row, "devices")?}),
             "endpoint-analytics" => json!({
                 "devices_enrolled": if on { s.count_flag(row, "devices", FLAG_EA_ELIGIBLE)? } else { 0 },
-                "devices_reporting": s.count(row, "analytics")?,
+                "devices_reporting": s.count_flag(row, "analytics", FLAG_HAS_TELEMETRY)?,
             }),
             "defender-reporting" => json!({"devices_reported": s.count(row, "defender")?}),
             "co-management" => json!({
@@ -317,7 +319,9 @@ pub(crate) async fn ea_report(State(st): St, Extension(c): Extension<Caller>, Qu
         let mut apps: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
         for r in &rows {
             let Ok(a) = serde_json::from_slice::<AnalyticsRecord>(&r.body) else { continue };
-            let eligible = devs.get(&(r.hierarchy_id.clone(), r.key.clone())).is_some_and(|(_, f)| f & FLAG_EA_ELIGIBLE != 0);
+            let eligible = devs
+                .get(&(r.hierarchy_id.clone(), r.key.clone()))
+                .is_some_and(|(_, f)| f & FLAG_EA_ELIGIBLE != 0);
             if !eligible {
                 continue;
             }
@@ -372,7 +376,7 @@ pub(crate) async fn ea_report(State(st): St, Extension(c): Extension<Caller>, Qu
             "status": if boot.len() >= MIN_EA_DEVICES { "ok" } else { "insufficient data" },
             "minimum_devices": MIN_EA_DEVICES,
             "enrolled_devices": enrolled,
-            "reporting_devices": rows.len(),
+            "reporting_devices": boot.len(),
             "endpoint_analytics_score": overall,
             "startup_performance": startup,
             "app_reliability": reliability,

@@ -192,7 +192,7 @@ pub struct PreparedRecord {
     pub hash: i64,
     /// Indexed tag (device name, co-management state).
     pub tag: Option<String>,
-    /// Indexed flags (bit 0: Endpoint analytics eligible device).
+    /// Indexed flags ([`FLAG_EA_ELIGIBLE`], [`FLAG_HAS_TELEMETRY`]).
     pub flags: i64,
     /// Canonical JSON body.
     pub body: Vec<u8>,
@@ -224,8 +224,10 @@ pub struct RecordRow {
     pub updated: i64,
 }
 
-/// Flag bit: the device is eligible for Endpoint analytics.
+/// Flag bit (devices channel): the device is eligible for Endpoint analytics.
 pub const FLAG_EA_ELIGIBLE: i64 = 1;
+/// Flag bit (analytics channel): the record carries telemetry (not `"analytics": null`).
+pub const FLAG_HAS_TELEMETRY: i64 = 2;
 
 /// The storage interface of the service.
 pub trait Store: Send + Sync + 'static {
@@ -1292,5 +1294,131 @@ impl SqliteStore {
                 intune_license,
             })),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(s: &SqliteStore) -> i64 {
+        s.create_tenant(&Tenant {
+            id: "t".into(),
+            display_name: "T".into(),
+            domains: vec!["t.example".into()],
+            use_intune_rbac: false,
+        })
+        .unwrap();
+        let h = Hierarchy {
+            row: 0,
+            tenant_id: "t".into(),
+            hierarchy_id: "h".into(),
+            site_code: "PS1".into(),
+            site_name: String::new(),
+            site_version: "2303".into(),
+            environment: "public".into(),
+            app_id: None,
+            created: "x".into(),
+            updated: "x".into(),
+        };
+        let (h, created) = s.upsert_hierarchy(&h).unwrap();
+        assert!(created);
+        h.row
+    }
+
+    fn rec(key: &str, body: &str) -> PreparedRecord {
+        PreparedRecord {
+            key: key.into(),
+            hash: xxhash_rust::xxh3::xxh3_64(body.as_bytes()) as i64,
+            tag: None,
+            flags: 0,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn migrations_are_versioned_and_rerun_safely() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        drop(s);
+        let s = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        assert!(s.is_empty().unwrap());
+    }
+
+    #[test]
+    fn batches_are_idempotent_and_atomic() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        let row = setup(&s);
+        let ups = vec![rec("1", "{\"a\":1}"), rec("2", "{\"a\":2}")];
+        let r = s
+            .apply_batch(
+                row,
+                "devices",
+                "tenant-attach",
+                &ups,
+                &[],
+                false,
+                &[],
+                "now",
+            )
+            .unwrap();
+        assert_eq!((r.upserted, r.unchanged), (2, 0));
+        let r = s
+            .apply_batch(
+                row,
+                "devices",
+                "tenant-attach",
+                &ups,
+                &[],
+                false,
+                &[],
+                "now",
+            )
+            .unwrap();
+        assert_eq!((r.upserted, r.unchanged), (0, 2));
+        // A dependent record of a missing device rejects the whole batch.
+        let dep = vec![rec("1", "{}"), rec("3", "{}")];
+        let e = s.apply_batch(
+            row,
+            "analytics",
+            "endpoint-analytics",
+            &dep,
+            &[],
+            true,
+            &[],
+            "now",
+        );
+        assert!(matches!(e, Err(StoreError::MissingDevices(ref k)) if k == &["3".to_string()]));
+        assert_eq!(s.count(row, "analytics").unwrap(), 0);
+        let r = s
+            .apply_batch(
+                row,
+                "analytics",
+                "endpoint-analytics",
+                &dep[..1],
+                &[],
+                true,
+                &[],
+                "now",
+            )
+            .unwrap();
+        assert_eq!(r.upserted, 1);
+        // Deleting a device cascades to its dependent records.
+        let r = s
+            .apply_batch(
+                row,
+                "devices",
+                "tenant-attach",
+                &[],
+                &["1".into(), "9".into()],
+                false,
+                &["analytics"],
+                "now",
+            )
+            .unwrap();
+        assert_eq!((r.deleted, r.unchanged), (1, 1));
+        assert_eq!(s.count(row, "analytics").unwrap(), 0);
     }
 }

@@ -111,6 +111,10 @@ pub struct Api {
     policy: RetryPolicy,
     /// Counters.
     pub stats: ClientStats,
+    /// Throttling is per app per tenant, not per request: once the cloud answers with
+    /// `Retry-After`, no request leaves before that instant (a request sent earlier would still
+    /// count against the limit).
+    throttled_until: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 /// Whether a status is worth retrying.
@@ -159,6 +163,7 @@ impl Api {
             base: base.trim_end_matches('/').to_string(),
             policy,
             stats: ClientStats::default(),
+            throttled_until: std::sync::Mutex::new(None),
         })
     }
 
@@ -182,6 +187,12 @@ impl Api {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            let gate = *self.throttled_until.lock().expect("throttle lock");
+            if let Some(until) = gate
+                && until > tokio::time::Instant::now()
+            {
+                tokio::time::sleep_until(until).await;
+            }
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let mut req = self.http.request(method.clone(), &url);
             if let Some(t) = bearer {
@@ -227,6 +238,13 @@ impl Api {
                         return Err(error);
                     }
                     tracing::debug!(%status, attempt, ?retry_after, "retrying {method} {shown_path}");
+                    if let Some(wait) = retry_after {
+                        let until = tokio::time::Instant::now() + wait;
+                        let mut gate = self.throttled_until.lock().expect("throttle lock");
+                        if gate.is_none_or(|g| g < until) {
+                            *gate = Some(until);
+                        }
+                    }
                     (
                         retry_after.unwrap_or_else(|| backoff(&self.policy, attempt)),
                         error,

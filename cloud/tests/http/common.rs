@@ -207,3 +207,44 @@ pub fn device_batch(ids: std::ops::Range<i64>) -> Value {
         .collect();
     json!({"upserts": ups, "deletes": []})
 }
+
+impl Cloud {
+    /// Signs `upn` in through the device code flow and the `/devicelogin` page.
+    pub async fn sign_in(&self, tenant: &str, upn: &str) -> String {
+        let (s, dc) = self
+            .form(
+                &format!("/{tenant}/oauth2/v2.0/devicecode"),
+                &[
+                    ("client_id", auth::PUBLIC_CLIENT_ID),
+                    ("scope", "api://cloudattach/.default offline_access"),
+                ],
+            )
+            .await;
+        assert_eq!(s, 200, "{dc}");
+        let r = self
+            .http
+            .post(self.url("/devicelogin"))
+            .form(&[
+                ("user_code", dc["user_code"].as_str().unwrap()),
+                ("upn", upn),
+                ("password", cloudattach_cloud::seed::DEV_PASSWORD),
+                ("action", "approve"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let (s, tok) = self
+            .form(
+                &format!("/{tenant}/oauth2/v2.0/token"),
+                &[
+                    ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+                    ("client_id", auth::PUBLIC_CLIENT_ID),
+                    ("device_code", dc["device_code"].as_str().unwrap()),
+                ],
+            )
+            .await;
+        assert_eq!(s, 200, "{tok}");
+        tok["access_token"].as_str().unwrap().to_string()
+    }
+}

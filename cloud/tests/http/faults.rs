@@ -189,3 +189,25 @@ async fn write_rate_window() {
     assert_eq!(put().await.unwrap().status(), 429);
     assert_eq!(c.stats().await["early_retries"], 1);
 }
+
+#[tokio::test]
+async fn fault_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("faults.toml");
+    std::fs::write(&f, "fault-429-bare = 1.0\nfault-seed = 7\n").unwrap();
+    let mut o = opts();
+    o.fault_config = Some(f.clone());
+    let c = start_with(o).await;
+    let reader = c.reader().await;
+    assert_eq!(c.get(&reader, "/api/v1/overview").await.0, 429);
+    std::fs::write(&f, "fault-429 = 2.0\n").unwrap();
+    let mut o = opts();
+    o.fault_config = Some(f.clone());
+    let e = cloudattach_cloud::start(o).await.err().expect("invalid");
+    assert!(e.is_invalid_option(), "{e}");
+    std::fs::write(&f, "bogus = 1\n").unwrap();
+    let mut o = opts();
+    o.fault_config = Some(f);
+    let e = cloudattach_cloud::start(o).await.err().expect("invalid");
+    assert!(e.to_string().contains("bogus"), "{e}");
+}

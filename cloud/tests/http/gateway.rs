@@ -214,6 +214,17 @@ async fn onboarding_features_uploads_status() {
     // boot: 20 s → 100*(75-20)/60 = 91.7; sign-in: 15 s → 100*(70-15)/60 = 91.7
     assert_eq!(rep["startup_performance"]["score"], 91.7, "{rep}");
     assert_eq!(rep["app_reliability"]["apps"][0]["mttf_minutes"], 600.0);
+    // An enrolled device without telemetry yet: enrolled, not reporting.
+    let (s, _) = c
+        .post(
+            &admin,
+            &hpath("/upload/analytics"),
+            json!({"upserts":[{"key":"7","record":{"resource_id":7,"client_version":"5.00.9106.1000","analytics":null}}]}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (_, rep) = c.get(&admin, "/api/v1/reports/endpoint-analytics").await;
+    assert_eq!(rep["reporting_devices"], 6, "{rep}");
 
     // Defender.
     let def = |i: i64, status: &str| {
@@ -698,4 +709,16 @@ async fn china_refuses_upload_analytics_defender_rbac() {
         plugin(&st, "co-management")["counts"]["devices_scheduled"],
         1
     );
+}
+
+#[tokio::test]
+async fn large_uncompressed_batch_over_2_mb() {
+    let c = start().await;
+    let admin = c.admin().await;
+    c.onboard(&admin, &["tenant-attach"]).await;
+    let body = serde_json::to_vec(&device_batch(1..10001)).unwrap();
+    assert!(body.len() > 2 * 1024 * 1024, "{}", body.len());
+    let (s, v) = upload_raw(&c, &admin, "devices", body, None, "application/json").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["upserted"], 10000);
 }

@@ -536,8 +536,239 @@ async fn no_seed_and_restart_keeps_data() {
         base,
         http: reqwest::Client::new(),
     };
+    // A token issued before the restart (another port) is still good: same key, same tenant.
+    assert_eq!(c2.get(&admin, "/api/v1/overview").await.0, 200);
     let admin = c2.admin().await;
     let (_, v) = c2.get(&admin, "/api/v1/overview").await;
     assert_eq!(v["hierarchies"].as_array().unwrap().len(), 1, "{v}");
     c2.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn roles_licenses_and_more_graph() {
+    let mut o = opts();
+    o.auto_approve = None;
+    let c = start_with(o).await;
+    let admin = c.sign_in(CONTOSO, "admin@contoso.example").await;
+    let nolicense = c.sign_in(CONTOSO, "nolicense@contoso.example").await;
+    let user = c.sign_in(CONTOSO, "user@contoso.example").await;
+    let (_, me) = c.get(&nolicense, "/v1.0/me").await;
+    assert_eq!(me["intuneLicense"], false);
+    let (_, me) = c.get(&user, "/v1.0/me").await;
+    assert_eq!(me["roles"], json!([]));
+    let body = json!({"site_code":"PS1","site_version":"2303","environment":"public"});
+    let (s, v) = c
+        .put(
+            &nolicense,
+            &format!("/api/v1/hierarchies/{HID}"),
+            body.clone(),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (403, Some("IntuneLicenseRequired"))
+    );
+    assert_eq!(
+        c.put(&user, &format!("/api/v1/hierarchies/{HID}"), body.clone())
+            .await
+            .0,
+        403
+    );
+    assert_eq!(c.get(&user, "/api/v1/overview").await.0, 403);
+    assert_eq!(
+        c.post(&user, "/v1.0/applications", json!({"displayName":"x"}))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        c.put(
+            &user,
+            "/api/v1/tenant/settings",
+            json!({"use_intune_rbac": true})
+        )
+        .await
+        .0,
+        403
+    );
+    // Hierarchy list and single feature.
+    assert_eq!(
+        c.put(&admin, &format!("/api/v1/hierarchies/{HID}"), body)
+            .await
+            .0,
+        201
+    );
+    let (_, l) = c.get(&admin, "/api/v1/hierarchies").await;
+    assert_eq!(l["value"][0]["hierarchy_id"], HID);
+    c.put(
+        &admin,
+        &format!("/api/v1/hierarchies/{HID}/features/co-management"),
+        json!({"settings":{"enrollment":"pilot","pilot_collection":"PS100020"}}),
+    )
+    .await;
+    let (s, f) = c
+        .get(
+            &admin,
+            &format!("/api/v1/hierarchies/{HID}/features/co-management"),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        f["settings"],
+        json!({"enrollment":"pilot","pilot_collection":"PS100020"})
+    );
+    assert_eq!(
+        c.get(
+            &admin,
+            &format!("/api/v1/hierarchies/{HID}/features/tenant-attach")
+        )
+        .await
+        .0,
+        404
+    );
+    let (_, fl) = c
+        .get(&admin, &format!("/api/v1/hierarchies/{HID}/features"))
+        .await;
+    assert_eq!(fl["value"].as_array().unwrap().len(), 1);
+
+    // PATCH, removePassword, service principals, DELETE.
+    let (_, app) = c
+        .post(&admin, "/v1.0/applications", json!({"displayName":"A"}))
+        .await;
+    let (id, app_id) = (
+        app["id"].as_str().unwrap().to_string(),
+        app["appId"].as_str().unwrap().to_string(),
+    );
+    let (s, _) = c
+        .send(
+            reqwest::Method::PATCH,
+            &admin,
+            &format!("/v1.0/applications/{id}"),
+            Some(json!({"identifierUris":[format!("api://{app_id}")], "displayName":"B"})),
+        )
+        .await;
+    assert_eq!(s, 204);
+    let (_, a) = c.get(&admin, &format!("/v1.0/applications/{id}")).await;
+    assert_eq!(a["displayName"], "B");
+    assert_eq!(a["identifierUris"], json!([format!("api://{app_id}")]));
+    let (s, _) = c
+        .send(
+            reqwest::Method::PATCH,
+            &admin,
+            &format!("/v1.0/applications/{id}"),
+            Some(json!({"identifierUris":["https://evil.example/x"]})),
+        )
+        .await;
+    assert_eq!(s, 400);
+    let (s, _) = c
+        .send(
+            reqwest::Method::PATCH,
+            &admin,
+            &format!("/v1.0/applications/{id}"),
+            Some(json!({"identifierUris":["https://contoso.example/ConfigMgrService"]})),
+        )
+        .await;
+    assert_eq!(s, 204);
+    let (_, pw) = c
+        .post(
+            &admin,
+            &format!("/v1.0/applications/{id}/addPassword"),
+            json!({}),
+        )
+        .await;
+    let secret = pw["secretText"].as_str().unwrap().to_string();
+    assert_eq!(c.app_token(CONTOSO, &app_id, &secret).await.0, 200);
+    let (s, _) = c
+        .post(
+            &admin,
+            &format!("/v1.0/applications/{id}/removePassword"),
+            json!({"keyId": pw["keyId"]}),
+        )
+        .await;
+    assert_eq!(s, 204);
+    assert_eq!(c.app_token(CONTOSO, &app_id, &secret).await.0, 401);
+    assert_eq!(
+        c.post(
+            &admin,
+            &format!("/v1.0/applications/{id}/addPassword"),
+            json!({"passwordCredential":{"endDateTime":"2001-01-01T00:00:00Z"}})
+        )
+        .await
+        .0,
+        400
+    );
+    c.post(
+        &admin,
+        &format!("/v1.0/applications/{id}/grantAdminConsent"),
+        json!({}),
+    )
+    .await;
+    let (_, sps) = c
+        .get(
+            &admin,
+            &format!("/v1.0/servicePrincipals?$filter=appId eq '{app_id}'"),
+        )
+        .await;
+    assert_eq!(sps["value"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        c.get(&admin, "/v1.0/applications?$filter=displayName eq 'B'")
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        c.delete(&admin, &format!("/v1.0/applications/{id}"))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        c.get(&admin, &format!("/v1.0/applications/{id}")).await.0,
+        404
+    );
+    let (_, sps) = c
+        .get(
+            &admin,
+            &format!("/v1.0/servicePrincipals?$filter=appId eq '{app_id}'"),
+        )
+        .await;
+    assert_eq!(sps["value"], json!([]));
+}
+
+#[tokio::test]
+async fn expired_secret_is_refused() {
+    let c = start().await;
+    let admin = c.admin().await;
+    let (_, app) = c
+        .post(&admin, "/v1.0/applications", json!({"displayName":"Old"}))
+        .await;
+    let (id, app_id) = (
+        app["id"].as_str().unwrap().to_string(),
+        app["appId"].as_str().unwrap().to_string(),
+    );
+    // Plant an expired secret through a second connection to the data dir.
+    let store = cloudattach_cloud::SqliteStore::open(c.dir.path()).unwrap();
+    use cloudattach_cloud::Store;
+    store
+        .add_secret(
+            &id,
+            &cloudattach_cloud::store::SecretMeta {
+                key_id: "k".into(),
+                display_name: None,
+                hint: "old".into(),
+                start_date_time: "2020-01-01T00:00:00Z".into(),
+                end_date_time: "2021-01-01T00:00:00Z".into(),
+            },
+            &cloudattach_cloud::auth::hash_secret("old-secret"),
+        )
+        .unwrap();
+    let (s, v) = c.app_token(CONTOSO, &app_id, "old-secret").await;
+    assert_eq!((s, v["error"].as_str()), (401, Some("invalid_client")));
+    assert!(
+        v["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("AADSTS7000222"),
+        "{v}"
+    );
 }
