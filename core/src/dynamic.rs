@@ -657,7 +657,7 @@ struct HostBridge<'h> {
     host: Option<&'h dyn Host>,
     /// The batch each running `for_each_device` stream sent last (see
     /// [`FfiHost::is_uploaded`]); a stream's entry goes when the stream ends.
-    streams: RefCell<HashMap<u64, Vec<Device>>>,
+    streams: RefCell<HashMap<u64, Vec<(i64, bool)>>>,
     next_stream: Cell<u64>,
     /// Uploads the library has open, by handle. Dropped unfinished with the bridge.
     sinks: RefCell<HashMap<u64, Box<dyn RecordSink + 'h>>>,
@@ -726,44 +726,48 @@ impl FfiHost for HostBridge<'_> {
         let stream = self.next_stream.get() + 1;
         self.next_stream.set(stream);
         let result = guarded_result(|| {
-            let mut buf: Vec<Device> = Vec::with_capacity(size);
+            // Each device is written straight into the batch's JSON; its `is_uploaded` answer is
+            // kept beside it, so the library asking about the device it is visiting costs a
+            // lookup instead of a copy of the device.
+            let mut json: Vec<u8> = Vec::with_capacity(size * 512);
+            let mut sent: Vec<(i64, bool)> = Vec::with_capacity(size);
             let mut stopped = false;
             let mut failure: Option<HostError> = None;
             let mut flush =
-                |buf: &mut Vec<Device>, stopped: &mut bool, failure: &mut Option<HostError>| {
-                    if *stopped || buf.is_empty() {
-                        buf.clear();
-                        return;
-                    }
-                    let json = match serde_json::to_string(&*buf) {
-                        Ok(j) => j,
-                        Err(e) => {
-                            *failure = Some(HostError::new(
-                                "plugin-boundary",
-                                format!("cannot send devices: {e}"),
-                            ));
+                |json: &mut Vec<u8>, sent: &mut Vec<(i64, bool)>, stopped: &mut bool| {
+                    if !*stopped && !sent.is_empty() {
+                        json.push(b']');
+                        // Kept (not borrowed) while the library visits: it may call back.
+                        self.streams
+                            .borrow_mut()
+                            .insert(stream, std::mem::take(sent));
+                        let text = std::str::from_utf8(json).unwrap_or("[]");
+                        if !sink.accept(stream, RStr::from_str(text)) {
                             *stopped = true;
-                            return;
                         }
-                    };
-                    // Kept (not borrowed) while the library visits: it may call back.
-                    self.streams
-                        .borrow_mut()
-                        .insert(stream, std::mem::take(buf));
-                    if !sink.accept(stream, RStr::from_str(&json)) {
-                        *stopped = true;
                     }
+                    json.clear();
+                    sent.clear();
                 };
             host.for_each_device(&mut |d| {
                 if stopped {
                     return;
                 }
-                buf.push(d.clone());
-                if buf.len() >= size {
-                    flush(&mut buf, &mut stopped, &mut failure);
+                json.push(if sent.is_empty() { b'[' } else { b',' });
+                if let Err(e) = serde_json::to_writer(&mut json, d) {
+                    failure = Some(HostError::new(
+                        "plugin-boundary",
+                        format!("cannot send device {}: {e}", d.resource_id),
+                    ));
+                    stopped = true;
+                    return;
+                }
+                sent.push((d.resource_id, host.is_uploaded(d)));
+                if sent.len() >= size {
+                    flush(&mut json, &mut sent, &mut stopped);
                 }
             })?;
-            flush(&mut buf, &mut stopped, &mut failure);
+            flush(&mut json, &mut sent, &mut stopped);
             failure.map_or(Ok(()), Err)
         });
         self.streams.borrow_mut().remove(&stream);
@@ -807,7 +811,7 @@ impl FfiHost for HostBridge<'_> {
                 let streams = self.streams.borrow();
                 let sent = streams.get(&stream).and_then(|b| b.get(index as usize));
                 return match sent {
-                    Some(d) if d.resource_id == resource_id => u8::from(host.is_uploaded(d)),
+                    Some(&(id, uploaded)) if id == resource_id => u8::from(uploaded),
                     _ => 2,
                 };
             }

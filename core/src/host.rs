@@ -227,6 +227,9 @@ impl Host for PassHost<'_> {
     fn collection(&self, id: &str) -> Option<CollectionInfo> {
         self.inner.collection(id)
     }
+    fn collections(&self) -> Vec<CollectionInfo> {
+        self.inner.collections()
+    }
     fn is_member(&self, collection_id: &str, resource_id: i64) -> bool {
         self.inner.is_member(collection_id, resource_id)
     }

@@ -979,7 +979,7 @@ impl GatewaySink<'_> {
         body.push(b'}');
         self.batch_bytes.clear();
         let upserts = std::mem::take(&mut self.batch);
-        let compressed = zstd::bulk::compress(&body, 3)
+        let compressed = zstd::bulk::compress(&body, 1)
             .map_err(|e| HostError::new("compress", e.to_string()))?;
         let token = self.session.app_bearer().map_err(host_error)?;
         let api = self.session.api.clone();

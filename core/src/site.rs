@@ -316,8 +316,43 @@ impl Site {
         self.for_each_device_owned(&mut |d| visit(&d))
     }
 
-    /// [`Site::for_each_device`], handing over each device.
+    /// [`Site::for_each_device`], handing over each device. Lines are read and parsed on a
+    /// second thread, in chunks through a bounded channel, so parsing overlaps with what the
+    /// caller does with each device while memory stays flat.
     pub fn for_each_device_owned(&self, visit: &mut dyn FnMut(Device)) -> Result<(), SiteError> {
+        const CHUNK: usize = 1024;
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Device>>(4);
+            let parser = scope.spawn(move || {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                let result = self.parse_devices(&mut |d| {
+                    chunk.push(d);
+                    if chunk.len() < CHUNK {
+                        return true;
+                    }
+                    // A failed send means the caller is gone (it panicked): stop reading.
+                    tx.send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
+                        .is_ok()
+                });
+                if !chunk.is_empty() {
+                    let _ = tx.send(chunk);
+                }
+                result
+            });
+            for chunk in rx {
+                for d in chunk {
+                    visit(d);
+                }
+            }
+            parser
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    }
+
+    /// Reads and parses `devices.jsonl`, handing each valid device to `emit` until it returns
+    /// false.
+    fn parse_devices(&self, emit: &mut dyn FnMut(Device) -> bool) -> Result<(), SiteError> {
         let path = self.dir.join("devices.jsonl");
         let file = File::open(&path).map_err(|source| SiteError::Io {
             path: path.clone(),
@@ -363,7 +398,9 @@ impl Site {
                         Some(String::new())
                     } else {
                         summary.devices += 1;
-                        visit(d);
+                        if !emit(d) {
+                            return Ok(());
+                        }
                         None
                     }
                 }
