@@ -3,8 +3,8 @@
 
 use crate::site::Site;
 use cloudattach_sdk::{
-    CollectionInfo, Device, Environment, Host, HostError, Method, Options, RecordSink, SiteInfo,
-    SyncMode,
+    CollectionInfo, Device, DeviceParts, Environment, Host, HostError, Method, Options, RecordSink,
+    SiteInfo, SyncMode,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -84,6 +84,15 @@ impl Host for SiteHost {
     fn for_each_device(&self, visit: &mut dyn FnMut(&Device)) -> Result<(), HostError> {
         self.site
             .for_each_device(visit)
+            .map_err(|e| HostError::new("site-unreadable", e.to_string()))
+    }
+    fn for_each_device_with(
+        &self,
+        parts: DeviceParts,
+        visit: &mut dyn FnMut(&Device),
+    ) -> Result<(), HostError> {
+        self.site
+            .for_each_device_parts(parts, &mut |d| visit(&d))
             .map_err(|e| HostError::new("site-unreadable", e.to_string()))
     }
     fn collection(&self, id: &str) -> Option<CollectionInfo> {

@@ -935,6 +935,7 @@ impl CloudPort for Session {
             channel: channel.to_string(),
             mode,
             known,
+            batch_records: 0,
             batch: Vec::with_capacity(BATCH_RECORDS),
             batch_bytes: Vec::with_capacity(BATCH_RECORDS * 400),
             in_flight: VecDeque::new(),
@@ -948,7 +949,8 @@ impl CloudPort for Session {
     }
 }
 
-type BatchResult = Result<(Vec<(String, u64)>, Vec<String>, serde_json::Value), SessionError>;
+/// An acknowledged batch: records sent, hashes to record, deletions, the cloud's answer.
+type BatchResult = Result<(u64, Vec<(String, u64)>, Vec<String>, serde_json::Value), SessionError>;
 
 /// The delta-sync engine for one channel: hashes each record, keeps the changed ones, sends
 /// them in compressed batches with a few requests in flight, and records every acknowledged
@@ -959,6 +961,9 @@ struct GatewaySink<'a> {
     mode: SyncMode,
     /// Hashes acknowledged before; what is left at the end was not pushed again: deletions.
     known: HashMap<String, u64>,
+    /// Records in the batch being built.
+    batch_records: u64,
+    /// Hashes the batch changes (a full resend of an unchanged record changes none).
     batch: Vec<(String, u64)>,
     batch_bytes: Vec<u8>,
     in_flight: VecDeque<JoinHandle<BatchResult>>,
@@ -968,7 +973,7 @@ struct GatewaySink<'a> {
 
 impl GatewaySink<'_> {
     fn flush(&mut self, deletes: Vec<String>) -> Result<(), HostError> {
-        if self.batch.is_empty() && deletes.is_empty() {
+        if self.batch_records == 0 && deletes.is_empty() {
             return Ok(());
         }
         let mut body = Vec::with_capacity(self.batch_bytes.len() + 64);
@@ -979,6 +984,7 @@ impl GatewaySink<'_> {
         body.push(b'}');
         self.batch_bytes.clear();
         let upserts = std::mem::take(&mut self.batch);
+        let records = std::mem::take(&mut self.batch_records) + deletes.len() as u64;
         let compressed = zstd::bulk::compress(&body, 1)
             .map_err(|e| HostError::new("compress", e.to_string()))?;
         let token = self.session.app_bearer().map_err(host_error)?;
@@ -995,7 +1001,7 @@ impl GatewaySink<'_> {
                     &Body::JsonZstd(compressed),
                 )
                 .await?;
-            Ok((upserts, deletes, answer))
+            Ok((records, upserts, deletes, answer))
         });
         self.in_flight.push_back(handle);
         while self.in_flight.len() >= IN_FLIGHT {
@@ -1008,7 +1014,7 @@ impl GatewaySink<'_> {
         let Some(h) = self.in_flight.pop_front() else {
             return Ok(());
         };
-        let (upserts, deletes, answer) = self
+        let (n, upserts, deletes, answer) = self
             .session
             .handle
             .block_on(h)
@@ -1020,7 +1026,6 @@ impl GatewaySink<'_> {
             .expect("state lock")
             .ack_batch(&self.channel, &upserts, &deletes)
             .map_err(|e| HostError::new("state", e.to_string()))?;
-        let n = (upserts.len() + deletes.len()) as u64;
         self.stats.sent += n;
         let count = |k: &str| answer.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
         self.stats.upserted += count("upserted");
@@ -1041,7 +1046,7 @@ impl RecordSink for GatewaySink<'_> {
         if self.mode == SyncMode::Delta && previous == Some(hash) {
             return Ok(());
         }
-        if !self.batch.is_empty() {
+        if self.batch_records > 0 {
             self.batch_bytes.push(b',');
         }
         self.batch_bytes.extend_from_slice(b"{\"key\":");
@@ -1049,8 +1054,11 @@ impl RecordSink for GatewaySink<'_> {
         self.batch_bytes.extend_from_slice(b",\"record\":");
         self.batch_bytes.extend_from_slice(&json);
         self.batch_bytes.push(b'}');
-        self.batch.push((record.key, hash));
-        if self.batch.len() >= BATCH_RECORDS {
+        if previous != Some(hash) {
+            self.batch.push((record.key, hash));
+        }
+        self.batch_records += 1;
+        if self.batch_records as usize >= BATCH_RECORDS {
             self.flush(vec![])?;
         }
         Ok(())

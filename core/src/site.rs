@@ -1,7 +1,7 @@
 //! The site inventory (SPEC.md §3): `site.toml`, `devices.jsonl` (streamed, never held in
 //! memory) and `collections.json` with effective memberships.
 
-use cloudattach_sdk::{CollectionInfo, Device, SiteInfo};
+use cloudattach_sdk::{CollectionInfo, Device, DeviceParts, SiteInfo};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
@@ -217,7 +217,9 @@ pub struct Site {
     scan: Mutex<Option<ScanSummary>>,
     /// Lines the first complete pass skipped because their `resource_id` repeats an earlier
     /// line; later passes skip them too, so every plugin sees the same devices.
-    duplicate_lines: OnceLock<HashSet<u64>>,
+    /// Line numbers the first complete pass skipped (bad or duplicate): later passes skip them
+    /// without parsing, so every pass visits the same devices.
+    skipped_lines: OnceLock<HashSet<u64>>,
 }
 
 impl Site {
@@ -306,7 +308,7 @@ impl Site {
             members,
             device_count: OnceLock::new(),
             scan: Mutex::new(None),
-            duplicate_lines: OnceLock::new(),
+            skipped_lines: OnceLock::new(),
         })
     }
 
@@ -320,12 +322,23 @@ impl Site {
     /// second thread, in chunks through a bounded channel, so parsing overlaps with what the
     /// caller does with each device while memory stays flat.
     pub fn for_each_device_owned(&self, visit: &mut dyn FnMut(Device)) -> Result<(), SiteError> {
+        self.for_each_device_parts(DeviceParts::ALL, visit)
+    }
+
+    /// [`Site::for_each_device_owned`] where the devices need only the blocks in `parts`: the
+    /// others are skipped unparsed (they are most of a line). The first pass always parses
+    /// everything, so it can tell which lines are valid; later passes skip exactly those lines.
+    pub fn for_each_device_parts(
+        &self,
+        parts: DeviceParts,
+        visit: &mut dyn FnMut(Device),
+    ) -> Result<(), SiteError> {
         const CHUNK: usize = 1024;
         std::thread::scope(|scope| {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Device>>(4);
             let parser = scope.spawn(move || {
                 let mut chunk = Vec::with_capacity(CHUNK);
-                let result = self.parse_devices(&mut |d| {
+                let result = self.parse_devices(parts, &mut |d| {
                     chunk.push(d);
                     if chunk.len() < CHUNK {
                         return true;
@@ -352,7 +365,11 @@ impl Site {
 
     /// Reads and parses `devices.jsonl`, handing each valid device to `emit` until it returns
     /// false.
-    fn parse_devices(&self, emit: &mut dyn FnMut(Device) -> bool) -> Result<(), SiteError> {
+    fn parse_devices(
+        &self,
+        parts: DeviceParts,
+        emit: &mut dyn FnMut(Device) -> bool,
+    ) -> Result<(), SiteError> {
         let path = self.dir.join("devices.jsonl");
         let file = File::open(&path).map_err(|source| SiteError::Io {
             path: path.clone(),
@@ -363,12 +380,18 @@ impl Site {
         let mut n = 0u64;
         let mut summary = ScanSummary::default();
         let mut seen = HashSet::new();
-        let mut duplicates = HashSet::new();
+        let mut skipped_lines = HashSet::new();
         let record = self.scan.lock().map(|s| s.is_none()).unwrap_or(false);
-        let known_duplicates = if record {
+        let known_skipped = if record {
             None
         } else {
-            self.duplicate_lines.get()
+            self.skipped_lines.get()
+        };
+        // Only a pass that knows which lines are bad may leave blocks unparsed.
+        let parts = if known_skipped.is_some() {
+            parts
+        } else {
+            DeviceParts::ALL
         };
         loop {
             line.clear();
@@ -386,16 +409,22 @@ impl Site {
             if text.is_empty() {
                 continue;
             }
-            let bad = match serde_json::from_str::<Device>(text) {
+            if known_skipped.is_some_and(|skip| skip.contains(&n)) {
+                summary.skipped += 1;
+                continue;
+            }
+            let parsed = if parts == DeviceParts::ALL {
+                serde_json::from_str::<Device>(text)
+            } else {
+                serde_json::from_str::<LeanDevice>(text).and_then(|d| d.into_device(parts))
+            };
+            let bad = match parsed {
                 Ok(d) => {
                     if record && !seen.insert(d.resource_id) {
-                        duplicates.insert(n);
                         Some(format!(
                             "resource_id {} appears on an earlier line",
                             d.resource_id
                         ))
-                    } else if known_duplicates.is_some_and(|dups| dups.contains(&n)) {
-                        Some(String::new())
                     } else {
                         summary.devices += 1;
                         if !emit(d) {
@@ -407,6 +436,7 @@ impl Site {
                 Err(e) => Some(e.to_string()),
             };
             if let Some(message) = bad {
+                skipped_lines.insert(n);
                 summary.skipped += 1;
                 if summary.bad_lines.len() < MAX_BAD_LINES_KEPT {
                     summary.bad_lines.push(BadLine { line: n, message });
@@ -414,7 +444,7 @@ impl Site {
             }
         }
         if record {
-            let _ = self.duplicate_lines.set(duplicates);
+            let _ = self.skipped_lines.set(skipped_lines);
             let _ = self.device_count.set(summary.devices);
             if let Ok(mut s) = self.scan.lock() {
                 *s = Some(summary);
@@ -470,6 +500,78 @@ impl Site {
     }
 }
 
+/// A device line with its Defender and analytics blocks kept as raw JSON, parsed only when a
+/// pass asks for them. It mirrors [`Device`] field for field (a test checks they agree).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeanDevice<'a> {
+    resource_id: i64,
+    name: String,
+    client: bool,
+    #[serde(default)]
+    client_version: Option<String>,
+    client_active: bool,
+    os: String,
+    os_build: String,
+    join_type: cloudattach_sdk::JoinType,
+    mdm_enrolled: bool,
+    #[serde(default)]
+    entra_device_id: Option<String>,
+    #[serde(default)]
+    primary_user: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    manufacturer: Option<String>,
+    #[serde(default)]
+    serial_number: Option<String>,
+    #[serde(default)]
+    domain: Option<String>,
+    #[serde(default)]
+    sku: Option<String>,
+    #[serde(default)]
+    last_active: Option<String>,
+    #[serde(default, borrow)]
+    defender: Option<&'a serde_json::value::RawValue>,
+    #[serde(default, borrow)]
+    analytics: Option<&'a serde_json::value::RawValue>,
+}
+
+impl LeanDevice<'_> {
+    fn into_device(self, parts: DeviceParts) -> Result<Device, serde_json::Error> {
+        fn block<T: serde::de::DeserializeOwned>(
+            raw: Option<&serde_json::value::RawValue>,
+            wanted: bool,
+        ) -> Result<Option<T>, serde_json::Error> {
+            match raw {
+                Some(r) if wanted => serde_json::from_str(r.get()),
+                _ => Ok(None),
+            }
+        }
+        Ok(Device {
+            defender: block(self.defender, parts.defender)?,
+            analytics: block(self.analytics, parts.analytics)?,
+            resource_id: self.resource_id,
+            name: self.name,
+            client: self.client,
+            client_version: self.client_version,
+            client_active: self.client_active,
+            os: self.os,
+            os_build: self.os_build,
+            join_type: self.join_type,
+            mdm_enrolled: self.mdm_enrolled,
+            entra_device_id: self.entra_device_id,
+            primary_user: self.primary_user,
+            model: self.model,
+            manufacturer: self.manufacturer,
+            serial_number: self.serial_number,
+            domain: self.domain,
+            sku: self.sku,
+            last_active: self.last_active,
+        })
+    }
+}
+
 /// A shared, opened site.
 pub type SharedSite = Arc<Site>;
 
@@ -489,6 +591,44 @@ mod tests {
 
     fn set(ids: &[i64]) -> Members {
         Members::Set(ids.iter().copied().collect())
+    }
+
+    #[test]
+    fn lean_parsing_agrees_with_full_parsing() {
+        let line = r#"{"resource_id":7,"name":"PC-7","client":true,"client_version":"5.00.9106.1000",
+            "client_active":true,"os":"Microsoft Windows NT Workstation 10.0","os_build":"10.0.19045",
+            "join_type":"hybrid","mdm_enrolled":false,"entra_device_id":"e","primary_user":"u@x",
+            "model":"m","manufacturer":"f","serial_number":"s","domain":"d","sku":"Enterprise",
+            "last_active":"2024-10-01T00:00:00Z",
+            "defender":{"rtp_enabled":true,"detections":[{"threat_id":1,"threat_name":"t","category":"c",
+              "severity":"high","current_status":"active","initial_detection_time":"2024-10-01T00:00:00Z",
+              "number_of_detections":2}]},
+            "analytics":{"core_boot_ms":1,"total_boot_ms":2,"gp_logon_ms":3,"desktop_usable_ms":4}}"#;
+        let full: Device = serde_json::from_str(line).unwrap();
+        let lean = |parts| {
+            serde_json::from_str::<LeanDevice>(line)
+                .unwrap()
+                .into_device(parts)
+                .unwrap()
+        };
+        assert_eq!(lean(DeviceParts::ALL), full);
+        let none = lean(DeviceParts::NONE);
+        assert_eq!(
+            Device {
+                defender: full.defender.clone(),
+                analytics: full.analytics.clone(),
+                ..none.clone()
+            },
+            full
+        );
+        assert!(none.defender.is_none() && none.analytics.is_none());
+        assert_eq!(lean(DeviceParts::DEFENDER).defender, full.defender);
+        assert_eq!(lean(DeviceParts::ANALYTICS).analytics, full.analytics);
+        // The same lines are invalid either way.
+        for bad in [r#"{"resource_id":1}"#, &line.replace("\"sku\"", "\"skew\"")] {
+            assert!(serde_json::from_str::<Device>(bad).is_err());
+            assert!(serde_json::from_str::<LeanDevice>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

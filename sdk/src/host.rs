@@ -100,6 +100,46 @@ pub enum Method {
     Delete,
 }
 
+/// The optional blocks of a [`Device`] a pass over the inventory needs. A host may leave out
+/// (as `None`) the blocks not asked for, which saves parsing them: the Defender and analytics
+/// blocks are most of an inventory line.
+///
+/// ```
+/// use cloudattach_sdk::DeviceParts;
+/// assert!(DeviceParts::ALL.defender && DeviceParts::ALL.analytics);
+/// assert_eq!(DeviceParts::default(), DeviceParts::NONE);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DeviceParts {
+    /// The `defender` block.
+    pub defender: bool,
+    /// The `analytics` block.
+    pub analytics: bool,
+}
+
+impl DeviceParts {
+    /// Every block.
+    pub const ALL: DeviceParts = DeviceParts {
+        defender: true,
+        analytics: true,
+    };
+    /// Neither block: the inventory fields only.
+    pub const NONE: DeviceParts = DeviceParts {
+        defender: false,
+        analytics: false,
+    };
+    /// The Defender block only.
+    pub const DEFENDER: DeviceParts = DeviceParts {
+        defender: true,
+        analytics: false,
+    };
+    /// The analytics block only.
+    pub const ANALYTICS: DeviceParts = DeviceParts {
+        defender: false,
+        analytics: true,
+    };
+}
+
 /// One record to upload: a stable key (the device's resource id for device records) and the
 /// JSON the cloud stores.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -153,6 +193,16 @@ pub trait Host {
     fn environment(&self) -> Environment;
     /// Streams every device of the site (valid lines of `devices.jsonl`) to `visit`.
     fn for_each_device(&self, visit: &mut dyn FnMut(&Device)) -> Result<(), HostError>;
+    /// [`Host::for_each_device`], where the devices carry at least the blocks in `parts` and may
+    /// lack the others. The same devices are visited either way.
+    fn for_each_device_with(
+        &self,
+        parts: DeviceParts,
+        visit: &mut dyn FnMut(&Device),
+    ) -> Result<(), HostError> {
+        let _ = parts;
+        self.for_each_device(visit)
+    }
     /// A collection by id, with its effective member count.
     fn collection(&self, id: &str) -> Option<CollectionInfo>;
     /// Every collection of the site (including `SMS00001`, All Systems) with its effective

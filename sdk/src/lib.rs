@@ -25,8 +25,8 @@ pub use diag::{
 };
 pub use environment::Environment;
 pub use host::{
-    CollectionInfo, ConnectionPoint, Host, HostError, Method, Record, RecordSink, SiteInfo,
-    SyncMode, SyncStats,
+    CollectionInfo, ConnectionPoint, DeviceParts, Host, HostError, Method, Record, RecordSink,
+    SiteInfo, SyncMode, SyncStats,
 };
 pub use manifest::{Manifest, OptionKind, OptionSpec, Options, is_collection_id};
 pub use plugin::{

@@ -133,16 +133,18 @@ pub fn settings_action(
 
 /// Streams the records `produce` makes from the site's devices into an upload channel, so memory
 /// stays flat however large the site is: [`Host::open_sync`], a push per record from inside
-/// [`Host::for_each_device`], then [`RecordSink::finish`](crate::RecordSink::finish). The first failed push ends the upload.
+/// [`Host::for_each_device_with`] (the devices carry the blocks in `parts`), then
+/// [`RecordSink::finish`](crate::RecordSink::finish). The first failed push ends the upload.
 pub fn upload_from_devices(
     host: &dyn Host,
     channel: &str,
     mode: SyncMode,
+    parts: crate::DeviceParts,
     produce: &mut dyn FnMut(&crate::Device) -> Option<Record>,
 ) -> Result<SyncStats, HostError> {
     let mut sink = host.open_sync(channel, mode)?;
     let mut failed: Option<HostError> = None;
-    host.for_each_device(&mut |d| {
+    host.for_each_device_with(parts, &mut |d| {
         if failed.is_none()
             && let Some(record) = produce(d)
         {

@@ -8,9 +8,9 @@
 
 use cloudattach_sdk::version::client;
 use cloudattach_sdk::{
-    ApplyOutcome, CheckReport, Device, Environment, Finding, Host, HostError, JoinType, Manifest,
-    OptionSpec, Options, PlanDecision, Plugin, Record, SiteVersion, SyncMode, SyncStats,
-    ValidateContext, is_collection_id, put_feature, settings_action, thousands,
+    ApplyOutcome, CheckReport, Device, DeviceParts, Environment, Finding, Host, HostError,
+    JoinType, Manifest, OptionSpec, Options, PlanDecision, Plugin, Record, SiteVersion, SyncMode,
+    SyncStats, ValidateContext, is_collection_id, put_feature, settings_action, thousands,
     upload_from_devices,
 };
 use serde_json::{Value, json};
@@ -300,7 +300,7 @@ fn stream(
     mode: SyncMode,
     mut produce: impl FnMut(&Device) -> Option<Record>,
 ) -> Result<SyncStats, HostError> {
-    upload_from_devices(host, CHANNEL, mode, &mut produce)
+    upload_from_devices(host, CHANNEL, mode, DeviceParts::NONE, &mut produce)
 }
 
 impl Plugin for CoManagement {

@@ -4,9 +4,9 @@
 //! DOMAIN.md §4).
 
 use cloudattach_sdk::{
-    ApplyOutcome, CheckReport, Device, Environment, Finding, Host, HostError, Manifest, Options,
-    PlanDecision, Plugin, Record, SiteVersion, SyncMode, SyncStats, put_feature, settings_action,
-    thousands, upload_from_devices,
+    ApplyOutcome, CheckReport, Device, DeviceParts, Environment, Finding, Host, HostError,
+    Manifest, Options, PlanDecision, Plugin, Record, SiteVersion, SyncMode, SyncStats, put_feature,
+    settings_action, thousands, upload_from_devices,
 };
 use serde_json::{Value, json};
 
@@ -184,5 +184,5 @@ fn stream(
     mode: SyncMode,
     mut produce: impl FnMut(&Device) -> Option<Record>,
 ) -> Result<SyncStats, HostError> {
-    upload_from_devices(host, CHANNEL, mode, &mut produce)
+    upload_from_devices(host, CHANNEL, mode, DeviceParts::DEFENDER, &mut produce)
 }

@@ -8,9 +8,9 @@
 
 use cloudattach_sdk::version::client;
 use cloudattach_sdk::{
-    Analytics, ApplyOutcome, CheckReport, Device, Environment, Finding, Host, HostError, Manifest,
-    Options, PlanDecision, Plugin, Record, SiteVersion, SyncMode, SyncStats, put_feature,
-    settings_action, thousands, upload_from_devices,
+    Analytics, ApplyOutcome, CheckReport, Device, DeviceParts, Environment, Finding, Host,
+    HostError, Manifest, Options, PlanDecision, Plugin, Record, SiteVersion, SyncMode, SyncStats,
+    put_feature, settings_action, thousands, upload_from_devices,
 };
 use serde_json::{Value, json};
 
@@ -296,5 +296,5 @@ fn stream(
     mode: SyncMode,
     mut produce: impl FnMut(&Device) -> Option<Record>,
 ) -> Result<SyncStats, HostError> {
-    upload_from_devices(host, CHANNEL, mode, &mut produce)
+    upload_from_devices(host, CHANNEL, mode, DeviceParts::ANALYTICS, &mut produce)
 }

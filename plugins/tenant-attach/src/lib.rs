@@ -7,9 +7,9 @@
 //! depend on device upload see exactly the same set.
 
 use cloudattach_sdk::{
-    ApplyOutcome, CheckReport, CollectionInfo, ConnectionPoint, Device, Environment, Finding, Host,
-    HostError, Manifest, OptionSpec, Options, PlanDecision, Plugin, Record, SiteVersion, SyncMode,
-    SyncStats, put_feature, settings_action, thousands, upload_from_devices,
+    ApplyOutcome, CheckReport, CollectionInfo, ConnectionPoint, Device, DeviceParts, Environment,
+    Finding, Host, HostError, Manifest, OptionSpec, Options, PlanDecision, Plugin, Record,
+    SiteVersion, SyncMode, SyncStats, put_feature, settings_action, thousands, upload_from_devices,
 };
 use serde_json::{Value, json};
 
@@ -321,5 +321,5 @@ fn stream(
     mode: SyncMode,
     mut produce: impl FnMut(&Device) -> Option<Record>,
 ) -> Result<SyncStats, HostError> {
-    upload_from_devices(host, CHANNEL, mode, &mut produce)
+    upload_from_devices(host, CHANNEL, mode, DeviceParts::NONE, &mut produce)
 }
