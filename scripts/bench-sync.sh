@@ -10,20 +10,22 @@ cd "$(dirname "$0")/.."
 cargo build --release -p cloudattach-cli -p cloudattach-cloud --example ingest_bench >&2
 bin="$PWD/target/release/cloudattach"
 work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+# start_cloud runs in a command substitution (a subshell): pids go through a file.
+cleanup() { [ -f "$work/pids" ] && while read -r p; do kill "$p" 2>/dev/null || true; done < "$work/pids"; rm -rf "$work"; }
 trap cleanup EXIT
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(100000 1000000)
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-start_cloud() { # name, extra flags...
+cloud_pid=
+start_cloud() { # name, extra flags... (sets cloud_pid; prints the base URL)
   local name=$1; shift
   local port; port=$(free_port)
   "$bin" cloud serve --addr "127.0.0.1:$port" --data "$work/$name" --auto-approve admin@contoso.example \
     --device-code-interval-secs 1 "$@" >"$work/$name.log" 2>&1 &
-  pids+=($!)
+  echo $! >> "$work/pids"
+  echo $! > "$work/cloud.pid"
   for _ in $(seq 100); do
     curl -fs "http://127.0.0.1:$port/contoso.example/v2.0/.well-known/openid-configuration" >/dev/null 2>&1 && break
     sleep 0.1
@@ -31,14 +33,21 @@ start_cloud() { # name, extra flags...
   echo "http://127.0.0.1:$port"
 }
 
-# run LABEL RECORDS-JSON-FILTER -- cmd…: wall time, peak RSS, records/s from the JSON output.
+# CPU seconds the cloud process has used so far.
+cloud_cpu() { awk -v hz="$(getconf CLK_TCK)" '{print ($14+$15)/hz}' "/proc/$(cat "$work/cloud.pid")/stat"; }
+
+# run LABEL RECORDS-JSON-FILTER -- cmd…: wall time, peak RSS, records/s from the JSON output,
+# and CPU time per record of the client and of the cloud (both share this machine's cores).
 run() {
   local label=$1 jq_sum=$2; shift 2
-  /usr/bin/time -f '%e %M' -o "$work/t" "$@" >"$work/out.json" 2>"$work/err" || { tail -5 "$work/err"; return 1; }
-  read -r secs kib < "$work/t"
+  local c0; c0=$(cloud_cpu)
+  /usr/bin/time -f '%e %M %U %S' -o "$work/t" "$@" >"$work/out.json" 2>"$work/err" || { tail -5 "$work/err"; return 1; }
+  local c1; c1=$(cloud_cpu)
+  read -r secs kib usr sys < "$work/t"
   local records; records=$(python3 -c "import json,sys; d=json.load(open('$work/out.json')); print($jq_sum)")
-  printf '%-34s %10s records %8.2f s %10.0f records/s %8.1f MiB\n' "$label" "$records" "$secs" \
-    "$(echo "$records/$secs" | bc -l)" "$(echo "$kib/1024" | bc -l)"
+  printf '%-34s %9s records %7.2f s %9.0f rec/s %7.1f MiB  cpu/record: client %5.2f us, cloud %5.2f us\n' \
+    "$label" "$records" "$secs" "$(echo "$records/$secs" | bc -l)" "$(echo "$kib/1024" | bc -l)" \
+    "$(echo "($usr+$sys)*1000000/($records+0.000001)" | bc -l)" "$(echo "($c1-$c0)*1000000/($records+0.000001)" | bc -l)"
 }
 
 echo "== the cloud's own ingest rate (batches of 5,000, in-process, no HTTP)"

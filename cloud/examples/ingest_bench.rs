@@ -100,6 +100,7 @@ async fn main() {
             prep += t0.elapsed().as_secs_f64();
             store
                 .apply_batch(
+                    "t",
                     h.row,
                     "devices",
                     "tenant-attach",

@@ -96,7 +96,19 @@ pub(crate) async fn middleware(State(st): St, req: Request, next: Next) -> Respo
             .map(|c| c.peer.ip().to_string())
             .unwrap_or_default(),
     };
-    let key = format!("{who} {} {}", req.method(), req.uri().path());
+    // A retry is the same request sent again. Clients that tag requests with Graph's
+    // `client-request-id` (kept across the retries of one request) are judged per request, so
+    // other requests already in flight when a 429 went out are not counted as early retries;
+    // untagged requests are judged per method and path, as Microsoft's Dev Proxy does.
+    let request_id = req
+        .headers()
+        .get("client-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 64);
+    let key = match request_id {
+        Some(id) => format!("{who} {} {} {id}", req.method(), req.uri().path()),
+        None => format!("{who} {} {}", req.method(), req.uri().path()),
+    };
     let now = Instant::now();
     if lock(&f.retry_until).get(&key).is_some_and(|t| now < *t) {
         f.counters.early.fetch_add(1, Ordering::Relaxed);

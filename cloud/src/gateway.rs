@@ -135,7 +135,7 @@ pub(crate) async fn put_hierarchy(
         ));
     }
     let hid = norm_hid(&hid)?;
-    let req: HierarchyBody = body::json(&headers, b, st.max_body).await?;
+    let req: HierarchyBody = body::json(&st, &headers, b).await?;
     let code = req.site_code.trim().to_ascii_uppercase();
     if code.len() != 3 || !code.chars().all(|c| c.is_ascii_alphanumeric()) {
         return Err(ApiError::bad_request(format!(
@@ -437,7 +437,7 @@ pub(crate) async fn put_feature(
         FeatureBody { settings: None }
     } else {
         body::require_json_type(&headers)?;
-        body::parse(&body::decode(&headers, raw, st.max_body)?)?
+        body::decode_parse(&st, &headers, raw).await?
     };
     let settings = validate_settings(st.env, &fid, req.settings.unwrap_or_else(|| json!({})))?;
     let features = features_of(&st, h.row).await?;
@@ -561,11 +561,12 @@ async fn do_upload(
         ));
     }
     body::require_json_type(&headers)?;
+    let enc = body::encoding(&headers)?;
     let raw = body::read_raw(&headers, b, st.max_body).await?;
-    let limit = st.max_body;
     let ch2 = ch.clone();
+    let st2 = st.clone();
     let (ups, dels) = tokio::task::spawn_blocking(move || {
-        let bytes = body::decode(&headers, raw, limit)?;
+        let bytes = body::decode(enc, raw, st2.max_body, &st2.decode_budget)?;
         ingest::prepare_batch(&ch2, &bytes)
     })
     .await
@@ -582,8 +583,10 @@ async fn do_upload(
         &[]
     };
     let (row, chan, now) = (h.row, ch.storage_name(), util::now_rfc3339());
+    let tid = c.tenant_id.clone();
     let res = db(&st, move |s| {
         s.apply_batch(
+            &tid,
             row,
             &chan,
             &fid,
@@ -646,7 +649,7 @@ pub(crate) async fn put_tenant_settings(
     if st.env == Environment::China {
         return Err(china_refusal("Intune RBAC for cloud-attached devices"));
     }
-    let req: TenantSettingsBody = body::json(&headers, b, st.max_body).await?;
+    let req: TenantSettingsBody = body::json(&st, &headers, b).await?;
     let tid = c.tenant_id.clone();
     db(&st, move |s| {
         s.set_use_intune_rbac(&tid, req.use_intune_rbac)

@@ -144,7 +144,7 @@ pub(crate) async fn create_app(
     b: Body,
 ) -> R {
     c.require_global_admin()?;
-    let n: NewApp = body::json(&headers, b, st.max_body).await?;
+    let n: NewApp = body::json(&st, &headers, b).await?;
     if n.display_name.trim().is_empty() || n.display_name.len() > 256 {
         return Err(ApiError::bad_request(
             "displayName must be 1 to 256 characters",
@@ -260,7 +260,7 @@ pub(crate) async fn patch_app(
     b: Body,
 ) -> R {
     c.require_global_admin()?;
-    let p: PatchApp = body::json(&headers, b, st.max_body).await?;
+    let p: PatchApp = body::json(&st, &headers, b).await?;
     let mut app = load_app(&st, &c, &id).await?;
     if let Some(n) = p.display_name {
         if n.trim().is_empty() {
@@ -334,7 +334,7 @@ pub(crate) async fn add_password(
         AddPassword::default()
     } else {
         body::require_json_type(&headers)?;
-        body::parse(&raw)?
+        body::decode_parse(&st, &headers, raw).await?
     };
     let app = load_app(&st, &c, &id).await?;
     let pc = req.password_credential.unwrap_or_default();
@@ -379,7 +379,7 @@ pub(crate) async fn remove_password(
     b: Body,
 ) -> R {
     c.require_global_admin()?;
-    let req: RemovePassword = body::json(&headers, b, st.max_body).await?;
+    let req: RemovePassword = body::json(&st, &headers, b).await?;
     let app = load_app(&st, &c, &id).await?;
     let oid = app.id.clone();
     let k = req.key_id.clone();
@@ -440,7 +440,7 @@ pub(crate) async fn create_sp(
     b: Body,
 ) -> R {
     c.require_global_admin()?;
-    let n: NewSp = body::json(&headers, b, st.max_body).await?;
+    let n: NewSp = body::json(&st, &headers, b).await?;
     let (tid, aid) = (c.tenant_id.clone(), n.app_id.to_ascii_lowercase());
     let app = db(&st, move |s| s.application_by_app_id(&tid, &aid))
         .await?

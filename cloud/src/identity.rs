@@ -25,6 +25,18 @@ enum Approval {
     Pending,
     Approved(String),
     Declined,
+    /// Invalidated after [`MAX_SIGN_IN_ATTEMPTS`] failed sign-ins on `/devicelogin`.
+    Locked,
+}
+
+/// Failed sign-ins a user code allows on `/devicelogin` before it is invalidated.
+pub(crate) const MAX_SIGN_IN_ATTEMPTS: u32 = 5;
+
+/// An Argon2 hash that unknown user names are verified against, so that they cost as much as
+/// known ones (no user-enumeration timing oracle).
+fn dummy_password_hash() -> &'static str {
+    static H: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    H.get_or_init(|| auth::hash_password(&util::random_token(24)))
 }
 
 #[derive(Debug, Clone)]
@@ -37,6 +49,8 @@ struct DeviceCode {
     interval: Duration,
     last_poll: Option<Instant>,
     approval: Approval,
+    /// Sign-in attempts started on `/devicelogin` (capped at [`MAX_SIGN_IN_ATTEMPTS`]).
+    attempts: u32,
 }
 
 /// Outstanding device codes (in memory: they live 15 minutes).
@@ -244,6 +258,7 @@ async fn devicecode_inner(
             interval: Duration::from_secs(interval),
             last_poll: None,
             approval,
+            attempts: 0,
         },
     );
     drop(codes);
@@ -333,6 +348,13 @@ async fn device_code_grant(
             ));
         }
         match d.approval.clone() {
+            Approval::Locked => {
+                map.remove(code);
+                return Err(OAuthError::new(
+                    "expired_token",
+                    "AADSTS70020: the device code was invalidated after too many failed sign-in attempts",
+                ));
+            }
             Approval::Declined => {
                 map.remove(code);
                 return Err(OAuthError::new(
@@ -605,6 +627,33 @@ fn login_form(code: &str, upn: &str, error: Option<&str>) -> String {
     )
 }
 
+/// The security headers of the `/devicelogin` page: no framing (clickjacking), no scripts, no
+/// foreign form targets.
+fn html_response(status: StatusCode, html: String) -> Response {
+    let mut r = (status, Html(html)).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::X_FRAME_OPTIONS,
+        header::HeaderValue::from_static("DENY"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    r
+}
+
 /// `GET /devicelogin`
 pub(crate) async fn devicelogin_page(Query(q): Query<HashMap<String, String>>) -> Response {
     let code = q
@@ -612,7 +661,7 @@ pub(crate) async fn devicelogin_page(Query(q): Query<HashMap<String, String>>) -
         .or_else(|| q.get("user_code"))
         .map(String::as_str)
         .unwrap_or("");
-    Html(login_form(code, "", None)).into_response()
+    html_response(StatusCode::OK, login_form(code, "", None))
 }
 
 /// `POST /devicelogin` (form: user_code, upn, password, action=approve|decline)
@@ -620,11 +669,10 @@ pub(crate) async fn devicelogin_submit(State(st): St, headers: HeaderMap, body: 
     let f = match form(&headers, &body) {
         Ok(f) => f,
         Err(e) => {
-            return (
+            return html_response(
                 StatusCode::BAD_REQUEST,
-                Html(login_form("", "", Some(&e.description))),
-            )
-                .into_response();
+                login_form("", "", Some(&e.description)),
+            );
         }
     };
     let get = |k: &str| {
@@ -640,57 +688,107 @@ pub(crate) async fn devicelogin_submit(State(st): St, headers: HeaderMap, body: 
         f.get("password").cloned().unwrap_or_default(),
         get("action"),
     );
-    let fail = |msg: &str| {
-        (
-            StatusCode::BAD_REQUEST,
-            Html(login_form(&code, &upn, Some(msg))),
-        )
-            .into_response()
+    let fail =
+        |msg: &str| html_response(StatusCode::BAD_REQUEST, login_form(&code, &upn, Some(msg)));
+    let approve = match action.as_str() {
+        "approve" => true,
+        "decline" => false,
+        _ => return fail("Choose Approve or Decline."),
     };
     let norm = normalize_user_code(&code);
     let now = Instant::now();
+    // Find the code and reserve one of its sign-in attempts (under the lock, so that concurrent
+    // posts can't exceed the limit).
     let found = {
-        let map = st.device_codes.lock();
-        map.iter()
+        let mut map = st.device_codes.lock();
+        match map
+            .iter_mut()
             .find(|(_, d)| normalize_user_code(&d.user_code) == norm && d.expires > now)
-            .map(|(k, d)| (k.clone(), d.tenant_id.clone(), d.approval.clone()))
+        {
+            None => None,
+            Some((k, d)) => {
+                let ok = match d.approval {
+                    Approval::Pending if d.attempts < MAX_SIGN_IN_ATTEMPTS => {
+                        d.attempts += 1;
+                        Ok(())
+                    }
+                    Approval::Pending | Approval::Locked => {
+                        d.approval = Approval::Locked;
+                        Err(
+                            "Too many failed sign-in attempts: that code is no longer valid. \
+                             Start the sign-in again in the application.",
+                        )
+                    }
+                    _ => Err("That code has already been used."),
+                };
+                Some((k.clone(), d.tenant_id.clone(), ok))
+            }
+        }
     };
-    let Some((dc, tenant_id, approval)) = found else {
+    let Some((dc, tenant_id, reserved)) = found else {
         return fail("That code was not recognized or has expired.");
     };
-    if approval != Approval::Pending {
-        return fail("That code has already been used.");
+    if let Err(msg) = reserved {
+        return fail(msg);
     }
+    let failed = |msg: &str| {
+        if let Some(d) = st.device_codes.lock().get_mut(&dc)
+            && d.approval == Approval::Pending
+            && d.attempts >= MAX_SIGN_IN_ATTEMPTS
+        {
+            d.approval = Approval::Locked;
+        }
+        fail(msg)
+    };
     let u = upn.clone();
     let user = match db(&st, move |s| s.user_by_upn(&u)).await {
         Ok(u) => u,
         Err(_) => return fail("The directory is unavailable; try again."),
     };
-    let Some(user) = user else {
-        return fail("Wrong user name or password.");
-    };
-    let hash = user.password_hash.clone();
-    let ok = tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash))
-        .await
-        .unwrap_or(false);
-    if !ok {
-        return fail("Wrong user name or password.");
-    }
-    if user.tenant_id != tenant_id {
-        return fail("This account is not in the tenant the application signs in to.");
-    }
-    let approve = action != "decline";
-    if let Some(d) = st.device_codes.lock().get_mut(&dc) {
-        d.approval = if approve {
-            Approval::Approved(user.id.clone())
-        } else {
-            Approval::Declined
+    // Unknown users are verified against a dummy hash: same cost, same answer.
+    let hash = user
+        .as_ref()
+        .map(|u| u.password_hash.clone())
+        .unwrap_or_else(|| dummy_password_hash().to_string());
+    let ok = {
+        // At most one Argon2 verification per CPU at a time (each takes ~19 MiB and a core).
+        let Ok(_permit) = st.password_slots.clone().acquire_owned().await else {
+            return fail("The service is stopping; try again.");
         };
+        tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash))
+            .await
+            .unwrap_or(false)
+    };
+    let user = match user {
+        Some(u) if ok => u,
+        _ => return failed("Wrong user name or password."),
+    };
+    if user.tenant_id != tenant_id {
+        return failed("This account is not in the tenant the application signs in to.");
+    }
+    {
+        let mut map = st.device_codes.lock();
+        match map.get_mut(&dc) {
+            Some(d) if d.approval == Approval::Pending => {
+                d.approval = if approve {
+                    Approval::Approved(user.id.clone())
+                } else {
+                    Approval::Declined
+                };
+            }
+            _ => {
+                drop(map);
+                return fail("That code has already been used.");
+            }
+        }
     }
     let msg = if approve {
         "You have signed in to the cloudattach application. You may now close this window."
     } else {
         "You declined the sign-in request. You may now close this window."
     };
-    Html(page("cloudattach", &format!("<p>{msg}</p>"))).into_response()
+    html_response(
+        StatusCode::OK,
+        page("cloudattach", &format!("<p>{msg}</p>")),
+    )
 }

@@ -184,8 +184,10 @@ fn check_key(key: &str, resource_id: Option<i64>) -> Result<(), ApiError> {
             "record keys must be 1 to 256 characters",
         ));
     }
+    // The key must be the canonical decimal form: "01", "+1" or " 1" would name the same device
+    // under a second key.
     if let Some(id) = resource_id
-        && key.parse::<i64>().ok() != Some(id)
+        && key != id.to_string()
     {
         return Err(ApiError::bad_request(format!(
             "key {key:?} does not match the record's resource_id {id}: keys of built-in channels are the resource_id in decimal"

@@ -139,6 +139,19 @@ fn parse_body(r: &RecordRow) -> Value {
     serde_json::from_slice(&r.body).unwrap_or(Value::Null)
 }
 
+/// The largest `$skiptoken` (an offset): far beyond any device count, and small enough that
+/// offset arithmetic can't overflow and SQLite's signed OFFSET stays positive.
+const MAX_SKIPTOKEN: u64 = 1 << 40;
+
+/// `$skiptoken`: decimal digits only, 0 to [`MAX_SKIPTOKEN`].
+fn parse_skiptoken(t: &str) -> Result<u64, ApiError> {
+    Some(t)
+        .filter(|t| !t.is_empty() && t.len() <= 20 && t.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|t| t.parse::<u64>().ok())
+        .filter(|n| *n <= MAX_SKIPTOKEN)
+        .ok_or_else(|| ApiError::bad_request("invalid $skiptoken"))
+}
+
 /// `GET /api/v1/devices?$top=&$skiptoken=&hierarchy=&name=`
 pub(crate) async fn devices(State(st): St, Extension(c): Extension<Caller>, Query(q): Q) -> R {
     c.require_read()?;
@@ -153,9 +166,7 @@ pub(crate) async fn devices(State(st): St, Extension(c): Extension<Caller>, Quer
         None => 100,
     };
     let skip = match q.get("$skiptoken") {
-        Some(t) => t
-            .parse::<u64>()
-            .map_err(|_| ApiError::bad_request("invalid $skiptoken"))?,
+        Some(t) => parse_skiptoken(t)?,
         None => 0,
     };
     let hierarchy = q.get("hierarchy").cloned();
@@ -176,10 +187,10 @@ pub(crate) async fn devices(State(st): St, Extension(c): Extension<Caller>, Quer
         })
         .collect();
     let mut out = json!({"@odata.count": total, "value": value});
-    if skip + (rows.len() as u64) < total {
+    if skip.saturating_add(rows.len() as u64) < total {
         let mut qs = vec![
             ("$top".to_string(), top.to_string()),
-            ("$skiptoken".into(), (skip + top).to_string()),
+            ("$skiptoken".into(), skip.saturating_add(top).to_string()),
         ];
         if let Some(h) = hierarchy {
             qs.push(("hierarchy".into(), h));

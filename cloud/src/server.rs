@@ -32,6 +32,10 @@ pub(crate) struct AppState {
     pub code_lifetime: u64,
     pub faults: Faults,
     pub max_body: usize,
+    /// Decoded request bytes in flight, all requests together (2 × the body limit).
+    pub decode_budget: crate::body::DecodeBudget,
+    /// Bounds concurrent Argon2 password verifications (one per CPU).
+    pub password_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -53,6 +57,10 @@ impl AppState {
             code_lifetime: o.device_code_expiry_secs,
             faults: Faults::new(o),
             max_body: o.max_body_bytes,
+            decode_budget: crate::body::DecodeBudget::new(o.max_body_bytes.saturating_mul(2)),
+            password_slots: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
         }
     }
 

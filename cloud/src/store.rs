@@ -24,6 +24,12 @@ pub enum StoreError {
     /// Stored data is unreadable.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    /// The hierarchy no longer exists (offboarded while the request ran).
+    #[error("hierarchy not found: {0}")]
+    HierarchyGone(String),
+    /// The channel's feature is not enabled (disabled while the request ran).
+    #[error("feature not enabled: {0}")]
+    FeatureNotEnabled(String),
 }
 
 /// A tenant.
@@ -321,10 +327,13 @@ pub trait Store: Send + Sync + 'static {
         feature_id: &str,
         channels: &[String],
     ) -> Result<bool, StoreError>;
-    /// Applies an upload batch atomically.
+    /// Applies an upload batch atomically. Inside its transaction it checks that hierarchy `row`
+    /// still exists in `tenant_id` and that `feature_id` is still enabled on it
+    /// ([`StoreError::HierarchyGone`], [`StoreError::FeatureNotEnabled`]; nothing is written).
     #[allow(clippy::too_many_arguments)]
     fn apply_batch(
         &self,
+        tenant_id: &str,
         row: i64,
         channel: &str,
         feature_id: &str,
@@ -448,6 +457,42 @@ CREATE TABLE records(
   PRIMARY KEY(hrow, channel, key)
 ) WITHOUT ROWID;
 "#,
+    // v2: hierarchy row ids are never reused (AUTOINCREMENT: `records.hrow` has no foreign key,
+    // so a reused row would hand one tenant's leftover records to another tenant's new
+    // hierarchy), and records left behind by an upload that raced an offboard or a feature
+    // DELETE are removed. Runs with foreign_keys off (see `init`), so that dropping the old table
+    // does not cascade to `features`.
+    r#"
+CREATE TABLE hierarchies_v2(
+  row INTEGER PRIMARY KEY AUTOINCREMENT,
+  tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+  hierarchy_id TEXT NOT NULL,
+  site_code TEXT NOT NULL,
+  site_name TEXT NOT NULL,
+  site_version TEXT NOT NULL,
+  environment TEXT NOT NULL,
+  app_id TEXT,
+  created TEXT NOT NULL,
+  updated TEXT NOT NULL,
+  UNIQUE(tenant_id, hierarchy_id)
+);
+INSERT INTO hierarchies_v2(row, tenant_id, hierarchy_id, site_code, site_name, site_version,
+  environment, app_id, created, updated)
+  SELECT row, tenant_id, hierarchy_id, site_code, site_name, site_version, environment, app_id,
+  created, updated FROM hierarchies;
+DROP TABLE hierarchies;
+ALTER TABLE hierarchies_v2 RENAME TO hierarchies;
+DELETE FROM features WHERE hrow NOT IN (SELECT row FROM hierarchies);
+DELETE FROM records WHERE hrow NOT IN (SELECT row FROM hierarchies);
+DELETE FROM records WHERE NOT EXISTS (
+  SELECT 1 FROM features f WHERE f.hrow = records.hrow AND f.feature_id = CASE
+    WHEN records.channel = 'devices' THEN 'tenant-attach'
+    WHEN records.channel = 'analytics' THEN 'endpoint-analytics'
+    WHEN records.channel = 'defender' THEN 'defender-reporting'
+    WHEN records.channel = 'comanagement' THEN 'co-management'
+    WHEN records.channel LIKE 'ext:%' THEN substr(records.channel, 5)
+    ELSE NULL END);
+"#,
 ];
 
 /// The SQLite store (WAL, one connection guarded by a mutex, WAL checkpoints on a background
@@ -503,18 +548,30 @@ impl SqliteStore {
     }
 
     fn init(conn: Connection) -> Result<SqliteStore, StoreError> {
+        // Foreign keys stay off while migrations run (a table rebuild must not cascade), and are
+        // checked before they are switched on.
         conn.execute_batch(
             "PRAGMA page_size=8192; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
-             PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000; PRAGMA cache_size=-65536; \
+             PRAGMA foreign_keys=OFF; PRAGMA busy_timeout=5000; PRAGMA cache_size=-65536; \
              PRAGMA temp_store=MEMORY;",
         )?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         for (i, m) in MIGRATIONS.iter().enumerate() {
             let v = i as i64 + 1;
             if v > version {
-                conn.execute_batch(&format!("BEGIN; {m}; PRAGMA user_version={v}; COMMIT;"))?;
+                let r =
+                    conn.execute_batch(&format!("BEGIN; {m}; PRAGMA user_version={v}; COMMIT;"));
+                if let Err(e) = r {
+                    let _ = conn.execute_batch("ROLLBACK;");
+                    return Err(e.into());
+                }
             }
         }
+        let broken = conn.prepare("PRAGMA foreign_key_check")?.exists([])?;
+        if broken {
+            tracing::warn!("the database has rows that violate foreign keys");
+        }
+        conn.execute_batch("PRAGMA foreign_keys=ON;")?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             _checkpointer: None,
@@ -1113,6 +1170,7 @@ impl Store for SqliteStore {
 
     fn apply_batch(
         &self,
+        tenant_id: &str,
         row: i64,
         channel: &str,
         feature_id: &str,
@@ -1123,7 +1181,30 @@ impl Store for SqliteStore {
         now: &str,
     ) -> Result<BatchResult, StoreError> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // The handler loaded the hierarchy and its features before reading the body: re-check
+        // both here, in the transaction that writes, so that an offboard or a feature DELETE that
+        // ran meanwhile can't leave records behind.
+        let hierarchy: Option<String> = tx
+            .query_row(
+                "SELECT hierarchy_id FROM hierarchies WHERE row = ?1 AND tenant_id = ?2",
+                params![row, tenant_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(hierarchy) = hierarchy else {
+            return Err(StoreError::HierarchyGone(
+                "the hierarchy was offboarded while the upload ran; nothing was written".into(),
+            ));
+        };
+        let enabled = tx
+            .prepare_cached("SELECT 1 FROM features WHERE hrow = ?1 AND feature_id = ?2")?
+            .exists(params![row, feature_id])?;
+        if !enabled {
+            return Err(StoreError::FeatureNotEnabled(format!(
+                "feature {feature_id} is not enabled for hierarchy {hierarchy} (it was disabled while the upload ran); nothing was written"
+            )));
+        }
         let mut res = BatchResult::default();
         if require_devices && !upserts.is_empty() {
             let mut st = tx.prepare_cached(
@@ -1257,7 +1338,13 @@ impl Store for SqliteStore {
         ))?;
         let v = st
             .query_map(
-                params![tenant_id, hierarchy_id, pattern, top as i64, skip as i64],
+                params![
+                    tenant_id,
+                    hierarchy_id,
+                    pattern,
+                    i64::try_from(top).unwrap_or(i64::MAX),
+                    i64::try_from(skip).unwrap_or(i64::MAX)
+                ],
                 row_to_record,
             )?
             .collect::<Result<_, _>>()?;
@@ -1323,6 +1410,10 @@ mod tests {
         };
         let (h, created) = s.upsert_hierarchy(&h).unwrap();
         assert!(created);
+        for f in ["tenant-attach", "endpoint-analytics"] {
+            s.put_feature(h.row, f, &serde_json::json!({}), "x")
+                .unwrap();
+        }
         h.row
     }
 
@@ -1348,12 +1439,45 @@ mod tests {
     }
 
     #[test]
+    fn v2_removes_orphaned_records_and_never_reuses_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = Connection::open(dir.path().join("cloud.db")).unwrap();
+            c.execute_batch(&format!(
+                "BEGIN; {}; PRAGMA user_version=1; COMMIT;",
+                MIGRATIONS[0]
+            ))
+            .unwrap();
+            c.execute_batch(
+                "INSERT INTO tenants VALUES('t','T',0);
+                 INSERT INTO hierarchies VALUES(1,'t','h1','PS1','','2303','public',NULL,'x','x');
+                 INSERT INTO features VALUES(1,'tenant-attach','{}','x','x',NULL);
+                 INSERT INTO records VALUES(1,'devices','1',0,NULL,0,0,x'7b7d');
+                 INSERT INTO records VALUES(1,'analytics','1',0,NULL,0,0,x'7b7d');
+                 INSERT INTO records VALUES(2,'devices','1',0,NULL,0,0,x'7b7d');",
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(dir.path()).unwrap();
+        let n = |sql: &str| -> i64 { s.lock().query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(n("SELECT COUNT(*) FROM records"), 1);
+        assert_eq!(n("SELECT COUNT(*) FROM features"), 1);
+        let h = s.hierarchy("t", "h1").unwrap().unwrap();
+        s.delete_hierarchy(h.row).unwrap();
+        let mut h2 = h.clone();
+        h2.hierarchy_id = "h2".into();
+        let (h2, _) = s.upsert_hierarchy(&h2).unwrap();
+        assert!(h2.row > h.row, "row {} reused", h2.row);
+    }
+
+    #[test]
     fn batches_are_idempotent_and_atomic() {
         let s = SqliteStore::open_in_memory().unwrap();
         let row = setup(&s);
         let ups = vec![rec("1", "{\"a\":1}"), rec("2", "{\"a\":2}")];
         let r = s
             .apply_batch(
+                "t",
                 row,
                 "devices",
                 "tenant-attach",
@@ -1367,6 +1491,7 @@ mod tests {
         assert_eq!((r.upserted, r.unchanged), (2, 0));
         let r = s
             .apply_batch(
+                "t",
                 row,
                 "devices",
                 "tenant-attach",
@@ -1381,6 +1506,7 @@ mod tests {
         // A dependent record of a missing device rejects the whole batch.
         let dep = vec![rec("1", "{}"), rec("3", "{}")];
         let e = s.apply_batch(
+            "t",
             row,
             "analytics",
             "endpoint-analytics",
@@ -1394,6 +1520,7 @@ mod tests {
         assert_eq!(s.count(row, "analytics").unwrap(), 0);
         let r = s
             .apply_batch(
+                "t",
                 row,
                 "analytics",
                 "endpoint-analytics",
@@ -1408,6 +1535,7 @@ mod tests {
         // Deleting a device cascades to its dependent records.
         let r = s
             .apply_batch(
+                "t",
                 row,
                 "devices",
                 "tenant-attach",

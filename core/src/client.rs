@@ -185,6 +185,9 @@ impl Api {
         let url = format!("{}{}", self.base, path);
         let shown_path = path.split('?').next().unwrap_or(path).to_string();
         let mut attempt = 0u32;
+        // Graph's `client-request-id`: one per request, the same on each of its retries, so the
+        // cloud can tell a retry from another request.
+        let request_id = uuid::Uuid::new_v4().to_string();
         loop {
             attempt += 1;
             let gate = *self.throttled_until.lock().expect("throttle lock");
@@ -194,7 +197,10 @@ impl Api {
                 tokio::time::sleep_until(until).await;
             }
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            let mut req = self.http.request(method.clone(), &url);
+            let mut req = self
+                .http
+                .request(method.clone(), &url)
+                .header("client-request-id", &request_id);
             if let Some(t) = bearer {
                 req = req.bearer_auth(t);
             }

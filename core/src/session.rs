@@ -160,13 +160,15 @@ async fn admin_sign_in(
     api: &Api,
     config: &Config,
     reporter: &dyn Reporter,
+    use_cache: bool,
 ) -> Result<CachedTokens, SessionError> {
     let path = tokens_path(config);
     let tenant = &config.tenant;
     // The embedded cloud listens on a new port every run but keeps its keys in the state
     // directory: its tokens stay good, so they are cached under "embedded", not the URL.
     let endpoint_key = endpoint_key(config, api);
-    if let Ok(text) = std::fs::read_to_string(&path)
+    if use_cache
+        && let Ok(text) = std::fs::read_to_string(&path)
         && let Ok(cached) = serde_json::from_str::<CachedTokens>(&text)
         && cached.endpoint == endpoint_key
         && &cached.tenant == tenant
@@ -488,9 +490,19 @@ impl Session {
         let api = Arc::new(Api::new(base_url, crate::client::RetryPolicy::default())?);
         let tenant = config.tenant.clone();
         let (tokens, upn) = handle.block_on(async {
-            let t = admin_sign_in(&api, config, reporter.as_ref()).await?;
-            let upn = require_admin(&api, &t.access_token).await?;
-            Ok::<_, SessionError>((t, upn))
+            let t = admin_sign_in(&api, config, reporter.as_ref(), true).await?;
+            match require_admin(&api, &t.access_token).await {
+                // A cached token the cloud no longer accepts (its data was reset, its keys
+                // changed): sign in afresh instead of failing until someone deletes the cache.
+                Err(SessionError::Api(e)) if e.status() == Some(401) => {
+                    let _ = std::fs::remove_file(tokens_path(config));
+                    let t = admin_sign_in(&api, config, reporter.as_ref(), false).await?;
+                    let upn = require_admin(&api, &t.access_token).await?;
+                    Ok((t, upn))
+                }
+                Err(e) => Err(e),
+                Ok(upn) => Ok::<_, SessionError>((t, upn)),
+            }
         })?;
         reporter.say(&format!("signed in as {upn}"));
         let tenant_id = token_tenant_id(&tokens.access_token).unwrap_or_else(|| tenant.clone());

@@ -4,3 +4,4 @@ mod common;
 mod faults;
 mod gateway;
 mod identity;
+mod security;
