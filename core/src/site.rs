@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 /// The built-in "All Systems" collection: every device.
 pub const ALL_SYSTEMS: &str = "SMS00001";
@@ -201,6 +201,33 @@ pub struct ScanSummary {
     pub skipped: u64,
 }
 
+/// Which version of `devices.jsonl` a pass read: its length and modification time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileIdentity {
+    len: u64,
+    modified: std::time::SystemTime,
+}
+
+impl FileIdentity {
+    fn of(file: &File) -> Option<FileIdentity> {
+        let m = file.metadata().ok()?;
+        Some(FileIdentity {
+            len: m.len(),
+            modified: m.modified().ok()?,
+        })
+    }
+}
+
+/// The last complete pass over `devices.jsonl`.
+#[derive(Debug)]
+struct Scan {
+    identity: FileIdentity,
+    summary: ScanSummary,
+    /// Lines it skipped (bad or duplicate): later passes over the same file skip them without
+    /// parsing, so every pass visits the same devices.
+    skipped_lines: Arc<HashSet<u64>>,
+}
+
 /// How many bad lines are kept for the report; all are counted.
 pub const MAX_BAD_LINES_KEPT: usize = 20;
 
@@ -213,13 +240,8 @@ pub struct Site {
     pub info: SiteInfo,
     names: BTreeMap<String, String>,
     members: BTreeMap<String, Members>,
-    device_count: OnceLock<u64>,
-    scan: Mutex<Option<ScanSummary>>,
-    /// Lines the first complete pass skipped because their `resource_id` repeats an earlier
-    /// line; later passes skip them too, so every plugin sees the same devices.
-    /// Line numbers the first complete pass skipped (bad or duplicate): later passes skip them
-    /// without parsing, so every pass visits the same devices.
-    skipped_lines: OnceLock<HashSet<u64>>,
+    /// What the last complete pass found, for the file as it was then.
+    scan: Mutex<Option<Scan>>,
 }
 
 impl Site {
@@ -306,9 +328,7 @@ impl Site {
             info,
             names,
             members,
-            device_count: OnceLock::new(),
             scan: Mutex::new(None),
-            skipped_lines: OnceLock::new(),
         })
     }
 
@@ -381,12 +401,16 @@ impl Site {
         let mut summary = ScanSummary::default();
         let mut seen = HashSet::new();
         let mut skipped_lines = HashSet::new();
-        let record = self.scan.lock().map(|s| s.is_none()).unwrap_or(false);
-        let known_skipped = if record {
-            None
-        } else {
-            self.skipped_lines.get()
-        };
+        // A pass over the file as the last complete pass saw it skips the lines that pass
+        // found bad without parsing them; a changed file (`sync --watch`) is read afresh.
+        let identity = FileIdentity::of(reader.get_ref());
+        let known_skipped: Option<Arc<HashSet<u64>>> = self.scan.lock().ok().and_then(|s| {
+            s.as_ref()
+                .filter(|s| Some(s.identity) == identity)
+                .map(|s| s.skipped_lines.clone())
+        });
+        let record = known_skipped.is_none();
+        let known_skipped = known_skipped.as_deref();
         // Only a pass that knows which lines are bad may leave blocks unparsed.
         let parts = if known_skipped.is_some() {
             parts
@@ -418,6 +442,9 @@ impl Site {
             } else {
                 serde_json::from_str::<LeanDevice>(text).and_then(|d| d.into_device(parts))
             };
+            let parsed = parsed
+                .map_err(|e| e.to_string())
+                .and_then(|d| d.validate().map(|()| d));
             let bad = match parsed {
                 Ok(d) => {
                     if record && !seen.insert(d.resource_id) {
@@ -433,7 +460,7 @@ impl Site {
                         None
                     }
                 }
-                Err(e) => Some(e.to_string()),
+                Err(e) => Some(e),
             };
             if let Some(message) = bad {
                 skipped_lines.insert(n);
@@ -443,29 +470,40 @@ impl Site {
                 }
             }
         }
-        if record {
-            let _ = self.skipped_lines.set(skipped_lines);
-            let _ = self.device_count.set(summary.devices);
-            if let Ok(mut s) = self.scan.lock() {
-                *s = Some(summary);
-            }
+        if let (true, Some(identity)) = (record, identity)
+            && let Ok(mut s) = self.scan.lock()
+        {
+            *s = Some(Scan {
+                identity,
+                summary,
+                skipped_lines: Arc::new(skipped_lines),
+            });
         }
         Ok(())
     }
 
     /// What the first complete pass over the devices found (`None` before one).
     pub fn scan_summary(&self) -> Option<ScanSummary> {
-        self.scan.lock().ok().and_then(|s| s.clone())
+        self.scan
+            .lock()
+            .ok()
+            .and_then(|s| s.as_ref().map(|s| s.summary.clone()))
     }
 
     /// The number of valid devices (streams the file once if no pass was made yet).
     pub fn device_count(&self) -> Result<u64, SiteError> {
-        if let Some(n) = self.device_count.get() {
-            return Ok(*n);
+        let current = File::open(self.dir.join("devices.jsonl"))
+            .ok()
+            .and_then(|f| FileIdentity::of(&f));
+        if let Ok(s) = self.scan.lock()
+            && let Some(s) = s.as_ref()
+            && Some(s.identity) == current
+        {
+            return Ok(s.summary.devices);
         }
         let mut n = 0u64;
-        self.for_each_device(&mut |_| n += 1)?;
-        Ok(*self.device_count.get_or_init(|| n))
+        self.for_each_device_parts(DeviceParts::NONE, &mut |_| n += 1)?;
+        Ok(n)
     }
 
     /// A collection with its effective member count.
@@ -591,6 +629,77 @@ mod tests {
 
     fn set(ids: &[i64]) -> Members {
         Members::Set(ids.iter().copied().collect())
+    }
+
+    fn device_line(id: i64, name: &str) -> String {
+        format!(
+            r#"{{"resource_id":{id},"name":"{name}","client":true,"client_version":"5.00.9106.1000","client_active":true,"os":"Microsoft Windows NT Workstation 10.0","os_build":"10.0.19045","join_type":"hybrid","mdm_enrolled":false}}"#
+        )
+    }
+
+    fn site_with(lines: &[String]) -> (tempfile::TempDir, Site) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("site.toml"),
+            "code = \"PS1\"\nname = \"S\"\nversion = \"2303\"\nhierarchy_id = \"6f1c2a52-6a4e-4f39-9c1b-3a8e2d6b7c10\"\nservice_connection_point = \"online\"\nadministration_service = true\nentra_user_discovery = true\nad_user_discovery = true\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("devices.jsonl"), lines.join("\n") + "\n").unwrap();
+        let site = Site::open(dir.path()).unwrap();
+        (dir, site)
+    }
+
+    fn visited(site: &Site, parts: DeviceParts) -> Vec<i64> {
+        let mut ids = vec![];
+        site.for_each_device_parts(parts, &mut |d| ids.push(d.resource_id))
+            .unwrap();
+        ids
+    }
+
+    #[test]
+    fn a_changed_inventory_is_read_afresh() {
+        let (dir, site) = site_with(&[device_line(1, "A"), "{broken".into(), device_line(2, "B")]);
+        assert_eq!(visited(&site, DeviceParts::ALL), vec![1, 2]);
+        assert_eq!(visited(&site, DeviceParts::NONE), vec![1, 2]);
+        assert_eq!(site.scan_summary().unwrap().skipped, 1);
+        // The bad line is fixed while the process runs (sync --watch): line 2 is a device now.
+        std::fs::write(
+            dir.path().join("devices.jsonl"),
+            [
+                device_line(1, "A"),
+                device_line(3, "C"),
+                device_line(2, "B"),
+            ]
+            .join("\n")
+                + "\n",
+        )
+        .unwrap();
+        assert_eq!(visited(&site, DeviceParts::NONE), vec![1, 3, 2]);
+        assert_eq!(site.scan_summary().unwrap().skipped, 0);
+        assert_eq!(site.device_count().unwrap(), 3);
+    }
+
+    #[test]
+    fn devices_the_cloud_would_refuse_are_skipped_with_their_line() {
+        let (_dir, site) = site_with(&[
+            device_line(1, " "),
+            device_line(0, "Zero"),
+            device_line(2, "Fine"),
+        ]);
+        assert_eq!(visited(&site, DeviceParts::ALL), vec![2]);
+        let scan = site.scan_summary().unwrap();
+        assert_eq!(scan.skipped, 2);
+        assert_eq!(scan.bad_lines[0].line, 1);
+        assert!(
+            scan.bad_lines[0].message.contains("`name` is empty"),
+            "{:?}",
+            scan.bad_lines
+        );
+        assert!(
+            scan.bad_lines[1].message.contains("not positive"),
+            "{:?}",
+            scan.bad_lines
+        );
     }
 
     #[test]

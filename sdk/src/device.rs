@@ -97,7 +97,70 @@ pub struct Device {
     pub analytics: Option<Analytics>,
 }
 
+/// The longest text field a device record may carry, in characters.
+pub const MAX_TEXT_LEN: usize = 1024;
+
+/// Days of crash counts an app's record may carry (Endpoint analytics' 14-day window).
+pub const MAX_CRASH_DAYS: usize = 14;
+
 impl Device {
+    /// The rules every device must meet beyond its JSON shape, shared by the site reader and
+    /// the cloud so that a device the site accepts is one the cloud accepts.
+    ///
+    /// ```
+    /// use cloudattach_sdk::Device;
+    /// let mut d: Device = serde_json::from_str(r#"{"resource_id":1,"name":"PC","client":true,
+    ///   "client_active":true,"os":"Microsoft Windows NT Workstation 10.0","os_build":"10.0.19045",
+    ///   "join_type":"entra","mdm_enrolled":false}"#).unwrap();
+    /// assert!(d.validate().is_ok());
+    /// d.name = " ".into();
+    /// assert_eq!(d.validate().unwrap_err(), "`name` is empty");
+    /// ```
+    pub fn validate(&self) -> Result<(), String> {
+        if self.resource_id <= 0 {
+            return Err(format!(
+                "`resource_id` {} is not positive",
+                self.resource_id
+            ));
+        }
+        if self.name.trim().is_empty() {
+            return Err("`name` is empty".into());
+        }
+        let texts = [
+            ("name", Some(&self.name)),
+            ("client_version", self.client_version.as_ref()),
+            ("os", Some(&self.os)),
+            ("os_build", Some(&self.os_build)),
+            ("entra_device_id", self.entra_device_id.as_ref()),
+            ("primary_user", self.primary_user.as_ref()),
+            ("model", self.model.as_ref()),
+            ("manufacturer", self.manufacturer.as_ref()),
+            ("serial_number", self.serial_number.as_ref()),
+            ("domain", self.domain.as_ref()),
+            ("sku", self.sku.as_ref()),
+            ("last_active", self.last_active.as_ref()),
+        ];
+        for (field, value) in texts {
+            if value.is_some_and(|v| v.chars().count() > MAX_TEXT_LEN) {
+                return Err(format!(
+                    "`{field}` is longer than {MAX_TEXT_LEN} characters"
+                ));
+            }
+        }
+        if let Some(a) = &self.analytics {
+            for app in &a.apps {
+                if app.daily_crashes.len() > MAX_CRASH_DAYS {
+                    return Err(format!(
+                        "`analytics.apps` {:?}: `daily_crashes` has {} entries, at most {MAX_CRASH_DAYS} (one per day)",
+                        app.name,
+                        app.daily_crashes.len()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The client version, parsed; `None` without a client or with an unreadable version.
     pub fn client_version(&self) -> Option<DottedVersion> {
         if !self.client {
