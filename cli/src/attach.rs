@@ -4,7 +4,7 @@ use crate::render::{Table, Tone, colour_enabled};
 use crate::{Context, Failure, Outcome, Output, input, print_json};
 use cloudattach_cloud::{RunningCloud, ServeOptions};
 use cloudattach_core::apply::{self, StepStatus};
-use cloudattach_core::session::{Progress, Reporter, Session, SessionError};
+use cloudattach_core::session::{AppPolicy, Progress, Reporter, Session, SessionError};
 use cloudattach_core::state::{StateLock, StateStore};
 use cloudattach_core::{Endpoint, orchestrator};
 use cloudattach_sdk::{PlanAction, SyncMode, SyncStats, thousands};
@@ -130,9 +130,20 @@ impl Connected {
     }
 }
 
-fn session_failure(e: SessionError) -> Failure {
+fn session_failure(ctx: &Context, e: SessionError) -> Failure {
     match e {
         SessionError::Input(m) => Failure::Input(m),
+        SessionError::Api(e @ cloudattach_core::client::ApiError::Transport { .. }) => {
+            let file = ctx
+                .config
+                .file
+                .as_ref()
+                .map(|f| f.display().to_string())
+                .unwrap_or_else(|| "attach.toml".into());
+            Failure::Runtime(format!(
+                "{e}\nhint: check `[cloud] endpoint` in {file}, or start a local cloud with `cloudattach cloud serve`"
+            ))
+        }
         other => Failure::Runtime(other.to_string()),
     }
 }
@@ -178,15 +189,22 @@ pub fn connect(ctx: &Context, command: &str, lock: bool) -> Result<Connected, Fa
     let state = Arc::new(Mutex::new(
         StateStore::open(&state_dir).map_err(|e| Failure::Runtime(e.to_string()))?,
     ));
-    let session = Session::open(
+    // Only apply registers an app; the other commands use the one apply registered.
+    let policy = if command == "apply" {
+        AppPolicy::RegisterIfMissing
+    } else {
+        AppPolicy::ExistingOnly
+    };
+    let session = Session::connect(
         runtime.handle().clone(),
         &base,
         &ctx.config,
         &ctx.site,
         state.clone(),
         Arc::new(CliReporter::new()),
+        policy,
     )
-    .map_err(session_failure)?;
+    .map_err(|e| session_failure(ctx, e))?;
     Ok(Connected {
         session: Arc::new(session),
         state,
@@ -196,11 +214,18 @@ pub fn connect(ctx: &Context, command: &str, lock: bool) -> Result<Connected, Fa
     })
 }
 
-fn confirm(question: &str) -> Result<bool, Failure> {
+/// Asks on the terminal; without one, `command` (apply or detach) cannot ask, and the message
+/// says to run it with `--yes`.
+fn confirm(command: &str, question: &str) -> Result<bool, Failure> {
     if !std::io::stdin().is_terminal() {
-        return Err(Failure::Input(
-            "standard input is not a terminal, so apply cannot ask for confirmation: review `cloudattach plan`, then run `cloudattach apply --yes`".into(),
-        ));
+        let review = if command == "apply" {
+            "review `cloudattach plan`, then run"
+        } else {
+            "run"
+        };
+        return Err(Failure::Input(format!(
+            "standard input is not a terminal, so {command} cannot ask for confirmation: {review} `cloudattach {command} --yes`"
+        )));
     }
     eprint!("{question} [y/N] ");
     let _ = std::io::stderr().flush();
@@ -240,7 +265,7 @@ pub fn apply(ctx: &Context, output: Output, yes: bool) -> Outcome {
             ""
         };
         eprintln!("{app_note}");
-        if !confirm("Apply these changes?")? {
+        if !confirm("apply", "Apply these changes?")? {
             eprintln!("nothing changed");
             return Err(Failure::Failed);
         }
@@ -249,7 +274,7 @@ pub fn apply(ctx: &Context, output: Output, yes: bool) -> Outcome {
     let conn = connect(ctx, "apply", true)?;
     conn.session
         .onboard(&ctx.site, selection.environment)
-        .map_err(session_failure)?;
+        .map_err(|e| session_failure(ctx, e))?;
     let reports = apply::apply(
         &ctx.registry,
         &ctx.config,
@@ -318,43 +343,139 @@ pub fn apply(ctx: &Context, output: Output, yes: bool) -> Outcome {
     if failed { Err(Failure::Failed) } else { Ok(()) }
 }
 
+/// The message for a plugin whose status could not be read: a hierarchy the cloud does not
+/// know (offboarded by `detach`, or never attached) says what to run instead of a raw 404.
+fn status_error(ctx: &Context, e: &cloudattach_sdk::HostError) -> String {
+    if e.code == "http-404" && e.message.contains("not attached") {
+        format!(
+            "site not attached to {}: run `cloudattach apply`",
+            ctx.config.tenant
+        )
+    } else {
+        e.message.clone()
+    }
+}
+
 pub fn status(ctx: &Context, output: Output) -> Outcome {
     let selection = crate::selection_for_reading(ctx)?;
     let conn = connect(ctx, "status", false)?;
     let host =
         orchestrator::host_for(&ctx.site, &ctx.config, &selection).with_cloud(conn.session.clone());
     let order = ctx.registry.execution_order().map_err(input)?;
-    let result = apply::status(&ctx.registry, &order, &host);
+    // Each plugin on its own: one that fails (or panics) is reported, the others still are.
+    let mut plugins: Vec<(apply::PluginStatus, Option<String>)> = vec![];
+    for id in &order {
+        let p = ctx.registry.get(id).expect("ordered ids are registered");
+        conn.session.set_current_plugin(id);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            p.plugin.status(&host)
+        }))
+        .unwrap_or_else(|panic| {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".into());
+            Err(cloudattach_sdk::HostError::new(
+                "plugin-panic",
+                format!("plugin {id} panicked: {why}"),
+            ))
+        });
+        plugins.push(match result {
+            Ok(s) => (
+                apply::PluginStatus {
+                    id: id.clone(),
+                    enabled: s.enabled,
+                    counts: s.counts,
+                    last_sync: s.last_sync,
+                    extra: s.extra,
+                },
+                None,
+            ),
+            Err(e) => (
+                apply::PluginStatus {
+                    id: id.clone(),
+                    enabled: false,
+                    counts: serde_json::Map::new(),
+                    last_sync: None,
+                    extra: serde_json::Map::new(),
+                },
+                Some(status_error(ctx, &e)),
+            ),
+        });
+    }
     drop(host);
     conn.close();
-    let plugins = result.map_err(|e| Failure::Runtime(e.message))?;
+    let failed = plugins.iter().any(|(_, e)| e.is_some());
     if output == Output::Json {
-        return print_json(&serde_json::json!({ "plugins": plugins }));
+        let rows: Vec<serde_json::Value> = plugins
+            .iter()
+            .map(|(p, error)| {
+                let mut v = serde_json::to_value(p).unwrap_or_default();
+                if let (Some(e), Some(obj)) = (error, v.as_object_mut()) {
+                    obj.insert("error".into(), e.clone().into());
+                }
+                v
+            })
+            .collect();
+        print_json(&serde_json::json!({ "plugins": rows }))?;
+    } else {
+        let colour = colour_enabled();
+        let mut t = Table::new(&["plugin", "enabled", "counts", "last sync", "error"]);
+        for (p, error) in &plugins {
+            let mut counts: Vec<String> = p
+                .counts
+                .iter()
+                .map(|(k, v)| match v.as_u64() {
+                    Some(n) => format!("{k}={}", thousands(n)),
+                    None => format!("{k}={v}"),
+                })
+                .collect();
+            // Scalar extras (rbac-authority's effective_authority) read well as counts; the
+            // applied settings are a JSON object, left to --output json.
+            counts.extend(
+                p.extra
+                    .iter()
+                    .filter(|(k, v)| *k != "settings" && !v.is_object() && !v.is_array())
+                    .map(|(k, v)| {
+                        format!(
+                            "{k}={}",
+                            v.as_str()
+                                .map(String::from)
+                                .unwrap_or_else(|| v.to_string())
+                        )
+                    }),
+            );
+            t.row(vec![
+                (p.id.clone(), Tone::Plain),
+                (
+                    if p.enabled { "yes" } else { "no" }.into(),
+                    if p.enabled { Tone::Good } else { Tone::Dim },
+                ),
+                (
+                    if counts.is_empty() {
+                        "-".into()
+                    } else {
+                        counts.join(", ")
+                    },
+                    Tone::Plain,
+                ),
+                (p.last_sync.clone().unwrap_or_else(|| "-".into()), Tone::Dim),
+                (error.clone().unwrap_or_else(|| "-".into()), Tone::Bad),
+            ]);
+        }
+        print!("{}", t.render(colour));
     }
-    let colour = colour_enabled();
-    let mut t = Table::new(&["plugin", "enabled", "counts", "last sync"]);
-    for p in &plugins {
-        let mut counts: Vec<String> = p.counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        counts.extend(p.extra.iter().map(|(k, v)| {
-            format!(
-                "{k}={}",
-                v.as_str()
-                    .map(String::from)
-                    .unwrap_or_else(|| v.to_string())
-            )
-        }));
-        t.row(vec![
-            (p.id.clone(), Tone::Plain),
-            (
-                if p.enabled { "yes" } else { "no" }.into(),
-                if p.enabled { Tone::Good } else { Tone::Dim },
-            ),
-            (counts.join(", "), Tone::Plain),
-            (p.last_sync.clone().unwrap_or_else(|| "-".into()), Tone::Dim),
-        ]);
+    if failed {
+        if let Some((_, Some(e))) = plugins.iter().find(|(_, e)| e.is_some())
+            && e.starts_with("site not attached")
+        {
+            eprintln!("error: {e}");
+        }
+        Err(Failure::Failed)
+    } else {
+        Ok(())
     }
-    print!("{}", t.render(colour));
-    Ok(())
 }
 
 /// Parses an interval: seconds, or a number with s, m or h.
@@ -405,7 +526,15 @@ pub fn sync(ctx: &Context, output: Output, full: bool, watch: Option<Duration>) 
             mode,
         );
         any_failed |= reports.iter().any(|r| r.error.is_some());
-        if output == Output::Json {
+        if output == Output::Json && watch.is_some() {
+            // JSON Lines: one compact document per round, flushed, so a reader sees each now.
+            let line = serde_json::to_string(&serde_json::json!({ "plugins": reports }))
+                .map_err(|e| Failure::Runtime(e.to_string()))?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{line}")
+                .and_then(|()| out.flush())
+                .map_err(|e| Failure::Runtime(e.to_string()))?;
+        } else if output == Output::Json {
             print_json(&serde_json::json!({ "plugins": reports }))?;
         } else {
             let mut t = Table::new(&["plugin", "sent", "in scope", "error"]);
@@ -435,10 +564,15 @@ pub fn sync(ctx: &Context, output: Output, full: bool, watch: Option<Duration>) 
 }
 
 pub fn disable(ctx: &Context, output: Output, ids: &[String]) -> Outcome {
-    for id in ids {
-        if ctx.registry.get(id).is_none() {
-            return Err(Failure::Input(format!("no plugin has the id `{id}`")));
-        }
+    let unknown: Vec<&String> = ids.iter().filter(|id| ctx.registry.get(id).is_none()).collect();
+    if !unknown.is_empty() {
+        let known: Vec<&str> = ctx.registry.iter().map(|p| p.manifest.id.as_str()).collect();
+        let names: Vec<String> = unknown.iter().map(|id| format!("`{id}`")).collect();
+        return Err(Failure::Input(format!(
+            "no plugin has the id {}; known plugins: {} (load others with --plugin-dir)",
+            names.join(", "),
+            known.join(", ")
+        )));
     }
     let state_dir = ctx.config.state_dir();
     let enabled: Vec<String> = StateStore::open(&state_dir)
@@ -447,22 +581,44 @@ pub fn disable(ctx: &Context, output: Output, ids: &[String]) -> Outcome {
         .into_iter()
         .map(|(id, _)| id)
         .collect();
-    let mut problems = vec![];
+    let order = ctx.registry.execution_order().map_err(input)?;
+    // Every enabled feature that depends (directly or not) on a named one and is not named.
+    let mut blocking: Vec<String> = vec![];
     for id in ids {
         for dependent in ctx.registry.dependents_of(id) {
-            if enabled.contains(&dependent) && !ids.contains(&dependent) {
-                problems.push(format!("{dependent} depends on {id} and is enabled: name it too (cloudattach disable {dependent} {id})"));
+            if enabled.contains(&dependent)
+                && !ids.contains(&dependent)
+                && !blocking.contains(&dependent)
+            {
+                blocking.push(dependent);
             }
         }
     }
-    if !problems.is_empty() {
-        return Err(Failure::Input(problems.join("\n")));
+    if !blocking.is_empty() {
+        blocking.sort();
+        // The whole command, in the order disable runs it: dependents first.
+        let all: Vec<&str> = order
+            .iter()
+            .rev()
+            .filter(|id| ids.contains(id) || blocking.contains(id))
+            .map(String::as_str)
+            .collect();
+        let named: Vec<&str> = order
+            .iter()
+            .filter(|id| ids.contains(id))
+            .map(String::as_str)
+            .collect();
+        return Err(Failure::Input(format!(
+            "{} can't be disabled while features that depend on it are enabled: {}; disable them too: cloudattach disable {}",
+            named.join(", "),
+            blocking.join(", "),
+            all.join(" ")
+        )));
     }
     let selection = selection_or_default(ctx)?;
     let conn = connect(ctx, "disable", true)?;
     let host =
         orchestrator::host_for(&ctx.site, &ctx.config, &selection).with_cloud(conn.session.clone());
-    let order = ctx.registry.execution_order().map_err(input)?;
     let mut results = vec![];
     let mut failed = false;
     for id in order.iter().rev().filter(|id| ids.contains(id)) {
@@ -501,7 +657,7 @@ pub fn disable(ctx: &Context, output: Output, ids: &[String]) -> Outcome {
 
 pub fn detach(ctx: &Context, output: Output, yes: bool) -> Outcome {
     if !yes
-        && !confirm(&format!(
+        && !confirm("detach", &format!(
             "Offboard hierarchy {} from tenant {}? Its devices and reports are removed from the tenant.",
             ctx.site.info.hierarchy_id, ctx.config.tenant
         ))?
@@ -510,7 +666,7 @@ pub fn detach(ctx: &Context, output: Output, yes: bool) -> Outcome {
         return Err(Failure::Failed);
     }
     let conn = connect(ctx, "detach", true)?;
-    conn.session.offboard().map_err(session_failure)?;
+    conn.session.offboard().map_err(|e| session_failure(ctx, e))?;
     conn.state
         .lock()
         .expect("state lock")

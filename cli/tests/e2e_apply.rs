@@ -72,9 +72,20 @@ fn default_settings_attach_everything_and_reapply_is_noop() {
     assert_eq!(ea["status"], "ok", "{ea}");
 
     // The app's secret and the cached tokens never show in the output.
-    let app: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(w.state_dir().join("app.json")).unwrap())
-            .unwrap();
+    let app: serde_json::Value = serde_json::from_str(
+        &std::fs::read_dir(w.state_dir())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("app-c0257050-0000-4000-8000-000000000001-")
+            })
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .expect("the registered app's file"),
+    )
+    .unwrap();
     let secret = app["secret"].as_str().expect("the registered app's secret");
     let tokens = std::fs::read_to_string(w.state_dir().join("tokens.json")).unwrap();
     let tokens: serde_json::Value = serde_json::from_str(&tokens).unwrap();

@@ -2,8 +2,8 @@
 //! with the state persisted after every step and every acknowledged upload batch.
 
 use crate::config::Config;
-use crate::host::SiteHost;
-use crate::orchestrator::{Decision, Plan, Selection, host_for};
+use crate::host::{CloudPort, SiteHost};
+use crate::orchestrator::{AppliedState, Decision, Plan, Selection, host_for};
 use crate::registry::Registry;
 use crate::session::Session;
 use crate::site::Site;
@@ -87,6 +87,16 @@ pub fn apply(
     let options = selection.selected_options();
     let mut reports: Vec<StepReport> = vec![];
     let mut failed: BTreeMap<String, String> = BTreeMap::new();
+    let drifted = match reconcile(&session, state) {
+        Ok(d) => d,
+        Err(e) => {
+            // Without the cloud's view the plan still holds; say so and go on.
+            session.log(&format!(
+                "warning: could not compare the local state with the cloud: {e}"
+            ));
+            BTreeMap::new()
+        }
+    };
     for step in &plan.steps {
         let p = registry
             .get(&step.plugin)
@@ -99,6 +109,21 @@ pub fn apply(
             counts: Default::default(),
             findings: vec![],
         };
+        let mut step = step.clone();
+        if let (PlanAction::Noop, Some(why)) = (step.action, drifted.get(&step.plugin)) {
+            let opts = options.get(&step.plugin).cloned().unwrap_or_default();
+            let applied = state
+                .lock()
+                .expect("state lock")
+                .applied_settings(&step.plugin);
+            step.action =
+                cloudattach_sdk::settings_action(&p.plugin.settings(&opts), applied.as_ref());
+            report.action = step.action;
+            report
+                .findings
+                .push(Finding::info("cloud-drift", why.clone()));
+        }
+        let step = &step;
         let blocked = p
             .manifest
             .depends_on
@@ -152,7 +177,7 @@ fn record(
 
 fn finish(report: &mut StepReport, outcome: ApplyOutcome, failed: &mut BTreeMap<String, String>) {
     report.counts = outcome.counts;
-    report.findings = outcome.findings;
+    report.findings.extend(outcome.findings);
     if !outcome.ok {
         report.status = StepStatus::Failed;
         let why = report
@@ -165,6 +190,68 @@ fn finish(report: &mut StepReport, outcome: ApplyOutcome, failed: &mut BTreeMap<
         report.reason = Some(why);
         failed.insert(report.plugin.clone(), "failed".into());
     }
+}
+
+/// Brings the local state in line with what the cloud holds for the hierarchy. A feature the
+/// state records as applied but the cloud does not have enabled (the site was attached to
+/// another tenant or endpoint since, the cloud was reset, someone disabled it there) is
+/// forgotten, so its step enables it again and its channels upload everything; a setting the
+/// cloud holds differently is recorded as the cloud has it, so its step updates it. Returns the
+/// features that drifted, with why.
+pub fn reconcile(
+    session: &Session,
+    state: &Arc<Mutex<StateStore>>,
+) -> Result<BTreeMap<String, String>, String> {
+    let answer = session
+        .gateway_json(reqwest::Method::GET, "features", None)
+        .map_err(|e| e.to_string())?;
+    let cloud: BTreeMap<String, serde_json::Value> = answer
+        .get("value")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+        .filter(|f| f.get("enabled").and_then(|e| e.as_bool()) != Some(false))
+        .filter_map(|f| {
+            let id = f.get("id")?.as_str()?.to_string();
+            Some((id, f.get("settings").cloned().unwrap_or_default()))
+        })
+        .collect();
+    let applied = state
+        .lock()
+        .expect("state lock")
+        .features()
+        .map_err(|e| e.to_string())?;
+    let mut drifted = BTreeMap::new();
+    for (id, settings) in applied {
+        match cloud.get(&id) {
+            None => {
+                forget_feature(state, &id).map_err(|e| e.to_string())?;
+                let why = "the cloud does not have this feature enabled: enabling it again";
+                drifted.insert(id, why.to_string());
+            }
+            Some(held) => {
+                let differs = settings
+                    .as_object()
+                    .is_some_and(|local| local.iter().any(|(k, v)| held.get(k) != Some(v)));
+                if differs {
+                    let mut recorded = settings.clone();
+                    if let (Some(r), Some(h)) = (recorded.as_object_mut(), held.as_object()) {
+                        for (k, v) in r.iter_mut() {
+                            *v = h.get(k).cloned().unwrap_or(serde_json::Value::Null);
+                        }
+                    }
+                    state
+                        .lock()
+                        .expect("state lock")
+                        .set_feature(&id, &recorded)
+                        .map_err(|e| e.to_string())?;
+                    let why = format!("the cloud holds other settings ({held}): updating them");
+                    drifted.insert(id, why);
+                }
+            }
+        }
+    }
+    Ok(drifted)
 }
 
 /// Forgets a disabled feature: its settings and the hashes of the channels it uploaded.

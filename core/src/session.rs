@@ -129,8 +129,14 @@ pub struct Session {
 fn tokens_path(config: &Config) -> std::path::PathBuf {
     config.state_dir().join("tokens.json")
 }
-fn app_path(config: &Config) -> std::path::PathBuf {
-    config.state_dir().join("app.json")
+/// The registered app of one tenant of one cloud: one file each, so pointing the site at
+/// another tenant or endpoint never loses the credentials of the app that owns the hierarchy
+/// in the first.
+fn app_path(config: &Config, api: &Api, tenant_id: &str) -> std::path::PathBuf {
+    let endpoint = xxhash_rust::xxh3::xxh3_64(endpoint_key(config, api).as_bytes());
+    config
+        .state_dir()
+        .join(format!("app-{tenant_id}-{:08x}.json", endpoint as u32))
 }
 
 /// Reads the `tid` claim of a JWT without verifying it (the cloud verifies; we only need to know
@@ -310,6 +316,51 @@ fn save_tokens(path: &std::path::Path, t: &CachedTokens) -> Result<(), SessionEr
     Ok(())
 }
 
+/// Whether a session may register an app when none is registered for the tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppPolicy {
+    /// Register one (apply).
+    RegisterIfMissing,
+    /// Fail with an input error that says to run apply (status, sync, disable, detach).
+    ExistingOnly,
+}
+
+/// Adds a password valid for a year to an app; returns the secret and its expiry.
+async fn add_password(
+    api: &Api,
+    admin_token: &str,
+    object_id: &str,
+) -> Result<(String, String), SessionError> {
+    let expiry = (time::OffsetDateTime::now_utc() + time::Duration::days(365))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let pw = serde_json::json!({ "passwordCredential": { "displayName": "cloudattach", "endDateTime": expiry } });
+    let answer = api
+        .json(
+            HttpMethod::POST,
+            &format!("/v1.0/applications/{object_id}/addPassword"),
+            Some(admin_token),
+            &Body::Json(pw.to_string().into_bytes()),
+        )
+        .await?;
+    let secret = answer
+        .get("secretText")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string();
+    if secret.is_empty() {
+        return Err(SessionError::SignIn(
+            "the tenant returned no secret for the app".into(),
+        ));
+    }
+    let expiry = answer
+        .get("endDateTime")
+        .and_then(|v| v.as_str())
+        .unwrap_or(&expiry)
+        .to_string();
+    Ok((secret, expiry))
+}
+
 /// Checks the signed-in account is a Global Administrator with an Intune license.
 async fn require_admin(api: &Api, token: &str) -> Result<String, SessionError> {
     let me = api
@@ -459,6 +510,28 @@ impl Session {
         state: Arc<Mutex<StateStore>>,
         reporter: Arc<dyn Reporter>,
     ) -> Result<Session, SessionError> {
+        Session::connect(
+            handle,
+            base_url,
+            config,
+            site,
+            state,
+            reporter,
+            AppPolicy::RegisterIfMissing,
+        )
+    }
+
+    /// [`Session::open`] with a choice of whether a missing app may be registered: only apply
+    /// registers; commands that read or turn things off use the app apply registered.
+    pub fn connect(
+        handle: Handle,
+        base_url: &str,
+        config: &Config,
+        site: &Site,
+        state: Arc<Mutex<StateStore>>,
+        reporter: Arc<dyn Reporter>,
+        policy: AppPolicy,
+    ) -> Result<Session, SessionError> {
         // Validate what needs no network first: an import problem is an input error.
         let import = match &config.app {
             Some(app) => {
@@ -521,6 +594,7 @@ impl Session {
                 &tenant_id,
                 &tokens.access_token,
                 reporter.as_ref(),
+                policy,
             ))?,
         };
         let session = Session {
@@ -780,14 +854,16 @@ async fn ensure_registered_app(
     tenant_id: &str,
     admin_token: &str,
     reporter: &dyn Reporter,
+    policy: AppPolicy,
 ) -> Result<AppCredentials, SessionError> {
-    let path = app_path(config);
-    // Reuse the app registered on an earlier run while it exists and its secret is good.
+    let path = app_path(config, api, tenant_id);
+    // Reuse the app registered on an earlier run while it exists in the tenant; a secret that
+    // expires within 30 days gets a new password on the same app, so the hierarchy keeps its
+    // owner.
     if let Ok(text) = std::fs::read_to_string(&path)
-        && let Ok(app) = serde_json::from_str::<AppCredentials>(&text)
+        && let Ok(mut app) = serde_json::from_str::<AppCredentials>(&text)
         && !app.imported
         && app.tenant_id == tenant_id
-        && days_until(&app.secret_expiry).is_some_and(|d| d > 30)
     {
         let filter = format!(
             "/v1.0/applications?$filter=appId%20eq%20'{}'",
@@ -796,13 +872,36 @@ async fn ensure_registered_app(
         let list = api
             .json(HttpMethod::GET, &filter, Some(admin_token), &Body::Empty)
             .await?;
-        if list
+        let found = list
             .get("value")
             .and_then(|v| v.as_array())
-            .is_some_and(|a| !a.is_empty())
-        {
+            .and_then(|a| a.first())
+            .cloned();
+        if let Some(found) = found {
+            if days_until(&app.secret_expiry).is_some_and(|d| d > 30) {
+                return Ok(app);
+            }
+            let object_id = found
+                .get("id")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string();
+            let (secret, expiry) = add_password(api, admin_token, &object_id).await?;
+            app.secret = secret;
+            app.secret_expiry = expiry;
+            write_private(&path, &serde_json::to_vec(&app).expect("json"))?;
+            reporter.say(&format!(
+                "renewed the secret of app {app}; it expires on {}",
+                app.secret_expiry
+            ));
             return Ok(app);
         }
+    }
+    if policy == AppPolicy::ExistingOnly {
+        return Err(SessionError::Input(format!(
+            "this site is not attached to tenant {} from this directory (no app registered by `cloudattach apply`): run `cloudattach apply` first",
+            config.tenant
+        )));
     }
     let name = format!("ConfigMgrService-{}", site.info.code);
     let short = site.info.hierarchy_id.split('-').next().unwrap_or("site");
@@ -840,28 +939,7 @@ async fn ensure_registered_app(
         &Body::Json(sp.to_string().into_bytes()),
     )
     .await?;
-    let expiry = (time::OffsetDateTime::now_utc() + time::Duration::days(365))
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
-    let pw = serde_json::json!({ "passwordCredential": { "displayName": "cloudattach", "endDateTime": expiry } });
-    let secret_answer = api
-        .json(
-            HttpMethod::POST,
-            &format!("/v1.0/applications/{object_id}/addPassword"),
-            Some(admin_token),
-            &Body::Json(pw.to_string().into_bytes()),
-        )
-        .await?;
-    let secret = secret_answer
-        .get("secretText")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default()
-        .to_string();
-    let secret_expiry = secret_answer
-        .get("endDateTime")
-        .and_then(|v| v.as_str())
-        .unwrap_or(&expiry)
-        .to_string();
+    let (secret, secret_expiry) = add_password(api, admin_token, &object_id).await?;
     api.json(
         HttpMethod::POST,
         &format!("/v1.0/applications/{object_id}/grantAdminConsent"),
