@@ -306,8 +306,14 @@ pub fn apply(ctx: &Context, output: Output, yes: bool) -> Outcome {
                 StepStatus::Skipped => ("skipped", Tone::Dim),
                 StepStatus::Failed => ("failed", Tone::Bad),
             };
-            let mut details: Vec<String> =
-                r.counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let mut details: Vec<String> = r
+                .counts
+                .iter()
+                .map(|(k, v)| match v.as_u64() {
+                    Some(n) => format!("{k}={}", thousands(n)),
+                    None => format!("{k}={v}"),
+                })
+                .collect();
             if let Some(reason) = &r.reason {
                 details.push(reason.clone());
             }

@@ -1,7 +1,7 @@
 //! `cloudattach init`: the wizard's pages as prompts on a terminal, or flags without one; writes
 //! `attach.toml` after showing the Summary page of what it would apply.
 
-use crate::{Failure, Outcome, input};
+use crate::{Failure, Outcome, Output, input, print_json};
 use clap::Args;
 use cloudattach_core::{Config, Registry, Site};
 use cloudattach_sdk::Environment;
@@ -157,7 +157,7 @@ fn toml_str(s: &str) -> String {
     serde_json::to_string(s).expect("a string serializes")
 }
 
-pub fn init(args: &InitArgs, registry: &Registry) -> Outcome {
+pub fn init(args: &InitArgs, registry: &Registry, output: Output) -> Outcome {
     if args.out.exists() && !args.force {
         return Err(Failure::Input(format!(
             "{} exists; pass --force to replace it",
@@ -216,6 +216,34 @@ pub fn init(args: &InitArgs, registry: &Registry) -> Outcome {
             "default",
         )?,
     };
+    // Flags of the custom pages mean nothing under default settings, and device upload (with
+    // the features that build on it) is not available in China: say so rather than drop them.
+    let custom_flags: Vec<&str> = [
+        ("--upload", args.upload.is_some()),
+        ("--endpoint-analytics", args.endpoint_analytics.is_some()),
+        (
+            "--enforce-configmgr-rbac",
+            args.enforce_configmgr_rbac.is_some(),
+        ),
+        ("--defender-reporting", args.defender_reporting.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(flag, given)| given.then_some(flag))
+    .collect();
+    if !custom_flags.is_empty() {
+        if settings != "custom" {
+            eprintln!(
+                "warning: {} ignored: they choose features under custom settings, and these are the wizard's default settings; pass --settings custom to use them",
+                custom_flags.join(", ")
+            );
+        } else if environment == Environment::China {
+            eprintln!(
+                "warning: {} ignored: device upload (tenant attach, Endpoint analytics, RBAC authority, Defender reporting) isn't available in {} (china); only co-management is",
+                custom_flags.join(", "),
+                environment.display_name()
+            );
+        }
+    }
     let mut features = String::new();
     if settings == "custom" {
         let uploads_possible = environment != Environment::China;
@@ -345,5 +373,12 @@ pub fn init(args: &InitArgs, registry: &Registry) -> Outcome {
         "wrote {}; next: cloudattach plan, then cloudattach apply",
         args.out.display()
     );
+    if output == Output::Json {
+        return print_json(&serde_json::json!({
+            "written": args.out,
+            "settings": settings,
+            "environment": environment,
+        }));
+    }
     Ok(())
 }

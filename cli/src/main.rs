@@ -32,7 +32,12 @@ use std::sync::Arc;
 /// Attach a Configuration Manager site to a cloud tenant: choose cloud features, check their
 /// prerequisites, see the plan, apply it.
 #[derive(Parser, Debug)]
-#[command(name = "cloudattach", version, about, long_about = None)]
+#[command(
+    name = "cloudattach",
+    version,
+    about = "Attach a Configuration Manager site to a cloud tenant: choose cloud features, check their prerequisites, see the plan, apply it, keep it in sync",
+    long_about = None
+)]
 struct Cli {
     /// The configuration file [default: ./attach.toml; without one, the built-in demo]
     #[arg(long, global = true, value_name = "FILE")]
@@ -173,6 +178,9 @@ pub(crate) struct Context {
     pub config: Config,
     pub registry: Registry,
     pub site: Arc<Site>,
+    /// Warnings about `[cloud.app]` found without the network (a secret expiring soon);
+    /// `check` and `plan` print them, sign-in prints its own.
+    pub app_warnings: Vec<String>,
 }
 
 impl Context {
@@ -202,12 +210,16 @@ impl Context {
                 config
             }
         };
+        // An imported app that apply would refuse is refused here first, by every command.
+        let app_warnings =
+            cloudattach_core::config::validate_app_offline(&config).map_err(Failure::Input)?;
         let registry = registry_for(cli, Some(&config))?;
         let site = Site::open(&config.site_dir).map_err(input)?;
         Ok(Context {
             config,
             registry,
             site: Arc::new(site),
+            app_warnings,
         })
     }
 
@@ -382,6 +394,9 @@ fn plugins_inspect(cli: &Cli, file: &Path) -> Outcome {
 
 fn check(cli: &Cli, ids: &[String]) -> Outcome {
     let ctx = Context::load(cli)?;
+    for w in &ctx.app_warnings {
+        eprintln!("warning: {w}");
+    }
     let selection = selection_for_reading(&ctx)?;
     for w in &selection.warnings {
         eprintln!("warning: {w}");
@@ -394,6 +409,7 @@ fn check(cli: &Cli, ids: &[String]) -> Outcome {
         print_json(&serde_json::json!({ "plugins": results }))?;
     } else {
         let colour = colour_enabled();
+        let id_width = results.iter().map(|r| r.id.chars().count()).max().unwrap_or(0);
         for r in &results {
             let (word, tone) = match r.status {
                 CheckStatus::Pass => ("pass", Tone::Good),
@@ -401,7 +417,11 @@ fn check(cli: &Cli, ids: &[String]) -> Outcome {
                 CheckStatus::Fail => ("fail", Tone::Bad),
                 CheckStatus::Unsupported => ("unsupported", Tone::Dim),
             };
-            println!("{:<20} {}", r.id, render::paint(word, tone, colour));
+            println!(
+                "{:<id_width$}  {}",
+                r.id,
+                render::paint(word, tone, colour)
+            );
             for f in &r.findings {
                 let (mark, tone) = match f.severity {
                     Severity::Info => ("info ", Tone::Dim),
@@ -475,15 +495,27 @@ fn lenient_selection(ctx: &Context) -> Result<cloudattach_core::Selection, Failu
 
 fn plan(cli: &Cli) -> Outcome {
     let ctx = Context::load(cli)?;
+    for w in &ctx.app_warnings {
+        eprintln!("warning: {w}");
+    }
     cloudattach_core::orchestrator::require_wizard_version(ctx.site.info.version).map_err(input)?;
     let selection = cloudattach_core::select(&ctx.config, &ctx.registry, ctx.site.info.version)
         .map_err(input)?;
     for w in &selection.warnings {
         eprintln!("warning: {w}");
     }
-    let store =
-        StateStore::open(&ctx.config.state_dir()).map_err(|e| Failure::Runtime(e.to_string()))?;
-    let plan = cloudattach_core::plan(&ctx.registry, &ctx.config, &selection, &ctx.site, &store)
+    // plan only reads: the state is opened when there is one, never created.
+    let state_dir = ctx.config.state_dir();
+    let store = if state_dir.join("state.db").is_file() {
+        Some(StateStore::open(&state_dir).map_err(|e| Failure::Runtime(e.to_string()))?)
+    } else {
+        None
+    };
+    let applied: &dyn cloudattach_core::orchestrator::AppliedState = match &store {
+        Some(s) => s,
+        None => &cloudattach_core::orchestrator::NothingApplied,
+    };
+    let plan = cloudattach_core::plan(&ctx.registry, &ctx.config, &selection, &ctx.site, applied)
         .map_err(input)?;
     ctx.report_skipped_lines();
     if cli.output == Output::Json {
@@ -626,7 +658,7 @@ fn main() -> ExitCode {
         Command::Cloud(CloudCommand::Serve(opts)) => attach::cloud_serve(opts.clone()),
         Command::Init(args) => Registry::with_static_plugins()
             .map_err(input)
-            .and_then(|r| init::init(args, &r)),
+            .and_then(|r| init::init(args, &r, cli.output)),
         Command::Site(SiteCommand::Generate {
             devices,
             seed,

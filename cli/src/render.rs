@@ -19,7 +19,7 @@ pub enum Tone {
 
 /// Paints `text` when colour is on.
 pub fn paint(text: &str, tone: Tone, colour: bool) -> String {
-    if !colour {
+    if !colour || text.is_empty() {
         return text.to_string();
     }
     let code = match tone {
@@ -70,6 +70,8 @@ impl Table {
                 out.push_str(&paint(&c, tone, colour));
                 out.push_str(&" ".repeat(pad));
             }
+            // No trailing spaces (an empty last cell leaves its column's padding).
+            out.truncate(out.trim_end_matches(' ').len());
             out.push('\n');
         };
         line(

@@ -641,8 +641,48 @@ fn custom_defender_reporting_below_2303_is_a_config_error_naming_2303() {
          [features.defender-reporting]\nenabled = true\n",
     );
     let r = run(dir.path(), &["--config", &cfg, "plan"]);
-    r.expect_code(2).stderr_has(&["defender-reporting", "2303"]);
+    r.expect_code(2).stderr_has(&[
+        "defender-reporting",
+        "2303",
+        "turn it off (enabled = false) or update the site to 2303",
+    ]);
+    assert!(
+        !r.stderr.contains("change the environment"),
+        "a version conflict is not fixed by the environment:\n{}",
+        r.stderr
+    );
     assert!(r.stdout.is_empty());
+    // An environment conflict still says to change the environment.
+    let cfg = write_config(
+        dir.path(),
+        "[cloud]\nenvironment = \"china\"\n[attach]\nsettings = \"custom\"\n\
+         [features.endpoint-analytics]\nenabled = true\n",
+    );
+    run(dir.path(), &["--config", &cfg, "plan"])
+        .expect_code(2)
+        .stderr_has(&["turn it off (enabled = false) or change the environment"]);
+}
+
+#[test]
+fn an_invalid_option_is_not_repeated_as_its_dependents_dependency_errors() {
+    let (dir, cfg) = setup(
+        "2303",
+        "[attach]\nsettings = \"custom\"\n[features.tenant-attach]\nupload = 5\n\
+         [features.endpoint-analytics]\n[features.rbac-authority]\n[features.defender-reporting]\n",
+    );
+    let r = run(dir.path(), &["--config", &cfg, "plan"]);
+    r.expect_code(2).stderr_has(&["upload"]);
+    assert!(
+        !r.stderr.contains("depends on"),
+        "follow-on dependency errors:\n{}",
+        r.stderr
+    );
+    assert_eq!(
+        r.stderr.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "one error, for the one bad option:\n{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -1396,28 +1436,67 @@ fn without_a_config_plan_uses_the_built_in_demo_and_says_so() {
 }
 
 #[test]
-fn text_output_has_no_ansi_escapes_on_a_pipe_or_with_no_color() {
+fn text_output_has_no_ansi_escapes_on_a_pipe() {
     let (dir, cfg) = setup("2303", "[site]\npath = \"site\"\n");
-    for no_color in [false, true] {
-        for args in [&["plan"][..], &["check"], &["plugins", "list"]] {
-            let mut cmd = cli(dir.path());
+    for args in [&["plan"][..], &["check"], &["plugins", "list"]] {
+        let mut all = vec!["--config", cfg.as_str()];
+        all.extend_from_slice(args);
+        let r = run(dir.path(), &all);
+        r.expect_code(0);
+        assert!(!r.stdout.is_empty(), "{args:?}: no output");
+        assert!(
+            !r.stdout.contains('\x1b'),
+            "{args:?}: ANSI escape in stdout:\n{}",
+            r.stdout
+        );
+        assert!(
+            !r.stderr.contains('\x1b'),
+            "{args:?}: ANSI escape in stderr:\n{}",
+            r.stderr
+        );
+    }
+}
+
+/// On a terminal (a pty from util-linux `script`) text output is coloured, and NO_COLOR turns
+/// the colour off. Skipped where `script` is not available.
+#[test]
+fn text_output_on_a_terminal_is_coloured_unless_no_color() {
+    let has_script = std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_script {
+        eprintln!("skipped: util-linux `script` is not available to provide a terminal");
+        return;
+    }
+    let (dir, cfg) = setup("2303", "[site]\npath = \"site\"\n");
+    let bin = env!("CARGO_BIN_EXE_cloudattach");
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    for args in [&["plan"][..], &["check"], &["plugins", "list"]] {
+        let mut line = format!("{} --config {}", quote(bin), quote(&cfg));
+        for a in args {
+            line.push(' ');
+            line.push_str(a);
+        }
+        for no_color in [false, true] {
+            let mut cmd = std::process::Command::new("script");
+            cmd.args(["-qec", &line, "/dev/null"])
+                .current_dir(dir.path())
+                .env_remove("NO_COLOR")
+                .env_remove("CLOUDATTACH_LOG")
+                .env_remove("RUST_LOG")
+                .stdin(std::process::Stdio::null());
             if no_color {
                 cmd.env("NO_COLOR", "1");
             }
-            let mut all = vec!["--config", cfg.as_str()];
-            all.extend_from_slice(args);
-            let r = run_cmd(cmd, &all);
-            r.expect_code(0);
-            assert!(!r.stdout.is_empty(), "{args:?}: no output");
-            assert!(
-                !r.stdout.contains('\x1b'),
-                "{args:?} NO_COLOR={no_color}: ANSI escape in stdout:\n{}",
-                r.stdout
-            );
-            assert!(
-                !r.stderr.contains('\x1b'),
-                "{args:?} NO_COLOR={no_color}: ANSI escape in stderr:\n{}",
-                r.stderr
+            let out = cmd.output().expect("run script");
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{args:?}: {text}");
+            assert!(text.contains("tenant-attach"), "{args:?}: no output: {text}");
+            assert_eq!(
+                text.contains("\x1b["),
+                !no_color,
+                "{args:?} NO_COLOR={no_color}: colour on a terminal must follow NO_COLOR:\n{text}"
             );
         }
     }
@@ -1451,5 +1530,203 @@ fn json_output_is_exactly_one_document_with_messages_on_stderr() {
                 r.stderr
             );
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// [cloud.app] is checked offline by check and plan
+// ---------------------------------------------------------------------------------------------
+
+/// The UTC date `days` from today, as YYYY-MM-DD (civil-from-days, H. Hinnant).
+fn date_in(days: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let z = now / 86_400 + days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+const APP_TENANT_ID: &str = "c0257050-0000-4000-8000-000000000001";
+const APP_SECRET: &str = "s3cret-never-printed";
+
+fn app_config(secret: &str, uri: &str, expiry: &str) -> String {
+    format!(
+        "[site]\npath = \"site\"\n[cloud.app]\ntenant_id = \"{APP_TENANT_ID}\"\n\
+         client_id = \"00000000-0000-4000-8000-0000000000aa\"\nname = \"ConfigMgrService\"\n\
+         app_id_uri = \"{uri}\"\n{secret}\nsecret_expiry = \"{expiry}\"\n"
+    )
+}
+
+#[test]
+fn check_and_plan_refuse_a_broken_imported_app_like_apply_and_warn_of_expiry() {
+    let good_uri = format!("api://{APP_TENANT_ID}/ConfigMgrService");
+    let far = date_in(400);
+    let cases: Vec<(String, &str)> = vec![
+        (
+            app_config("secret_file = \"app-secret.txt\"", &good_uri, "2027-13-45"),
+            "secret_expiry = \"2027-13-45\"",
+        ),
+        (
+            app_config("secret_file = \"no-such-secret.txt\"", &good_uri, &far),
+            "secret_file",
+        ),
+        (
+            app_config(
+                "secret_env = \"CLOUDATTACH_TEST_UNSET_SECRET\"",
+                &good_uri,
+                &far,
+            ),
+            "CLOUDATTACH_TEST_UNSET_SECRET is not set",
+        ),
+        (
+            app_config("secret_file = \"app-secret.txt\"", &good_uri, "2020-01-01"),
+            "expired on 2020-01-01",
+        ),
+        (
+            app_config("secret_file = \"app-secret.txt\"", "ftp://x", &far),
+            "app_id_uri = \"ftp://x\"",
+        ),
+    ];
+    for (text, needle) in &cases {
+        let (dir, cfg) = setup("2303", text);
+        fs::write(dir.path().join("app-secret.txt"), APP_SECRET).unwrap();
+        for cmd in ["check", "plan"] {
+            let r = run(dir.path(), &["--config", &cfg, cmd]);
+            r.expect_code(2).stderr_has(&["error: ", needle]);
+            assert!(r.stdout.is_empty(), "{cmd}: stdout {:?}", r.stdout);
+            assert!(!r.stderr.contains(APP_SECRET), "{cmd} printed the secret");
+            assert!(
+                !dir.path().join(".cloudattach").exists(),
+                "{cmd} left state behind"
+            );
+        }
+    }
+    // A secret that expires within 30 days is a warning of check; check still passes.
+    let soon = date_in(10);
+    let (dir, cfg) = setup(
+        "2303",
+        &app_config("secret_file = \"app-secret.txt\"", &good_uri, &soon),
+    );
+    fs::write(dir.path().join("app-secret.txt"), APP_SECRET).unwrap();
+    let r = run(dir.path(), &["--config", &cfg, "check"]);
+    r.expect_code(0)
+        .stderr_has(&["warning: ", "expires in 10 day(s)", &soon]);
+    assert!(!r.stderr.contains(APP_SECRET));
+}
+
+#[test]
+fn detach_without_a_terminal_names_detach_yes() {
+    let (dir, cfg) = setup("2303", "[site]\npath = \"site\"\n");
+    let r = run(dir.path(), &["--config", &cfg, "detach"]);
+    r.expect_code(2)
+        .stderr_has(&["detach cannot ask", "`cloudattach detach --yes`"]);
+    assert!(!r.stderr.contains("apply"), "{}", r.stderr);
+}
+
+#[test]
+fn plan_never_creates_state() {
+    for (config, code) in [
+        ("[site]\npath = \"site\"\n", 0),
+        (
+            "[site]\npath = \"site\"\n[attach]\nsettings = \"custom\"\n\
+             [features.tenant-attach]\nupload = \"PS1NOPE1\"\n",
+            2,
+        ),
+    ] {
+        let (dir, cfg) = setup("2303", config);
+        let r = run(dir.path(), &["--config", &cfg, "plan"]);
+        r.expect_code(code);
+        assert!(
+            !dir.path().join(".cloudattach/state.db").exists(),
+            "plan (exit {}) created .cloudattach/state.db",
+            r.code
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// init
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn init_warns_of_custom_flags_it_ignores_and_reports_json() {
+    let dir = TempDir::new().unwrap();
+    generated_site(dir.path(), "2303");
+    // Custom-only flags under default settings are ignored, with a warning naming them.
+    let r = run(
+        dir.path(),
+        &[
+            "--output",
+            "json",
+            "init",
+            "--no-input",
+            "--settings",
+            "default",
+            "--upload",
+            "PS100012",
+            "--defender-reporting",
+            "false",
+        ],
+    );
+    r.expect_code(0)
+        .stderr_has(&["warning: ", "--upload, --defender-reporting", "ignored"]);
+    let v = r.json();
+    assert_eq!(v["written"], "attach.toml", "{v}");
+    assert_eq!(v["settings"], "default", "{v}");
+    assert_eq!(v["environment"], "public", "{v}");
+    let text = fs::read_to_string(dir.path().join("attach.toml")).unwrap();
+    assert!(!text.contains("PS100012"), "{text}");
+
+    // China with custom settings: device upload isn't available, and init says so.
+    let r = run(
+        dir.path(),
+        &[
+            "--output",
+            "json",
+            "init",
+            "--no-input",
+            "--force",
+            "--environment",
+            "china",
+            "--settings",
+            "custom",
+            "--upload",
+            "all",
+        ],
+    );
+    r.expect_code(0)
+        .stderr_has(&["warning: ", "--upload", "isn't available in", "china"]);
+    let v = r.json();
+    assert_eq!(v["settings"], "custom", "{v}");
+    assert_eq!(v["environment"], "china", "{v}");
+
+    // Without --output json, stdout stays empty.
+    let r = run(dir.path(), &["init", "--no-input", "--force"]);
+    r.expect_code(0);
+    assert!(r.stdout.is_empty(), "{}", r.stdout);
+}
+
+#[test]
+fn disable_of_an_unknown_id_lists_the_known_ones() {
+    let (dir, cfg) = setup("2303", "[site]\npath = \"site\"\n");
+    let r = run(dir.path(), &["--config", &cfg, "disable", "nosuch"]);
+    r.expect_code(2).stderr_has(&["`nosuch`", "known plugins:"]);
+    for id in [
+        "co-management",
+        "defender-reporting",
+        "endpoint-analytics",
+        "rbac-authority",
+        "tenant-attach",
+    ] {
+        assert!(r.stderr.contains(id), "{id} not listed:\n{}", r.stderr);
     }
 }

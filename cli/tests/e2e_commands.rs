@@ -115,6 +115,13 @@ fn disable_features_and_refuse_while_dependents_are_enabled() {
 
     let r = w.cli(&["disable", "tenant-attach"]);
     r.code(2);
+    let errors: Vec<&str> = r.stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "one error naming them all:\n{}", r.stderr);
+    assert!(
+        errors[0].contains("cloudattach disable rbac-authority defender-reporting tenant-attach"),
+        "the full command to run:\n{}",
+        r.stderr
+    );
     for dependent in ["defender-reporting", "rbac-authority"] {
         assert!(
             r.stderr.contains(dependent),
@@ -179,4 +186,29 @@ fn embedded_demo_apply_then_status() {
         status["defender-reporting"]["counts"]["devices_reported"],
         e.defender
     );
+}
+
+/// After `detach`, the cloud no longer knows the hierarchy: `status` says to run apply instead
+/// of a raw 404, per plugin, and exits 1.
+#[test]
+fn status_after_detach_says_the_site_is_not_attached() {
+    let w = World::start();
+    w.generate(300, 2303);
+    w.config("public", "[attach]\nsettings = \"default\"\n");
+    w.apply_ok();
+    w.cli(&["detach", "--yes"]).ok();
+    let r = w.cli(&["--output", "json", "status"]);
+    r.code(1);
+    let want = format!("site not attached to {TENANT}: run `cloudattach apply`");
+    let v = r.json();
+    let plugins = v["plugins"].as_array().expect("plugins");
+    assert_eq!(plugins.len(), 5, "{v}");
+    for p in plugins {
+        assert_eq!(p["enabled"], false, "{p}");
+        assert_eq!(p["error"], want.as_str(), "{p}");
+    }
+    assert!(!r.stderr.contains("404"), "{}", r.stderr);
+    let text = w.cli(&["status"]);
+    text.code(1);
+    assert!(text.stdout.contains(&want), "{}", text.stdout);
 }

@@ -271,4 +271,21 @@ fn broken_and_hostile_libraries_do_not_stop_the_run() {
         site.hid
     ));
     assert_eq!(records["@odata.count"], 0, "{records}");
+
+    // status reports each plugin on its own: the panicking one as an error, the rest as usual.
+    let st = w.cli(&["--output", "json", "status"]);
+    st.code(1);
+    let v = st.json();
+    let panicky = plugin(&v, "panicky");
+    assert_eq!(panicky["enabled"], false, "{panicky}");
+    assert!(
+        panicky["error"].as_str().is_some_and(|e| e.contains("panicked")),
+        "{panicky}"
+    );
+    assert_eq!(plugin(&v, "tenant-attach")["enabled"], true, "{v}");
+    assert!(plugin(&v, "tenant-attach").get("error").is_none(), "{v}");
+    let text = w.cli(&["status"]);
+    text.code(1);
+    assert!(text.stdout.contains("tenant-attach"), "{}", text.stdout);
+    assert!(text.stdout.contains("panicked"), "{}", text.stdout);
 }

@@ -254,3 +254,28 @@ fn start_proxy(w: &World, polls: Arc<Mutex<Vec<(Instant, u16)>>>) -> String {
     });
     format!("http://{addr}")
 }
+
+/// A cloud that cannot be reached: the error names it and a hint says where to look.
+#[test]
+fn an_unreachable_endpoint_gives_a_hint() {
+    let w = World::start();
+    w.generate(50, 2303);
+    let cfg = w.dir().join("attach.toml");
+    std::fs::write(
+        &cfg,
+        format!("[site]\npath = \"site\"\n[cloud]\nendpoint = \"http://127.0.0.1:9\"\ntenant = \"{TENANT}\"\n"),
+    )
+    .unwrap();
+    let r = w.cli(&["status"]);
+    r.code(1);
+    assert!(
+        r.stderr.contains("cannot reach the cloud at http://127.0.0.1:9"),
+        "{}",
+        r.stderr
+    );
+    let hint = format!(
+        "check `[cloud] endpoint` in {}, or start a local cloud with `cloudattach cloud serve`",
+        cfg.display()
+    );
+    assert!(r.stderr.contains(&hint), "{hint:?} in:\n{}", r.stderr);
+}

@@ -235,3 +235,45 @@ fn apply_killed_mid_upload_then_applied_again_is_exact() {
         site.clients()
     );
 }
+
+/// `sync --watch --output json` prints JSON Lines: one compact document per round.
+#[test]
+fn sync_watch_json_prints_one_compact_document_per_line() {
+    use std::io::BufRead;
+    let w = World::start();
+    w.generate(200, 2303);
+    w.config("public", DEFAULT);
+    w.apply_ok();
+    let mut child = w
+        .command(&["--output", "json", "sync", "--watch", "1s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn sync --watch");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = vec![];
+    while lines.len() < 2 {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => lines.push(line.expect("utf-8 line")),
+            Err(e) => {
+                let _ = child.kill();
+                panic!("fewer than 2 lines from sync --watch ({e}): {lines:?}");
+            }
+        }
+    }
+    child.kill().expect("stop sync --watch");
+    let _ = child.wait();
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not one JSON document per line ({e}): {line:?}"));
+        assert!(v["plugins"].is_array(), "{v}");
+    }
+}

@@ -6,7 +6,7 @@
 //! then one SQLite transaction per batch with prepared statements), new and unchanged; and (2)
 //! the whole HTTP path (zstd-compressed JSON over loopback to a running service).
 
-use cloudattach_cloud::store::{Hierarchy, Store, Tenant};
+use cloudattach_cloud::store::{HierarchyUpsert, Store, Tenant};
 use cloudattach_cloud::{Channel, ServeOptions, SqliteStore, prepare_batch};
 use serde_json::{Value, json};
 use std::time::Instant;
@@ -66,17 +66,16 @@ async fn main() {
         })
         .unwrap();
     let (h, _) = store
-        .upsert_hierarchy(&Hierarchy {
-            row: 0,
+        .upsert_hierarchy(&HierarchyUpsert {
             tenant_id: "t".into(),
             hierarchy_id: "h".into(),
             site_code: "PS1".into(),
-            site_name: String::new(),
+            site_name: None,
             site_version: "2303".into(),
             environment: "public".into(),
             app_id: None,
-            created: String::new(),
-            updated: String::new(),
+            caller_app: None,
+            now: String::new(),
         })
         .unwrap();
     store

@@ -237,8 +237,22 @@ pub async fn decode_parse<T: DeserializeOwned + Send + 'static>(
     .map_err(|_| ApiError::internal("decoding the request body failed"))?
 }
 
-/// Parses strict JSON into `T`, naming the offending field on error.
+/// Whether a JSON text starts as an object (its first non-whitespace byte is `{`).
+pub fn is_json_object(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .is_some_and(|b| *b == b'{')
+}
+
+/// Parses strict JSON into `T`, naming the offending field on error. The body must be a JSON
+/// object (serde would also accept a struct's fields as an array).
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if !is_json_object(bytes) {
+        return Err(ApiError::bad_request(
+            "invalid JSON body: the body must be a JSON object",
+        ));
+    }
     serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }

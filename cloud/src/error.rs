@@ -112,6 +112,7 @@ impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         match e {
             crate::store::StoreError::Conflict(m) => ApiError::conflict("Conflict", m),
+            crate::store::StoreError::Forbidden(m) => ApiError::forbidden(m),
             crate::store::StoreError::HierarchyGone(m) => ApiError::not_found(m),
             crate::store::StoreError::FeatureNotEnabled(m) => {
                 ApiError::conflict("FeatureNotEnabled", m)

@@ -5,7 +5,7 @@ use crate::body;
 use crate::error::ApiError;
 use crate::ingest::{self, BUILTIN_FEATURES, Channel};
 use crate::server::{AppState, St, db};
-use crate::store::{Feature, Hierarchy, StoreError};
+use crate::store::{Feature, Hierarchy, HierarchyUpsert, StoreError};
 use crate::util;
 use axum::Json;
 use axum::body::Body;
@@ -29,6 +29,18 @@ fn china_refusal(what: &str) -> ApiError {
         "NotSupportedInEnvironment",
         format!("{what} can't be enabled for Azure China Cloud"),
     )
+}
+
+/// Longest `site_name`, in characters.
+const MAX_SITE_NAME: usize = 256;
+
+/// A ConfigMgr current-branch version `YYMM`: four digits, year 17 or later, month 01 to 12.
+fn plausible_yymm(v: &str) -> bool {
+    if v.len() != 4 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return false;
+    }
+    let (yy, mm) = (&v[..2], &v[2..]);
+    matches!(yy.parse::<u32>(), Ok(y) if y >= 17) && matches!(mm.parse::<u32>(), Ok(1..=12))
 }
 
 fn norm_hid(hid: &str) -> Result<String, ApiError> {
@@ -148,10 +160,17 @@ pub(crate) async fn put_hierarchy(
         Value::Number(n) => n.to_string(),
         _ => String::new(),
     };
-    if version.len() != 4 || !version.chars().all(|c| c.is_ascii_digit()) {
+    if !plausible_yymm(&version) {
         return Err(ApiError::bad_request(format!(
-            "site_version {} must be a YYMM version such as \"2303\"",
+            "site_version {} must be a YYMM version such as \"2303\" (year 17 or later, month 01 to 12)",
             req.site_version
+        )));
+    }
+    if let Some(n) = &req.site_name
+        && n.chars().count() > MAX_SITE_NAME
+    {
+        return Err(ApiError::bad_request(format!(
+            "site_name must be at most {MAX_SITE_NAME} characters"
         )));
     }
     let env: Environment = req.environment.parse().map_err(
@@ -186,28 +205,19 @@ pub(crate) async fn put_hierarchy(
             )));
         }
     }
-    let tid = c.tenant_id.clone();
-    let h2 = hid.clone();
-    if let Some(existing) = db(&st, move |s| s.hierarchy(&tid, &h2)).await?
-        && let (Some(me), Some(owner)) = (c.app_id(), existing.app_id.as_deref())
-        && me != owner
-    {
-        return Err(ApiError::forbidden(format!(
-            "hierarchy {hid} is attached with another app"
-        )));
-    }
-    let now = util::now_rfc3339();
-    let h = Hierarchy {
-        row: 0,
+    // Omitted `app_id` and `site_name` keep the stored ones; an app token onboards for itself
+    // and may not take over a hierarchy of another (existing) app: checked in the store's
+    // transaction, so that concurrent PUTs can't race it.
+    let h = HierarchyUpsert {
         tenant_id: c.tenant_id.clone(),
         hierarchy_id: hid,
         site_code: code,
-        site_name: req.site_name.unwrap_or_default(),
+        site_name: req.site_name,
         site_version: version,
         environment: env.as_str().into(),
         app_id: app_id.or_else(|| c.app_id().map(str::to_string)),
-        created: now.clone(),
-        updated: now,
+        caller_app: c.app_id().map(str::to_string),
+        now: util::now_rfc3339(),
     };
     let (h, created) = db(&st, move |s| s.upsert_hierarchy(&h)).await?;
     let f = features_of(&st, h.row).await?;

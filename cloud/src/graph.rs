@@ -263,8 +263,10 @@ pub(crate) async fn patch_app(
     let p: PatchApp = body::json(&st, &headers, b).await?;
     let mut app = load_app(&st, &c, &id).await?;
     if let Some(n) = p.display_name {
-        if n.trim().is_empty() {
-            return Err(ApiError::bad_request("displayName must not be empty"));
+        if n.trim().is_empty() || n.len() > 256 {
+            return Err(ApiError::bad_request(
+                "displayName must be 1 to 256 characters",
+            ));
         }
         app.display_name = n;
     }
@@ -338,6 +340,11 @@ pub(crate) async fn add_password(
     };
     let app = load_app(&st, &c, &id).await?;
     let pc = req.password_credential.unwrap_or_default();
+    if pc.display_name.as_ref().is_some_and(|n| n.len() > 256) {
+        return Err(ApiError::bad_request(
+            "passwordCredential.displayName must be at most 256 characters",
+        ));
+    }
     let now = util::now_unix();
     let end = match pc.end_date_time {
         Some(e) => util::parse_rfc3339(&e).ok_or_else(|| {

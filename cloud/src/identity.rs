@@ -4,7 +4,7 @@
 use crate::auth::{self, Claims, PUBLIC_CLIENT_ID, RESOURCE};
 use crate::error::OAuthError;
 use crate::server::{AppState, St, db};
-use crate::store::{RefreshGrant, Tenant};
+use crate::store::{RefreshGrant, RefreshTake, Tenant};
 use crate::util;
 use axum::Json;
 use axum::body::Bytes;
@@ -459,24 +459,30 @@ async fn refresh(
     let client_id = param(f, "client_id")?.to_ascii_lowercase();
     let rt = param(f, "refresh_token")?;
     let h = util::sha256_hex(rt.as_bytes());
-    let g = db(st, move |s| s.take_refresh(&h)).await?.ok_or_else(|| {
-        OAuthError::new(
-            "invalid_grant",
-            "AADSTS70008: the refresh token is invalid, expired or already used",
-        )
-    })?;
-    if g.tenant_id != t.id || g.client_id != client_id {
-        return Err(OAuthError::new(
-            "invalid_grant",
-            "AADSTS70000: the refresh token was not issued to this client in this tenant",
-        ));
-    }
-    if g.expires <= util::now_unix() {
-        return Err(OAuthError::new(
-            "invalid_grant",
-            "AADSTS700082: the refresh token has expired",
-        ));
-    }
+    let (tid, cid) = (t.id.clone(), client_id.clone());
+    // Checked before it is consumed: a token presented to the wrong tenant or client stays valid
+    // for its own.
+    let g = match db(st, move |s| s.take_refresh(&h, &tid, &cid)).await? {
+        RefreshTake::Taken(g) => g,
+        RefreshTake::Missing => {
+            return Err(OAuthError::new(
+                "invalid_grant",
+                "AADSTS70008: the refresh token is invalid, expired or already used",
+            ));
+        }
+        RefreshTake::Mismatch => {
+            return Err(OAuthError::new(
+                "invalid_grant",
+                "AADSTS70000: the refresh token was not issued to this client in this tenant",
+            ));
+        }
+        RefreshTake::Expired => {
+            return Err(OAuthError::new(
+                "invalid_grant",
+                "AADSTS700082: the refresh token has expired",
+            ));
+        }
+    };
     let scope = match f.get("scope").filter(|s| !s.is_empty()) {
         Some(s) => delegated_scope(s)?,
         None => g.scope.clone(),
@@ -746,18 +752,18 @@ pub(crate) async fn devicelogin_submit(State(st): St, headers: HeaderMap, body: 
         Err(_) => return fail("The directory is unavailable; try again."),
     };
     // Unknown users are verified against a dummy hash: same cost, same answer.
-    let hash = user
-        .as_ref()
-        .map(|u| u.password_hash.clone())
-        .unwrap_or_else(|| dummy_password_hash().to_string());
+    let hash = user.as_ref().map(|u| u.password_hash.clone());
     let ok = {
         // At most one Argon2 verification per CPU at a time (each takes ~19 MiB and a core).
         let Ok(_permit) = st.password_slots.clone().acquire_owned().await else {
             return fail("The service is stopping; try again.");
         };
-        tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash))
-            .await
-            .unwrap_or(false)
+        tokio::task::spawn_blocking(move || {
+            let hash = hash.as_deref().unwrap_or_else(|| dummy_password_hash());
+            auth::verify_password(&password, hash)
+        })
+        .await
+        .unwrap_or(false)
     };
     let user = match user {
         Some(u) if ok => u,

@@ -187,6 +187,13 @@ fn check_key(key: &str, resource_id: Option<i64>) -> Result<(), ApiError> {
     // The key must be the canonical decimal form: "01", "+1" or " 1" would name the same device
     // under a second key.
     if let Some(id) = resource_id
+        && id <= 0
+    {
+        return Err(ApiError::bad_request(format!(
+            "record {key}: resource_id {id} is not positive"
+        )));
+    }
+    if let Some(id) = resource_id
         && key != id.to_string()
     {
         return Err(ApiError::bad_request(format!(
@@ -219,8 +226,46 @@ pub fn ea_eligible(d: &Device) -> bool {
         && d.client_at_least(client::ENDPOINT_ANALYTICS)
 }
 
+/// Longest string (in characters) inside a record of a built-in channel: device names, OS
+/// strings, versions, …
+pub const MAX_STRING_CHARS: usize = 1024;
+
+/// The length in characters of the longest JSON string (value or member name) in `json`, which
+/// must be valid JSON; an escape sequence counts as one character.
+fn longest_string(json: &str) -> usize {
+    let mut longest = 0;
+    let mut chars = json.chars();
+    while let Some(c) = chars.next() {
+        if c != '"' {
+            continue;
+        }
+        let mut n = 0;
+        while let Some(c) = chars.next() {
+            match c {
+                '"' => break,
+                '\\' => {
+                    if chars.next() == Some('u') {
+                        for _ in 0..4 {
+                            chars.next();
+                        }
+                    }
+                    n += 1;
+                }
+                _ => n += 1,
+            }
+        }
+        longest = longest.max(n);
+    }
+    longest
+}
+
 fn prepare_one(channel: &Channel, u: &RawUpsert<'_>) -> Result<PreparedRecord, ApiError> {
     let key = u.key.clone();
+    if !matches!(channel, Channel::Ext(_)) && longest_string(u.record.get()) > MAX_STRING_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "record {key}: strings (such as the device name) are at most {MAX_STRING_CHARS} characters"
+        )));
+    }
     match channel {
         Channel::Devices => {
             let d: Device = parse_record(&key, u.record)?;
@@ -241,6 +286,9 @@ fn prepare_one(channel: &Channel, u: &RawUpsert<'_>) -> Result<PreparedRecord, A
                     "device {key}: name is empty"
                 )));
             }
+            // The rule the site reader applies too (positive id, text lengths, crash days).
+            d.validate()
+                .map_err(|e| ApiError::bad_request(format!("device {key}: {e}")))?;
             let flags = if ea_eligible(&d) { FLAG_EA_ELIGIBLE } else { 0 };
             let body = to_vec(&d);
             Ok(prepared(key, body, Some(d.name), flags))
@@ -297,6 +345,12 @@ pub fn prepare_batch(
     channel: &Channel,
     bytes: &[u8],
 ) -> Result<(Vec<PreparedRecord>, Vec<String>), ApiError> {
+    // serde would also accept the envelope's fields as a JSON array (`[]`, `[[…], […]]`).
+    if !crate::body::is_json_object(bytes) {
+        return Err(ApiError::bad_request(
+            "invalid upload batch: the body must be a JSON object {\"upserts\": […], \"deletes\": […]}",
+        ));
+    }
     let env: RawEnvelope<'_> = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(format!("invalid upload batch: {e}")))?;
     let n = env.upserts.len();
@@ -353,6 +407,13 @@ pub fn prepare_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn longest_string_counts_characters_and_escapes() {
+        assert_eq!(longest_string(r#"{"a":"xyz","bb":1}"#), 3);
+        assert_eq!(longest_string(r#"{"a":"\u00e9\"\\é"}"#), 4);
+        assert_eq!(longest_string("[]"), 0);
+    }
 
     #[test]
     fn feature_ids() {

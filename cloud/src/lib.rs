@@ -83,6 +83,12 @@ pub struct ServeOptions {
     /// `Retry-After` seconds of the `--fault-429` answers.
     #[arg(long = "fault-retry-after-secs", default_value_t = 1, hide = true)]
     pub fault_retry_after_secs: u64,
+    /// Seconds a client has to send a request's headers (slowloris protection).
+    #[arg(long = "header-read-timeout-secs", default_value_t = 10, hide = true)]
+    pub header_read_timeout_secs: u64,
+    /// Open connections at most; further ones wait in the listen backlog.
+    #[arg(long = "max-connections", default_value_t = 1024, hide = true)]
+    pub max_connections: usize,
 }
 
 impl Default for ServeOptions {
@@ -105,6 +111,8 @@ impl Default for ServeOptions {
             device_code_interval_secs: 5,
             device_code_expiry_secs: 900,
             fault_retry_after_secs: 1,
+            header_read_timeout_secs: 10,
+            max_connections: 1024,
         }
     }
 }
@@ -174,6 +182,16 @@ impl ServeOptions {
         if self.max_body_bytes < 1024 {
             return Err(CloudError::InvalidOption(
                 "--max-body-bytes must be at least 1024".into(),
+            ));
+        }
+        if self.header_read_timeout_secs == 0 {
+            return Err(CloudError::InvalidOption(
+                "--header-read-timeout-secs must be at least 1".into(),
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(CloudError::InvalidOption(
+                "--max-connections must be at least 1".into(),
             ));
         }
         if self.device_code_interval_secs == 0 {
@@ -264,7 +282,7 @@ pub async fn start(opts: ServeOptions) -> Result<RunningCloud, CloudError> {
     let opts = opts.with_fault_config()?;
     let (env, addr) = opts.validate()?;
     let dir = opts.data_dir();
-    std::fs::create_dir_all(&dir)
+    store::create_private_dir(&dir)
         .map_err(|e| CloudError::Storage(format!("{}: {e}", dir.display())))?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -13,7 +13,7 @@ use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use cloudattach_sdk::Environment;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -32,6 +32,10 @@ pub(crate) struct AppState {
     pub code_lifetime: u64,
     pub faults: Faults,
     pub max_body: usize,
+    /// Time a client has to send a request's headers.
+    pub header_read_timeout: std::time::Duration,
+    /// Open connections at most.
+    pub max_connections: usize,
     /// Decoded request bytes in flight, all requests together (2 × the body limit).
     pub decode_budget: crate::body::DecodeBudget,
     /// Bounds concurrent Argon2 password verifications (one per CPU).
@@ -57,6 +61,8 @@ impl AppState {
             code_lifetime: o.device_code_expiry_secs,
             faults: Faults::new(o),
             max_body: o.max_body_bytes,
+            header_read_timeout: std::time::Duration::from_secs(o.header_read_timeout_secs),
+            max_connections: o.max_connections,
             decode_budget: crate::body::DecodeBudget::new(o.max_body_bytes.saturating_mul(2)),
             password_slots: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -199,8 +205,88 @@ pub(crate) fn router(st: Arc<AppState>) -> Router {
         .route("/_emulator/stats", get(faults::stats))
         .merge(api)
         .fallback(|| async { ApiError::not_found("no such endpoint").into_response() })
+        .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn(log_request))
         .with_state(st)
+}
+
+/// Whether a path is one of the OAuth endpoints (error bodies `{"error","error_description"}`).
+fn is_oauth_path(path: &str) -> bool {
+    path == "/devicelogin"
+        || path.ends_with("/oauth2/v2.0/token")
+        || path.ends_with("/oauth2/v2.0/devicecode")
+}
+
+/// Turns the bodiless or text/plain error answers of the router and of axum's extractors (405,
+/// an undecodable path segment, a form body over the limit, …) into Graph-style error JSON
+/// (`{"error":{"code","message"}}`), or OAuth-style on the OAuth endpoints.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let r = next.run(req).await;
+    let status = r.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return r;
+    }
+    let plain = match r.headers().get(header::CONTENT_TYPE) {
+        None => true,
+        Some(v) => v
+            .to_str()
+            .map(|v| v.to_ascii_lowercase().starts_with("text/plain"))
+            .unwrap_or(false),
+    };
+    if !plain {
+        return r;
+    }
+    let (parts, body) = r.into_parts();
+    let text = axum::body::to_bytes(body, 16 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = if status == axum::http::StatusCode::METHOD_NOT_ALLOWED {
+        format!("the method {method} is not allowed on this endpoint")
+    } else if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_string()
+    } else {
+        text
+    };
+    let mut out = if is_oauth_path(&path) {
+        let error = if status.is_server_error() {
+            "server_error"
+        } else {
+            "invalid_request"
+        };
+        let mut e = crate::error::OAuthError::new(error, message);
+        e.status = status;
+        e.into_response()
+    } else {
+        let code = match status.as_u16() {
+            400 => "BadRequest",
+            401 => "InvalidAuthenticationToken",
+            403 => "Authorization_RequestDenied",
+            404 => "NotFound",
+            405 => "MethodNotAllowed",
+            408 => "RequestTimeout",
+            411 => "LengthRequired",
+            413 => "RequestEntityTooLarge",
+            415 => "UnsupportedMediaType",
+            422 => "BadRequest",
+            429 => "TooManyRequests",
+            503 => "ServiceUnavailable",
+            _ if status.is_server_error() => "InternalServerError",
+            _ => "BadRequest",
+        };
+        ApiError::new(status, code, message).into_response()
+    };
+    for (k, v) in parts.headers.iter() {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            out.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    out
 }
 
 /// Logs method, path (never the query, headers or body: no secret reaches the log), status and
@@ -290,16 +376,27 @@ async fn caller_of(
     caller.ok_or_else(|| ApiError::unauthorized("the token's tenant, user or app does not exist"))
 }
 
-/// Accepts connections until `shutdown` fires; then closes them all.
+/// Accepts connections until `shutdown` fires; then closes them all. At most
+/// `max_connections` are open at once (further clients wait in the listen backlog), and a
+/// client that does not send a request's headers within `header_read_timeout` is disconnected.
 pub(crate) async fn run(
     listener: TcpListener,
     st: Arc<AppState>,
     mut shutdown: tokio::sync::oneshot::Receiver<()>,
 ) {
+    let header_timeout = st.header_read_timeout;
+    let slots = Arc::new(tokio::sync::Semaphore::new(st.max_connections));
     let app = router(st);
     let mut conns = tokio::task::JoinSet::new();
     loop {
         while conns.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             r = listener.accept() => match r {
@@ -319,6 +416,7 @@ pub(crate) async fn run(
         };
         let app = app.clone();
         conns.spawn(async move {
+            let _permit = permit;
             let svc = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(info.clone());
@@ -326,6 +424,8 @@ pub(crate) async fn run(
                 },
             );
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(stream), svc);
             tokio::select! {

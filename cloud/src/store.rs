@@ -21,6 +21,9 @@ pub enum StoreError {
     /// A unique key is already taken.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The caller may not change the object (e.g. another app's hierarchy).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     /// Stored data is unreadable.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
@@ -159,6 +162,30 @@ pub struct Hierarchy {
     pub updated: String,
 }
 
+/// An onboarding or update of a hierarchy (`PUT /api/v1/hierarchies/{hid}`).
+#[derive(Debug, Clone)]
+pub struct HierarchyUpsert {
+    /// Tenant id.
+    pub tenant_id: String,
+    /// The hierarchy id (lower-case UUID).
+    pub hierarchy_id: String,
+    /// Site code.
+    pub site_code: String,
+    /// Site name; `None` keeps the stored one ("" for a new hierarchy).
+    pub site_name: Option<String>,
+    /// Site version (YYMM).
+    pub site_version: String,
+    /// Environment.
+    pub environment: String,
+    /// The hierarchy's app; `None` keeps the stored one.
+    pub app_id: Option<String>,
+    /// The calling app (app tokens): it may not change a hierarchy owned by another app that
+    /// still exists ([`StoreError::Forbidden`]).
+    pub caller_app: Option<String>,
+    /// Now (RFC 3339).
+    pub now: String,
+}
+
 /// A feature enabled on a hierarchy.
 #[derive(Debug, Clone)]
 pub struct Feature {
@@ -187,6 +214,19 @@ pub struct RefreshGrant {
     pub scope: String,
     /// Expiry (unix seconds).
     pub expires: i64,
+}
+
+/// The outcome of [`Store::take_refresh`].
+#[derive(Debug, Clone)]
+pub enum RefreshTake {
+    /// No such token (never issued, already used, or removed).
+    Missing,
+    /// Issued to another client or tenant: left in place.
+    Mismatch,
+    /// Expired (removed).
+    Expired,
+    /// Redeemed (removed).
+    Taken(RefreshGrant),
 }
 
 /// A record ready to store: validated, canonical body, content hash.
@@ -296,10 +336,17 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<ServicePrincipal>, StoreError>;
     /// Stores a refresh token (by hash).
     fn put_refresh(&self, hash: &str, g: &RefreshGrant) -> Result<(), StoreError>;
-    /// Removes and returns a refresh token (rotation).
-    fn take_refresh(&self, hash: &str) -> Result<Option<RefreshGrant>, StoreError>;
-    /// Creates or updates a hierarchy; returns it and whether it was created.
-    fn upsert_hierarchy(&self, h: &Hierarchy) -> Result<(Hierarchy, bool), StoreError>;
+    /// Redeems a refresh token (rotation): removes and returns it only when it was issued to
+    /// `client_id` in `tenant_id` and has not expired; a token presented elsewhere stays valid.
+    fn take_refresh(
+        &self,
+        hash: &str,
+        tenant_id: &str,
+        client_id: &str,
+    ) -> Result<RefreshTake, StoreError>;
+    /// Creates or updates a hierarchy in one transaction (ownership checked inside it); returns
+    /// it and whether it was created.
+    fn upsert_hierarchy(&self, u: &HierarchyUpsert) -> Result<(Hierarchy, bool), StoreError>;
     /// Finds a hierarchy of a tenant.
     fn hierarchy(
         &self,
@@ -525,14 +572,61 @@ fn spawn_checkpointer(path: std::path::PathBuf) -> Option<std::sync::mpsc::Sende
     Some(tx)
 }
 
+/// Creates `dir` (and its parents) if needed; on Unix the data dir itself is made owner-only
+/// (0700), also when it already existed.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::create_dir_all(dir)
+    }
+}
+
+/// Creates the database file owner-only (0600) and tightens it and its WAL files if they exist.
+fn make_private_files(db: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(db)?;
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut p = db.as_os_str().to_owned();
+            p.push(suffix);
+            match std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = db;
+    Ok(())
+}
+
 fn json_vec(s: String) -> Result<Vec<String>, StoreError> {
     serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) `dir/cloud.db` and runs pending migrations.
+    /// Opens (creating if needed) `dir/cloud.db` and runs pending migrations. On Unix the
+    /// database and its `-wal`/`-shm` files are owner-only (0600): SQLite gives the WAL files the
+    /// mode of the database, which is created (or tightened) here first.
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
         let path = dir.join("cloud.db");
+        make_private_files(&path)
+            .map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display())))?;
         let conn = Connection::open(&path)?;
         let mut s = Self::init(conn)?;
         s.lock().execute_batch(&format!(
@@ -679,23 +773,25 @@ impl SqliteStore {
         );
         let mut st = conn.prepare_cached(&sql)?;
         let v = st
-            .query_map(rusqlite::params_from_iter(args.iter()), |r| {
-                Ok(Hierarchy {
-                    row: r.get(0)?,
-                    tenant_id: r.get(1)?,
-                    hierarchy_id: r.get(2)?,
-                    site_code: r.get(3)?,
-                    site_name: r.get(4)?,
-                    site_version: r.get(5)?,
-                    environment: r.get(6)?,
-                    app_id: r.get(7)?,
-                    created: r.get(8)?,
-                    updated: r.get(9)?,
-                })
-            })?
+            .query_map(rusqlite::params_from_iter(args.iter()), hierarchy_from_row)?
             .collect::<Result<_, _>>()?;
         Ok(v)
     }
+}
+
+fn hierarchy_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Hierarchy> {
+    Ok(Hierarchy {
+        row: r.get(0)?,
+        tenant_id: r.get(1)?,
+        hierarchy_id: r.get(2)?,
+        site_code: r.get(3)?,
+        site_name: r.get(4)?,
+        site_version: r.get(5)?,
+        environment: r.get(6)?,
+        app_id: r.get(7)?,
+        created: r.get(8)?,
+        updated: r.get(9)?,
+    })
 }
 
 struct AppRow {
@@ -1019,9 +1115,14 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn take_refresh(&self, hash: &str) -> Result<Option<RefreshGrant>, StoreError> {
+    fn take_refresh(
+        &self,
+        hash: &str,
+        tenant_id: &str,
+        client_id: &str,
+    ) -> Result<RefreshTake, StoreError> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let g = tx
             .query_row(
                 "SELECT tenant_id, user_id, client_id, scope, expires FROM refresh_tokens WHERE hash = ?1",
@@ -1037,37 +1138,72 @@ impl Store for SqliteStore {
                 },
             )
             .optional()?;
-        tx.execute("DELETE FROM refresh_tokens WHERE hash = ?1", [hash])?;
-        tx.commit()?;
-        Ok(g)
-    }
-
-    fn upsert_hierarchy(&self, h: &Hierarchy) -> Result<(Hierarchy, bool), StoreError> {
-        let existing = self.hierarchy(&h.tenant_id, &h.hierarchy_id)?;
-        {
-            let conn = self.lock();
-            match &existing {
-                Some(e) => {
-                    conn.execute(
-                        "UPDATE hierarchies SET site_code=?2, site_name=?3, site_version=?4, environment=?5, \
-                         app_id=?6, updated=?7 WHERE row=?1",
-                        params![e.row, h.site_code, h.site_name, h.site_version, h.environment, h.app_id, h.updated],
-                    )?;
-                }
-                None => {
-                    conn.execute(
-                        "INSERT INTO hierarchies(tenant_id, hierarchy_id, site_code, site_name, site_version, \
-                         environment, app_id, created, updated) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)",
-                        params![h.tenant_id, h.hierarchy_id, h.site_code, h.site_name, h.site_version,
-                            h.environment, h.app_id, h.created, h.updated],
-                    )?;
+        let out = match g {
+            None => RefreshTake::Missing,
+            Some(g) if g.tenant_id != tenant_id || g.client_id != client_id => {
+                RefreshTake::Mismatch
+            }
+            Some(g) => {
+                tx.execute("DELETE FROM refresh_tokens WHERE hash = ?1", [hash])?;
+                if g.expires <= crate::util::now_unix() {
+                    RefreshTake::Expired
+                } else {
+                    RefreshTake::Taken(g)
                 }
             }
+        };
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn upsert_hierarchy(&self, u: &HierarchyUpsert) -> Result<(Hierarchy, bool), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let owner: Option<Option<String>> = tx
+            .query_row(
+                "SELECT app_id FROM hierarchies WHERE tenant_id = ?1 AND hierarchy_id = lower(?2)",
+                params![u.tenant_id, u.hierarchy_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let (Some(me), Some(Some(owner))) = (&u.caller_app, &owner)
+            && !me.eq_ignore_ascii_case(owner)
+        {
+            let owner_exists = tx
+                .prepare_cached(
+                    "SELECT 1 FROM applications WHERE tenant_id = ?1 AND app_id = lower(?2)",
+                )?
+                .exists(params![u.tenant_id, owner])?;
+            if owner_exists {
+                return Err(StoreError::Forbidden(format!(
+                    "hierarchy {} is attached with another app",
+                    u.hierarchy_id
+                )));
+            }
         }
-        let now = self
-            .hierarchy(&h.tenant_id, &h.hierarchy_id)?
-            .ok_or_else(|| StoreError::Corrupt("hierarchy vanished".into()))?;
-        Ok((now, existing.is_none()))
+        let h = tx.query_row(
+            "INSERT INTO hierarchies(tenant_id, hierarchy_id, site_code, site_name, site_version, \
+             environment, app_id, created, updated) VALUES(?1, lower(?2), ?3, COALESCE(?4, ''), ?5, ?6, ?7, ?8, ?8) \
+             ON CONFLICT(tenant_id, hierarchy_id) DO UPDATE SET site_code = excluded.site_code, \
+             site_name = COALESCE(?4, hierarchies.site_name), site_version = excluded.site_version, \
+             environment = excluded.environment, app_id = COALESCE(?7, hierarchies.app_id), \
+             updated = excluded.updated \
+             RETURNING row, tenant_id, hierarchy_id, site_code, site_name, site_version, environment, \
+             app_id, created, updated",
+            params![
+                u.tenant_id,
+                u.hierarchy_id,
+                u.site_code,
+                u.site_name,
+                u.site_version,
+                u.environment,
+                u.app_id,
+                u.now
+            ],
+            hierarchy_from_row,
+        )?;
+        tx.commit()?;
+        Ok((h, owner.is_none()))
     }
 
     fn hierarchy(
@@ -1129,21 +1265,30 @@ impl Store for SqliteStore {
         settings: &Value,
         now: &str,
     ) -> Result<bool, StoreError> {
-        let conn = self.lock();
+        let mut conn = self.lock();
+        let conn = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        if !conn
+            .prepare_cached("SELECT 1 FROM hierarchies WHERE row = ?1")?
+            .exists([row])?
+        {
+            return Err(StoreError::HierarchyGone(
+                "the hierarchy was offboarded while the request ran".into(),
+            ));
+        }
         let s = settings.to_string();
         let n = conn.execute(
             "UPDATE features SET settings = ?3, updated_at = CASE WHEN settings = ?3 THEN updated_at ELSE ?4 END \
              WHERE hrow = ?1 AND feature_id = ?2",
             params![row, feature_id, s, now],
         )?;
-        if n > 0 {
-            return Ok(false);
+        if n == 0 {
+            conn.execute(
+                "INSERT INTO features(hrow, feature_id, settings, enabled_at, updated_at) VALUES(?1,?2,?3,?4,?4)",
+                params![row, feature_id, s, now],
+            )?;
         }
-        conn.execute(
-            "INSERT INTO features(hrow, feature_id, settings, enabled_at, updated_at) VALUES(?1,?2,?3,?4,?4)",
-            params![row, feature_id, s, now],
-        )?;
-        Ok(true)
+        conn.commit()?;
+        Ok(n == 0)
     }
 
     fn delete_feature(
@@ -1396,25 +1541,27 @@ mod tests {
             use_intune_rbac: false,
         })
         .unwrap();
-        let h = Hierarchy {
-            row: 0,
-            tenant_id: "t".into(),
-            hierarchy_id: "h".into(),
-            site_code: "PS1".into(),
-            site_name: String::new(),
-            site_version: "2303".into(),
-            environment: "public".into(),
-            app_id: None,
-            created: "x".into(),
-            updated: "x".into(),
-        };
-        let (h, created) = s.upsert_hierarchy(&h).unwrap();
+        let (h, created) = s.upsert_hierarchy(&upsert("h")).unwrap();
         assert!(created);
         for f in ["tenant-attach", "endpoint-analytics"] {
             s.put_feature(h.row, f, &serde_json::json!({}), "x")
                 .unwrap();
         }
         h.row
+    }
+
+    fn upsert(hid: &str) -> HierarchyUpsert {
+        HierarchyUpsert {
+            tenant_id: "t".into(),
+            hierarchy_id: hid.into(),
+            site_code: "PS1".into(),
+            site_name: None,
+            site_version: "2303".into(),
+            environment: "public".into(),
+            app_id: None,
+            caller_app: None,
+            now: "x".into(),
+        }
     }
 
     fn rec(key: &str, body: &str) -> PreparedRecord {
@@ -1464,9 +1611,7 @@ mod tests {
         assert_eq!(n("SELECT COUNT(*) FROM features"), 1);
         let h = s.hierarchy("t", "h1").unwrap().unwrap();
         s.delete_hierarchy(h.row).unwrap();
-        let mut h2 = h.clone();
-        h2.hierarchy_id = "h2".into();
-        let (h2, _) = s.upsert_hierarchy(&h2).unwrap();
+        let (h2, _) = s.upsert_hierarchy(&upsert("h2")).unwrap();
         assert!(h2.row > h.row, "row {} reused", h2.row);
     }
 

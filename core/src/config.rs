@@ -320,6 +320,33 @@ impl Config {
     }
 }
 
+/// Checks `[cloud.app]` without the network, the way `apply` does before signing in: the secret
+/// can be read (it is never returned or printed), the App ID URI is well formed, the expiry is a
+/// date that has not passed. `Ok` holds warnings (a secret that expires within 30 days); `Err`
+/// is the message `apply` gives (exit 2). Without `[cloud.app]`, nothing to check.
+pub fn validate_app_offline(config: &Config) -> Result<Vec<String>, String> {
+    let Some(app) = &config.app else {
+        return Ok(vec![]);
+    };
+    drop(crate::session::read_import_secret(app).map_err(|e| e.to_string())?);
+    crate::session::check_app_id_uri(&app.app_id_uri, &app.tenant_id)?;
+    match crate::session::days_until(&app.secret_expiry) {
+        None => Err(format!(
+            "[cloud.app] secret_expiry = {:?}: expected a date YYYY-MM-DD",
+            app.secret_expiry
+        )),
+        Some(d) if d < 0 => Err(format!(
+            "[cloud.app] the secret of {} expired on {}; create a new secret and update secret_expiry",
+            app.name, app.secret_expiry
+        )),
+        Some(d) if d <= 30 => Ok(vec![format!(
+            "the secret of app {} expires in {d} day(s), on {}; renew it before then or syncs will fail",
+            app.name, app.secret_expiry
+        )]),
+        Some(_) => Ok(vec![]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

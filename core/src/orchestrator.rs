@@ -133,6 +133,9 @@ pub fn select(
         default_settings: config.settings == Settings::Default,
     };
     let mut entries: Vec<(String, Decision)> = vec![];
+    // Features whose own table is in error: their dependents' "depends on … which is not
+    // enabled" would only repeat it, so it is not reported.
+    let mut in_error: Vec<String> = vec![];
     for id in &order {
         let p = registry.get(id).expect("ordered ids are registered");
         let m = &p.manifest;
@@ -142,6 +145,7 @@ pub fn select(
             Ok(o) => o,
             Err(errs) => {
                 problems.extend(errs.into_iter().map(|f| f.message));
+                in_error.push(id.clone());
                 continue;
             }
         };
@@ -193,7 +197,14 @@ pub fn select(
             match config.settings {
                 Settings::Default => entries.push((id.clone(), Decision::Skipped(reason))),
                 Settings::Custom => {
-                    problems.push(format!("[features.{id}]: {reason}; turn it off (enabled = false) or change the environment"));
+                    let fix = if m.environments.contains(&env) {
+                        format!("update the site to {}", m.min_site_version_for(env))
+                    } else {
+                        "change the environment".to_string()
+                    };
+                    problems.push(format!(
+                        "[features.{id}]: {reason}; turn it off (enabled = false) or {fix}"
+                    ));
                     entries.push((id.clone(), Decision::Skipped(reason)));
                 }
             }
@@ -214,7 +225,10 @@ pub fn select(
             }
         }
         if let Some(reason) = dep_problem {
-            if config.settings == Settings::Custom && !reason.contains("which is skipped") {
+            let dep_in_error = m.depends_on.iter().any(|d| in_error.contains(d));
+            if dep_in_error {
+                in_error.push(id.clone());
+            } else if config.settings == Settings::Custom && !reason.contains("which is skipped") {
                 problems.push(format!(
                     "[features.{id}]: {reason}; enable [features.{}] too",
                     m.depends_on.join("], [features.")
@@ -239,6 +253,7 @@ pub fn select(
                     format!("{table}: {}", f.message)
                 }
             }));
+            in_error.push(id.clone());
             continue;
         }
         entries.push((id.clone(), Decision::Selected(options)));

@@ -535,8 +535,10 @@ fn inspect_validates_a_library_and_returns_its_manifest() {
     ));
 }
 
-/// Not a benchmark with assertions: prints what the boundary costs (`--nocapture`).
+/// Not a benchmark with assertions: prints what the boundary costs
+/// (`cargo test -p cloudattach-core --test dynamic -- --ignored --nocapture boundary_figures`).
 #[test]
+#[ignore = "benchmark: prints figures, run with --ignored"]
 fn boundary_figures() {
     let dir = plugin_dir(&[(&fixture("builtin_tenant_attach"), "tenant-attach")]);
     let started = Instant::now();

@@ -331,3 +331,394 @@ async fn non_canonical_record_keys_are_refused() {
     let (_, d) = c.get(&admin, "/api/v1/devices").await;
     assert_eq!(d["@odata.count"], 1, "{d}");
 }
+
+/// Registers a consented read/write app in contoso; returns (client id, app token).
+async fn write_app(c: &Cloud, admin: &str, name: &str) -> (String, String) {
+    let (s, a) = c
+        .post(
+            admin,
+            "/v1.0/applications",
+            json!({"displayName": name, "requiredResourceAccess": [{"resource": "api://cloudattach",
+                   "permissions": ["CmCollectionData.read", "CmCollectionData.write"]}]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{a}");
+    let id = a["id"].as_str().unwrap();
+    let app_id = a["appId"].as_str().unwrap().to_string();
+    let (s, v) = c
+        .send(
+            reqwest::Method::POST,
+            admin,
+            &format!("/v1.0/applications/{id}/grantAdminConsent"),
+            None,
+        )
+        .await;
+    assert!(s == 200 || s == 204, "{s} {v}");
+    let (s, pw) = c
+        .post(
+            admin,
+            &format!("/v1.0/applications/{id}/addPassword"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 200, "{pw}");
+    let (s, t) = c
+        .app_token(CONTOSO, &app_id, pw["secretText"].as_str().unwrap())
+        .await;
+    assert_eq!(s, 200, "{t}");
+    (app_id, t["access_token"].as_str().unwrap().to_string())
+}
+
+#[tokio::test]
+async fn hierarchy_update_keeps_owner_and_site_name_and_blocks_takeover() {
+    let c = start().await;
+    let admin = c.admin().await;
+    let (a_id, a) = write_app(&c, &admin, "A").await;
+    let (_, b) = write_app(&c, &admin, "B").await;
+    let body = json!({"site_code":"PS1","site_name":"Primary","site_version":"2303","environment":"public"});
+    let (s, v) = c.put(&a, &hpath(""), body).await;
+    assert_eq!((s, v["app_id"].as_str()), (201, Some(a_id.as_str())), "{v}");
+    // A user's update without app_id or site_name keeps both.
+    let (s, v) = c
+        .put(
+            &admin,
+            &hpath(""),
+            json!({"site_code":"PS1","site_version":"2309","environment":"public"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["app_id"], json!(a_id), "{v}");
+    assert_eq!(v["site_name"], "Primary", "{v}");
+    assert_eq!(v["site_version"], "2309", "{v}");
+    // So app B still can't take the hierarchy over, nor write to it.
+    let (s, v) = c
+        .put(
+            &b,
+            &hpath(""),
+            json!({"site_code":"PS1","site_version":"2309","environment":"public"}),
+        )
+        .await;
+    assert_eq!(s, 403, "{v}");
+    let (s, v) = c.get(&admin, &hpath("")).await;
+    assert_eq!((s, &v["app_id"]), (200, &json!(a_id)), "{v}");
+    // The owner itself still updates it; an explicit site_name replaces the stored one.
+    let (s, v) = c
+        .put(
+            &a,
+            &hpath(""),
+            json!({"site_code":"PS1","site_name":"Renamed","site_version":"2309","environment":"public"}),
+        )
+        .await;
+    assert_eq!((s, v["site_name"].as_str()), (200, Some("Renamed")), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_puts_of_a_new_hierarchy_never_fail() {
+    let c = start().await;
+    let admin = c.admin().await;
+    for round in 0..4 {
+        let url = c.url(&format!(
+            "/api/v1/hierarchies/5a1e0000-0000-4000-8000-00000000010{round}"
+        ));
+        let body = json!({"site_code":"PS1","site_version":"2303","environment":"public"});
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..24 {
+            let (http, url, body, tok) = (c.http.clone(), url.clone(), body.clone(), admin.clone());
+            set.spawn(async move {
+                let r = http
+                    .put(url)
+                    .bearer_auth(tok)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                let s = r.status().as_u16();
+                (s, r.text().await.unwrap_or_default())
+            });
+        }
+        let res = set.join_all().await;
+        for (s, v) in &res {
+            assert!(*s == 200 || *s == 201, "{s} {v}");
+        }
+        assert_eq!(res.iter().filter(|(s, _)| *s == 201).count(), 1, "{res:?}");
+    }
+}
+
+#[tokio::test]
+async fn slow_headers_are_cut_off_and_connections_are_capped() {
+    let c = start_with(cloudattach_cloud::ServeOptions {
+        header_read_timeout_secs: 1,
+        max_connections: 2,
+        ..opts()
+    })
+    .await;
+    // Slowloris: a client that never finishes its headers is disconnected.
+    let mut slow = tokio::net::TcpStream::connect(c.running.addr)
+        .await
+        .unwrap();
+    slow.write_all(b"GET /devicelogin HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
+    assert!(r.is_ok(), "the connection was not closed");
+    // Two idle connections take both slots: a third client waits until one closes.
+    let idle1 = tokio::net::TcpStream::connect(c.running.addr)
+        .await
+        .unwrap();
+    let _idle2 = tokio::net::TcpStream::connect(c.running.addr)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let http = reqwest::Client::new();
+    let t = std::time::Instant::now();
+    let waiting = http.get(c.url("/devicelogin")).send();
+    let r = tokio::time::timeout(Duration::from_millis(300), waiting).await;
+    assert!(r.is_err(), "a third connection was served");
+    drop(idle1);
+    let r = http.get(c.url("/devicelogin")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(t.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn router_and_extractor_errors_are_json() {
+    let c = start().await;
+    let admin = c.admin().await;
+    // 405, with the Allow header kept.
+    let r = c
+        .http
+        .patch(c.url("/api/v1/devices"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert!(r.headers().contains_key("allow"));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "MethodNotAllowed", "{v}");
+    let r = c
+        .http
+        .get(c.url(&format!("/{CONTOSO}/oauth2/v2.0/token")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "invalid_request", "{v}");
+    // An invalid UTF-8 path segment.
+    let r = c
+        .http
+        .get(c.url("/api/v1/hierarchies/%FF%FE"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "BadRequest", "{v}");
+    assert!(v["error"]["message"].is_string(), "{v}");
+    // Form bodies over the limit on the OAuth endpoints.
+    let big = format!("grant_type=client_credentials&pad={}", "x".repeat(3 << 20));
+    for path in [
+        format!("/{CONTOSO}/oauth2/v2.0/token"),
+        "/devicelogin".into(),
+    ] {
+        let r = c
+            .http
+            .post(c.url(&path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 413, "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"], "invalid_request", "{path}: {v}");
+        assert!(v["error_description"].is_string(), "{path}: {v}");
+    }
+}
+
+#[tokio::test]
+async fn array_bodies_are_not_envelopes() {
+    let c = start().await;
+    let admin = c.admin().await;
+    c.onboard(&admin, &["tenant-attach"]).await;
+    for body in [
+        "[]",
+        " [[], []]",
+        "[[{\"key\":\"1\",\"record\":{}}]]",
+        "null",
+        "\"x\"",
+    ] {
+        let r = c
+            .http
+            .post(c.url(&hpath("/upload/devices")))
+            .bearer_auth(&admin)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "BadRequest", "{body}: {v}");
+    }
+    // The other JSON endpoints want objects too.
+    let r = c
+        .http
+        .put(c.url(&hpath("")))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body(r#"["PS1", "Primary", "2303", "public", null]"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let (s, v) = c.post(&admin, &hpath("/upload/devices"), json!({})).await;
+    assert_eq!(s, 200, "{v}");
+}
+
+#[tokio::test]
+async fn refresh_token_at_the_wrong_tenant_or_client_is_not_consumed() {
+    let c = start().await;
+    let (_, tok) = c.user_token(CONTOSO).await;
+    let rt = tok["refresh_token"].as_str().unwrap();
+    let public = cloudattach_cloud::auth::PUBLIC_CLIENT_ID;
+    for (tenant, client) in [
+        (FABRIKAM, public),
+        (CONTOSO, cloudattach_cloud::seed::CONTOSO_READER_APP_ID),
+    ] {
+        let (s, v) = c
+            .form(
+                &format!("/{tenant}/oauth2/v2.0/token"),
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", client),
+                    ("refresh_token", rt),
+                ],
+            )
+            .await;
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "{v}"
+        );
+    }
+    let refresh = [
+        ("grant_type", "refresh_token"),
+        ("client_id", public),
+        ("refresh_token", rt),
+    ];
+    let path = format!("/{CONTOSO}/oauth2/v2.0/token");
+    let (s, v) = c.form(&path, &refresh).await;
+    assert_eq!(s, 200, "{v}");
+    // Rotation: it is consumed now.
+    let (s, v) = c.form(&path, &refresh).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{v}"
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn data_dir_and_database_files_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("a").join("cloud");
+    let running = cloudattach_cloud::start(cloudattach_cloud::ServeOptions {
+        data: Some(data.clone()),
+        ..opts()
+    })
+    .await
+    .unwrap();
+    // Write something so that the WAL files exist.
+    let c = reqwest::Client::new();
+    let r = c
+        .post(format!(
+            "{}/{CONTOSO}/oauth2/v2.0/devicecode",
+            running.base_url()
+        ))
+        .form(&[
+            ("client_id", cloudattach_cloud::auth::PUBLIC_CLIENT_ID),
+            ("scope", "api://cloudattach/.default"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700, "data dir");
+    for f in ["cloud.db", "cloud.db-wal", "cloud.db-shm"] {
+        let p = data.join(f);
+        if p.exists() || f == "cloud.db" {
+            assert_eq!(mode(&p), 0o600, "{f}");
+        }
+    }
+    assert!(data.join("cloud.db-wal").exists());
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn lengths_resource_ids_and_site_versions_are_checked() {
+    let c = start().await;
+    let admin = c.admin().await;
+    let hp = hpath("");
+    let put = |b: Value| c.put(&admin, &hp, b);
+    for v in ["2313", "2300", "1612", "0001", "23A3", "230"] {
+        let (s, r) = put(json!({"site_code":"PS1","site_version":v,"environment":"public"})).await;
+        assert_eq!(s, 400, "{v}: {r}");
+    }
+    let long = "n".repeat(257);
+    let (s, r) = put(
+        json!({"site_code":"PS1","site_name":long,"site_version":"2303","environment":"public"}),
+    )
+    .await;
+    assert_eq!(s, 400, "{r}");
+    let (s, r) = put(json!({"site_code":"PS1","site_name":"é".repeat(256),"site_version":"1701","environment":"public"})).await;
+    assert_eq!(s, 201, "{r}");
+    let (s, r) = c
+        .put(
+            &admin,
+            &hpath("/features/tenant-attach"),
+            json!({"settings":{}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{r}");
+    // Device strings and resource ids.
+    let upath = hpath("/upload/devices");
+    let up = |b: Value| c.post(&admin, &upath, b);
+    let (s, r) = up(json!({"upserts":[{"key":"1","record":device(1, &"N".repeat(1025))}]})).await;
+    assert_eq!(s, 400, "{r}");
+    let mut d = device(2, "PC-2");
+    d["os"] = json!("x".repeat(5000));
+    let (s, r) = up(json!({"upserts":[{"key":"2","record":d}]})).await;
+    assert_eq!(s, 400, "{r}");
+    let (s, r) = up(json!({"upserts":[{"key":"-5","record":device(-5, "NEG")}]})).await;
+    assert_eq!(s, 400, "{r}");
+    let (s, r) = up(json!({"upserts":[{"key":"0","record":device(0, "ZERO")}]})).await;
+    assert_eq!(s, 400, "{r}");
+    let (s, r) = up(json!({"upserts":[{"key":"3","record":device(3, &"é".repeat(1024))}]})).await;
+    assert_eq!(s, 200, "{r}");
+    let (_, d) = c.get(&admin, "/api/v1/devices").await;
+    assert_eq!(d["@odata.count"], 1, "{d}");
+    // Graph displayName on PATCH is capped like on create.
+    let (s, a) = c
+        .post(&admin, "/v1.0/applications", json!({"displayName": "X"}))
+        .await;
+    assert_eq!(s, 201, "{a}");
+    let path = format!("/v1.0/applications/{}", a["id"].as_str().unwrap());
+    let (s, r) = c
+        .send(
+            reqwest::Method::PATCH,
+            &admin,
+            &path,
+            Some(json!({"displayName": "d".repeat(257)})),
+        )
+        .await;
+    assert_eq!(s, 400, "{r}");
+    let (_, a) = c.get(&admin, &path).await;
+    assert_eq!(a["displayName"], "X", "{a}");
+}
