@@ -587,8 +587,11 @@ async fn do_upload(
         // device of the site (all or the pilot collection), uploaded or not.
         _ => false,
     };
+    // Deleting an uploaded device removes what only exists because it was uploaded (its
+    // analytics and Defender records), never its co-management state, which does not depend on
+    // the upload scope.
     let cascade: &'static [&'static str] = if ch == Channel::Devices {
-        &["analytics", "defender", "comanagement"]
+        &["analytics", "defender"]
     } else {
         &[]
     };

@@ -300,6 +300,40 @@ async fn onboarding_features_uploads_status() {
     );
     assert!(plugin(&st, "tenant-attach")["last_sync"].is_string());
 
+    // Deleting an uploaded device takes its Defender record along but keeps its co-management
+    // state, which does not depend on the upload scope.
+    let (s, v) = c
+        .post(
+            &admin,
+            &hpath("/upload/devices"),
+            json!({"upserts": [], "deletes": ["2", "3"]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (_, st) = c.get(&admin, &hpath("/status")).await;
+    assert_eq!(
+        plugin(&st, "tenant-attach")["counts"]["devices_uploaded"],
+        1197
+    );
+    assert_eq!(
+        plugin(&st, "defender-reporting")["counts"]["devices_reported"],
+        1
+    );
+    assert_eq!(
+        plugin(&st, "co-management")["counts"]["devices_enrolled"],
+        1
+    );
+    assert_eq!(
+        plugin(&st, "co-management")["counts"]["devices_scheduled"],
+        2
+    );
+    let back = json!({"upserts": [
+        {"key": "2", "record": device(2, "PC-00002")},
+        {"key": "3", "record": device(3, "PC-00003")}
+    ]});
+    let (s, v) = c.post(&admin, &hpath("/upload/devices"), back).await;
+    assert_eq!(s, 200, "{v}");
+
     // RBAC authority: the checkbox cleared AND the tenant toggle on.
     c.put(
         &admin,
