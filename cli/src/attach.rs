@@ -373,20 +373,19 @@ pub fn status(ctx: &Context, output: Output) -> Outcome {
     for id in &order {
         let p = ctx.registry.get(id).expect("ordered ids are registered");
         conn.session.set_current_plugin(id);
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            p.plugin.status(&host)
-        }))
-        .unwrap_or_else(|panic| {
-            let why = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic without a message".into());
-            Err(cloudattach_sdk::HostError::new(
-                "plugin-panic",
-                format!("plugin {id} panicked: {why}"),
-            ))
-        });
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.plugin.status(&host)))
+                .unwrap_or_else(|panic| {
+                    let why = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic without a message".into());
+                    Err(cloudattach_sdk::HostError::new(
+                        "plugin-panic",
+                        format!("plugin {id} panicked: {why}"),
+                    ))
+                });
         plugins.push(match result {
             Ok(s) => (
                 apply::PluginStatus {
@@ -570,9 +569,16 @@ pub fn sync(ctx: &Context, output: Output, full: bool, watch: Option<Duration>) 
 }
 
 pub fn disable(ctx: &Context, output: Output, ids: &[String]) -> Outcome {
-    let unknown: Vec<&String> = ids.iter().filter(|id| ctx.registry.get(id).is_none()).collect();
+    let unknown: Vec<&String> = ids
+        .iter()
+        .filter(|id| ctx.registry.get(id).is_none())
+        .collect();
     if !unknown.is_empty() {
-        let known: Vec<&str> = ctx.registry.iter().map(|p| p.manifest.id.as_str()).collect();
+        let known: Vec<&str> = ctx
+            .registry
+            .iter()
+            .map(|p| p.manifest.id.as_str())
+            .collect();
         let names: Vec<String> = unknown.iter().map(|id| format!("`{id}`")).collect();
         return Err(Failure::Input(format!(
             "no plugin has the id {}; known plugins: {} (load others with --plugin-dir)",
@@ -663,16 +669,21 @@ pub fn disable(ctx: &Context, output: Output, ids: &[String]) -> Outcome {
 
 pub fn detach(ctx: &Context, output: Output, yes: bool) -> Outcome {
     if !yes
-        && !confirm("detach", &format!(
-            "Offboard hierarchy {} from tenant {}? Its devices and reports are removed from the tenant.",
-            ctx.site.info.hierarchy_id, ctx.config.tenant
-        ))?
+        && !confirm(
+            "detach",
+            &format!(
+                "Offboard hierarchy {} from tenant {}? Its devices and reports are removed from the tenant.",
+                ctx.site.info.hierarchy_id, ctx.config.tenant
+            ),
+        )?
     {
         eprintln!("nothing changed");
         return Err(Failure::Failed);
     }
     let conn = connect(ctx, "detach", true)?;
-    conn.session.offboard().map_err(|e| session_failure(ctx, e))?;
+    conn.session
+        .offboard()
+        .map_err(|e| session_failure(ctx, e))?;
     conn.state
         .lock()
         .expect("state lock")

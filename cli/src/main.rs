@@ -409,7 +409,11 @@ fn check(cli: &Cli, ids: &[String]) -> Outcome {
         print_json(&serde_json::json!({ "plugins": results }))?;
     } else {
         let colour = colour_enabled();
-        let id_width = results.iter().map(|r| r.id.chars().count()).max().unwrap_or(0);
+        let id_width = results
+            .iter()
+            .map(|r| r.id.chars().count())
+            .max()
+            .unwrap_or(0);
         for r in &results {
             let (word, tone) = match r.status {
                 CheckStatus::Pass => ("pass", Tone::Good),
@@ -417,11 +421,7 @@ fn check(cli: &Cli, ids: &[String]) -> Outcome {
                 CheckStatus::Fail => ("fail", Tone::Bad),
                 CheckStatus::Unsupported => ("unsupported", Tone::Dim),
             };
-            println!(
-                "{:<id_width$}  {}",
-                r.id,
-                render::paint(word, tone, colour)
-            );
+            println!("{:<id_width$}  {}", r.id, render::paint(word, tone, colour));
             for f in &r.findings {
                 let (mark, tone) = match f.severity {
                     Severity::Info => ("info ", Tone::Dim),

@@ -87,3 +87,30 @@ impl Table {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_have_no_trailing_spaces() {
+        let mut t = Table::new(&["plugin", "sent", "error"]);
+        t.row(vec![
+            ("tenant-attach".into(), Tone::Plain),
+            ("1,736".into(), Tone::Plain),
+            (String::new(), Tone::Bad),
+        ]);
+        t.row(vec![
+            ("co-management".into(), Tone::Plain),
+            ("0".into(), Tone::Plain),
+            ("boom".into(), Tone::Bad),
+        ]);
+        for colour in [false, true] {
+            let text = t.render(colour);
+            for line in text.lines() {
+                assert_eq!(line, line.trim_end(), "colour={colour}: {line:?}");
+            }
+            assert!(text.contains("tenant-attach  1,736\n"), "{text:?}");
+        }
+    }
+}

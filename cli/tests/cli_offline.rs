@@ -1492,7 +1492,10 @@ fn text_output_on_a_terminal_is_coloured_unless_no_color() {
             let out = cmd.output().expect("run script");
             let text = String::from_utf8_lossy(&out.stdout);
             assert!(out.status.success(), "{args:?}: {text}");
-            assert!(text.contains("tenant-attach"), "{args:?}: no output: {text}");
+            assert!(
+                text.contains("tenant-attach"),
+                "{args:?}: no output: {text}"
+            );
             assert_eq!(
                 text.contains("\x1b["),
                 !no_color,
@@ -1728,5 +1731,50 @@ fn disable_of_an_unknown_id_lists_the_known_ones() {
         "tenant-attach",
     ] {
         assert!(r.stderr.contains(id), "{id} not listed:\n{}", r.stderr);
+    }
+}
+
+#[test]
+fn help_describes_the_tool_for_users() {
+    let dir = TempDir::new().unwrap();
+    let r = run(dir.path(), &["--help"]);
+    r.expect_code(0);
+    assert!(
+        r.stdout
+            .starts_with("Attach a Configuration Manager site to a cloud tenant"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("no domain logic"), "{}", r.stdout);
+}
+
+#[test]
+fn text_tables_have_no_trailing_spaces_and_check_pads_to_the_longest_id() {
+    let (dir, cfg) = setup("2303", "[site]\npath = \"site\"\n");
+    for args in [&["plan"][..], &["check"], &["plugins", "list"]] {
+        let mut all = vec!["--config", cfg.as_str()];
+        all.extend_from_slice(args);
+        let r = run(dir.path(), &all);
+        r.expect_code(0);
+        for line in r.stdout.lines() {
+            assert_eq!(line, line.trim_end(), "{args:?}: trailing spaces: {line:?}");
+        }
+    }
+    let r = run(dir.path(), &["--config", &cfg, "check"]);
+    let longest = "defender-reporting".len();
+    let heads: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| !l.starts_with(' ') && !l.is_empty())
+        .collect();
+    assert_eq!(heads.len(), 5, "{}", r.stdout);
+    for l in heads {
+        // The status word starts two columns after the longest id.
+        let status = &l[longest + 2..];
+        assert!(
+            ["pass", "warn", "fail", "unsupported"].contains(&status),
+            "{l:?} in:\n{}",
+            r.stdout
+        );
     }
 }

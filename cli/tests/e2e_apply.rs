@@ -351,3 +351,33 @@ fn apply_refuses_old_sites_and_unconfirmed_runs() {
     assert!(r.stderr.contains("--yes"), "{}", r.stderr);
     assert!(w.hierarchies().is_empty());
 }
+
+/// The text summary of apply and status formats counts with thousands separators and has no
+/// trailing spaces; status text shows no settings JSON.
+#[test]
+fn text_summaries_format_counts_for_people() {
+    let w = World::start();
+    w.generate(2_500, 2303);
+    w.config("public", DEFAULT);
+    let r = w.cli(&["apply", "--yes"]);
+    r.ok();
+    let st = w.cli(&["status"]);
+    st.ok();
+    for (what, out) in [("apply", &r.stdout), ("status", &st.stdout)] {
+        assert!(
+            out.contains("devices_uploaded=2,"),
+            "{what}: no separator:\n{out}"
+        );
+        // Every `key=N` count: at most 3 digits before a separator.
+        let unseparated = out
+            .split('=')
+            .skip(1)
+            .any(|rest| rest.chars().take_while(char::is_ascii_digit).count() > 3);
+        assert!(!unseparated, "{what}: an unseparated count:\n{out}");
+        for line in out.lines() {
+            assert_eq!(line, line.trim_end(), "{what}: trailing spaces: {line:?}");
+        }
+    }
+    assert!(!st.stdout.contains("settings="), "{}", st.stdout);
+    assert!(!st.stdout.contains('{'), "{}", st.stdout);
+}

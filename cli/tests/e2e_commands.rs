@@ -115,7 +115,11 @@ fn disable_features_and_refuse_while_dependents_are_enabled() {
 
     let r = w.cli(&["disable", "tenant-attach"]);
     r.code(2);
-    let errors: Vec<&str> = r.stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    let errors: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect();
     assert_eq!(errors.len(), 1, "one error naming them all:\n{}", r.stderr);
     assert!(
         errors[0].contains("cloudattach disable rbac-authority defender-reporting tenant-attach"),

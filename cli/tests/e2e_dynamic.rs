@@ -279,7 +279,9 @@ fn broken_and_hostile_libraries_do_not_stop_the_run() {
     let panicky = plugin(&v, "panicky");
     assert_eq!(panicky["enabled"], false, "{panicky}");
     assert!(
-        panicky["error"].as_str().is_some_and(|e| e.contains("panicked")),
+        panicky["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("panicked")),
         "{panicky}"
     );
     assert_eq!(plugin(&v, "tenant-attach")["enabled"], true, "{v}");

@@ -269,7 +269,8 @@ fn an_unreachable_endpoint_gives_a_hint() {
     let r = w.cli(&["status"]);
     r.code(1);
     assert!(
-        r.stderr.contains("cannot reach the cloud at http://127.0.0.1:9"),
+        r.stderr
+            .contains("cannot reach the cloud at http://127.0.0.1:9"),
         "{}",
         r.stderr
     );
