@@ -368,47 +368,14 @@ pub fn status(ctx: &Context, output: Output) -> Outcome {
     let host =
         orchestrator::host_for(&ctx.site, &ctx.config, &selection).with_cloud(conn.session.clone());
     let order = ctx.registry.execution_order().map_err(input)?;
-    // Each plugin on its own: one that fails (or panics) is reported, the others still are.
-    let mut plugins: Vec<(apply::PluginStatus, Option<String>)> = vec![];
-    for id in &order {
-        let p = ctx.registry.get(id).expect("ordered ids are registered");
-        conn.session.set_current_plugin(id);
-        let result =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.plugin.status(&host)))
-                .unwrap_or_else(|panic| {
-                    let why = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "a panic without a message".into());
-                    Err(cloudattach_sdk::HostError::new(
-                        "plugin-panic",
-                        format!("plugin {id} panicked: {why}"),
-                    ))
-                });
-        plugins.push(match result {
-            Ok(s) => (
-                apply::PluginStatus {
-                    id: id.clone(),
-                    enabled: s.enabled,
-                    counts: s.counts,
-                    last_sync: s.last_sync,
-                    extra: s.extra,
-                },
-                None,
-            ),
-            Err(e) => (
-                apply::PluginStatus {
-                    id: id.clone(),
-                    enabled: false,
-                    counts: serde_json::Map::new(),
-                    last_sync: None,
-                    extra: serde_json::Map::new(),
-                },
-                Some(status_error(ctx, &e)),
-            ),
-        });
-    }
+    let plugins: Vec<(apply::PluginStatus, Option<String>)> =
+        apply::status(&ctx.registry, &order, &host)
+            .into_iter()
+            .map(|p| {
+                let error = p.failure.as_ref().map(|e| status_error(ctx, e));
+                (p, error)
+            })
+            .collect();
     drop(host);
     conn.close();
     let failed = plugins.iter().any(|(_, e)| e.is_some());

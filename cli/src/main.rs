@@ -630,7 +630,26 @@ fn init_logging(verbose: u8, serving: bool) {
         .try_init();
 }
 
+/// `cloudattach … | head`: a reader that closes stdout early ends the command quietly, as
+/// SIGPIPE ends a C tool, instead of with a panic message about printing to stdout.
+fn quiet_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info)
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_broken_pipe();
     let cli = Cli::parse();
     init_logging(cli.verbose, matches!(cli.command, Command::Cloud(_)));
     let result = match &cli.command {

@@ -45,7 +45,8 @@ pub struct StepReport {
     pub findings: Vec<Finding>,
 }
 
-fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+/// The message of a caught panic.
+pub fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         s.to_string()
     } else if let Some(s) = p.downcast_ref::<String>() {
@@ -349,31 +350,43 @@ pub struct PluginStatus {
     /// Extra keys (rbac-authority's `effective_authority`).
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
+    /// Why the status could not be read (the caller words it for its users).
+    #[serde(skip)]
+    pub failure: Option<cloudattach_sdk::HostError>,
 }
 
-/// Reads every plugin's status back from the cloud.
-pub fn status(
-    registry: &Registry,
-    order: &[String],
-    host: &SiteHost,
-) -> Result<Vec<PluginStatus>, cloudattach_sdk::HostError> {
-    let mut out = vec![];
-    for id in order {
-        let p = registry.get(id).expect("registered");
-        let s: StatusReport = catch_unwind(AssertUnwindSafe(|| p.plugin.status(host)))
-            .unwrap_or_else(|panic| {
-                Err(cloudattach_sdk::HostError::new(
-                    "plugin-panic",
-                    format!("plugin {id} panicked: {}", panic_message(panic)),
-                ))
-            })?;
-        out.push(PluginStatus {
-            id: id.clone(),
-            enabled: s.enabled,
-            counts: s.counts,
-            last_sync: s.last_sync,
-            extra: s.extra,
-        });
-    }
-    Ok(out)
+/// Reads every plugin's status back from the cloud, each on its own: one that fails (or
+/// panics) is reported with its failure, the others still are.
+pub fn status(registry: &Registry, order: &[String], host: &SiteHost) -> Vec<PluginStatus> {
+    order
+        .iter()
+        .map(|id| {
+            let p = registry.get(id).expect("registered");
+            let result: Result<StatusReport, _> =
+                catch_unwind(AssertUnwindSafe(|| p.plugin.status(host))).unwrap_or_else(|panic| {
+                    Err(cloudattach_sdk::HostError::new(
+                        "plugin-panic",
+                        format!("plugin {id} panicked: {}", panic_message(panic)),
+                    ))
+                });
+            match result {
+                Ok(s) => PluginStatus {
+                    id: id.clone(),
+                    enabled: s.enabled,
+                    counts: s.counts,
+                    last_sync: s.last_sync,
+                    extra: s.extra,
+                    failure: None,
+                },
+                Err(e) => PluginStatus {
+                    id: id.clone(),
+                    enabled: false,
+                    counts: Default::default(),
+                    last_sync: None,
+                    extra: Default::default(),
+                    failure: Some(e),
+                },
+            }
+        })
+        .collect()
 }

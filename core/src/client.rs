@@ -49,6 +49,18 @@ pub enum ApiError {
         /// The message.
         message: String,
     },
+    /// The cloud answered, but not with JSON (the endpoint is not a cloudattach cloud).
+    #[error("{method} {path}: the cloud at {base} answered with something that is not JSON ({message}); is `[cloud] endpoint` a cloudattach cloud service?")]
+    BadAnswer {
+        /// Request method.
+        method: String,
+        /// Request path.
+        path: String,
+        /// Base URL.
+        base: String,
+        /// The parse error.
+        message: String,
+    },
     /// The cloud could not be reached.
     #[error("{method} {path}: cannot reach the cloud at {base}: {message}")]
     Transport {
@@ -68,7 +80,7 @@ impl ApiError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ApiError::Status { status, .. } => Some(*status),
-            ApiError::Transport { .. } => None,
+            ApiError::Transport { .. } | ApiError::BadAnswer { .. } => None,
         }
     }
     /// The error code (Graph-style `error.code`, or the OAuth `error`).
@@ -76,6 +88,7 @@ impl ApiError {
         match self {
             ApiError::Status { code, .. } => code,
             ApiError::Transport { .. } => "transport",
+            ApiError::BadAnswer { .. } => "bad-answer",
         }
     }
 }
@@ -289,11 +302,11 @@ impl Api {
         if bytes.is_empty() {
             return Ok(serde_json::Value::Null);
         }
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::Transport {
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::BadAnswer {
             method: method.to_string(),
             path: path.split('?').next().unwrap_or(path).to_string(),
             base: self.base.clone(),
-            message: format!("the answer is not JSON: {e}"),
+            message: e.to_string(),
         })
     }
 

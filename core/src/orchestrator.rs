@@ -367,11 +367,7 @@ pub fn check(
                         std::panic::AssertUnwindSafe(|| p.plugin.check(host, &options)),
                     )
                     .unwrap_or_else(|panic| {
-                        let message = panic
-                            .downcast_ref::<&str>()
-                            .map(|s| s.to_string())
-                            .or_else(|| panic.downcast_ref::<String>().cloned())
-                            .unwrap_or_else(|| "a panic without a message".into());
+                        let message = crate::apply::panic_message(panic);
                         let mut r = CheckReport::default();
                         r.push(Finding::error("plugin-panic", format!("plugin {id} panicked: {message}")));
                         r

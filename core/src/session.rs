@@ -532,31 +532,12 @@ impl Session {
         reporter: Arc<dyn Reporter>,
         policy: AppPolicy,
     ) -> Result<Session, SessionError> {
-        // Validate what needs no network first: an import problem is an input error.
+        // Validate what needs no network first: an import problem is an input error. The
+        // warnings (a secret about to expire) are the caller's to show, as for every command.
         let import = match &config.app {
             Some(app) => {
-                let secret = read_import_secret(app)?;
-                check_app_id_uri(&app.app_id_uri, &app.tenant_id).map_err(SessionError::Input)?;
-                match days_until(&app.secret_expiry) {
-                    None => {
-                        return Err(SessionError::Input(format!(
-                            "[cloud.app] secret_expiry = {:?}: expected a date YYYY-MM-DD",
-                            app.secret_expiry
-                        )));
-                    }
-                    Some(d) if d < 0 => {
-                        return Err(SessionError::Input(format!(
-                            "[cloud.app] the secret of {} expired on {}; create a new secret and update secret_expiry",
-                            app.name, app.secret_expiry
-                        )));
-                    }
-                    Some(d) if d <= 30 => reporter.warn(&format!(
-                        "the secret of app {} expires in {d} day(s), on {}; renew it before then or syncs will fail",
-                        app.name, app.secret_expiry
-                    )),
-                    Some(_) => {}
-                }
-                Some((app.clone(), secret))
+                crate::config::validate_app_offline(config).map_err(SessionError::Input)?;
+                Some((app.clone(), read_import_secret(app)?))
             }
             None => None,
         };
