@@ -178,9 +178,6 @@ pub(crate) struct Context {
     pub config: Config,
     pub registry: Registry,
     pub site: Arc<Site>,
-    /// Warnings about `[cloud.app]` found without the network (a secret expiring soon);
-    /// `check` and `plan` print them, sign-in prints its own.
-    pub app_warnings: Vec<String>,
 }
 
 impl Context {
@@ -210,16 +207,17 @@ impl Context {
                 config
             }
         };
-        // An imported app that apply would refuse is refused here first, by every command.
-        let app_warnings =
-            cloudattach_core::config::validate_app_offline(&config).map_err(Failure::Input)?;
+        // An imported app that apply would refuse is refused here first, by every command, and
+        // every command warns about a secret that expires soon.
+        for w in cloudattach_core::config::validate_app_offline(&config).map_err(Failure::Input)? {
+            eprintln!("warning: {w}");
+        }
         let registry = registry_for(cli, Some(&config))?;
         let site = Site::open(&config.site_dir).map_err(input)?;
         Ok(Context {
             config,
             registry,
             site: Arc::new(site),
-            app_warnings,
         })
     }
 
@@ -394,9 +392,6 @@ fn plugins_inspect(cli: &Cli, file: &Path) -> Outcome {
 
 fn check(cli: &Cli, ids: &[String]) -> Outcome {
     let ctx = Context::load(cli)?;
-    for w in &ctx.app_warnings {
-        eprintln!("warning: {w}");
-    }
     let selection = selection_for_reading(&ctx)?;
     for w in &selection.warnings {
         eprintln!("warning: {w}");
@@ -495,9 +490,6 @@ fn lenient_selection(ctx: &Context) -> Result<cloudattach_core::Selection, Failu
 
 fn plan(cli: &Cli) -> Outcome {
     let ctx = Context::load(cli)?;
-    for w in &ctx.app_warnings {
-        eprintln!("warning: {w}");
-    }
     cloudattach_core::orchestrator::require_wizard_version(ctx.site.info.version).map_err(input)?;
     let selection = cloudattach_core::select(&ctx.config, &ctx.registry, ctx.site.info.version)
         .map_err(input)?;

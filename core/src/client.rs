@@ -50,7 +50,9 @@ pub enum ApiError {
         message: String,
     },
     /// The cloud answered, but not with JSON (the endpoint is not a cloudattach cloud).
-    #[error("{method} {path}: the cloud at {base} answered with something that is not JSON ({message}); is `[cloud] endpoint` a cloudattach cloud service?")]
+    #[error(
+        "{method} {path}: the cloud at {base} answered with something that is not JSON ({message}); is `[cloud] endpoint` a cloudattach cloud service?"
+    )]
     BadAnswer {
         /// Request method.
         method: String,
