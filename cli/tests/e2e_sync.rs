@@ -85,6 +85,32 @@ fn sync_sends_exactly_the_changes() {
 /// A cloud that answers 30% of API requests with 429 (with and without Retry-After) or 5xx and
 /// drops connections: the same final counts, and no request retried before its Retry-After.
 #[test]
+fn concurrent_uploads_under_throttling_never_retry_early() {
+    // Several batches of 5,000 in flight while 30% of requests are throttled: a Retry-After
+    // must hold back the retry of the throttled request, and the cloud must see no early retry.
+    let w = World::start_with(ServeOptions {
+        fault_429: 0.3,
+        fault_seed: Some(7),
+        ..cloud_opts()
+    });
+    let site = w.generate(12_000, 2303);
+    w.config("public", DEFAULT);
+    let out = w.apply_ok();
+    for (id, s) in steps(&out) {
+        assert_eq!(s["status"], "done", "{id}: {s}");
+    }
+    let stats = w.stats();
+    assert!(stats["faults"]["429"].as_u64().unwrap() > 0, "{stats}");
+    assert_eq!(stats["early_retries"], 0, "{stats}");
+    let e = site.expected(None, None);
+    let c = w.counts(&site.hid);
+    assert_eq!(
+        (c.devices, c.ea_enrolled, c.defender, c.scheduled),
+        (e.devices, e.ea_enrolled, e.defender, e.scheduled)
+    );
+}
+
+#[test]
 fn faults_give_the_same_counts_and_no_early_retries() {
     let w = World::start_with(ServeOptions {
         fault_429: 0.1,
