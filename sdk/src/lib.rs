@@ -30,8 +30,8 @@ pub use host::{
 };
 pub use manifest::{Manifest, OptionKind, OptionSpec, Options, is_collection_id};
 pub use plugin::{
-    Plugin, PluginRegistration, ValidateContext, feature_status, put_feature, registered_plugins,
-    settings_action, upload_from_devices,
+    Plugin, PluginRegistration, ValidateContext, enable_and_upload, feature_status, put_feature,
+    registered_plugins, settings_action, upload_from_devices,
 };
 pub use version::{DottedVersion, SiteVersion};
 

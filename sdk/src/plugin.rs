@@ -157,6 +157,36 @@ pub fn upload_from_devices(
     }
 }
 
+/// The `apply` of a feature that uploads: enable it with its settings (idempotent), then one
+/// delta upload through its [`Plugin::sync`]. The outcome counts the records in scope under
+/// `count_key` and the records sent under `sent`, with `describe`'s line as an info finding;
+/// any error fails the step with the host's code and message.
+pub fn enable_and_upload(
+    plugin: &dyn Plugin,
+    host: &dyn Host,
+    options: &Options,
+    count_key: &str,
+    describe: &dyn Fn(&SyncStats) -> String,
+) -> ApplyOutcome {
+    let id = plugin.manifest().id;
+    if let Err(e) = put_feature(host, &id, &plugin.settings(options)) {
+        return ApplyOutcome::failed(e.code, e.message);
+    }
+    match plugin.sync(host, options, SyncMode::Delta) {
+        Ok(Some(stats)) => {
+            let mut outcome = ApplyOutcome::ok()
+                .count(count_key, stats.total)
+                .count("sent", stats.sent);
+            outcome
+                .findings
+                .push(Finding::info(count_key.replace('_', "-"), describe(&stats)));
+            outcome
+        }
+        Ok(None) => ApplyOutcome::ok(),
+        Err(e) => ApplyOutcome::failed(e.code, e.message),
+    }
+}
+
 /// Enables or updates a feature's settings in the cloud (idempotent).
 pub fn put_feature(
     host: &dyn Host,

@@ -5,8 +5,8 @@
 
 use cloudattach_sdk::{
     ApplyOutcome, CheckReport, Device, DeviceParts, Environment, Finding, Host, HostError,
-    Manifest, Options, PlanDecision, Plugin, Record, SiteVersion, SyncMode, SyncStats, put_feature,
-    settings_action, thousands, upload_from_devices,
+    Manifest, Options, PlanDecision, Plugin, Record, SiteVersion, SyncMode, SyncStats,
+    enable_and_upload, settings_action, thousands, upload_from_devices,
 };
 use serde_json::{Value, json};
 
@@ -137,27 +137,13 @@ impl Plugin for DefenderReporting {
     }
 
     fn apply(&self, host: &dyn Host, options: &Options) -> ApplyOutcome {
-        if let Err(e) = put_feature(host, ID, &self.settings(options)) {
-            return ApplyOutcome::failed(e.code, e.message);
-        }
-        match self.sync(host, options, SyncMode::Delta) {
-            Ok(Some(stats)) => {
-                let mut outcome = ApplyOutcome::ok()
-                    .count("devices_reported", stats.total)
-                    .count("sent", stats.sent);
-                outcome.findings.push(Finding::info(
-                    "devices-reported",
-                    format!(
-                        "Defender state of {} devices reported ({} records sent)",
-                        thousands(stats.total),
-                        thousands(stats.sent)
-                    ),
-                ));
-                outcome
-            }
-            Ok(None) => ApplyOutcome::ok(),
-            Err(e) => ApplyOutcome::failed(e.code, e.message),
-        }
+        enable_and_upload(self, host, options, "devices_reported", &|stats| {
+            format!(
+                "Defender state of {} devices reported ({} records sent)",
+                thousands(stats.total),
+                thousands(stats.sent)
+            )
+        })
     }
 
     fn sync(

@@ -10,7 +10,7 @@ use cloudattach_sdk::version::client;
 use cloudattach_sdk::{
     Analytics, ApplyOutcome, CheckReport, Device, DeviceParts, Environment, Finding, Host,
     HostError, Manifest, Options, PlanDecision, Plugin, Record, SiteVersion, SyncMode, SyncStats,
-    put_feature, settings_action, thousands, upload_from_devices,
+    enable_and_upload, settings_action, thousands, upload_from_devices,
 };
 use serde_json::{Value, json};
 
@@ -253,27 +253,13 @@ impl Plugin for EndpointAnalytics {
     }
 
     fn apply(&self, host: &dyn Host, options: &Options) -> ApplyOutcome {
-        if let Err(e) = put_feature(host, ID, &self.settings(options)) {
-            return ApplyOutcome::failed(e.code, e.message);
-        }
-        match self.sync(host, options, SyncMode::Delta) {
-            Ok(Some(stats)) => {
-                let mut outcome = ApplyOutcome::ok()
-                    .count("devices_enrolled", stats.total)
-                    .count("sent", stats.sent);
-                outcome.findings.push(Finding::info(
-                    "devices-enrolled",
-                    format!(
-                        "{} devices enrolled in Endpoint analytics ({} records sent)",
-                        thousands(stats.total),
-                        thousands(stats.sent)
-                    ),
-                ));
-                outcome
-            }
-            Ok(None) => ApplyOutcome::ok(),
-            Err(e) => ApplyOutcome::failed(e.code, e.message),
-        }
+        enable_and_upload(self, host, options, "devices_enrolled", &|stats| {
+            format!(
+                "{} devices enrolled in Endpoint analytics ({} records sent)",
+                thousands(stats.total),
+                thousands(stats.sent)
+            )
+        })
     }
 
     fn sync(

@@ -9,7 +9,8 @@
 use cloudattach_sdk::{
     ApplyOutcome, CheckReport, CollectionInfo, ConnectionPoint, Device, DeviceParts, Environment,
     Finding, Host, HostError, Manifest, OptionSpec, Options, PlanDecision, Plugin, Record,
-    SiteVersion, SyncMode, SyncStats, put_feature, settings_action, thousands, upload_from_devices,
+    SiteVersion, SyncMode, SyncStats, enable_and_upload, settings_action, thousands,
+    upload_from_devices,
 };
 use serde_json::{Value, json};
 
@@ -267,29 +268,15 @@ impl Plugin for TenantAttach {
     }
 
     fn apply(&self, host: &dyn Host, options: &Options) -> ApplyOutcome {
-        if let Err(e) = put_feature(host, ID, &self.settings(options)) {
-            return ApplyOutcome::failed(e.code, e.message);
-        }
-        match self.sync(host, options, SyncMode::Delta) {
-            Ok(Some(stats)) => {
-                let mut outcome = ApplyOutcome::ok()
-                    .count("devices_uploaded", stats.total)
-                    .count("sent", stats.sent);
-                outcome.findings.push(Finding::info(
-                    "devices-uploaded",
-                    format!(
-                        "{} devices in the tenant ({} records sent: {} added or changed, {} removed)",
-                        thousands(stats.total),
-                        thousands(stats.sent),
-                        thousands(stats.upserted),
-                        thousands(stats.deleted)
-                    ),
-                ));
-                outcome
-            }
-            Ok(None) => ApplyOutcome::ok(),
-            Err(e) => ApplyOutcome::failed(e.code, e.message),
-        }
+        enable_and_upload(self, host, options, "devices_uploaded", &|stats| {
+            format!(
+                "{} devices in the tenant ({} records sent: {} added or changed, {} removed)",
+                thousands(stats.total),
+                thousands(stats.sent),
+                thousands(stats.upserted),
+                thousands(stats.deleted)
+            )
+        })
     }
 
     fn sync(
