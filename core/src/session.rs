@@ -838,6 +838,14 @@ async fn ensure_registered_app(
     policy: AppPolicy,
 ) -> Result<AppCredentials, SessionError> {
     let path = app_path(config, api, tenant_id);
+    // State directories from before one file per tenant and endpoint kept a single `app.json`.
+    let legacy = config.state_dir().join("app.json");
+    if !path.exists()
+        && let Ok(text) = std::fs::read_to_string(&legacy)
+        && serde_json::from_str::<AppCredentials>(&text).is_ok_and(|a| a.tenant_id == tenant_id)
+    {
+        let _ = std::fs::rename(&legacy, &path);
+    }
     // Reuse the app registered on an earlier run while it exists in the tenant; a secret that
     // expires within 30 days gets a new password on the same app, so the hierarchy keeps its
     // owner.
@@ -1021,7 +1029,7 @@ impl CloudPort for Session {
 }
 
 /// An acknowledged batch: records sent, hashes to record, deletions, the cloud's answer.
-type BatchResult = Result<(u64, Vec<(String, u64)>, Vec<String>, serde_json::Value), SessionError>;
+type BatchResult = Result<(u64, serde_json::Value), HostError>;
 
 /// The delta-sync engine for one channel: hashes each record, keeps the changed ones, sends
 /// them in compressed batches with a few requests in flight, and records every acknowledged
@@ -1056,14 +1064,20 @@ impl GatewaySink<'_> {
         self.batch_bytes.clear();
         let upserts = std::mem::take(&mut self.batch);
         let records = std::mem::take(&mut self.batch_records) + deletes.len() as u64;
-        let compressed = zstd::bulk::compress(&body, 1)
-            .map_err(|e| HostError::new("compress", e.to_string()))?;
         let token = self.session.app_bearer().map_err(host_error)?;
         let api = self.session.api.clone();
         let path = self
             .session
             .gateway_path(&format!("upload/{}", self.channel));
+        let (state, channel) = (self.session.state.clone(), self.channel.clone());
+        // Compressing, sending and recording the acknowledged batch happen off the thread that
+        // reads the inventory, so it goes on producing the next batch meanwhile.
         let handle = self.session.handle.spawn(async move {
+            let blocking = |e: tokio::task::JoinError| HostError::new("upload", e.to_string());
+            let compressed = tokio::task::spawn_blocking(move || zstd::bulk::compress(&body, 1))
+                .await
+                .map_err(blocking)?
+                .map_err(|e| HostError::new("compress", e.to_string()))?;
             let answer = api
                 .json(
                     HttpMethod::POST,
@@ -1071,8 +1085,20 @@ impl GatewaySink<'_> {
                     Some(&token),
                     &Body::JsonZstd(compressed),
                 )
-                .await?;
-            Ok((records, upserts, deletes, answer))
+                .await
+                .map_err(|e| host_error(e.into()))?;
+            // The batch is recorded as acknowledged before it counts: a crash after this point
+            // loses nothing, one before it resends the batch, which the cloud finds unchanged.
+            tokio::task::spawn_blocking(move || {
+                state
+                    .lock()
+                    .expect("state lock")
+                    .ack_batch(&channel, &upserts, &deletes)
+                    .map_err(|e| HostError::new("state", e.to_string()))
+            })
+            .await
+            .map_err(blocking)??;
+            Ok((records, answer))
         });
         self.in_flight.push_back(handle);
         while self.in_flight.len() >= IN_FLIGHT {
@@ -1085,18 +1111,11 @@ impl GatewaySink<'_> {
         let Some(h) = self.in_flight.pop_front() else {
             return Ok(());
         };
-        let (n, upserts, deletes, answer) = self
+        let (n, answer) = self
             .session
             .handle
             .block_on(h)
-            .map_err(|e| HostError::new("upload", e.to_string()))?
-            .map_err(host_error)?;
-        self.session
-            .state
-            .lock()
-            .expect("state lock")
-            .ack_batch(&self.channel, &upserts, &deletes)
-            .map_err(|e| HostError::new("state", e.to_string()))?;
+            .map_err(|e| HostError::new("upload", e.to_string()))??;
         self.stats.sent += n;
         let count = |k: &str| answer.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
         self.stats.upserted += count("upserted");
