@@ -2,7 +2,7 @@
 //! with the state persisted after every step and every acknowledged upload batch.
 
 use crate::config::Config;
-use crate::host::{CloudPort, SiteHost};
+use crate::host::{CloudPort, PassHost, SiteHost, shared_pass};
 use crate::orchestrator::{AppliedState, Decision, Plan, Selection, host_for};
 use crate::registry::Registry;
 use crate::session::Session;
@@ -283,7 +283,10 @@ pub struct SyncReport {
     pub error: Option<String>,
 }
 
-/// One upload for every enabled feature that uploads, in execution order.
+/// One upload for every enabled feature that uploads. Features run in waves: each wave holds
+/// the features whose dependencies ran in earlier waves (tenant-attach and co-management, then
+/// the features that need uploaded devices), and the features of a wave run side by side over
+/// one shared pass of the inventory.
 pub fn sync(
     registry: &Registry,
     selection: &Selection,
@@ -300,38 +303,81 @@ pub fn sync(
         .into_iter()
         .map(|(id, _)| id)
         .collect();
-    let mut out = vec![];
+    // Execution order already puts dependencies first: a feature's wave is one past the latest
+    // wave of the features it depends on.
+    let mut wave_of: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut waves: Vec<Vec<(&str, &cloudattach_sdk::Options)>> = vec![];
     for (id, decision) in &selection.entries {
-        if !enabled.contains(id) {
-            continue;
-        }
         let Decision::Selected(options) = decision else {
             continue;
         };
-        let p = registry.get(id).expect("registered");
-        session.set_current_plugin(id);
-        let result = catch_unwind(AssertUnwindSafe(|| p.plugin.sync(host, options, mode)))
-            .unwrap_or_else(|panic| {
-                Err(cloudattach_sdk::HostError::new(
-                    "plugin-panic",
-                    format!("plugin {id} panicked: {}", panic_message(panic)),
-                ))
-            });
-        match result {
-            Ok(Some(stats)) => out.push(SyncReport {
-                id: id.clone(),
-                sent: stats.sent,
-                total: stats.total,
-                error: None,
-            }),
-            Ok(None) => {}
-            Err(e) => out.push(SyncReport {
-                id: id.clone(),
-                sent: 0,
-                total: 0,
-                error: Some(e.message),
-            }),
+        if !enabled.contains(id) {
+            continue;
         }
+        let p = registry.get(id).expect("registered");
+        let wave = p
+            .manifest
+            .depends_on
+            .iter()
+            .filter_map(|d| wave_of.get(d.as_str()).map(|w| w + 1))
+            .max()
+            .unwrap_or(0);
+        wave_of.insert(id, wave);
+        if waves.len() <= wave {
+            waves.resize_with(wave + 1, Vec::new);
+        }
+        waves[wave].push((id, options));
+    }
+    let sync_one =
+        |id: &str, options: &cloudattach_sdk::Options, host: &dyn cloudattach_sdk::Host| {
+            let p = registry.get(id).expect("registered");
+            session.set_current_plugin(id);
+            let result = catch_unwind(AssertUnwindSafe(|| p.plugin.sync(host, options, mode)))
+                .unwrap_or_else(|panic| {
+                    Err(cloudattach_sdk::HostError::new(
+                        "plugin-panic",
+                        format!("plugin {id} panicked: {}", panic_message(panic)),
+                    ))
+                });
+            match result {
+                Ok(Some(stats)) => Some(SyncReport {
+                    id: id.to_string(),
+                    sent: stats.sent,
+                    total: stats.total,
+                    error: None,
+                }),
+                Ok(None) => None,
+                Err(e) => Some(SyncReport {
+                    id: id.to_string(),
+                    sent: 0,
+                    total: 0,
+                    error: Some(e.message),
+                }),
+            }
+        };
+    let mut out = vec![];
+    for wave in waves {
+        if wave.len() == 1 {
+            // Alone, a feature streams the inventory itself and may skip blocks it does not read.
+            out.extend(sync_one(wave[0].0, wave[0].1, host));
+            continue;
+        }
+        let reports: Vec<Option<SyncReport>> = std::thread::scope(|scope| {
+            let passes = shared_pass(scope, host.site_ref().clone(), wave.len());
+            let handles: Vec<_> = wave
+                .iter()
+                .zip(passes)
+                .map(|(&(id, options), pass)| {
+                    let sync_one = &sync_one;
+                    scope.spawn(move || sync_one(id, options, &PassHost::new(host, pass)))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("panics are caught in sync_one"))
+                .collect()
+        });
+        out.extend(reports.into_iter().flatten());
     }
     out
 }

@@ -31,6 +31,12 @@ pub const BATCH_RECORDS: usize = 5_000;
 /// Upload requests in flight at once.
 pub const IN_FLIGHT: usize = 4;
 
+thread_local! {
+    /// The plugin whose step runs on this thread: the owner of the channels it uploads to.
+    /// Per thread, because plugins of one `sync` wave run side by side.
+    static CURRENT_PLUGIN: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
 /// An error of a session. `Input` errors are the user's to fix (exit 2, nothing changed).
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -122,8 +128,6 @@ pub struct Session {
     state: Arc<Mutex<StateStore>>,
     reporter: Arc<dyn Reporter>,
     expected_records: Option<u64>,
-    /// The plugin whose step runs now: the owner of the channels it uploads to.
-    current_plugin: Mutex<String>,
 }
 
 fn tokens_path(config: &Config) -> std::path::PathBuf {
@@ -590,7 +594,6 @@ impl Session {
             state,
             reporter,
             expected_records: site.device_count().ok(),
-            current_plugin: Mutex::new(String::new()),
         };
         Ok(session)
     }
@@ -623,7 +626,7 @@ impl Session {
 
     /// Marks the plugin whose step runs now.
     pub fn set_current_plugin(&self, id: &str) {
-        *self.current_plugin.lock().expect("plugin lock") = id.to_string();
+        CURRENT_PLUGIN.with(|c| *c.borrow_mut() = id.to_string());
     }
 
     /// The app in use.
@@ -993,7 +996,7 @@ impl CloudPort for Session {
         channel: &str,
         mode: SyncMode,
     ) -> Result<Box<dyn RecordSink + '_>, HostError> {
-        let owner = self.current_plugin.lock().expect("plugin lock").clone();
+        let owner = CURRENT_PLUGIN.with(|c| c.borrow().clone());
         let known = {
             let store = self.state.lock().expect("state lock");
             let state_err = |e: StateError| HostError::new("state", e.to_string());
