@@ -122,7 +122,7 @@ pub fn apply(
             report.action = step.action;
             report
                 .findings
-                .push(Finding::info("cloud-drift", why.clone()));
+                .push(Finding::warning("cloud-drift", why.clone()));
         }
         let step = &step;
         let blocked = p
