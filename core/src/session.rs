@@ -611,8 +611,18 @@ impl Session {
             "environment": environment.as_str(),
             "app_id": self.app.client_id,
         });
-        self.gateway_json(HttpMethod::PUT, "", Some(&body))?;
-        Ok(())
+        match self.gateway_json(HttpMethod::PUT, "", Some(&body)) {
+            Ok(_) => Ok(()),
+            // The hierarchy belongs to another app registration of the tenant (attached from
+            // another directory, or state lost): say how to get out instead of a bare 403.
+            Err(SessionError::Api(e)) if e.status() == Some(403) => {
+                Err(SessionError::Input(format!(
+                    "hierarchy {} is attached to tenant {} with another app than {}: import that app in [cloud.app], or delete its registration in the tenant and apply again ({e})",
+                    site.info.hierarchy_id, self.tenant, self.app
+                )))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Removes the hierarchy from the tenant.
