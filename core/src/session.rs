@@ -505,28 +505,10 @@ pub fn days_until(expiry: &str) -> Option<i64> {
 }
 
 impl Session {
-    /// Signs in, registers or imports the app, and onboards the hierarchy (idempotently).
-    pub fn open(
-        handle: Handle,
-        base_url: &str,
-        config: &Config,
-        site: &Site,
-        state: Arc<Mutex<StateStore>>,
-        reporter: Arc<dyn Reporter>,
-    ) -> Result<Session, SessionError> {
-        Session::connect(
-            handle,
-            base_url,
-            config,
-            site,
-            state,
-            reporter,
-            AppPolicy::RegisterIfMissing,
-        )
-    }
-
-    /// [`Session::open`] with a choice of whether a missing app may be registered: only apply
-    /// registers; commands that read or turn things off use the app apply registered.
+    /// Signs in (cached token, refresh, or device code) as a Global Administrator with an Intune
+    /// license, then imports the configured app or uses the registered one — registering it if
+    /// `policy` allows: only apply registers; commands that read or turn things off use the app
+    /// apply registered. Onboarding is [`Session::onboard`].
     pub fn connect(
         handle: Handle,
         base_url: &str,
