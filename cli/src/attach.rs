@@ -150,15 +150,58 @@ fn session_failure(ctx: &Context, e: SessionError) -> Failure {
 
 /// The options of the embedded cloud for a configuration: its data in the state directory, the
 /// configured environment, the seeded administrator of the configured tenant approved.
-pub fn embedded_options(ctx: &Context) -> ServeOptions {
+pub fn embedded_options(config: &cloudattach_core::Config) -> ServeOptions {
     ServeOptions {
         addr: "127.0.0.1:0".into(),
-        data: Some(ctx.config.state_dir().join("cloud")),
-        environment: ctx.config.environment.as_str().into(),
-        auto_approve: Some(format!("admin@{}", ctx.config.tenant)),
+        data: Some(config.state_dir().join("cloud")),
+        environment: config.environment.as_str().into(),
+        auto_approve: Some(format!("admin@{}", config.tenant)),
         device_code_interval_secs: 1,
         ..ServeOptions::default()
     }
+}
+
+/// Starts the embedded cloud for a configuration.
+fn start_embedded(
+    runtime: &tokio::runtime::Runtime,
+    config: &cloudattach_core::Config,
+) -> Result<RunningCloud, Failure> {
+    runtime
+        .block_on(cloudattach_cloud::start(embedded_options(config)))
+        .map_err(|e| match e {
+            // Its administrator is approved automatically, so the tenant must be a seeded one.
+            cloudattach_cloud::CloudError::InvalidOption(m) if m.contains("auto-approve") => Failure::Input(format!(
+                "[cloud] tenant = {:?}: the embedded cloud has the tenants contoso.example and fabrikam.example; use one of them, or set [cloud] endpoint to a cloud service that has this tenant",
+                config.tenant
+            )),
+            other => Failure::Runtime(format!("cannot start the embedded cloud: {other}")),
+        })
+}
+
+/// `init`'s sign-in page: signs in against the configured cloud (starting the embedded one if
+/// that is the endpoint) and checks the account; the tokens stay cached for apply.
+pub fn sign_in_check(config: &cloudattach_core::Config) -> Result<String, Failure> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Runtime(e.to_string()))?;
+    let (base, cloud) = match &config.endpoint {
+        Endpoint::Url(u) => (u.clone(), None),
+        Endpoint::Embedded => {
+            let running = start_embedded(&runtime, config)?;
+            (running.base_url(), Some(running))
+        }
+    };
+    let result =
+        cloudattach_core::session::sign_in(runtime.handle(), &base, config, &CliReporter::new());
+    if let Some(c) = cloud {
+        runtime.block_on(c.shutdown());
+    }
+    result.map_err(|e| match e {
+        SessionError::Input(m) => Failure::Input(m),
+        other => Failure::Runtime(other.to_string()),
+    })
 }
 
 /// Opens the state (and its lock, for commands that change things), starts the embedded cloud
@@ -178,10 +221,7 @@ pub fn connect(ctx: &Context, command: &str, lock: bool) -> Result<Connected, Fa
     let (base, cloud) = match &ctx.config.endpoint {
         Endpoint::Url(u) => (u.clone(), None),
         Endpoint::Embedded => {
-            let opts = embedded_options(ctx);
-            let running = runtime
-                .block_on(cloudattach_cloud::start(opts))
-                .map_err(|e| Failure::Runtime(format!("cannot start the embedded cloud: {e}")))?;
+            let running = start_embedded(&runtime, &ctx.config)?;
             tracing::info!("embedded cloud at {}", running.base_url());
             (running.base_url(), Some(running))
         }

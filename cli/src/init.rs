@@ -17,6 +17,9 @@ pub struct InitArgs {
     /// Replace an existing file
     #[arg(long)]
     pub force: bool,
+    /// Sign in now (the wizard's sign-in page) to check the account; the tokens are kept for apply
+    #[arg(long)]
+    pub sign_in: bool,
     /// Never prompt; use the flags and the defaults
     #[arg(long)]
     pub no_input: bool,
@@ -207,6 +210,19 @@ pub fn init(args: &InitArgs, registry: &Registry, output: Output) -> Outcome {
         Some(e) => e.clone(),
         None => p.ask("Cloud endpoint (\"embedded\" or a URL)", "embedded")?,
     };
+    // Sign in now, if asked: checks the account early and caches the tokens apply will use.
+    let sign_in =
+        args.sign_in || (p.interactive && p.yes_no("Sign in now to check the account", false)?);
+    if sign_in {
+        let text = format!(
+            "[cloud]\nenvironment = \"{environment}\"\nendpoint = {}\ntenant = {}\n",
+            toml_str(&endpoint),
+            toml_str(&tenant)
+        );
+        let config = Config::parse(&text, &args.out, &base).map_err(input)?;
+        let upn = crate::attach::sign_in_check(&config)?;
+        eprintln!("{upn} is a Global Administrator with an Intune license");
+    }
     // Page: default or custom settings.
     let settings = match &args.settings {
         Some(s) => s.clone(),

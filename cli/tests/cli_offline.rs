@@ -1778,3 +1778,37 @@ fn text_tables_have_no_trailing_spaces_and_check_pads_to_the_longest_id() {
         );
     }
 }
+
+/// `init --sign-in`: the wizard's sign-in page against the embedded cloud checks the account
+/// and caches the tokens, so the apply that follows asks no one to sign in; a tenant the
+/// embedded cloud does not have is an input error naming the ones it has.
+#[test]
+fn init_signs_in_to_check_the_account() {
+    let dir = TempDir::new().unwrap();
+    generated_site(dir.path(), "2303");
+    let r = run(dir.path(), &["init", "--no-input", "--sign-in"]);
+    r.expect_code(0)
+        .stderr_has(&["admin@contoso.example is a Global Administrator with an Intune license"]);
+    assert!(dir.path().join(".cloudattach/tokens.json").is_file());
+    let r = run(dir.path(), &["apply", "--yes"]);
+    r.expect_code(0);
+    assert!(
+        !r.stderr.contains("devicelogin"),
+        "apply asked to sign in again:\n{}",
+        r.stderr
+    );
+
+    let r = run(
+        dir.path(),
+        &[
+            "init",
+            "--no-input",
+            "--sign-in",
+            "--force",
+            "--tenant",
+            "nowhere.example",
+        ],
+    );
+    r.expect_code(2)
+        .stderr_has(&["nowhere.example", "contoso.example and fabrikam.example"]);
+}

@@ -365,6 +365,41 @@ async fn add_password(
     Ok((secret, expiry))
 }
 
+/// Signs the administrator in and checks the account. A cached token the cloud no longer
+/// accepts (its data was reset, its keys changed) leads to a fresh sign-in instead of failing
+/// until someone deletes the cache.
+async fn signed_in_admin(
+    api: &Api,
+    config: &Config,
+    reporter: &dyn Reporter,
+) -> Result<(CachedTokens, String), SessionError> {
+    let t = admin_sign_in(api, config, reporter, true).await?;
+    match require_admin(api, &t.access_token).await {
+        Err(SessionError::Api(e)) if e.status() == Some(401) => {
+            let _ = std::fs::remove_file(tokens_path(config));
+            let t = admin_sign_in(api, config, reporter, false).await?;
+            let upn = require_admin(api, &t.access_token).await?;
+            Ok((t, upn))
+        }
+        Err(e) => Err(e),
+        Ok(upn) => Ok((t, upn)),
+    }
+}
+
+/// The wizard's sign-in page on its own (`cloudattach init`): signs the administrator in and
+/// checks the account, caching the tokens for the commands that follow. Returns the account.
+pub fn sign_in(
+    handle: &Handle,
+    base_url: &str,
+    config: &Config,
+    reporter: &dyn Reporter,
+) -> Result<String, SessionError> {
+    let api = Api::new(base_url, crate::client::RetryPolicy::default())?;
+    handle
+        .block_on(signed_in_admin(&api, config, reporter))
+        .map(|(_, upn)| upn)
+}
+
 /// Checks the signed-in account is a Global Administrator with an Intune license.
 async fn require_admin(api: &Api, token: &str) -> Result<String, SessionError> {
     let me = api
@@ -529,21 +564,7 @@ impl Session {
         };
         let api = Arc::new(Api::new(base_url, crate::client::RetryPolicy::default())?);
         let tenant = config.tenant.clone();
-        let (tokens, upn) = handle.block_on(async {
-            let t = admin_sign_in(&api, config, reporter.as_ref(), true).await?;
-            match require_admin(&api, &t.access_token).await {
-                // A cached token the cloud no longer accepts (its data was reset, its keys
-                // changed): sign in afresh instead of failing until someone deletes the cache.
-                Err(SessionError::Api(e)) if e.status() == Some(401) => {
-                    let _ = std::fs::remove_file(tokens_path(config));
-                    let t = admin_sign_in(&api, config, reporter.as_ref(), false).await?;
-                    let upn = require_admin(&api, &t.access_token).await?;
-                    Ok((t, upn))
-                }
-                Err(e) => Err(e),
-                Ok(upn) => Ok::<_, SessionError>((t, upn)),
-            }
-        })?;
+        let (tokens, upn) = handle.block_on(signed_in_admin(&api, config, reporter.as_ref()))?;
         reporter.say(&format!("signed in as {upn}"));
         let tenant_id = token_tenant_id(&tokens.access_token).unwrap_or_else(|| tenant.clone());
         let app = match import {
