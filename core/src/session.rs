@@ -119,9 +119,6 @@ pub struct Session {
     handle: Handle,
     api: Arc<Api>,
     tenant: String,
-    tenant_id: String,
-    /// The administrator's access token (delegated).
-    admin_token: Mutex<Option<CachedTokens>>,
     app: AppCredentials,
     app_token: Mutex<Option<(String, u64)>>,
     hierarchy_id: String,
@@ -589,8 +586,6 @@ impl Session {
             handle,
             api,
             tenant,
-            tenant_id,
-            admin_token: Mutex::new(Some(tokens)),
             app,
             app_token: Mutex::new(None),
             hierarchy_id: site.info.hierarchy_id.clone(),
@@ -647,11 +642,6 @@ impl Session {
         &self.app
     }
 
-    /// The tenant id signed in to.
-    pub fn tenant_id(&self) -> &str {
-        &self.tenant_id
-    }
-
     /// Requests sent, retries and bytes.
     pub fn client_stats(&self) -> (u64, u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;
@@ -660,14 +650,6 @@ impl Session {
             self.api.stats.retries.load(Relaxed),
             self.api.stats.bytes_sent.load(Relaxed),
         )
-    }
-
-    /// The administrator's token (delegated).
-    pub fn admin_token(&self) -> Option<String> {
-        self.admin_token
-            .lock()
-            .ok()
-            .and_then(|t| t.as_ref().map(|t| t.access_token.clone()))
     }
 
     fn app_bearer(&self) -> Result<String, SessionError> {
@@ -715,23 +697,6 @@ impl Session {
         Ok(self
             .handle
             .block_on(self.api.json(method, &url, Some(&token), &body))?)
-    }
-
-    /// Sets the tenant-wide "Use Intune RBAC" toggle (needs a role allowed to change roles).
-    pub fn set_use_intune_rbac(&self, on: bool) -> Result<(), SessionError> {
-        let token = self
-            .admin_token()
-            .ok_or_else(|| SessionError::SignIn("not signed in".into()))?;
-        let body = Body::Json(
-            serde_json::to_vec(&serde_json::json!({ "use_intune_rbac": on })).expect("json"),
-        );
-        self.handle.block_on(self.api.json(
-            HttpMethod::PUT,
-            "/api/v1/tenant/settings",
-            Some(&token),
-            &body,
-        ))?;
-        Ok(())
     }
 }
 
