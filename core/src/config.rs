@@ -321,29 +321,66 @@ impl Config {
 }
 
 /// Checks `[cloud.app]` without the network, the way `apply` does before signing in: the secret
-/// can be read (it is never returned or printed), the App ID URI is well formed, the expiry is a
-/// date that has not passed. `Ok` holds warnings (a secret that expires within 30 days); `Err`
-/// is the message `apply` gives (exit 2). Without `[cloud.app]`, nothing to check.
-pub fn validate_app_offline(config: &Config) -> Result<Vec<String>, String> {
+/// can be read, the App ID URI is well formed, the expiry is a date that has not passed. `Ok`
+/// holds warnings (a secret that expires within 30 days) and the secret, read once (it is never
+/// printed: [`Secret`] has no `Display` and a redacted `Debug`); `Err` is the message `apply`
+/// gives (exit 2). Without `[cloud.app]`, nothing to check.
+pub fn validate_app_offline(config: &Config) -> Result<OfflineApp, String> {
     let Some(app) = &config.app else {
-        return Ok(vec![]);
+        return Ok(OfflineApp::default());
     };
-    drop(crate::session::read_import_secret(app).map_err(|e| e.to_string())?);
-    crate::session::check_app_id_uri(&app.app_id_uri, &app.tenant_id)?;
-    match crate::session::days_until(&app.secret_expiry) {
-        None => Err(format!(
-            "[cloud.app] secret_expiry = {:?}: expected a date YYYY-MM-DD",
-            app.secret_expiry
-        )),
-        Some(d) if d < 0 => Err(format!(
-            "[cloud.app] the secret of {} expired on {}; create a new secret and update secret_expiry",
-            app.name, app.secret_expiry
-        )),
-        Some(d) if d <= 30 => Ok(vec![format!(
+    let secret =
+        crate::app_import::read_secret(app.secret_file.as_deref(), app.secret_env.as_deref())?;
+    crate::app_import::check_app_id_uri(&app.app_id_uri, &app.tenant_id)?;
+    let warnings = match crate::app_import::days_until(&app.secret_expiry) {
+        None => {
+            return Err(format!(
+                "[cloud.app] secret_expiry = {:?}: expected a date YYYY-MM-DD",
+                app.secret_expiry
+            ));
+        }
+        Some(d) if d < 0 => {
+            return Err(format!(
+                "[cloud.app] the secret of {} expired on {}; create a new secret and update secret_expiry",
+                app.name, app.secret_expiry
+            ));
+        }
+        Some(d) if d <= 30 => vec![format!(
             "the secret of app {} expires in {d} day(s), on {}; renew it before then or syncs will fail",
             app.name, app.secret_expiry
-        )]),
-        Some(_) => Ok(vec![]),
+        )],
+        Some(_) => vec![],
+    };
+    Ok(OfflineApp {
+        warnings,
+        secret: Some(Secret(secret)),
+    })
+}
+
+/// What [`validate_app_offline`] found.
+#[derive(Debug, Default, Clone)]
+pub struct OfflineApp {
+    /// Things to tell the person (a secret that expires soon).
+    pub warnings: Vec<String>,
+    /// The imported app's secret, when `[cloud.app]` is set.
+    pub secret: Option<Secret>,
+}
+
+/// A secret read from a file or the environment. It cannot be printed by accident: no
+/// `Display`, and `Debug` shows `Secret(…)`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value, for the one request that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
     }
 }
 

@@ -1,5 +1,6 @@
 //! The host services the core offers plugins (`cloudattach_sdk::Host`) over an opened site.
-//! The cloud half is plugged in by apply (a [`CloudPort`]); check and plan have none.
+//! The cloud half is plugged in by apply (a [`CloudPort`]); check and plan have none. A plugin
+//! never gets these directly: the runner wraps them in the plugin's own view.
 
 use crate::site::Site;
 use cloudattach_sdk::{
@@ -18,14 +19,28 @@ pub trait CloudPort: Send + Sync {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<serde_json::Value, HostError>;
-    /// See [`Host::open_sync`].
+    /// See [`Host::open_sync`]; `owner` is the plugin that uploads (empty when unknown), which
+    /// the state records so that disabling the plugin forgets the channel.
     fn open_sync(
         &self,
+        owner: &str,
         channel: &str,
         mode: SyncMode,
     ) -> Result<Box<dyn RecordSink + '_>, HostError>;
     /// See [`Host::log`].
     fn log(&self, message: &str);
+}
+
+/// A [`Host`] that can open an upload on behalf of a named plugin: what the plugin runner wraps
+/// into each plugin's own view (the runner's `PluginHost`).
+pub trait OwnedHost: Host + Sync {
+    /// [`Host::open_sync`] for the plugin `owner`.
+    fn open_sync_as(
+        &self,
+        owner: &str,
+        channel: &str,
+        mode: SyncMode,
+    ) -> Result<Box<dyn RecordSink + '_>, HostError>;
 }
 
 /// Host services over a site, for one environment and selection.
@@ -133,15 +148,26 @@ impl Host for SiteHost {
         channel: &str,
         mode: SyncMode,
     ) -> Result<Box<dyn RecordSink + '_>, HostError> {
-        match &self.cloud {
-            Some(c) => c.open_sync(channel, mode),
-            None => Err(HostError::offline()),
-        }
+        self.open_sync_as("", channel, mode)
     }
     fn log(&self, message: &str) {
         match &self.cloud {
             Some(c) => c.log(message),
             None => tracing::info!("{message}"),
+        }
+    }
+}
+
+impl OwnedHost for SiteHost {
+    fn open_sync_as(
+        &self,
+        owner: &str,
+        channel: &str,
+        mode: SyncMode,
+    ) -> Result<Box<dyn RecordSink + '_>, HostError> {
+        match &self.cloud {
+            Some(c) => c.open_sync(owner, channel, mode),
+            None => Err(HostError::offline()),
         }
     }
 }
@@ -265,5 +291,16 @@ impl Host for PassHost<'_> {
     }
     fn log(&self, message: &str) {
         self.inner.log(message)
+    }
+}
+
+impl OwnedHost for PassHost<'_> {
+    fn open_sync_as(
+        &self,
+        owner: &str,
+        channel: &str,
+        mode: SyncMode,
+    ) -> Result<Box<dyn RecordSink + '_>, HostError> {
+        self.inner.open_sync_as(owner, channel, mode)
     }
 }

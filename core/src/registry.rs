@@ -44,6 +44,13 @@ pub struct RegisteredPlugin {
     pub origin: Origin,
 }
 
+impl RegisteredPlugin {
+    /// The runner every call into this plugin goes through.
+    pub fn runner(&self) -> crate::runner::Runner<'_> {
+        crate::runner::Runner::new(&self.manifest.id, self.plugin.as_ref())
+    }
+}
+
 /// A plugin library that could not be loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadFailure {
@@ -124,7 +131,12 @@ impl Registry {
 
     /// Registers a plugin.
     pub fn add(&mut self, plugin: Box<dyn Plugin>, origin: Origin) -> Result<(), RegistryError> {
-        let manifest = plugin.manifest();
+        let manifest = crate::runner::manifest_of(plugin.as_ref()).map_err(|message| {
+            RegistryError::InvalidManifest {
+                origin: origin.to_string(),
+                message,
+            }
+        })?;
         if !is_valid_plugin_id(&manifest.id) {
             return Err(RegistryError::InvalidManifest {
                 origin: origin.to_string(),

@@ -6,7 +6,6 @@
 //! A lock file (`.cloudattach/lock`) makes a second concurrent `apply` or `sync` refuse and name
 //! the holder.
 
-use crate::orchestrator::AppliedState;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
 use std::fs::File;
@@ -52,6 +51,26 @@ const MIGRATIONS: &[&str] = &[
                                PRIMARY KEY (channel, key)) WITHOUT ROWID;
      CREATE TABLE sync_channels (channel TEXT PRIMARY KEY, last_sync TEXT NOT NULL);",
 ];
+
+/// What was applied before, as the state store remembers it.
+pub trait AppliedState {
+    /// The settings last applied for a plugin, if it is enabled.
+    fn applied_settings(&self, plugin_id: &str) -> Option<serde_json::Value>;
+}
+
+/// Nothing applied yet (a site without state).
+pub struct NothingApplied;
+
+impl AppliedState for NothingApplied {
+    fn applied_settings(&self, _plugin_id: &str) -> Option<serde_json::Value> {
+        None
+    }
+}
+
+/// The key of the meta table that records which plugin owns an upload channel.
+pub fn channel_owner_key(channel: &str) -> String {
+    format!("channel-owner/{channel}")
+}
 
 /// The state of one attached site.
 pub struct StateStore {
@@ -138,6 +157,21 @@ impl StateStore {
             .query_map([plugin_id], |r| r.get::<_, String>(0))
             .map_err(self.err())?;
         rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+    }
+
+    /// Records that `plugin_id` uploads to `channel`, so disabling it forgets the channel.
+    pub fn set_channel_owner(&self, channel: &str, plugin_id: &str) -> Result<(), StateError> {
+        self.set_meta(&channel_owner_key(channel), plugin_id)
+    }
+
+    /// Forgets a disabled feature: its settings and the hashes of the channels it uploaded.
+    pub fn forget_feature(&self, plugin_id: &str) -> Result<(), StateError> {
+        let channels = self.channels_owned_by(plugin_id)?;
+        for c in &channels {
+            self.delete_meta(&channel_owner_key(c))?;
+        }
+        let refs: Vec<&str> = channels.iter().map(String::as_str).collect();
+        self.remove_feature(plugin_id, &refs)
     }
 
     /// Records a feature as applied with these settings.

@@ -14,7 +14,7 @@ use cloudattach_plugin_tenant_attach as _;
 
 use cloudattach_core::dynamic::{self, LoadError, inspect, load_plugin_dirs};
 use cloudattach_core::generate::{GenerateOptions, generate_site};
-use cloudattach_core::orchestrator::NothingApplied;
+use cloudattach_core::state::NothingApplied;
 use cloudattach_core::{Config, Origin, Registry, Site};
 use cloudattach_sdk::testkit::{MemoryHost, device, options};
 use cloudattach_sdk::{
@@ -154,10 +154,24 @@ fn site_with(devices: u64, attach: &str) -> Fixture {
 
 /// `check` and `plan` JSON, as the CLI prints them.
 fn check_and_plan(registry: &Registry, f: &Fixture) -> (String, String) {
-    let selection = cloudattach_core::select(&f.config, registry, f.site.info.version).unwrap();
-    let checks = cloudattach_core::check(registry, &f.config, &selection, &f.site, &[]).unwrap();
-    let plan =
-        cloudattach_core::plan(registry, &f.config, &selection, &f.site, &NothingApplied).unwrap();
+    let selection = cloudattach_core::select(
+        &f.config,
+        registry,
+        f.site.info.version,
+        cloudattach_core::Strictness::Strict,
+    )
+    .unwrap();
+    let checks =
+        cloudattach_core::ops::check::run_checks(registry, &f.config, &selection, &f.site, &[])
+            .unwrap();
+    let plan = cloudattach_core::ops::plan::make_plan(
+        registry,
+        &f.config,
+        &selection,
+        &f.site,
+        &NothingApplied,
+    )
+    .unwrap();
     (
         serde_json::to_string_pretty(&json!({ "plugins": checks })).unwrap(),
         serde_json::to_string_pretty(&plan).unwrap(),
@@ -246,15 +260,29 @@ fn the_third_party_example_loads_next_to_the_builtins_and_checks_plans_and_appli
     assert_eq!(plugin.manifest.depends_on, ["tenant-attach"]);
 
     let f = site_with(800, SUMMARY_CONFIG);
-    let selection = cloudattach_core::select(&f.config, &registry, f.site.info.version).unwrap();
-    let checks = cloudattach_core::check(&registry, &f.config, &selection, &f.site, &[]).unwrap();
+    let selection = cloudattach_core::select(
+        &f.config,
+        &registry,
+        f.site.info.version,
+        cloudattach_core::Strictness::Strict,
+    )
+    .unwrap();
+    let checks =
+        cloudattach_core::ops::check::run_checks(&registry, &f.config, &selection, &f.site, &[])
+            .unwrap();
     let summary = checks
         .iter()
         .find(|c| c.id == "collection-summary")
         .unwrap();
     assert_eq!(summary.status, CheckStatus::Pass, "{:?}", summary.findings);
-    let plan =
-        cloudattach_core::plan(&registry, &f.config, &selection, &f.site, &NothingApplied).unwrap();
+    let plan = cloudattach_core::ops::plan::make_plan(
+        &registry,
+        &f.config,
+        &selection,
+        &f.site,
+        &NothingApplied,
+    )
+    .unwrap();
     let order: Vec<&str> = plan.steps.iter().map(|s| s.plugin.as_str()).collect();
     let at = |id| order.iter().position(|p| *p == id).unwrap();
     assert!(at("tenant-attach") < at("collection-summary"), "{order:?}");
@@ -413,8 +441,16 @@ fn broken_and_hostile_libraries_each_give_one_clear_line_and_the_rest_of_the_run
 
     // The run goes on: check and plan work, the panicking plugin fails its own steps only.
     let f = site_with(300, &format!("{SUMMARY_CONFIG}[features.panicky]\n"));
-    let selection = cloudattach_core::select(&f.config, &registry, f.site.info.version).unwrap();
-    let checks = cloudattach_core::check(&registry, &f.config, &selection, &f.site, &[]).unwrap();
+    let selection = cloudattach_core::select(
+        &f.config,
+        &registry,
+        f.site.info.version,
+        cloudattach_core::Strictness::Strict,
+    )
+    .unwrap();
+    let checks =
+        cloudattach_core::ops::check::run_checks(&registry, &f.config, &selection, &f.site, &[])
+            .unwrap();
     for c in &checks {
         match c.id.as_str() {
             "panicky" => {
@@ -433,8 +469,14 @@ fn broken_and_hostile_libraries_each_give_one_clear_line_and_the_rest_of_the_run
             _ => {}
         }
     }
-    let plan =
-        cloudattach_core::plan(&registry, &f.config, &selection, &f.site, &NothingApplied).unwrap();
+    let plan = cloudattach_core::ops::plan::make_plan(
+        &registry,
+        &f.config,
+        &selection,
+        &f.site,
+        &NothingApplied,
+    )
+    .unwrap();
     let step = |id: &str| plan.steps.iter().find(|s| s.plugin == id).unwrap().clone();
     assert_eq!(step("collection-summary").action, PlanAction::Enable);
     let panicky = step("panicky");
@@ -552,11 +594,19 @@ fn boundary_figures() {
     );
     let mut registry_times = vec![];
     for registry in [&linked, &dynamic] {
-        let selection = cloudattach_core::select(&f.config, registry, f.site.info.version).unwrap();
+        let selection = cloudattach_core::select(
+            &f.config,
+            registry,
+            f.site.info.version,
+            cloudattach_core::Strictness::Strict,
+        )
+        .unwrap();
         let ids = ["tenant-attach".to_string()];
-        cloudattach_core::check(registry, &f.config, &selection, &f.site, &ids).unwrap();
+        cloudattach_core::ops::check::run_checks(registry, &f.config, &selection, &f.site, &ids)
+            .unwrap();
         let started = Instant::now();
-        cloudattach_core::check(registry, &f.config, &selection, &f.site, &ids).unwrap();
+        cloudattach_core::ops::check::run_checks(registry, &f.config, &selection, &f.site, &ids)
+            .unwrap();
         registry_times.push(started.elapsed().as_secs_f64());
     }
     eprintln!(

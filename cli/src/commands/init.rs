@@ -1,8 +1,10 @@
 //! `cloudattach init`: the wizard's pages as prompts on a terminal, or flags without one; writes
 //! `attach.toml` after showing the Summary page of what it would apply.
 
-use crate::{Failure, Outcome, Output, input, print_json};
+use crate::{Cli, Failure, Outcome, Output, input, print_json};
 use clap::Args;
+use cloudattach_core::ops::init as wizard;
+use cloudattach_core::ops::init::{CustomUpload, InitAnswers};
 use cloudattach_core::{Config, Registry, Site};
 use cloudattach_sdk::Environment;
 use std::io::{BufRead, IsTerminal, Write};
@@ -156,11 +158,12 @@ impl Prompter {
     }
 }
 
-fn toml_str(s: &str) -> String {
-    serde_json::to_string(s).expect("a string serializes")
+pub fn run(cli: &Cli, args: &InitArgs) -> Outcome {
+    let registry = Registry::with_static_plugins().map_err(input)?;
+    init(args, &registry, cli.output)
 }
 
-pub fn init(args: &InitArgs, registry: &Registry, output: Output) -> Outcome {
+fn init(args: &InitArgs, registry: &Registry, output: Output) -> Outcome {
     if args.out.exists() && !args.force {
         return Err(Failure::Input(format!(
             "{} exists; pass --force to replace it",
@@ -214,13 +217,9 @@ pub fn init(args: &InitArgs, registry: &Registry, output: Output) -> Outcome {
     let sign_in =
         args.sign_in || (p.interactive && p.yes_no("Sign in now to check the account", false)?);
     if sign_in {
-        let text = format!(
-            "[cloud]\nenvironment = \"{environment}\"\nendpoint = {}\ntenant = {}\n",
-            toml_str(&endpoint),
-            toml_str(&tenant)
-        );
+        let text = wizard::cloud_table(environment, &endpoint, &tenant);
         let config = Config::parse(&text, &args.out, &base).map_err(input)?;
-        let upn = crate::attach::sign_in_check(&config)?;
+        let upn = crate::cloud::sign_in_check(&config)?;
         eprintln!("{upn} is a Global Administrator with an Intune license");
     }
     // Page: default or custom settings.
@@ -246,25 +245,13 @@ pub fn init(args: &InitArgs, registry: &Registry, output: Output) -> Outcome {
     .into_iter()
     .filter_map(|(flag, given)| given.then_some(flag))
     .collect();
-    if !custom_flags.is_empty() {
-        if settings != "custom" {
-            eprintln!(
-                "warning: {} ignored: they choose features under custom settings, and these are the wizard's default settings; pass --settings custom to use them",
-                custom_flags.join(", ")
-            );
-        } else if environment == Environment::China {
-            eprintln!(
-                "warning: {} ignored: device upload (tenant attach, Endpoint analytics, RBAC authority, Defender reporting) isn't available in {} (china); only co-management is",
-                custom_flags.join(", "),
-                environment.display_name()
-            );
-        }
+    if let Some(w) = wizard::ignored_flags(&settings, environment, &custom_flags) {
+        eprintln!("warning: {w}");
     }
-    let mut features = String::new();
+    let mut upload = None;
     if settings == "custom" {
-        let uploads_possible = environment != Environment::China;
-        // Page: Configure upload.
-        let upload = if !uploads_possible {
+        // Page: Configure upload (not in China).
+        let chosen = if !wizard::uploads_possible(environment) {
             "none".to_string()
         } else {
             match &args.upload {
@@ -283,38 +270,31 @@ pub fn init(args: &InitArgs, registry: &Registry, output: Output) -> Outcome {
                 }
             }
         };
-        if upload != "none" {
-            features.push_str(&format!(
-                "[features.tenant-attach]\nenabled = true\nupload = {}\n\n",
-                toml_str(&upload)
-            ));
-            let ea = match args.endpoint_analytics {
+        if chosen != "none" {
+            let endpoint_analytics = match args.endpoint_analytics {
                 Some(b) => b,
                 None => p.yes_no("Enable Endpoint analytics for the uploaded devices", true)?,
             };
-            features.push_str(&format!(
-                "[features.endpoint-analytics]\nenabled = {ea}\n\n"
-            ));
-            let enforce = match args.enforce_configmgr_rbac {
+            let enforce_configmgr_rbac = match args.enforce_configmgr_rbac {
                 Some(b) => b,
                 None => p.yes_no(
                     "Enforce Configuration Manager RBAC for cloud console requests",
                     true,
                 )?,
             };
-            features.push_str(&format!(
-                "[features.rbac-authority]\nenabled = true\nenforce_configmgr_rbac = {enforce}\n\n"
-            ));
-            let defender = match args.defender_reporting {
+            let defender_reporting = match args.defender_reporting {
                 Some(b) => b,
                 None => p.yes_no(
                     "Upload Microsoft Defender for Endpoint data for reports",
                     true,
                 )?,
             };
-            features.push_str(&format!(
-                "[features.defender-reporting]\nenabled = {defender}\n\n"
-            ));
+            upload = Some(CustomUpload {
+                upload: chosen,
+                endpoint_analytics,
+                enforce_configmgr_rbac,
+                defender_reporting,
+            });
         }
     }
     // Page: Enablement (co-management).
@@ -327,58 +307,34 @@ pub fn init(args: &InitArgs, registry: &Registry, output: Output) -> Outcome {
             "all",
         )?,
     };
-    if settings == "custom" || enrollment != "all" {
-        let mut table = format!(
-            "[features.co-management]\nenrollment = {}\n",
-            toml_str(&enrollment)
-        );
-        if enrollment == "pilot" {
-            let pilot = match &args.pilot_collection {
-                Some(c) => c.clone(),
-                None => p.collection(site.as_ref(), "Pilot collection", "PS100020")?,
-            };
-            table.push_str(&format!("pilot_collection = {}\n", toml_str(&pilot)));
-        }
-        if enrollment == "none" {
-            table = "[features.co-management]\nenabled = false\n".to_string();
-        }
-        features.push_str(&table);
-        features.push('\n');
-    }
-    // The wizard changes co-management under default settings into custom ones.
-    let settings = if settings == "default" && enrollment != "all" {
-        "custom".to_string()
-    } else {
-        settings
-    };
-    if settings == "custom"
-        && !features.contains("[features.tenant-attach]")
-        && environment != Environment::China
+    let pilot_collection = if (settings == "custom" || enrollment != "all") && enrollment == "pilot"
     {
-        features.push_str("[features.tenant-attach]\nenabled = false\n\n");
-    }
-    let text = format!(
-        "# Written by `cloudattach init`. See docs/user-guide.md.\n\n[site]\npath = {}\n\n[cloud]\nenvironment = \"{}\"\nendpoint = {}\ntenant = {}\n\n[attach]\nsettings = \"{settings}\"\n\n{features}",
-        toml_str(&site_path),
+        Some(match &args.pilot_collection {
+            Some(c) => c.clone(),
+            None => p.collection(site.as_ref(), "Pilot collection", "PS100020")?,
+        })
+    } else {
+        None
+    };
+    let draft = wizard::render(&InitAnswers {
+        site_path: site_path.clone(),
         environment,
-        toml_str(&endpoint),
-        toml_str(&tenant),
-    );
+        tenant,
+        endpoint,
+        settings,
+        upload,
+        enrollment,
+        pilot_collection,
+    });
     // Summary: the same checks plan makes, before anything is written.
-    let config = Config::parse(&text, &args.out, &base).map_err(input)?;
-    if let Some(site) = &site {
-        let selection =
-            cloudattach_core::select(&config, registry, site.info.version).map_err(input)?;
+    let summary = wizard::summary(&draft, &args.out, &base, registry, site.as_ref())?;
+    if site.is_some() {
         eprintln!("\nSummary");
-        for (id, d) in &selection.entries {
-            let what = match d {
-                cloudattach_core::Decision::Selected(_) => "enable".to_string(),
-                cloudattach_core::Decision::Skipped(r) => format!("skip: {r}"),
-                cloudattach_core::Decision::NotSelected { reason, .. } => format!("skip: {reason}"),
-            };
+        for (id, what) in &summary {
             eprintln!("  {id:<20} {what}");
         }
     }
+    let (text, settings) = (draft.text, draft.settings);
     if p.interactive && !p.yes_no(&format!("Write {}", args.out.display()), true)? {
         eprintln!("nothing written");
         return Err(Failure::Failed);

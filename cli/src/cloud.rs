@@ -1,0 +1,126 @@
+//! Reaching the cloud: the runtime the session runs on, and the embedded cloud when the
+//! configuration's endpoint is `embedded` (started for the command, stopped after it).
+
+use crate::Failure;
+use crate::reporter::CliReporter;
+use cloudattach_cloud::{RunningCloud, ServeOptions};
+use cloudattach_core::ops::connect::{self, Command, Connection};
+use cloudattach_core::ops::{CloudTarget, Workspace};
+use cloudattach_core::{Config, Endpoint};
+use std::sync::Arc;
+
+/// The options of the embedded cloud for a configuration: its data in the state directory, the
+/// configured environment, the seeded administrator of the configured tenant approved.
+pub fn embedded_options(config: &Config) -> ServeOptions {
+    ServeOptions {
+        addr: "127.0.0.1:0".into(),
+        data: Some(config.state_dir().join("cloud")),
+        environment: config.environment.as_str().into(),
+        auto_approve: Some(format!("admin@{}", config.tenant)),
+        device_code_interval_secs: 1,
+        ..ServeOptions::default()
+    }
+}
+
+/// The runtime and, for the embedded endpoint, the running cloud.
+pub struct Cloud {
+    runtime: tokio::runtime::Runtime,
+    embedded: Option<RunningCloud>,
+    base_url: String,
+}
+
+impl Cloud {
+    /// Starts what the configuration's endpoint needs.
+    pub fn start(config: &Config) -> Result<Cloud, Failure> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| Failure::Runtime(e.to_string()))?;
+        let (base_url, embedded) = match &config.endpoint {
+            Endpoint::Url(u) => (u.clone(), None),
+            Endpoint::Embedded => {
+                let running = runtime
+                    .block_on(cloudattach_cloud::start(embedded_options(config)))
+                    .map_err(|e| match e {
+                        // Its administrator is approved automatically, so the tenant must be a seeded one.
+                        cloudattach_cloud::CloudError::InvalidOption(m) if m.contains("auto-approve") => Failure::Input(format!(
+                            "[cloud] tenant = {:?}: the embedded cloud has the tenants contoso.example and fabrikam.example; use one of them, or set [cloud] endpoint to a cloud service that has this tenant",
+                            config.tenant
+                        )),
+                        other => Failure::Runtime(format!("cannot start the embedded cloud: {other}")),
+                    })?;
+                tracing::info!("embedded cloud at {}", running.base_url());
+                (running.base_url(), Some(running))
+            }
+        };
+        Ok(Cloud {
+            runtime,
+            embedded,
+            base_url,
+        })
+    }
+
+    /// Where the session connects.
+    pub fn target(&self) -> CloudTarget {
+        CloudTarget {
+            handle: self.runtime.handle().clone(),
+            base_url: self.base_url.clone(),
+        }
+    }
+
+    /// Stops the embedded cloud.
+    pub fn stop(self) {
+        if let Some(c) = self.embedded {
+            self.runtime.block_on(c.shutdown());
+        }
+    }
+}
+
+/// A connection with the cloud it runs against.
+pub struct Connected {
+    pub conn: Connection,
+    cloud: Cloud,
+}
+
+impl Connected {
+    /// Takes the state lock (commands that change things), starts the cloud, signs in.
+    pub fn open(ws: &Workspace, command: Command) -> Result<Connected, Failure> {
+        let lock = connect::lock(ws, command)?;
+        let cloud = Cloud::start(&ws.config)?;
+        let conn = connect::connect(
+            ws,
+            lock,
+            &cloud.target(),
+            command,
+            Arc::new(CliReporter::new()),
+        )?;
+        Ok(Connected { conn, cloud })
+    }
+
+    /// Ends the session and stops the embedded cloud.
+    pub fn close(self) {
+        let Connected { conn, cloud } = self;
+        let lock = conn.release();
+        cloud.stop();
+        drop(lock);
+    }
+}
+
+/// `init`'s sign-in page: signs in against the configured cloud (starting the embedded one if
+/// that is the endpoint) and checks the account; the tokens stay cached for apply.
+pub fn sign_in_check(config: &Config) -> Result<String, Failure> {
+    let cloud = Cloud::start(config)?;
+    let target = cloud.target();
+    let result = cloudattach_core::session::sign_in(
+        &target.handle,
+        &target.base_url,
+        config,
+        &CliReporter::new(),
+    );
+    cloud.stop();
+    result.map_err(|e| match e {
+        cloudattach_core::session::SessionError::Input(m) => Failure::Input(m),
+        other => Failure::Runtime(other.to_string()),
+    })
+}

@@ -1,0 +1,35 @@
+//! `detach`: offboard the hierarchy from the tenant.
+
+use crate::cloud::Connected;
+use crate::{Cli, Failure, Outcome, Output, print_json};
+use cloudattach_core::ops;
+use cloudattach_core::ops::connect::Command;
+
+pub fn run(cli: &Cli, yes: bool) -> Outcome {
+    let ws = super::workspace(cli)?;
+    if !yes
+        && !super::confirm(
+            "detach",
+            &format!(
+                "Offboard hierarchy {} from tenant {}? Its devices and reports are removed from the tenant.",
+                ws.site.info.hierarchy_id, ws.config.tenant
+            ),
+        )?
+    {
+        eprintln!("nothing changed");
+        return Err(Failure::Failed);
+    }
+    let connected = Connected::open(&ws, Command::Detach)?;
+    let result = ops::detach::run(&ws, &connected.conn);
+    connected.close();
+    result?;
+    if cli.output == Output::Json {
+        print_json(&serde_json::json!({ "detached": ws.site.info.hierarchy_id }))?;
+    } else {
+        eprintln!(
+            "hierarchy {} detached from {}",
+            ws.site.info.hierarchy_id, ws.config.tenant
+        );
+    }
+    Ok(())
+}

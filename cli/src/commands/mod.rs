@@ -1,0 +1,85 @@
+//! One file per command: parse → call the use case in `cloudattach_core::ops` → render.
+
+pub mod apply;
+pub mod check;
+pub mod cloud;
+pub mod detach;
+pub mod disable;
+pub mod init;
+pub mod plan;
+pub mod plugins;
+pub mod site;
+pub mod status;
+pub mod sync;
+
+use crate::reporter::CliReporter;
+use crate::{Cli, CloudCommand, Command, Outcome, PluginsCommand, SiteCommand};
+use cloudattach_core::ops::{LoadOptions, Workspace};
+
+/// Where the workspace comes from, as the global flags say.
+pub fn load_options(cli: &Cli) -> LoadOptions {
+    LoadOptions {
+        config: cli.config.clone(),
+        plugin_dirs: cli.plugin_dir.clone(),
+    }
+}
+
+/// Loads the workspace of a command.
+pub fn workspace(cli: &Cli) -> Result<Workspace, crate::Failure> {
+    Ok(Workspace::load(&load_options(cli), &CliReporter::new())?)
+}
+
+/// Reports the inventory lines the command's passes skipped, on stderr.
+pub fn report_skipped_lines(ws: &Workspace) {
+    for line in ws.skipped_lines() {
+        eprintln!("warning: {line}");
+    }
+}
+
+/// Runs the command the arguments name.
+pub fn run(cli: &Cli) -> Outcome {
+    match &cli.command {
+        Command::Plugins(PluginsCommand::List) => plugins::list(cli),
+        Command::Plugins(PluginsCommand::Inspect { file }) => plugins::inspect(cli, file),
+        Command::Check { ids } => check::run(cli, ids),
+        Command::Plan => plan::run(cli),
+        Command::Apply { yes } => apply::run(cli, *yes),
+        Command::Status => status::run(cli),
+        Command::Sync { full, watch } => sync::run(cli, *full, *watch),
+        Command::Disable { ids } => disable::run(cli, ids),
+        Command::Detach { yes } => detach::run(cli, *yes),
+        Command::Cloud(CloudCommand::Serve(opts)) => cloud::serve(opts.clone()),
+        Command::Init(args) => init::run(cli, args),
+        Command::Site(SiteCommand::Generate {
+            devices,
+            seed,
+            out,
+            site_version,
+            force,
+        }) => site::generate(cli, *devices, *seed, out, *site_version, *force),
+    }
+}
+
+/// Asks on the terminal; without one, `command` (apply or detach) cannot ask, and the message
+/// says to run it with `--yes`.
+pub fn confirm(command: &str, question: &str) -> Result<bool, crate::Failure> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        let review = if command == "apply" {
+            "review `cloudattach plan`, then run"
+        } else {
+            "run"
+        };
+        return Err(crate::Failure::Input(format!(
+            "standard input is not a terminal, so {command} cannot ask for confirmation: {review} `cloudattach {command} --yes`"
+        )));
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| crate::Failure::Runtime(e.to_string()))?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes"))
+}

@@ -1,0 +1,159 @@
+//! A signed-in session with the cloud, split by job:
+//!
+//! - [`signin`]: the administrator's sign-in (device authorization grant, RFC 8628) and the
+//!   token cache;
+//! - [`admin`]: the check that the account may attach the site;
+//! - [`app`]: the app the site uses — registered, renewed, carried over, or imported and
+//!   validated against the tenant;
+//! - [`gateway`]: the attach gateway for one hierarchy — onboarding, the [`CloudPort`] the
+//!   plugins reach the cloud through, and the [`UploadTarget`] of the sync engine.
+//!
+//! [`CloudPort`]: crate::host::CloudPort
+//! [`UploadTarget`]: crate::sync_engine::UploadTarget
+
+pub mod admin;
+pub mod app;
+pub mod gateway;
+pub mod signin;
+
+pub use app::{AppCredentials, REQUIRED_PERMISSIONS};
+
+use crate::client::{Api, ApiError};
+use crate::config::{Config, Secret};
+use crate::report::Reporter;
+use crate::site::Site;
+use crate::state::{StateError, StateStore};
+use crate::sync_engine::SyncEngine;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::runtime::Handle;
+
+/// The public client the CLI signs in as; every tenant knows it.
+pub const PUBLIC_CLIENT_ID: &str = "00000000-0000-4000-8000-00000000c11e";
+/// The cloud service's resource id.
+pub const RESOURCE: &str = "api://cloudattach";
+pub use crate::sync_engine::{BATCH_RECORDS, IN_FLIGHT};
+
+/// An error of a session. `Input` errors are the user's to fix (exit 2, nothing changed).
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// Bad input: a secret, an imported app, an account without the rights.
+    #[error("{0}")]
+    Input(String),
+    /// The cloud refused or failed.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// Sign-in did not complete.
+    #[error("sign-in failed: {0}")]
+    SignIn(String),
+    /// Local state failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Whether a session may register an app when none is registered for the tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppPolicy {
+    /// Register one (apply).
+    RegisterIfMissing,
+    /// Fail with an input error that says to run apply (status, sync, disable, detach).
+    ExistingOnly,
+}
+
+/// A signed-in session: the gateway of one hierarchy with the app's credentials, the sync
+/// engine uploading through it, and the reporter that tells the person what happens.
+pub struct Session {
+    gateway: Arc<gateway::Gateway>,
+    reporter: Arc<dyn Reporter>,
+    expected_records: Option<u64>,
+    engine: SyncEngine,
+}
+
+/// The wizard's sign-in page on its own (`cloudattach init`): signs the administrator in and
+/// checks the account, caching the tokens for the commands that follow. Returns the account.
+pub fn sign_in(
+    handle: &Handle,
+    base_url: &str,
+    config: &Config,
+    reporter: &dyn Reporter,
+) -> Result<String, SessionError> {
+    let api = Api::new(base_url, crate::client::RetryPolicy::default())?;
+    handle
+        .block_on(signin::signed_in_admin(&api, config, reporter))
+        .map(|(_, upn)| upn)
+}
+
+impl Session {
+    /// Signs in (cached token, refresh, or device code) as a Global Administrator with an Intune
+    /// license, then imports the configured app (`import_secret` is its secret, read once by
+    /// [`crate::config::validate_app_offline`]) or uses the registered one — registering it if
+    /// `policy` allows: only apply registers; commands that read or turn things off use the app
+    /// apply registered. Onboarding is [`Session::onboard`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn connect(
+        handle: Handle,
+        base_url: &str,
+        config: &Config,
+        import_secret: Option<&Secret>,
+        site: &Site,
+        state: Arc<Mutex<StateStore>>,
+        reporter: Arc<dyn Reporter>,
+        policy: AppPolicy,
+    ) -> Result<Session, SessionError> {
+        let import = match (&config.app, import_secret) {
+            (Some(app), Some(secret)) => Some((app.clone(), secret.clone())),
+            (Some(_), None) => {
+                return Err(SessionError::Input(
+                    "[cloud.app] the secret was not read: validate the configuration first".into(),
+                ));
+            }
+            (None, _) => None,
+        };
+        let api = Arc::new(Api::new(base_url, crate::client::RetryPolicy::default())?);
+        let tenant = config.tenant.clone();
+        let (tokens, upn) =
+            handle.block_on(signin::signed_in_admin(&api, config, reporter.as_ref()))?;
+        reporter.say(&format!("signed in as {upn}"));
+        let tenant_id =
+            signin::token_tenant_id(&tokens.access_token).unwrap_or_else(|| tenant.clone());
+        let app = match import {
+            Some((app, secret)) => handle.block_on(app::validate_import(
+                &api,
+                &tenant,
+                &tokens.access_token,
+                &app,
+                &secret,
+            ))?,
+            None => handle.block_on(app::ensure_registered_app(
+                &api,
+                config,
+                site,
+                &tenant_id,
+                &tokens.access_token,
+                reporter.as_ref(),
+                policy,
+            ))?,
+        };
+        let gateway = Arc::new(gateway::Gateway::new(
+            handle.clone(),
+            api,
+            tenant,
+            app,
+            site.info.hierarchy_id.clone(),
+        ));
+        let engine = SyncEngine::new(handle, gateway.clone(), state);
+        Ok(Session {
+            gateway,
+            reporter,
+            expected_records: site.device_count().ok(),
+            engine,
+        })
+    }
+}

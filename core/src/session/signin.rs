@@ -1,0 +1,223 @@
+//! The administrator's sign-in: the device authorization grant (RFC 8628), with a token cache
+//! (mode 0600) keyed by tenant and endpoint; a cached token the cloud refuses falls back to a
+//! fresh sign-in.
+
+use super::admin::require_admin;
+use super::{PUBLIC_CLIENT_ID, SessionError, now_secs};
+use crate::client::{Api, Body};
+use crate::config::Config;
+use crate::report::Reporter;
+use crate::state::write_private;
+use reqwest::Method as HttpMethod;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct CachedTokens {
+    pub(super) endpoint: String,
+    pub(super) tenant: String,
+    pub(super) access_token: String,
+    pub(super) refresh_token: Option<String>,
+    pub(super) expires_at: u64,
+}
+
+pub(super) fn tokens_path(config: &Config) -> std::path::PathBuf {
+    config.state_dir().join("tokens.json")
+}
+/// Reads the `tid` claim of a JWT without verifying it (the cloud verifies; we only need to know
+/// which tenant we signed in to).
+pub(super) fn token_tenant_id(jwt: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("tid").and_then(|t| t.as_str()).map(String::from)
+}
+
+pub(super) fn form(fields: &[(&str, &str)]) -> Body {
+    Body::Form(
+        fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+/// Signs the administrator in: a cached token, a refreshed one, or the device authorization
+/// grant (the message with the URL and code goes to the reporter).
+async fn admin_sign_in(
+    api: &Api,
+    config: &Config,
+    reporter: &dyn Reporter,
+    use_cache: bool,
+) -> Result<CachedTokens, SessionError> {
+    let path = tokens_path(config);
+    let tenant = &config.tenant;
+    // The embedded cloud listens on a new port every run but keeps its keys in the state
+    // directory: its tokens stay good, so they are cached under "embedded", not the URL.
+    let endpoint_key = endpoint_key(config, api);
+    if use_cache
+        && let Ok(text) = std::fs::read_to_string(&path)
+        && let Ok(cached) = serde_json::from_str::<CachedTokens>(&text)
+        && cached.endpoint == endpoint_key
+        && &cached.tenant == tenant
+    {
+        // The embedded cloud's tokens name the previous run's port in their issuer, so an
+        // access token cached by an earlier run is refused: refresh it instead.
+        let embedded = matches!(config.endpoint, crate::config::Endpoint::Embedded);
+        if cached.expires_at > now_secs() + 300 && !embedded {
+            return Ok(cached);
+        }
+        if let Some(rt) = &cached.refresh_token {
+            let body = form(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", PUBLIC_CLIENT_ID),
+                ("refresh_token", rt),
+                ("scope", "api://cloudattach/.default offline_access"),
+            ]);
+            // A refused refresh token (revoked, rotated elsewhere) falls back to a new sign-in.
+            if let Ok(v) = api
+                .json(
+                    HttpMethod::POST,
+                    &format!("/{tenant}/oauth2/v2.0/token"),
+                    None,
+                    &body,
+                )
+                .await
+            {
+                let t = tokens_from(&endpoint_key, tenant, &v)?;
+                save_tokens(&path, &t)?;
+                return Ok(t);
+            }
+        }
+    }
+    let body = form(&[
+        ("client_id", PUBLIC_CLIENT_ID),
+        ("scope", "api://cloudattach/.default offline_access"),
+    ]);
+    let dc = api
+        .json(
+            HttpMethod::POST,
+            &format!("/{tenant}/oauth2/v2.0/devicecode"),
+            None,
+            &body,
+        )
+        .await?;
+    let device_code = dc
+        .get("device_code")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| SessionError::SignIn("no device_code in the answer".into()))?;
+    let mut interval = dc
+        .get("interval")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(5)
+        .max(1);
+    let expires_in = dc.get("expires_in").and_then(|v| v.as_u64()).unwrap_or(900);
+    if let Some(m) = dc.get("message").and_then(|v| v.as_str()) {
+        reporter.say(m);
+    }
+    let deadline = now_secs() + expires_in;
+    loop {
+        tokio::time::sleep(Duration::from_secs(interval)).await;
+        let body = form(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("client_id", PUBLIC_CLIENT_ID),
+            ("device_code", device_code),
+        ]);
+        match api
+            .json(
+                HttpMethod::POST,
+                &format!("/{tenant}/oauth2/v2.0/token"),
+                None,
+                &body,
+            )
+            .await
+        {
+            Ok(v) => {
+                let t = tokens_from(&endpoint_key, tenant, &v)?;
+                save_tokens(&path, &t)?;
+                return Ok(t);
+            }
+            Err(e) => match e.code() {
+                "authorization_pending" if now_secs() < deadline => continue,
+                "authorization_pending" | "expired_token" => {
+                    return Err(SessionError::SignIn(
+                        "the code expired before anyone signed in; run the command again and sign in within 15 minutes".into(),
+                    ));
+                }
+                "slow_down" => {
+                    interval += 5;
+                    continue;
+                }
+                "authorization_declined" => {
+                    return Err(SessionError::SignIn(
+                        "the sign-in was declined at the verification page".into(),
+                    ));
+                }
+                "bad_verification_code" => {
+                    return Err(SessionError::SignIn(
+                        "the cloud does not know this device code; run the command again".into(),
+                    ));
+                }
+                _ => return Err(e.into()),
+            },
+        }
+    }
+}
+
+pub(super) fn endpoint_key(config: &Config, api: &Api) -> String {
+    match &config.endpoint {
+        crate::config::Endpoint::Embedded => "embedded".to_string(),
+        crate::config::Endpoint::Url(_) => api.base().to_string(),
+    }
+}
+
+fn tokens_from(
+    endpoint_key: &str,
+    tenant: &str,
+    v: &serde_json::Value,
+) -> Result<CachedTokens, SessionError> {
+    let access = v
+        .get("access_token")
+        .and_then(|t| t.as_str())
+        .ok_or_else(|| SessionError::SignIn("no access_token in the answer".into()))?;
+    Ok(CachedTokens {
+        endpoint: endpoint_key.to_string(),
+        tenant: tenant.to_string(),
+        access_token: access.to_string(),
+        refresh_token: v
+            .get("refresh_token")
+            .and_then(|t| t.as_str())
+            .map(String::from),
+        expires_at: now_secs() + v.get("expires_in").and_then(|t| t.as_u64()).unwrap_or(3600),
+    })
+}
+
+fn save_tokens(path: &std::path::Path, t: &CachedTokens) -> Result<(), SessionError> {
+    let text = serde_json::to_vec(t).expect("tokens serialize");
+    write_private(path, &text)?;
+    Ok(())
+}
+
+/// Signs the administrator in and checks the account. A cached token the cloud no longer
+/// accepts (its data was reset, its keys changed) leads to a fresh sign-in instead of failing
+/// until someone deletes the cache.
+pub(super) async fn signed_in_admin(
+    api: &Api,
+    config: &Config,
+    reporter: &dyn Reporter,
+) -> Result<(CachedTokens, String), SessionError> {
+    let t = admin_sign_in(api, config, reporter, true).await?;
+    match require_admin(api, &t.access_token).await {
+        Err(SessionError::Api(e)) if e.status() == Some(401) => {
+            let _ = std::fs::remove_file(tokens_path(config));
+            let t = admin_sign_in(api, config, reporter, false).await?;
+            let upn = require_admin(api, &t.access_token).await?;
+            Ok((t, upn))
+        }
+        Err(e) => Err(e),
+        Ok(upn) => Ok((t, upn)),
+    }
+}
