@@ -10,7 +10,6 @@ pub mod app_import;
 pub mod client;
 pub mod config;
 pub mod dynamic;
-pub mod generate;
 pub mod host;
 pub mod ops;
 pub mod problem;

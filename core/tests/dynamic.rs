@@ -13,7 +13,6 @@ use cloudattach_plugin_rbac_authority as _;
 use cloudattach_plugin_tenant_attach as _;
 
 use cloudattach_core::dynamic::{self, LoadError, inspect, load_plugin_dirs};
-use cloudattach_core::generate::{GenerateOptions, generate_site};
 use cloudattach_core::state::NothingApplied;
 use cloudattach_core::{Config, Origin, Registry, Site};
 use cloudattach_sdk::testkit::{MemoryHost, device, options};
@@ -21,6 +20,7 @@ use cloudattach_sdk::{
     CheckStatus, Device, Environment, Method, Options, PlanAction, SiteVersion, SyncMode,
     ValidateContext,
 };
+use cloudattach_sitegen::{GenerateOptions, generate_site};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,8 +1,8 @@
 //! `site generate`: a sample site.
 
 use crate::{Cli, Failure, Outcome, Output, input, print_json};
-use cloudattach_core::generate::{GenerateError, GenerateOptions, generate_site};
 use cloudattach_sdk::{SiteVersion, thousands};
+use cloudattach_sitegen::{GenerateError, GenerateOptions, generate_site};
 use std::path::Path;
 
 pub fn generate(

@@ -6,8 +6,8 @@
 use cloudattach_cloud::auth::{self, SIGNING_KEY_FILE};
 use cloudattach_cloud::seed::{CONTOSO_READER_APP_ID, DEV_SECRET};
 use cloudattach_cloud::{RunningCloud, ServeOptions};
-use cloudattach_core::generate::{GenerateOptions, generate_site};
 use cloudattach_sdk::SiteVersion;
+use cloudattach_sitegen::{GenerateOptions, generate_site};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};

@@ -4,11 +4,11 @@
 
 use super::{OpError, input, runtime};
 use crate::config::{Config, OfflineApp, Secret};
-use crate::generate::{GenerateOptions, generate_site};
 use crate::registry::Registry;
 use crate::report::Reporter;
 use crate::site::Site;
 use cloudattach_sdk::thousands;
+use cloudattach_sitegen::{GenerateOptions, generate_site};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

@@ -1,10 +1,10 @@
 //! Generates a sample site and reports how fast: `generate N DIR [SEED] [--overwrite]`.
 //!
 //! ```text
-//! cargo run -p cloudattach-core --release --example generate -- 1000000 /tmp/gen1m
+//! cargo run -p cloudattach-sitegen --release --example generate -- 1000000 /tmp/gen1m
 //! ```
 
-use cloudattach_core::generate::{GenerateOptions, generate_site};
+use cloudattach_sitegen::{GenerateOptions, generate_site};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;

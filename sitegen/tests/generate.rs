@@ -1,10 +1,8 @@
 //! The sample site generator: deterministic, valid, varied, careful with existing data.
 
-use cloudattach_core::generate::{
-    FIRST_RESOURCE_ID, GenerateError, GenerateOptions, generate_site,
-};
 use cloudattach_sdk::version::client;
 use cloudattach_sdk::{Device, JoinType, SiteInfo, SiteVersion};
+use cloudattach_sitegen::{FIRST_RESOURCE_ID, GenerateError, GenerateOptions, generate_site};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::fs;

@@ -1,6 +1,8 @@
-//! Sample site generation (`cloudattach site generate`).
+//! # cloudattach-sitegen
 //!
-//! [`generate_site`] writes a realistic sample site in the inventory format of SPEC.md §3:
+//! Sample site generation (`cloudattach site generate`, and the built-in demo).
+//!
+//! [`generate_site`] writes a realistic sample site in the inventory format (docs/domain.md, "Site inventory"):
 //! `site.toml`, `devices.jsonl` and `collections.json`. The output depends only on the
 //! [`GenerateOptions`]: the same options give byte-identical files (every random choice comes
 //! from one `ChaCha8Rng` seeded with [`GenerateOptions::seed`], and every timestamp is relative
