@@ -120,7 +120,12 @@ pub(crate) enum CloudCommand {
 #[derive(Subcommand, Debug)]
 pub(crate) enum PluginsCommand {
     /// List the registered plugins (and the plugin libraries that failed to load, on stderr)
-    List,
+    List {
+        /// With --output json: print {"plugins": [...], "load_failures": [{"path", "message"}]}
+        /// so a script sees the libraries that failed to load too
+        #[arg(long)]
+        include_failures: bool,
+    },
     /// Check a plugin library and print its manifest, without enabling anything
     Inspect {
         /// The library (.so, .dylib or .dll)

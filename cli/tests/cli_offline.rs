@@ -1,10 +1,10 @@
 //! End-to-end tests of the commands that need no cloud: `plugins list`, `check`, `plan` and
-//! `site generate` (SPEC.md §2–3). Every test runs the real binary in its own temporary
+//! `site generate` (docs/domain.md, docs/user-guide.md#commands). Every test runs the real binary in its own temporary
 //! directory and asserts what a user or a script would see: exit codes, stdout documents,
 //! stderr messages, and the files left behind.
 //!
 //! Co-management eligibility is recomputed here from `devices.jsonl` with an independent
-//! implementation of SPEC.md §2's rules ([`classify`]), never with the product's code.
+//! implementation of the rules of docs/domain.md#co-management-eligibility ([`classify`]), never with the product's code.
 
 use serde_json::Value;
 use std::cmp::Ordering;
@@ -219,7 +219,7 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// An independent implementation of SPEC.md §2's co-management eligibility
+// An independent implementation of co-management eligibility (docs/domain.md#co-management-eligibility)
 // ---------------------------------------------------------------------------------------------
 
 const CLASSES: [&str; 5] = [
@@ -294,7 +294,7 @@ fn is_valid_device(d: &Value) -> bool {
         && d["mdm_enrolled"].is_boolean()
 }
 
-/// The valid devices of a devices.jsonl (bad lines skipped, as SPEC.md §3 says).
+/// The valid devices of a devices.jsonl (bad lines skipped, as docs/domain.md#skipped-device-lines says).
 fn read_devices(site: &Path) -> Vec<Value> {
     fs::read_to_string(site.join("devices.jsonl"))
         .unwrap()
@@ -435,7 +435,7 @@ fn plugins_list_json_has_the_spec_keys_and_the_five_built_ins() {
             "duplicate {row}"
         );
     }
-    // SPEC.md §1's table: id, depends on, environments, min site version.
+    // The table of docs/domain.md#cloud-features: id, depends on, environments, min site version.
     let table: [(&str, &[&str], &[&str], &str); 5] = [
         ("tenant-attach", &[], &["public", "usgov"], "2002"),
         (

@@ -18,7 +18,7 @@ fn status_by_id(v: &Value) -> BTreeMap<String, Value> {
 }
 
 fn authority(p: &Value) -> Option<&Value> {
-    // SPEC §3: a top-level key of the rbac-authority entry.
+    // docs/cloud-api.md#read-api-and-reports: a top-level key of the rbac-authority entry.
     p.get("effective_authority")
 }
 

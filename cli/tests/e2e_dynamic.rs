@@ -250,6 +250,23 @@ fn broken_and_hostile_libraries_do_not_stop_the_run() {
         "one line per failure:\n{}",
         list.stderr
     );
+    // A script sees the failures too, when it asks.
+    let with = w.cli(&["--output", "json", "plugins", "list", "--include-failures"]);
+    with.ok();
+    let with = with.json();
+    assert_eq!(with["plugins"].as_array().unwrap().len(), 7);
+    let failures = with["load_failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 4, "{with}");
+    assert!(
+        failures
+            .iter()
+            .any(|f| f["path"].as_str().unwrap().contains("junk.")
+                && f["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("not a plugin library")),
+        "{with}"
+    );
 
     w.cli(&["--output", "json", "check"]).ok();
     let r = w.cli(&["--output", "json", "apply", "--yes"]);

@@ -1,4 +1,4 @@
-//! `attach.toml` (SPEC.md §3). Fixed sections are checked by serde (unknown keys are errors
+//! `attach.toml` (docs/user-guide.md#attachtoml). Fixed sections are checked by serde (unknown keys are errors
 //! that carry line and column); `[features.<id>]` tables are checked against the plugins'
 //! manifests by the orchestrator.
 

@@ -126,10 +126,7 @@ pub fn select(
                     format!("[features.{id}]: no plugin has the id `{id}`"),
                 )
                 .feature(id.clone())
-                .hint(format!(
-                    "known plugins: {} (load others with --plugin-dir)",
-                    known.join(", ")
-                )),
+                .hint(unknown_plugin_hint(registry, &known)),
             );
         }
     }
@@ -293,6 +290,29 @@ pub fn select(
     })
 }
 
+/// What to do about an id no plugin has: the known ones, and — when plugin libraries failed
+/// to load — that the plugin may be one of them.
+fn unknown_plugin_hint(registry: &Registry, known: &[&str]) -> String {
+    let mut hint = format!(
+        "known plugins: {} (load others with --plugin-dir)",
+        known.join(", ")
+    );
+    if !registry.load_failures.is_empty() {
+        let files: Vec<String> = registry
+            .load_failures
+            .iter()
+            .map(|f| f.path.display().to_string())
+            .collect();
+        hint.push_str(&format!(
+            "; {} plugin librar{} failed to load ({}): it may be there, see the warnings above",
+            files.len(),
+            if files.len() == 1 { "y" } else { "ies" },
+            files.join(", ")
+        ));
+    }
+    hint
+}
+
 /// The error plan and apply give below the wizard's version.
 pub fn require_wizard_version(site_version: SiteVersion) -> Result<(), SelectionError> {
     if site_version < SiteVersion::CLOUD_ATTACH_WIZARD {
@@ -372,5 +392,54 @@ pub fn check_collection_references(
         Ok(())
     } else {
         Err(SelectionError { problems })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::LoadFailure;
+    use std::path::Path;
+
+    #[test]
+    fn an_unknown_feature_points_at_the_libraries_that_failed_to_load() {
+        let config = Config::parse(
+            "[attach]\nsettings = \"custom\"\n[features.bitlocker]\nenabled = true\n",
+            Path::new("attach.toml"),
+            Path::new("/x"),
+        )
+        .unwrap();
+        let mut registry = Registry::new();
+        let plain = select(
+            &config,
+            &registry,
+            "2303".parse::<SiteVersion>().unwrap(),
+            Strictness::Strict,
+        )
+        .unwrap_err()
+        .problems;
+        assert_eq!(plain[0].kind, ProblemKind::UnknownPlugin);
+        assert_eq!(plain[0].feature.as_deref(), Some("bitlocker"));
+        assert!(
+            !plain[0].to_string().contains("failed to load"),
+            "{}",
+            plain[0]
+        );
+        registry.load_failures.push(LoadFailure {
+            path: "/plugins/libbitlocker.so".into(),
+            message: "libbitlocker.so: built against cloudattach-sdk 0.0.9".into(),
+        });
+        let e = select(
+            &config,
+            &registry,
+            "2303".parse::<SiteVersion>().unwrap(),
+            Strictness::Lenient,
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "[features.bitlocker]: no plugin has the id `bitlocker`; known plugins:  (load others with --plugin-dir); 1 plugin library failed to load (/plugins/libbitlocker.so): it may be there, see the warnings above"
+        );
     }
 }

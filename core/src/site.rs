@@ -1,4 +1,4 @@
-//! The site inventory (SPEC.md §3): `site.toml`, `devices.jsonl` (streamed, never held in
+//! The site inventory (docs/domain.md#site-inventory): `site.toml`, `devices.jsonl` (streamed, never held in
 //! memory) and `collections.json` with effective memberships.
 
 use cloudattach_sdk::{CollectionInfo, Device, DeviceParts, SiteInfo};

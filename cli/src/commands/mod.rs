@@ -39,7 +39,9 @@ pub fn report_skipped_lines(ws: &Workspace) {
 /// Runs the command the arguments name.
 pub fn run(cli: &Cli) -> Outcome {
     match &cli.command {
-        Command::Plugins(PluginsCommand::List) => plugins::list(cli),
+        Command::Plugins(PluginsCommand::List { include_failures }) => {
+            plugins::list(cli, *include_failures)
+        }
         Command::Plugins(PluginsCommand::Inspect { file }) => plugins::inspect(cli, file),
         Command::Check { ids } => check::run(cli, ids),
         Command::Plan => plan::run(cli),

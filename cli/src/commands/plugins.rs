@@ -6,7 +6,7 @@ use crate::{Cli, Outcome, Output, print_json};
 use cloudattach_core::ops;
 use std::path::Path;
 
-pub fn list(cli: &Cli) -> Outcome {
+pub fn list(cli: &Cli, include_failures: bool) -> Outcome {
     let registry = ops::plugins::list(&super::load_options(cli), &CliReporter::new())?;
     let rows: Vec<serde_json::Value> = registry
         .iter()
@@ -23,6 +23,14 @@ pub fn list(cli: &Cli) -> Outcome {
             })
         })
         .collect();
+    if cli.output == Output::Json && include_failures {
+        let failures: Vec<serde_json::Value> = registry
+            .load_failures
+            .iter()
+            .map(|f| serde_json::json!({ "path": f.path, "message": f.message }))
+            .collect();
+        return print_json(&serde_json::json!({ "plugins": rows, "load_failures": failures }));
+    }
     if cli.output == Output::Json {
         return print_json(&rows);
     }

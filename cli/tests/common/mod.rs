@@ -1,6 +1,6 @@
 //! Shared helpers of the end-to-end tests: a cloud tenant service in-process (on a runtime the
 //! test owns), a generated site, the `cloudattach` binary run against them, the cloud's read
-//! API, and the expected counts computed independently from the site's files (SPEC §2).
+//! API, and the expected counts computed independently from the site's files (docs/domain.md).
 #![allow(dead_code)]
 
 use cloudattach_cloud::auth::{self, SIGNING_KEY_FILE};
@@ -438,7 +438,7 @@ impl Drop for World {
     }
 }
 
-/// The permissions DOMAIN.md §7 asks of the app.
+/// The permissions an app needs (docs/domain.md#app-permissions).
 pub fn required_permissions() -> Value {
     json!([
         {"resource": "api://cloudattach", "permissions": ["CmCollectionData.read", "CmCollectionData.write"]},
@@ -535,7 +535,7 @@ fn is_windows_client(d: &Value) -> bool {
             .is_some_and(|b| b.starts_with("10.0."))
 }
 
-/// Co-management eligibility (SPEC §2), the first rule that matches.
+/// Co-management eligibility (docs/domain.md#co-management-eligibility), the first rule that matches.
 pub fn class(d: &Value) -> &'static str {
     let client = flag(d, "client");
     if client && flag(d, "mdm_enrolled") {
