@@ -88,6 +88,17 @@ impl Table {
     }
 }
 
+/// Counts as `key=value` pairs, numbers with thousands separators.
+pub fn counts(counts: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
+    counts
+        .iter()
+        .map(|(k, v)| match v.as_u64() {
+            Some(n) => format!("{k}={}", cloudattach_sdk::thousands(n)),
+            None => format!("{k}={v}"),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,8 +11,8 @@
 use crate::host::OwnedHost;
 use cloudattach_sdk::{
     ApplyOutcome, CheckReport, CollectionInfo, Device, DeviceParts, Environment, Finding, Host,
-    HostError, Manifest, Method, Options, PlanDecision, Plugin, Record, RecordSink, SiteInfo,
-    StatusReport, SyncMode, SyncStats, ValidateContext,
+    HostError, Manifest, Method, Options, PlanDecision, Plugin, RecordSink, SiteInfo, StatusReport,
+    SyncMode, SyncStats, ValidateContext,
 };
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
@@ -205,19 +205,8 @@ impl Host for PluginHost<'_> {
     ) -> Result<Box<dyn RecordSink + '_>, HostError> {
         self.base.open_sync_as(self.plugin, channel, mode)
     }
-    fn sync_records(
-        &self,
-        channel: &str,
-        records: &mut dyn Iterator<Item = Record>,
-        mode: SyncMode,
-    ) -> Result<SyncStats, HostError> {
-        // Not forwarded: the base's default would open the upload without the owner.
-        let mut sink = self.open_sync(channel, mode)?;
-        for r in records {
-            sink.push(r)?;
-        }
-        sink.finish()
-    }
+    // `sync_records` is not forwarded: its default opens the upload through `open_sync` above,
+    // with this plugin as the owner, where the base's would open it without.
     fn log(&self, message: &str) {
         self.base.log(message)
     }

@@ -7,7 +7,6 @@ use crate::{Cli, Failure, Outcome, Output, print_json};
 use cloudattach_core::ops::apply::StepStatus;
 use cloudattach_core::ops::connect::Command;
 use cloudattach_core::ops::{self, Workspace};
-use cloudattach_sdk::thousands;
 use std::time::Instant;
 
 pub fn run(cli: &Cli, yes: bool) -> Outcome {
@@ -67,14 +66,7 @@ fn apply(ws: &Workspace, output: Output, yes: bool) -> Outcome {
                 StepStatus::Skipped => ("skipped", Tone::Dim),
                 StepStatus::Failed => ("failed", Tone::Bad),
             };
-            let mut details: Vec<String> = r
-                .counts
-                .iter()
-                .map(|(k, v)| match v.as_u64() {
-                    Some(n) => format!("{k}={}", thousands(n)),
-                    None => format!("{k}={v}"),
-                })
-                .collect();
+            let mut details = crate::render::counts(&r.counts);
             if let Some(reason) = &r.reason {
                 details.push(reason.clone());
             }

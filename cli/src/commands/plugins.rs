@@ -45,18 +45,7 @@ pub fn list(cli: &Cli, include_failures: bool) -> Outcome {
     ]);
     for p in registry.iter() {
         let m = &p.manifest;
-        let envs: Vec<String> = m
-            .environments
-            .iter()
-            .map(|e| {
-                let v = m.min_site_version_for(*e);
-                if v != m.min_site_version {
-                    format!("{e} ({v})")
-                } else {
-                    e.to_string()
-                }
-            })
-            .collect();
+        let envs = environments(m);
         t.row(vec![
             (m.id.clone(), Tone::Plain),
             (m.name.clone(), Tone::Plain),
@@ -83,18 +72,7 @@ pub fn inspect(cli: &Cli, file: &Path) -> Outcome {
     if cli.output == Output::Json {
         return print_json(&m);
     }
-    let envs: Vec<String> = m
-        .environments
-        .iter()
-        .map(|e| {
-            let v = m.min_site_version_for(*e);
-            if v != m.min_site_version {
-                format!("{e} ({v})")
-            } else {
-                e.to_string()
-            }
-        })
-        .collect();
+    let envs = environments(&m);
     println!("{} {} ({})", m.id, m.version, m.name);
     if !m.description.is_empty() {
         println!("  {}", m.description);
@@ -125,4 +103,19 @@ pub fn inspect(cli: &Cli, file: &Path) -> Outcome {
         file.display()
     );
     Ok(())
+}
+
+/// A manifest's environments, each with its own minimum site version where it differs.
+fn environments(m: &cloudattach_sdk::Manifest) -> Vec<String> {
+    m.environments
+        .iter()
+        .map(|e| {
+            let v = m.min_site_version_for(*e);
+            if v != m.min_site_version {
+                format!("{e} ({v})")
+            } else {
+                e.to_string()
+            }
+        })
+        .collect()
 }

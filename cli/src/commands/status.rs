@@ -5,7 +5,6 @@ use crate::render::{Table, Tone, colour_enabled};
 use crate::{Cli, Failure, Outcome, Output, print_json};
 use cloudattach_core::ops;
 use cloudattach_core::ops::connect::Command;
-use cloudattach_sdk::thousands;
 
 pub fn run(cli: &Cli) -> Outcome {
     let ws = super::workspace(cli)?;
@@ -22,14 +21,7 @@ pub fn run(cli: &Cli) -> Outcome {
         let mut t = Table::new(&["plugin", "enabled", "counts", "last sync", "error"]);
         for p in &outcome.plugins {
             let error = &p.error;
-            let mut counts: Vec<String> = p
-                .counts
-                .iter()
-                .map(|(k, v)| match v.as_u64() {
-                    Some(n) => format!("{k}={}", thousands(n)),
-                    None => format!("{k}={v}"),
-                })
-                .collect();
+            let mut counts = crate::render::counts(&p.counts);
             // Scalar extras (rbac-authority's effective_authority) read well as counts; the
             // applied settings are a JSON object, left to --output json.
             counts.extend(
