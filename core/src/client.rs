@@ -312,6 +312,24 @@ impl Api {
         })
     }
 
+    /// [`Api::json`], read into a typed document. An answer of another shape is a `BadAnswer`;
+    /// an empty answer reads as the document's defaults (`null`).
+    pub async fn doc<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: &Body,
+    ) -> Result<T, ApiError> {
+        let v = self.json(method.clone(), path, bearer, body).await?;
+        serde_json::from_value(v).map_err(|e| ApiError::BadAnswer {
+            method: method.to_string(),
+            path: path.split('?').next().unwrap_or(path).to_string(),
+            base: self.base.clone(),
+            message: e.to_string(),
+        })
+    }
+
     fn transport(&self, method: &Method, path: &str, e: reqwest::Error) -> ApiError {
         // reqwest's Display may carry the URL, never headers or bodies: no token leaks.
         let mut message = e.to_string();

@@ -4,6 +4,7 @@
 //! against the tenant (secret, App ID URI, permissions, consent). The offline import rules live
 //! in [`crate::app_import`].
 
+use super::docs::{Application, Applications, PasswordAnswer, TokenAnswer};
 use super::signin::{endpoint_key, form};
 use super::{AppPolicy, SessionError, now_secs};
 use crate::app_import::days_until;
@@ -82,29 +83,21 @@ async fn add_password(
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
     let pw = serde_json::json!({ "passwordCredential": { "displayName": "cloudattach", "endDateTime": expiry } });
-    let answer = api
-        .json(
+    let answer: PasswordAnswer = api
+        .doc(
             HttpMethod::POST,
             &format!("/v1.0/applications/{object_id}/addPassword"),
             Some(admin_token),
             &Body::Json(pw.to_string().into_bytes()),
         )
         .await?;
-    let secret = answer
-        .get("secretText")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default()
-        .to_string();
+    let secret = answer.secret_text.unwrap_or_default();
     if secret.is_empty() {
         return Err(SessionError::SignIn(
             "the tenant returned no secret for the app".into(),
         ));
     }
-    let expiry = answer
-        .get("endDateTime")
-        .and_then(|v| v.as_str())
-        .unwrap_or(&expiry)
-        .to_string();
+    let expiry = answer.end_date_time.unwrap_or(expiry);
     Ok((secret, expiry))
 }
 
@@ -120,20 +113,16 @@ pub(super) async fn client_credentials(
         ("client_secret", secret),
         ("scope", "api://cloudattach/.default"),
     ]);
-    let v = api
-        .json(
+    let v: TokenAnswer = api
+        .doc(
             HttpMethod::POST,
             &format!("/{tenant}/oauth2/v2.0/token"),
             None,
             &body,
         )
         .await?;
-    let token = v
-        .get("access_token")
-        .and_then(|t| t.as_str())
-        .unwrap_or_default()
-        .to_string();
-    let exp = now_secs() + v.get("expires_in").and_then(|t| t.as_u64()).unwrap_or(3600);
+    let token = v.access_token.unwrap_or_default();
+    let exp = now_secs() + v.expires_in.unwrap_or(3600);
     Ok((token, exp))
 }
 
@@ -160,26 +149,17 @@ pub(super) async fn validate_import(
         "/v1.0/applications?$filter=appId%20eq%20'{}'",
         app.client_id
     );
-    let list = api
-        .json(HttpMethod::GET, &filter, Some(admin_token), &Body::Empty)
+    let list: Applications = api
+        .doc(HttpMethod::GET, &filter, Some(admin_token), &Body::Empty)
         .await?;
-    let Some(found) = list
-        .get("value")
-        .and_then(|v| v.as_array())
-        .and_then(|a| a.first())
-        .cloned()
-    else {
+    let Some(found) = list.value.into_iter().next() else {
         return Err(SessionError::Input(format!(
             "[cloud.app] tenant {tenant} has no app with client_id {}; check client_id and tenant_id",
             app.client_id
         )));
     };
-    let uris: Vec<&str> = found
-        .get("identifierUris")
-        .and_then(|u| u.as_array())
-        .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
-        .unwrap_or_default();
-    if !uris.iter().any(|u| *u == app.app_id_uri) {
+    let uris = &found.identifier_uris;
+    if !uris.contains(&app.app_id_uri) {
         return Err(SessionError::Input(format!(
             "[cloud.app] app_id_uri {} is not an identifier URI of app {} (it has: {})",
             app.app_id_uri,
@@ -191,28 +171,15 @@ pub(super) async fn validate_import(
             }
         )));
     }
-    let mut granted: Vec<(String, String)> = vec![];
-    for r in found
-        .get("requiredResourceAccess")
-        .and_then(|r| r.as_array())
-        .into_iter()
-        .flatten()
-    {
-        let res = r
-            .get("resource")
-            .and_then(|x| x.as_str())
-            .unwrap_or_default();
-        for p in r
-            .get("permissions")
-            .and_then(|x| x.as_array())
-            .into_iter()
-            .flatten()
-        {
-            if let Some(p) = p.as_str() {
-                granted.push((res.to_string(), p.to_string()));
-            }
-        }
-    }
+    let granted: Vec<(&str, &str)> = found
+        .required_resource_access
+        .iter()
+        .flat_map(|r| {
+            r.permissions
+                .iter()
+                .map(|p| (r.resource.as_str(), p.as_str()))
+        })
+        .collect();
     let missing: Vec<String> = REQUIRED_PERMISSIONS
         .iter()
         .filter(|(r, p)| {
@@ -229,7 +196,7 @@ pub(super) async fn validate_import(
             missing.join(", ")
         )));
     }
-    if found.get("adminConsentGranted").and_then(|v| v.as_bool()) != Some(true) {
+    if found.admin_consent_granted != Some(true) {
         return Err(SessionError::Input(format!(
             "[cloud.app] app {} has no admin consent for its permissions; a Global Administrator must grant it",
             app.name
@@ -238,7 +205,7 @@ pub(super) async fn validate_import(
     Ok(AppCredentials {
         tenant_id: app.tenant_id.clone(),
         client_id: app.client_id.clone(),
-        object_id: found.get("id").and_then(|v| v.as_str()).map(String::from),
+        object_id: found.id.clone(),
         name: app.name.clone(),
         secret: secret.expose().to_string(),
         secret_expiry: app.secret_expiry.clone(),
@@ -276,23 +243,14 @@ pub(super) async fn ensure_registered_app(
             "/v1.0/applications?$filter=appId%20eq%20'{}'",
             app.client_id
         );
-        let list = api
-            .json(HttpMethod::GET, &filter, Some(admin_token), &Body::Empty)
+        let list: Applications = api
+            .doc(HttpMethod::GET, &filter, Some(admin_token), &Body::Empty)
             .await?;
-        let found = list
-            .get("value")
-            .and_then(|v| v.as_array())
-            .and_then(|a| a.first())
-            .cloned();
-        if let Some(found) = found {
+        if let Some(found) = list.value.into_iter().next() {
             if days_until(&app.secret_expiry).is_some_and(|d| d > 30) {
                 return Ok(app);
             }
-            let object_id = found
-                .get("id")
-                .and_then(|v| v.as_str())
-                .unwrap_or_default()
-                .to_string();
+            let object_id = found.id.unwrap_or_default();
             let (secret, expiry) = add_password(api, admin_token, &object_id).await?;
             app.secret = secret;
             app.secret_expiry = expiry;
@@ -320,24 +278,16 @@ pub(super) async fn ensure_registered_app(
             {"resource": "https://graph.microsoft.com", "permissions": ["Directory.Read.All"]}
         ]
     });
-    let created = api
-        .json(
+    let created: Application = api
+        .doc(
             HttpMethod::POST,
             "/v1.0/applications",
             Some(admin_token),
             &Body::Json(body.to_string().into_bytes()),
         )
         .await?;
-    let object_id = created
-        .get("id")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default()
-        .to_string();
-    let client_id = created
-        .get("appId")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default()
-        .to_string();
+    let object_id = created.id.unwrap_or_default();
+    let client_id = created.app_id.unwrap_or_default();
     let sp = serde_json::json!({ "appId": client_id });
     api.json(
         HttpMethod::POST,

@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod docs;
 pub mod gateway;
 pub mod signin;
 

@@ -3,6 +3,7 @@
 //! fresh sign-in.
 
 use super::admin::require_admin;
+use super::docs::{DeviceCodeAnswer, TokenAnswer};
 use super::{PUBLIC_CLIENT_ID, SessionError, now_secs};
 use crate::client::{Api, Body};
 use crate::config::Config;
@@ -32,8 +33,11 @@ pub(super) fn token_tenant_id(jwt: &str) -> Option<String> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
         .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    v.get("tid").and_then(|t| t.as_str()).map(String::from)
+    #[derive(Deserialize)]
+    struct Claims {
+        tid: Option<String>,
+    }
+    serde_json::from_slice::<Claims>(&bytes).ok()?.tid
 }
 
 pub(super) fn form(fields: &[(&str, &str)]) -> Body {
@@ -79,7 +83,7 @@ async fn admin_sign_in(
             ]);
             // A refused refresh token (revoked, rotated elsewhere) falls back to a new sign-in.
             if let Ok(v) = api
-                .json(
+                .doc::<TokenAnswer>(
                     HttpMethod::POST,
                     &format!("/{tenant}/oauth2/v2.0/token"),
                     None,
@@ -97,8 +101,8 @@ async fn admin_sign_in(
         ("client_id", PUBLIC_CLIENT_ID),
         ("scope", "api://cloudattach/.default offline_access"),
     ]);
-    let dc = api
-        .json(
+    let dc: DeviceCodeAnswer = api
+        .doc(
             HttpMethod::POST,
             &format!("/{tenant}/oauth2/v2.0/devicecode"),
             None,
@@ -106,16 +110,12 @@ async fn admin_sign_in(
         )
         .await?;
     let device_code = dc
-        .get("device_code")
-        .and_then(|v| v.as_str())
+        .device_code
+        .as_deref()
         .ok_or_else(|| SessionError::SignIn("no device_code in the answer".into()))?;
-    let mut interval = dc
-        .get("interval")
-        .and_then(|v| v.as_u64())
-        .unwrap_or(5)
-        .max(1);
-    let expires_in = dc.get("expires_in").and_then(|v| v.as_u64()).unwrap_or(900);
-    if let Some(m) = dc.get("message").and_then(|v| v.as_str()) {
+    let mut interval = dc.interval.unwrap_or(5).max(1);
+    let expires_in = dc.expires_in.unwrap_or(900);
+    if let Some(m) = &dc.message {
         reporter.say(m);
     }
     let deadline = now_secs() + expires_in;
@@ -127,7 +127,7 @@ async fn admin_sign_in(
             ("device_code", device_code),
         ]);
         match api
-            .json(
+            .doc::<TokenAnswer>(
                 HttpMethod::POST,
                 &format!("/{tenant}/oauth2/v2.0/token"),
                 None,
@@ -177,21 +177,18 @@ pub(super) fn endpoint_key(config: &Config, api: &Api) -> String {
 fn tokens_from(
     endpoint_key: &str,
     tenant: &str,
-    v: &serde_json::Value,
+    v: &TokenAnswer,
 ) -> Result<CachedTokens, SessionError> {
     let access = v
-        .get("access_token")
-        .and_then(|t| t.as_str())
+        .access_token
+        .as_deref()
         .ok_or_else(|| SessionError::SignIn("no access_token in the answer".into()))?;
     Ok(CachedTokens {
         endpoint: endpoint_key.to_string(),
         tenant: tenant.to_string(),
         access_token: access.to_string(),
-        refresh_token: v
-            .get("refresh_token")
-            .and_then(|t| t.as_str())
-            .map(String::from),
-        expires_at: now_secs() + v.get("expires_in").and_then(|t| t.as_u64()).unwrap_or(3600),
+        refresh_token: v.refresh_token.clone(),
+        expires_at: now_secs() + v.expires_in.unwrap_or(3600),
     })
 }
 

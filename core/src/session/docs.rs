@@ -1,0 +1,87 @@
+//! The identity and directory documents the session reads (Entra ID's token endpoints, Graph's
+//! `/me` and applications), typed. Every field is optional or defaulted: the session decides
+//! what a missing one means, with the message it always gave.
+
+use serde::Deserialize;
+
+/// A token endpoint's answer (device code, refresh token, client credentials).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct TokenAnswer {
+    /// The access token.
+    pub access_token: Option<String>,
+    /// The refresh token (delegated grants with `offline_access`).
+    pub refresh_token: Option<String>,
+    /// Seconds until the access token expires.
+    pub expires_in: Option<u64>,
+}
+
+/// The device authorization endpoint's answer (RFC 8628 §3.2).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct DeviceCodeAnswer {
+    /// The device code to poll with.
+    pub device_code: Option<String>,
+    /// Seconds between polls.
+    pub interval: Option<u64>,
+    /// Seconds until the code expires.
+    pub expires_in: Option<u64>,
+    /// What to tell the person (the URL and the code).
+    pub message: Option<String>,
+}
+
+/// Graph's `/v1.0/me`, with the tenant's view of the account.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Me {
+    /// The account.
+    pub user_principal_name: Option<String>,
+    /// Directory roles.
+    pub roles: Vec<String>,
+    /// Whether the account has an Intune license.
+    pub intune_license: bool,
+}
+
+/// A list of applications (`/v1.0/applications?$filter=…`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Applications {
+    /// The applications found.
+    pub value: Vec<Application>,
+}
+
+/// An application registration.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Application {
+    /// Object id.
+    pub id: Option<String>,
+    /// Client id.
+    pub app_id: Option<String>,
+    /// App ID URIs.
+    pub identifier_uris: Vec<String>,
+    /// Permissions it asks for, per resource.
+    pub required_resource_access: Vec<ResourceAccess>,
+    /// Whether an administrator consented to them.
+    pub admin_consent_granted: Option<bool>,
+}
+
+/// The permissions an application asks of one resource.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default)]
+pub struct ResourceAccess {
+    /// The resource (`api://cloudattach`, `https://graph.microsoft.com`).
+    pub resource: String,
+    /// Permission names.
+    pub permissions: Vec<String>,
+}
+
+/// `addPassword`'s answer.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct PasswordAnswer {
+    /// The secret, shown once.
+    pub secret_text: Option<String>,
+    /// Its expiry.
+    pub end_date_time: Option<String>,
+}
