@@ -3,10 +3,15 @@
 # wall time and peak memory (max RSS). Prints numbers; asserts nothing.
 #
 #   scripts/bench-site.sh [SIZES...]      # default: 100000 1000000
+#   CLOUDATTACH_BIN=/path/to/cloudattach scripts/bench-site.sh ...   # a given build (before/after)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p cloudattach-cli >&2
-bin="$PWD/target/release/cloudattach"
+if [ -n "${CLOUDATTACH_BIN:-}" ]; then
+  bin="$CLOUDATTACH_BIN"
+else
+  cargo build --release -p cloudattach-cli >&2
+  bin="$PWD/target/release/cloudattach"
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 sizes=("$@")

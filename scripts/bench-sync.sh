@@ -5,10 +5,16 @@
 # Prints records per second and peak memory; asserts nothing.
 #
 #   scripts/bench-sync.sh [SIZES...]      # default: 100000 1000000
+#   CLOUDATTACH_BIN=/path/to/cloudattach scripts/bench-sync.sh ...   # a given build (before/after)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p cloudattach-cli -p cloudattach-cloud --example ingest_bench >&2
-bin="$PWD/target/release/cloudattach"
+cargo build --release -p cloudattach-cloud --example ingest_bench >&2
+if [ -n "${CLOUDATTACH_BIN:-}" ]; then
+  bin="$CLOUDATTACH_BIN"
+else
+  cargo build --release -p cloudattach-cli >&2
+  bin="$PWD/target/release/cloudattach"
+fi
 work=$(mktemp -d)
 # start_cloud runs in a command substitution (a subshell): pids go through a file.
 cleanup() { [ -f "$work/pids" ] && while read -r p; do kill "$p" 2>/dev/null || true; done < "$work/pids"; rm -rf "$work"; }
