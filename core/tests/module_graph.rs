@@ -7,7 +7,12 @@ use std::path::Path;
 
 /// The top-level module a source file belongs to (`ops/apply.rs` → `ops`).
 fn module_of(rel: &Path) -> String {
-    let first = rel.components().next().unwrap().as_os_str().to_string_lossy();
+    let first = rel
+        .components()
+        .next()
+        .unwrap()
+        .as_os_str()
+        .to_string_lossy();
     first.trim_end_matches(".rs").to_string()
 }
 
