@@ -289,6 +289,27 @@ const CASES: &[Case] = &[
         "#,
     },
     Case {
+        name: "an unknown plugin, a value outside the choices and an unknown key refuse check at once",
+        site: "",
+        config: r#"
+            [attach]
+            settings = "custom"
+            [features.nope]
+            enabled = true
+            [features.co-management]
+            enrollment = "some"
+            [features.tenant-attach]
+            uploads = "all"
+        "#,
+        ids: &[],
+        expected: r#"
+            error[unknown-plugin] nope: [features.nope]: no plugin has the id `nope`; known plugins: co-management, defender-reporting, endpoint-analytics, rbac-authority, tenant-attach (load others with --plugin-dir)
+            error[invalid-option] co-management: [features.co-management] enrollment = "some": expected one of "all", "pilot", "none"
+            error[invalid-option] tenant-attach: unknown key `uploads` in [features.tenant-attach]: known keys: enabled, upload
+
+        "#,
+    },
+    Case {
         name: "check reports the selection's warnings",
         site: "",
         config: r#"

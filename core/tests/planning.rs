@@ -334,6 +334,22 @@ const CASES: &[Case] = &[
         "#,
     },
     Case {
+        name: "China co-management with enrollment none refuses the plan",
+        site: "",
+        config: r#"
+            [cloud]
+            environment = "china"
+            [attach]
+            settings = "custom"
+            [features.co-management]
+            enrollment = "none"
+        "#,
+        applied: &[],
+        expected: r#"
+            error[validation] co-management: [features.co-management] enrollment = "none": automatic enrollment of all eligible devices is the only option in Azure China Cloud; set enrollment = "all"
+        "#,
+    },
+    Case {
         name: "custom defender-reporting below 2303 refuses",
         site: r#"version = "2207""#,
         config: r#"
@@ -363,6 +379,41 @@ const CASES: &[Case] = &[
         applied: &[],
         expected: r#"
             error[invalid-option] tenant-attach: [features.tenant-attach] upload = "PS1NOPE1": expected "all" or a collection id such as "PS100012"
+        "#,
+    },
+    Case {
+        name: "an unknown plugin, a value outside the choices and an unknown key refuse the plan at once",
+        site: "",
+        config: r#"
+            [attach]
+            settings = "custom"
+            [features.nope]
+            enabled = true
+            [features.co-management]
+            enrollment = "some"
+            [features.tenant-attach]
+            uploads = "all"
+        "#,
+        applied: &[],
+        expected: r#"
+            error[unknown-plugin] nope: [features.nope]: no plugin has the id `nope`; known plugins: co-management, defender-reporting, endpoint-analytics, rbac-authority, tenant-attach (load others with --plugin-dir)
+            error[invalid-option] co-management: [features.co-management] enrollment = "some": expected one of "all", "pilot", "none"
+            error[invalid-option] tenant-attach: unknown key `uploads` in [features.tenant-attach]: known keys: enabled, upload
+        "#,
+    },
+    Case {
+        name: "pilot enrollment without pilot_collection refuses the plan",
+        site: "",
+        config: r#"
+            [attach]
+            settings = "custom"
+            [features.co-management]
+            enrollment = "pilot"
+        "#,
+        applied: &[],
+        expected: r#"
+            error[validation] co-management: [features.co-management] enrollment = "pilot" needs `pilot_collection`, the id of the pilot collection (e.g. "PS100020")
+
         "#,
     },
     Case {

@@ -69,18 +69,18 @@ pub fn small_site(dir: &Path, overrides: &str) -> PathBuf {
     to
 }
 
-/// Every file under `dir`, relative, with its contents.
-pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+/// Every file and directory under `dir`, relative, with the files' contents (`None` for a
+/// directory, so that an empty directory created counts as a change too).
+pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Option<Vec<u8>>>) {
         for entry in fs::read_dir(dir).unwrap() {
             let p = entry.unwrap().path();
+            let rel = p.strip_prefix(root).unwrap().to_path_buf();
             if p.is_dir() {
+                out.insert(rel, None);
                 walk(root, &p, out);
             } else {
-                out.insert(
-                    p.strip_prefix(root).unwrap().to_path_buf(),
-                    fs::read(&p).unwrap(),
-                );
+                out.insert(rel, Some(fs::read(&p).unwrap()));
             }
         }
     }
