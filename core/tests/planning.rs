@@ -1,0 +1,578 @@
+//! Planning as tables: for each case, the `small-site` fixture (its `site.toml` keys
+//! overridden), `attach.toml` text and the settings applied before, and the plan — a header
+//! (`environment settings site-version`), then one line per step in execution order
+//! (`plugin action (reason): detail`), then the warnings reported; or one line per problem
+//! (`error[kind] feature: text`, the text being what the CLI prints after `error: `).
+//!
+//! Steps run disables first (dependents before what they depend on), then the rest in
+//! dependency order. A case with nothing applied runs `ops::plan::run` in a directory of its
+//! own and asserts that planning changed no file there, whatever the outcome; a case with
+//! applied settings plans against them with `ops::plan::plan_with`.
+
+mod common;
+
+use cloudattach_core::ops::{self, OpError, Workspace};
+use cloudattach_core::state::AppliedState;
+use cloudattach_core::{Plan, Site};
+use common::{
+    Recorder, check_table, parse_config, registry, render_problems, small_site, snapshot,
+};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+struct Case {
+    name: &'static str,
+    /// `site.toml` lines that replace the fixture's (`version = "2107"`).
+    site: &'static str,
+    /// `attach.toml`.
+    config: &'static str,
+    /// (plugin id, JSON settings) applied before.
+    applied: &'static [(&'static str, &'static str)],
+    expected: &'static str,
+}
+
+/// Settings applied before, as the state store would hold them.
+struct Applied(BTreeMap<String, Value>);
+
+impl AppliedState for Applied {
+    fn applied_settings(&self, plugin_id: &str) -> Option<Value> {
+        self.0.get(plugin_id).cloned()
+    }
+}
+
+fn render_plan(plan: &Plan) -> Vec<String> {
+    let mut out = vec![format!(
+        "{} {} {}",
+        plan.environment, plan.settings, plan.site_version
+    )];
+    for s in &plan.steps {
+        let mut line = format!("{} {}", s.plugin, s.action.as_str());
+        if let Some(r) = &s.reason {
+            line.push_str(&format!(" ({r})"));
+        }
+        if let Some(d) = &s.detail {
+            line.push_str(&format!(": {d}"));
+        }
+        out.push(line);
+    }
+    out
+}
+
+fn render(case: &Case) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    small_site(dir.path(), case.site);
+    let config = parse_config(&common::trim_indent(case.config), dir.path()).expect("parses");
+    let site = Site::open(&config.site_dir).expect("the site opens");
+    let ws = Workspace::new(config, registry(), Arc::new(site)).expect("a workspace");
+    let recorder = Recorder::default();
+    let result = if case.applied.is_empty() {
+        let before = snapshot(dir.path());
+        let result = ops::plan::run(&ws, &recorder);
+        assert_eq!(
+            snapshot(dir.path()),
+            before,
+            "plan changed files ({})",
+            if result.is_ok() { "planned" } else { "refused" }
+        );
+        result
+    } else {
+        let applied = Applied(
+            case.applied
+                .iter()
+                .map(|(id, json)| (id.to_string(), serde_json::from_str(json).unwrap()))
+                .collect(),
+        );
+        ops::plan::plan_with(&ws, &applied, &recorder)
+    };
+    let mut out = match result {
+        Ok(planned) => render_plan(&planned.plan),
+        Err(OpError::Problems(e)) => render_problems(&e),
+        Err(e) => vec![format!(
+            "error (not a problem list, exit {}): {e}",
+            exit(&e)
+        )],
+    };
+    out.extend(recorder.lines());
+    out.join("\n")
+}
+
+fn exit(e: &OpError) -> u8 {
+    if e.is_input() { 2 } else { 1 }
+}
+
+#[test]
+fn planning() {
+    check_table(CASES, |c| c.name, |c| c.expected, render);
+}
+
+const CASES: &[Case] = &[
+    // ---- nothing applied yet: enable or skip ----
+    Case {
+        name: "default settings at 2303 enable every feature, each after what it depends on",
+        site: "",
+        config: r#"
+            [site]
+            path = "site"
+        "#,
+        applied: &[],
+        expected: r#"
+            public default 2303
+            co-management enable: schedule 5 eligible devices for enrollment (all)
+            tenant-attach enable: upload 14 devices
+            defender-reporting enable: report Defender state of 0 devices
+            endpoint-analytics enable: enroll 9 devices in Endpoint analytics
+            rbac-authority enable: enforce Configuration Manager RBAC with Intune RBAC
+        "#,
+    },
+    Case {
+        name: "default settings in China enable co-management and skip the rest, naming China",
+        site: "",
+        config: r#"
+            [cloud]
+            environment = "china"
+        "#,
+        applied: &[],
+        expected: r#"
+            china default 2303
+            co-management enable: schedule 5 eligible devices for enrollment (all)
+            tenant-attach skip (Tenant attach (device upload) can't be enabled for Azure China Cloud (china); it is available in public, usgov)
+            defender-reporting skip (Microsoft Defender reporting can't be enabled for Azure China Cloud (china); it is available in public, usgov)
+            endpoint-analytics skip (Endpoint analytics can't be enabled for Azure China Cloud (china); it is available in public, usgov)
+            rbac-authority skip (RBAC authority can't be enabled for Azure China Cloud (china); it is available in public, usgov)
+        "#,
+    },
+    Case {
+        name: "default settings at 2203 skip rbac-authority and defender-reporting, naming their versions",
+        site: r#"version = "2203""#,
+        config: r#"
+            [attach]
+            settings = "default"
+        "#,
+        applied: &[],
+        expected: r#"
+            public default 2203
+            co-management enable: schedule 5 eligible devices for enrollment (all)
+            tenant-attach enable: upload 14 devices
+            defender-reporting skip (Microsoft Defender reporting needs site version 2303 or later; the site is 2203)
+            endpoint-analytics enable: enroll 9 devices in Endpoint analytics
+            rbac-authority skip (RBAC authority needs site version 2207 or later; the site is 2203)
+        "#,
+    },
+    Case {
+        name: "default settings at exactly 2111 plan",
+        site: r#"version = "2111""#,
+        config: "",
+        applied: &[],
+        expected: r#"
+            public default 2111
+            co-management enable: schedule 5 eligible devices for enrollment (all)
+            tenant-attach enable: upload 14 devices
+            defender-reporting skip (Microsoft Defender reporting needs site version 2303 or later; the site is 2111)
+            endpoint-analytics enable: enroll 9 devices in Endpoint analytics
+            rbac-authority skip (RBAC authority needs site version 2207 or later; the site is 2111)
+        "#,
+    },
+    Case {
+        name: "custom settings enable exactly what the config turns on and skip the rest with reasons",
+        site: "",
+        config: r#"
+            [attach]
+            settings = "custom"
+            [features.tenant-attach]
+            enabled = true
+            upload = "all"
+            [features.defender-reporting]
+            enabled = true
+        "#,
+        applied: &[],
+        expected: r#"
+            public custom 2303
+            co-management skip (not enabled in attach.toml)
+            tenant-attach enable: upload 14 devices
+            defender-reporting enable: report Defender state of 0 devices
+            endpoint-analytics skip (not enabled in attach.toml)
+            rbac-authority skip (not enabled in attach.toml)
+        "#,
+    },
+    Case {
+        name: "China with custom settings enables co-management with enrollment all",
+        site: "",
+        config: r#"
+            [cloud]
+            environment = "china"
+            [attach]
+            settings = "custom"
+            [features.co-management]
+            enrollment = "all"
+        "#,
+        applied: &[],
+        expected: r#"
+            china custom 2303
+            co-management enable: schedule 5 eligible devices for enrollment (all)
+            tenant-attach skip (not enabled in attach.toml)
+            defender-reporting skip (not enabled in attach.toml)
+            endpoint-analytics skip (not enabled in attach.toml)
+            rbac-authority skip (not enabled in attach.toml)
+        "#,
+    },
+    Case {
+        name: "an upload collection uploads its effective membership's clients",
+        site: "",
+        config: r#"
+            [attach]
+            settings = "custom"
+            [features.tenant-attach]
+            upload = "PS100102"
+        "#,
+        applied: &[],
+        expected: r#"
+            public custom 2303
+            co-management skip (not enabled in attach.toml)
+            tenant-attach enable: upload 6 devices
+            defender-reporting skip (not enabled in attach.toml)
+            endpoint-analytics skip (not enabled in attach.toml)
+            rbac-authority skip (not enabled in attach.toml)
+        "#,
+    },
+    Case {
+        name: "a pilot collection schedules its eligible members",
+        site: "",
+        config: r#"
+            [attach]
+            settings = "custom"
+            [features.co-management]
+            enrollment = "pilot"
+            pilot_collection = "PS100102"
+        "#,
+        applied: &[],
+        expected: r#"
+            public custom 2303
+            co-management enable: schedule 4 eligible devices for enrollment (pilot)
+            tenant-attach skip (not enabled in attach.toml)
+            defender-reporting skip (not enabled in attach.toml)
+            endpoint-analytics skip (not enabled in attach.toml)
+            rbac-authority skip (not enabled in attach.toml)
+        "#,
+    },
+    Case {
+        name: "plan reports the selection's warnings",
+        site: "",
+        config: r#"
+            [features.tenant-attach]
+            upload = "PS100102"
+            [features.endpoint-analytics]
+            enabled = false
+        "#,
+        applied: &[],
+        expected: r#"
+            public default 2303
+            co-management enable: schedule 5 eligible devices for enrollment (all)
+            tenant-attach enable: upload 14 devices
+            defender-reporting enable: report Defender state of 0 devices
+            endpoint-analytics enable: enroll 9 devices in Endpoint analytics
+            rbac-authority enable: enforce Configuration Manager RBAC with Intune RBAC
+            warning: [features.tenant-attach] settings are ignored: settings = "default" uses the wizard's defaults; use settings = "custom" to apply them
+            warning: [features.endpoint-analytics] enabled = false is ignored: settings = "default" enables the wizard's default features; use settings = "custom" to choose
+        "#,
+    },
+    // ---- refusals ----
+    Case {
+        name: "below 2111 plan refuses, naming 2111",
+        site: r#"version = "2107""#,
+        config: r#"
+            [site]
+            path = "site"
+        "#,
+        applied: &[],
+        expected: r#"
+            error[site-version]: the site is version 2107: cloud attach needs Configuration Manager 2111 or later; update the site first (check still runs)
+        "#,
+    },
+    Case {
+        name: "usgov at 2105 plan refuses, naming 2111",
+        site: r#"version = "2105""#,
+        config: r#"
+            [cloud]
+            environment = "usgov"
+        "#,
+        applied: &[],
+        expected: r#"
+            error[site-version]: the site is version 2105: cloud attach needs Configuration Manager 2111 or later; update the site first (check still runs)
+        "#,
+    },
+    Case {
+        name: "below 2111 the version is the one problem, before the selection's",
+        site: r#"version = "2107""#,
+        config: r#"
+            [attach]
+            settings = "custom"
+            [features.nope]
+            [features.endpoint-analytics]
+        "#,
+        applied: &[],
+        expected: r#"
+            error[site-version]: the site is version 2107: cloud attach needs Configuration Manager 2111 or later; update the site first (check still runs)
+        "#,
+    },
+    Case {
+        name: "China with custom device upload refuses, naming China",
+        site: "",
+        config: r#"
+            [cloud]
+            environment = "china"
+            [attach]
+            settings = "custom"
+            [features.tenant-attach]
+            enabled = true
+            [features.co-management]
+            enrollment = "all"
+        "#,
+        applied: &[],
+        expected: r#"
+            error[unsupported] tenant-attach: [features.tenant-attach]: Tenant attach (device upload) can't be enabled for Azure China Cloud (china); it is available in public, usgov; turn it off (enabled = false) or change the environment
+        "#,
+    },
+    Case {
+        name: "China co-management with enrollment none refuses the plan",
+        site: "",
+        config: r#"
+            [cloud]
+            environment = "china"
+            [attach]
+            settings = "custom"
+            [features.co-management]
+            enrollment = "none"
+        "#,
+        applied: &[],
+        expected: r#"
+            error[validation] co-management: [features.co-management] enrollment = "none": automatic enrollment of all eligible devices is the only option in Azure China Cloud; set enrollment = "all"
+        "#,
+    },
+    Case {
+        name: "custom defender-reporting below 2303 refuses",
+        site: r#"version = "2207""#,
+        config: r#"
+            [attach]
+            settings = "custom"
+            [features.tenant-attach]
+            enabled = true
+            [features.defender-reporting]
+            enabled = true
+        "#,
+        applied: &[],
+        expected: r#"
+            error[unsupported] defender-reporting: [features.defender-reporting]: Microsoft Defender reporting needs site version 2303 or later; the site is 2207; turn it off (enabled = false) or update the site to 2303
+        "#,
+    },
+    Case {
+        name: "an invalid option refuses the plan",
+        site: "",
+        config: r#"
+            [site]
+            path = "site"
+            [attach]
+            settings = "custom"
+            [features.tenant-attach]
+            upload = "PS1NOPE1"
+        "#,
+        applied: &[],
+        expected: r#"
+            error[invalid-option] tenant-attach: [features.tenant-attach] upload = "PS1NOPE1": expected "all" or a collection id such as "PS100012"
+        "#,
+    },
+    Case {
+        name: "an unknown plugin, a value outside the choices and an unknown key refuse the plan at once",
+        site: "",
+        config: r#"
+            [attach]
+            settings = "custom"
+            [features.nope]
+            enabled = true
+            [features.co-management]
+            enrollment = "some"
+            [features.tenant-attach]
+            uploads = "all"
+        "#,
+        applied: &[],
+        expected: r#"
+            error[unknown-plugin] nope: [features.nope]: no plugin has the id `nope`; known plugins: co-management, defender-reporting, endpoint-analytics, rbac-authority, tenant-attach (load others with --plugin-dir)
+            error[invalid-option] co-management: [features.co-management] enrollment = "some": expected one of "all", "pilot", "none"
+            error[invalid-option] tenant-attach: unknown key `uploads` in [features.tenant-attach]: known keys: enabled, upload
+        "#,
+    },
+    Case {
+        name: "pilot enrollment without pilot_collection refuses the plan",
+        site: "",
+        config: r#"
+            [attach]
+            settings = "custom"
+            [features.co-management]
+            enrollment = "pilot"
+        "#,
+        applied: &[],
+        expected: r#"
+            error[validation] co-management: [features.co-management] enrollment = "pilot" needs `pilot_collection`, the id of the pilot collection (e.g. "PS100020")
+
+        "#,
+    },
+    Case {
+        name: "a missing upload collection refuses the plan",
+        site: "",
+        config: r#"
+            [attach]
+            settings = "custom"
+            [features.tenant-attach]
+            upload = "PS1FFFFF"
+        "#,
+        applied: &[],
+        expected: r#"
+            error[collection-reference] tenant-attach.upload: [features.tenant-attach] upload = "PS1FFFFF": site PS1 has no collection PS1FFFFF; it has PS100100, PS100101, PS100102, PS100103, PS100104, SMS00001
+        "#,
+    },
+    // ---- against what was applied: noop, update, disable ----
+    Case {
+        name: "the same settings as applied are noops",
+        site: "",
+        config: "",
+        applied: &[
+            ("tenant-attach", r#"{"upload": "all"}"#),
+            ("co-management", r#"{"enrollment": "all"}"#),
+            ("defender-reporting", "{}"),
+            ("endpoint-analytics", "{}"),
+            ("rbac-authority", r#"{"enforce_configmgr_rbac": true}"#),
+        ],
+        expected: r#"
+            public default 2303
+            co-management noop: schedule 5 eligible devices for enrollment (all)
+            tenant-attach noop: upload 14 devices
+            defender-reporting noop: report Defender state of 0 devices
+            endpoint-analytics noop: enroll 9 devices in Endpoint analytics
+            rbac-authority noop: enforce Configuration Manager RBAC with Intune RBAC
+        "#,
+    },
+    Case {
+        name: "changed settings are updates, unchanged ones noops, new ones enables",
+        site: "",
+        config: r#"
+            [attach]
+            settings = "custom"
+            [features.tenant-attach]
+            upload = "all"
+            [features.co-management]
+            enrollment = "all"
+            [features.rbac-authority]
+            enforce_configmgr_rbac = false
+            [features.endpoint-analytics]
+        "#,
+        applied: &[
+            ("tenant-attach", r#"{"upload": "PS100102"}"#),
+            (
+                "co-management",
+                r#"{"enrollment": "pilot", "pilot_collection": "PS100102"}"#,
+            ),
+            ("rbac-authority", r#"{"enforce_configmgr_rbac": false}"#),
+        ],
+        expected: r#"
+            public custom 2303
+            co-management update: schedule 5 eligible devices for enrollment (all)
+            tenant-attach update: upload 14 devices
+            defender-reporting skip (not enabled in attach.toml)
+            endpoint-analytics enable: enroll 9 devices in Endpoint analytics
+            rbac-authority noop: Intune RBAC only (once the tenant's "Use Intune RBAC" toggle is on)
+        "#,
+    },
+    Case {
+        name: "a pilot collection left over with enrollment all is not a change",
+        site: "",
+        config: r#"
+            [attach]
+            settings = "custom"
+            [features.co-management]
+            enrollment = "all"
+            pilot_collection = "PS100102"
+        "#,
+        applied: &[("co-management", r#"{"enrollment": "all"}"#)],
+        expected: r#"
+            public custom 2303
+            co-management noop: schedule 5 eligible devices for enrollment (all)
+            tenant-attach skip (not enabled in attach.toml)
+            defender-reporting skip (not enabled in attach.toml)
+            endpoint-analytics skip (not enabled in attach.toml)
+            rbac-authority skip (not enabled in attach.toml)
+        "#,
+    },
+    Case {
+        name: "features applied but no longer wanted are disabled first, dependents before their dependency",
+        site: "",
+        config: r#"
+            [attach]
+            settings = "custom"
+            [features.co-management]
+            [features.tenant-attach]
+            enabled = false
+        "#,
+        applied: &[
+            ("tenant-attach", r#"{"upload": "all"}"#),
+            ("endpoint-analytics", "{}"),
+            ("rbac-authority", r#"{"enforce_configmgr_rbac": true}"#),
+            ("co-management", r#"{"enrollment": "all"}"#),
+        ],
+        expected: r#"
+            public custom 2303
+            rbac-authority disable (not enabled in attach.toml)
+            endpoint-analytics disable (not enabled in attach.toml)
+            tenant-attach disable (turned off in attach.toml)
+            co-management noop: schedule 5 eligible devices for enrollment (all)
+            defender-reporting skip (not enabled in attach.toml)
+        "#,
+    },
+    Case {
+        name: "a feature the site's version now rules out is disabled, with the reason",
+        site: r#"version = "2207""#,
+        config: "",
+        applied: &[
+            ("tenant-attach", r#"{"upload": "all"}"#),
+            ("defender-reporting", "{}"),
+        ],
+        expected: r#"
+            public default 2207
+            defender-reporting disable (Microsoft Defender reporting needs site version 2303 or later; the site is 2207)
+            co-management enable: schedule 5 eligible devices for enrollment (all)
+            tenant-attach noop: upload 14 devices
+            endpoint-analytics enable: enroll 9 devices in Endpoint analytics
+            rbac-authority enable: enforce Configuration Manager RBAC with Intune RBAC
+        "#,
+    },
+    Case {
+        name: "in China the cloud-only features applied before are disabled",
+        site: "",
+        config: r#"
+            [cloud]
+            environment = "china"
+        "#,
+        applied: &[
+            ("tenant-attach", r#"{"upload": "all"}"#),
+            ("defender-reporting", "{}"),
+            ("co-management", r#"{"enrollment": "all"}"#),
+        ],
+        expected: r#"
+            china default 2303
+            defender-reporting disable (Microsoft Defender reporting can't be enabled for Azure China Cloud (china); it is available in public, usgov)
+            tenant-attach disable (Tenant attach (device upload) can't be enabled for Azure China Cloud (china); it is available in public, usgov)
+            co-management noop: schedule 5 eligible devices for enrollment (all)
+            endpoint-analytics skip (Endpoint analytics can't be enabled for Azure China Cloud (china); it is available in public, usgov)
+            rbac-authority skip (RBAC authority can't be enabled for Azure China Cloud (china); it is available in public, usgov)
+        "#,
+    },
+    Case {
+        name: "applied settings do not lift the refusal below 2111",
+        site: r#"version = "2107""#,
+        config: "",
+        applied: &[("tenant-attach", r#"{"upload": "all"}"#)],
+        expected: r#"
+            error[site-version]: the site is version 2107: cloud attach needs Configuration Manager 2111 or later; update the site first (check still runs)
+
+        "#,
+    },
+];
