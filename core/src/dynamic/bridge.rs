@@ -317,3 +317,362 @@ fn unknown_upload(handle: u64) -> HostError {
         format!("the plugin used upload {handle}, which is not open"),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    //! The boundary forwards every `Host` method: a recording host behind the bridge, the SDK's
+    //! library-side adapter in front of it, every method called through the adapter, and each
+    //! call checked to reach the recording host with its arguments. The list of methods is
+    //! checked against the `Host` trait's own source, so a method added to `Host` without
+    //! forwarding (and without a case here) fails this test; clippy's `missing_trait_methods`
+    //! on the adapter and on the recorder refuses a method left to its default.
+
+    use super::*;
+    use cloudattach_plugin_protocol::{FfiHost_TO, RRef, TD_Opaque};
+    use cloudattach_sdk::dynamic::HostAdapter;
+    use cloudattach_sdk::{
+        CollectionInfo, ConnectionPoint, DefenderState, DeviceParts, Environment, Options,
+        SiteInfo, SiteVersion, SyncStats,
+    };
+    use serde_json::{Value, json};
+    use std::collections::BTreeSet;
+
+    /// A call that reached the recording host, with its arguments.
+    #[derive(Debug, Clone, PartialEq)]
+    enum Call {
+        Site,
+        Environment,
+        ForEachDevice,
+        ForEachDeviceWith(DeviceParts),
+        Collection(String),
+        Collections,
+        IsMember(String, i64),
+        FeatureOptions(String),
+        IsUploaded(i64),
+        Cloud(Method, String, Option<Value>),
+        OpenSync(String, SyncMode),
+        SyncRecords(String, SyncMode),
+        Push(String),
+        Finish,
+        Log(String),
+    }
+
+    struct Recorder {
+        calls: RefCell<Vec<Call>>,
+        site: SiteInfo,
+        devices: Vec<Device>,
+    }
+
+    impl Recorder {
+        fn new() -> Self {
+            let mut with_blocks = Device::new(2, "PC-2");
+            with_blocks.client = true;
+            with_blocks.defender = Some(DefenderState::default());
+            with_blocks.analytics = Some(cloudattach_sdk::Analytics::default());
+            Recorder {
+                calls: RefCell::default(),
+                site: SiteInfo::new("RC1", "Recorder", SiteVersion(2403), "hid")
+                    .with_service_connection_point(ConnectionPoint::Offline),
+                devices: vec![Device::new(1, "PC-1"), with_blocks],
+            }
+        }
+
+        fn record(&self, call: Call) {
+            self.calls.borrow_mut().push(call);
+        }
+
+        fn take(&self) -> Vec<Call> {
+            std::mem::take(&mut self.calls.borrow_mut())
+        }
+    }
+
+    struct RecordingSink<'a> {
+        host: &'a Recorder,
+    }
+
+    impl RecordSink for RecordingSink<'_> {
+        fn push(&mut self, record: Record) -> Result<(), HostError> {
+            self.host.record(Call::Push(record.key));
+            Ok(())
+        }
+        fn finish(self: Box<Self>) -> Result<SyncStats, HostError> {
+            self.host.record(Call::Finish);
+            let mut stats = SyncStats::default();
+            stats.total = 42;
+            Ok(stats)
+        }
+    }
+
+    // Every method, the provided ones included: a default here would answer for the host.
+    #[deny(clippy::missing_trait_methods)]
+    impl Host for Recorder {
+        fn site(&self) -> &SiteInfo {
+            self.record(Call::Site);
+            &self.site
+        }
+        fn environment(&self) -> Environment {
+            self.record(Call::Environment);
+            Environment::Usgov
+        }
+        fn for_each_device(&self, visit: &mut dyn FnMut(&Device)) -> Result<(), HostError> {
+            self.record(Call::ForEachDevice);
+            self.devices.iter().for_each(visit);
+            Ok(())
+        }
+        fn for_each_device_with(
+            &self,
+            parts: DeviceParts,
+            visit: &mut dyn FnMut(&Device),
+        ) -> Result<(), HostError> {
+            self.record(Call::ForEachDeviceWith(parts));
+            for d in &self.devices {
+                visit(&d.with_parts(parts));
+            }
+            Ok(())
+        }
+        fn collection(&self, id: &str) -> Option<CollectionInfo> {
+            self.record(Call::Collection(id.into()));
+            Some(CollectionInfo::new(id, "Pilot", 7))
+        }
+        fn collections(&self) -> Vec<CollectionInfo> {
+            self.record(Call::Collections);
+            vec![CollectionInfo::new("SMS00001", "All Systems", 2)]
+        }
+        fn is_member(&self, collection_id: &str, resource_id: i64) -> bool {
+            self.record(Call::IsMember(collection_id.into(), resource_id));
+            true
+        }
+        fn feature_options(&self, plugin_id: &str) -> Option<Options> {
+            self.record(Call::FeatureOptions(plugin_id.into()));
+            json!({ "upload": "PS100012" }).as_object().cloned()
+        }
+        fn is_uploaded(&self, device: &Device) -> bool {
+            self.record(Call::IsUploaded(device.resource_id));
+            device.resource_id == 7
+        }
+        fn cloud(
+            &self,
+            method: Method,
+            path: &str,
+            body: Option<&Value>,
+        ) -> Result<Value, HostError> {
+            self.record(Call::Cloud(method, path.into(), body.cloned()));
+            Ok(json!({ "answered": path }))
+        }
+        fn open_sync(
+            &self,
+            channel: &str,
+            mode: SyncMode,
+        ) -> Result<Box<dyn RecordSink + '_>, HostError> {
+            self.record(Call::OpenSync(channel.into(), mode));
+            Ok(Box::new(RecordingSink { host: self }))
+        }
+        fn sync_records(
+            &self,
+            channel: &str,
+            records: &mut dyn Iterator<Item = Record>,
+            mode: SyncMode,
+        ) -> Result<SyncStats, HostError> {
+            self.record(Call::SyncRecords(channel.into(), mode));
+            let mut sink = self.open_sync(channel, mode)?;
+            for r in records {
+                sink.push(r)?;
+            }
+            sink.finish()
+        }
+        fn log(&self, message: &str) {
+            self.record(Call::Log(message.into()));
+        }
+    }
+
+    /// The methods of the `Host` trait, read from its source.
+    fn host_methods() -> BTreeSet<String> {
+        let source = include_str!("../../../sdk/src/host.rs");
+        let start = source
+            .find("pub trait Host {")
+            .expect("the Host trait in sdk/src/host.rs");
+        let body = &source[start..];
+        let end = body.find("\n}\n").expect("the end of the Host trait");
+        body[..end]
+            .lines()
+            .filter_map(|l| l.strip_prefix("    fn "))
+            .map(|l| l.split(['(', '<']).next().unwrap_or("").to_string())
+            .collect()
+    }
+
+    #[test]
+    fn every_host_method_crosses_the_boundary_with_its_arguments() {
+        let inner = Recorder::new();
+        let bridge = HostBridge::new(Some(&inner));
+        let ffi = FfiHost_TO::from_ptr(RRef::new(&bridge), TD_Opaque);
+        let adapter = HostAdapter::new(&ffi).expect("the adapter reads the site");
+        let host: &dyn Host = &adapter;
+        // The site and the environment are read once, when the adapter is built.
+        assert_eq!(inner.take(), [Call::Site, Call::Environment]);
+
+        let record = |key: &str| Record::new(key, json!({ "k": key }));
+        type Case<'a> = (&'static str, Box<dyn Fn() + 'a>, Vec<Call>);
+        let cases: Vec<Case<'_>> = vec![
+            (
+                "site",
+                Box::new(|| assert_eq!(host.site(), &inner.site)),
+                vec![],
+            ),
+            (
+                "environment",
+                Box::new(|| assert_eq!(host.environment(), Environment::Usgov)),
+                vec![],
+            ),
+            (
+                "for_each_device",
+                Box::new(|| {
+                    let mut seen = vec![];
+                    host.for_each_device(&mut |d| seen.push((d.resource_id, d.defender.is_some())))
+                        .unwrap();
+                    assert_eq!(seen, [(1, false), (2, true)]);
+                }),
+                // The bridge asks `is_uploaded` of each device it streams, once.
+                vec![
+                    Call::ForEachDevice,
+                    Call::IsUploaded(1),
+                    Call::IsUploaded(2),
+                ],
+            ),
+            (
+                "for_each_device_with",
+                Box::new(|| {
+                    let mut seen = vec![];
+                    host.for_each_device_with(DeviceParts::ANALYTICS, &mut |d| {
+                        seen.push((d.resource_id, d.defender.is_some(), d.analytics.is_some()))
+                    })
+                    .unwrap();
+                    assert_eq!(seen, [(1, false, false), (2, false, true)]);
+                }),
+                vec![
+                    Call::ForEachDeviceWith(DeviceParts::ANALYTICS),
+                    Call::IsUploaded(1),
+                    Call::IsUploaded(2),
+                ],
+            ),
+            (
+                "collection",
+                Box::new(|| {
+                    assert_eq!(
+                        host.collection("PS100012"),
+                        Some(CollectionInfo::new("PS100012", "Pilot", 7))
+                    )
+                }),
+                vec![Call::Collection("PS100012".into())],
+            ),
+            (
+                "collections",
+                Box::new(|| assert_eq!(host.collections().len(), 1)),
+                vec![Call::Collections],
+            ),
+            (
+                "is_member",
+                Box::new(|| assert!(host.is_member("PS100012", 7))),
+                vec![Call::IsMember("PS100012".into(), 7)],
+            ),
+            (
+                "feature_options",
+                Box::new(|| {
+                    assert_eq!(
+                        host.feature_options("tenant-attach").unwrap()["upload"],
+                        "PS100012"
+                    )
+                }),
+                vec![Call::FeatureOptions("tenant-attach".into())],
+            ),
+            (
+                "is_uploaded",
+                Box::new(|| {
+                    let mut d = Device::new(7, "PC-7");
+                    d.client = true;
+                    assert!(host.is_uploaded(&d));
+                }),
+                vec![Call::IsUploaded(7)],
+            ),
+            (
+                "cloud",
+                Box::new(|| {
+                    let body = json!({ "settings": { "upload": "all" } });
+                    let answer = host
+                        .cloud(Method::Put, "features/tenant-attach", Some(&body))
+                        .unwrap();
+                    assert_eq!(answer, json!({ "answered": "features/tenant-attach" }));
+                }),
+                vec![Call::Cloud(
+                    Method::Put,
+                    "features/tenant-attach".into(),
+                    Some(json!({ "settings": { "upload": "all" } })),
+                )],
+            ),
+            (
+                "open_sync",
+                Box::new(|| {
+                    let mut sink = host.open_sync("ext/acme", SyncMode::Delta).unwrap();
+                    sink.push(record("a")).unwrap();
+                    assert_eq!(sink.finish().unwrap().total, 42);
+                }),
+                vec![
+                    Call::OpenSync("ext/acme".into(), SyncMode::Delta),
+                    Call::Push("a".into()),
+                    Call::Finish,
+                ],
+            ),
+            (
+                "sync_records",
+                Box::new(|| {
+                    let stats = host
+                        .sync_records(
+                            "ext/acme",
+                            &mut vec![record("a"), record("b")].into_iter(),
+                            SyncMode::Full,
+                        )
+                        .unwrap();
+                    assert_eq!(stats.total, 42);
+                }),
+                // The library's iterator cannot cross: the records come as the upload they make.
+                vec![
+                    Call::OpenSync("ext/acme".into(), SyncMode::Full),
+                    Call::Push("a".into()),
+                    Call::Push("b".into()),
+                    Call::Finish,
+                ],
+            ),
+            (
+                "log",
+                Box::new(|| host.log("hello")),
+                vec![Call::Log("hello".into())],
+            ),
+        ];
+
+        let exercised: BTreeSet<String> = cases.iter().map(|(m, _, _)| m.to_string()).collect();
+        let declared = host_methods();
+        assert_eq!(
+            exercised, declared,
+            "every `Host` method must cross the boundary: forward the missing ones in the SDK's \
+             `HostAdapter` and the core's `HostBridge`, and add a case here"
+        );
+        for (method, call, expected) in &cases {
+            call();
+            assert_eq!(&inner.take(), expected, "Host::{method}");
+        }
+
+        // A device being visited is named by its place in the batch: `is_uploaded` is answered
+        // from what the bridge asked while streaming, not asked again.
+        host.for_each_device(&mut |d| {
+            assert!(!host.is_uploaded(d), "{}", d.resource_id);
+        })
+        .unwrap();
+        assert_eq!(
+            inner.take(),
+            [
+                Call::ForEachDevice,
+                Call::IsUploaded(1),
+                Call::IsUploaded(2)
+            ]
+        );
+    }
+}
