@@ -51,6 +51,9 @@ mod tests {
             ("1.4.0", "1.3.0", false),
             ("2.0.0", "1.3.0", false),
             ("x", "0.1.0", false),
+            // 0.2 is the SDK split: a library of 0.1 must be rebuilt.
+            ("0.1.0", "0.2.0", false),
+            ("0.2.4", "0.2.0", true),
         ];
         for (found, host, ok) in cases {
             assert_eq!(sdk_compatible(found, host), ok, "{found} on {host}");
