@@ -232,7 +232,7 @@ fn broken_and_hostile_libraries_do_not_stop_the_run() {
         "5 built-ins + 2 loaded"
     );
     for expected in [
-        "old-sdk.so: built against cloudattach-sdk 0.0.9; this cloudattach needs 0.1.x: rebuild the plugin",
+        "old-sdk.so: built against cloudattach-sdk 0.0.9; this cloudattach needs 0.2.x: rebuild the plugin",
         "bad-layout.so: layout mismatch",
         "junk.so: not a plugin library",
         "tenant-attach-copy.so: plugin id `tenant-attach` is registered twice",

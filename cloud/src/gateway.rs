@@ -3,7 +3,7 @@
 use crate::auth::{Caller, CallerKind};
 use crate::body;
 use crate::error::ApiError;
-use crate::ingest::{self, BUILTIN_FEATURES, Channel};
+use crate::ingest::{self, BUILTIN_FEATURES, Channel, ChannelStorage};
 use crate::server::{AppState, St, db};
 use crate::store::{Feature, Hierarchy, HierarchyUpsert, StoreError};
 use crate::util;
@@ -12,7 +12,8 @@ use axum::body::Body;
 use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use cloudattach_sdk::Environment;
+use cloudattach_model::gateway::{FeatureBody, FeatureInfo, FeatureList};
+use cloudattach_model::{Environment, is_collection_id, validate_feature_id};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -67,11 +68,20 @@ pub(crate) fn hierarchy_json(h: &Hierarchy, features: &[Feature]) -> Value {
     })
 }
 
+fn feature_info(f: &Feature) -> FeatureInfo {
+    FeatureInfo::new(&f.feature_id, f.settings.clone())
+        .with_times(&f.enabled_at, &f.updated_at)
+        .with_last_sync(f.last_sync.clone())
+}
+
+/// A gateway document as the JSON the API answers: through a `Value`, so that its keys come out
+/// in the order they always have (sorted).
+fn document(doc: &impl serde::Serialize) -> Value {
+    serde_json::to_value(doc).unwrap_or(Value::Null)
+}
+
 fn feature_json(f: &Feature) -> Value {
-    json!({
-        "id": f.feature_id, "enabled": true, "settings": f.settings,
-        "enabled_at": f.enabled_at, "updated_at": f.updated_at, "last_sync": f.last_sync,
-    })
+    document(&feature_info(f))
 }
 
 /// Loads a hierarchy of the caller's tenant, checking an app caller is the hierarchy's app.
@@ -174,7 +184,9 @@ pub(crate) async fn put_hierarchy(
         )));
     }
     let env: Environment = req.environment.parse().map_err(
-        |e: cloudattach_sdk::environment::UnknownEnvironment| ApiError::bad_request(e.to_string()),
+        |e: cloudattach_model::environment::UnknownEnvironment| {
+            ApiError::bad_request(e.to_string())
+        },
     )?;
     if env != st.env {
         return Err(ApiError::conflict(
@@ -281,7 +293,8 @@ pub(crate) async fn list_features(
     c.require_read()?;
     let h = find_hierarchy(&st, &c, &hid).await?;
     let f = features_of(&st, h.row).await?;
-    Ok(Json(json!({"value": f.iter().map(feature_json).collect::<Vec<_>>()})).into_response())
+    let list = FeatureList::new(f.iter().map(feature_info).collect());
+    Ok(Json(document(&list)).into_response())
 }
 
 /// `GET /api/v1/hierarchies/{hid}/features/{fid}`
@@ -300,13 +313,6 @@ pub(crate) async fn get_feature(
             h.hierarchy_id
         ))),
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FeatureBody {
-    #[serde(default)]
-    settings: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -348,10 +354,6 @@ fn settings_of<T: serde::de::DeserializeOwned>(fid: &str, v: Value) -> Result<T,
         .map_err(|e| ApiError::bad_request(format!("invalid settings of {fid}: {e}")))
 }
 
-fn valid_collection(s: &str) -> bool {
-    s.len() == 8 && s.chars().all(|c| c.is_ascii_alphanumeric())
-}
-
 /// Validates and normalizes a feature's settings for the environment.
 fn validate_settings(env: Environment, fid: &str, settings: Value) -> Result<Value, ApiError> {
     if !settings.is_object() {
@@ -372,7 +374,7 @@ fn validate_settings(env: Environment, fid: &str, settings: Value) -> Result<Val
         }
         "tenant-attach" => {
             let s: TenantAttachSettings = settings_of(fid, settings)?;
-            if s.upload != "all" && !valid_collection(&s.upload) {
+            if s.upload != "all" && !is_collection_id(&s.upload) {
                 return Err(ApiError::bad_request(format!(
                     "tenant-attach upload {:?} must be \"all\" or a collection id such as \"PS100012\"",
                     s.upload
@@ -406,7 +408,7 @@ fn validate_settings(env: Environment, fid: &str, settings: Value) -> Result<Val
             }
             if s.enrollment == "pilot" {
                 match &s.pilot_collection {
-                    Some(p) if valid_collection(p) => {}
+                    Some(p) if is_collection_id(p) => {}
                     Some(p) => {
                         return Err(ApiError::bad_request(format!(
                             "pilot_collection {p:?} is not a collection id"
@@ -436,15 +438,13 @@ pub(crate) async fn put_feature(
     b: Body,
 ) -> R {
     c.require_write()?;
-    if !ingest::valid_feature_id(&fid) {
-        return Err(ApiError::bad_request(format!(
-            "feature id {fid:?} must match ^[a-z][a-z0-9-]{{1,63}}$"
-        )));
+    if let Err(e) = validate_feature_id(&fid) {
+        return Err(ApiError::bad_request(format!("feature id {fid:?} {e}")));
     }
     let h = load_hierarchy(&st, &c, &hid).await?;
     let raw = body::read_raw(&headers, b, st.max_body).await?;
     let req: FeatureBody = if raw.is_empty() {
-        FeatureBody { settings: None }
+        FeatureBody::default()
     } else {
         body::require_json_type(&headers)?;
         body::decode_parse(&st, &headers, raw).await?

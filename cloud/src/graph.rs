@@ -84,7 +84,7 @@ fn validate_rra(st: &AppState, rra: &[ResourceAccess]) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// App ID URI rules of DOMAIN §7: `api://{tenantId}/{name}`, `api://{appId}`, or
+/// App ID URI rules, as Entra ID has them: `api://{tenantId}/{name}`, `api://{appId}`, or
 /// `https://{verified domain}/{name}`.
 fn validate_uris(
     uris: &[String],

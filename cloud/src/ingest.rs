@@ -1,28 +1,19 @@
 //! Upload channels: record schemas, validation, canonical bodies and content hashes.
+//!
+//! The channels, the record schemas and every rule a record or key must meet are the model's
+//! (`cloudattach_model::rules`), so that the test kit refuses what this cloud refuses; this
+//! module turns a validated batch into storage rows.
 
 use crate::error::ApiError;
 use crate::store::{FLAG_EA_ELIGIBLE, FLAG_HAS_TELEMETRY, PreparedRecord};
-use cloudattach_sdk::version::client;
-use cloudattach_sdk::{Analytics, DefenderState, Device};
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use cloudattach_model::Device;
+use cloudattach_model::rules::{ChannelRecord, RecordError, validate_batch_keys, validate_record};
+use cloudattach_model::version::client;
+use serde::Deserialize;
+use serde::Serialize;
 use serde_json::value::RawValue;
-use std::collections::HashSet;
 
-/// An upload channel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Channel {
-    /// Device records (tenant-attach).
-    Devices,
-    /// Endpoint analytics telemetry (endpoint-analytics).
-    Analytics,
-    /// Defender state and detections (defender-reporting).
-    Defender,
-    /// Co-management enrollment state (co-management).
-    Comanagement,
-    /// An extension feature's records.
-    Ext(String),
-}
+pub use cloudattach_model::rules::{AnalyticsRecord, Channel, ComanagementRecord, DefenderRecord};
 
 /// Built-in feature ids, in the order status lists them.
 pub const BUILTIN_FEATURES: [&str; 5] = [
@@ -33,47 +24,23 @@ pub const BUILTIN_FEATURES: [&str; 5] = [
     "co-management",
 ];
 
-/// Whether `id` is a valid feature id (`^[a-z][a-z0-9-]{1,63}$`).
+/// Whether `id` is a valid feature id: the model's rule, which the core's registry applies
+/// too (`^[a-z][a-z0-9-]{1,63}$`, not ending with `-`).
 pub fn valid_feature_id(id: &str) -> bool {
-    let b = id.as_bytes();
-    (2..=64).contains(&b.len())
-        && b[0].is_ascii_lowercase()
-        && b[1..]
-            .iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+    cloudattach_model::is_valid_feature_id(id)
 }
 
-impl Channel {
-    /// Parses a built-in channel name.
-    pub fn builtin(s: &str) -> Option<Channel> {
-        Some(match s {
-            "devices" => Channel::Devices,
-            "analytics" => Channel::Analytics,
-            "defender" => Channel::Defender,
-            "comanagement" => Channel::Comanagement,
-            _ => return None,
-        })
-    }
-
+/// Where a channel's records are stored.
+pub trait ChannelStorage {
     /// The storage name of the channel.
-    pub fn storage_name(&self) -> String {
-        match self {
-            Channel::Devices => "devices".into(),
-            Channel::Analytics => "analytics".into(),
-            Channel::Defender => "defender".into(),
-            Channel::Comanagement => "comanagement".into(),
-            Channel::Ext(id) => ext_channel(id),
-        }
-    }
+    fn storage_name(&self) -> String;
+}
 
-    /// The feature that must be enabled to upload to the channel.
-    pub fn feature_id(&self) -> &str {
+impl ChannelStorage for Channel {
+    fn storage_name(&self) -> String {
         match self {
-            Channel::Devices => "tenant-attach",
-            Channel::Analytics => "endpoint-analytics",
-            Channel::Defender => "defender-reporting",
-            Channel::Comanagement => "co-management",
-            Channel::Ext(id) => id,
+            Channel::Ext(id) => ext_channel(id),
+            builtin => builtin.name(),
         }
     }
 }
@@ -95,6 +62,8 @@ pub fn feature_channels(feature_id: &str) -> Vec<String> {
     }
 }
 
+// The model's `UploadBody<&RawValue>` has this shape; this private copy keeps the wording of
+// serde's messages for a malformed batch (they name the struct) as the API documents them.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawEnvelope<'a> {
@@ -112,95 +81,8 @@ struct RawUpsert<'a> {
     record: &'a RawValue,
 }
 
-/// An Endpoint analytics record.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AnalyticsRecord {
-    /// Device resource id.
-    pub resource_id: i64,
-    /// Client version of the device.
-    #[serde(default)]
-    pub client_version: Option<String>,
-    /// Telemetry; `null` for an enrolled device that has not reported yet.
-    #[serde(default)]
-    pub analytics: Option<Analytics>,
-}
-
-/// A Defender record.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DefenderRecord {
-    /// Device resource id.
-    pub resource_id: i64,
-    /// Defender state.
-    pub defender: DefenderState,
-}
-
-/// Co-management state of a device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ComanagementState {
-    /// Eligible, not scheduled.
-    #[serde(rename = "eligible")]
-    Eligible,
-    /// Scheduled for automatic enrollment.
-    #[serde(rename = "scheduledForEnrollment")]
-    ScheduledForEnrollment,
-    /// Co-managed (enrolled).
-    #[serde(rename = "comanaged")]
-    Comanaged,
-}
-
-impl ComanagementState {
-    /// The stored tag.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ComanagementState::Eligible => "eligible",
-            ComanagementState::ScheduledForEnrollment => "scheduledForEnrollment",
-            ComanagementState::Comanaged => "comanaged",
-        }
-    }
-}
-
-/// A co-management record.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ComanagementRecord {
-    /// Device resource id.
-    pub resource_id: i64,
-    /// State.
-    pub state: ComanagementState,
-    /// Device name (optional; taken from the device record when uploaded).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-}
-
-fn parse_record<T: DeserializeOwned>(key: &str, raw: &RawValue) -> Result<T, ApiError> {
-    serde_json::from_str(raw.get()).map_err(|e| ApiError::bad_request(format!("record {key}: {e}")))
-}
-
-fn check_key(key: &str, resource_id: Option<i64>) -> Result<(), ApiError> {
-    if key.is_empty() || key.len() > 256 {
-        return Err(ApiError::bad_request(
-            "record keys must be 1 to 256 characters",
-        ));
-    }
-    // The key must be the canonical decimal form: "01", "+1" or " 1" would name the same device
-    // under a second key.
-    if let Some(id) = resource_id
-        && id <= 0
-    {
-        return Err(ApiError::bad_request(format!(
-            "record {key}: resource_id {id} is not positive"
-        )));
-    }
-    if let Some(id) = resource_id
-        && key != id.to_string()
-    {
-        return Err(ApiError::bad_request(format!(
-            "key {key:?} does not match the record's resource_id {id}: keys of built-in channels are the resource_id in decimal"
-        )));
-    }
-    Ok(())
+fn bad(e: RecordError) -> ApiError {
+    ApiError::bad_request(e.message())
 }
 
 fn prepared(key: String, body: Vec<u8>, tag: Option<String>, flags: i64) -> PreparedRecord {
@@ -218,7 +100,8 @@ fn to_vec<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
-/// Whether a device is eligible for Endpoint analytics (SPEC §2).
+/// Whether a device is eligible for Endpoint analytics: a Windows 10 or 11 workstation with a
+/// client of 5.00.8968 or later.
 pub fn ea_eligible(d: &Device) -> bool {
     d.client
         && !d.is_server()
@@ -226,114 +109,33 @@ pub fn ea_eligible(d: &Device) -> bool {
         && d.client_at_least(client::ENDPOINT_ANALYTICS)
 }
 
-/// Longest string (in characters) inside a record of a built-in channel: device names, OS
-/// strings, versions, …
-pub const MAX_STRING_CHARS: usize = 1024;
-
-/// The length in characters of the longest JSON string (value or member name) in `json`, which
-/// must be valid JSON; an escape sequence counts as one character.
-fn longest_string(json: &str) -> usize {
-    let mut longest = 0;
-    let mut chars = json.chars();
-    while let Some(c) = chars.next() {
-        if c != '"' {
-            continue;
-        }
-        let mut n = 0;
-        while let Some(c) = chars.next() {
-            match c {
-                '"' => break,
-                '\\' => {
-                    if chars.next() == Some('u') {
-                        for _ in 0..4 {
-                            chars.next();
-                        }
-                    }
-                    n += 1;
-                }
-                _ => n += 1,
-            }
-        }
-        longest = longest.max(n);
-    }
-    longest
-}
-
 fn prepare_one(channel: &Channel, u: &RawUpsert<'_>) -> Result<PreparedRecord, ApiError> {
     let key = u.key.clone();
-    if !matches!(channel, Channel::Ext(_)) && longest_string(u.record.get()) > MAX_STRING_CHARS {
-        return Err(ApiError::bad_request(format!(
-            "record {key}: strings (such as the device name) are at most {MAX_STRING_CHARS} characters"
-        )));
-    }
-    match channel {
-        Channel::Devices => {
-            let d: Device = parse_record(&key, u.record)?;
-            check_key(&key, Some(d.resource_id))?;
-            if d.defender.is_some() || d.analytics.is_some() {
-                return Err(ApiError::bad_request(format!(
-                    "device {key}: the fields `defender` and `analytics` are not part of a device record; \
-                     upload them to the defender and analytics channels"
-                )));
+    Ok(
+        match validate_record(channel, &key, u.record.get()).map_err(bad)? {
+            ChannelRecord::Device(d) => {
+                let flags = if ea_eligible(&d) { FLAG_EA_ELIGIBLE } else { 0 };
+                let body = to_vec(&d);
+                prepared(key, body, Some(d.name), flags)
             }
-            if !d.client {
-                return Err(ApiError::bad_request(format!(
-                    "device {key}: only devices with a client (client = true) are uploaded"
-                )));
+            ChannelRecord::Analytics(r) => {
+                let flags = if r.analytics.is_some() {
+                    FLAG_HAS_TELEMETRY
+                } else {
+                    0
+                };
+                prepared(key, to_vec(&r), None, flags)
             }
-            if d.name.trim().is_empty() {
-                return Err(ApiError::bad_request(format!(
-                    "device {key}: name is empty"
-                )));
+            ChannelRecord::Defender(r) => prepared(key, to_vec(&r), None, 0),
+            ChannelRecord::Comanagement(r) => {
+                let tag = Some(r.state.as_str().to_string());
+                prepared(key, to_vec(&r), tag, 0)
             }
-            // The rule the site reader applies too (positive id, text lengths, crash days).
-            d.validate()
-                .map_err(|e| ApiError::bad_request(format!("device {key}: {e}")))?;
-            let flags = if ea_eligible(&d) { FLAG_EA_ELIGIBLE } else { 0 };
-            let body = to_vec(&d);
-            Ok(prepared(key, body, Some(d.name), flags))
-        }
-        Channel::Analytics => {
-            let r: AnalyticsRecord = parse_record(&key, u.record)?;
-            check_key(&key, Some(r.resource_id))?;
-            if r.analytics
-                .iter()
-                .flat_map(|a| a.apps.iter())
-                .any(|a| a.daily_crashes.len() > 14)
-            {
-                return Err(ApiError::bad_request(format!(
-                    "analytics {key}: daily_crashes has at most 14 entries"
-                )));
-            }
-            let flags = if r.analytics.is_some() {
-                FLAG_HAS_TELEMETRY
-            } else {
-                0
-            };
-            Ok(prepared(key, to_vec(&r), None, flags))
-        }
-        Channel::Defender => {
-            let r: DefenderRecord = parse_record(&key, u.record)?;
-            check_key(&key, Some(r.resource_id))?;
-            Ok(prepared(key, to_vec(&r), None, 0))
-        }
-        Channel::Comanagement => {
-            let r: ComanagementRecord = parse_record(&key, u.record)?;
-            check_key(&key, Some(r.resource_id))?;
-            let tag = Some(r.state.as_str().to_string());
-            Ok(prepared(key, to_vec(&r), tag, 0))
-        }
-        Channel::Ext(_) => {
-            let r: serde_json::Value = parse_record(&key, u.record)?;
-            check_key(&key, None)?;
-            if !r.is_object() {
-                return Err(ApiError::bad_request(format!(
-                    "record {key}: must be a JSON object"
-                )));
-            }
-            Ok(prepared(key, to_vec(&r), None, 0))
-        }
-    }
+            ChannelRecord::Ext(r) => prepared(key, to_vec(&r), None, 0),
+            // The model checks the channels this cloud serves, and no other.
+            _ => return Err(ApiError::internal("record validation failed")),
+        },
+    )
 }
 
 /// Batches at least this large are prepared on several threads.
@@ -390,17 +192,7 @@ pub fn prepare_batch(
             .collect::<Result<_, _>>()?
     };
     let deletes = env.deletes;
-    let mut seen = HashSet::with_capacity(ups.len() + deletes.len());
-    for k in ups.iter().map(|r| &r.key).chain(deletes.iter()) {
-        if !seen.insert(k.as_str()) {
-            return Err(ApiError::bad_request(format!(
-                "key {k:?} appears more than once in the batch"
-            )));
-        }
-    }
-    for k in &deletes {
-        check_key(k, None)?;
-    }
+    validate_batch_keys(ups.iter().map(|r| r.key.as_str()), &deletes).map_err(bad)?;
     Ok((ups, deletes))
 }
 
@@ -410,6 +202,7 @@ mod tests {
 
     #[test]
     fn longest_string_counts_characters_and_escapes() {
+        use cloudattach_model::rules::longest_string;
         assert_eq!(longest_string(r#"{"a":"xyz","bb":1}"#), 3);
         assert_eq!(longest_string(r#"{"a":"\u00e9\"\\é"}"#), 4);
         assert_eq!(longest_string("[]"), 0);
@@ -422,6 +215,22 @@ mod tests {
         assert!(!valid_feature_id("A-b"));
         assert!(!valid_feature_id("x"));
         assert!(!valid_feature_id("9abc"));
+        assert!(
+            !valid_feature_id("acme-"),
+            "the registry's rule: no trailing '-'"
+        );
+    }
+
+    #[test]
+    fn a_body_built_from_the_model_is_a_batch() {
+        use cloudattach_model::gateway::{UploadBody, Upsert};
+        let body = UploadBody::new(
+            vec![Upsert::new("a", serde_json::json!({"x": 1}))],
+            vec!["b".to_string()],
+        );
+        let bytes = serde_json::to_vec(&body).unwrap();
+        let (ups, dels) = prepare_batch(&Channel::Ext("acme-inventory".into()), &bytes).unwrap();
+        assert_eq!((ups[0].key.as_str(), dels), ("a", vec!["b".to_string()]));
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub use error::CloudError;
 pub use ingest::{Channel, prepare_batch};
 pub use store::{SqliteStore, Store};
 
-use cloudattach_sdk::Environment;
+use cloudattach_model::Environment;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -152,7 +152,7 @@ impl ServeOptions {
     /// Checks the options; errors are [`CloudError::InvalidOption`].
     pub fn validate(&self) -> Result<(Environment, SocketAddr), CloudError> {
         let env: Environment = self.environment.parse().map_err(
-            |e: cloudattach_sdk::environment::UnknownEnvironment| {
+            |e: cloudattach_model::environment::UnknownEnvironment| {
                 CloudError::InvalidOption(e.to_string())
             },
         )?;

@@ -14,8 +14,9 @@ use crate::util;
 use axum::Json;
 use axum::extract::{Extension, Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use cloudattach_sdk::DottedVersion;
-use cloudattach_sdk::version::client;
+use cloudattach_model::DottedVersion;
+use cloudattach_model::gateway::{ExtRecord, ExtRecords, HierarchyStatus, PluginStatus};
+use cloudattach_model::version::client;
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -26,7 +27,8 @@ type Q = Query<HashMap<String, String>>;
 /// Minimum reporting devices for Endpoint analytics scores.
 pub const MIN_EA_DEVICES: usize = 5;
 
-/// The effective RBAC authority (DOMAIN §3).
+/// The effective RBAC authority: Intune alone if and only if the hierarchy's rbac-authority
+/// setting clears "enforce Configuration Manager RBAC" and the tenant uses Intune RBAC.
 pub fn effective_authority(features: &[Feature], use_intune_rbac: bool) -> &'static str {
     let enforce = features
         .iter()
@@ -49,7 +51,7 @@ fn plugin_status(
     h: &Hierarchy,
     features: &[Feature],
     use_intune_rbac: bool,
-) -> Result<Vec<Value>, StoreError> {
+) -> Result<Vec<PluginStatus>, StoreError> {
     let row = h.row;
     let mut out = Vec::new();
     let find = |id: &str| features.iter().find(|f| f.feature_id == id);
@@ -69,13 +71,17 @@ fn plugin_status(
             }),
             _ => json!({}),
         };
-        let mut v = json!({
-            "id": id, "enabled": on, "counts": counts,
-            "settings": f.map(|f| f.settings.clone()),
-            "last_sync": f.and_then(|f| f.last_sync.clone()),
-        });
+        let mut v = PluginStatus::new(id, on)
+            .with_settings(f.map_or(Value::Null, |f| f.settings.clone()))
+            .with_last_sync(f.and_then(|f| f.last_sync.clone()));
+        if let Value::Object(counts) = counts {
+            v.counts = counts;
+        }
         if id == "rbac-authority" {
-            v["effective_authority"] = json!(effective_authority(features, use_intune_rbac));
+            v = v.with_extra(
+                "effective_authority",
+                effective_authority(features, use_intune_rbac),
+            );
         }
         out.push(v);
     }
@@ -83,11 +89,12 @@ fn plugin_status(
         .iter()
         .filter(|f| !BUILTIN_FEATURES.contains(&f.feature_id.as_str()))
     {
-        out.push(json!({
-            "id": f.feature_id, "enabled": true,
-            "counts": {"records": s.count(row, &ext_channel(&f.feature_id))?},
-            "settings": f.settings, "last_sync": f.last_sync,
-        }));
+        out.push(
+            PluginStatus::new(&f.feature_id, true)
+                .with_count("records", s.count(row, &ext_channel(&f.feature_id))?)
+                .with_settings(f.settings.clone())
+                .with_last_sync(f.last_sync.clone()),
+        );
     }
     Ok(out)
 }
@@ -111,7 +118,10 @@ pub(crate) async fn status(
         plugin_status(s, &h2, &f, t)
     })
     .await?;
-    Ok(Json(json!({"hierarchy_id": h.hierarchy_id, "plugins": plugins})).into_response())
+    // Through a `Value`: the keys come out sorted, as they always have.
+    let doc =
+        serde_json::to_value(HierarchyStatus::new(&h.hierarchy_id, plugins)).unwrap_or(Value::Null);
+    Ok(Json(doc).into_response())
 }
 
 /// `GET /api/v1/hierarchies/{hid}/ext/{fid}/records`
@@ -128,11 +138,13 @@ pub(crate) async fn ext_records(
         ext_channel(&fid),
     );
     let rows = db(&st, move |s| s.records(&tid, &ch, Some(&hid2))).await?;
-    let v: Vec<Value> = rows
-        .iter()
-        .map(|r| json!({"key": r.key, "record": parse_body(r), "updated": util::unix_to_rfc3339(r.updated)}))
-        .collect();
-    Ok(Json(json!({"@odata.count": v.len(), "value": v})).into_response())
+    let records = ExtRecords::new(
+        rows.iter()
+            .map(|r| ExtRecord::new(&r.key, parse_body(r), util::unix_to_rfc3339(r.updated)))
+            .collect(),
+    );
+    let doc = serde_json::to_value(records).unwrap_or(Value::Null);
+    Ok(Json(doc).into_response())
 }
 
 fn parse_body(r: &RecordRow) -> Value {
@@ -261,7 +273,7 @@ fn device_index(s: &dyn Store, tid: &str, hid: Option<&str>) -> Result<DeviceInd
     Ok(rows
         .into_iter()
         .map(|r| {
-            let flags = serde_json::from_slice::<cloudattach_sdk::Device>(&r.body)
+            let flags = serde_json::from_slice::<cloudattach_model::Device>(&r.body)
                 .map(|d| {
                     if crate::ingest::ea_eligible(&d) {
                         FLAG_EA_ELIGIBLE
@@ -287,7 +299,7 @@ fn linear_score(ms: f64, good: f64, poor: f64) -> f64 {
 
 /// Startup score of one device: boot score (core boot 15 s → 100, 75 s → 0) and sign-in score
 /// (group policy + desktop usable 10 s → 100, 70 s → 0), weighted equally.
-pub fn startup_scores(a: &cloudattach_sdk::Analytics) -> (f64, f64) {
+pub fn startup_scores(a: &cloudattach_model::Analytics) -> (f64, f64) {
     let boot = linear_score(a.core_boot_ms as f64, 15_000.0, 75_000.0);
     let signin = linear_score(
         a.gp_logon_ms as f64 + a.desktop_usable_ms as f64,
@@ -397,7 +409,7 @@ pub(crate) async fn ea_report(State(st): St, Extension(c): Extension<Caller>, Qu
     Ok(Json(v).into_response())
 }
 
-type DefenderRow = (String, i64, String, cloudattach_sdk::DefenderState);
+type DefenderRow = (String, i64, String, cloudattach_model::DefenderState);
 
 fn defender_rows(
     s: &dyn Store,
@@ -419,7 +431,7 @@ fn defender_rows(
         .collect())
 }
 
-fn issues(d: &cloudattach_sdk::DefenderState) -> Vec<&'static str> {
+fn issues(d: &cloudattach_model::DefenderState) -> Vec<&'static str> {
     let mut v = Vec::new();
     let checks = [
         (!d.defender_enabled, "defenderDisabled"),
@@ -473,7 +485,7 @@ pub(crate) async fn defender_report(
 
 fn build_defender_report(
     report: &str,
-    rows: &[(String, i64, String, cloudattach_sdk::DefenderState)],
+    rows: &[(String, i64, String, cloudattach_model::DefenderState)],
 ) -> Value {
     match report {
         "unhealthy-endpoints" => {

@@ -1,4 +1,4 @@
-//! The well-known development seed (SPEC §3), like the storage emulator's well-known account.
+//! The well-known development seed, like the storage emulator's well-known account.
 
 use crate::auth::{self, PERM_READ, RESOURCE, ROLE_GA};
 use crate::error::CloudError;

@@ -244,16 +244,8 @@ pub struct PreparedRecord {
     pub body: Vec<u8>,
 }
 
-/// What a batch changed.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
-pub struct BatchResult {
-    /// Records inserted or changed.
-    pub upserted: u64,
-    /// Records removed.
-    pub deleted: u64,
-    /// Records identical to the stored ones, and deletes of absent keys.
-    pub unchanged: u64,
-}
+/// What a batch changed: the gateway's answer to an upload.
+pub use cloudattach_model::gateway::UploadAnswer as BatchResult;
 
 /// A stored record, as read back.
 #[derive(Debug, Clone)]

@@ -104,14 +104,10 @@ pub struct Registry {
     pub load_failures: Vec<LoadFailure>,
 }
 
-/// Whether a plugin id is well formed: kebab-case, 2–64 characters.
+/// Whether a plugin id is well formed: kebab-case, 2–64 characters, not ending with `-` — the
+/// model's feature id rule, which the cloud applies to feature ids too.
 pub fn is_valid_plugin_id(id: &str) -> bool {
-    (2..=64).contains(&id.len())
-        && id.as_bytes()[0].is_ascii_lowercase()
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !id.ends_with('-')
+    cloudattach_sdk::is_valid_feature_id(id)
 }
 
 impl Registry {

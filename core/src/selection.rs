@@ -130,11 +130,7 @@ pub fn select(
             );
         }
     }
-    let ctx = ValidateContext {
-        environment: env,
-        site_version,
-        default_settings: config.settings == Settings::Default,
-    };
+    let ctx = ValidateContext::new(env, site_version, config.settings == Settings::Default);
     let mut entries: Vec<(String, Decision)> = vec![];
     // Features whose own table is in error: their dependents' "depends on … which is not
     // enabled" would only repeat it, so it is not reported.

@@ -513,11 +513,7 @@ impl Site {
             Members::All => self.device_count().unwrap_or(0),
             Members::Set(s) => s.len() as u64,
         };
-        Some(CollectionInfo {
-            id: id.to_string(),
-            name: name.clone(),
-            member_count,
-        })
+        Some(CollectionInfo::new(id, name.clone(), member_count))
     }
 
     /// Every collection id, sorted.
@@ -586,27 +582,27 @@ impl LeanDevice<'_> {
                 _ => Ok(None),
             }
         }
-        Ok(Device {
-            defender: block(self.defender, parts.defender)?,
-            analytics: block(self.analytics, parts.analytics)?,
-            resource_id: self.resource_id,
-            name: self.name,
-            client: self.client,
-            client_version: self.client_version,
-            client_active: self.client_active,
-            os: self.os,
-            os_build: self.os_build,
-            join_type: self.join_type,
-            mdm_enrolled: self.mdm_enrolled,
-            entra_device_id: self.entra_device_id,
-            primary_user: self.primary_user,
-            model: self.model,
-            manufacturer: self.manufacturer,
-            serial_number: self.serial_number,
-            domain: self.domain,
-            sku: self.sku,
-            last_active: self.last_active,
-        })
+        let defender = block(self.defender, parts.defender)?;
+        let analytics = block(self.analytics, parts.analytics)?;
+        let mut d = Device::new(self.resource_id, self.name);
+        d.client = self.client;
+        d.client_version = self.client_version;
+        d.client_active = self.client_active;
+        d.os = self.os;
+        d.os_build = self.os_build;
+        d.join_type = self.join_type;
+        d.mdm_enrolled = self.mdm_enrolled;
+        d.entra_device_id = self.entra_device_id;
+        d.primary_user = self.primary_user;
+        d.model = self.model;
+        d.manufacturer = self.manufacturer;
+        d.serial_number = self.serial_number;
+        d.domain = self.domain;
+        d.sku = self.sku;
+        d.last_active = self.last_active;
+        d.defender = defender;
+        d.analytics = analytics;
+        Ok(d)
     }
 }
 
@@ -722,14 +718,10 @@ mod tests {
         };
         assert_eq!(lean(DeviceParts::ALL), full);
         let none = lean(DeviceParts::NONE);
-        assert_eq!(
-            Device {
-                defender: full.defender.clone(),
-                analytics: full.analytics.clone(),
-                ..none.clone()
-            },
-            full
-        );
+        let mut with_blocks = none.clone();
+        with_blocks.defender = full.defender.clone();
+        with_blocks.analytics = full.analytics.clone();
+        assert_eq!(with_blocks, full);
         assert!(none.defender.is_none() && none.analytics.is_none());
         assert_eq!(lean(DeviceParts::DEFENDER).defender, full.defender);
         assert_eq!(lean(DeviceParts::ANALYTICS).analytics, full.analytics);

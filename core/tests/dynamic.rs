@@ -15,12 +15,11 @@ use cloudattach_plugin_tenant_attach as _;
 use cloudattach_core::dynamic::{self, LoadError, inspect, load_plugin_dirs};
 use cloudattach_core::state::NothingApplied;
 use cloudattach_core::{Config, Origin, Registry, Site};
-use cloudattach_sdk::testkit::{MemoryHost, device, options};
 use cloudattach_sdk::{
-    CheckStatus, Device, Environment, Method, Options, PlanAction, SiteVersion, SyncMode,
-    ValidateContext,
+    CheckStatus, Environment, Method, Options, PlanAction, SiteVersion, SyncMode, ValidateContext,
 };
 use cloudattach_sitegen::{GenerateOptions, generate_site};
+use cloudattach_testkit::{MemoryHost, device, options, with};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -298,10 +297,7 @@ fn the_third_party_example_loads_next_to_the_builtins_and_checks_plans_and_appli
 
     // apply and sync across the boundary, against the test kit's in-memory cloud.
     let host = MemoryHost::new(MemoryHost::sample_site())
-        .with_devices((1..=1200).map(|i| Device {
-            client: i % 10 != 0,
-            ..device(i)
-        }))
+        .with_devices((1..=1200).map(|i| with(device(i), |d| d.client = i % 10 != 0)))
         .with_collection("PS100010", "Pilot", 1..=100)
         .with_feature("tenant-attach", options(json!({ "upload": "all" })))
         .with_cloud()
@@ -523,11 +519,7 @@ fn a_panic_in_any_step_is_a_failed_step_and_an_unfinished_upload_deletes_nothing
     let status = plugin.status(&host).unwrap_err();
     assert!(status.message.contains("non-text payload"), "{status:?}");
     // Still alive and still answering.
-    let ctx = ValidateContext {
-        environment: Environment::Public,
-        site_version: SiteVersion(2303),
-        default_settings: false,
-    };
+    let ctx = ValidateContext::new(Environment::Public, SiteVersion(2303), false);
     assert!(plugin.validate(&Options::new(), &ctx).is_empty());
     assert_eq!(plugin.manifest().id, "panicky");
 }

@@ -21,7 +21,11 @@ pub enum Severity {
 /// let f = Finding::warning("no-user-discovery", "neither Entra ID nor AD user discovery is enabled");
 /// assert_eq!(f.severity, Severity::Warning);
 /// ```
+///
+/// `#[non_exhaustive]`: build it with [`Finding::new`], [`Finding::info`],
+/// [`Finding::warning`] or [`Finding::error`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Finding {
     /// Severity.
     pub severity: Severity,
@@ -69,7 +73,11 @@ pub enum CheckStatus {
 }
 
 /// What a plugin's `check` returns.
+///
+/// `#[non_exhaustive]`: start from [`CheckReport::default`] and [`push`](CheckReport::push)
+/// findings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[non_exhaustive]
 pub struct CheckReport {
     /// Findings in the order found.
     pub findings: Vec<Finding>,
@@ -124,7 +132,10 @@ impl PlanAction {
 }
 
 /// A plugin's own view of what applying it would do.
+///
+/// `#[non_exhaustive]`: build it with [`PlanDecision::new`] or [`PlanDecision::skip`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct PlanDecision {
     /// The action.
     pub action: PlanAction,
@@ -158,10 +169,19 @@ impl PlanDecision {
         self.detail = Some(detail.into());
         self
     }
+    /// Sets the reason (any action may give one; a skip must).
+    pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
 }
 
 /// What `apply` and `disable` return: always, even on failure.
+///
+/// `#[non_exhaustive]`: build it with [`ApplyOutcome::ok`] or [`ApplyOutcome::failed`], then
+/// add counts and findings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[non_exhaustive]
 pub struct ApplyOutcome {
     /// `true` when the step completed.
     pub ok: bool,
@@ -193,10 +213,19 @@ impl ApplyOutcome {
         self.counts.insert(key.to_string(), value.into());
         self
     }
+    /// Adds a finding (after the ones already there).
+    pub fn with_finding(mut self, finding: Finding) -> Self {
+        self.findings.push(finding);
+        self
+    }
 }
 
 /// What `status` returns: what the cloud holds now.
+///
+/// `#[non_exhaustive]`: build it with [`StatusReport::new`] (or start from
+/// [`StatusReport::default`], a feature the cloud does not have) and the `with_*` methods.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[non_exhaustive]
 pub struct StatusReport {
     /// Whether the cloud has the feature enabled.
     pub enabled: bool,
@@ -207,4 +236,29 @@ pub struct StatusReport {
     pub extra: serde_json::Map<String, serde_json::Value>,
     /// RFC 3339 time of the last upload, if any.
     pub last_sync: Option<String>,
+}
+
+impl StatusReport {
+    /// A report without counts, extra keys or last upload.
+    pub fn new(enabled: bool) -> Self {
+        StatusReport {
+            enabled,
+            ..Default::default()
+        }
+    }
+    /// Adds a count.
+    pub fn with_count(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.counts.insert(key.to_string(), value.into());
+        self
+    }
+    /// Adds an extra top-level key.
+    pub fn with_extra(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.extra.insert(key.to_string(), value.into());
+        self
+    }
+    /// Sets the time of the last upload.
+    pub fn with_last_sync(mut self, last_sync: Option<String>) -> Self {
+        self.last_sync = last_sync;
+        self
+    }
 }

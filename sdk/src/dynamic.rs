@@ -1,12 +1,12 @@
 //! Dynamic plugins (cargo feature `dynamic`): export a [`Plugin`] from a `cdylib` with
-//! [`export_plugin!`](crate::export_plugin), and the boundary the host loads it through.
+//! [`export_plugin!`](crate::export_plugin), and `cloudattach --plugin-dir DIR` loads it.
 //!
 //! ```toml
 //! [lib]
 //! crate-type = ["cdylib", "rlib"]
 //!
 //! [dependencies]
-//! cloudattach-sdk = { version = "0.1", features = ["dynamic"] }
+//! cloudattach-sdk = { version = "0.2", features = ["dynamic"] }
 //! ```
 //!
 //! ```ignore
@@ -17,249 +17,49 @@
 //!
 //! # The boundary
 //!
-//! Only plain data crosses it, and it is synchronous:
-//!
-//! - the library exports one `abi_stable` root module, [`PluginModule`]: the SDK version it was
-//!   built against, `manifest()` and `call(op, request, host)`. Requests and results are JSON
-//!   strings of this crate's serde types ([`CheckReport`](crate::CheckReport),
-//!   [`PlanDecision`](crate::PlanDecision), …), so the types can grow in a minor version
-//!   without changing the module's layout;
-//! - the host crosses it as an [`FfiHost`] trait object (`#[sabi_trait]`); the library wraps it
-//!   in an adapter that implements [`Host`], so plugin code is identical for static and
-//!   dynamic builds. Devices come in JSON batches ([`DEVICE_BATCH`] per call) pushed into a
-//!   [`DeviceSink`]; upload records go out in batches of [`RECORD_BATCH`] into an upload the
-//!   host keeps open by handle ([`FfiHost::open_sync`]);
-//! - every function the library exports catches panics on the library's side and returns an
-//!   error value: a panic never unwinds into the host.
+//! The wire format is `cloudattach-plugin-protocol`'s; this module is the library's side of it.
+//! Only plain data crosses, synchronously: the library exports one `abi_stable` root module
+//! recording the protocol version it was built against; each lifecycle step is one `call` with
+//! a JSON request and a JSON answer of the SDK's serde types; the host crosses as a trait object
+//! that this module wraps back into a [`Host`], forwarding every method, so plugin code is
+//! identical for static and dynamic builds. Devices come in JSON batches (512 per call), upload
+//! records go out in batches of 512, and a panic in the plugin is caught on the library's side:
+//! it never unwinds into the host.
 
-// abi_stable's derives and the exported root module need `unsafe` (layout declarations, the
-// `no_mangle` header); everything else in this module is safe code.
+// The exported root module's header is built with abi_stable's unsafe constructor; everything
+// else in this module is safe code.
 #![allow(unsafe_code)]
-// `#[sabi_trait]` expands to impls inside a const block.
-#![allow(non_local_definitions)]
 
-use crate::device::Device;
 use crate::diag::{ApplyOutcome, Finding};
-use crate::environment::Environment;
 use crate::host::{
-    CollectionInfo, Host, HostError, Method, Record, RecordSink, SiteInfo, SyncMode, SyncStats,
+    CollectionInfo, DeviceParts, Host, HostError, Method, Record, RecordSink, SiteInfo, SyncMode,
+    SyncStats,
 };
 use crate::manifest::Options;
 use crate::plugin::{Plugin, ValidateContext};
-use crate::version::SiteVersion;
-use abi_stable::library::{CheckTypeLayout, LibHeader, RootModule, RootModuleResult};
-use abi_stable::sabi_types::VersionStrings;
-use abi_stable::std_types::{RErr, ROk, ROption, RResult, RStr, RString};
-use abi_stable::{StableAbi, declare_root_module_statics, sabi_trait};
-use serde::{Deserialize, Serialize};
+use abi_stable::library::{CheckTypeLayout, LibHeader, RootModuleResult};
+use abi_stable::std_types::{RErr, ROk, RResult, RStr, RString};
+use cloudattach_model::{Device, Environment};
+use serde::Deserialize;
 use std::any::Any;
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Once;
 
+// The wire types (also what this module uses), for the host's side (the core) and the fixtures
+// of its tests. Not part of the author's API: depend on `cloudattach-plugin-protocol` for them.
 #[doc(hidden)]
-pub use abi_stable;
+pub use cloudattach_plugin_protocol as protocol;
+#[doc(hidden)]
+pub use cloudattach_plugin_protocol::*;
 
-pub use abi_stable::sabi_trait::TD_Opaque;
-pub use abi_stable::sabi_types::{RMut, RRef};
+#[doc(hidden)]
+pub use cloudattach_model::panic_message;
 
-/// The version of this crate, which a library records in its root module. The host accepts a
-/// library built against the same `major.minor` (for 0.x, the same `0.minor`).
+/// The version of this crate. It is released in lockstep with `cloudattach-plugin-protocol`:
+/// a library built against cloudattach-sdk 0.2.x speaks protocol 0.2.x, which is what the
+/// loader checks.
 pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// The name of the root module (`abi_stable`'s library name): a library whose root module has
-/// another name is not a cloudattach plugin.
-pub const ROOT_MODULE_NAME: &str = "cloudattach_plugin";
-
-/// Devices per batch when the host streams the inventory across the boundary.
-pub const DEVICE_BATCH: u32 = 512;
-
-/// Records per batch when a library pushes upload records across the boundary.
-pub const RECORD_BATCH: u32 = 512;
-
-/// The root module a plugin library exports.
-#[repr(C)]
-#[derive(StableAbi)]
-#[sabi(kind(Prefix(prefix_ref = PluginModuleRef)))]
-// Fields added after the prefix in a later SDK read as `None` from an older library.
-#[sabi(missing_field(option))]
-pub struct PluginModule {
-    /// The `cloudattach-sdk` version the library was built against.
-    pub sdk_version: RStr<'static>,
-    /// The plugin's [`crate::Manifest`] as JSON; `Err` with a message if the plugin panicked.
-    pub manifest: extern "C" fn() -> RResult<RString, RString>,
-    /// Runs one lifecycle step ([`Op`]): `request` and the result are JSON. `Err` carries a
-    /// message: the plugin panicked, or the request was not understood.
-    #[sabi(last_prefix_field)]
-    pub call: for<'a> extern "C" fn(RStr<'a>, RStr<'a>, HostRef<'a>) -> RResult<RString, RString>,
-}
-
-impl RootModule for PluginModuleRef {
-    declare_root_module_statics! {PluginModuleRef}
-    const BASE_NAME: &'static str = ROOT_MODULE_NAME;
-    const NAME: &'static str = ROOT_MODULE_NAME;
-    const VERSION_STRINGS: VersionStrings = VersionStrings::new(SDK_VERSION);
-}
-
-/// The host as a library sees it: an `abi_stable` trait object. JSON in and out.
-#[sabi_trait]
-pub trait FfiHost {
-    /// The site ([`SiteInfo`] as JSON).
-    fn site(&self) -> RString;
-    /// The environment (`"public"`, …).
-    fn environment(&self) -> RString;
-    /// Streams every device to `sink` in JSON arrays of at most `batch` devices. `Err` is a
-    /// [`HostError`] as JSON.
-    fn for_each_device(
-        &self,
-        batch: u32,
-        sink: DeviceSink_TO<'_, RMut<'_, ()>>,
-    ) -> RResult<(), RString>;
-    /// A collection ([`CollectionInfo`] as JSON).
-    fn collection(&self, id: RStr<'_>) -> ROption<RString>;
-    /// See [`Host::is_member`].
-    fn is_member(&self, collection_id: RStr<'_>, resource_id: i64) -> bool;
-    /// A selected feature's options (JSON object).
-    fn feature_options(&self, plugin_id: RStr<'_>) -> ROption<RString>;
-    /// See [`Host::is_uploaded`]: `0` no, `1` yes. With an empty `device`, the device is number
-    /// `index` of the batch the host is streaming as `stream` (checked against `resource_id`);
-    /// `2` means "that batch is gone: send the device".
-    fn is_uploaded(&self, stream: u64, index: u32, resource_id: i64, device: RStr<'_>) -> u8;
-    /// See [`Host::cloud`]: method as JSON (`"Get"`), body JSON or empty; `Err` is a
-    /// [`HostError`] as JSON.
-    fn cloud(&self, method: RStr<'_>, path: RStr<'_>, body: RStr<'_>) -> RResult<RString, RString>;
-    /// Every collection (a JSON array of [`CollectionInfo`]).
-    fn collections(&self) -> RString;
-    /// See [`Host::open_sync`]: mode as JSON (`"Delta"`); returns a handle for the upload.
-    fn open_sync(&self, channel: RStr<'_>, mode: RStr<'_>) -> RResult<u64, RString>;
-    /// Pushes a JSON array of [`Record`]s into an open upload.
-    fn sync_push(&self, handle: u64, records: RStr<'_>) -> RResult<(), RString>;
-    /// Finishes an upload: [`SyncStats`] as JSON.
-    fn sync_finish(&self, handle: u64) -> RResult<RString, RString>;
-    /// Drops an upload without finishing it (nothing is deleted in the cloud).
-    fn sync_abort(&self, handle: u64);
-    /// See [`Host::log`].
-    #[sabi(last_prefix_field)]
-    fn log(&self, message: RStr<'_>);
-}
-
-/// The host as it crosses the boundary.
-pub type HostRef<'a> = FfiHost_TO<'a, RRef<'a, ()>>;
-
-/// Where the host pushes device batches (implemented by the library).
-#[sabi_trait]
-pub trait DeviceSink {
-    /// One JSON array of devices of stream `stream` (one per `for_each_device` call). `false`
-    /// asks the host to stop sending.
-    #[sabi(last_prefix_field)]
-    fn accept(&mut self, stream: u64, batch: RStr<'_>) -> bool;
-}
-
-/// The lifecycle steps `call` runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Op {
-    /// [`Plugin::validate`]: [`ValidateRequest`] → `Vec<Finding>`.
-    Validate,
-    /// [`Plugin::check`]: [`OptionsRequest`] → `CheckReport`.
-    Check,
-    /// [`Plugin::settings`]: [`OptionsRequest`] → JSON value.
-    Settings,
-    /// [`Plugin::plan`]: [`PlanRequest`] → `PlanDecision`.
-    Plan,
-    /// [`Plugin::apply`]: [`OptionsRequest`] → `ApplyOutcome`.
-    Apply,
-    /// [`Plugin::sync`]: [`SyncRequest`] → `Result<Option<SyncStats>, HostError>`.
-    Sync,
-    /// [`Plugin::status`]: `{}` → `Result<StatusReport, HostError>`.
-    Status,
-    /// [`Plugin::disable`]: `{}` → `ApplyOutcome`.
-    Disable,
-}
-
-impl Op {
-    /// The name that crosses the boundary.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Op::Validate => "validate",
-            Op::Check => "check",
-            Op::Settings => "settings",
-            Op::Plan => "plan",
-            Op::Apply => "apply",
-            Op::Sync => "sync",
-            Op::Status => "status",
-            Op::Disable => "disable",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Op> {
-        serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
-    }
-
-    /// Whether the step gets the host (validate and settings are pure).
-    pub fn uses_host(self) -> bool {
-        !matches!(self, Op::Validate | Op::Settings)
-    }
-}
-
-/// The request of [`Op::Validate`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ValidateRequest {
-    /// Resolved options.
-    pub options: Options,
-    /// The environment.
-    pub environment: Environment,
-    /// The site's version.
-    pub site_version: SiteVersion,
-    /// Whether default settings are in use.
-    pub default_settings: bool,
-}
-
-/// The request of the steps that only take options.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct OptionsRequest {
-    /// Resolved options.
-    #[serde(default)]
-    pub options: Options,
-}
-
-/// The request of [`Op::Plan`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PlanRequest {
-    /// Resolved options.
-    pub options: Options,
-    /// The settings last applied.
-    pub applied: Option<serde_json::Value>,
-}
-
-/// The request of [`Op::Sync`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SyncRequest {
-    /// Resolved options.
-    pub options: Options,
-    /// Delta or full.
-    pub mode: SyncMode,
-}
-
-/// The text of a panic payload.
-pub fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        s.to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic with a non-text payload".to_string()
-    }
-}
-
-fn to_json<T: Serialize>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_else(|e| format!("\"unserializable: {e}\""))
-}
-
-/// A [`HostError`] from the JSON the other side sent (or a plain message).
-pub fn host_error_from_json(s: &str) -> HostError {
-    serde_json::from_str(s).unwrap_or_else(|_| HostError::new("plugin-boundary", s.to_string()))
-}
 
 // ---------------------------------------------------------------------------------------------
 // The library's side.
@@ -290,7 +90,7 @@ extern "C" fn root_module_constructor<S: PluginSource>() -> RootModuleResult {
 fn root_module<S: PluginSource>() -> PluginModuleRef {
     use abi_stable::prefix_type::PrefixTypeTrait;
     PluginModule {
-        sdk_version: RStr::from_str(SDK_VERSION),
+        protocol_version: RStr::from_str(PROTOCOL_VERSION),
         manifest: manifest_fn::<S>,
         call: call_fn::<S>,
     }
@@ -381,7 +181,7 @@ fn dispatch(
     request: &str,
     host: &HostRef<'_>,
 ) -> Result<String, String> {
-    let Some(parsed) = Op::parse(op) else {
+    let Some(parsed) = Op::from_name(op) else {
         return Err(format!(
             "the plugin does not know the step `{op}`: it was built against cloudattach-sdk {SDK_VERSION}; rebuild it against this cloudattach's SDK"
         ));
@@ -390,11 +190,7 @@ fn dispatch(
         return Ok(match parsed {
             Op::Validate => {
                 let r: ValidateRequest = parse(op, request)?;
-                let ctx = ValidateContext {
-                    environment: r.environment,
-                    site_version: r.site_version,
-                    default_settings: r.default_settings,
-                };
+                let ctx = ValidateContext::new(r.environment, r.site_version, r.default_settings);
                 to_json(&plugin.validate(&r.options, &ctx))
             }
             _ => {
@@ -427,8 +223,12 @@ fn dispatch(
     })
 }
 
-/// [`Host`] over the FFI host, on the library's side.
-struct HostAdapter<'h, 'a> {
+/// [`Host`] over the FFI host, on the library's side: every `Host` method crosses the
+/// boundary to the host's own (`sync_records` as the upload it is made of: the records are the
+/// library's iterator, which may fail or panic half-way, and an upload cut short must never
+/// finish). Public for the host's tests of the boundary; a plugin never builds one.
+#[doc(hidden)]
+pub struct HostAdapter<'h, 'a> {
     ffi: &'h HostRef<'a>,
     site: SiteInfo,
     environment: Environment,
@@ -438,7 +238,8 @@ struct HostAdapter<'h, 'a> {
 }
 
 impl<'h, 'a> HostAdapter<'h, 'a> {
-    fn new(ffi: &'h HostRef<'a>) -> Result<Self, String> {
+    /// Reads the site and the environment from the host.
+    pub fn new(ffi: &'h HostRef<'a>) -> Result<Self, String> {
         let site: SiteInfo = serde_json::from_str(ffi.site().as_str())
             .map_err(|e| format!("cannot read the site the host sent: {e}"))?;
         let env = ffi.environment();
@@ -452,6 +253,38 @@ impl<'h, 'a> HostAdapter<'h, 'a> {
             environment,
             visiting: Cell::new(None),
         })
+    }
+
+    /// Streams the host's devices, whole (`parts` = `None`) or with the parts asked for.
+    fn stream(
+        &self,
+        parts: Option<DeviceParts>,
+        visit: &mut dyn FnMut(&Device),
+    ) -> Result<(), HostError> {
+        let mut sink = VisitorSink {
+            visit,
+            visiting: &self.visiting,
+            failure: None,
+            panic: None,
+        };
+        let request = to_json(&DeviceStreamRequest {
+            batch: DEVICE_BATCH,
+            parts,
+        });
+        let result = self.ffi.for_each_device(
+            RStr::from_str(&request),
+            DeviceSink_TO::from_ptr(RMut::new(&mut sink), TD_Opaque),
+        );
+        if let Some(payload) = sink.panic {
+            // Back on the library's side of the boundary: `call` catches it.
+            resume_unwind(payload);
+        }
+        if let Some(message) = sink.failure {
+            return Err(HostError::new("plugin-boundary", message));
+        }
+        result
+            .into_result()
+            .map_err(|e| host_error_from_json(e.as_str()))
     }
 }
 
@@ -560,6 +393,10 @@ impl Drop for FfiRecordSink<'_, '_> {
     }
 }
 
+// A `Host` method this impl leaves to its default is a method the plugin gets without the
+// host's implementation: clippy refuses that (and the core's boundary test checks every method
+// reaches the host).
+#[deny(clippy::missing_trait_methods)]
 impl Host for HostAdapter<'_, '_> {
     fn site(&self) -> &SiteInfo {
         &self.site
@@ -570,26 +407,15 @@ impl Host for HostAdapter<'_, '_> {
     }
 
     fn for_each_device(&self, visit: &mut dyn FnMut(&Device)) -> Result<(), HostError> {
-        let mut sink = VisitorSink {
-            visit,
-            visiting: &self.visiting,
-            failure: None,
-            panic: None,
-        };
-        let result = self.ffi.for_each_device(
-            DEVICE_BATCH,
-            DeviceSink_TO::from_ptr(RMut::new(&mut sink), TD_Opaque),
-        );
-        if let Some(payload) = sink.panic {
-            // Back on the library's side of the boundary: `call` catches it.
-            resume_unwind(payload);
-        }
-        if let Some(message) = sink.failure {
-            return Err(HostError::new("plugin-boundary", message));
-        }
-        result
-            .into_result()
-            .map_err(|e| host_error_from_json(e.as_str()))
+        self.stream(None, visit)
+    }
+
+    fn for_each_device_with(
+        &self,
+        parts: DeviceParts,
+        visit: &mut dyn FnMut(&Device),
+    ) -> Result<(), HostError> {
+        self.stream(Some(parts), visit)
     }
 
     fn collection(&self, id: &str) -> Option<CollectionInfo> {
@@ -597,6 +423,10 @@ impl Host for HostAdapter<'_, '_> {
             .collection(id.into())
             .into_option()
             .and_then(|json| serde_json::from_str(json.as_str()).ok())
+    }
+
+    fn collections(&self) -> Vec<CollectionInfo> {
+        serde_json::from_str(self.ffi.collections().as_str()).unwrap_or_default()
     }
 
     fn is_member(&self, collection_id: &str, resource_id: i64) -> bool {
@@ -654,10 +484,6 @@ impl Host for HostAdapter<'_, '_> {
         }
     }
 
-    fn collections(&self) -> Vec<CollectionInfo> {
-        serde_json::from_str(self.ffi.collections().as_str()).unwrap_or_default()
-    }
-
     fn open_sync(
         &self,
         channel: &str,
@@ -677,6 +503,21 @@ impl Host for HostAdapter<'_, '_> {
         }
     }
 
+    fn sync_records(
+        &self,
+        channel: &str,
+        records: &mut dyn Iterator<Item = Record>,
+        mode: SyncMode,
+    ) -> Result<SyncStats, HostError> {
+        // The host's upload, fed from the library's iterator: a panic in it drops the upload
+        // unfinished (`sync_abort`), which deletes nothing.
+        let mut sink = self.open_sync(channel, mode)?;
+        for r in records {
+            sink.push(r)?;
+        }
+        sink.finish()
+    }
+
     fn log(&self, message: &str) {
         self.ffi.log(message.into());
     }
@@ -686,6 +527,7 @@ impl Host for HostAdapter<'_, '_> {
 // The host's side: helpers the loader uses to answer the library.
 
 /// The failed [`ApplyOutcome`] a host reports when a step could not run in the library.
+#[doc(hidden)]
 pub fn failed_step(plugin_id: &str, message: &str) -> ApplyOutcome {
     ApplyOutcome {
         ok: false,
@@ -695,6 +537,7 @@ pub fn failed_step(plugin_id: &str, message: &str) -> ApplyOutcome {
 }
 
 /// The error [`Finding`] a host reports when a step could not run in the library.
+#[doc(hidden)]
 pub fn failed_finding(plugin_id: &str, message: &str) -> Finding {
     Finding::error("plugin-failed", format!("plugin `{plugin_id}`: {message}"))
 }

@@ -5,8 +5,7 @@ use crate::environment::Environment;
 use crate::version::SiteVersion;
 use serde::{Deserialize, Serialize};
 
-/// The options of a feature: its `[features.<id>]` table as JSON, without `enabled`.
-pub type Options = serde_json::Map<String, serde_json::Value>;
+pub use cloudattach_model::{Options, is_collection_id};
 
 /// A plugin's declaration.
 ///
@@ -19,9 +18,14 @@ pub type Options = serde_json::Map<String, serde_json::Value>;
 ///     .option(OptionSpec::boolean("include_empty", false, "Also upload empty collections"));
 /// assert_eq!(m.min_site_version_for(Environment::Usgov), SiteVersion(2111));
 /// ```
+///
+/// `#[non_exhaustive]`: build it with [`Manifest::new`] and the builder methods.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Manifest {
-    /// Unique id, kebab-case (`^[a-z][a-z0-9-]*$`): the `[features.<id>]` key.
+    /// Unique id, kebab-case, 2 to 64 characters, not ending with `-`
+    /// ([`validate_feature_id`](crate::validate_feature_id)): the `[features.<id>]` key, the
+    /// cloud's feature id and the upload channel `ext/<id>`.
     pub id: String,
     /// Human name.
     pub name: String,
@@ -154,9 +158,11 @@ impl Manifest {
     }
 }
 
-/// The type of an option's value.
+/// The type of an option's value. `#[non_exhaustive]`: kinds may be added in a minor version,
+/// so a `match` outside this crate needs a `_` arm.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "type", content = "values")]
+#[non_exhaustive]
 pub enum OptionKind {
     /// `true` or `false`.
     Bool,
@@ -207,16 +213,11 @@ fn quote_list(c: &[String]) -> String {
         .join(", ")
 }
 
-/// A collection id: a 3-character site code followed by 5 hexadecimal digits (e.g. "PS100012",
-/// "SMS00001").
-pub fn is_collection_id(s: &str) -> bool {
-    s.len() == 8
-        && s[..3].bytes().all(|b| b.is_ascii_alphanumeric())
-        && s[3..].bytes().all(|b| b.is_ascii_hexdigit())
-}
-
 /// One option of a feature's table.
+///
+/// `#[non_exhaustive]`: build it with one of its constructors ([`OptionSpec::boolean`], …).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct OptionSpec {
     /// The key.
     pub key: String,

@@ -5,9 +5,13 @@ use crate::environment::Environment;
 use crate::host::{Host, HostError, Method, Record, SyncMode, SyncStats};
 use crate::manifest::{Manifest, Options};
 use crate::version::SiteVersion;
+use cloudattach_model::gateway::{FeatureBody, HierarchyStatus};
 
 /// What `validate` knows: only the selection, never the site's data.
+///
+/// `#[non_exhaustive]`: build it with [`ValidateContext::new`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ValidateContext {
     /// The target environment.
     pub environment: Environment,
@@ -15,6 +19,21 @@ pub struct ValidateContext {
     pub site_version: SiteVersion,
     /// Whether the wizard's default settings are in use.
     pub default_settings: bool,
+}
+
+impl ValidateContext {
+    /// The context of one selection.
+    pub fn new(
+        environment: Environment,
+        site_version: SiteVersion,
+        default_settings: bool,
+    ) -> Self {
+        ValidateContext {
+            environment,
+            site_version,
+            default_settings,
+        }
+    }
 }
 
 /// A cloud feature.
@@ -193,47 +212,31 @@ pub fn put_feature(
     id: &str,
     settings: &serde_json::Value,
 ) -> Result<(), HostError> {
-    let body = serde_json::json!({ "settings": settings });
+    // A struct of one `Value` always serializes.
+    let body = serde_json::to_value(FeatureBody::new(settings.clone())).unwrap_or_default();
     host.cloud(Method::Put, &format!("features/{id}"), Some(&body))
         .map(|_| ())
 }
 
-/// Reads one feature's status from the cloud's hierarchy status.
+/// Reads one feature's status from the cloud's hierarchy status (`GET status`, a
+/// [`HierarchyStatus`]): its `enabled`, `counts` and `last_sync`, and every other key of its
+/// entry (`settings`, rbac-authority's `effective_authority`, …) as [`StatusReport::extra`]. A
+/// feature the answer does not list, or an answer of another shape, is not enabled.
 pub fn feature_status(host: &dyn Host, id: &str) -> Result<StatusReport, HostError> {
     let all = host.cloud(Method::Get, "status", None)?;
-    let entry = all
-        .get("plugins")
-        .and_then(|p| p.as_array())
-        .and_then(|list| {
-            list.iter()
-                .find(|p| p.get("id").and_then(|v| v.as_str()) == Some(id))
-        });
-    let Some(entry) = entry else {
+    let Ok(status) = serde_json::from_value::<HierarchyStatus>(all) else {
         return Ok(StatusReport::default());
     };
-    let mut report = StatusReport {
-        enabled: entry
-            .get("enabled")
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false),
-        counts: entry
-            .get("counts")
-            .and_then(|v| v.as_object())
-            .cloned()
-            .unwrap_or_default(),
-        extra: Default::default(),
-        last_sync: entry
-            .get("last_sync")
-            .and_then(|v| v.as_str())
-            .map(String::from),
+    let Some(entry) = status.plugin(id) else {
+        return Ok(StatusReport::default());
     };
-    if let Some(obj) = entry.as_object() {
-        for (k, v) in obj {
-            if !matches!(k.as_str(), "id" | "enabled" | "counts" | "last_sync") {
-                report.extra.insert(k.clone(), v.clone());
-            }
-        }
+    let mut extra = entry.extra.clone();
+    if let Some(settings) = &entry.settings {
+        extra.insert("settings".into(), settings.clone());
     }
+    let mut report = StatusReport::new(entry.enabled).with_last_sync(entry.last_sync.clone());
+    report.counts = entry.counts.clone();
+    report.extra = extra;
     Ok(report)
 }
 

@@ -215,16 +215,15 @@ pub fn generate_site(
         collections.write_json(&opts.site_code, w)
     })?;
 
-    let site = SiteInfo {
-        code: opts.site_code.clone(),
-        name: SITE_NAME.to_string(),
-        version: opts.site_version,
+    let site = SiteInfo::new(
+        opts.site_code.clone(),
+        SITE_NAME,
+        opts.site_version,
         hierarchy_id,
-        service_connection_point: ConnectionPoint::Online,
-        administration_service: true,
-        entra_user_discovery: true,
-        ad_user_discovery: true,
-    };
+    )
+    .with_service_connection_point(ConnectionPoint::Online)
+    .with_administration_service(true)
+    .with_user_discovery(true, true);
     let site_bytes = staged.write("site.toml", |w| {
         let body = toml::to_string(&site).map_err(io::Error::other)?;
         writeln!(
@@ -961,27 +960,13 @@ impl Generator {
             Platform::Linux => pick(rng, &[(70, JoinType::Workgroup), (30, JoinType::Domain)]),
         };
 
-        let mut device = Device {
-            resource_id: FIRST_RESOURCE_ID + index as i64,
-            name: String::new(),
-            client,
-            client_version,
-            client_active,
-            os: os.to_string(),
-            os_build,
-            join_type,
-            mdm_enrolled: false,
-            entra_device_id: None,
-            primary_user: None,
-            model: None,
-            manufacturer: None,
-            serial_number: None,
-            domain: None,
-            sku: None,
-            last_active: None,
-            defender: None,
-            analytics: None,
-        };
+        let mut device = Device::new(FIRST_RESOURCE_ID + index as i64, String::new());
+        device.client = client;
+        device.client_version = client_version;
+        device.client_active = client_active;
+        device.os = os.to_string();
+        device.os_build = os_build;
+        device.join_type = join_type;
 
         // Co-management: about 1 in 8 devices that qualify is already co-managed; devices
         // without a client may be Intune-only.
@@ -1169,36 +1154,28 @@ fn defender(rng: &mut ChaCha8Rng, virtual_machine: bool) -> DefenderState {
     let build = *pick(rng, DEFENDER_BUILDS);
     let updated = rng.random_range(10 * 60..30 * HOUR);
     let onboarded = chance(rng, 820);
-    let mut d = DefenderState {
-        product_status: 0,
-        computer_state: 0,
-        defender_enabled: true,
-        rtp_enabled: true,
-        nis_enabled: true,
-        quick_scan_overdue: false,
-        full_scan_overdue: false,
-        signature_out_of_date: false,
-        reboot_required: false,
-        full_scan_required: false,
-        engine_version: Some(format!("1.1.{build}")),
-        signature_version: Some(format!("1.419.{}.0", 200 - updated / (6 * HOUR))),
-        defender_version: Some(format!("4.18.{build}")),
-        quick_scan_time: Some(ago(rng.random_range(HOUR..7 * DAY))),
-        full_scan_time: chance(rng, 700).then(|| ago(rng.random_range(DAY..30 * DAY))),
-        tamper_protection_enabled: chance(rng, 930),
-        is_mde_sense_running: onboarded,
-        mde_onboarding_state: Some(
-            if onboarded {
-                "onboarded"
-            } else {
-                "notOnboarded"
-            }
-            .to_string(),
-        ),
-        is_virtual_machine: virtual_machine,
-        last_update_time: Some(ago(updated)),
-        detections: Vec::new(),
-    };
+    // Field by field, in the order the random numbers are drawn.
+    let mut d = DefenderState::default();
+    d.defender_enabled = true;
+    d.rtp_enabled = true;
+    d.nis_enabled = true;
+    d.engine_version = Some(format!("1.1.{build}"));
+    d.signature_version = Some(format!("1.419.{}.0", 200 - updated / (6 * HOUR)));
+    d.defender_version = Some(format!("4.18.{build}"));
+    d.quick_scan_time = Some(ago(rng.random_range(HOUR..7 * DAY)));
+    d.full_scan_time = chance(rng, 700).then(|| ago(rng.random_range(DAY..30 * DAY)));
+    d.tamper_protection_enabled = chance(rng, 930);
+    d.is_mde_sense_running = onboarded;
+    d.mde_onboarding_state = Some(
+        if onboarded {
+            "onboarded"
+        } else {
+            "notOnboarded"
+        }
+        .to_string(),
+    );
+    d.is_virtual_machine = virtual_machine;
+    d.last_update_time = Some(ago(updated));
 
     if chance(rng, 130) {
         let issues = if chance(rng, 250) { 2 } else { 1 };
@@ -1265,15 +1242,15 @@ fn defender(rng: &mut ChaCha8Rng, virtual_machine: bool) -> DefenderState {
                 d.computer_state |= computer_state::PENDING_MANUAL_STEPS;
                 d.product_status |= product_status::PENDING_MANUAL_STEPS_DUE_TO_THREAT_ACTION;
             }
-            d.detections.push(Detection {
-                threat_id: threat.id,
-                threat_name: threat.name.to_string(),
-                category: threat.category.to_string(),
-                severity: threat.severity.to_string(),
-                current_status: status.to_string(),
-                initial_detection_time: ago(rng.random_range(HOUR..30 * DAY)),
-                number_of_detections: *pick(rng, &[(70, 1), (20, 2), (7, 3), (3, 7)]),
-            });
+            d.detections.push(Detection::new(
+                threat.id,
+                threat.name,
+                threat.category,
+                threat.severity,
+                status,
+                ago(rng.random_range(HOUR..30 * DAY)),
+                *pick(rng, &[(70, 1), (20, 2), (7, 3), (3, 7)]),
+            ));
         }
     }
     d
@@ -1339,20 +1316,10 @@ fn analytics(
                     }
                 })
                 .collect();
-            apps.push(AppUsage {
-                name: spec.name.to_string(),
-                usage_minutes: minutes,
-                daily_crashes,
-            });
+            apps.push(AppUsage::new(spec.name, minutes, daily_crashes));
         }
     }
-    Analytics {
-        core_boot_ms,
-        total_boot_ms,
-        gp_logon_ms,
-        desktop_usable_ms,
-        apps,
-    }
+    Analytics::new(core_boot_ms, total_boot_ms, gp_logon_ms, desktop_usable_ms).with_apps(apps)
 }
 
 // ---------------------------------------------------------------------------------------------

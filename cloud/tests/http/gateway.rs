@@ -271,7 +271,7 @@ async fn onboarding_features_uploads_status() {
     assert_eq!(cmd["summary"]["scheduledForEnrollment"], 2);
     assert_eq!(cmd["value"][2]["monitoring_state"], "Enrolled");
 
-    // Status with SPEC's count keys.
+    // Status with the documented count keys.
     let (s, st) = c.get(&admin, &hpath("/status")).await;
     assert_eq!(s, 200);
     assert_eq!(

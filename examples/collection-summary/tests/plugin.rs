@@ -1,13 +1,14 @@
-//! The plugin against the SDK's in-memory host: no cloud, no site on disk, a plain `cargo test`.
+//! The plugin against the test kit's in-memory host (`cloudattach-testkit`): no cloud, no site on
+//! disk, a plain `cargo test`.
 
 use cloudattach_example_collection_summary::{
     CHANNEL, CollectionSummary, ID, OTHER_OS, SummaryOptions, summarize,
 };
-use cloudattach_sdk::testkit::{MemoryHost, device, options};
 use cloudattach_sdk::{
-    CheckStatus, ConnectionPoint, Device, Environment, Manifest, PlanAction, Plugin, SiteInfo,
-    SiteVersion, SyncMode, ValidateContext,
+    CheckStatus, ConnectionPoint, Environment, HostError, Manifest, Method, PlanAction, Plugin,
+    SiteInfo, SiteVersion, SyncMode, ValidateContext,
 };
+use cloudattach_testkit::{MemoryHost, device, options, resolved_options, with};
 use serde_json::json;
 
 /// Devices 1–4: Windows 10 (1, 2), Windows 11 (3), a server without a client (4).
@@ -17,16 +18,12 @@ fn host_with(site: SiteInfo) -> MemoryHost {
         .with_devices([
             device(1),
             device(2),
-            Device {
-                os_build: "10.0.22631".into(),
-                ..device(3)
-            },
-            Device {
-                os: "Microsoft Windows NT Server 10.0".into(),
-                client: false,
-                client_version: None,
-                ..device(4)
-            },
+            with(device(3), |d| d.os_build = "10.0.22631".into()),
+            with(device(4), |d| {
+                d.os = "Microsoft Windows NT Server 10.0".into();
+                d.client = false;
+                d.client_version = None;
+            }),
         ])
         .with_collection("PS100010", "Pilot", [1, 3])
         .with_collection("PS100020", "Empty", [])
@@ -37,11 +34,9 @@ fn host() -> MemoryHost {
     host_with(MemoryHost::sample_site())
 }
 
+/// The options of an empty `[features.collection-summary]` table, as the core resolves them.
 fn defaults() -> cloudattach_sdk::Options {
-    CollectionSummary
-        .manifest()
-        .resolve_options(&Default::default())
-        .unwrap()
+    resolved_options(&CollectionSummary.manifest(), json!({}))
 }
 
 #[test]
@@ -66,11 +61,7 @@ fn the_manifest_declares_what_the_core_enforces() {
 
 #[test]
 fn validate_is_pure_and_checks_the_range() {
-    let ctx = ValidateContext {
-        environment: Environment::Public,
-        site_version: SiteVersion(2303),
-        default_settings: false,
-    };
+    let ctx = ValidateContext::new(Environment::Public, SiteVersion(2303), false);
     for (n, ok) in [(0, false), (1, true), (5, true), (50, true), (51, false)] {
         let findings = CollectionSummary.validate(&options(json!({ "max_os_entries": n })), &ctx);
         assert_eq!(
@@ -138,10 +129,9 @@ fn check_passes_on_a_healthy_site_and_fails_without_the_connection_point() {
     assert_eq!(report.status(), CheckStatus::Pass, "{report:?}");
     assert_eq!(report.data["collections"], 2);
 
-    let offline = SiteInfo {
-        service_connection_point: ConnectionPoint::Offline,
-        ..MemoryHost::sample_site()
-    };
+    let offline = with(MemoryHost::sample_site(), |s| {
+        s.service_connection_point = ConnectionPoint::Offline
+    });
     let report = CollectionSummary.check(&host_with(offline), &defaults());
     assert_eq!(report.status(), CheckStatus::Fail);
     assert!(
@@ -210,10 +200,7 @@ fn apply_enables_the_feature_and_uploads_one_record_per_collection() {
 fn apply_reports_a_failure_with_its_reason() {
     let host = host()
         .with_cloud()
-        .with_cloud_error(cloudattach_sdk::HostError::new(
-            "http-503",
-            "the cloud is down",
-        ));
+        .with_cloud_error(HostError::new("http-503", "the cloud is down"));
     let outcome = CollectionSummary.apply(&host, &defaults());
     assert!(!outcome.ok);
     assert!(
@@ -231,4 +218,64 @@ fn disable_turns_the_feature_off() {
     assert!(CollectionSummary.apply(&host, &defaults()).ok);
     assert!(CollectionSummary.disable(&host).ok);
     assert_eq!(host.feature_settings(ID), None);
+}
+
+#[test]
+fn status_reports_what_the_cloud_holds_not_what_was_sent() {
+    let host = host().with_cloud();
+    let before = CollectionSummary.status(&host).unwrap();
+    assert!(!before.enabled, "not enabled yet");
+    assert_eq!(before.counts["collections_reported"], 0);
+
+    assert!(CollectionSummary.apply(&host, &defaults()).ok);
+    let status = CollectionSummary.status(&host).unwrap();
+    assert!(status.enabled);
+    assert_eq!(status.counts["collections_reported"], 2);
+    // The cloud's own count of an extension feature's records, and its settings.
+    assert_eq!(status.counts["records"], 2);
+    assert_eq!(
+        status.extra["settings"],
+        json!({ "include_empty": false, "max_os_entries": 5 })
+    );
+    assert_eq!(status.last_sync.as_deref(), Some("2026-01-01T00:00:01Z"));
+    // The calls after apply's (two reads before it, then its PUT).
+    let reads: Vec<(Method, String)> = host
+        .cloud_calls()
+        .into_iter()
+        .skip(3)
+        .map(|c| (c.method, c.path))
+        .collect();
+    assert_eq!(
+        reads,
+        [
+            (Method::Get, "status".to_string()),
+            (Method::Get, format!("ext/{ID}/records")),
+        ]
+    );
+
+    // The empty collection joins: the count follows what the cloud holds.
+    let with_empty = resolved_options(
+        &CollectionSummary.manifest(),
+        json!({ "include_empty": true }),
+    );
+    CollectionSummary
+        .sync(&host, &with_empty, SyncMode::Delta)
+        .unwrap();
+    let status = CollectionSummary.status(&host).unwrap();
+    assert_eq!(status.counts["collections_reported"], 3);
+    assert_eq!(status.last_sync.as_deref(), Some("2026-01-01T00:00:02Z"));
+}
+
+#[test]
+fn status_fails_with_the_cloud_and_offline() {
+    let host = host().with_cloud_error(HostError::new("http-503", "the cloud is down"));
+    assert_eq!(
+        CollectionSummary.status(&host).unwrap_err().code,
+        "http-503"
+    );
+    assert_eq!(
+        CollectionSummary.status(&self::host()).unwrap_err().code,
+        "offline",
+        "status needs the cloud"
+    );
 }

@@ -1,6 +1,6 @@
 //! The `co-management` plugin: enrolls eligible devices into cloud management (Intune)
 //! automatically — all of them, a pilot collection, or none — while every workload stays with
-//! the site (SPEC.md §1–2, DOMAIN.md §5).
+//! the site.
 //!
 //! Co-management does not need tenant attach: eligibility is decided over every device of the
 //! site with [`classify`], and the devices enrollment schedules are uploaded on the
@@ -21,12 +21,12 @@ pub const ID: &str = "co-management";
 /// The upload channel of enrollment states.
 pub const CHANNEL: &str = "comanagement";
 
-/// What DOMAIN.md §6 quotes for Azure China Cloud.
+/// What the product documentation says of co-management in Azure China Cloud.
 const CHINA_ENROLLMENT_RULE: &str =
     "automatic enrollment of all eligible devices is the only option in Azure China Cloud";
 
 /// A device's co-management eligibility, one class per device, named as in Intune's
-/// `comanagementEligibleType` (SPEC.md §2).
+/// `comanagementEligibleType`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EligibilityClass {
     /// Already co-managed: a client and enrolled in MDM.
@@ -70,7 +70,7 @@ impl std::fmt::Display for EligibilityClass {
     }
 }
 
-/// Classifies a device by the rules of SPEC.md §2; the first rule that matches decides.
+/// Classifies a device by the eligibility rules, in order; the first rule that matches decides.
 ///
 /// ```
 /// use cloudattach_plugin_co_management::{classify, EligibilityClass};

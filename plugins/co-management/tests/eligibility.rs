@@ -1,31 +1,22 @@
-//! Table tests of the eligibility rule (SPEC.md §2): every class and every boundary.
+//! Table tests of the eligibility rule: every class and every boundary.
 
 use cloudattach_plugin_co_management::{EligibilityClass, classify};
-use cloudattach_sdk::testkit::device;
 use cloudattach_sdk::{Device, JoinType};
+use cloudattach_testkit::{device, with};
 
 const SERVER: &str = "Microsoft Windows NT Server 10.0";
 const WORKSTATION: &str = "Microsoft Windows NT Workstation 10.0";
 
 fn with_build(build: &str) -> Device {
-    Device {
-        os_build: build.into(),
-        ..device(1)
-    }
+    with(device(1), |d| d.os_build = build.into())
 }
 
 fn with_client(version: Option<&str>) -> Device {
-    Device {
-        client_version: version.map(String::from),
-        ..device(1)
-    }
+    with(device(1), |d| d.client_version = version.map(String::from))
 }
 
 fn joined(join_type: JoinType) -> Device {
-    Device {
-        join_type,
-        ..device(1)
-    }
+    with(device(1), |d| d.join_type = join_type)
 }
 
 #[test]
@@ -69,10 +60,7 @@ fn every_case_lands_in_its_class() {
         ("Windows 11 23H2", with_build("10.0.22631.2861"), Eligible),
         (
             "domain joined old build",
-            Device {
-                join_type: JoinType::Domain,
-                ..with_build("10.0.15063")
-            },
+            with(with_build("10.0.15063"), |d| d.join_type = JoinType::Domain),
             NeedsOsUpdate,
         ),
         ("unparseable build", with_build("10.0.x"), Ineligible),
@@ -111,101 +99,84 @@ fn every_case_lands_in_its_class() {
         ("client without version", with_client(None), Ineligible),
         (
             "no client",
-            Device {
-                client: false,
-                client_version: None,
-                ..device(1)
-            },
+            with(device(1), |d| {
+                d.client = false;
+                d.client_version = None;
+            }),
             Ineligible,
         ),
         // OS captions.
         (
             "server OS",
-            Device {
-                os: SERVER.into(),
-                ..device(1)
-            },
+            with(device(1), |d| d.os = SERVER.into()),
             Ineligible,
         ),
         (
             "server OS, entra joined",
-            Device {
-                os: SERVER.into(),
-                join_type: JoinType::Entra,
-                ..device(1)
-            },
+            with(device(1), |d| {
+                d.os = SERVER.into();
+                d.join_type = JoinType::Entra;
+            }),
             Ineligible,
         ),
         (
             "macOS",
-            Device {
-                os: "Mac OS X".into(),
-                os_build: "14.2".into(),
-                ..device(1)
-            },
+            with(device(1), |d| {
+                d.os = "Mac OS X".into();
+                d.os_build = "14.2".into();
+            }),
             Ineligible,
         ),
         (
             "Windows 7",
-            Device {
-                os: "Microsoft Windows NT Workstation 6.1".into(),
-                os_build: "6.1.7601".into(),
-                ..device(1)
-            },
+            with(device(1), |d| {
+                d.os = "Microsoft Windows NT Workstation 6.1".into();
+                d.os_build = "6.1.7601".into();
+            }),
             Ineligible,
         ),
         (
             "workstation caption with a non-10 build",
-            Device {
-                os: WORKSTATION.into(),
-                os_build: "6.3.9600".into(),
-                ..device(1)
-            },
+            with(device(1), |d| {
+                d.os = WORKSTATION.into();
+                d.os_build = "6.3.9600".into();
+            }),
             Ineligible,
         ),
         // MDM enrolment: co-managed needs the client too.
         (
             "mdm enrolled with client",
-            Device {
-                mdm_enrolled: true,
-                ..device(1)
-            },
+            with(device(1), |d| d.mdm_enrolled = true),
             Comanaged,
         ),
         (
             "mdm enrolled server with client (first rule wins)",
-            Device {
-                mdm_enrolled: true,
-                os: SERVER.into(),
-                ..device(1)
-            },
+            with(device(1), |d| {
+                d.mdm_enrolled = true;
+                d.os = SERVER.into();
+            }),
             Comanaged,
         ),
         (
             "mdm enrolled old client (first rule wins)",
-            Device {
-                mdm_enrolled: true,
-                ..with_client(Some("5.00.8000"))
-            },
+            with(with_client(Some("5.00.8000")), |d| d.mdm_enrolled = true),
             Comanaged,
         ),
         (
             "mdm enrolled without client",
-            Device {
-                mdm_enrolled: true,
-                client: false,
-                client_version: None,
-                ..device(1)
-            },
+            with(device(1), |d| {
+                d.mdm_enrolled = true;
+                d.client = false;
+                d.client_version = None;
+            }),
             Ineligible,
         ),
         (
             "mdm enrolled domain joined",
-            Device {
-                mdm_enrolled: true,
-                join_type: JoinType::Domain,
-                ..device(1)
-            },
+            with(device(1), |d| {
+                d.mdm_enrolled = true;
+                d.join_type = JoinType::Domain;
+            }),
             Comanaged,
         ),
     ];

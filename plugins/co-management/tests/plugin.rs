@@ -2,12 +2,25 @@
 //! and sync.
 
 use cloudattach_plugin_co_management::{CHANNEL, CoManagement, ID};
-use cloudattach_sdk::testkit::{MemoryHost, device, options};
 use cloudattach_sdk::{
-    CheckStatus, Device, Environment, HostError, JoinType, Method, Options, PlanAction, Plugin,
-    Severity, SiteVersion, SyncMode, ValidateContext,
+    CheckStatus, Environment, HostError, JoinType, Method, Options, PlanAction, Plugin, Severity,
+    SiteVersion, SyncMode, ValidateContext,
 };
+use cloudattach_testkit::{CloudFeature, MemoryHost, device, options, with};
 use serde_json::json;
+
+/// co-management as the cloud's `status` reports it: the records of its channel by state.
+fn in_the_cloud() -> CloudFeature {
+    CloudFeature::new(ID)
+        .channel(CHANNEL)
+        .count_where(
+            "devices_scheduled",
+            CHANNEL,
+            "state",
+            "scheduledForEnrollment",
+        )
+        .count_where("devices_enrolled", CHANNEL, "state", "comanaged")
+}
 
 /// Ten devices: 1–4 eligible, 5 domain-only, 6 old Windows 10, 7 server, 8 co-managed,
 /// 9 no client, 10 eligible. Pilot collection PS100020 = {2, 3, 5, 8, 9}.
@@ -15,32 +28,18 @@ fn site() -> MemoryHost {
     let devices = vec![
         device(1),
         device(2),
-        Device {
-            join_type: JoinType::Entra,
-            ..device(3)
-        },
+        with(device(3), |d| d.join_type = JoinType::Entra),
         device(4),
-        Device {
-            join_type: JoinType::Domain,
-            ..device(5)
-        },
-        Device {
-            os_build: "10.0.15063".into(),
-            ..device(6)
-        },
-        Device {
-            os: "Microsoft Windows NT Server 10.0".into(),
-            ..device(7)
-        },
-        Device {
-            mdm_enrolled: true,
-            ..device(8)
-        },
-        Device {
-            client: false,
-            client_version: None,
-            ..device(9)
-        },
+        with(device(5), |d| d.join_type = JoinType::Domain),
+        with(device(6), |d| d.os_build = "10.0.15063".into()),
+        with(device(7), |d| {
+            d.os = "Microsoft Windows NT Server 10.0".into()
+        }),
+        with(device(8), |d| d.mdm_enrolled = true),
+        with(device(9), |d| {
+            d.client = false;
+            d.client_version = None;
+        }),
         device(10),
     ];
     MemoryHost::new(MemoryHost::sample_site())
@@ -49,11 +48,7 @@ fn site() -> MemoryHost {
 }
 
 fn ctx(environment: Environment) -> ValidateContext {
-    ValidateContext {
-        environment,
-        site_version: SiteVersion(2303),
-        default_settings: false,
-    }
+    ValidateContext::new(environment, SiteVersion(2303), false)
 }
 
 fn error_codes(findings: &[cloudattach_sdk::Finding]) -> Vec<&str> {
@@ -263,7 +258,7 @@ fn settings_and_plan() {
 
 #[test]
 fn apply_enables_the_feature_and_uploads_scheduled_and_comanaged_devices() {
-    let host = site().with_cloud();
+    let host = site().with_cloud_feature(in_the_cloud());
     let outcome = CoManagement.apply(&host, &options(json!({ "enrollment": "all" })));
     assert!(outcome.ok, "{:?}", outcome.findings);
     assert_eq!(outcome.counts["devices_scheduled"], 5);
@@ -342,10 +337,12 @@ fn apply_refuses_a_missing_pilot_collection_before_uploading() {
 
 #[test]
 fn cloud_errors_fail_apply_with_their_code() {
+    // An injected error is enough on its own: it turns the in-memory cloud on (before 0.2 the
+    // host stayed offline and the step failed with `offline`).
     let host = site().with_cloud_error(HostError::new("http-503", "the cloud is unavailable"));
     let outcome = CoManagement.apply(&host, &options(json!({ "enrollment": "all" })));
     assert!(!outcome.ok);
-    assert_eq!(outcome.findings[0].code, "offline");
+    assert_eq!(outcome.findings[0].code, "http-503");
     let host = site()
         .with_cloud()
         .with_cloud_error(HostError::new("http-503", "the cloud is unavailable"));

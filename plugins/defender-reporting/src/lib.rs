@@ -1,7 +1,6 @@
 //! The `defender-reporting` plugin: uploads the Microsoft Defender antivirus state and
 //! detections of uploaded devices, which feed the tenant's antivirus reports — Unhealthy
-//! endpoints, Active malware, Antivirus agent status and Detected malware (SPEC.md §1–2,
-//! DOMAIN.md §4).
+//! endpoints, Active malware, Antivirus agent status and Detected malware.
 
 use cloudattach_sdk::{
     ApplyOutcome, CheckReport, Device, DeviceParts, Environment, Finding, Host, HostError,

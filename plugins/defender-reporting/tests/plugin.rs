@@ -1,33 +1,32 @@
 //! The defender-reporting plugin against the in-memory host.
 
 use cloudattach_plugin_defender_reporting::{CHANNEL, DefenderReporting, ID, defender_record};
-use cloudattach_sdk::testkit::{MemoryHost, device, options};
 use cloudattach_sdk::{
-    CheckStatus, DefenderState, Detection, Device, Environment, HostError, Method, PlanAction,
-    Plugin, Severity, SiteVersion, SyncMode,
+    CheckStatus, DefenderState, Detection, Environment, HostError, Method, PlanAction, Plugin,
+    Severity, SiteVersion, SyncMode,
 };
+use cloudattach_testkit::{CloudFeature, MemoryHost, device, options, with};
 use serde_json::json;
 
 fn defender(active: bool) -> DefenderState {
-    DefenderState {
-        defender_enabled: true,
-        rtp_enabled: true,
-        engine_version: Some("1.1.23110.2".into()),
-        detections: if active {
-            vec![Detection {
-                threat_id: 2147735505,
-                threat_name: "Trojan:Win32/Wacatac.B!ml".into(),
-                category: "Trojan".into(),
-                severity: "severe".into(),
-                current_status: "active".into(),
-                initial_detection_time: "2026-01-05T10:00:00Z".into(),
-                number_of_detections: 2,
-            }]
+    with(DefenderState::default(), |def| {
+        def.defender_enabled = true;
+        def.rtp_enabled = true;
+        def.engine_version = Some("1.1.23110.2".into());
+        def.detections = if active {
+            vec![Detection::new(
+                2147735505,
+                "Trojan:Win32/Wacatac.B!ml",
+                "Trojan",
+                "severe",
+                "active",
+                "2026-01-05T10:00:00Z",
+                2,
+            )]
         } else {
             vec![]
-        },
-        ..Default::default()
-    }
+        };
+    })
 }
 
 /// 1 and 2 with Defender data (2 with active malware), 3 without, 4 with data but no client,
@@ -35,25 +34,15 @@ fn defender(active: bool) -> DefenderState {
 fn site() -> MemoryHost {
     MemoryHost::new(MemoryHost::sample_site())
         .with_devices([
-            Device {
-                defender: Some(defender(false)),
-                ..device(1)
-            },
-            Device {
-                defender: Some(defender(true)),
-                ..device(2)
-            },
+            with(device(1), |d| d.defender = Some(defender(false))),
+            with(device(2), |d| d.defender = Some(defender(true))),
             device(3),
-            Device {
-                client: false,
-                client_version: None,
-                defender: Some(defender(false)),
-                ..device(4)
-            },
-            Device {
-                defender: Some(defender(false)),
-                ..device(5)
-            },
+            with(device(4), |d| {
+                d.client = false;
+                d.client_version = None;
+                d.defender = Some(defender(false));
+            }),
+            with(device(5), |d| d.defender = Some(defender(false))),
         ])
         .with_collection("PS100012", "Uploaded", [1, 2, 3, 4])
         .with_feature("tenant-attach", options(json!({ "upload": "PS100012" })))
@@ -121,7 +110,10 @@ fn plan_details_the_report() {
 
 #[test]
 fn apply_uploads_the_defender_block_of_uploaded_devices() {
-    let host = site().with_cloud();
+    let in_the_cloud = CloudFeature::new(ID)
+        .channel(CHANNEL)
+        .count_records("devices_reported", CHANNEL);
+    let host = site().with_cloud_feature(in_the_cloud);
     let outcome = DefenderReporting.apply(&host, &options(json!({})));
     assert!(outcome.ok, "{:?}", outcome.findings);
     assert_eq!(outcome.counts["devices_reported"], 2);
@@ -158,10 +150,9 @@ fn apply_uploads_the_defender_block_of_uploaded_devices() {
 #[test]
 fn record_shape() {
     assert!(defender_record(&device(3)).is_none());
-    let r = defender_record(&Device {
-        defender: Some(DefenderState::default()),
-        ..device(3)
-    })
+    let r = defender_record(&with(device(3), |d| {
+        d.defender = Some(DefenderState::default())
+    }))
     .unwrap();
     assert_eq!(r.key, "3");
     assert_eq!(r.value["defender"]["defender_enabled"], false);
@@ -177,15 +168,9 @@ fn delta_sends_only_devices_whose_defender_state_changed() {
         .unwrap();
     assert_eq!((stats.sent, stats.unchanged), (0, 2));
     // Device 2 is cleaned, device 1 loses its Defender block, device 3 gains one.
-    host.upsert_device(Device {
-        defender: Some(defender(false)),
-        ..device(2)
-    });
+    host.upsert_device(with(device(2), |d| d.defender = Some(defender(false))));
     host.upsert_device(device(1));
-    host.upsert_device(Device {
-        defender: Some(defender(true)),
-        ..device(3)
-    });
+    host.upsert_device(with(device(3), |d| d.defender = Some(defender(true))));
     let stats = DefenderReporting
         .sync(&host, &options(json!({})), SyncMode::Delta)
         .unwrap()

@@ -1,6 +1,5 @@
 //! The `endpoint-analytics` plugin: enrolls uploaded devices in Endpoint analytics and uploads
-//! their startup and app-reliability telemetry; the tenant computes the scores (SPEC.md §1–2,
-//! DOMAIN.md §2).
+//! their startup and app-reliability telemetry; the tenant computes the scores.
 //!
 //! A device is eligible when tenant attach uploads it, it runs Windows 10 or 11 (no insights for
 //! Windows Server) and its client is 5.00.8968 (2002) or later; app reliability data needs

@@ -3,32 +3,23 @@
 use cloudattach_plugin_endpoint_analytics::{
     CHANNEL, EndpointAnalytics, Exclusion, ID, analytics_record, exclusion, reports_app_reliability,
 };
-use cloudattach_sdk::testkit::{MemoryHost, device, options};
 use cloudattach_sdk::{
     Analytics, AppUsage, CheckStatus, Device, Environment, HostError, Method, PlanAction, Plugin,
     Severity, SiteVersion, SyncMode,
 };
+use cloudattach_testkit::{CloudFeature, MemoryHost, device, options, with};
 use serde_json::json;
 
 fn with_client(version: &str) -> Device {
-    Device {
-        client_version: Some(version.into()),
-        ..device(1)
-    }
+    with(device(1), |d| d.client_version = Some(version.into()))
 }
 
 fn telemetry() -> Analytics {
-    Analytics {
-        core_boot_ms: 12000,
-        total_boot_ms: 30000,
-        gp_logon_ms: 4000,
-        desktop_usable_ms: 9000,
-        apps: vec![AppUsage {
-            name: "Microsoft Teams".into(),
-            usage_minutes: 600,
-            daily_crashes: vec![0, 1],
-        }],
-    }
+    Analytics::new(12000, 30000, 4000, 9000).with_apps(vec![AppUsage::new(
+        "Microsoft Teams",
+        600,
+        vec![0, 1],
+    )])
 }
 
 #[test]
@@ -95,38 +86,30 @@ fn eligibility_table() {
         ),
         (
             "server",
-            Device {
-                os: "Microsoft Windows NT Server 10.0".into(),
-                ..device(1)
-            },
+            with(device(1), |d| {
+                d.os = "Microsoft Windows NT Server 10.0".into()
+            }),
             true,
             Some(Exclusion::ServerOs),
         ),
         (
             "Windows 8.1",
-            Device {
-                os: "Microsoft Windows NT Workstation 6.3".into(),
-                os_build: "6.3.9600".into(),
-                ..device(1)
-            },
+            with(device(1), |d| {
+                d.os = "Microsoft Windows NT Workstation 6.3".into();
+                d.os_build = "6.3.9600".into();
+            }),
             true,
             Some(Exclusion::OtherOs),
         ),
         (
             "Windows 11",
-            Device {
-                os_build: "10.0.22621.2715".into(),
-                ..device(1)
-            },
+            with(device(1), |d| d.os_build = "10.0.22621.2715".into()),
             true,
             None,
         ),
         (
             "old Windows 10 build is fine",
-            Device {
-                os_build: "10.0.15063".into(),
-                ..device(1)
-            },
+            with(device(1), |d| d.os_build = "10.0.15063".into()),
             true,
             None,
         ),
@@ -142,10 +125,9 @@ fn app_reliability_boundary() {
     assert!(reports_app_reliability(&with_client("5.00.9012.1015")));
     assert!(!reports_app_reliability(&with_client("5.00.9011")));
     assert!(!reports_app_reliability(&with_client("5.00.9011.1023")));
-    assert!(!reports_app_reliability(&Device {
-        client: false,
-        ..device(1)
-    }));
+    assert!(!reports_app_reliability(
+        &with(device(1), |d| d.client = false)
+    ));
 }
 
 /// 1–5 eligible (1 and 2 with telemetry; 3 and 4 on 5.00.8968, so no app reliability),
@@ -153,27 +135,21 @@ fn app_reliability_boundary() {
 fn site() -> MemoryHost {
     MemoryHost::new(MemoryHost::sample_site())
         .with_devices([
-            Device {
-                analytics: Some(telemetry()),
-                ..device(1)
-            },
-            Device {
-                analytics: Some(telemetry()),
-                ..with_client_id(2, "5.00.8968.1000")
-            },
+            with(device(1), |d| d.analytics = Some(telemetry())),
+            with(with_client_id(2, "5.00.8968.1000"), |d| {
+                d.analytics = Some(telemetry())
+            }),
             with_client_id(3, "5.00.8968"),
             with_client_id(4, "5.00.9011"),
             device(5),
             with_client_id(6, "5.00.8967"),
-            Device {
-                os: "Microsoft Windows NT Server 10.0".into(),
-                ..device(7)
-            },
-            Device {
-                client: false,
-                client_version: None,
-                ..device(8)
-            },
+            with(device(7), |d| {
+                d.os = "Microsoft Windows NT Server 10.0".into()
+            }),
+            with(device(8), |d| {
+                d.client = false;
+                d.client_version = None;
+            }),
             device(9),
         ])
         .with_collection("PS100012", "Uploaded", 1..=8)
@@ -181,10 +157,7 @@ fn site() -> MemoryHost {
 }
 
 fn with_client_id(id: i64, version: &str) -> Device {
-    Device {
-        client_version: Some(version.into()),
-        ..device(id)
-    }
+    with(device(id), |d| d.client_version = Some(version.into()))
 }
 
 #[test]
@@ -239,7 +212,11 @@ fn plan_details_the_enrollment() {
 
 #[test]
 fn apply_enrolls_eligible_devices_with_their_telemetry() {
-    let host = site().with_cloud();
+    // As the test kit's cloud counted it before 0.2: the analytics records it holds.
+    let in_the_cloud = CloudFeature::new(ID)
+        .channel(CHANNEL)
+        .count_records("devices_enrolled", CHANNEL);
+    let host = site().with_cloud_feature(in_the_cloud);
     let outcome = EndpointAnalytics.apply(&host, &options(json!({})));
     assert!(outcome.ok, "{:?}", outcome.findings);
     assert_eq!(outcome.counts["devices_enrolled"], 5);

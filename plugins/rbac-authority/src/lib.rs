@@ -1,6 +1,6 @@
 //! The `rbac-authority` plugin: sets who authorizes cloud-console requests that touch the site —
 //! Configuration Manager RBAC enforced in addition to Intune RBAC (the default), or Intune alone
-//! (SPEC.md §1, DOMAIN.md §3).
+//! (when the tenant uses Intune RBAC).
 //!
 //! The option `enforce_configmgr_rbac` is the wizard's checkbox "Enforce Configuration Manager
 //! RBAC for cloud console requests that interact with Configuration Manager". Clearing it makes
@@ -31,7 +31,7 @@ pub fn enforce_configmgr_rbac(options: &Options) -> bool {
         .unwrap_or(true)
 }
 
-/// The effective authority of DOMAIN.md §3: Intune alone if and only if the checkbox is cleared
+/// The effective authority: Intune alone if and only if the checkbox is cleared
 /// **and** the tenant's "Use Intune RBAC" toggle is on; otherwise both.
 pub fn effective_authority(
     enforce_configmgr_rbac: bool,

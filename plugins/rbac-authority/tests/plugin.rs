@@ -3,12 +3,26 @@
 use cloudattach_plugin_rbac_authority::{
     AUTHORITY_BOTH, AUTHORITY_INTUNE, ID, RbacAuthority, effective_authority,
 };
-use cloudattach_sdk::testkit::{MemoryHost, options};
 use cloudattach_sdk::{
     CheckStatus, Environment, HostError, Method, Options, PlanAction, Plugin, Severity,
     SiteVersion, SyncMode,
 };
+use cloudattach_testkit::{CloudFeature, MemoryHost, options};
 use serde_json::json;
+
+/// rbac-authority as the cloud reports it: the cloud's own rule for `effective_authority`
+/// (Intune alone when the checkbox is cleared and the tenant's "Use Intune RBAC" is on), with the
+/// tenant's toggle set to `intune_rbac`.
+fn in_the_cloud(intune_rbac: bool) -> CloudFeature {
+    CloudFeature::new(ID).extra("effective_authority", move |settings| {
+        let cleared = settings.get("enforce_configmgr_rbac") == Some(&json!(false));
+        json!(if cleared && intune_rbac {
+            "intune"
+        } else {
+            "configmgr+intune"
+        })
+    })
+}
 
 fn enforce(on: bool) -> Options {
     options(json!({ "enforce_configmgr_rbac": on }))
@@ -116,9 +130,8 @@ fn apply_table_reads_the_effective_authority_back() {
         (false, true, AUTHORITY_INTUNE, vec![]),
     ];
     for (checkbox, toggle, authority, expected_warnings) in cases {
-        let host = MemoryHost::new(MemoryHost::sample_site())
-            .with_cloud()
-            .with_tenant_intune_rbac(toggle);
+        let host =
+            MemoryHost::new(MemoryHost::sample_site()).with_cloud_feature(in_the_cloud(toggle));
         let outcome = RbacAuthority.apply(&host, &enforce(checkbox));
         assert!(outcome.ok, "{checkbox}/{toggle}: {:?}", outcome.findings);
         assert_eq!(

@@ -1,6 +1,5 @@
 //! The `tenant-attach` plugin: uploads the site's client devices — all of them, or one
-//! collection with its subcollections — to the tenant, then delta uploads (SPEC.md §1,
-//! DOMAIN.md §1).
+//! collection with its subcollections — to the tenant, then delta uploads.
 //!
 //! Which devices are in scope is the host's [`Host::is_uploaded`] (a client, and in the
 //! collection named by the `upload` option unless it is `"all"`), so the other plugins that
@@ -58,29 +57,9 @@ impl UploadScope {
 /// The device record the `devices` channel carries: the inventory record without the
 /// `defender` and `analytics` blocks, which belong to their own features' channels.
 pub fn device_record(device: &Device) -> Record {
-    // Field by field: cloning the whole device would copy its Defender and analytics blocks
-    // only to drop them.
-    let stripped = Device {
-        resource_id: device.resource_id,
-        name: device.name.clone(),
-        client: device.client,
-        client_version: device.client_version.clone(),
-        client_active: device.client_active,
-        os: device.os.clone(),
-        os_build: device.os_build.clone(),
-        join_type: device.join_type,
-        mdm_enrolled: device.mdm_enrolled,
-        entra_device_id: device.entra_device_id.clone(),
-        primary_user: device.primary_user.clone(),
-        model: device.model.clone(),
-        manufacturer: device.manufacturer.clone(),
-        serial_number: device.serial_number.clone(),
-        domain: device.domain.clone(),
-        sku: device.sku.clone(),
-        last_active: device.last_active.clone(),
-        defender: None,
-        analytics: None,
-    };
+    // Without the blocks: `with_parts` copies field by field, never the Defender and analytics
+    // blocks it drops.
+    let stripped = device.with_parts(DeviceParts::NONE);
     let value = serde_json::to_value(&stripped).unwrap_or(Value::Null);
     Record {
         key: device.resource_id.to_string(),

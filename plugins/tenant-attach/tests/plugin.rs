@@ -1,11 +1,11 @@
 //! The tenant-attach plugin against the in-memory host.
 
 use cloudattach_plugin_tenant_attach::{CHANNEL, ID, TenantAttach, device_record};
-use cloudattach_sdk::testkit::{MemoryHost, device, options};
 use cloudattach_sdk::{
-    Analytics, CheckReport, CheckStatus, ConnectionPoint, DefenderState, Device, Environment,
-    HostError, Method, Options, PlanAction, Plugin, Severity, SiteInfo, SiteVersion, SyncMode,
+    Analytics, CheckReport, CheckStatus, ConnectionPoint, DefenderState, Environment, HostError,
+    Method, Options, PlanAction, Plugin, Severity, SiteInfo, SiteVersion, SyncMode,
 };
+use cloudattach_testkit::{CloudFeature, MemoryHost, device, options, with};
 use serde_json::json;
 
 /// Five devices: 1–3 with a client, 4 without, 5 with a client and Defender/analytics data.
@@ -16,22 +16,16 @@ fn host_with(site: SiteInfo) -> MemoryHost {
             device(1),
             device(2),
             device(3),
-            Device {
-                client: false,
-                client_version: None,
-                ..device(4)
-            },
-            Device {
-                defender: Some(DefenderState {
-                    defender_enabled: true,
-                    ..Default::default()
-                }),
-                analytics: Some(Analytics {
-                    core_boot_ms: 9000,
-                    ..Default::default()
-                }),
-                ..device(5)
-            },
+            with(device(4), |d| {
+                d.client = false;
+                d.client_version = None;
+            }),
+            with(device(5), |d| {
+                d.defender = Some(with(DefenderState::default(), |def| {
+                    def.defender_enabled = true
+                }));
+                d.analytics = Some(with(Analytics::default(), |a| a.core_boot_ms = 9000));
+            }),
         ])
         .with_collection("PS100012", "Upload pilot", [2, 4, 5])
 }
@@ -112,68 +106,55 @@ fn prerequisite_table() {
         ("healthy", base.clone(), vec![], vec![]),
         (
             "SCP offline",
-            SiteInfo {
-                service_connection_point: ConnectionPoint::Offline,
-                ..base.clone()
-            },
+            with(base.clone(), |s| {
+                s.service_connection_point = ConnectionPoint::Offline
+            }),
             vec!["service-connection-point-offline"],
             vec![],
         ),
         (
             "no SCP",
-            SiteInfo {
-                service_connection_point: ConnectionPoint::None,
-                ..base.clone()
-            },
+            with(base.clone(), |s| {
+                s.service_connection_point = ConnectionPoint::None
+            }),
             vec!["service-connection-point-missing"],
             vec![],
         ),
         (
             "no administration service",
-            SiteInfo {
-                administration_service: false,
-                ..base.clone()
-            },
+            with(base.clone(), |s| s.administration_service = false),
             vec!["administration-service-missing"],
             vec![],
         ),
         (
             "no user discovery",
-            SiteInfo {
-                entra_user_discovery: false,
-                ad_user_discovery: false,
-                ..base.clone()
-            },
+            with(base.clone(), |s| {
+                s.entra_user_discovery = false;
+                s.ad_user_discovery = false;
+            }),
             vec![],
             vec!["no-user-discovery"],
         ),
         (
             "AD discovery only",
-            SiteInfo {
-                entra_user_discovery: false,
-                ..base.clone()
-            },
+            with(base.clone(), |s| s.entra_user_discovery = false),
             vec![],
             vec![],
         ),
         (
             "Entra discovery only",
-            SiteInfo {
-                ad_user_discovery: false,
-                ..base.clone()
-            },
+            with(base.clone(), |s| s.ad_user_discovery = false),
             vec![],
             vec![],
         ),
         (
             "everything wrong",
-            SiteInfo {
-                service_connection_point: ConnectionPoint::Offline,
-                administration_service: false,
-                entra_user_discovery: false,
-                ad_user_discovery: false,
-                ..base.clone()
-            },
+            with(base.clone(), |s| {
+                s.service_connection_point = ConnectionPoint::Offline;
+                s.administration_service = false;
+                s.entra_user_discovery = false;
+                s.ad_user_discovery = false;
+            }),
             vec![
                 "service-connection-point-offline",
                 "administration-service-missing",
@@ -255,7 +236,10 @@ fn plan_details_the_upload() {
 
 #[test]
 fn apply_enables_and_uploads_client_devices_without_defender_and_analytics() {
-    let host = host().with_cloud();
+    let in_the_cloud = CloudFeature::new(ID)
+        .channel(CHANNEL)
+        .count_records("devices_uploaded", CHANNEL);
+    let host = host().with_cloud_feature(in_the_cloud);
     let outcome = TenantAttach.apply(&host, &all());
     assert!(outcome.ok, "{:?}", outcome.findings);
     assert_eq!(outcome.counts["devices_uploaded"], 4);
@@ -319,16 +303,12 @@ fn delta_sends_changes_only_and_full_resends() {
 fn a_changed_device_is_sent_again_and_a_removed_one_deleted() {
     let host = host().with_cloud();
     assert!(TenantAttach.apply(&host, &all()).ok);
-    host.upsert_device(Device {
-        os_build: "10.0.22631".into(),
-        ..device(2)
-    });
+    host.upsert_device(with(device(2), |d| d.os_build = "10.0.22631".into()));
     host.remove_device(3);
     // A new Defender state is not tenant attach's business: no upload for it.
-    host.upsert_device(Device {
-        defender: Some(DefenderState::default()),
-        ..device(1)
-    });
+    host.upsert_device(with(device(1), |d| {
+        d.defender = Some(DefenderState::default())
+    }));
     let stats = TenantAttach
         .sync(&host, &all(), SyncMode::Delta)
         .unwrap()

@@ -22,7 +22,7 @@ impl RootModule for SkewedModuleRef {
     const BASE_NAME: &'static str = "cloudattach_plugin";
     const NAME: &'static str = "cloudattach_plugin";
     const VERSION_STRINGS: VersionStrings =
-        VersionStrings::new(cloudattach_sdk::dynamic::SDK_VERSION);
+        VersionStrings::new(cloudattach_sdk::dynamic::PROTOCOL_VERSION);
 }
 
 extern "C" fn manifest() -> u64 {

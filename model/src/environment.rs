@@ -1,4 +1,4 @@
-//! Azure environments a site can attach to (DOMAIN.md §6).
+//! Azure environments a site can attach to: the public cloud and the two sovereign clouds.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -7,7 +7,7 @@ use std::str::FromStr;
 /// An Azure cloud a tenant lives in.
 ///
 /// ```
-/// use cloudattach_sdk::Environment;
+/// use cloudattach_model::Environment;
 /// let env: Environment = "usgov".parse().unwrap();
 /// assert_eq!(env.authority_host(), "https://login.microsoftonline.us");
 /// assert_eq!(env.to_string(), "usgov");

@@ -1,5 +1,7 @@
-//! The site's device inventory record (one line of `devices.jsonl`, SPEC.md §3).
+//! The site's device inventory record: one line of `devices.jsonl`, and the device record the
+//! cloud's `devices` channel stores (without the Defender and analytics blocks).
 
+use crate::record::DeviceParts;
 use crate::version::{DottedVersion, client};
 use serde::{Deserialize, Serialize};
 
@@ -35,7 +37,7 @@ impl JoinType {
 /// One device of the site.
 ///
 /// ```
-/// use cloudattach_sdk::Device;
+/// use cloudattach_model::Device;
 /// let d: Device = serde_json::from_str(r#"{"resource_id":16777220,"name":"PC-1","client":true,
 ///   "client_version":"5.00.9106.1000","client_active":true,
 ///   "os":"Microsoft Windows NT Workstation 10.0","os_build":"10.0.19045",
@@ -43,8 +45,12 @@ impl JoinType {
 /// assert!(d.is_windows_client_os());
 /// assert!(!d.is_server());
 /// ```
+///
+/// The struct is `#[non_exhaustive]`: fields may be added in a minor version. Outside this
+/// crate, build one with [`Device::new`] and set the fields you need.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Device {
     /// The site's unique resource id (SMSID).
     pub resource_id: i64,
@@ -89,7 +95,7 @@ pub struct Device {
     /// When the device was last active (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_active: Option<String>,
-    /// Microsoft Defender antivirus state (DOMAIN.md §4).
+    /// Microsoft Defender antivirus state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub defender: Option<DefenderState>,
     /// Endpoint analytics telemetry.
@@ -104,11 +110,89 @@ pub const MAX_TEXT_LEN: usize = 1024;
 pub const MAX_CRASH_DAYS: usize = 14;
 
 impl Device {
+    /// A device with only its resource id and name: no client, no OS caption or build, in a
+    /// workgroup, not MDM-enrolled, and none of the optional fields or blocks. Set the other
+    /// fields afterwards:
+    ///
+    /// ```
+    /// use cloudattach_model::{Device, JoinType};
+    /// let mut d = Device::new(7, "PC-7");
+    /// d.client = true;
+    /// d.join_type = JoinType::Hybrid;
+    /// assert_eq!((d.resource_id, d.name.as_str()), (7, "PC-7"));
+    /// ```
+    pub fn new(resource_id: i64, name: impl Into<String>) -> Self {
+        Device {
+            resource_id,
+            name: name.into(),
+            client: false,
+            client_version: None,
+            client_active: false,
+            os: String::new(),
+            os_build: String::new(),
+            join_type: JoinType::Workgroup,
+            mdm_enrolled: false,
+            entra_device_id: None,
+            primary_user: None,
+            model: None,
+            manufacturer: None,
+            serial_number: None,
+            domain: None,
+            sku: None,
+            last_active: None,
+            defender: None,
+            analytics: None,
+        }
+    }
+
+    /// A copy carrying only the optional blocks in `parts` (the others are `None`), made field
+    /// by field so that the blocks left out are never copied: e.g. the record of the `devices`
+    /// channel, which carries neither block, is `device.with_parts(DeviceParts::NONE)`.
+    ///
+    /// ```
+    /// use cloudattach_model::{Analytics, Device, DeviceParts};
+    /// let mut d = Device::new(1, "PC-1");
+    /// d.analytics = Some(Analytics::default());
+    /// assert!(d.with_parts(DeviceParts::NONE).analytics.is_none());
+    /// assert_eq!(d.with_parts(DeviceParts::ALL), d);
+    /// ```
+    pub fn with_parts(&self, parts: DeviceParts) -> Device {
+        Device {
+            resource_id: self.resource_id,
+            name: self.name.clone(),
+            client: self.client,
+            client_version: self.client_version.clone(),
+            client_active: self.client_active,
+            os: self.os.clone(),
+            os_build: self.os_build.clone(),
+            join_type: self.join_type,
+            mdm_enrolled: self.mdm_enrolled,
+            entra_device_id: self.entra_device_id.clone(),
+            primary_user: self.primary_user.clone(),
+            model: self.model.clone(),
+            manufacturer: self.manufacturer.clone(),
+            serial_number: self.serial_number.clone(),
+            domain: self.domain.clone(),
+            sku: self.sku.clone(),
+            last_active: self.last_active.clone(),
+            defender: if parts.defender {
+                self.defender.clone()
+            } else {
+                None
+            },
+            analytics: if parts.analytics {
+                self.analytics.clone()
+            } else {
+                None
+            },
+        }
+    }
+
     /// The rules every device must meet beyond its JSON shape, shared by the site reader and
     /// the cloud so that a device the site accepts is one the cloud accepts.
     ///
     /// ```
-    /// use cloudattach_sdk::Device;
+    /// use cloudattach_model::Device;
     /// let mut d: Device = serde_json::from_str(r#"{"resource_id":1,"name":"PC","client":true,
     ///   "client_active":true,"os":"Microsoft Windows NT Workstation 10.0","os_build":"10.0.19045",
     ///   "join_type":"entra","mdm_enrolled":false}"#).unwrap();
@@ -204,9 +288,13 @@ impl Device {
     }
 }
 
-/// Microsoft Defender antivirus state of a device (DOMAIN.md §4).
+/// Microsoft Defender antivirus state of a device, as the Defender WMI provider reports it.
+///
+/// `#[non_exhaustive]`: start from [`DefenderState::default`] (everything off, no versions,
+/// no detections) and set fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct DefenderState {
     /// ProductStatus bit field (0 = no issues).
     #[serde(default)]
@@ -273,9 +361,10 @@ pub struct DefenderState {
     pub detections: Vec<Detection>,
 }
 
-/// One malware detection (DOMAIN.md §4).
+/// One malware detection. `#[non_exhaustive]`: build it with [`Detection::new`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Detection {
     /// ThreatID.
     pub threat_id: i64,
@@ -293,9 +382,36 @@ pub struct Detection {
     pub number_of_detections: u32,
 }
 
-/// Endpoint analytics telemetry of a device (DOMAIN.md §2).
+impl Detection {
+    /// A detection with every field given, in the order of the struct.
+    pub fn new(
+        threat_id: i64,
+        threat_name: impl Into<String>,
+        category: impl Into<String>,
+        severity: impl Into<String>,
+        current_status: impl Into<String>,
+        initial_detection_time: impl Into<String>,
+        number_of_detections: u32,
+    ) -> Self {
+        Detection {
+            threat_id,
+            threat_name: threat_name.into(),
+            category: category.into(),
+            severity: severity.into(),
+            current_status: current_status.into(),
+            initial_detection_time: initial_detection_time.into(),
+            number_of_detections,
+        }
+    }
+}
+
+/// Endpoint analytics telemetry of a device: startup performance and app reliability.
+///
+/// `#[non_exhaustive]`: build it with [`Analytics::new`] (or start from
+/// [`Analytics::default`]) and set fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Analytics {
     /// coreBootTimeInMilliseconds.
     pub core_boot_ms: u32,
@@ -310,9 +426,35 @@ pub struct Analytics {
     pub apps: Vec<AppUsage>,
 }
 
-/// One app's usage and crashes on a device over the last 14 days.
+impl Analytics {
+    /// Startup telemetry (in milliseconds) without app usage.
+    pub fn new(
+        core_boot_ms: u32,
+        total_boot_ms: u32,
+        gp_logon_ms: u32,
+        desktop_usable_ms: u32,
+    ) -> Self {
+        Analytics {
+            core_boot_ms,
+            total_boot_ms,
+            gp_logon_ms,
+            desktop_usable_ms,
+            apps: Vec::new(),
+        }
+    }
+
+    /// Sets the app usage.
+    pub fn with_apps(mut self, apps: Vec<AppUsage>) -> Self {
+        self.apps = apps;
+        self
+    }
+}
+
+/// One app's usage and crashes on a device over the last 14 days. `#[non_exhaustive]`: build
+/// it with [`AppUsage::new`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct AppUsage {
     /// The app's display name, e.g. "Microsoft Teams".
     pub name: String,
@@ -321,4 +463,15 @@ pub struct AppUsage {
     /// Crashes per day, oldest first, at most 14 entries.
     #[serde(default)]
     pub daily_crashes: Vec<u32>,
+}
+
+impl AppUsage {
+    /// An app's usage over the window and its crashes per day, oldest first.
+    pub fn new(name: impl Into<String>, usage_minutes: u32, daily_crashes: Vec<u32>) -> Self {
+        AppUsage {
+            name: name.into(),
+            usage_minutes,
+            daily_crashes,
+        }
+    }
 }

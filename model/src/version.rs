@@ -8,7 +8,7 @@ use std::fmt;
 /// A Configuration Manager version, `YYMM` (e.g. 2303).
 ///
 /// ```
-/// use cloudattach_sdk::SiteVersion;
+/// use cloudattach_model::SiteVersion;
 /// let v: SiteVersion = "2207".parse().unwrap();
 /// assert!(v >= SiteVersion(2111));
 /// assert!("22.07".parse::<SiteVersion>().is_err());
@@ -62,7 +62,7 @@ impl TryFrom<String> for SiteVersion {
 /// `10.0.16299.0`.
 ///
 /// ```
-/// use cloudattach_sdk::DottedVersion;
+/// use cloudattach_model::DottedVersion;
 /// let a = DottedVersion::parse("5.00.8577").unwrap();
 /// let b = DottedVersion::parse("5.00.10000.1000").unwrap();
 /// assert!(a < b);
@@ -143,7 +143,7 @@ impl fmt::Display for DottedVersion {
     }
 }
 
-/// Client versions that gate features (DOMAIN.md §2, §5).
+/// Client versions and OS builds that gate features.
 pub mod client {
     use super::DottedVersion;
     /// Configuration Manager 1710 client: the minimum for co-management.

@@ -1,0 +1,367 @@
+//! The documents of the cloud's attach gateway (`/api/v1/hierarchies/{hierarchy id}/…`) as
+//! typed serde structs, shared by the cloud that answers them, the SDK helpers that read them
+//! and the test kit's in-memory cloud: one shape, written down once.
+//!
+//! The structs are `#[non_exhaustive]` (the gateway may add keys in a minor version): read them
+//! with serde, build them with their constructors.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+
+/// An HTTP method of a gateway call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Method {
+    /// GET
+    Get,
+    /// PUT
+    Put,
+    /// POST
+    Post,
+    /// DELETE
+    Delete,
+}
+
+/// The body of `PUT features/{feature id}`: `{"settings": …}` (the whole body may be omitted).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct FeatureBody {
+    /// The feature's settings; `{}` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<Value>,
+}
+
+impl FeatureBody {
+    /// A body carrying `settings`.
+    pub fn new(settings: Value) -> Self {
+        FeatureBody {
+            settings: Some(settings),
+        }
+    }
+}
+
+/// One enabled feature, as `PUT` and `GET features/{feature id}` answer it and as each entry
+/// of [`FeatureList`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct FeatureInfo {
+    /// The feature id.
+    pub id: String,
+    /// Always `true`: the gateway lists enabled features only.
+    #[serde(default)]
+    pub enabled: bool,
+    /// The settings the cloud holds (validated and normalized for built-in features).
+    #[serde(default)]
+    pub settings: Value,
+    /// When it was first enabled (RFC 3339).
+    #[serde(default)]
+    pub enabled_at: Option<String>,
+    /// When its settings last changed (RFC 3339).
+    #[serde(default)]
+    pub updated_at: Option<String>,
+    /// When its records were last uploaded (RFC 3339), if ever.
+    #[serde(default)]
+    pub last_sync: Option<String>,
+}
+
+impl FeatureInfo {
+    /// An enabled feature with its settings, without times.
+    pub fn new(id: impl Into<String>, settings: Value) -> Self {
+        FeatureInfo {
+            id: id.into(),
+            enabled: true,
+            settings,
+            enabled_at: None,
+            updated_at: None,
+            last_sync: None,
+        }
+    }
+
+    /// Sets when it was enabled and last updated.
+    pub fn with_times(
+        mut self,
+        enabled_at: impl Into<String>,
+        updated_at: impl Into<String>,
+    ) -> Self {
+        self.enabled_at = Some(enabled_at.into());
+        self.updated_at = Some(updated_at.into());
+        self
+    }
+
+    /// Sets the time of its last upload.
+    pub fn with_last_sync(mut self, last_sync: Option<String>) -> Self {
+        self.last_sync = last_sync;
+        self
+    }
+}
+
+/// `GET features`: `{"value": [feature…]}`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct FeatureList {
+    /// The enabled features.
+    #[serde(default)]
+    pub value: Vec<FeatureInfo>,
+}
+
+impl FeatureList {
+    /// The list.
+    pub fn new(value: Vec<FeatureInfo>) -> Self {
+        FeatureList { value }
+    }
+}
+
+/// `GET status`: `{"hierarchy_id", "plugins": [plugin status…]}` — the built-in features always,
+/// then the enabled extension features.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct HierarchyStatus {
+    /// The hierarchy.
+    #[serde(default)]
+    pub hierarchy_id: String,
+    /// One entry per feature.
+    #[serde(default)]
+    pub plugins: Vec<PluginStatus>,
+}
+
+impl HierarchyStatus {
+    /// The status of a hierarchy.
+    pub fn new(hierarchy_id: impl Into<String>, plugins: Vec<PluginStatus>) -> Self {
+        HierarchyStatus {
+            hierarchy_id: hierarchy_id.into(),
+            plugins,
+        }
+    }
+
+    /// The entry of one feature.
+    pub fn plugin(&self, id: &str) -> Option<&PluginStatus> {
+        self.plugins.iter().find(|p| p.id == id)
+    }
+}
+
+/// One feature's entry in [`HierarchyStatus`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PluginStatus {
+    /// The feature id.
+    #[serde(default)]
+    pub id: String,
+    /// Whether the feature is enabled.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Counts of what the cloud holds (e.g. `devices_uploaded`; `records` for an extension
+    /// feature).
+    #[serde(default)]
+    pub counts: Map<String, Value>,
+    /// The settings held: absent when the answer has no `settings` key, `Some(Value::Null)` for
+    /// a built-in feature that is not enabled.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub settings: Option<Value>,
+    /// When the feature's records were last uploaded (RFC 3339), if ever.
+    #[serde(default)]
+    pub last_sync: Option<String>,
+    /// Other keys of the entry (rbac-authority's `effective_authority`).
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A key that is present is `Some`, even when it holds `null`.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+impl PluginStatus {
+    /// An entry without counts, settings or extra keys.
+    pub fn new(id: impl Into<String>, enabled: bool) -> Self {
+        PluginStatus {
+            id: id.into(),
+            enabled,
+            counts: Map::new(),
+            settings: None,
+            last_sync: None,
+            extra: Map::new(),
+        }
+    }
+
+    /// Adds a count.
+    pub fn with_count(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.counts.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the settings held (`Value::Null` for a feature that is not enabled).
+    pub fn with_settings(mut self, settings: Value) -> Self {
+        self.settings = Some(settings);
+        self
+    }
+
+    /// Sets the time of the last upload.
+    pub fn with_last_sync(mut self, last_sync: Option<String>) -> Self {
+        self.last_sync = last_sync;
+        self
+    }
+
+    /// Adds an extra key.
+    pub fn with_extra(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.extra.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// The body of `POST upload/{channel}`: upserts and deletions, applied in one transaction.
+/// `R` is the record's type: a [`Value`], or a borrowed raw value to read it without copying.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct UploadBody<R = Value> {
+    /// Records to add or replace.
+    #[serde(default = "Vec::new")]
+    pub upserts: Vec<Upsert<R>>,
+    /// Keys to remove.
+    #[serde(default)]
+    pub deletes: Vec<String>,
+}
+
+impl<R> UploadBody<R> {
+    /// A batch.
+    pub fn new(upserts: Vec<Upsert<R>>, deletes: Vec<String>) -> Self {
+        UploadBody { upserts, deletes }
+    }
+}
+
+/// One upsert of an [`UploadBody`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Upsert<R = Value> {
+    /// The record's key.
+    pub key: String,
+    /// The record.
+    pub record: R,
+}
+
+impl<R> Upsert<R> {
+    /// An upsert.
+    pub fn new(key: impl Into<String>, record: R) -> Self {
+        Upsert {
+            key: key.into(),
+            record,
+        }
+    }
+}
+
+/// The answer to an upload: `{"upserted", "deleted", "unchanged"}`. A record identical to the
+/// stored one and a delete of an absent key count as `unchanged`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct UploadAnswer {
+    /// Records inserted or changed.
+    #[serde(default)]
+    pub upserted: u64,
+    /// Records removed.
+    #[serde(default)]
+    pub deleted: u64,
+    /// Records identical to the stored ones, and deletes of absent keys.
+    #[serde(default)]
+    pub unchanged: u64,
+}
+
+impl UploadAnswer {
+    /// An answer.
+    pub fn new(upserted: u64, deleted: u64, unchanged: u64) -> Self {
+        UploadAnswer {
+            upserted,
+            deleted,
+            unchanged,
+        }
+    }
+}
+
+/// `GET ext/{feature id}/records`: what the cloud holds in an extension channel,
+/// `{"@odata.count", "value": [{"key", "record", "updated"}]}`, ordered by key.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ExtRecords {
+    /// The number of records.
+    #[serde(rename = "@odata.count", default)]
+    pub count: u64,
+    /// The records.
+    #[serde(default)]
+    pub value: Vec<ExtRecord>,
+}
+
+impl ExtRecords {
+    /// The records (the count is their number).
+    pub fn new(value: Vec<ExtRecord>) -> Self {
+        ExtRecords {
+            count: value.len() as u64,
+            value,
+        }
+    }
+}
+
+/// One record of [`ExtRecords`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ExtRecord {
+    /// The key.
+    pub key: String,
+    /// The record as stored.
+    pub record: Value,
+    /// When it last changed (RFC 3339).
+    pub updated: String,
+}
+
+impl ExtRecord {
+    /// A record.
+    pub fn new(key: impl Into<String>, record: Value, updated: impl Into<String>) -> Self {
+        ExtRecord {
+            key: key.into(),
+            record,
+            updated: updated.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_status_entry_keeps_a_null_settings_apart_from_an_absent_one() {
+        let with_null: PluginStatus =
+            serde_json::from_value(json!({"id": "x", "enabled": false, "settings": null})).unwrap();
+        assert_eq!(with_null.settings, Some(Value::Null));
+        let absent: PluginStatus = serde_json::from_value(json!({"id": "x"})).unwrap();
+        assert_eq!(absent.settings, None);
+        assert_eq!(
+            serde_json::to_value(&with_null).unwrap(),
+            json!({"id": "x", "enabled": false, "counts": {}, "settings": null, "last_sync": null})
+        );
+        let extra: PluginStatus =
+            serde_json::from_value(json!({"id": "x", "effective_authority": "intune"})).unwrap();
+        assert_eq!(extra.extra["effective_authority"], "intune");
+        assert_eq!(
+            serde_json::to_value(&extra).unwrap()["effective_authority"],
+            "intune"
+        );
+    }
+
+    #[test]
+    fn an_upload_body_reads_raw_records() {
+        let text = r#"{"upserts":[{"key":"1","record":{"a":1}}],"deletes":["2"]}"#;
+        let body: UploadBody<&serde_json::value::RawValue> = serde_json::from_str(text).unwrap();
+        assert_eq!(body.upserts[0].record.get(), r#"{"a":1}"#);
+        assert_eq!(body.deletes, ["2"]);
+        let answer = UploadAnswer::new(1, 2, 3);
+        assert_eq!(
+            serde_json::to_string(&answer).unwrap(),
+            r#"{"upserted":1,"deleted":2,"unchanged":3}"#
+        );
+    }
+}
