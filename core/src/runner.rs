@@ -20,16 +20,7 @@ use std::time::Instant;
 /// The code of the diagnostic a panicking plugin gets.
 pub const PANIC_CODE: &str = "plugin-panic";
 
-/// The message of a caught panic.
-pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        s.to_string()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic without a message".to_string()
-    }
-}
+pub use cloudattach_sdk::panic_message;
 
 /// Runs `f` for plugin `id`'s `call`, timed; a panic becomes `Err("plugin {id} panicked: …")`.
 fn guarded<T>(id: &str, call: &str, f: impl FnOnce() -> T) -> Result<T, String> {

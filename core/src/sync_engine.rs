@@ -10,7 +10,6 @@
 use crate::report::Progress;
 use crate::state::{StateError, StateStore};
 use cloudattach_sdk::{HostError, Record, RecordSink, SyncMode, SyncStats};
-use serde::Deserialize;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
@@ -24,16 +23,7 @@ pub const BATCH_RECORDS: usize = 5_000;
 pub const IN_FLIGHT: usize = 4;
 
 /// The cloud's answer to one batch: what it did with the records.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(default)]
-pub struct BatchAnswer {
-    /// Records the cloud added or changed.
-    pub upserted: u64,
-    /// Records the cloud removed.
-    pub deleted: u64,
-    /// Records the cloud already had as sent.
-    pub unchanged: u64,
-}
+pub use cloudattach_sdk::gateway::UploadAnswer as BatchAnswer;
 
 /// A batch on its way: the future that sends it and yields the cloud's answer.
 pub type Sending = Pin<Box<dyn Future<Output = Result<BatchAnswer, HostError>> + Send>>;
@@ -277,16 +267,7 @@ mod tests {
         fail: Mutex<bool>,
     }
 
-    #[derive(Deserialize)]
-    struct Batch {
-        upserts: Vec<Upsert>,
-        deletes: Vec<String>,
-    }
-    #[derive(Deserialize)]
-    struct Upsert {
-        key: String,
-        record: serde_json::Value,
-    }
+    type Batch = cloudattach_sdk::gateway::UploadBody;
 
     impl MemoryTarget {
         fn apply(&self, channel: &str, compressed: &[u8]) -> Result<BatchAnswer, HostError> {
@@ -298,19 +279,19 @@ mod tests {
             let batch: Batch = serde_json::from_slice(&body).unwrap();
             let mut all = self.records.lock().unwrap();
             let ch = all.entry(channel.to_string()).or_default();
-            let mut answer = BatchAnswer::default();
+            let (mut upserted, mut deleted, mut unchanged) = (0, 0, 0);
             for u in batch.upserts {
                 match ch.insert(u.key, u.record.clone()) {
-                    Some(old) if old == u.record => answer.unchanged += 1,
-                    _ => answer.upserted += 1,
+                    Some(old) if old == u.record => unchanged += 1,
+                    _ => upserted += 1,
                 }
             }
             for k in batch.deletes {
                 if ch.remove(&k).is_some() {
-                    answer.deleted += 1;
+                    deleted += 1;
                 }
             }
-            Ok(answer)
+            Ok(BatchAnswer::new(upserted, deleted, unchanged))
         }
     }
 

@@ -14,6 +14,7 @@ use crate::selection::{Selection, host_for, require_wizard_version};
 use crate::session::Session;
 use crate::site::Site;
 use crate::state::{AppliedState, StateStore};
+use cloudattach_sdk::gateway::FeatureList;
 use cloudattach_sdk::{ApplyOutcome, Finding, PlanAction};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -257,16 +258,13 @@ pub fn reconcile(
     let answer = session
         .gateway_json(reqwest::Method::GET, "features", None)
         .map_err(|e| e.to_string())?;
-    let cloud: BTreeMap<String, serde_json::Value> = answer
-        .get("value")
-        .and_then(|v| v.as_array())
+    let list: FeatureList = serde_json::from_value(answer)
+        .map_err(|e| format!("the cloud's feature list is not what the gateway answers: {e}"))?;
+    let cloud: BTreeMap<String, serde_json::Value> = list
+        .value
         .into_iter()
-        .flatten()
-        .filter(|f| f.get("enabled").and_then(|e| e.as_bool()) != Some(false))
-        .filter_map(|f| {
-            let id = f.get("id")?.as_str()?.to_string();
-            Some((id, f.get("settings").cloned().unwrap_or_default()))
-        })
+        .filter(|f| f.enabled)
+        .map(|f| (f.id, f.settings))
         .collect();
     let applied = state
         .lock()
