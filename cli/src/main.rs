@@ -126,6 +126,29 @@ pub(crate) enum PluginsCommand {
         #[arg(long)]
         include_failures: bool,
     },
+    /// Write a new plugin crate: manifest, check, apply, sync, a test, pinned to this SDK
+    New {
+        /// The plugin id (kebab-case): its [features.<id>] table and upload channel ext/<id>
+        #[arg(value_name = "ID")]
+        id: String,
+        /// The crate's directory [default: ./ID]
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Take cloudattach-sdk and cloudattach-testkit from this cloudattach checkout
+        #[arg(
+            long,
+            value_name = "DIR",
+            conflicts_with = "sdk_git",
+            required_unless_present = "sdk_git"
+        )]
+        sdk_path: Option<PathBuf>,
+        /// Take them from this git repository, at this version's tag
+        #[arg(long, value_name = "URL")]
+        sdk_git: Option<String>,
+        /// The feature's display name [default: from the id]
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Check a plugin library and print its manifest, without enabling anything
     Inspect {
         /// The library (.so, .dylib or .dll)

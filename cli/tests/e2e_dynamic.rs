@@ -308,3 +308,153 @@ fn broken_and_hostile_libraries_do_not_stop_the_run() {
     assert!(text.stdout.contains("tenant-attach"), "{}", text.stdout);
     assert!(text.stdout.contains("panicked"), "{}", text.stdout);
 }
+
+/// The Rust block of the plugin guide that follows `marker`.
+fn guide_block(marker: &str) -> String {
+    let guide = std::fs::read_to_string(workspace().join("docs/plugin-authors.md")).unwrap();
+    let from = guide
+        .find(marker)
+        .unwrap_or_else(|| panic!("{marker:?} in the guide"));
+    let rest = &guide[from..];
+    let fence = rest.find("```rust\n").expect("a rust block");
+    // The block's indentation is its fence's (a block inside a list item is indented).
+    let indent = fence - rest[..fence].rfind('\n').map_or(0, |i| i + 1);
+    let start = fence + "```rust\n".len();
+    let end = rest[start..].find("```").expect("the block ends") + start;
+    rest[start..end]
+        .lines()
+        .map(|l| l.get(indent..).unwrap_or(l.trim_start()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn a_new_plugin_crate_builds_tests_loads_and_applies_against_the_cloud() {
+    let w = World::start();
+    let site = w.generate(800, 2303);
+    let krate = w.dir().join("inventory-report");
+    let ws = workspace();
+    let ws_arg = ws.to_str().unwrap();
+
+    // Bad input writes nothing.
+    let bad = w.cli(&["plugins", "new", "Inventory-", "--sdk-path", ws_arg]);
+    bad.code(2);
+    assert!(
+        bad.stderr.contains("plugin id \"Inventory-\""),
+        "{}",
+        bad.stderr
+    );
+    let nowhere = w.cli(&[
+        "plugins",
+        "new",
+        "inventory-report",
+        "--sdk-path",
+        "/nonexistent",
+    ]);
+    nowhere.code(2);
+    assert!(
+        nowhere.stderr.contains("no sdk/Cargo.toml"),
+        "{}",
+        nowhere.stderr
+    );
+    assert!(!krate.exists());
+
+    let made = w.cli(&[
+        "--output",
+        "json",
+        "plugins",
+        "new",
+        "inventory-report",
+        "--sdk-path",
+        ws_arg,
+    ]);
+    made.ok();
+    let made = made.json();
+    assert_eq!(made["files"].as_array().unwrap().len(), 4, "{made}");
+    let cargo_toml = std::fs::read_to_string(krate.join("Cargo.toml")).unwrap();
+    assert!(
+        cargo_toml.contains(&format!("version = \"{}\"", env!("CARGO_PKG_VERSION"))),
+        "pinned to this SDK:\n{cargo_toml}"
+    );
+    // What the guide shows is what the command writes, and so what this test builds and runs.
+    let lib = std::fs::read_to_string(krate.join("src/lib.rs")).unwrap();
+    assert_eq!(guide_block("2. **The plugin**").trim(), lib.trim());
+    let test = std::fs::read_to_string(krate.join("tests/plugin.rs")).unwrap();
+    assert_eq!(guide_block("## Testing").trim(), test.trim());
+    let again = w.cli(&["plugins", "new", "inventory-report", "--sdk-path", ws_arg]);
+    again.code(2);
+    assert!(again.stderr.contains("is not empty"), "{}", again.stderr);
+
+    // Its own tests pass, and its library builds, against this checkout's SDK. The lock file of
+    // the workspace keeps dependency versions (and the cache) the same; the target dir is the
+    // one of the other plugin libraries.
+    std::fs::copy(ws.join("Cargo.lock"), krate.join("Cargo.lock")).unwrap();
+    let target = ws.join("target").join("dynamic-plugins");
+    let status = Command::new(env!("CARGO"))
+        .current_dir(&krate)
+        .args(["test", "--quiet", "--target-dir"])
+        .arg(&target)
+        .status()
+        .expect("run cargo test on the new crate");
+    assert!(status.success(), "the new crate's tests failed");
+    let status = Command::new(env!("CARGO"))
+        .current_dir(&krate)
+        .args(["build", "--quiet", "--target-dir"])
+        .arg(&target)
+        .status()
+        .expect("run cargo build on the new crate");
+    assert!(status.success(), "the new crate's library did not build");
+    let lib_path = lib_file(&target.join("debug"), "inventory_report");
+    assert!(lib_path.is_file(), "{}", lib_path.display());
+
+    install(&w, &[(lib_path, "inventory-report")]);
+    w.config(
+        "public",
+        "[attach]\nsettings = \"custom\"\n\n[plugins]\ndirs = [\"plugins\"]\n\n\
+         [features.tenant-attach]\nupload = \"all\"\n\n[features.inventory-report]\nenabled = true\n",
+    );
+    let check = w.cli(&["--output", "json", "check", "inventory-report"]);
+    check.ok();
+    assert_eq!(plugin(&check.json(), "inventory-report")["status"], "pass");
+    let applied = w.apply_ok();
+    assert_eq!(
+        steps(&applied)["inventory-report"]["status"],
+        "done",
+        "{applied}"
+    );
+
+    // One record per model of the uploaded workstations, computed from the site files.
+    let mut expected: std::collections::BTreeMap<String, u64> = Default::default();
+    for d in &site.devices {
+        let os = d["os"].as_str().unwrap_or_default();
+        if d["client"] == true && !os.contains("Server") {
+            let model = d["model"]
+                .as_str()
+                .filter(|m| !m.is_empty())
+                .unwrap_or("(no model)");
+            *expected.entry(model.to_string()).or_default() += 1;
+        }
+    }
+    let records = w.get(&format!(
+        "/api/v1/hierarchies/{}/ext/inventory-report/records",
+        site.hid
+    ));
+    let held: std::collections::BTreeMap<String, u64> = records["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["key"].as_str().unwrap().to_string(),
+                r["record"]["devices"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(held, expected);
+    let status = w.cli(&["--output", "json", "status"]);
+    status.ok();
+    assert_eq!(
+        plugin(&status.json(), "inventory-report")["counts"]["records"],
+        expected.len()
+    );
+}

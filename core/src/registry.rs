@@ -142,6 +142,12 @@ impl Registry {
                 ),
             });
         }
+        if let Err(message) = manifest.check_options() {
+            return Err(RegistryError::InvalidManifest {
+                origin: origin.to_string(),
+                message: format!("plugin `{}`: {message}", manifest.id),
+            });
+        }
         if manifest.environments.is_empty() {
             return Err(RegistryError::InvalidManifest {
                 origin: origin.to_string(),
@@ -267,6 +273,80 @@ pub fn topological_order(deps: &BTreeMap<&str, Vec<&str>>) -> Result<Vec<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cloudattach_sdk::{CheckReport, Host, OptionSpec, Options};
+
+    /// A plugin whose manifest is whatever the test says.
+    struct Declares(Manifest);
+    impl Plugin for Declares {
+        fn manifest(&self) -> Manifest {
+            self.0.clone()
+        }
+        fn check(&self, _host: &dyn Host, _options: &Options) -> CheckReport {
+            CheckReport::default()
+        }
+    }
+    struct PanicsInManifest;
+    impl Plugin for PanicsInManifest {
+        fn manifest(&self) -> Manifest {
+            panic!("no manifest today")
+        }
+        fn check(&self, _host: &dyn Host, _options: &Options) -> CheckReport {
+            CheckReport::default()
+        }
+    }
+
+    #[test]
+    fn manifests_that_cannot_work_are_refused_with_the_reason() {
+        let base = || Manifest::new("x-feature", "X", "1.0.0");
+        let cases: Vec<(&str, Box<dyn Plugin>, &str)> = vec![
+            (
+                "a default outside its range",
+                Box::new(Declares(
+                    base().option(OptionSpec::integer_in("n", 1, 9, 10, "")),
+                )),
+                "plugin `x-feature`: option `n` defaults to 10, which is not an integer from 1 to 9",
+            ),
+            (
+                "a string default for a boolean",
+                Box::new(Declares(
+                    base().option(OptionSpec::boolean("b", false, "").with_default("yes")),
+                )),
+                "plugin `x-feature`: option `b` defaults to \"yes\", which is not true or false",
+            ),
+            (
+                "a key declared twice",
+                Box::new(Declares(
+                    base()
+                        .option(OptionSpec::string("k", ""))
+                        .option(OptionSpec::string("k", "")),
+                )),
+                "plugin `x-feature`: option `k` is declared twice",
+            ),
+            (
+                "the core's own key",
+                Box::new(Declares(
+                    base().option(OptionSpec::boolean("enabled", true, "")),
+                )),
+                "plugin `x-feature`: option `enabled` is the core's: choose another key",
+            ),
+            (
+                "a panicking manifest",
+                Box::new(PanicsInManifest),
+                "its manifest() panicked: no manifest today",
+            ),
+        ];
+        for (name, plugin, expected) in cases {
+            let err = Registry::new()
+                .add(plugin, Origin::Static)
+                .expect_err(name)
+                .to_string();
+            assert!(err.ends_with(expected), "{name}: {err}");
+        }
+        let fine = base().option(OptionSpec::string("owner", "").with_default("help desk"));
+        Registry::new()
+            .add(Box::new(Declares(fine)), Origin::Static)
+            .expect("a default that fits is fine");
+    }
 
     fn order(pairs: &[(&'static str, &[&'static str])]) -> Result<Vec<String>, RegistryError> {
         let deps: BTreeMap<&str, Vec<&str>> =

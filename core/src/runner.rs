@@ -36,7 +36,8 @@ fn guarded<T>(id: &str, call: &str, f: impl FnOnce() -> T) -> Result<T, String> 
 
 /// Reads a plugin's manifest (once, when it is registered). A panic is an error naming it.
 pub fn manifest_of(plugin: &dyn Plugin) -> Result<Manifest, String> {
-    guarded("?", "manifest", || plugin.manifest())
+    catch_unwind(AssertUnwindSafe(|| plugin.manifest()))
+        .map_err(|p| format!("its manifest() panicked: {}", panic_message(p.as_ref())))
 }
 
 /// Calls into one plugin. Cheap to make: borrow one per call site.

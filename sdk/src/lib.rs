@@ -39,7 +39,7 @@ pub use diag::{
     StatusReport,
 };
 pub use host::{Host, RecordSink};
-pub use manifest::{Manifest, OptionKind, OptionSpec, Options};
+pub use manifest::{Manifest, OptionKind, OptionSpec, Options, OptionsExt};
 pub use plugin::{
     Plugin, PluginRegistration, ValidateContext, enable_and_upload, feature_status, put_feature,
     registered_plugins, settings_action, upload_from_devices,

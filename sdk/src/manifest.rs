@@ -112,6 +112,29 @@ impl Manifest {
             .unwrap_or(self.min_site_version)
     }
 
+    /// Checks the declaration itself: option keys are unique and not `enabled`, and every
+    /// default fits its option's kind. The core registers no plugin whose manifest fails this.
+    pub fn check_options(&self) -> Result<(), String> {
+        let mut seen = std::collections::BTreeSet::new();
+        for spec in &self.options {
+            if spec.key == "enabled" {
+                return Err("option `enabled` is the core's: choose another key".into());
+            }
+            if !seen.insert(spec.key.as_str()) {
+                return Err(format!("option `{}` is declared twice", spec.key));
+            }
+            if let Some(d) = &spec.default
+                && let Err(expected) = spec.kind.check(d)
+            {
+                return Err(format!(
+                    "option `{}` defaults to {d}, which is not {expected}",
+                    spec.key
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks `options` against the declared [`OptionSpec`]s: unknown keys, wrong types and
     /// values outside a choice are errors naming the key. Fills in defaults.
     pub fn resolve_options(&self, raw: &Options) -> Result<Options, Vec<Finding>> {
@@ -174,6 +197,13 @@ pub enum OptionKind {
     ChoiceOrCollection(Vec<String>),
     /// A non-negative integer.
     Integer,
+    /// An integer from `min` to `max`, both included.
+    IntegerIn {
+        /// The smallest value allowed.
+        min: u64,
+        /// The largest value allowed.
+        max: u64,
+    },
     /// A collection id of the site (e.g. "PS100020"); the core checks that it exists.
     Collection,
 }
@@ -186,6 +216,11 @@ impl OptionKind {
             (OptionKind::Bool, Value::Bool(_)) => Ok(()),
             (OptionKind::String, Value::String(_)) => Ok(()),
             (OptionKind::Integer, Value::Number(n)) if n.is_u64() => Ok(()),
+            (OptionKind::IntegerIn { min, max }, Value::Number(n))
+                if n.as_u64().is_some_and(|n| (*min..=*max).contains(&n)) =>
+            {
+                Ok(())
+            }
             (OptionKind::Collection, Value::String(s)) if is_collection_id(s) => Ok(()),
             (OptionKind::Choice(c), Value::String(s)) if c.contains(s) => Ok(()),
             (OptionKind::ChoiceOrCollection(c), Value::String(s))
@@ -196,6 +231,9 @@ impl OptionKind {
             (OptionKind::Bool, _) => Err("true or false".into()),
             (OptionKind::String, _) => Err("a string".into()),
             (OptionKind::Integer, _) => Err("a non-negative integer".into()),
+            (OptionKind::IntegerIn { min, max }, _) => {
+                Err(format!("an integer from {min} to {max}"))
+            }
             (OptionKind::Collection, _) => Err("a collection id such as \"PS100020\"".into()),
             (OptionKind::Choice(c), _) => Err(format!("one of {}", quote_list(c))),
             (OptionKind::ChoiceOrCollection(c), _) => Err(format!(
@@ -282,6 +320,22 @@ impl OptionSpec {
             description: description.into(),
         }
     }
+    /// An integer from `min` to `max` (both included) with a default.
+    pub fn integer_in(key: &str, min: u64, max: u64, default: u64, description: &str) -> Self {
+        OptionSpec {
+            key: key.into(),
+            kind: OptionKind::IntegerIn { min, max },
+            default: Some(default.into()),
+            description: description.into(),
+        }
+    }
+    /// The value the option takes when the table does not set it, for any kind
+    /// (`OptionSpec::string("owner", "…").with_default("help desk")`). The core refuses to
+    /// register a plugin whose default does not fit its option's kind.
+    pub fn with_default(mut self, value: impl Into<serde_json::Value>) -> Self {
+        self.default = Some(value.into());
+        self
+    }
     /// A non-negative integer with a default.
     pub fn integer(key: &str, default: u64, description: &str) -> Self {
         OptionSpec {
@@ -290,5 +344,59 @@ impl OptionSpec {
             default: Some(default.into()),
             description: description.into(),
         }
+    }
+}
+
+/// Typed access to a feature's resolved options ([`Manifest::resolve_options`] has checked
+/// them and filled in the defaults, so a declared option with a default is always there).
+///
+/// ```
+/// use cloudattach_sdk::{Manifest, OptionSpec, Options, OptionsExt};
+/// #[derive(serde::Deserialize)]
+/// struct Settings { include_empty: bool, max_os_entries: u64, owner: Option<String> }
+///
+/// let m = Manifest::new("collection-summary", "Collection summary", "1.0.0")
+///     .option(OptionSpec::boolean("include_empty", false, "Also upload empty collections"))
+///     .option(OptionSpec::integer_in("max_os_entries", 1, 50, 5, "OS families per collection"))
+///     .option(OptionSpec::string("owner", "Who to ask").with_default("help desk"));
+/// let raw: Options = serde_json::from_str(r#"{"max_os_entries": 7}"#).unwrap();
+/// let o = m.resolve_options(&raw).unwrap();
+/// assert!(!o.flag("include_empty"));
+/// assert_eq!(o.integer("max_os_entries"), Some(7));
+/// assert_eq!(o.text("owner"), Some("help desk"));
+/// let s: Settings = o.parse().unwrap();
+/// assert_eq!((s.max_os_entries, s.owner.as_deref()), (7, Some("help desk")));
+///
+/// let too_many: Options = serde_json::from_str(r#"{"max_os_entries": 99}"#).unwrap();
+/// let errors = m.resolve_options(&too_many).unwrap_err();
+/// assert!(errors[0].message.ends_with("expected an integer from 1 to 50"), "{}", errors[0].message);
+/// ```
+pub trait OptionsExt {
+    /// A boolean option; `false` when absent or not a boolean.
+    fn flag(&self, key: &str) -> bool;
+    /// A string option (string, choice or collection kinds).
+    fn text(&self, key: &str) -> Option<&str>;
+    /// An integer option.
+    fn integer(&self, key: &str) -> Option<u64>;
+    /// All options into a type of the plugin's (`#[derive(serde::Deserialize)]`); an option
+    /// that does not fit the type is an `invalid-option` error finding naming it.
+    fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, Finding>;
+}
+
+impl OptionsExt for Options {
+    fn flag(&self, key: &str) -> bool {
+        self.get(key)
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false)
+    }
+    fn text(&self, key: &str) -> Option<&str> {
+        self.get(key).and_then(serde_json::Value::as_str)
+    }
+    fn integer(&self, key: &str) -> Option<u64> {
+        self.get(key).and_then(serde_json::Value::as_u64)
+    }
+    fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, Finding> {
+        serde_json::from_value(serde_json::Value::Object(self.clone()))
+            .map_err(|e| Finding::error("invalid-option", format!("options: {e}")))
     }
 }

@@ -43,6 +43,20 @@ pub fn run(cli: &Cli) -> Outcome {
             plugins::list(cli, *include_failures)
         }
         Command::Plugins(PluginsCommand::Inspect { file }) => plugins::inspect(cli, file),
+        Command::Plugins(PluginsCommand::New {
+            id,
+            out,
+            sdk_path,
+            sdk_git,
+            name,
+        }) => plugins::new(
+            cli,
+            id,
+            out.as_deref(),
+            sdk_path.as_deref(),
+            sdk_git.as_deref(),
+            name.as_deref(),
+        ),
         Command::Check { ids } => check::run(cli, ids),
         Command::Plan => plan::run(cli),
         Command::Apply { yes } => apply::run(cli, *yes),

@@ -105,6 +105,36 @@ pub fn inspect(cli: &Cli, file: &Path) -> Outcome {
     Ok(())
 }
 
+/// `plugins new`: writes the crate, says what is next.
+pub fn new(
+    cli: &Cli,
+    id: &str,
+    out: Option<&Path>,
+    sdk_path: Option<&Path>,
+    sdk_git: Option<&str>,
+    name: Option<&str>,
+) -> Outcome {
+    let sdk = match (sdk_path, sdk_git) {
+        (Some(p), _) => ops::plugins::SdkSource::Path(p.to_path_buf()),
+        (None, Some(url)) => ops::plugins::SdkSource::Git(url.to_string()),
+        (None, None) => unreachable!("clap requires one of them"),
+    };
+    let dir = out.map(Path::to_path_buf).unwrap_or_else(|| id.into());
+    let made = ops::plugins::new_plugin(id, &dir, &sdk, name)?;
+    if cli.output == Output::Json {
+        return print_json(&made);
+    }
+    for f in &made.files {
+        eprintln!("wrote {}", f.display());
+    }
+    eprintln!(
+        "next: cd {} && cargo test && cargo build --release, then copy target/release/{} into a plugin directory",
+        made.dir.display(),
+        made.library
+    );
+    Ok(())
+}
+
 /// A manifest's environments, each with its own minimum site version where it differs.
 fn environments(m: &cloudattach_sdk::Manifest) -> Vec<String> {
     m.environments

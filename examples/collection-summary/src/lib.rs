@@ -12,8 +12,9 @@
 
 use cloudattach_sdk::{
     ApplyOutcome, CheckReport, CollectionInfo, ConnectionPoint, Device, Environment, Finding, Host,
-    HostError, Manifest, Method, OptionSpec, Options, PlanAction, PlanDecision, Plugin, Record,
-    StatusReport, SyncMode, SyncStats, ValidateContext, feature_status, put_feature, thousands,
+    HostError, Manifest, Method, OptionSpec, Options, OptionsExt, PlanAction, PlanDecision, Plugin,
+    Record, StatusReport, SyncMode, SyncStats, ValidateContext, feature_status, put_feature,
+    thousands,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -115,11 +116,8 @@ impl SummaryOptions {
     /// From resolved options (the manifest's defaults fill in what is absent).
     pub fn from_options(o: &Options) -> Self {
         SummaryOptions {
-            include_empty: o
-                .get("include_empty")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            max_os_entries: o.get("max_os_entries").and_then(Value::as_u64).unwrap_or(5),
+            include_empty: o.flag("include_empty"),
+            max_os_entries: o.integer("max_os_entries").unwrap_or(5),
         }
     }
 }
