@@ -576,3 +576,30 @@ const CASES: &[Case] = &[
         "#,
     },
 ];
+
+/// `apply`'s planning half refuses a configuration with problems before it creates the state,
+/// and creates it for one without.
+#[test]
+fn apply_creates_no_state_for_a_configuration_it_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    small_site(dir.path(), "");
+    let refused = parse_config(
+        "[site]\npath = \"site\"\n[attach]\nsettings = \"custom\"\n[features.endpoint-analytics]\nenabled = true\n",
+        dir.path(),
+    )
+    .unwrap();
+    let site = Arc::new(Site::open(&dir.path().join("site")).unwrap());
+    let ws = Workspace::new(refused, registry(), site.clone()).unwrap();
+    let before = snapshot(dir.path());
+    let err = ops::apply::prepare(&ws, &Recorder::default())
+        .err()
+        .expect("a dependent without its dependency is refused");
+    assert!(err.is_input(), "{err}");
+    assert_eq!(snapshot(dir.path()), before, "nothing written");
+
+    let fine = parse_config("[site]\npath = \"site\"\n", dir.path()).unwrap();
+    let ws = Workspace::new(fine, registry(), site).unwrap();
+    let planned = ops::apply::prepare(&ws, &Recorder::default()).unwrap();
+    assert!(ops::apply::changes(&planned.plan) > 0);
+    assert!(dir.path().join(".cloudattach/state.db").is_file());
+}

@@ -4,13 +4,13 @@
 //! failed or panicking plugin skips its dependents.
 
 use super::connect::{Connection, session_error};
-use super::plan::{Plan, Planned, plan_with};
+use super::plan::{Plan, Planned, make_plan, select_for_plan};
 use super::{OpError, Workspace, runtime};
 use crate::config::Config;
 use crate::host::CloudPort;
 use crate::registry::Registry;
 use crate::report::Reporter;
-use crate::selection::{Selection, host_for, require_wizard_version};
+use crate::selection::{Selection, host_for};
 use crate::session::Session;
 use crate::site::Site;
 use crate::state::{AppliedState, StateStore};
@@ -22,9 +22,11 @@ use std::sync::{Arc, Mutex};
 
 /// Plans an apply: the selection (strict) and the plan against the state (created if missing).
 pub fn prepare(ws: &Workspace, reporter: &dyn Reporter) -> Result<Planned, OpError> {
-    require_wizard_version(ws.site.info.version)?;
+    // The selection first: a configuration with problems creates no state.
+    let selection = select_for_plan(ws, reporter)?;
     let store = StateStore::open(&ws.config.state_dir()).map_err(runtime)?;
-    plan_with(ws, &store, reporter)
+    let plan = make_plan(&ws.registry, &ws.config, &selection, &ws.site, &store)?;
+    Ok(Planned { selection, plan })
 }
 
 /// Whether a plan changes anything (and so needs confirming).

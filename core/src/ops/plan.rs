@@ -25,12 +25,9 @@ pub struct Planned {
     pub plan: Plan,
 }
 
-/// Selects (strictly) and plans against `applied`; the selection's warnings go to `reporter`.
-pub fn plan_with(
-    ws: &Workspace,
-    applied: &dyn AppliedState,
-    reporter: &dyn Reporter,
-) -> Result<Planned, OpError> {
+/// The selection plan and apply use: the site at the wizard's version or later, every
+/// conflict a problem; its warnings go to `reporter`.
+pub fn select_for_plan(ws: &Workspace, reporter: &dyn Reporter) -> Result<Selection, OpError> {
     require_wizard_version(ws.site.info.version)?;
     let selection = select(
         &ws.config,
@@ -41,6 +38,16 @@ pub fn plan_with(
     for w in &selection.warnings {
         reporter.warn(w);
     }
+    Ok(selection)
+}
+
+/// Selects (strictly) and plans against `applied`; the selection's warnings go to `reporter`.
+pub fn plan_with(
+    ws: &Workspace,
+    applied: &dyn AppliedState,
+    reporter: &dyn Reporter,
+) -> Result<Planned, OpError> {
+    let selection = select_for_plan(ws, reporter)?;
     let plan = make_plan(&ws.registry, &ws.config, &selection, &ws.site, applied)?;
     Ok(Planned { selection, plan })
 }
