@@ -10,6 +10,7 @@
 //! [`Host`], so the same code runs linked into a binary, loaded as a library, or against the
 //! SDK's in-memory test host.
 
+use cloudattach_sdk::gateway::ExtRecords;
 use cloudattach_sdk::{
     ApplyOutcome, CheckReport, CollectionInfo, ConnectionPoint, Device, Environment, Finding, Host,
     HostError, Manifest, Method, OptionSpec, Options, OptionsExt, PlanAction, PlanDecision, Plugin,
@@ -315,9 +316,8 @@ impl Plugin for CollectionSummary {
         let mut report = feature_status(host, ID)?;
         // What the cloud holds, not what was sent.
         let records = host.cloud(Method::Get, &format!("ext/{ID}/records"), None)?;
-        let count = records
-            .get("@odata.count")
-            .and_then(Value::as_u64)
+        let count = serde_json::from_value::<ExtRecords>(records)
+            .map(|r| r.count)
             .unwrap_or(0);
         report
             .counts

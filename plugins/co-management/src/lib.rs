@@ -6,6 +6,7 @@
 //! site with [`classify`], and the devices enrollment schedules are uploaded on the
 //! `comanagement` channel together with the devices already co-managed.
 
+use cloudattach_sdk::OptionsExt;
 use cloudattach_sdk::version::client;
 use cloudattach_sdk::{
     ApplyOutcome, CheckReport, Device, DeviceParts, Environment, Finding, Host, HostError,
@@ -133,7 +134,7 @@ impl Enrollment {
     /// Reads the `enrollment` option; absent means the default, `all`. An unknown value reads
     /// as `none` so that a bad option can never enroll devices (the core rejects it earlier).
     pub fn from_options(options: &Options) -> Enrollment {
-        match options.get("enrollment").and_then(Value::as_str) {
+        match options.text("enrollment") {
             None | Some("all") => Enrollment::All,
             Some("pilot") => Enrollment::Pilot,
             Some(_) => Enrollment::None,
@@ -143,7 +144,7 @@ impl Enrollment {
 
 /// The `pilot_collection` option, if set.
 pub fn pilot_collection(options: &Options) -> Option<&str> {
-    options.get("pilot_collection").and_then(Value::as_str)
+    options.text("pilot_collection")
 }
 
 /// Device counts per eligibility class and per enrollment setting.

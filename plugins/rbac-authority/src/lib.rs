@@ -7,6 +7,7 @@
 //! Intune the only authority only once the tenant's "Use Intune RBAC" toggle is also on; the
 //! cloud reports the result as `effective_authority` in the feature's status.
 
+use cloudattach_sdk::gateway::HierarchyStatus;
 use cloudattach_sdk::{
     ApplyOutcome, CheckReport, Environment, Finding, Host, Manifest, Method, OptionSpec, Options,
     PlanDecision, Plugin, SiteVersion, put_feature, settings_action,
@@ -130,14 +131,13 @@ impl Plugin for RbacAuthority {
         // The setting is stored; reading the authority back only tells the admin whether it
         // took effect, so a failed read is a warning, not a failed step.
         let authority = host.cloud(Method::Get, "status", None).map(|status| {
-            status
-                .get("plugins")
-                .and_then(Value::as_array)
-                .and_then(|list| {
-                    list.iter()
-                        .find(|p| p.get("id").and_then(Value::as_str) == Some(ID))
-                })
-                .and_then(|entry| entry.get("effective_authority"))
+            serde_json::from_value::<HierarchyStatus>(status)
+                .ok()?
+                .plugins
+                .into_iter()
+                .find(|p| p.id == ID)?
+                .extra
+                .get("effective_authority")
                 .and_then(Value::as_str)
                 .map(String::from)
         });

@@ -5,6 +5,7 @@
 //! collection named by the `upload` option unless it is `"all"`), so the other plugins that
 //! depend on device upload see exactly the same set.
 
+use cloudattach_sdk::OptionsExt;
 use cloudattach_sdk::{
     ApplyOutcome, CheckReport, CollectionInfo, ConnectionPoint, Device, DeviceParts, Environment,
     Finding, Host, HostError, Manifest, OptionSpec, Options, PlanDecision, Plugin, Record,
@@ -31,7 +32,7 @@ pub enum UploadScope {
 impl UploadScope {
     /// Reads the `upload` option; absent means `"all"`.
     pub fn from_options(options: &Options) -> UploadScope {
-        match options.get("upload").and_then(Value::as_str) {
+        match options.text("upload") {
             None | Some("all") => UploadScope::All,
             Some(id) => UploadScope::Collection(id.to_string()),
         }
