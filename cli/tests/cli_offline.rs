@@ -5,7 +5,7 @@
 //!
 //! The rules behind what the commands decide — selection (settings, environment and version
 //! gates, the China rules, dependencies, options), the plan's steps and `check`'s results — are
-//! table tests in core (`core/tests/selection.rs`, `planning.rs`, `checking.rs`); here is only
+//! table tests in core (`core/tests/rules/selection.rs`, `planning.rs`, `checking.rs`); here is only
 //! what the binary itself adds: exit codes, rendering, JSON documents, flags, colour, the demo,
 //! init, site generate and the plugin listing.
 //!
@@ -496,7 +496,7 @@ fn plugins_list_json_has_the_spec_keys_and_the_five_built_ins() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// plan (its rules: core/tests/planning.rs)
+// plan (its rules: core/tests/rules/planning.rs)
 // ---------------------------------------------------------------------------------------------
 
 #[test]
@@ -544,7 +544,7 @@ fn plan_json_has_the_spec_shape_and_dependency_order() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// check (its rules: core/tests/checking.rs)
+// check (its rules: core/tests/rules/checking.rs)
 // ---------------------------------------------------------------------------------------------
 
 #[test]
@@ -598,7 +598,7 @@ fn check_json_shape_and_eligibility_match_an_independent_count() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Configuration errors (the messages of each: core/tests/selection.rs)
+// Configuration errors (the messages of each: core/tests/rules/selection.rs)
 // ---------------------------------------------------------------------------------------------
 
 /// Both kinds of configuration error — one in attach.toml itself, one the selection finds —

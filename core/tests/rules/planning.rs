@@ -9,7 +9,7 @@
 //! own and asserts that planning changed no file there, whatever the outcome; a case with
 //! applied settings plans against them with `ops::plan::plan_with`.
 
-mod common;
+use super::common;
 
 use cloudattach_core::ops::{self, OpError, Workspace};
 use cloudattach_core::state::AppliedState;

@@ -10,7 +10,7 @@
 //! eligibleButNotAzureAdJoined 1, needsOsUpdate 2, ineligible 7; `PS100102` has 7 members, 6
 //! with a client, 4 of them eligible.
 
-mod common;
+use super::common;
 
 use cloudattach_core::Site;
 use cloudattach_core::ops::{self, OpError, Workspace};

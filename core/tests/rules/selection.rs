@@ -6,7 +6,7 @@
 //! Every case is selected strictly (plan, apply, sync) and leniently (check, status, disable);
 //! when the two differ, the expected text has a `strict:` and a `lenient:` section.
 
-mod common;
+use super::common;
 
 use cloudattach_core::selection::check_collection_references;
 use cloudattach_core::{Decision, Registry, Selection, SelectionError, Site, Strictness, select};
