@@ -2,10 +2,8 @@
 //! auto-approved: approved or declined at the verification page, an expired code, and
 //! `slow_down`.
 
-mod common;
-
+use super::common::*;
 use cloudattach_cloud::ServeOptions;
-use common::*;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};

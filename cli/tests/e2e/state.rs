@@ -2,9 +2,7 @@
 //! and re-pointing a site at another cloud attaches it there in full while the first cloud
 //! keeps its attachment.
 
-mod common;
-
-use common::*;
+use super::common::*;
 
 const DEFAULT: &str = "[attach]\nsettings = \"default\"\n";
 

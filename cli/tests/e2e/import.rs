@@ -1,9 +1,7 @@
 //! End to end: importing an existing app (`[cloud.app]`) instead of registering one.
 
-mod common;
-
+use super::common::*;
 use cloudattach_cloud::seed::CONTOSO_TENANT_ID;
-use common::*;
 use serde_json::json;
 
 fn app_config(w: &World, client_id: &str, name: &str, uri: &str, expiry: &str) {

@@ -1,8 +1,6 @@
 //! End to end: `status`, the state lock, `disable`, and the built-in demo.
 
-mod common;
-
-use common::*;
+use super::common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
 

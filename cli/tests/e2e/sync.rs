@@ -1,9 +1,7 @@
 //! End to end: delta sync, a throttling and flaky cloud, and an apply killed mid-upload.
 
-mod common;
-
+use super::common::*;
 use cloudattach_cloud::ServeOptions;
-use common::*;
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::time::Duration;

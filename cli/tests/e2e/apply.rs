@@ -1,9 +1,7 @@
 //! End to end: `cloudattach apply` against a cloud tenant service started in-process, checked
 //! through the cloud's read API against counts computed from the site's files.
 
-mod common;
-
-use common::*;
+use super::common::*;
 
 const DEFAULT: &str = "[attach]\nsettings = \"default\"\n";
 

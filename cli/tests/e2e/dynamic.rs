@@ -6,9 +6,7 @@
 //! The libraries are built by the test with a nested `cargo build --target-dir
 //! target/dynamic-plugins` (the same command as `core/tests/dynamic.rs`, so they are built once).
 
-mod common;
-
-use common::*;
+use super::common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
