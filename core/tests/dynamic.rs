@@ -2,8 +2,8 @@
 //! ones; the third-party example loads and runs; broken and hostile libraries each give one
 //! clear line while the rest of the run works.
 //!
-//! The libraries are built by the first test that needs them, with a nested
-//! `cargo build --target-dir target/dynamic-plugins` (incremental: fast on reruns).
+//! The libraries are built by the first test that needs them, with a nested `cargo build` into
+//! the workspace's target dir (incremental, and on the dependencies the test build compiled).
 
 // Linked so that `Registry::with_static_plugins` has the five built-ins to compare against.
 use cloudattach_plugin_co_management as _;
@@ -41,11 +41,20 @@ fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
+/// The workspace's target dir (the one `cargo test` built into): the plugin libraries are built
+/// there too, reusing the dependencies already compiled. Cargo does not hold its lock on the
+/// directory while the tests run.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
+}
+
 /// Builds the fixture libraries and the example plugin once per test process.
 fn built() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let target = workspace().join("target").join("dynamic-plugins");
+        let target = target_dir();
         let started = Instant::now();
         let status = Command::new(env!("CARGO"))
             .current_dir(workspace())

@@ -3,8 +3,9 @@
 //! tenant service started in-process, and its data is readable through the cloud's API; broken
 //! and hostile libraries next to it do not stop the run.
 //!
-//! The libraries are built by the test with a nested `cargo build --target-dir
-//! target/dynamic-plugins` (the same command as `core/tests/dynamic.rs`, so they are built once).
+//! The libraries are built by the test with a nested `cargo build` into the workspace's target
+//! dir (the same command as `core/tests/dynamic.rs`, so they are built once, on the
+//! dependencies the test build compiled).
 
 use super::common::*;
 use serde_json::Value;
@@ -19,11 +20,20 @@ fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
+/// The workspace's target dir (the one `cargo test` built into): the plugin libraries are built
+/// there too, reusing the dependencies already compiled. Cargo does not hold its lock on the
+/// directory while the tests run.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
+}
+
 /// Builds the plugin libraries once per test process; returns their directory.
 fn built() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let target = workspace().join("target").join("dynamic-plugins");
+        let target = target_dir();
         let status = Command::new(env!("CARGO"))
             .current_dir(workspace())
             .args([
@@ -385,10 +395,10 @@ fn a_new_plugin_crate_builds_tests_loads_and_applies_against_the_cloud() {
 
     // Its own tests pass, and its library builds, against this checkout's SDK. The lock file of
     // the workspace keeps dependency versions (and the cache) the same; the target dir is the
-    // one of the other plugin libraries, built first.
+    // workspace's, where the other plugin libraries were built first.
     built();
     std::fs::copy(ws.join("Cargo.lock"), krate.join("Cargo.lock")).unwrap();
-    let target = ws.join("target").join("dynamic-plugins");
+    let target = target_dir();
     // The workspace's dev profile for dependencies, so the libraries compiled for the other
     // plugins are reused rather than compiled again.
     let cargo = |command: &str| {
