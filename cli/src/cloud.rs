@@ -77,10 +77,11 @@ impl Cloud {
     }
 }
 
-/// A connection with the cloud it runs against.
+/// A connection with the cloud it runs against. Dropped without [`Connected::close`] (an
+/// error), the cloud goes first and the state lock, which the connection holds, last.
 pub struct Connected {
-    pub conn: Connection,
     cloud: Cloud,
+    pub conn: Connection,
 }
 
 impl Connected {
@@ -88,19 +89,14 @@ impl Connected {
     pub fn open(ws: &Workspace, command: Command) -> Result<Connected, Failure> {
         let lock = connect::lock(ws, command)?;
         let cloud = Cloud::start(&ws.config)?;
-        let conn = connect::connect(
-            ws,
-            lock,
-            &cloud.target(),
-            command,
-            Arc::new(CliReporter::new()),
-        )?;
-        Ok(Connected { conn, cloud })
+        let conn = connect::connect(ws, &cloud.target(), command, Arc::new(CliReporter::new()))?
+            .holding(lock);
+        Ok(Connected { cloud, conn })
     }
 
     /// Ends the session and stops the embedded cloud.
     pub fn close(self) {
-        let Connected { conn, cloud } = self;
+        let Connected { cloud, conn } = self;
         let lock = conn.release();
         cloud.stop();
         drop(lock);

@@ -63,6 +63,20 @@ pub enum ApiError {
         /// The parse error.
         message: String,
     },
+    /// The cloud answered with JSON of another shape than the endpoint's document.
+    #[error(
+        "{method} {path}: the cloud at {base} answered with a document of an unexpected shape ({message}); is `[cloud] endpoint` a cloudattach cloud service of this version?"
+    )]
+    UnexpectedAnswer {
+        /// Request method.
+        method: String,
+        /// Request path.
+        path: String,
+        /// Base URL.
+        base: String,
+        /// What did not fit.
+        message: String,
+    },
     /// The cloud could not be reached.
     #[error("{method} {path}: cannot reach the cloud at {base}: {message}")]
     Transport {
@@ -82,7 +96,9 @@ impl ApiError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ApiError::Status { status, .. } => Some(*status),
-            ApiError::Transport { .. } | ApiError::BadAnswer { .. } => None,
+            ApiError::Transport { .. }
+            | ApiError::BadAnswer { .. }
+            | ApiError::UnexpectedAnswer { .. } => None,
         }
     }
     /// The error code (Graph-style `error.code`, or the OAuth `error`).
@@ -91,6 +107,7 @@ impl ApiError {
             ApiError::Status { code, .. } => code,
             ApiError::Transport { .. } => "transport",
             ApiError::BadAnswer { .. } => "bad-answer",
+            ApiError::UnexpectedAnswer { .. } => "unexpected-answer",
         }
     }
 }
@@ -312,8 +329,9 @@ impl Api {
         })
     }
 
-    /// [`Api::json`], read into a typed document. An answer of another shape is a `BadAnswer`;
-    /// an empty answer reads as the document's defaults (`null`).
+    /// [`Api::json`], read into a typed document: an empty answer reads as an empty object (the
+    /// document's defaults, for documents whose fields all have one); JSON of another shape is
+    /// an `UnexpectedAnswer`.
     pub async fn doc<T: serde::de::DeserializeOwned>(
         &self,
         method: Method,
@@ -321,8 +339,11 @@ impl Api {
         bearer: Option<&str>,
         body: &Body,
     ) -> Result<T, ApiError> {
-        let v = self.json(method.clone(), path, bearer, body).await?;
-        serde_json::from_value(v).map_err(|e| ApiError::BadAnswer {
+        let v = match self.json(method.clone(), path, bearer, body).await? {
+            serde_json::Value::Null => serde_json::Value::Object(Default::default()),
+            v => v,
+        };
+        serde_json::from_value(v).map_err(|e| ApiError::UnexpectedAnswer {
             method: method.to_string(),
             path: path.split('?').next().unwrap_or(path).to_string(),
             base: self.base.clone(),

@@ -1,6 +1,6 @@
 //! `attach.toml` (docs/user-guide.md#attachtoml). Fixed sections are checked by serde (unknown keys are errors
 //! that carry line and column); `[features.<id>]` tables are checked against the plugins'
-//! manifests by the orchestrator.
+//! manifests by the selection.
 
 use cloudattach_sdk::Environment;
 use serde::Deserialize;

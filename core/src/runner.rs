@@ -1,7 +1,8 @@
 //! The plugin runner: every call into a plugin goes through here. It
 //!
-//! - catches a panic, so one plugin never takes the run down, and maps it (and a failing host
-//!   call) to a diagnostic with a stable code;
+//! - catches a panic, so one plugin never takes the run down, and maps it to a diagnostic with a
+//!   stable code (`plugin-panic`), in the shape the call returns (a failed finding, outcome or
+//!   host error);
 //! - gives the plugin its own view of the host ([`PluginHost`]), which knows which plugin it
 //!   serves: the uploads it opens are recorded as that plugin's channels;
 //! - times each call (`-v` shows `plugin <id>: <call> took … ms`).

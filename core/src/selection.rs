@@ -201,16 +201,14 @@ pub fn select(
                     } else {
                         "change the environment".to_string()
                     };
-                    if !lenient {
-                        problems.push(
-                            Problem::new(
-                                ProblemKind::Unsupported,
-                                format!("[features.{id}]: {reason}"),
-                            )
-                            .feature(id.clone())
-                            .hint(format!("turn it off (enabled = false) or {fix}")),
-                        );
-                    }
+                    problems.push(
+                        Problem::new(
+                            ProblemKind::Unsupported,
+                            format!("[features.{id}]: {reason}"),
+                        )
+                        .feature(id.clone())
+                        .hint(format!("turn it off (enabled = false) or {fix}")),
+                    );
                     entries.push((id.clone(), Decision::Skipped(reason)));
                 }
             }
@@ -236,7 +234,7 @@ pub fn select(
             let dep_in_error = m.depends_on.iter().any(|d| in_error.contains(d));
             if dep_in_error {
                 in_error.push(id.clone());
-            } else if config.settings == Settings::Custom && !dep_skipped && !lenient {
+            } else if config.settings == Settings::Custom && !dep_skipped {
                 problems.push(
                     Problem::new(
                         ProblemKind::Dependency,
@@ -273,6 +271,12 @@ pub fn select(
             continue;
         }
         entries.push((id.clone(), Decision::Selected(options)));
+    }
+    // Lenient: what cannot run here is left out as skipped — unless something is wrong with
+    // the configuration itself, which is reported together with everything else.
+    let soft = |p: &Problem| matches!(p.kind, ProblemKind::Unsupported | ProblemKind::Dependency);
+    if lenient && problems.iter().all(soft) {
+        problems.clear();
     }
     if !problems.is_empty() {
         return Err(SelectionError { problems });

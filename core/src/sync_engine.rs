@@ -98,19 +98,21 @@ impl SyncEngine {
         }
     }
 
-    /// Opens an upload of `channel` for the plugin `owner`.
+    /// Opens an upload of `channel` for the plugin `owner`; `progress` makes its progress
+    /// display once the channel is open (an upload that cannot open shows none).
     pub fn open(
         &self,
         owner: &str,
         channel: &str,
         mode: SyncMode,
-        progress: Box<dyn Progress>,
+        progress: &dyn Fn() -> Box<dyn Progress>,
     ) -> Result<Box<dyn RecordSink + '_>, HostError> {
         let known = {
             let mut ledger = self.ledger.lock().expect("ledger lock");
             ledger.claim(channel, owner).map_err(state_error)?;
             ledger.known(channel).map_err(state_error)?
         };
+        let progress = progress();
         Ok(Box::new(Upload {
             engine: self,
             channel: channel.to_string(),
@@ -342,7 +344,7 @@ mod tests {
         mode: SyncMode,
         records: impl IntoIterator<Item = (i64, &'static str)>,
     ) -> Result<SyncStats, HostError> {
-        let mut sink = engine.open("tenant-attach", "devices", mode, Box::new(Silent))?;
+        let mut sink = engine.open("tenant-attach", "devices", mode, &|| Box::new(Silent))?;
         for (k, v) in records {
             sink.push(Record {
                 key: k.to_string(),

@@ -47,8 +47,8 @@ impl FeatureBody {
 pub struct FeatureInfo {
     /// The feature id.
     pub id: String,
-    /// Always `true`: the gateway lists enabled features only.
-    #[serde(default)]
+    /// Always `true`: the gateway lists enabled features only (absent reads as `true`).
+    #[serde(default = "enabled_by_default")]
     pub enabled: bool,
     /// The settings the cloud holds (validated and normalized for built-in features).
     #[serde(default)]
@@ -62,6 +62,10 @@ pub struct FeatureInfo {
     /// When its records were last uploaded (RFC 3339), if ever.
     #[serde(default)]
     pub last_sync: Option<String>,
+}
+
+fn enabled_by_default() -> bool {
+    true
 }
 
 impl FeatureInfo {
@@ -136,6 +140,17 @@ impl HierarchyStatus {
     /// The entry of one feature.
     pub fn plugin(&self, id: &str) -> Option<&PluginStatus> {
         self.plugins.iter().find(|p| p.id == id)
+    }
+
+    /// The entry of one feature in a hierarchy status answer, read on its own: an entry of
+    /// another feature that does not parse does not hide this one.
+    pub fn entry_of(answer: &Value, id: &str) -> Option<PluginStatus> {
+        answer
+            .get("plugins")?
+            .as_array()?
+            .iter()
+            .find(|p| p.get("id").and_then(Value::as_str) == Some(id))
+            .and_then(|p| serde_json::from_value(p.clone()).ok())
     }
 }
 

@@ -224,10 +224,7 @@ pub fn put_feature(
 /// feature the answer does not list, or an answer of another shape, is not enabled.
 pub fn feature_status(host: &dyn Host, id: &str) -> Result<StatusReport, HostError> {
     let all = host.cloud(Method::Get, "status", None)?;
-    let Ok(status) = serde_json::from_value::<HierarchyStatus>(all) else {
-        return Ok(StatusReport::default());
-    };
-    let Some(entry) = status.plugin(id) else {
+    let Some(entry) = HierarchyStatus::entry_of(&all, id) else {
         return Ok(StatusReport::default());
     };
     let mut extra = entry.extra.clone();

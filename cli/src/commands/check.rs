@@ -13,7 +13,8 @@ pub fn run(cli: &Cli, ids: &[String]) -> Outcome {
     let failed = outcome.failed();
     let results = &outcome.plugins;
     if cli.output == Output::Json {
-        print_json(&outcome)?;
+        // Through a `Value`: keys sorted, as this document always had them.
+        print_json(&serde_json::to_value(&outcome).map_err(|e| Failure::Runtime(e.to_string()))?)?;
     } else {
         let colour = colour_enabled();
         let id_width = results

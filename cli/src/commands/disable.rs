@@ -8,7 +8,7 @@ use cloudattach_core::ops::connect::Command;
 pub fn run(cli: &Cli, ids: &[String]) -> Outcome {
     let ws = super::workspace(cli)?;
     let ordered = ops::disable::validate(&ws, ids)?;
-    let selection = ops::status::selection(&ws)?;
+    let selection = ops::disable::selection(&ws)?;
     let connected = Connected::open(&ws, Command::Disable)?;
     let text = cli.output == Output::Text;
     let results = ops::disable::run(&ws, &selection, &connected.conn, &ordered, &mut |d| {

@@ -298,17 +298,16 @@ fn init(args: &InitArgs, registry: &Registry, output: Output) -> Outcome {
         }
     }
     // Page: Enablement (co-management).
-    let enrollment = match &args.co_management {
-        Some(c) => c.clone(),
-        None if environment == Environment::China => "all".to_string(),
-        None => p.choose(
+    let enrollment = match (&args.co_management, wizard::enrollment_choices(environment)) {
+        (Some(c), _) => c.clone(),
+        (None, None) => wizard::DEFAULT_ENROLLMENT.to_string(),
+        (None, Some(choices)) => p.choose(
             "Co-management automatic enrollment",
-            &["all", "pilot", "none"],
-            "all",
+            choices,
+            wizard::DEFAULT_ENROLLMENT,
         )?,
     };
-    let pilot_collection = if (settings == "custom" || enrollment != "all") && enrollment == "pilot"
-    {
+    let pilot_collection = if wizard::needs_pilot_collection(&enrollment) {
         Some(match &args.pilot_collection {
             Some(c) => c.clone(),
             None => p.collection(site.as_ref(), "Pilot collection", "PS100020")?,

@@ -1,4 +1,4 @@
-//! `plugins list` and `plugins inspect`.
+//! `plugins list`, `plugins inspect` and `plugins new`.
 
 use crate::render::{Table, Tone, colour_enabled};
 use crate::reporter::CliReporter;

@@ -15,7 +15,8 @@ pub fn run(cli: &Cli) -> Outcome {
     let outcome = outcome?;
     let failed = outcome.failed();
     if cli.output == Output::Json {
-        print_json(&outcome)?;
+        // Through a `Value`: keys sorted, as this document always had them.
+        print_json(&serde_json::to_value(&outcome).map_err(|e| Failure::Runtime(e.to_string()))?)?;
     } else {
         let colour = colour_enabled();
         let mut t = Table::new(&["plugin", "enabled", "counts", "last sync", "error"]);

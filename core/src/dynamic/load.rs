@@ -260,7 +260,16 @@ pub fn load_library(path: &Path) -> Result<LoadedLibrary, LoadError> {
 
 /// Validates a library without registering anything (`cloudattach plugins inspect FILE`).
 pub fn inspect(path: &Path) -> Result<Manifest, LoadError> {
-    load_library(path).map(|lib| lib.plugin.into_manifest())
+    let lib = load_library(path)?;
+    let manifest = lib.plugin.manifest_ref().clone();
+    // The checks of registration (id, environments, options), in a registry of its own.
+    Registry::new()
+        .add(Box::new(lib.plugin), Origin::Dynamic(lib.path.clone()))
+        .map_err(|source| LoadError::Registry {
+            path: lib.path,
+            source,
+        })?;
+    Ok(manifest)
 }
 
 /// Every library file in a directory (by the platform's extension: `.so`, `.dylib`, `.dll`),

@@ -25,14 +25,6 @@ pub use load::{
 };
 pub use plugin::DynamicPlugin;
 
-use cloudattach_plugin_protocol::host_error_from_json;
-use cloudattach_sdk::HostError;
-
-/// A [`HostError`] from a library's error JSON (for callers outside this module).
-pub fn host_error(json: &str) -> HostError {
-    host_error_from_json(json)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

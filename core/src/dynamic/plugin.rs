@@ -42,8 +42,8 @@ impl DynamicPlugin {
     }
 
     /// The manifest read at load time.
-    pub(super) fn into_manifest(self) -> Manifest {
-        self.manifest
+    pub(super) fn manifest_ref(&self) -> &Manifest {
+        &self.manifest
     }
 
     /// The library's file.

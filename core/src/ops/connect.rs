@@ -68,6 +68,12 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// The connection, holding the state lock until it is released.
+    pub fn holding(mut self, lock: Option<StateLock>) -> Connection {
+        self._lock = lock;
+        self
+    }
+
     /// Ends the session and closes the state; the lock is returned, to be dropped once
     /// everything the command started (an embedded cloud) has stopped.
     pub fn release(self) -> Option<StateLock> {
@@ -94,10 +100,11 @@ pub fn lock(ws: &Workspace, command: Command) -> Result<Option<StateLock>, OpErr
     }
 }
 
-/// Opens the state, signs in, and sets up the app; `lock` is what [`lock`] returned.
+/// Opens the state, signs in, and sets up the app. The connection holds no lock until it is
+/// given the one [`lock`] took ([`Connection::holding`]), so that on an error the caller
+/// releases the lock after everything it started has stopped.
 pub fn connect(
     ws: &Workspace,
-    lock: Option<StateLock>,
     target: &CloudTarget,
     command: Command,
     reporter: Arc<dyn Reporter>,
@@ -118,7 +125,7 @@ pub fn connect(
     Ok(Connection {
         session: Arc::new(session),
         state,
-        _lock: lock,
+        _lock: None,
     })
 }
 

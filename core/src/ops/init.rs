@@ -44,6 +44,23 @@ pub struct CustomUpload {
     pub defender_reporting: bool,
 }
 
+/// Co-management's automatic enrollment when nobody chooses: all devices.
+pub const DEFAULT_ENROLLMENT: &str = "all";
+
+/// The enrollment choices the wizard's Enablement page offers in `environment`; `None` where the
+/// page is not shown (Azure China Cloud: co-management enrolls all devices, the only choice).
+pub fn enrollment_choices(environment: Environment) -> Option<&'static [&'static str]> {
+    match environment {
+        Environment::China => None,
+        _ => Some(&["all", "pilot", "none"]),
+    }
+}
+
+/// Whether an enrollment needs a pilot collection (the page that asks for one follows).
+pub fn needs_pilot_collection(enrollment: &str) -> bool {
+    enrollment == "pilot"
+}
+
 /// Whether the custom pages' device upload can be offered: not in China.
 pub fn uploads_possible(environment: Environment) -> bool {
     environment != Environment::China

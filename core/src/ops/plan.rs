@@ -54,6 +54,8 @@ pub fn plan_with(
 
 /// `plan`: against the state's applied settings when there is a state, else against nothing.
 pub fn run(ws: &Workspace, reporter: &dyn Reporter) -> Result<Planned, OpError> {
+    // The selection first: a configuration with problems touches no state.
+    let selection = select_for_plan(ws, reporter)?;
     let state_dir = ws.config.state_dir();
     let store = if state_dir.join("state.db").is_file() {
         Some(StateStore::open(&state_dir).map_err(runtime)?)
@@ -64,7 +66,8 @@ pub fn run(ws: &Workspace, reporter: &dyn Reporter) -> Result<Planned, OpError> 
         Some(s) => s,
         None => &NothingApplied,
     };
-    plan_with(ws, applied, reporter)
+    let plan = make_plan(&ws.registry, &ws.config, &selection, &ws.site, applied)?;
+    Ok(Planned { selection, plan })
 }
 
 /// One step of the plan.

@@ -1,5 +1,6 @@
-//! `plugins list` and `plugins inspect`: the registered plugins, the libraries that failed to
-//! load, and a library's manifest checked without enabling anything.
+//! `plugins list`, `plugins inspect` and `plugins new`: the registered plugins, the libraries
+//! that failed to load, a library's manifest checked without enabling anything, and a new
+//! plugin crate.
 
 use super::workspace::{LoadOptions, find_config, registry_for};
 use super::{OpError, input};
@@ -98,6 +99,15 @@ pub fn new_plugin(
         return Err(OpError::Input(format!(
             "{} exists and is not empty; nothing was written. Choose a new directory (--out)",
             dir.display()
+        )));
+    }
+    if let Some(name) = name
+        && (name.trim().is_empty()
+            || name.contains(['"', '\\'])
+            || name.chars().any(char::is_control))
+    {
+        return Err(OpError::Input(format!(
+            "--name {name:?}: a display name is text without quotes, backslashes or control characters"
         )));
     }
     let version = cloudattach_sdk::dynamic::SDK_VERSION;

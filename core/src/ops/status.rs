@@ -30,7 +30,8 @@ impl StatusOutcome {
     }
 }
 
-/// The selection status reads with (lenient: features that cannot run here are left out).
+/// The selection status reads with (lenient: a feature that cannot run here is skipped rather
+/// than refused).
 pub fn selection(ws: &Workspace) -> Result<crate::selection::Selection, OpError> {
     Ok(select(
         &ws.config,

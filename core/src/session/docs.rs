@@ -4,8 +4,9 @@
 
 use serde::Deserialize;
 
-/// A token endpoint's answer (device code, refresh token, client credentials).
-#[derive(Debug, Default, Deserialize)]
+/// A token endpoint's answer (device code, refresh token, client credentials). No `Debug`: it
+/// carries tokens.
+#[derive(Default, Deserialize)]
 #[serde(default)]
 pub struct TokenAnswer {
     /// The access token.
@@ -16,8 +17,9 @@ pub struct TokenAnswer {
     pub expires_in: Option<u64>,
 }
 
-/// The device authorization endpoint's answer (RFC 8628 §3.2).
-#[derive(Debug, Default, Deserialize)]
+/// The device authorization endpoint's answer (RFC 8628 §3.2). No `Debug`: the device code is a
+/// credential until it expires.
+#[derive(Default, Deserialize)]
 #[serde(default)]
 pub struct DeviceCodeAnswer {
     /// The device code to poll with.
@@ -76,8 +78,8 @@ pub struct ResourceAccess {
     pub permissions: Vec<String>,
 }
 
-/// `addPassword`'s answer.
-#[derive(Debug, Default, Deserialize)]
+/// `addPassword`'s answer. No `Debug`: it carries the secret.
+#[derive(Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct PasswordAnswer {
     /// The secret, shown once.

@@ -223,8 +223,9 @@ impl CloudPort for Session {
         } else {
             None
         };
-        let progress = self.reporter.progress(channel, expected);
-        self.engine.open(owner, channel, mode, progress)
+        self.engine.open(owner, channel, mode, &|| {
+            self.reporter.progress(channel, expected)
+        })
     }
 
     fn log(&self, message: &str) {

@@ -13,7 +13,8 @@ use reqwest::Method as HttpMethod;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The cached tokens. No `Debug`: they are credentials.
+#[derive(Clone, Serialize, Deserialize)]
 pub(super) struct CachedTokens {
     pub(super) endpoint: String,
     pub(super) tenant: String,

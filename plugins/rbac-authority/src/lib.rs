@@ -131,11 +131,7 @@ impl Plugin for RbacAuthority {
         // The setting is stored; reading the authority back only tells the admin whether it
         // took effect, so a failed read is a warning, not a failed step.
         let authority = host.cloud(Method::Get, "status", None).map(|status| {
-            serde_json::from_value::<HierarchyStatus>(status)
-                .ok()?
-                .plugins
-                .into_iter()
-                .find(|p| p.id == ID)?
+            HierarchyStatus::entry_of(&status, ID)?
                 .extra
                 .get("effective_authority")
                 .and_then(Value::as_str)
