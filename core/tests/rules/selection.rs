@@ -455,6 +455,22 @@ const CASES: &[Case] = &[
         "#,
     },
     Case {
+        name: "lenient: a malformed option is reported with every other conflict",
+        site: 2203,
+        config: r#"
+            [attach]
+            settings = "custom"
+            [features.tenant-attach]
+            upload = 7
+            [features.defender-reporting]
+            enabled = true
+        "#,
+        expected: r#"
+            error[invalid-option] tenant-attach: [features.tenant-attach] upload = 7: expected "all" or a collection id such as "PS100012"
+            error[unsupported] defender-reporting: [features.defender-reporting]: Microsoft Defender reporting needs site version 2303 or later; the site is 2203; turn it off (enabled = false) or update the site to 2303
+        "#,
+    },
+    Case {
         name: "custom settings: a dependent of an unsupported feature is skipped, not a second problem",
         site: 2105,
         config: r#"
