@@ -10,7 +10,7 @@ if [ -n "${CLOUDATTACH_BIN:-}" ]; then
   bin="$CLOUDATTACH_BIN"
 else
   cargo build --release -p cloudattach-cli >&2
-  bin="$PWD/target/release/cloudattach"
+  bin="${CARGO_TARGET_DIR:-$PWD/target}/release/cloudattach"
 fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

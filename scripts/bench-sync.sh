@@ -13,7 +13,7 @@ if [ -n "${CLOUDATTACH_BIN:-}" ]; then
   bin="$CLOUDATTACH_BIN"
 else
   cargo build --release -p cloudattach-cli >&2
-  bin="$PWD/target/release/cloudattach"
+  bin="${CARGO_TARGET_DIR:-$PWD/target}/release/cloudattach"
 fi
 work=$(mktemp -d)
 # start_cloud runs in a command substitution (a subshell): pids go through a file.
@@ -57,7 +57,7 @@ run() {
 }
 
 echo "== the cloud's own ingest rate (batches of 5,000, in-process, no HTTP)"
-"$PWD/target/release/examples/ingest_bench" 2>&1 | tail -n 3
+"${CARGO_TARGET_DIR:-$PWD/target}/release/examples/ingest_bench" 2>&1 | tail -n 3
 
 for n in "${sizes[@]}"; do
   echo "== $n devices"
