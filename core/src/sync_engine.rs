@@ -354,8 +354,13 @@ mod tests {
         sink.finish()
     }
 
-    #[test]
-    fn a_delta_sends_what_changed_and_deletes_what_is_gone() {
+    /// A runtime, an in-memory cloud channel and ledger, and an engine between them.
+    fn setup() -> (
+        tokio::runtime::Runtime,
+        Arc<MemoryTarget>,
+        Arc<Mutex<MemoryLedger>>,
+        SyncEngine,
+    ) {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -368,6 +373,12 @@ mod tests {
             Arc::new(Shared(target.clone())),
             ledger.clone(),
         );
+        (rt, target, ledger, engine)
+    }
+
+    #[test]
+    fn a_delta_sends_what_changed_and_deletes_what_is_gone() {
+        let (_rt, target, ledger, engine) = setup();
         let many: Vec<(i64, &str)> = (0..(BATCH_RECORDS as i64 * 2 + 7))
             .map(|i| (i, "a"))
             .collect();
@@ -409,18 +420,7 @@ mod tests {
 
     #[test]
     fn a_failed_batch_is_not_recorded() {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let target = Arc::new(MemoryTarget::default());
-        let ledger = Arc::new(Mutex::new(MemoryLedger::default()));
-        let engine = SyncEngine::new(
-            rt.handle().clone(),
-            Arc::new(Shared(target.clone())),
-            ledger.clone(),
-        );
+        let (_rt, target, ledger, engine) = setup();
         *target.fail.lock().unwrap() = true;
         let err = push_all(&engine, SyncMode::Delta, [(1, "a"), (2, "b")]).unwrap_err();
         assert_eq!(err.code, "http-503");

@@ -7,7 +7,7 @@ use crate::host::{PassHost, shared_pass};
 use crate::problem::{Problem, ProblemKind, SelectionError};
 use crate::registry::Registry;
 use crate::report::Reporter;
-use crate::selection::{Decision, Selection, Strictness, host_for, select, unsupported_reason};
+use crate::selection::{Decision, Selection, Strictness, host_for, unsupported_reason};
 use crate::site::Site;
 use cloudattach_sdk::{CheckReport, CheckStatus, Finding, SiteVersion};
 use serde::Serialize;
@@ -34,12 +34,7 @@ pub fn run(
     ids: &[String],
     reporter: &dyn Reporter,
 ) -> Result<CheckOutcome, OpError> {
-    let selection = select(
-        &ws.config,
-        &ws.registry,
-        ws.site.info.version,
-        Strictness::Lenient,
-    )?;
+    let selection = ws.select(Strictness::Lenient)?;
     for w in &selection.warnings {
         reporter.warn(w);
     }

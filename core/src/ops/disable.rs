@@ -84,12 +84,7 @@ pub fn validate(ws: &Workspace, ids: &[String]) -> Result<Vec<String>, OpError> 
 /// The selection disable runs with (lenient: a feature that cannot run here is left out as
 /// skipped; it can still be turned off).
 pub fn selection(ws: &Workspace) -> Result<Selection, OpError> {
-    Ok(crate::selection::select(
-        &ws.config,
-        &ws.registry,
-        ws.site.info.version,
-        crate::selection::Strictness::Lenient,
-    )?)
+    ws.select(crate::selection::Strictness::Lenient)
 }
 
 /// Disables the features `validate` ordered, one at a time; `each` hears how each ended.

@@ -9,7 +9,6 @@ use crate::registry::Registry;
 use crate::report::Reporter;
 use crate::selection::{
     Decision, Selection, Strictness, check_collection_references, host_for, require_wizard_version,
-    select,
 };
 use crate::site::Site;
 use crate::state::{AppliedState, NothingApplied, StateStore};
@@ -29,12 +28,7 @@ pub struct Planned {
 /// conflict a problem; its warnings go to `reporter`.
 pub fn select_for_plan(ws: &Workspace, reporter: &dyn Reporter) -> Result<Selection, OpError> {
     require_wizard_version(ws.site.info.version)?;
-    let selection = select(
-        &ws.config,
-        &ws.registry,
-        ws.site.info.version,
-        Strictness::Strict,
-    )?;
+    let selection = ws.select(Strictness::Strict)?;
     for w in &selection.warnings {
         reporter.warn(w);
     }

@@ -5,7 +5,7 @@ use super::connect::Connection;
 use super::{OpError, Workspace, input};
 use crate::host::SiteHost;
 use crate::registry::Registry;
-use crate::selection::{Strictness, host_for, select};
+use crate::selection::{Strictness, host_for};
 use cloudattach_sdk::StatusReport;
 use serde::Serialize;
 
@@ -33,12 +33,7 @@ impl StatusOutcome {
 /// The selection status reads with (lenient: a feature that cannot run here is skipped rather
 /// than refused).
 pub fn selection(ws: &Workspace) -> Result<crate::selection::Selection, OpError> {
-    Ok(select(
-        &ws.config,
-        &ws.registry,
-        ws.site.info.version,
-        Strictness::Lenient,
-    )?)
+    ws.select(Strictness::Lenient)
 }
 
 /// Reads every plugin's status.

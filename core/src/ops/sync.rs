@@ -5,7 +5,7 @@ use super::connect::Connection;
 use super::{OpError, Workspace};
 use crate::host::{OwnedHost, PassHost, SiteHost, shared_pass};
 use crate::registry::Registry;
-use crate::selection::{Decision, Selection, Strictness, host_for, select};
+use crate::selection::{Decision, Selection, Strictness, host_for};
 use crate::state::StateStore;
 use cloudattach_sdk::SyncMode;
 use serde::Serialize;
@@ -14,12 +14,7 @@ use std::sync::{Arc, Mutex};
 
 /// The selection a sync runs with (strict: a configuration plan refuses is refused here too).
 pub fn selection(ws: &Workspace) -> Result<Selection, OpError> {
-    Ok(select(
-        &ws.config,
-        &ws.registry,
-        ws.site.info.version,
-        Strictness::Strict,
-    )?)
+    ws.select(Strictness::Strict)
 }
 
 /// One sync round.

@@ -6,6 +6,7 @@ use super::{OpError, input, runtime};
 use crate::config::{Config, OfflineApp, Secret};
 use crate::registry::Registry;
 use crate::report::Reporter;
+use crate::selection::{Selection, Strictness};
 use crate::site::Site;
 use cloudattach_sdk::thousands;
 use cloudattach_sitegen::{GenerateOptions, generate_site};
@@ -114,6 +115,16 @@ impl Workspace {
             site,
             app,
         })
+    }
+
+    /// The selection of this workspace's configuration, for this site's version.
+    pub fn select(&self, strictness: Strictness) -> Result<Selection, OpError> {
+        Ok(crate::selection::select(
+            &self.config,
+            &self.registry,
+            self.site.info.version,
+            strictness,
+        )?)
     }
 
     /// The imported app's secret, read once when the workspace was loaded.

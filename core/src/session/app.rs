@@ -126,6 +126,19 @@ pub(super) async fn client_credentials(
     Ok((token, exp))
 }
 
+/// The tenant's app registration with this client id, if there is one.
+async fn find_app(
+    api: &Api,
+    admin_token: &str,
+    client_id: &str,
+) -> Result<Option<Application>, ApiError> {
+    let filter = format!("/v1.0/applications?$filter=appId%20eq%20'{client_id}'");
+    let list: Applications = api
+        .doc(HttpMethod::GET, &filter, Some(admin_token), &Body::Empty)
+        .await?;
+    Ok(list.value.into_iter().next())
+}
+
 pub(super) async fn validate_import(
     api: &Api,
     tenant: &str,
@@ -145,14 +158,7 @@ pub(super) async fn validate_import(
         }
         Err(e) => return Err(e.into()),
     }
-    let filter = format!(
-        "/v1.0/applications?$filter=appId%20eq%20'{}'",
-        app.client_id
-    );
-    let list: Applications = api
-        .doc(HttpMethod::GET, &filter, Some(admin_token), &Body::Empty)
-        .await?;
-    let Some(found) = list.value.into_iter().next() else {
+    let Some(found) = find_app(api, admin_token, &app.client_id).await? else {
         return Err(SessionError::Input(format!(
             "[cloud.app] tenant {tenant} has no app with client_id {}; check client_id and tenant_id",
             app.client_id
@@ -238,29 +244,21 @@ pub(super) async fn ensure_registered_app(
         && let Ok(mut app) = serde_json::from_str::<AppCredentials>(&text)
         && !app.imported
         && app.tenant_id == tenant_id
+        && let Some(found) = find_app(api, admin_token, &app.client_id).await?
     {
-        let filter = format!(
-            "/v1.0/applications?$filter=appId%20eq%20'{}'",
-            app.client_id
-        );
-        let list: Applications = api
-            .doc(HttpMethod::GET, &filter, Some(admin_token), &Body::Empty)
-            .await?;
-        if let Some(found) = list.value.into_iter().next() {
-            if days_until(&app.secret_expiry).is_some_and(|d| d > 30) {
-                return Ok(app);
-            }
-            let object_id = found.id.unwrap_or_default();
-            let (secret, expiry) = add_password(api, admin_token, &object_id).await?;
-            app.secret = secret;
-            app.secret_expiry = expiry;
-            write_private(&path, &serde_json::to_vec(&app).expect("json"))?;
-            reporter.say(&format!(
-                "renewed the secret of app {app}; it expires on {}",
-                app.secret_expiry
-            ));
+        if days_until(&app.secret_expiry).is_some_and(|d| d > 30) {
             return Ok(app);
         }
+        let object_id = found.id.unwrap_or_default();
+        let (secret, expiry) = add_password(api, admin_token, &object_id).await?;
+        app.secret = secret;
+        app.secret_expiry = expiry;
+        write_private(&path, &serde_json::to_vec(&app).expect("json"))?;
+        reporter.say(&format!(
+            "renewed the secret of app {app}; it expires on {}",
+            app.secret_expiry
+        ));
+        return Ok(app);
     }
     if policy == AppPolicy::ExistingOnly {
         return Err(SessionError::Input(format!(
