@@ -4,8 +4,8 @@
 //! against the tenant (secret, App ID URI, permissions, consent). The offline import rules live
 //! in [`crate::app_import`].
 
-use super::docs::{Application, Applications, PasswordAnswer, TokenAnswer};
-use super::signin::{endpoint_key, form};
+use super::docs::{Application, Applications, PasswordAnswer};
+use super::signin::{endpoint_key, form, token};
 use super::{AppPolicy, SessionError, now_secs};
 use crate::app_import::days_until;
 use crate::client::{Api, ApiError, Body};
@@ -113,14 +113,7 @@ pub(super) async fn client_credentials(
         ("client_secret", secret),
         ("scope", "api://cloudattach/.default"),
     ]);
-    let v: TokenAnswer = api
-        .doc(
-            HttpMethod::POST,
-            &format!("/{tenant}/oauth2/v2.0/token"),
-            None,
-            &body,
-        )
-        .await?;
+    let v = token(api, tenant, &body).await?;
     let token = v.access_token.unwrap_or_default();
     let exp = now_secs() + v.expires_in.unwrap_or(3600);
     Ok((token, exp))

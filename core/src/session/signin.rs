@@ -5,7 +5,7 @@
 use super::admin::require_admin;
 use super::docs::{DeviceCodeAnswer, TokenAnswer};
 use super::{PUBLIC_CLIENT_ID, SessionError, now_secs};
-use crate::client::{Api, Body};
+use crate::client::{Api, ApiError, Body};
 use crate::config::Config;
 use crate::report::Reporter;
 use crate::state::write_private;
@@ -39,6 +39,17 @@ pub(super) fn token_tenant_id(jwt: &str) -> Option<String> {
         tid: Option<String>,
     }
     serde_json::from_slice::<Claims>(&bytes).ok()?.tid
+}
+
+/// A request to the tenant's token endpoint.
+pub(super) async fn token(api: &Api, tenant: &str, body: &Body) -> Result<TokenAnswer, ApiError> {
+    api.doc(
+        HttpMethod::POST,
+        &format!("/{tenant}/oauth2/v2.0/token"),
+        None,
+        body,
+    )
+    .await
 }
 
 pub(super) fn form(fields: &[(&str, &str)]) -> Body {
@@ -83,15 +94,7 @@ async fn admin_sign_in(
                 ("scope", "api://cloudattach/.default offline_access"),
             ]);
             // A refused refresh token (revoked, rotated elsewhere) falls back to a new sign-in.
-            if let Ok(v) = api
-                .doc::<TokenAnswer>(
-                    HttpMethod::POST,
-                    &format!("/{tenant}/oauth2/v2.0/token"),
-                    None,
-                    &body,
-                )
-                .await
-            {
+            if let Ok(v) = token(api, tenant, &body).await {
                 let t = tokens_from(&endpoint_key, tenant, &v)?;
                 save_tokens(&path, &t)?;
                 return Ok(t);
@@ -127,15 +130,7 @@ async fn admin_sign_in(
             ("client_id", PUBLIC_CLIENT_ID),
             ("device_code", device_code),
         ]);
-        match api
-            .doc::<TokenAnswer>(
-                HttpMethod::POST,
-                &format!("/{tenant}/oauth2/v2.0/token"),
-                None,
-                &body,
-            )
-            .await
-        {
+        match token(api, tenant, &body).await {
             Ok(v) => {
                 let t = tokens_from(&endpoint_key, tenant, &v)?;
                 save_tokens(&path, &t)?;
