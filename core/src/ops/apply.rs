@@ -247,6 +247,20 @@ fn finish(report: &mut StepReport, outcome: ApplyOutcome, failed: &mut BTreeMap<
     }
 }
 
+/// Why the state could not be compared with what the cloud holds.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// The gateway did not answer.
+    #[error(transparent)]
+    Cloud(#[from] crate::session::SessionError),
+    /// Its feature list is not what the gateway answers.
+    #[error("the cloud's feature list is not what the gateway answers: {0}")]
+    Answer(serde_json::Error),
+    /// The state could not be read or written.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+}
+
 /// Brings the local state in line with what the cloud holds for the hierarchy. A feature the
 /// state records as applied but the cloud does not have enabled (the site was attached to
 /// another tenant or endpoint since, the cloud was reset, someone disabled it there) is
@@ -256,32 +270,21 @@ fn finish(report: &mut StepReport, outcome: ApplyOutcome, failed: &mut BTreeMap<
 pub fn reconcile(
     session: &Session,
     state: &Arc<Mutex<StateStore>>,
-) -> Result<BTreeMap<String, String>, String> {
-    let answer = session
-        .gateway_json(reqwest::Method::GET, "features", None)
-        .map_err(|e| e.to_string())?;
-    let list: FeatureList = serde_json::from_value(answer)
-        .map_err(|e| format!("the cloud's feature list is not what the gateway answers: {e}"))?;
+) -> Result<BTreeMap<String, String>, ReconcileError> {
+    let answer = session.gateway_json(reqwest::Method::GET, "features", None)?;
+    let list: FeatureList = serde_json::from_value(answer).map_err(ReconcileError::Answer)?;
     let cloud: BTreeMap<String, serde_json::Value> = list
         .value
         .into_iter()
         .filter(|f| f.enabled)
         .map(|f| (f.id, f.settings))
         .collect();
-    let applied = state
-        .lock()
-        .expect("state lock")
-        .features()
-        .map_err(|e| e.to_string())?;
+    let applied = state.lock().expect("state lock").features()?;
     let mut drifted = BTreeMap::new();
     for (id, settings) in applied {
         match cloud.get(&id) {
             None => {
-                state
-                    .lock()
-                    .expect("state lock")
-                    .forget_feature(&id)
-                    .map_err(|e| e.to_string())?;
+                state.lock().expect("state lock").forget_feature(&id)?;
                 let why = "the cloud does not have this feature enabled: enabling it again";
                 drifted.insert(id, why.to_string());
             }
@@ -299,8 +302,7 @@ pub fn reconcile(
                     state
                         .lock()
                         .expect("state lock")
-                        .set_feature(&id, &recorded)
-                        .map_err(|e| e.to_string())?;
+                        .set_feature(&id, &recorded)?;
                     let why = format!("the cloud holds other settings ({held}): updating them");
                     drifted.insert(id, why);
                 }
