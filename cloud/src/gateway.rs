@@ -533,7 +533,7 @@ pub(crate) async fn upload_ext(
     headers: HeaderMap,
     b: Body,
 ) -> R {
-    if !ingest::valid_feature_id(&fid) || BUILTIN_FEATURES.contains(&fid.as_str()) {
+    if !cloudattach_model::is_valid_feature_id(&fid) || BUILTIN_FEATURES.contains(&fid.as_str()) {
         return Err(ApiError::bad_request(format!(
             "{fid:?} is not an extension feature id"
         )));

@@ -24,12 +24,6 @@ pub const BUILTIN_FEATURES: [&str; 5] = [
     "co-management",
 ];
 
-/// Whether `id` is a valid feature id: the model's rule, which the core's registry applies
-/// too (`^[a-z][a-z0-9-]{1,63}$`, not ending with `-`).
-pub fn valid_feature_id(id: &str) -> bool {
-    cloudattach_model::is_valid_feature_id(id)
-}
-
 /// Where a channel's records are stored.
 pub trait ChannelStorage {
     /// The storage name of the channel.
@@ -210,13 +204,13 @@ mod tests {
 
     #[test]
     fn feature_ids() {
-        assert!(valid_feature_id("tenant-attach"));
-        assert!(valid_feature_id("acme-inventory2"));
-        assert!(!valid_feature_id("A-b"));
-        assert!(!valid_feature_id("x"));
-        assert!(!valid_feature_id("9abc"));
+        assert!(cloudattach_model::is_valid_feature_id("tenant-attach"));
+        assert!(cloudattach_model::is_valid_feature_id("acme-inventory2"));
+        assert!(!cloudattach_model::is_valid_feature_id("A-b"));
+        assert!(!cloudattach_model::is_valid_feature_id("x"));
+        assert!(!cloudattach_model::is_valid_feature_id("9abc"));
         assert!(
-            !valid_feature_id("acme-"),
+            !cloudattach_model::is_valid_feature_id("acme-"),
             "the registry's rule: no trailing '-'"
         );
     }

@@ -104,12 +104,6 @@ pub struct Registry {
     pub load_failures: Vec<LoadFailure>,
 }
 
-/// Whether a plugin id is well formed: kebab-case, 2–64 characters, not ending with `-` — the
-/// model's feature id rule, which the cloud applies to feature ids too.
-pub fn is_valid_plugin_id(id: &str) -> bool {
-    cloudattach_sdk::is_valid_feature_id(id)
-}
-
 impl Registry {
     /// An empty registry.
     pub fn new() -> Self {
@@ -133,7 +127,7 @@ impl Registry {
                 message,
             }
         })?;
-        if !is_valid_plugin_id(&manifest.id) {
+        if !cloudattach_sdk::is_valid_feature_id(&manifest.id) {
             return Err(RegistryError::InvalidManifest {
                 origin: origin.to_string(),
                 message: format!(
@@ -414,10 +408,10 @@ mod tests {
     #[test]
     fn plugin_ids_are_kebab_case() {
         for ok in ["tenant-attach", "co-management", "x1", "collection-summary"] {
-            assert!(is_valid_plugin_id(ok), "{ok}");
+            assert!(cloudattach_sdk::is_valid_feature_id(ok), "{ok}");
         }
         for bad in ["", "a", "Tenant", "tenant_attach", "-a", "a-", "1a", "a b"] {
-            assert!(!is_valid_plugin_id(bad), "{bad}");
+            assert!(!cloudattach_sdk::is_valid_feature_id(bad), "{bad}");
         }
     }
 }

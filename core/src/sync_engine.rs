@@ -9,6 +9,7 @@
 
 use crate::report::Progress;
 use crate::state::{StateError, StateStore};
+use cloudattach_sdk::gateway::UploadAnswer;
 use cloudattach_sdk::{HostError, Record, RecordSink, SyncMode, SyncStats};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -22,11 +23,8 @@ pub const BATCH_RECORDS: usize = 5_000;
 /// Upload requests in flight at once.
 pub const IN_FLIGHT: usize = 4;
 
-/// The cloud's answer to one batch: what it did with the records.
-pub use cloudattach_sdk::gateway::UploadAnswer as BatchAnswer;
-
 /// A batch on its way: the future that sends it and yields the cloud's answer.
-pub type Sending = Pin<Box<dyn Future<Output = Result<BatchAnswer, HostError>> + Send>>;
+pub type Sending = Pin<Box<dyn Future<Output = Result<UploadAnswer, HostError>> + Send>>;
 
 /// Sends one zstd-compressed JSON body `{"upserts": [...], "deletes": [...]}`.
 pub type SendBatch = Box<dyn FnOnce(Vec<u8>) -> Sending + Send>;
@@ -129,7 +127,7 @@ impl SyncEngine {
 }
 
 /// An acknowledged batch: records sent and the cloud's answer.
-type BatchResult = Result<(u64, BatchAnswer), HostError>;
+type BatchResult = Result<(u64, UploadAnswer), HostError>;
 
 /// One channel's upload in progress.
 struct Upload<'a> {
@@ -272,7 +270,7 @@ mod tests {
     type Batch = cloudattach_sdk::gateway::UploadBody;
 
     impl MemoryTarget {
-        fn apply(&self, channel: &str, compressed: &[u8]) -> Result<BatchAnswer, HostError> {
+        fn apply(&self, channel: &str, compressed: &[u8]) -> Result<UploadAnswer, HostError> {
             *self.requests.lock().unwrap() += 1;
             if *self.fail.lock().unwrap() {
                 return Err(HostError::new("http-503", "unavailable"));
@@ -293,7 +291,7 @@ mod tests {
                     deleted += 1;
                 }
             }
-            Ok(BatchAnswer::new(upserted, deleted, unchanged))
+            Ok(UploadAnswer::new(upserted, deleted, unchanged))
         }
     }
 

@@ -15,6 +15,7 @@ use cloudattach_plugin_tenant_attach as _;
 use cloudattach_core::dynamic::{self, LoadError, inspect, load_plugin_dirs};
 use cloudattach_core::state::NothingApplied;
 use cloudattach_core::{Config, Origin, Registry, Site};
+use cloudattach_dynamic_plugins::built;
 use cloudattach_sdk::{
     CheckStatus, Environment, Method, Options, PlanAction, SiteVersion, SyncMode, ValidateContext,
 };
@@ -22,8 +23,7 @@ use cloudattach_sitegen::{GenerateOptions, generate_site};
 use cloudattach_testkit::{MemoryHost, device, options, with};
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 const BUILTINS: [(&str, &str); 5] = [
@@ -33,62 +33,6 @@ const BUILTINS: [(&str, &str); 5] = [
     ("defender-reporting", "builtin_defender_reporting"),
     ("co-management", "builtin_co_management"),
 ];
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("core is in the workspace")
-        .to_path_buf()
-}
-
-/// The workspace's target dir (the one `cargo test` built into): the plugin libraries are built
-/// there too, reusing the dependencies already compiled. Cargo does not hold its lock on the
-/// directory while the tests run.
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target"))
-}
-
-/// Builds the fixture libraries and the example plugin once per test process.
-fn built() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let target = target_dir();
-        let started = Instant::now();
-        let status = Command::new(env!("CARGO"))
-            .current_dir(workspace())
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "cloudattach-dynamic-plugins",
-                "--examples",
-            ])
-            .args(["--features", "cloudattach-dynamic-plugins/fixtures"])
-            .args(["-p", "cloudattach-example-collection-summary", "--lib"])
-            // The libraries are built in the profile of the test that loads them.
-            .args(if cfg!(debug_assertions) {
-                &[][..]
-            } else {
-                &["--release"][..]
-            })
-            .arg("--target-dir")
-            .arg(&target)
-            .status()
-            .expect("run cargo to build the plugin libraries");
-        assert!(status.success(), "building the plugin libraries failed");
-        eprintln!(
-            "plugin libraries built in {:.1} s",
-            started.elapsed().as_secs_f64()
-        );
-        target.join(if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        })
-    })
-}
 
 fn lib_name(name: &str) -> String {
     format!(

@@ -8,61 +8,10 @@
 //! dependencies the test build compiled).
 
 use super::common::*;
+use cloudattach_dynamic_plugins::{built, target_dir, workspace};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("cli is in the workspace")
-        .to_path_buf()
-}
-
-/// The workspace's target dir (the one `cargo test` built into): the plugin libraries are built
-/// there too, reusing the dependencies already compiled. Cargo does not hold its lock on the
-/// directory while the tests run.
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target"))
-}
-
-/// Builds the plugin libraries once per test process; returns their directory.
-fn built() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let target = target_dir();
-        let status = Command::new(env!("CARGO"))
-            .current_dir(workspace())
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "cloudattach-dynamic-plugins",
-                "--examples",
-            ])
-            .args(["--features", "cloudattach-dynamic-plugins/fixtures"])
-            .args(["-p", "cloudattach-example-collection-summary", "--lib"])
-            // The libraries are built in the profile of the test that loads them.
-            .args(if cfg!(debug_assertions) {
-                &[][..]
-            } else {
-                &["--release"][..]
-            })
-            .arg("--target-dir")
-            .arg(&target)
-            .status()
-            .expect("run cargo to build the plugin libraries");
-        assert!(status.success(), "building the plugin libraries failed");
-        target.join(if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        })
-    })
-}
 
 fn lib_file(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!(

@@ -6,7 +6,8 @@ use super::{AppCredentials, Session, SessionError, now_secs};
 use crate::client::{Api, ApiError, Body};
 use crate::host::CloudPort;
 use crate::site::Site;
-use crate::sync_engine::{BatchAnswer, SendBatch, Sending, UploadTarget};
+use crate::sync_engine::{SendBatch, Sending, UploadTarget};
+use cloudattach_sdk::gateway::UploadAnswer;
 use cloudattach_sdk::{HostError, Method, RecordSink, SyncMode};
 use reqwest::Method as HttpMethod;
 use std::sync::{Arc, Mutex};
@@ -104,7 +105,7 @@ impl UploadTarget for Gateway {
                     )
                     .await
                     .map_err(|e| host_error(e.into()))?;
-                Ok(serde_json::from_value::<BatchAnswer>(answer).unwrap_or_default())
+                Ok(serde_json::from_value::<UploadAnswer>(answer).unwrap_or_default())
             })
         }))
     }
