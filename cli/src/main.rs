@@ -89,11 +89,32 @@ pub(crate) enum Command {
         #[arg(long, value_name = "INTERVAL", value_parser = commands::sync::parse_interval)]
         watch: Option<std::time::Duration>,
     },
-    /// Turn features off in the cloud (dependents first)
+    /// Turn features off in the cloud (dependents first); their uploaded data is deleted from the tenant
     Disable {
         /// Plugin ids
         #[arg(value_name = "PLUGIN_ID", required = true)]
         ids: Vec<String>,
+        /// Disable without asking (needed when standard input is not a terminal)
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Forget the cached sign-in tokens, so the next command signs in afresh (the app's credentials are kept)
+    Logout {
+        /// Every cached sign-in of this state directory, whatever its tenant and endpoint
+        #[arg(long)]
+        all: bool,
+    },
+    /// Print a shell completion script on stdout
+    Completions {
+        /// The shell
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) on stdout, or write one page per command into a directory
+    Man {
+        /// Write cloudattach.1 and cloudattach-<command>.1 for every command into DIR
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
     /// Offboard the hierarchy from the tenant
     Detach {
@@ -188,6 +209,51 @@ pub(crate) enum Failure {
     Failed,
     /// Something went wrong while running (exit 1).
     Runtime(String),
+    /// An error with its machine-readable code and, where there is one, what to do.
+    Coded(Box<ErrorReport>),
+}
+
+/// An error as `--output json` prints it: `{"error": {"code", "message", "hint"}}` (and, for a
+/// selection, its `problems`), with the exit code it ends the command with.
+#[derive(Debug)]
+pub(crate) struct ErrorReport {
+    /// 2: bad configuration, usage or input; 1: a failure while running.
+    pub exit: u8,
+    /// `usage`, `config`, `plugin-dir`, `selection`, `input`, `runtime` or `failed`.
+    pub code: &'static str,
+    /// What is wrong.
+    pub message: String,
+    /// What to do about it.
+    pub hint: Option<String>,
+    /// The text people read on stderr (the message, with its hints in place).
+    pub text: String,
+    /// A selection's problems, each with kind, feature, key, message and hint.
+    pub problems: Option<serde_json::Value>,
+}
+
+impl ErrorReport {
+    fn new(exit: u8, code: &'static str, message: String) -> Self {
+        ErrorReport {
+            exit,
+            code,
+            text: message.clone(),
+            message,
+            hint: None,
+            problems: None,
+        }
+    }
+}
+
+impl Failure {
+    /// The failure as an error report (`None`: a failure the command already reported).
+    fn report(self) -> Option<ErrorReport> {
+        match self {
+            Failure::Input(m) => Some(ErrorReport::new(2, "input", m)),
+            Failure::Runtime(m) => Some(ErrorReport::new(1, "runtime", m)),
+            Failure::Coded(r) => Some(*r),
+            Failure::Failed => None,
+        }
+    }
 }
 
 pub(crate) type Outcome = Result<(), Failure>;
@@ -198,17 +264,45 @@ pub(crate) fn input<E: std::fmt::Display>(e: E) -> Failure {
 
 impl From<OpError> for Failure {
     fn from(e: OpError) -> Self {
-        if e.is_input() {
-            Failure::Input(e.to_string())
-        } else {
-            Failure::Runtime(e.to_string())
-        }
+        let text = e.to_string();
+        let report = match e {
+            OpError::Problems(sel) => {
+                let join = |parts: Vec<String>| (!parts.is_empty()).then(|| parts.join("\n"));
+                ErrorReport {
+                    exit: 2,
+                    code: "selection",
+                    message: sel
+                        .problems
+                        .iter()
+                        .map(|p| p.message.clone())
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                    hint: join(sel.problems.iter().filter_map(|p| p.hint.clone()).collect()),
+                    problems: serde_json::to_value(&sel.problems).ok(),
+                    text,
+                }
+            }
+            OpError::Config(_) => ErrorReport::new(2, "config", text),
+            OpError::PluginDir(_) => ErrorReport::new(2, "plugin-dir", text),
+            OpError::Input(_) => ErrorReport::new(2, "input", text),
+            OpError::Runtime(_) => ErrorReport::new(1, "runtime", text),
+        };
+        Failure::Coded(Box::new(report))
     }
+}
+
+/// Whether the command has printed its JSON document: an error after it prints no second one.
+static DOCUMENT_PRINTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Notes that a JSON document went to stdout (for commands that print theirs themselves).
+pub(crate) fn document_printed() {
+    DOCUMENT_PRINTED.store(true, std::sync::atomic::Ordering::SeqCst);
 }
 
 pub(crate) fn print_json(value: &impl serde::Serialize) -> Outcome {
     let text = serde_json::to_string_pretty(value).map_err(|e| Failure::Runtime(e.to_string()))?;
     println!("{text}");
+    document_printed();
     Ok(())
 }
 
@@ -252,23 +346,123 @@ fn quiet_broken_pipe() {
     }));
 }
 
-fn main() -> ExitCode {
-    quiet_broken_pipe();
-    let cli = Cli::parse();
-    init_logging(cli.verbose, matches!(cli.command, Command::Cloud(_)));
-    let result = commands::run(&cli);
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Failed) => ExitCode::from(1),
-        Err(Failure::Input(msg)) => {
-            for line in msg.lines() {
-                eprintln!("error: {line}");
-            }
-            ExitCode::from(2)
+/// Whether the raw arguments ask for JSON output: clap's own errors come before the parsed
+/// flags exist, and a script that asked for JSON gets its error as JSON too.
+fn json_requested(args: &[std::ffi::OsString]) -> bool {
+    let mut json = false;
+    let mut iter = args.iter().skip(1).map(|a| a.to_string_lossy());
+    while let Some(arg) = iter.next() {
+        if arg == "--" {
+            break;
         }
-        Err(Failure::Runtime(msg)) => {
-            eprintln!("error: {msg}");
-            ExitCode::from(1)
+        if arg == "--output" {
+            json = iter.next().is_some_and(|v| v == "json");
+        } else if let Some(v) = arg.strip_prefix("--output=") {
+            json = v == "json";
         }
     }
+    json
+}
+
+/// A usage error as an error report: clap's first line is the message, the rest (usage, a
+/// suggestion, `--help`) the hint.
+fn usage_report(e: &clap::Error) -> ErrorReport {
+    let rendered = e.render().to_string();
+    let (first, rest) = rendered.split_once("\n\n").unwrap_or((&rendered, ""));
+    // The first paragraph, one line ("the following required arguments were not provided:
+    // <PLUGIN_ID>...").
+    let message = first
+        .trim_start_matches("error: ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let rest: Vec<&str> = rest
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    ErrorReport {
+        exit: 2,
+        code: "usage",
+        hint: (!rest.is_empty()).then(|| rest.join("\n")),
+        text: message.clone(),
+        message,
+        problems: None,
+    }
+}
+
+/// Prints `{"error": {...}}` on stdout.
+fn print_error_document(r: &ErrorReport) {
+    let mut error = serde_json::json!({
+        "code": r.code,
+        "message": r.message,
+        "hint": r.hint,
+    });
+    if let Some(p) = &r.problems {
+        error["problems"] = p.clone();
+    }
+    if let Ok(text) = serde_json::to_string_pretty(&serde_json::json!({ "error": error })) {
+        println!("{text}");
+    }
+}
+
+/// The configuration text the command read, for redacting its secrets from an error.
+fn config_text(cli: &Cli) -> String {
+    let path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("attach.toml"));
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn main() -> ExitCode {
+    quiet_broken_pipe();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let json = json_requested(&args);
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let is_usage_error =
+                !matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion);
+            if json && is_usage_error {
+                print_error_document(&usage_report(&e));
+            }
+            e.exit()
+        }
+    };
+    init_logging(cli.verbose, matches!(cli.command, Command::Cloud(_)));
+    let result = commands::run(&cli);
+    let Err(failure) = result else {
+        return ExitCode::SUCCESS;
+    };
+    let json = cli.output == Output::Json;
+    let Some(mut report) = failure.report() else {
+        // Already reported; a script that got no document yet gets one.
+        if json && !DOCUMENT_PRINTED.load(std::sync::atomic::Ordering::SeqCst) {
+            print_error_document(&ErrorReport::new(
+                1,
+                "failed",
+                "the command failed; the messages on stderr say why".into(),
+            ));
+        }
+        return ExitCode::from(1);
+    };
+    // Every error is rendered here, once: no value of a secret-like key of attach.toml is
+    // ever shown, whichever part of the program wrote the message.
+    let config = config_text(&cli);
+    let redact = |s: &str| cloudattach_core::config::redact_secrets(s, &config);
+    report.text = redact(&report.text);
+    report.message = redact(&report.message);
+    report.hint = report.hint.as_deref().map(redact);
+    if let Some(p) = &report.problems {
+        report.problems = serde_json::from_str(&redact(&p.to_string())).ok();
+    }
+    for line in report.text.lines() {
+        eprintln!("error: {line}");
+    }
+    if json && !DOCUMENT_PRINTED.load(std::sync::atomic::Ordering::SeqCst) {
+        print_error_document(&report);
+    }
+    ExitCode::from(report.exit)
 }

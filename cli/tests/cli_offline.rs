@@ -1362,3 +1362,443 @@ fn init_signs_in_to_check_the_account() {
     r.expect_code(2)
         .stderr_has(&["nowhere.example", "contoso.example and fabrikam.example"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Secrets in attach.toml never appear in an error
+// ---------------------------------------------------------------------------------------------
+
+/// A secret pasted into attach.toml — under any secret-like key, in any table, whatever is
+/// wrong with the file (syntax on its line or the next, unknown key, wrong type, a bad option
+/// in a feature table) — is refused with exit 2 and never printed, in text or in JSON.
+#[test]
+fn no_configuration_error_echoes_a_secret() {
+    const SECRET: &str = "Xq8~pasted-Secret-9f2e";
+    let app = format!(
+        "[cloud.app]\ntenant_id = \"{APP_TENANT_ID}\"\nclient_id = \"00000000-0000-4000-8000-0000000000aa\"\n\
+         name = \"ConfigMgrService\"\napp_id_uri = \"api://{APP_TENANT_ID}/ConfigMgrService\"\n\
+         secret_expiry = \"2099-01-01\"\n"
+    );
+    let site = "[site]\npath = \"site\"\n";
+    let custom = "[attach]\nsettings = \"custom\"\n";
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "secret under [cloud.app]",
+            format!("{site}{app}secret = \"{SECRET}\"\n"),
+        ),
+        (
+            "client_secret under [cloud.app]",
+            format!("{site}{app}client_secret = \"{SECRET}\"\n"),
+        ),
+        (
+            "client_secret, literal string",
+            format!("{site}{app}client_secret = '{SECRET}'\n"),
+        ),
+        (
+            "password in [cloud]",
+            format!("{site}[cloud]\npassword = \"{SECRET}\"\n"),
+        ),
+        (
+            "syntax error on the secret's line",
+            format!("{site}{app}client_secret = \"{SECRET}\n"),
+        ),
+        (
+            "syntax error on the line after",
+            format!("{site}[cloud]\ntoken = \"{SECRET}\"\ntenant = \n"),
+        ),
+        (
+            "syntax error on the line before",
+            format!("{site}[cloud\napi_token = \"{SECRET}\"\n"),
+        ),
+        (
+            "wrong type next to a secret",
+            format!("{site}[cloud]\ntenant = 5\nclient-secret = \"{SECRET}\"\n"),
+        ),
+        (
+            "a secret in an inline table",
+            format!("{site}[cloud]\nauth = {{ token = \"{SECRET}\" }}\n"),
+        ),
+        (
+            "a multi-line secret",
+            format!("{site}[cloud]\nprivate_key = \"\"\"\n{SECRET}\n\"\"\"\n"),
+        ),
+        (
+            "secret in a feature table",
+            format!(
+                "{site}{custom}[features.tenant-attach]\nenabled = true\nclient_secret = \"{SECRET}\"\n"
+            ),
+        ),
+        (
+            "token in a feature table",
+            format!("{site}{custom}[features.endpoint-analytics]\nAPI_TOKEN = \"{SECRET}\"\n"),
+        ),
+        (
+            "secret in an unknown feature",
+            format!("{site}[features.no-such-plugin]\npassword = \"{SECRET}\"\n"),
+        ),
+        (
+            "secret pasted into secret_file",
+            format!("{site}{app}secret_file = \"{SECRET}\"\nsecret = \"{SECRET}\"\n"),
+        ),
+    ];
+    for (what, text) in &cases {
+        let (dir, cfg) = setup("2303", text);
+        for args in [
+            vec!["--config", cfg.as_str(), "plan"],
+            vec!["--config", cfg.as_str(), "check"],
+            vec!["--config", cfg.as_str(), "plan", "--output", "json"],
+            vec!["--config", cfg.as_str(), "status", "--output", "json"],
+        ] {
+            let r = run(dir.path(), &args);
+            assert_eq!(
+                r.code, 2,
+                "{what} {args:?}: exit code; stderr:\n{}",
+                r.stderr
+            );
+            assert!(r.stderr.contains("error: "), "{what}: {}", r.stderr);
+            for (stream, out) in [("stdout", &r.stdout), ("stderr", &r.stderr)] {
+                assert!(
+                    !out.contains(SECRET) && !out.contains("Xq8~pasted"),
+                    "{what} {args:?}: the secret is on {stream}:\n{out}"
+                );
+            }
+        }
+    }
+    // The message still says where and what: the line and the key, and where secrets go.
+    let (dir, cfg) = setup("2303", &cases[1].1);
+    let r = run(dir.path(), &["--config", &cfg, "plan"]);
+    r.expect_code(2)
+        .stderr_has(&["line 9", "client_secret", "<redacted>", "secret_file"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plugin directories
+// ---------------------------------------------------------------------------------------------
+
+/// A plugin directory that does not exist is a configuration error (exit 2, nothing written)
+/// naming the path and where it was given: the flag, or the configuration's key.
+#[test]
+fn a_missing_plugin_dir_is_a_configuration_error_naming_where_it_came_from() {
+    let (dir, cfg) = setup("2303", "[site]\npath = \"site\"\n");
+    for cmd in [&["plan"][..], &["check"], &["plugins", "list"]] {
+        let mut args = vec!["--config", cfg.as_str(), "--plugin-dir", "no-such-plugins"];
+        args.extend_from_slice(cmd);
+        let r = run(dir.path(), &args);
+        r.expect_code(2).stderr_has(&[
+            "error: ",
+            "--plugin-dir no-such-plugins",
+            "no such directory",
+        ]);
+        assert!(r.stdout.is_empty(), "{cmd:?}: {}", r.stdout);
+    }
+    let cfg = write_config(
+        dir.path(),
+        "[site]\npath = \"site\"\n[plugins]\ndirs = [\"typo-plugins\"]\n",
+    );
+    for cmd in [&["plan"][..], &["plugins", "list"]] {
+        let mut args = vec!["--config", cfg.as_str()];
+        args.extend_from_slice(cmd);
+        let r = run(dir.path(), &args);
+        r.expect_code(2).stderr_has(&[
+            "attach.toml",
+            "[plugins] dirs",
+            "typo-plugins",
+            "no such directory",
+        ]);
+    }
+    // A file where a directory should be is refused the same way.
+    fs::write(dir.path().join("a-file"), "x").unwrap();
+    let r = run(
+        dir.path(),
+        &[
+            "--config",
+            &cfg,
+            "--plugin-dir",
+            "a-file",
+            "plan",
+            "--output",
+            "json",
+        ],
+    );
+    r.expect_code(2);
+    assert_eq!(r.json()["error"]["code"], "plugin-dir");
+    assert!(
+        !dir.path().join(".cloudattach").exists(),
+        "state was written"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors as JSON
+// ---------------------------------------------------------------------------------------------
+
+/// With `--output json`, every failure prints exactly one document `{"error": {"code",
+/// "message", "hint"}}` on stdout and keeps its exit code: usage, configuration, plugin
+/// directory, selection, other input and runtime errors. `check`'s own failure keeps its own
+/// document.
+#[test]
+fn with_output_json_every_error_is_one_json_document() {
+    let (dir, cfg) = setup("2303", "[site]\npath = \"site\"\n");
+    let bad_toml = dir.path().join("bad.toml");
+    fs::write(&bad_toml, "[cloud]\nregion = \"x\"\n").unwrap();
+    let selection = dir.path().join("selection.toml");
+    fs::write(
+        &selection,
+        "[site]\npath = \"site\"\n[attach]\nsettings = \"custom\"\n[features.tenant-attach]\nuploads = \"all\"\n",
+    )
+    .unwrap();
+    let unreachable = dir.path().join("unreachable.toml");
+    fs::write(
+        &unreachable,
+        "[site]\npath = \"site\"\n[cloud]\nendpoint = \"http://127.0.0.1:9\"\n",
+    )
+    .unwrap();
+    let (bad, sel, unr) = (
+        bad_toml.to_str().unwrap(),
+        selection.to_str().unwrap(),
+        unreachable.to_str().unwrap(),
+    );
+    // (what, arguments, exit code, code, the message contains)
+    let cases: Vec<(&str, Vec<&str>, i32, &str, &str)> = vec![
+        (
+            "unknown command",
+            vec!["--output", "json", "plann"],
+            2,
+            "usage",
+            "plann",
+        ),
+        (
+            "unknown flag",
+            vec!["check", "--bogus", "--output=json"],
+            2,
+            "usage",
+            "--bogus",
+        ),
+        (
+            "bad flag value",
+            vec!["--output", "json", "sync", "--watch", "soon"],
+            2,
+            "usage",
+            "soon",
+        ),
+        (
+            "missing argument",
+            vec!["--output", "json", "disable"],
+            2,
+            "usage",
+            "PLUGIN_ID",
+        ),
+        (
+            "missing config",
+            vec!["--config", "nope.toml", "--output", "json", "plan"],
+            2,
+            "config",
+            "nope.toml",
+        ),
+        (
+            "bad config",
+            vec!["--config", bad, "--output", "json", "status"],
+            2,
+            "config",
+            "region",
+        ),
+        (
+            "selection",
+            vec!["--config", sel, "--output", "json", "plan"],
+            2,
+            "selection",
+            "uploads",
+        ),
+        (
+            "unknown plugin",
+            vec![
+                "--config", &cfg, "--output", "json", "disable", "nosuch", "--yes",
+            ],
+            2,
+            "input",
+            "nosuch",
+        ),
+        (
+            "no terminal",
+            vec!["--config", &cfg, "--output", "json", "apply"],
+            2,
+            "input",
+            "--yes",
+        ),
+        (
+            "cloud unreachable",
+            vec!["--config", unr, "--output", "json", "status"],
+            1,
+            "runtime",
+            "127.0.0.1:9",
+        ),
+    ];
+    for (what, args, exit, code, needle) in cases {
+        let r = run(dir.path(), &args);
+        assert_eq!(r.code, exit, "{what}: exit code; stderr:\n{}", r.stderr);
+        let doc = r.json();
+        let error = &doc["error"];
+        assert_eq!(error["code"], code, "{what}: {doc:#}");
+        let message = error["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: {doc:#}"));
+        assert!(
+            message.contains(needle),
+            "{what}: {message:?} lacks {needle:?}"
+        );
+        assert!(
+            error
+                .get("hint")
+                .is_some_and(|h| h.is_null() || h.is_string()),
+            "{what}: hint: {doc:#}"
+        );
+        assert!(
+            !r.stderr.is_empty(),
+            "{what}: the human text stays on stderr"
+        );
+    }
+    // A selection error's hint and problems are there for scripts.
+    let doc = run(dir.path(), &["--config", sel, "--output", "json", "plan"]).json();
+    assert_eq!(
+        doc["error"]["problems"][0]["feature"], "tenant-attach",
+        "{doc:#}"
+    );
+    // check's failure is its own document, not an error document.
+    let r = run(dir.path(), &["--help"]);
+    r.expect_code(0);
+    assert!(r.stdout.contains("Usage:"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Completions, manual pages, logout, disable's confirmation
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn completions_name_every_command_for_each_shell() {
+    let dir = TempDir::new().unwrap();
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        let r = run(dir.path(), &["completions", shell]);
+        r.expect_code(0);
+        for sub in [
+            "apply",
+            "plan",
+            "check",
+            "sync",
+            "disable",
+            "logout",
+            "completions",
+            "man",
+        ] {
+            assert!(r.stdout.contains(sub), "{shell}: no {sub}");
+        }
+        assert!(r.stdout.contains("plugin-dir"), "{shell}: no --plugin-dir");
+    }
+    // bash can load the script and registers the completion function.
+    let script = dir.path().join("cloudattach.bash");
+    fs::write(&script, run(dir.path(), &["completions", "bash"]).stdout).unwrap();
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {} && complete -p cloudattach",
+            script.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cloudattach"));
+    let r = run(dir.path(), &["completions", "tcsh"]);
+    r.expect_code(2);
+}
+
+#[test]
+fn man_prints_a_roff_page_and_writes_one_per_command() {
+    let dir = TempDir::new().unwrap();
+    let r = run(dir.path(), &["man"]);
+    r.expect_code(0);
+    assert!(r.stdout.contains(".TH cloudattach 1"), "{}", r.stdout);
+    assert!(r.stdout.contains("disable") && r.stdout.contains("logout"));
+    let r = run(dir.path(), &["man", "--out", "pages"]);
+    r.expect_code(0);
+    for page in [
+        "cloudattach.1",
+        "cloudattach-apply.1",
+        "cloudattach-disable.1",
+        "cloudattach-logout.1",
+        "cloudattach-plugins-list.1",
+        "cloudattach-cloud-serve.1",
+    ] {
+        let text = fs::read_to_string(dir.path().join("pages").join(page))
+            .unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(text.contains(".TH "), "{page}: {text}");
+    }
+    let disable = fs::read_to_string(dir.path().join("pages/cloudattach-disable.1")).unwrap();
+    assert!(disable.contains("\\-\\-yes"), "{disable}");
+}
+
+/// Off a terminal, disable refuses without `--yes` (exit 2), after saying what it would
+/// delete; nothing is signed in to or changed.
+#[test]
+fn disable_without_a_terminal_refuses_without_yes() {
+    let (dir, cfg) = setup("2303", "[site]\npath = \"site\"\n");
+    let r = run(
+        dir.path(),
+        &["--config", &cfg, "disable", "endpoint-analytics"],
+    );
+    r.expect_code(2).stderr_has(&[
+        "endpoint-analytics",
+        "deletes the data they uploaded",
+        "`cloudattach disable --yes`",
+    ]);
+    assert!(
+        !dir.path().join(".cloudattach/tokens.json").exists(),
+        "signed in"
+    );
+}
+
+/// logout removes the cached sign-in of the configured tenant and endpoint, keeps another's
+/// unless --all, and never touches the app's credentials.
+#[test]
+fn logout_forgets_cached_tokens_and_keeps_the_app() {
+    let (dir, cfg) = setup(
+        "2303",
+        "[site]\npath = \"site\"\n[cloud]\nendpoint = \"http://127.0.0.1:8750/\"\n",
+    );
+    let state = dir.path().join(".cloudattach");
+    fs::create_dir_all(&state).unwrap();
+    let tokens = state.join("tokens.json");
+    let app = state.join("app-c0257050-0000-4000-8000-000000000001-0000abcd.json");
+    fs::write(&app, "{}").unwrap();
+    let cache = |tenant: &str, endpoint: &str| {
+        serde_json::json!({"endpoint": endpoint, "tenant": tenant, "access_token": "at-never-printed",
+            "refresh_token": "rt-never-printed", "expires_at": 4_000_000_000u64})
+        .to_string()
+    };
+    fs::write(&tokens, cache("contoso.example", "http://127.0.0.1:8750")).unwrap();
+    let r = run(dir.path(), &["--config", &cfg, "logout"]);
+    r.expect_code(0)
+        .stderr_has(&["signed out", "contoso.example", "http://127.0.0.1:8750"]);
+    assert!(!tokens.exists(), "tokens.json is still there");
+    assert!(app.exists(), "the app's credentials were removed");
+    assert!(!r.stderr.contains("never-printed"));
+    // Nothing cached: says so, succeeds.
+    run(dir.path(), &["--config", &cfg, "logout"])
+        .expect_code(0)
+        .stderr_has(&["not signed in"]);
+    // Another tenant's sign-in stays without --all.
+    fs::write(&tokens, cache("fabrikam.example", "http://127.0.0.1:8750")).unwrap();
+    run(dir.path(), &["--config", &cfg, "logout"])
+        .expect_code(0)
+        .stderr_has(&["kept", "fabrikam.example", "--all"]);
+    assert!(tokens.exists());
+    let r = run(
+        dir.path(),
+        &["--config", &cfg, "--output", "json", "logout", "--all"],
+    );
+    r.expect_code(0);
+    assert_eq!(r.json()["removed"][0]["tenant"], "fabrikam.example");
+    assert!(!tokens.exists());
+    assert!(app.exists());
+}

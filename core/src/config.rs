@@ -218,14 +218,24 @@ impl Config {
         Config::parse(&text, path, &base)
     }
 
-    /// Parses configuration text; `path` is only used in messages.
+    /// Parses configuration text; `path` is only used in messages. No message shows the value
+    /// of a secret-like key ([`is_secret_key`]), whatever is wrong with the file.
     pub fn parse(text: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
+        Config::parse_unredacted(text, path, base_dir).map_err(|e| match e {
+            ConfigError::Invalid { path, message } => ConfigError::Invalid {
+                path,
+                message: redact_secrets(&message, text),
+            },
+            other => other,
+        })
+    }
+
+    fn parse_unredacted(text: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
         let invalid = |message: String| ConfigError::Invalid {
             path: path.to_path_buf(),
             message,
         };
-        let raw: RawConfig =
-            toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| invalid(toml_message(&e)))?;
         let endpoint = match raw.cloud.endpoint.as_str() {
             "embedded" => Endpoint::Embedded,
             url if url.starts_with("http://") || url.starts_with("https://") => {
@@ -318,6 +328,162 @@ impl Config {
     pub fn state_dir(&self) -> PathBuf {
         self.base_dir.join(".cloudattach")
     }
+}
+
+/// The message of a TOML or schema error, with a hint when the key is secret-like: a secret is
+/// never written in attach.toml, only where it is kept.
+fn toml_message(e: &toml::de::Error) -> String {
+    let mut message = e.to_string().trim_end().to_string();
+    let unknown = e
+        .message()
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(key, _)| key);
+    if let Some(key) = unknown
+        && is_secret_key(key)
+    {
+        message.push_str(
+            "\nsecrets are never written in attach.toml: put the app's secret in a file named by [cloud.app] secret_file, or in an environment variable named by secret_env",
+        );
+    }
+    message
+}
+
+/// The keys that name where the app's secret is kept or when it expires: a path, a variable
+/// name, a date — never the secret itself, so errors may show them.
+const SECRET_REFERENCES: &[&str] = &["secret_file", "secret_env", "secret_expiry"];
+
+/// Whether a key of the configuration can hold a secret: its name contains `secret`,
+/// `password`, `passwd`, `passphrase`, `pwd`, `token`, `credential`, `apikey`, `api_key` or
+/// `private_key` (case and `-`/`_` ignored), except [cloud.app]'s `secret_file`, `secret_env`
+/// and `secret_expiry`. No error ever shows the value of such a key.
+pub fn is_secret_key(key: &str) -> bool {
+    const WORDS: &[&str] = &[
+        "secret",
+        "password",
+        "passwd",
+        "passphrase",
+        "pwd",
+        "token",
+        "credential",
+        "apikey",
+        "api_key",
+        "private_key",
+    ];
+    let key = key
+        .trim_matches(|c| c == '"' || c == '\'')
+        .to_ascii_lowercase()
+        .replace('-', "_");
+    !SECRET_REFERENCES.contains(&key.as_str()) && WORDS.iter().any(|w| key.contains(w))
+}
+
+/// The values of the secret-like keys in configuration text, as written and as parsed, whether
+/// or not the text is valid TOML (a syntax error must not leak the line above it either).
+pub fn secret_values(text: &str) -> Vec<String> {
+    use std::collections::BTreeSet;
+    fn walk(table: &toml::Table, out: &mut BTreeSet<String>) {
+        for (key, value) in table {
+            if is_secret_key(key) {
+                leaves(value, out);
+            } else if let toml::Value::Table(t) = value {
+                walk(t, out);
+            } else if let toml::Value::Array(items) = value {
+                for item in items {
+                    if let toml::Value::Table(t) = item {
+                        walk(t, out);
+                    }
+                }
+            }
+        }
+    }
+    fn leaves(value: &toml::Value, out: &mut BTreeSet<String>) {
+        match value {
+            toml::Value::String(s) => {
+                out.insert(s.clone());
+                // serde's messages show a string escaped.
+                out.insert(s.escape_debug().to_string());
+            }
+            toml::Value::Array(items) => items.iter().for_each(|v| leaves(v, out)),
+            toml::Value::Table(t) => t.values().for_each(|v| leaves(v, out)),
+            other => {
+                out.insert(other.to_string());
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    if let Ok(table) = text.parse::<toml::Table>() {
+        walk(&table, &mut out);
+    }
+    // The text as written, line by line: `key = value` wherever a secret-like key is assigned
+    // (inline tables too), up to the closing quote, or to `,`, `}` or `#` for a bare value.
+    let lines: Vec<&str> = text.lines().collect();
+    for (n, line) in lines.iter().enumerate() {
+        for (eq, _) in line.match_indices('=') {
+            let before = line[..eq].trim_end();
+            let key_start = before
+                .rfind(|c: char| !(c.is_alphanumeric() || "_-.\"'".contains(c)))
+                .map_or(0, |i| i + 1);
+            let key = before[key_start..].rsplit('.').next().unwrap_or("");
+            if !is_secret_key(key) {
+                continue;
+            }
+            let value = line[eq + 1..].trim_start();
+            let quoted = ["\"\"\"", "'''", "\"", "'"]
+                .into_iter()
+                .find_map(|q| value.strip_prefix(q).map(|rest| (q, rest)));
+            match quoted {
+                Some((quote, rest)) => match rest.find(quote) {
+                    Some(end) => {
+                        out.insert(rest[..end].to_string());
+                    }
+                    None => {
+                        out.insert(rest.to_string());
+                        // An unclosed or multi-line string: the lines that follow, up to the
+                        // closing quote.
+                        for next in lines.iter().skip(n + 1) {
+                            match next.find(quote) {
+                                Some(end) => {
+                                    out.insert(next[..end].to_string());
+                                    break;
+                                }
+                                None => {
+                                    out.insert(next.to_string());
+                                }
+                            }
+                        }
+                    }
+                },
+                None => {
+                    out.insert(
+                        value
+                            .split([',', '}', '#'])
+                            .next()
+                            .unwrap_or("")
+                            .to_string(),
+                    );
+                }
+            }
+        }
+    }
+    let mut values: Vec<String> = out
+        .into_iter()
+        .map(|v| v.trim().to_string())
+        // Too short to be a secret; replacing it would mangle line numbers and words.
+        .filter(|v| v.chars().count() >= 4)
+        .collect();
+    // Longest first, so a value inside another does not leave the rest of the longer one.
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    values
+}
+
+/// `message` with every value of a secret-like key of the configuration `text` replaced by
+/// `<redacted>`: the one rule behind every configuration error the CLI prints.
+pub fn redact_secrets(message: &str, text: &str) -> String {
+    let mut out = message.to_string();
+    for value in secret_values(text) {
+        out = out.replace(&value, "<redacted>");
+    }
+    out
 }
 
 /// Checks `[cloud.app]` without the network, the way `apply` does before signing in: the secret

@@ -3,9 +3,11 @@
 pub mod apply;
 pub mod check;
 pub mod cloud;
+pub mod completions;
 pub mod detach;
 pub mod disable;
 pub mod init;
+pub mod logout;
 pub mod plan;
 pub mod plugins;
 pub mod site;
@@ -62,7 +64,10 @@ pub fn run(cli: &Cli) -> Outcome {
         Command::Apply { yes } => apply::run(cli, *yes),
         Command::Status => status::run(cli),
         Command::Sync { full, watch } => sync::run(cli, *full, *watch),
-        Command::Disable { ids } => disable::run(cli, ids),
+        Command::Disable { ids, yes } => disable::run(cli, ids, *yes),
+        Command::Logout { all } => logout::run(cli, *all),
+        Command::Completions { shell } => completions::completions(*shell),
+        Command::Man { out } => completions::man(out.as_deref()),
         Command::Detach { yes } => detach::run(cli, *yes),
         Command::Cloud(CloudCommand::Serve(opts)) => cloud::serve(opts.clone()),
         Command::Init(args) => init::run(cli, args),
@@ -81,10 +86,10 @@ pub fn run(cli: &Cli) -> Outcome {
 pub fn confirm(command: &str, question: &str) -> Result<bool, crate::Failure> {
     use std::io::{BufRead, IsTerminal, Write};
     if !std::io::stdin().is_terminal() {
-        let review = if command == "apply" {
-            "review `cloudattach plan`, then run"
-        } else {
-            "run"
+        let review = match command {
+            "apply" => "review `cloudattach plan`, then run",
+            "disable" => "review what it deletes, then run",
+            _ => "run",
         };
         return Err(crate::Failure::Input(format!(
             "standard input is not a terminal, so {command} cannot ask for confirmation: {review} `cloudattach {command} --yes`"

@@ -99,7 +99,7 @@ fn disable_features_and_refuse_while_dependents_are_enabled() {
     w.config("public", DEFAULT);
     w.apply_ok();
 
-    let r = w.cli(&["disable", "endpoint-analytics"]);
+    let r = w.cli(&["disable", "--yes", "endpoint-analytics"]);
     r.ok();
     let c = w.counts(&site.hid);
     assert!(!c.enabled.contains("endpoint-analytics"), "{:?}", c.enabled);
@@ -111,7 +111,7 @@ fn disable_features_and_refuse_while_dependents_are_enabled() {
         false
     );
 
-    let r = w.cli(&["disable", "tenant-attach"]);
+    let r = w.cli(&["disable", "--yes", "tenant-attach"]);
     r.code(2);
     let errors: Vec<&str> = r
         .stderr
@@ -213,4 +213,70 @@ fn status_after_detach_says_the_site_is_not_attached() {
     let text = w.cli(&["status"]);
     text.code(1);
     assert!(text.stdout.contains(&want), "{}", text.stdout);
+}
+
+/// Off a terminal, `disable` without `--yes` refuses (exit 2) after naming what it would
+/// delete, and the tenant still has the feature and every record it uploaded.
+#[test]
+fn disable_without_yes_off_a_terminal_changes_nothing() {
+    let w = World::start();
+    let site = w.generate(600, 2303);
+    w.config("public", DEFAULT);
+    w.apply_ok();
+    let before = w.counts(&site.hid);
+    assert!(before.ea_enrolled > 0, "nothing to lose: {before:?}");
+    let r = w.cli(&["disable", "endpoint-analytics"]);
+    r.code(2);
+    assert!(
+        r.stderr.contains("endpoint-analytics")
+            && r.stderr.contains("deletes the data they uploaded")
+            && r.stderr.contains("`cloudattach disable --yes`"),
+        "{}",
+        r.stderr
+    );
+    let after = w.counts(&site.hid);
+    assert!(after.enabled.contains("endpoint-analytics"), "{after:?}");
+    assert_eq!(after.ea_enrolled, before.ea_enrolled);
+    assert_eq!(after.devices, before.devices);
+}
+
+/// `logout` forgets the administrator's cached tokens: the next command signs in afresh (the
+/// device code is shown again), and the app registered by apply is kept and still used.
+#[test]
+fn logout_makes_the_next_command_sign_in_again() {
+    let w = World::start();
+    w.generate(300, 2303);
+    w.config("public", DEFAULT);
+    w.apply_ok();
+    let tokens = w.state_dir().join("tokens.json");
+    assert!(tokens.exists());
+    let apps = || -> Vec<String> {
+        std::fs::read_dir(w.state_dir())
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with("app-"))
+            .collect()
+    };
+    let apps_before = apps();
+    assert!(!apps_before.is_empty());
+    let cached = w.cli(&["status"]);
+    cached.ok();
+    assert!(
+        !cached.stderr.contains("devicelogin"),
+        "a cached sign-in asked again:\n{}",
+        cached.stderr
+    );
+    let r = w.cli(&["logout"]);
+    r.ok();
+    assert!(r.stderr.contains("signed out"), "{}", r.stderr);
+    assert!(!tokens.exists(), "tokens.json is still there");
+    assert_eq!(apps(), apps_before, "the app's credentials changed");
+    let fresh = w.cli(&["status"]);
+    fresh.ok();
+    assert!(
+        fresh.stderr.contains("devicelogin"),
+        "no fresh sign-in after logout:\n{}",
+        fresh.stderr
+    );
+    assert_eq!(w.hierarchies().len(), 1, "a second hierarchy or app");
 }

@@ -141,7 +141,7 @@ fn a_third_party_plugin_from_a_plugin_dir_runs_like_a_builtin_and_its_data_is_in
         "nothing changed"
     );
 
-    w.cli(&["--output", "json", "disable", "collection-summary"])
+    w.cli(&["--output", "json", "disable", "--yes", "collection-summary"])
         .ok();
     let status = w.cli(&["--output", "json", "status"]);
     assert_eq!(

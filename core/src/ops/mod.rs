@@ -9,6 +9,7 @@ pub mod connect;
 pub mod detach;
 pub mod disable;
 pub mod init;
+pub mod logout;
 pub mod plan;
 pub mod plugins;
 pub mod status;
@@ -26,6 +27,12 @@ pub enum OpError {
     /// The configuration or the selection has problems (exit 2).
     #[error(transparent)]
     Problems(#[from] SelectionError),
+    /// `attach.toml` cannot be read or is not valid (exit 2).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// A plugin directory, from `--plugin-dir` or `[plugins] dirs`, that is not there (exit 2).
+    #[error("{0}")]
+    PluginDir(String),
     /// Other bad input: a file, a flag, an account without the rights (exit 2).
     #[error("{0}")]
     Input(String),
@@ -37,7 +44,10 @@ pub enum OpError {
 impl OpError {
     /// Whether the person has to fix their input (exit 2) rather than retry (exit 1).
     pub fn is_input(&self) -> bool {
-        matches!(self, OpError::Problems(_) | OpError::Input(_))
+        matches!(
+            self,
+            OpError::Problems(_) | OpError::Config(_) | OpError::PluginDir(_) | OpError::Input(_)
+        )
     }
 }
 

@@ -41,21 +41,49 @@ pub struct Workspace {
 /// The configuration `--config` names, or `./attach.toml` when there is one.
 pub fn find_config(options: &LoadOptions) -> Result<Option<Config>, OpError> {
     match &options.config {
-        Some(path) => Ok(Some(Config::load(path).map_err(input)?)),
+        Some(path) => Ok(Some(Config::load(path)?)),
         None if Path::new("attach.toml").is_file() => {
-            Ok(Some(Config::load(Path::new("attach.toml")).map_err(input)?))
+            Ok(Some(Config::load(Path::new("attach.toml"))?))
         }
         None => Ok(None),
     }
 }
 
-/// The built-in plugins and every library in the plugin directories. A library that fails to
-/// load is a warning; the others still load.
+/// The built-in plugins and every library in the plugin directories. A plugin directory that
+/// is not there is a configuration error naming it and where it was given (a typo would
+/// otherwise silently leave its features out); a library that fails to load is a warning, and
+/// the others still load.
 pub fn registry_for(
     options: &LoadOptions,
     config: Option<&Config>,
     reporter: &dyn Reporter,
 ) -> Result<Registry, OpError> {
+    let mut missing = vec![];
+    for dir in &options.plugin_dirs {
+        if !dir.is_dir() {
+            missing.push(format!(
+                "--plugin-dir {}: {}",
+                dir.display(),
+                not_a_directory(dir)
+            ));
+        }
+    }
+    if let Some(c) = config {
+        for dir in &c.plugin_dirs {
+            if !dir.is_dir() {
+                let file = c.file.as_deref().unwrap_or(Path::new("attach.toml"));
+                missing.push(format!(
+                    "{}: [plugins] dirs entry {}: {} (relative entries are relative to the file's directory)",
+                    file.display(),
+                    dir.display(),
+                    not_a_directory(dir)
+                ));
+            }
+        }
+    }
+    if !missing.is_empty() {
+        return Err(OpError::PluginDir(missing.join("\n")));
+    }
     let mut registry = Registry::with_static_plugins().map_err(input)?;
     let mut dirs = options.plugin_dirs.clone();
     dirs.extend(config.map(|c| c.plugin_dirs.clone()).unwrap_or_default());
@@ -64,6 +92,15 @@ pub fn registry_for(
         reporter.warn(&failure.message);
     }
     Ok(registry)
+}
+
+/// Why a plugin directory cannot be used, and what to do.
+fn not_a_directory(dir: &Path) -> &'static str {
+    if dir.exists() {
+        "not a directory; give the directory that holds the plugin libraries"
+    } else {
+        "no such directory; fix the path or remove it"
+    }
 }
 
 impl Workspace {

@@ -18,6 +18,7 @@ pub mod gateway;
 pub mod signin;
 
 pub use app::{AppCredentials, REQUIRED_PERMISSIONS};
+pub use signin::{Forgotten, forget_tokens};
 
 use crate::client::{Api, ApiError};
 use crate::config::{Config, Secret};

@@ -214,3 +214,51 @@ pub(super) async fn signed_in_admin(
         Ok(upn) => Ok((t, upn)),
     }
 }
+
+/// What [`forget_tokens`] did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Forgotten {
+    /// The cache file.
+    pub file: std::path::PathBuf,
+    /// The sign-ins removed, as `(tenant, endpoint)`.
+    pub removed: Vec<(String, String)>,
+    /// A sign-in kept because it is for another tenant or endpoint, as `(tenant, endpoint)`.
+    pub kept: Option<(String, String)>,
+}
+
+/// Forgets the administrator's cached tokens: those of the configured tenant and endpoint, or
+/// with `all` whatever the cache holds. The next command that needs the administrator signs in
+/// afresh. The app's credentials (`app-*.json`) are not tokens of a person and are kept: they
+/// belong to the hierarchy the tenant knows.
+pub fn forget_tokens(config: &Config, all: bool) -> std::io::Result<Forgotten> {
+    let file = tokens_path(config);
+    let mut out = Forgotten {
+        file: file.clone(),
+        removed: vec![],
+        kept: None,
+    };
+    let text = match std::fs::read_to_string(&file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    let endpoint = match &config.endpoint {
+        crate::config::Endpoint::Embedded => "embedded".to_string(),
+        crate::config::Endpoint::Url(u) => u.trim_end_matches('/').to_string(),
+    };
+    // A cache this version cannot read holds tokens all the same: it goes with --all only.
+    let cached = serde_json::from_str::<CachedTokens>(&text)
+        .ok()
+        .map(|c| (c.tenant, c.endpoint));
+    let ours = cached
+        .as_ref()
+        .is_some_and(|(t, e)| t == &config.tenant && e == &endpoint);
+    if all || ours {
+        std::fs::remove_file(&file)?;
+        out.removed
+            .push(cached.unwrap_or_else(|| ("unknown".into(), "unknown".into())));
+    } else {
+        out.kept = cached.or_else(|| Some(("unknown".into(), "unknown".into())));
+    }
+    Ok(out)
+}
