@@ -97,8 +97,12 @@ impl Host for SiteHost {
         self.environment
     }
     fn for_each_device(&self, visit: &mut dyn FnMut(&Device)) -> Result<(), HostError> {
+        let mut read = crate::report::DeviceCounter::new();
         self.site
-            .for_each_device(visit)
+            .for_each_device(&mut |d| {
+                visit(d);
+                read.one();
+            })
             .map_err(|e| HostError::new("site-unreadable", e.to_string()))
     }
     fn for_each_device_with(
@@ -106,8 +110,12 @@ impl Host for SiteHost {
         parts: DeviceParts,
         visit: &mut dyn FnMut(&Device),
     ) -> Result<(), HostError> {
+        let mut read = crate::report::DeviceCounter::new();
         self.site
-            .for_each_device_parts(parts, &mut |d| visit(&d))
+            .for_each_device_parts(parts, &mut |d| {
+                visit(&d);
+                read.one();
+            })
             .map_err(|e| HostError::new("site-unreadable", e.to_string()))
     }
     fn collection(&self, id: &str) -> Option<CollectionInfo> {
@@ -253,9 +261,11 @@ impl Host for PassHost<'_> {
             return self.inner.for_each_device(visit);
         };
         for chunk in rx {
-            for d in chunk?.iter() {
+            let chunk = chunk?;
+            for d in chunk.iter() {
                 visit(d);
             }
+            crate::report::devices_read(chunk.len() as u64);
         }
         Ok(())
     }

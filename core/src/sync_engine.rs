@@ -7,7 +7,7 @@
 //! the product) and acknowledged hashes to a [`HashLedger`] (the state store), so it is tested
 //! with an in-memory target and ledger.
 
-use crate::report::Progress;
+use crate::report::{DevicesRead, Progress, count_devices_read};
 use crate::state::{StateError, StateStore};
 use cloudattach_sdk::gateway::UploadAnswer;
 use cloudattach_sdk::{HostError, Record, RecordSink, SyncMode, SyncStats};
@@ -110,7 +110,8 @@ impl SyncEngine {
             ledger.claim(channel, owner).map_err(state_error)?;
             ledger.known(channel).map_err(state_error)?
         };
-        let progress = progress();
+        let progress: Arc<dyn Progress> = Arc::from(progress());
+        let _reading = count_devices_read(progress.clone());
         Ok(Box::new(Upload {
             engine: self,
             channel: channel.to_string(),
@@ -122,6 +123,7 @@ impl SyncEngine {
             in_flight: VecDeque::new(),
             stats: SyncStats::default(),
             progress,
+            _reading,
         }))
     }
 }
@@ -143,7 +145,9 @@ struct Upload<'a> {
     batch_bytes: Vec<u8>,
     in_flight: VecDeque<JoinHandle<BatchResult>>,
     stats: SyncStats,
-    progress: Box<dyn Progress>,
+    progress: Arc<dyn Progress>,
+    /// The devices read on this thread while the upload is open advance its progress.
+    _reading: DevicesRead,
 }
 
 impl Upload<'_> {
@@ -205,7 +209,7 @@ impl Upload<'_> {
         self.stats.upserted += answer.upserted;
         self.stats.deleted += answer.deleted;
         self.stats.unchanged += answer.unchanged;
-        self.progress.advance(n);
+        self.progress.sent(n);
         Ok(())
     }
 }
@@ -372,6 +376,77 @@ mod tests {
             ledger.clone(),
         );
         (rt, target, ledger, engine)
+    }
+
+    /// Counts what an upload's progress hears.
+    #[derive(Default)]
+    struct Counted {
+        devices: std::sync::atomic::AtomicU64,
+        sent: std::sync::atomic::AtomicU64,
+        finished: std::sync::atomic::AtomicBool,
+    }
+    struct CountedProgress(Arc<Counted>);
+    impl Progress for CountedProgress {
+        fn advance(&self, n: u64) {
+            self.0
+                .devices
+                .fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+        }
+        fn sent(&self, n: u64) {
+            self.0
+                .sent
+                .fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+        }
+        fn finish(&self, _stats: &SyncStats) {
+            self.0
+                .finished
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// An upload's progress counts the devices read on its thread while it is open (the bar's
+    /// total is the site's devices), and the records acknowledged; a finished upload, or one on
+    /// another thread, hears nothing more.
+    #[test]
+    fn progress_counts_devices_read_while_the_upload_is_open_and_records_sent() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (_rt, _target, _ledger, engine) = setup();
+        let (a, b) = (Arc::new(Counted::default()), Arc::new(Counted::default()));
+        let mut first = engine
+            .open("p", "devices", SyncMode::Delta, &|| {
+                Box::new(CountedProgress(a.clone()))
+            })
+            .unwrap();
+        let second = engine
+            .open("q", "analytics", SyncMode::Delta, &|| {
+                Box::new(CountedProgress(b.clone()))
+            })
+            .unwrap();
+        {
+            let mut read = crate::report::DeviceCounter::new();
+            for i in 0..2_500 {
+                read.one();
+                if i % 2 == 0 {
+                    first
+                        .push(Record {
+                            key: i.to_string(),
+                            value: serde_json::json!(i),
+                        })
+                        .unwrap();
+                }
+            }
+        }
+        std::thread::scope(|s| {
+            s.spawn(|| crate::report::devices_read(1_000));
+        });
+        first.finish().unwrap();
+        second.finish().unwrap();
+        crate::report::devices_read(10);
+        assert_eq!(a.devices.load(SeqCst), 2_500);
+        assert_eq!(b.devices.load(SeqCst), 2_500);
+        assert_eq!(a.sent.load(SeqCst), 1_250);
+        assert_eq!(b.sent.load(SeqCst), 0);
+        assert!(a.finished.load(SeqCst) && b.finished.load(SeqCst));
     }
 
     #[test]

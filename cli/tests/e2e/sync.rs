@@ -301,3 +301,39 @@ fn sync_watch_json_prints_one_compact_document_per_line() {
         assert!(v["plugins"].is_array(), "{v}");
     }
 }
+
+/// Off a terminal, every channel an upload touches ends with one summary line on stderr —
+/// also when nothing changed (a delta with nothing to send) — naming what it sent, changed,
+/// deleted and left unchanged; after apply and after sync alike.
+#[test]
+fn every_channel_ends_with_one_summary_line_on_stderr() {
+    let w = World::start();
+    w.generate(800, 2303);
+    w.config("public", DEFAULT);
+    let applied = w.cli(&["apply", "--yes"]);
+    applied.ok();
+    let synced = w.cli(&["sync"]);
+    synced.ok();
+    for (what, stderr) in [("apply", &applied.stderr), ("sync", &synced.stderr)] {
+        for channel in ["devices", "analytics", "defender", "comanagement"] {
+            let lines: Vec<&str> = stderr
+                .lines()
+                .filter(|l| l.starts_with(&format!("{channel}: ")) && l.contains(" in scope, in "))
+                .collect();
+            assert_eq!(lines.len(), 1, "{what}: {channel}: {lines:?}\n{stderr}");
+            assert!(
+                lines[0].contains(" sent (") && lines[0].contains("deleted), "),
+                "{what}: {}",
+                lines[0]
+            );
+        }
+    }
+    // The delta after apply sent nothing, and says so.
+    assert!(
+        synced
+            .stderr
+            .contains("devices: 0 sent (0 added or changed, 0 deleted)"),
+        "{}",
+        synced.stderr
+    );
+}

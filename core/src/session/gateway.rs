@@ -219,13 +219,10 @@ impl CloudPort for Session {
         channel: &str,
         mode: SyncMode,
     ) -> Result<Box<dyn RecordSink + '_>, HostError> {
-        let expected = if channel == "devices" {
-            self.expected_records
-        } else {
-            None
-        };
+        // Every upload's pass reads the whole inventory (the plugin picks its records from
+        // it), so each channel's bar has the same real total: the site's devices.
         self.engine.open(owner, channel, mode, &|| {
-            self.reporter.progress(channel, expected)
+            self.reporter.progress(channel, self.expected_records)
         })
     }
 
