@@ -4,7 +4,7 @@
 
 use cloudattach_core::report::{Progress, Reporter};
 use cloudattach_sdk::{SyncStats, thousands};
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
@@ -26,9 +26,7 @@ impl CliReporter {
     #[cfg(test)]
     fn hidden() -> Self {
         CliReporter {
-            bars: Some(MultiProgress::with_draw_target(
-                indicatif::ProgressDrawTarget::hidden(),
-            )),
+            bars: Some(MultiProgress::with_draw_target(ProgressDrawTarget::hidden())),
         }
     }
 
@@ -85,10 +83,9 @@ struct BarProgress {
 
 impl BarProgress {
     fn new(multi: &MultiProgress, channel: &str, expected: Option<u64>) -> Self {
-        let bar = match expected {
-            Some(n) => ProgressBar::new(n),
-            None => ProgressBar::no_length(),
-        };
+        // Hidden until the multi-progress takes it: a bar drawn on its own before that leaves
+        // a stale copy of itself on the terminal.
+        let bar = ProgressBar::with_draw_target(expected, ProgressDrawTarget::hidden());
         let template = if expected.is_some() {
             "{prefix:>24} [{bar:30}] {human_pos}/{human_len} devices  {msg}  eta {eta}"
         } else {
