@@ -232,13 +232,20 @@ pub(crate) struct ErrorReport {
 }
 
 impl ErrorReport {
-    fn new(exit: u8, code: &'static str, message: String) -> Self {
+    /// A report of `text`; its `hint: …` lines, if any, are the hint.
+    fn new(exit: u8, code: &'static str, text: String) -> Self {
+        let (hints, lines): (Vec<&str>, Vec<&str>) =
+            text.lines().partition(|l| l.starts_with("hint: "));
+        let hints: Vec<&str> = hints
+            .into_iter()
+            .map(|l| l.trim_start_matches("hint: "))
+            .collect();
         ErrorReport {
             exit,
             code,
-            text: message.clone(),
-            message,
-            hint: None,
+            message: lines.join("\n"),
+            hint: (!hints.is_empty()).then(|| hints.join("\n")),
+            text,
             problems: None,
         }
     }

@@ -1656,6 +1656,15 @@ fn with_output_json_every_error_is_one_json_document() {
             "{what}: the human text stays on stderr"
         );
     }
+    // What to do is the hint, not part of the message.
+    let doc = run(dir.path(), &["--config", unr, "--output", "json", "status"]).json();
+    assert!(
+        doc["error"]["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("[cloud] endpoint")),
+        "{doc:#}"
+    );
+    assert!(!doc["error"]["message"].as_str().unwrap().contains("hint"));
     // A selection error's hint and problems are there for scripts.
     let doc = run(dir.path(), &["--config", sel, "--output", "json", "plan"]).json();
     assert_eq!(

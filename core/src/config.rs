@@ -636,4 +636,53 @@ pilot_collection = "PS100020"
             }
         }
     }
+
+    #[test]
+    fn secret_like_keys() {
+        for key in [
+            "secret",
+            "client_secret",
+            "Client-Secret",
+            "password",
+            "db_passwd",
+            "token",
+            "API_TOKEN",
+            "refresh-token",
+            "credentials",
+            "apikey",
+            "private_key",
+            "\"password\"",
+        ] {
+            assert!(is_secret_key(key), "{key}");
+        }
+        for key in [
+            "secret_file",
+            "secret_env",
+            "secret_expiry",
+            "tenant",
+            "upload",
+            "enabled",
+            "app_id_uri",
+        ] {
+            assert!(!is_secret_key(key), "{key}");
+        }
+    }
+
+    #[test]
+    fn no_error_shows_a_secret_value() {
+        let s = "s3cr3t-Value-42";
+        let cases = [
+            format!("[cloud.app]\nclient_secret = \"{s}\"\n"),
+            format!("[cloud]\ntoken = '{s}'\n"),
+            format!("[cloud]\npassword = \"{s}\n"),
+            format!("[cloud]\npassword = \"{s}\"\ntenant = [\n"),
+            format!("[cloud]\nx = {{ api_key = \"{s}\" }}\n"),
+            format!("[cloud]\nprivate_key = \"\"\"\n{s}\n\"\"\"\nregion = 1\n"),
+            format!("[attach]\nsettings = \"fast\"\npassword = \"{s}\"\n"),
+        ];
+        for text in &cases {
+            let msg = parse(text).unwrap_err().to_string();
+            assert!(!msg.contains(s), "{text:?}: {msg}");
+        }
+    }
 }

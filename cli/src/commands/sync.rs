@@ -62,6 +62,7 @@ fn sync(ws: &Workspace, output: Output, full: bool, watch: Option<Duration>) -> 
             writeln!(out, "{line}")
                 .and_then(|()| out.flush())
                 .map_err(|e| Failure::Runtime(e.to_string()))?;
+            crate::document_printed();
         } else if output == Output::Json {
             print_json(&serde_json::json!({ "plugins": reports }))?;
         } else {
