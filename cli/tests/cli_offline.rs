@@ -1468,6 +1468,14 @@ fn no_configuration_error_echoes_a_secret() {
     let r = run(dir.path(), &["--config", &cfg, "plan"]);
     r.expect_code(2)
         .stderr_has(&["line 9", "client_secret", "<redacted>", "secret_file"]);
+    let r = run(dir.path(), &["--config", &cfg, "plan", "--output", "json"]);
+    let doc = r.json();
+    assert!(
+        doc["error"]["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("secret_file")),
+        "{doc:#}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -343,7 +343,7 @@ fn toml_message(e: &toml::de::Error) -> String {
         && is_secret_key(key)
     {
         message.push_str(
-            "\nsecrets are never written in attach.toml: put the app's secret in a file named by [cloud.app] secret_file, or in an environment variable named by secret_env",
+            "\nhint: secrets are never written in attach.toml: put the app's secret in a file named by [cloud.app] secret_file, or in an environment variable named by secret_env",
         );
     }
     message
