@@ -373,10 +373,12 @@ pub(crate) async fn ea_report(State(st): St, Extension(c): Extension<Caller>, Qu
             }
         }
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-        let startup = if boot.len() >= MIN_EA_DEVICES {
-            let (b, si) = (mean(&boot), mean(&signin));
-            json!({"status": "ok", "score": round1(0.5 * b + 0.5 * si), "boot_score": round1(b),
-                   "sign_in_score": round1(si), "devices": boot.len()})
+        // Every score is computed from unrounded parts and rounded once, when it is shown.
+        let startup_score = (boot.len() >= MIN_EA_DEVICES)
+            .then(|| 0.5 * mean(&boot) + 0.5 * mean(&signin));
+        let startup = if let Some(score) = startup_score {
+            json!({"status": "ok", "score": round1(score), "boot_score": round1(mean(&boot)),
+                   "sign_in_score": round1(mean(&signin)), "devices": boot.len()})
         } else {
             json!({"status": "insufficient data", "score": null, "devices": boot.len()})
         };
@@ -388,12 +390,13 @@ pub(crate) async fn ea_report(State(st): St, Extension(c): Extension<Caller>, Qu
                        "mttf_minutes": mttf.map(round1), "score": round1(reliability_score(mttf))})
             })
             .collect();
-        let reliability = if rel.len() >= MIN_EA_DEVICES {
-            json!({"status": "ok", "score": round1(mean(&rel)), "devices": rel.len(), "apps": app_list})
+        let reliability_score = (rel.len() >= MIN_EA_DEVICES).then(|| mean(&rel));
+        let reliability = if let Some(score) = reliability_score {
+            json!({"status": "ok", "score": round1(score), "devices": rel.len(), "apps": app_list})
         } else {
             json!({"status": "insufficient data", "score": null, "devices": rel.len(), "apps": app_list})
         };
-        let scores: Vec<f64> = [&startup, &reliability].iter().filter_map(|v| v["score"].as_f64()).collect();
+        let scores: Vec<f64> = [startup_score, reliability_score].into_iter().flatten().collect();
         let overall = if scores.is_empty() { Value::Null } else { json!(round1(mean(&scores))) };
         Ok(json!({
             "status": if boot.len() >= MIN_EA_DEVICES { "ok" } else { "insufficient data" },

@@ -756,3 +756,40 @@ async fn large_uncompressed_batch_over_2_mb() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["upserted"], 10000);
 }
+
+/// The Endpoint analytics score is the mean of the unrounded startup and app reliability scores,
+/// rounded once: worked by hand, 5 devices with core boot 10 s (boot score 100) and group policy
+/// + desktop usable 33.448 s (sign-in score 100 × (70 − 33.448) / 60 = 60.92) give a startup
+/// score of 80.46 (shown 80.5); no crashes give app reliability 100; the overall score is
+/// (80.46 + 100) / 2 = 90.23 → 90.2, where the mean of the rounded parts would give 90.3.
+#[tokio::test]
+async fn the_endpoint_analytics_score_is_rounded_once() {
+    let c = start().await;
+    let admin = c.admin().await;
+    c.onboard(&admin, &["tenant-attach", "endpoint-analytics"])
+        .await;
+    let (s, v) = c
+        .post(&admin, &hpath("/upload/devices"), device_batch(1..6))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let ups: Vec<Value> = (1..6)
+        .map(|i| {
+            json!({"key": i.to_string(), "record": {"resource_id": i, "client_version": "5.00.9106.1000",
+            "analytics": {"core_boot_ms": 10000, "total_boot_ms": 30000, "gp_logon_ms": 13448,
+            "desktop_usable_ms": 20000,
+            "apps": [{"name": "Teams", "usage_minutes": 600, "daily_crashes": [0, 0, 0]}]}}})
+        })
+        .collect();
+    let (s, v) = c
+        .post(&admin, &hpath("/upload/analytics"), json!({"upserts": ups}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, rep) = c.get(&admin, "/api/v1/reports/endpoint-analytics").await;
+    assert_eq!(s, 200, "{rep}");
+    assert_eq!(rep["startup_performance"]["boot_score"], 100.0, "{rep}");
+    assert_eq!(rep["startup_performance"]["sign_in_score"], 60.9, "{rep}");
+    assert_eq!(rep["startup_performance"]["score"], 80.5, "{rep}");
+    assert_eq!(rep["app_reliability"]["score"], 100.0, "{rep}");
+    assert_eq!(rep["endpoint_analytics_score"], 90.2, "{rep}");
+    c.running.shutdown().await;
+}
