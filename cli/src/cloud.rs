@@ -48,6 +48,7 @@ impl Cloud {
                             "[cloud] tenant = {:?}: the embedded cloud has the tenants contoso.example and fabrikam.example; use one of them, or set [cloud] endpoint to a cloud service that has this tenant",
                             config.tenant
                         )),
+                        e @ cloudattach_cloud::CloudError::UnsupportedData(_) => Failure::Input(format!("cannot start the embedded cloud: {e}")),
                         other => Failure::Runtime(format!("cannot start the embedded cloud: {other}")),
                     })?;
                 tracing::info!("embedded cloud at {}", running.base_url());

@@ -112,7 +112,16 @@ async fn admin_sign_in(
             None,
             &body,
         )
-        .await?;
+        .await
+        .map_err(|e| match &e {
+            // The cloud bounds unfinished sign-ins per application and tenant.
+            ApiError::Status { code, message, .. } if code == "temporarily_unavailable" => {
+                SessionError::SignIn(format!(
+                    "the cloud refuses new sign-ins to {tenant} for now: {message}"
+                ))
+            }
+            _ => e.into(),
+        })?;
     let device_code = dc
         .device_code
         .as_deref()
