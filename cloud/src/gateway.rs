@@ -255,8 +255,13 @@ pub(crate) async fn get_hierarchy(
 }
 
 /// `GET /api/v1/hierarchies`
-pub(crate) async fn list_hierarchies(State(st): St, Extension(c): Extension<Caller>) -> R {
+pub(crate) async fn list_hierarchies(
+    State(st): St,
+    Extension(c): Extension<Caller>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> R {
     c.require_read()?;
+    let page = crate::read::Page::of(&q)?;
     let tid = c.tenant_id.clone();
     let v = db(&st, move |s| {
         let mut v = Vec::new();
@@ -267,7 +272,8 @@ pub(crate) async fn list_hierarchies(State(st): St, Extension(c): Extension<Call
         Ok::<_, StoreError>(v)
     })
     .await?;
-    Ok(Json(json!({ "value": v })).into_response())
+    let doc = page.answer(&st, "/api/v1/hierarchies", &q, v, Default::default());
+    Ok(Json(doc).into_response())
 }
 
 /// `DELETE /api/v1/hierarchies/{hid}`: offboard.

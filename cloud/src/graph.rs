@@ -206,6 +206,10 @@ pub(crate) async fn get_app(
 
 /// Parses `appId eq '…'` (the only supported filter).
 fn parse_app_filter(f: &str) -> Result<String, ApiError> {
+    parse_app_filter_value(f).map_err(|e| e.with_details(json!({"parameter": "$filter"})))
+}
+
+fn parse_app_filter_value(f: &str) -> Result<String, ApiError> {
     let f = f.trim();
     let rest = f
         .strip_prefix("appId eq ")
@@ -232,6 +236,7 @@ pub(crate) async fn list_apps(
     Query(q): Query<HashMap<String, String>>,
 ) -> R {
     let filter = q.get("$filter").map(|f| parse_app_filter(f)).transpose()?;
+    let page = crate::read::Page::of(&q)?;
     let tid = c.tenant_id.clone();
     let apps = db(&st, move |s| s.applications(&tid)).await?;
     let value: Vec<Value> = apps
@@ -240,7 +245,8 @@ pub(crate) async fn list_apps(
         .filter(|a| c.can_read_directory() || c.app_id() == Some(a.app_id.as_str()))
         .map(app_json)
         .collect();
-    Ok(Json(json!({"value": value})).into_response())
+    let doc = page.answer(&st, "/v1.0/applications", &q, value, Default::default());
+    Ok(Json(doc).into_response())
 }
 
 #[derive(Deserialize)]
@@ -474,11 +480,14 @@ pub(crate) async fn list_sps(
     Query(q): Query<HashMap<String, String>>,
 ) -> R {
     let filter = q.get("$filter").map(|f| parse_app_filter(f)).transpose()?;
+    let page = crate::read::Page::of(&q)?;
     let tid = c.tenant_id.clone();
     let sps = db(&st, move |s| s.service_principals(&tid, filter.as_deref())).await?;
-    let v: Vec<_> = sps
+    let v: Vec<Value> = sps
         .into_iter()
         .filter(|s| c.can_read_directory() || c.app_id() == Some(s.app_id.as_str()))
+        .map(|s| serde_json::to_value(s).unwrap_or(Value::Null))
         .collect();
-    Ok(Json(json!({ "value": v })).into_response())
+    let doc = page.answer(&st, "/v1.0/servicePrincipals", &q, v, Default::default());
+    Ok(Json(doc).into_response())
 }

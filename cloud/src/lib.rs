@@ -14,6 +14,7 @@ mod graph;
 mod identity;
 mod ingest;
 mod lockout;
+mod query;
 mod read;
 pub mod seed;
 mod server;

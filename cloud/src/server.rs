@@ -195,6 +195,7 @@ pub(crate) fn router(st: Arc<AppState>) -> Router {
             "/api/v1/comanagement/devices",
             get(read::comanagement_devices),
         )
+        .layer(axum::middleware::from_fn(crate::query::middleware))
         .layer(from_fn_with_state(st.clone(), faults::middleware))
         .layer(from_fn_with_state(st.clone(), authenticate));
     Router::new()

@@ -54,16 +54,8 @@ fn default_settings_attach_everything_and_reapply_is_noop() {
     assert_eq!(hs[0]["counts"]["devices"], expected.devices);
     assert_eq!(hs[0]["effective_authority"], "configmgr+intune");
     // Defender reports are populated.
-    let report = w.get("/api/v1/reports/defender/antivirus-agent-status");
-    let rows = report["value"]
-        .as_array()
-        .map(Vec::len)
-        .or_else(|| report["@odata.count"].as_u64().map(|n| n as usize));
-    assert_eq!(
-        rows,
-        Some(expected.defender as usize),
-        "defender report: {report}"
-    );
+    let rows = w.get_all("/api/v1/reports/defender/antivirus-agent-status");
+    assert_eq!(rows.len(), expected.defender as usize, "defender report");
     // Endpoint analytics computed scores from the enrolled devices.
     let ea = w.get("/api/v1/reports/endpoint-analytics");
     assert_eq!(ea["enrolled_devices"], expected.ea_enrolled);

@@ -327,6 +327,18 @@ impl World {
         v
     }
 
+    /// Every row of a paged list (all its pages, following `@odata.nextLink`).
+    pub fn get_all(&self, path: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut next = Some(path.to_string());
+        while let Some(p) = next {
+            let v = self.get(&p);
+            out.extend(v["value"].as_array().expect("value").iter().cloned());
+            next = v["@odata.nextLink"].as_str().map(String::from);
+        }
+        out
+    }
+
     /// The cloud's status of a hierarchy, as counts.
     pub fn counts(&self, hid: &str) -> Counts {
         let v = self.get(&format!("/api/v1/hierarchies/{hid}/status"));

@@ -99,13 +99,11 @@ fn a_third_party_plugin_from_a_plugin_dir_runs_like_a_builtin_and_its_data_is_in
     assert_eq!(step["status"], "done", "{step}");
 
     // The data, read back through the cloud's API.
-    let records = w.get(&format!(
+    let records = w.get_all(&format!(
         "/api/v1/hierarchies/{}/ext/collection-summary/records",
         site.hid
     ));
-    let by_key: std::collections::BTreeMap<&str, &Value> = records["value"]
-        .as_array()
-        .unwrap()
+    let by_key: std::collections::BTreeMap<&str, &Value> = records
         .iter()
         .map(|r| (r["key"].as_str().unwrap(), &r["record"]))
         .collect();
@@ -393,13 +391,11 @@ fn a_new_plugin_crate_builds_tests_loads_and_applies_against_the_cloud() {
             *expected.entry(model.to_string()).or_default() += 1;
         }
     }
-    let records = w.get(&format!(
+    let records = w.get_all(&format!(
         "/api/v1/hierarchies/{}/ext/inventory-report/records",
         site.hid
     ));
-    let held: std::collections::BTreeMap<String, u64> = records["value"]
-        .as_array()
-        .unwrap()
+    let held: std::collections::BTreeMap<String, u64> = records
         .iter()
         .map(|r| {
             (

@@ -83,9 +83,43 @@ impl Gateway {
             None => Body::Empty,
         };
         let url = self.path(path);
-        Ok(self
+        let get = method == HttpMethod::GET;
+        let mut answer = self
             .handle
-            .block_on(self.api.json(method, &url, Some(&token), &body))?)
+            .block_on(self.api.json(method, &url, Some(&token), &body))?;
+        // A list comes in pages: a plugin reading one gets all of it, as from an unpaged list
+        // (the pages are fetched from the same service, whatever host its links name).
+        while get
+            && let Some(next) = answer
+                .get("@odata.nextLink")
+                .and_then(|l| l.as_str())
+                .and_then(|l| l.find("/api/").map(|i| l[i..].to_string()))
+        {
+            let page = self.handle.block_on(self.api.json(
+                HttpMethod::GET,
+                &next,
+                Some(&token),
+                &Body::Empty,
+            ))?;
+            let more = page
+                .get("value")
+                .and_then(|v| v.as_array())
+                .cloned()
+                .unwrap_or_default();
+            let last = more.is_empty() || page.get("@odata.nextLink").is_none();
+            if let Some(serde_json::Value::Array(all)) = answer.get_mut("value") {
+                all.extend(more);
+            }
+            match page.get("@odata.nextLink") {
+                Some(l) if !last => answer["@odata.nextLink"] = l.clone(),
+                _ => {
+                    if let Some(o) = answer.as_object_mut() {
+                        o.remove("@odata.nextLink");
+                    }
+                }
+            }
+        }
+        Ok(answer)
     }
 }
 
