@@ -87,39 +87,47 @@ impl Gateway {
         let mut answer = self
             .handle
             .block_on(self.api.json(method, &url, Some(&token), &body))?;
-        // A list comes in pages: a plugin reading one gets all of it, as from an unpaged list
-        // (the pages are fetched from the same service, whatever host its links name).
-        while get
-            && let Some(next) = answer
-                .get("@odata.nextLink")
-                .and_then(|l| l.as_str())
-                .and_then(|l| l.find("/api/").map(|i| l[i..].to_string()))
-        {
+        // A list comes in pages: a plugin reading one gets all of it, as from an unpaged list.
+        while get && let Some(next) = next_page_path(&answer) {
             let page = self.handle.block_on(self.api.json(
                 HttpMethod::GET,
                 &next,
                 Some(&token),
                 &Body::Empty,
             ))?;
-            let more = page
-                .get("value")
-                .and_then(|v| v.as_array())
-                .cloned()
-                .unwrap_or_default();
-            let last = more.is_empty() || page.get("@odata.nextLink").is_none();
-            if let Some(serde_json::Value::Array(all)) = answer.get_mut("value") {
-                all.extend(more);
-            }
-            match page.get("@odata.nextLink") {
-                Some(l) if !last => answer["@odata.nextLink"] = l.clone(),
-                _ => {
-                    if let Some(o) = answer.as_object_mut() {
-                        o.remove("@odata.nextLink");
-                    }
-                }
-            }
+            merge_page(&mut answer, page);
         }
         Ok(answer)
+    }
+}
+
+/// The path of a list answer's next page: its `@odata.nextLink` from `/api/` on (the pages are
+/// fetched from this service, whatever host the cloud names in its links).
+fn next_page_path(answer: &serde_json::Value) -> Option<String> {
+    let link = answer.get("@odata.nextLink")?.as_str()?;
+    link.find("/api/").map(|i| link[i..].to_string())
+}
+
+/// Appends a page's rows to `answer` and takes over its `@odata.nextLink`; an empty page ends
+/// the list (so a cloud that keeps sending a link can't keep the host reading).
+fn merge_page(answer: &mut serde_json::Value, page: serde_json::Value) {
+    let more = page
+        .get("value")
+        .and_then(|v| v.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let link = page
+        .get("@odata.nextLink")
+        .filter(|_| !more.is_empty())
+        .cloned();
+    if let Some(serde_json::Value::Array(all)) = answer.get_mut("value") {
+        all.extend(more);
+    }
+    if let Some(o) = answer.as_object_mut() {
+        match link {
+            Some(l) => o.insert("@odata.nextLink".into(), l),
+            None => o.remove("@odata.nextLink"),
+        };
     }
 }
 
@@ -265,5 +273,39 @@ impl CloudPort for Session {
 
     fn log(&self, message: &str) {
         self.reporter.say(message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_pages_of_a_list_are_read_to_the_end() {
+        let mut answer = json!({"@odata.count": 3, "value": [1],
+            "@odata.nextLink": "http://cloud.example:8750/api/v1/hierarchies/h/ext/x/records?$top=1&$skiptoken=1"});
+        assert_eq!(
+            next_page_path(&answer).as_deref(),
+            Some("/api/v1/hierarchies/h/ext/x/records?$top=1&$skiptoken=1")
+        );
+        merge_page(
+            &mut answer,
+            json!({"@odata.count": 3, "value": [2], "@odata.nextLink": "http://x/api/v1/next?$skiptoken=2"}),
+        );
+        assert_eq!(
+            next_page_path(&answer).as_deref(),
+            Some("/api/v1/next?$skiptoken=2")
+        );
+        merge_page(&mut answer, json!({"@odata.count": 3, "value": [3]}));
+        assert_eq!(answer, json!({"@odata.count": 3, "value": [1, 2, 3]}));
+        assert_eq!(next_page_path(&answer), None);
+        // An empty page ends the list even if it names another.
+        let mut answer = json!({"value": [1], "@odata.nextLink": "http://x/api/v1/a"});
+        merge_page(
+            &mut answer,
+            json!({"value": [], "@odata.nextLink": "http://x/api/v1/a"}),
+        );
+        assert_eq!(answer, json!({"value": [1]}));
     }
 }
