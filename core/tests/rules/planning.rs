@@ -11,7 +11,9 @@
 
 use super::common;
 
+use cloudattach_core::ops::plan::PlanOptions;
 use cloudattach_core::ops::{self, OpError, Workspace};
+use cloudattach_core::session::view::CloudView;
 use cloudattach_core::state::AppliedState;
 use cloudattach_core::{Plan, Site};
 use common::{
@@ -29,6 +31,8 @@ struct Case {
     config: &'static str,
     /// (plugin id, JSON settings) applied before.
     applied: &'static [(&'static str, &'static str)],
+    /// `--ignore-check` codes.
+    ignore: &'static [&'static str],
     expected: &'static str,
 }
 
@@ -54,6 +58,12 @@ fn render_plan(plan: &Plan) -> Vec<String> {
         if let Some(d) = &s.detail {
             line.push_str(&format!(": {d}"));
         }
+        if !s.ignored_checks.is_empty() {
+            line.push_str(&format!(
+                " [check ignored: {}]",
+                s.ignored_checks.join(", ")
+            ));
+        }
         out.push(line);
     }
     out
@@ -66,9 +76,12 @@ fn render(case: &Case) -> String {
     let site = Site::open(&config.site_dir).expect("the site opens");
     let ws = Workspace::new(config, registry(), Arc::new(site)).expect("a workspace");
     let recorder = Recorder::default();
+    let options = PlanOptions {
+        ignore_checks: case.ignore.iter().map(|c| c.to_string()).collect(),
+    };
     let result = if case.applied.is_empty() {
         let before = snapshot(dir.path());
-        let result = ops::plan::run(&ws, &recorder);
+        let result = ops::plan::run(&ws, &options, &recorder);
         assert_eq!(
             snapshot(dir.path()),
             before,
@@ -83,10 +96,16 @@ fn render(case: &Case) -> String {
                 .map(|(id, json)| (id.to_string(), serde_json::from_str(json).unwrap()))
                 .collect(),
         );
-        ops::plan::plan_with(&ws, &applied, &recorder)
+        ops::plan::plan_with(&ws, &applied, &options, &recorder)
     };
     let mut out = match result {
-        Ok(planned) => render_plan(&planned.plan),
+        Ok(planned) => {
+            let mut lines = render_plan(&planned.plan);
+            if planned.plan.check_failed() {
+                lines.push("=> a check failed (exit 1)".to_string());
+            }
+            lines
+        }
         Err(OpError::Problems(e)) => render_problems(&e),
         Err(e) => vec![format!(
             "error (not a problem list, exit {}): {e}",
@@ -116,6 +135,7 @@ const CASES: &[Case] = &[
             path = "site"
         "#,
         applied: &[],
+        ignore: &[],
         expected: r#"
             public default 2303
             co-management enable: schedule 5 eligible devices for enrollment (all)
@@ -133,6 +153,7 @@ const CASES: &[Case] = &[
             environment = "china"
         "#,
         applied: &[],
+        ignore: &[],
         expected: r#"
             china default 2303
             co-management enable: schedule 5 eligible devices for enrollment (all)
@@ -150,6 +171,7 @@ const CASES: &[Case] = &[
             settings = "default"
         "#,
         applied: &[],
+        ignore: &[],
         expected: r#"
             public default 2203
             co-management enable: schedule 5 eligible devices for enrollment (all)
@@ -164,6 +186,7 @@ const CASES: &[Case] = &[
         site: r#"version = "2111""#,
         config: "",
         applied: &[],
+        ignore: &[],
         expected: r#"
             public default 2111
             co-management enable: schedule 5 eligible devices for enrollment (all)
@@ -186,6 +209,7 @@ const CASES: &[Case] = &[
             enabled = true
         "#,
         applied: &[],
+        ignore: &[],
         expected: r#"
             public custom 2303
             co-management skip (not enabled in attach.toml)
@@ -207,6 +231,7 @@ const CASES: &[Case] = &[
             enrollment = "all"
         "#,
         applied: &[],
+        ignore: &[],
         expected: r#"
             china custom 2303
             co-management enable: schedule 5 eligible devices for enrollment (all)
@@ -226,6 +251,7 @@ const CASES: &[Case] = &[
             upload = "PS100102"
         "#,
         applied: &[],
+        ignore: &[],
         expected: r#"
             public custom 2303
             co-management skip (not enabled in attach.toml)
@@ -246,6 +272,7 @@ const CASES: &[Case] = &[
             pilot_collection = "PS100102"
         "#,
         applied: &[],
+        ignore: &[],
         expected: r#"
             public custom 2303
             co-management enable: schedule 4 eligible devices for enrollment (pilot)
@@ -265,6 +292,7 @@ const CASES: &[Case] = &[
             enabled = false
         "#,
         applied: &[],
+        ignore: &[],
         expected: r#"
             public default 2303
             co-management enable: schedule 5 eligible devices for enrollment (all)
@@ -285,6 +313,7 @@ const CASES: &[Case] = &[
             path = "site"
         "#,
         applied: &[],
+        ignore: &[],
         expected: r#"
             error[site-version]: the site is version 2107: cloud attach needs Configuration Manager 2111 or later; update the site first (check still runs)
         "#,
@@ -297,6 +326,7 @@ const CASES: &[Case] = &[
             environment = "usgov"
         "#,
         applied: &[],
+        ignore: &[],
         expected: r#"
             error[site-version]: the site is version 2105: cloud attach needs Configuration Manager 2111 or later; update the site first (check still runs)
         "#,
@@ -311,6 +341,7 @@ const CASES: &[Case] = &[
             [features.endpoint-analytics]
         "#,
         applied: &[],
+        ignore: &[],
         expected: r#"
             error[site-version]: the site is version 2107: cloud attach needs Configuration Manager 2111 or later; update the site first (check still runs)
         "#,
@@ -329,6 +360,7 @@ const CASES: &[Case] = &[
             enrollment = "all"
         "#,
         applied: &[],
+        ignore: &[],
         expected: r#"
             error[unsupported] tenant-attach: [features.tenant-attach]: Tenant attach (device upload) can't be enabled for Azure China Cloud (china); it is available in public, usgov; turn it off (enabled = false) or change the environment
         "#,
@@ -345,6 +377,7 @@ const CASES: &[Case] = &[
             enrollment = "none"
         "#,
         applied: &[],
+        ignore: &[],
         expected: r#"
             error[validation] co-management: [features.co-management] enrollment = "none": automatic enrollment of all eligible devices is the only option in Azure China Cloud; set enrollment = "all"
         "#,
@@ -361,6 +394,7 @@ const CASES: &[Case] = &[
             enabled = true
         "#,
         applied: &[],
+        ignore: &[],
         expected: r#"
             error[unsupported] defender-reporting: [features.defender-reporting]: Microsoft Defender reporting needs site version 2303 or later; the site is 2207; turn it off (enabled = false) or update the site to 2303
         "#,
@@ -377,6 +411,7 @@ const CASES: &[Case] = &[
             upload = "PS1NOPE1"
         "#,
         applied: &[],
+        ignore: &[],
         expected: r#"
             error[invalid-option] tenant-attach: [features.tenant-attach] upload = "PS1NOPE1": expected "all" or a collection id such as "PS100012"
         "#,
@@ -395,6 +430,7 @@ const CASES: &[Case] = &[
             uploads = "all"
         "#,
         applied: &[],
+        ignore: &[],
         expected: r#"
             error[unknown-plugin] nope: [features.nope]: no plugin has the id `nope`; known plugins: co-management, defender-reporting, endpoint-analytics, rbac-authority, tenant-attach (load others with --plugin-dir)
             error[invalid-option] co-management: [features.co-management] enrollment = "some": expected one of "all", "pilot", "none"
@@ -411,6 +447,7 @@ const CASES: &[Case] = &[
             enrollment = "pilot"
         "#,
         applied: &[],
+        ignore: &[],
         expected: r#"
             error[validation] co-management: [features.co-management] enrollment = "pilot" needs `pilot_collection`, the id of the pilot collection (e.g. "PS100020")
 
@@ -426,6 +463,7 @@ const CASES: &[Case] = &[
             upload = "PS1FFFFF"
         "#,
         applied: &[],
+        ignore: &[],
         expected: r#"
             error[collection-reference] tenant-attach.upload: [features.tenant-attach] upload = "PS1FFFFF": site PS1 has no collection PS1FFFFF; it has PS100100, PS100101, PS100102, PS100103, PS100104, SMS00001
         "#,
@@ -442,6 +480,7 @@ const CASES: &[Case] = &[
             ("endpoint-analytics", "{}"),
             ("rbac-authority", r#"{"enforce_configmgr_rbac": true}"#),
         ],
+        ignore: &[],
         expected: r#"
             public default 2303
             co-management noop: schedule 5 eligible devices for enrollment (all)
@@ -473,6 +512,7 @@ const CASES: &[Case] = &[
             ),
             ("rbac-authority", r#"{"enforce_configmgr_rbac": false}"#),
         ],
+        ignore: &[],
         expected: r#"
             public custom 2303
             co-management update: schedule 5 eligible devices for enrollment (all)
@@ -493,6 +533,7 @@ const CASES: &[Case] = &[
             pilot_collection = "PS100102"
         "#,
         applied: &[("co-management", r#"{"enrollment": "all"}"#)],
+        ignore: &[],
         expected: r#"
             public custom 2303
             co-management noop: schedule 5 eligible devices for enrollment (all)
@@ -518,6 +559,7 @@ const CASES: &[Case] = &[
             ("rbac-authority", r#"{"enforce_configmgr_rbac": true}"#),
             ("co-management", r#"{"enrollment": "all"}"#),
         ],
+        ignore: &[],
         expected: r#"
             public custom 2303
             rbac-authority disable (not enabled in attach.toml)
@@ -535,6 +577,7 @@ const CASES: &[Case] = &[
             ("tenant-attach", r#"{"upload": "all"}"#),
             ("defender-reporting", "{}"),
         ],
+        ignore: &[],
         expected: r#"
             public default 2207
             defender-reporting disable (Microsoft Defender reporting needs site version 2303 or later; the site is 2207)
@@ -556,6 +599,7 @@ const CASES: &[Case] = &[
             ("defender-reporting", "{}"),
             ("co-management", r#"{"enrollment": "all"}"#),
         ],
+        ignore: &[],
         expected: r#"
             china default 2303
             defender-reporting disable (Microsoft Defender reporting can't be enabled for Azure China Cloud (china); it is available in public, usgov)
@@ -570,6 +614,7 @@ const CASES: &[Case] = &[
         site: r#"version = "2107""#,
         config: "",
         applied: &[("tenant-attach", r#"{"upload": "all"}"#)],
+        ignore: &[],
         expected: r#"
             error[site-version]: the site is version 2107: cloud attach needs Configuration Manager 2111 or later; update the site first (check still runs)
 
@@ -591,7 +636,7 @@ fn apply_creates_no_state_for_a_configuration_it_refuses() {
     let site = Arc::new(Site::open(&dir.path().join("site")).unwrap());
     let ws = Workspace::new(refused, registry(), site.clone()).unwrap();
     let before = snapshot(dir.path());
-    let err = ops::apply::prepare(&ws, &Recorder::default())
+    let err = ops::apply::select(&ws, &Recorder::default())
         .err()
         .expect("a dependent without its dependency is refused");
     assert!(err.is_input(), "{err}");
@@ -599,7 +644,14 @@ fn apply_creates_no_state_for_a_configuration_it_refuses() {
 
     let fine = parse_config("[site]\npath = \"site\"\n", dir.path()).unwrap();
     let ws = Workspace::new(fine, registry(), site).unwrap();
-    let planned = ops::apply::prepare(&ws, &Recorder::default()).unwrap();
-    assert!(ops::apply::changes(&planned.plan) > 0);
+    let selection = ops::apply::select(&ws, &Recorder::default()).unwrap();
+    let prepared = ops::apply::prepare(
+        &ws,
+        selection,
+        &CloudView::default(),
+        &PlanOptions::default(),
+    )
+    .unwrap();
+    assert!(ops::apply::changes(&prepared.planned.plan) > 0);
     assert!(dir.path().join(".cloudattach/state.db").is_file());
 }

@@ -3,13 +3,13 @@
 //! `id skipped: why`, `id not selected: why`) and the warnings, or one line per problem
 //! (`error[kind] feature: text`, the text being what the CLI prints after `error: `).
 //!
-//! Every case is selected strictly (plan, apply, sync) and leniently (check, status, disable);
-//! when the two differ, the expected text has a `strict:` and a `lenient:` section.
+//! Every command validates a configuration the same way (`selection::validate`: this selection
+//! and, in the same pass, the collections options name); `every_command_agrees_on_validity`
+//! runs each case through every command's use case and compares what they refuse.
 
 use super::common;
 
-use cloudattach_core::selection::check_collection_references;
-use cloudattach_core::{Decision, Registry, Selection, SelectionError, Site, Strictness, select};
+use cloudattach_core::{Decision, Registry, Selection, SelectionError, Site, select, validate};
 use cloudattach_sdk::SiteVersion;
 use common::{check_table, parse_config, registry, render_options, render_problems, trim_indent};
 use std::path::Path;
@@ -61,19 +61,7 @@ fn render(registry: &Registry, case: &Case) -> String {
         }
     };
     let version = SiteVersion(case.site);
-    let strict = render_selection(select(&config, registry, version, Strictness::Strict));
-    let lenient = render_selection(select(&config, registry, version, Strictness::Lenient));
-    if strict == lenient {
-        return strict.join("\n");
-    }
-    let indent = |lines: Vec<String>| {
-        lines
-            .iter()
-            .map(|l| format!("  {l}"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    format!("strict:\n{}\nlenient:\n{}", indent(strict), indent(lenient))
+    render_selection(select(&config, registry, version)).join("\n")
 }
 
 #[test]
@@ -335,14 +323,7 @@ const CASES: &[Case] = &[
             enabled = true
         "#,
         expected: r#"
-            strict:
-              error[dependency] endpoint-analytics: [features.endpoint-analytics]: depends on tenant-attach, which is not enabled; enable [features.tenant-attach] too
-            lenient:
-              co-management not selected: not enabled in attach.toml
-              tenant-attach not selected: not enabled in attach.toml
-              defender-reporting not selected: not enabled in attach.toml
-              endpoint-analytics skipped: depends on tenant-attach, which is not enabled
-              rbac-authority not selected: not enabled in attach.toml
+            error[dependency] endpoint-analytics: [features.endpoint-analytics]: depends on tenant-attach, which is not enabled; enable [features.tenant-attach] too
         "#,
     },
     Case {
@@ -357,15 +338,8 @@ const CASES: &[Case] = &[
             [features.rbac-authority]
         "#,
         expected: r#"
-            strict:
-              error[dependency] endpoint-analytics: [features.endpoint-analytics]: depends on tenant-attach, which is not enabled; enable [features.tenant-attach] too
-              error[dependency] rbac-authority: [features.rbac-authority]: depends on tenant-attach, which is not enabled; enable [features.tenant-attach] too
-            lenient:
-              co-management not selected: not enabled in attach.toml
-              tenant-attach not selected: turned off in attach.toml
-              defender-reporting not selected: not enabled in attach.toml
-              endpoint-analytics skipped: depends on tenant-attach, which is not enabled
-              rbac-authority skipped: depends on tenant-attach, which is not enabled
+            error[dependency] endpoint-analytics: [features.endpoint-analytics]: depends on tenant-attach, which is not enabled; enable [features.tenant-attach] too
+            error[dependency] rbac-authority: [features.rbac-authority]: depends on tenant-attach, which is not enabled; enable [features.tenant-attach] too
         "#,
     },
     Case {
@@ -380,14 +354,7 @@ const CASES: &[Case] = &[
             enabled = true
         "#,
         expected: r#"
-            strict:
-              error[unsupported] defender-reporting: [features.defender-reporting]: Microsoft Defender reporting needs site version 2303 or later; the site is 2207; turn it off (enabled = false) or update the site to 2303
-            lenient:
-              co-management not selected: not enabled in attach.toml
-              tenant-attach selected {upload=all}
-              defender-reporting skipped: Microsoft Defender reporting needs site version 2303 or later; the site is 2207
-              endpoint-analytics not selected: not enabled in attach.toml
-              rbac-authority not selected: not enabled in attach.toml
+            error[unsupported] defender-reporting: [features.defender-reporting]: Microsoft Defender reporting needs site version 2303 or later; the site is 2207; turn it off (enabled = false) or update the site to 2303
         "#,
     },
     Case {
@@ -419,14 +386,7 @@ const CASES: &[Case] = &[
             enabled = true
         "#,
         expected: r#"
-            strict:
-              error[unsupported] endpoint-analytics: [features.endpoint-analytics]: Endpoint analytics can't be enabled for Azure China Cloud (china); it is available in public, usgov; turn it off (enabled = false) or change the environment
-            lenient:
-              co-management not selected: not enabled in attach.toml
-              tenant-attach not selected: not enabled in attach.toml
-              defender-reporting not selected: not enabled in attach.toml
-              endpoint-analytics skipped: Endpoint analytics can't be enabled for Azure China Cloud (china); it is available in public, usgov
-              rbac-authority not selected: not enabled in attach.toml
+            error[unsupported] endpoint-analytics: [features.endpoint-analytics]: Endpoint analytics can't be enabled for Azure China Cloud (china); it is available in public, usgov; turn it off (enabled = false) or change the environment
         "#,
     },
     Case {
@@ -443,19 +403,12 @@ const CASES: &[Case] = &[
             enabled = true
         "#,
         expected: r#"
-            strict:
-              error[unsupported] defender-reporting: [features.defender-reporting]: Microsoft Defender reporting needs site version 2303 or later; the site is 2203; turn it off (enabled = false) or update the site to 2303
-              error[unsupported] rbac-authority: [features.rbac-authority]: RBAC authority needs site version 2207 or later; the site is 2203; turn it off (enabled = false) or update the site to 2207
-            lenient:
-              co-management not selected: not enabled in attach.toml
-              tenant-attach selected {upload=all}
-              defender-reporting skipped: Microsoft Defender reporting needs site version 2303 or later; the site is 2203
-              endpoint-analytics not selected: not enabled in attach.toml
-              rbac-authority skipped: RBAC authority needs site version 2207 or later; the site is 2203
+            error[unsupported] defender-reporting: [features.defender-reporting]: Microsoft Defender reporting needs site version 2303 or later; the site is 2203; turn it off (enabled = false) or update the site to 2303
+            error[unsupported] rbac-authority: [features.rbac-authority]: RBAC authority needs site version 2207 or later; the site is 2203; turn it off (enabled = false) or update the site to 2207
         "#,
     },
     Case {
-        name: "lenient: a malformed option is reported with every other conflict",
+        name: "a malformed option is reported with every other conflict",
         site: 2203,
         config: r#"
             [attach]
@@ -482,14 +435,7 @@ const CASES: &[Case] = &[
             [features.endpoint-analytics]
         "#,
         expected: r#"
-            strict:
-              error[unsupported] tenant-attach: [features.tenant-attach]: Tenant attach (device upload) needs site version 2107 or later in Azure US Government Cloud; the site is 2105; turn it off (enabled = false) or update the site to 2107
-            lenient:
-              co-management not selected: not enabled in attach.toml
-              tenant-attach skipped: Tenant attach (device upload) needs site version 2107 or later in Azure US Government Cloud; the site is 2105
-              defender-reporting not selected: not enabled in attach.toml
-              endpoint-analytics skipped: depends on tenant-attach, which is skipped: Tenant attach (device upload) needs site version 2107 or later in Azure US Government Cloud; the site is 2105
-              rbac-authority not selected: not enabled in attach.toml
+            error[unsupported] tenant-attach: [features.tenant-attach]: Tenant attach (device upload) needs site version 2107 or later in Azure US Government Cloud; the site is 2105; turn it off (enabled = false) or update the site to 2107
         "#,
     },
     // ---- the China rules ----
@@ -507,14 +453,7 @@ const CASES: &[Case] = &[
             enrollment = "all"
         "#,
         expected: r#"
-            strict:
-              error[unsupported] tenant-attach: [features.tenant-attach]: Tenant attach (device upload) can't be enabled for Azure China Cloud (china); it is available in public, usgov; turn it off (enabled = false) or change the environment
-            lenient:
-              co-management selected {enrollment=all}
-              tenant-attach skipped: Tenant attach (device upload) can't be enabled for Azure China Cloud (china); it is available in public, usgov
-              defender-reporting not selected: not enabled in attach.toml
-              endpoint-analytics not selected: not enabled in attach.toml
-              rbac-authority not selected: not enabled in attach.toml
+            error[unsupported] tenant-attach: [features.tenant-attach]: Tenant attach (device upload) can't be enabled for Azure China Cloud (china); it is available in public, usgov; turn it off (enabled = false) or change the environment
         "#,
     },
     Case {
@@ -562,14 +501,7 @@ const CASES: &[Case] = &[
             [features.co-management]
         "#,
         expected: r#"
-            strict:
-              error[unsupported] co-management: [features.co-management]: Co-management needs site version 2006 or later in Azure China Cloud; the site is 2005; turn it off (enabled = false) or update the site to 2006
-            lenient:
-              co-management skipped: Co-management needs site version 2006 or later in Azure China Cloud; the site is 2005
-              tenant-attach not selected: not enabled in attach.toml
-              defender-reporting not selected: not enabled in attach.toml
-              endpoint-analytics not selected: not enabled in attach.toml
-              rbac-authority not selected: not enabled in attach.toml
+            error[unsupported] co-management: [features.co-management]: Co-management needs site version 2006 or later in Azure China Cloud; the site is 2005; turn it off (enabled = false) or update the site to 2006
         "#,
     },
     Case {
@@ -767,8 +699,8 @@ const CASES: &[Case] = &[
 ];
 
 /// Collection references checked against the `small-site` fixture (site PS1, collections
-/// PS100100–PS100104): after a strict selection, every option that names a collection must name
-/// one the site has.
+/// PS100100–PS100104) by the one validation: every option that names a collection must name
+/// one the site has, reported with the selection's own problems.
 struct RefCase {
     name: &'static str,
     config: &'static str,
@@ -777,12 +709,8 @@ struct RefCase {
 
 fn render_references(registry: &Registry, site: &Site, case: &RefCase) -> String {
     let config = parse_config(&trim_indent(case.config), Path::new("")).expect("parses");
-    let selection = match select(&config, registry, SiteVersion(2303), Strictness::Strict) {
-        Ok(s) => s,
-        Err(e) => return format!("selection refused:\n{}", render_problems(&e).join("\n")),
-    };
-    match check_collection_references(registry, &selection, site) {
-        Ok(()) => "ok".to_string(),
+    match validate(&config, registry, site) {
+        Ok(_) => "ok".to_string(),
         Err(e) => render_problems(&e).join("\n"),
     }
 }
