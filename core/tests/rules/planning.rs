@@ -43,6 +43,9 @@ impl AppliedState for Applied {
     fn applied_settings(&self, plugin_id: &str) -> Option<Value> {
         self.0.get(plugin_id).cloned()
     }
+    fn applied_ids(&self) -> Vec<String> {
+        self.0.keys().cloned().collect()
+    }
 }
 
 fn render_plan(plan: &Plan) -> Vec<String> {
@@ -620,6 +623,143 @@ const CASES: &[Case] = &[
 
         "#,
     },
+    // ---- prerequisite checks: a failing one skips its feature and its dependents ----
+    Case {
+        name: "a failing check skips its feature and its dependents; independent features go on",
+        site: r#"service_connection_point = "offline""#,
+        config: "",
+        applied: &[],
+        ignore: &[],
+        expected: r#"
+            public default 2303
+            co-management enable: schedule 5 eligible devices for enrollment (all)
+            tenant-attach skip (check failed: service-connection-point-offline: the service connection point of site PS1 is offline: tenant attach needs it online to reach the cloud)
+            defender-reporting skip (depends on tenant-attach, which is skipped: its check failed)
+            endpoint-analytics skip (depends on tenant-attach, which is skipped: its check failed)
+            rbac-authority skip (depends on tenant-attach, which is skipped: its check failed)
+            => a check failed (exit 1)
+        "#,
+    },
+    Case {
+        name: "every failing finding of a check is its skip's reason",
+        site: r#"
+            service_connection_point = "offline"
+            administration_service = false
+        "#,
+        config: r#"
+            [attach]
+            settings = "custom"
+            [features.tenant-attach]
+        "#,
+        applied: &[],
+        ignore: &[],
+        expected: r#"
+            public custom 2303
+            co-management skip (not enabled in attach.toml)
+            tenant-attach skip (check failed: service-connection-point-offline: the service connection point of site PS1 is offline: tenant attach needs it online to reach the cloud; administration-service-missing: the administration service (SMS Provider REST API) of site PS1 does not work: tenant attach needs it)
+            defender-reporting skip (not enabled in attach.toml)
+            endpoint-analytics skip (not enabled in attach.toml)
+            rbac-authority skip (not enabled in attach.toml)
+            => a check failed (exit 1)
+        "#,
+    },
+    Case {
+        name: "--ignore-check with the failing code enables the feature and its dependents",
+        site: r#"service_connection_point = "offline""#,
+        config: "",
+        applied: &[],
+        ignore: &["service-connection-point-offline"],
+        expected: r#"
+            public default 2303
+            co-management enable: schedule 5 eligible devices for enrollment (all)
+            tenant-attach enable: upload 14 devices [check ignored: service-connection-point-offline]
+            defender-reporting enable: report Defender state of 0 devices
+            endpoint-analytics enable: enroll 9 devices in Endpoint analytics
+            rbac-authority enable: enforce Configuration Manager RBAC with Intune RBAC
+        "#,
+    },
+    Case {
+        name: "ignoring one failing code does not ignore another",
+        site: r#"
+            service_connection_point = "offline"
+            administration_service = false
+        "#,
+        config: "",
+        applied: &[],
+        ignore: &["service-connection-point-offline"],
+        expected: r#"
+            public default 2303
+            co-management enable: schedule 5 eligible devices for enrollment (all)
+            tenant-attach skip (check failed: administration-service-missing: the administration service (SMS Provider REST API) of site PS1 does not work: tenant attach needs it) [check ignored: service-connection-point-offline]
+            defender-reporting skip (depends on tenant-attach, which is skipped: its check failed)
+            endpoint-analytics skip (depends on tenant-attach, which is skipped: its check failed)
+            rbac-authority skip (depends on tenant-attach, which is skipped: its check failed)
+            => a check failed (exit 1)
+        "#,
+    },
+    Case {
+        name: "an ignored code no failing finding has is refused, naming the failing ones",
+        site: r#"service_connection_point = "offline""#,
+        config: "",
+        applied: &[],
+        ignore: &["service-conection-point-offline"],
+        expected: r#"
+            error[ignore-check]: --ignore-check service-conection-point-offline: no failing check finding has this code; the failing findings are service-connection-point-offline
+        "#,
+    },
+    Case {
+        name: "an ignored code when no check fails is refused",
+        site: "",
+        config: "",
+        applied: &[],
+        ignore: &["administration-service-missing"],
+        expected: r#"
+            error[ignore-check]: --ignore-check administration-service-missing: no failing check finding has this code; no check of the selected features fails
+        "#,
+    },
+    Case {
+        name: "a failing check of a feature applied before skips it instead of a noop",
+        site: "administration_service = false",
+        config: "",
+        applied: &[
+            ("co-management", r#"{"enrollment": "all"}"#),
+            ("tenant-attach", r#"{"upload": "all"}"#),
+        ],
+        ignore: &[],
+        expected: r#"
+            public default 2303
+            co-management noop: schedule 5 eligible devices for enrollment (all)
+            tenant-attach skip (check failed: administration-service-missing: the administration service (SMS Provider REST API) of site PS1 does not work: tenant attach needs it)
+            defender-reporting skip (depends on tenant-attach, which is skipped: its check failed)
+            endpoint-analytics skip (depends on tenant-attach, which is skipped: its check failed)
+            rbac-authority skip (depends on tenant-attach, which is skipped: its check failed)
+            => a check failed (exit 1)
+        "#,
+    },
+    // ---- features enabled whose plugin is not loaded ----
+    Case {
+        name: "a feature applied before whose plugin is not loaded is a skip saying what to load",
+        site: "",
+        config: r#"
+            [attach]
+            settings = "custom"
+            [features.tenant-attach]
+        "#,
+        applied: &[
+            ("tenant-attach", r#"{"upload": "all"}"#),
+            ("collection-summary", r#"{}"#),
+        ],
+        ignore: &[],
+        expected: r#"
+            public custom 2303
+            co-management skip (not enabled in attach.toml)
+            tenant-attach noop: upload 14 devices
+            defender-reporting skip (not enabled in attach.toml)
+            endpoint-analytics skip (not enabled in attach.toml)
+            rbac-authority skip (not enabled in attach.toml)
+            collection-summary skip (enabled in the tenant; its plugin is not loaded here: load it with --plugin-dir)
+        "#,
+    },
 ];
 
 /// `apply`'s planning half refuses a configuration with problems before it creates the state,
@@ -637,8 +777,8 @@ fn apply_creates_no_state_for_a_configuration_it_refuses() {
     let ws = Workspace::new(refused, registry(), site.clone()).unwrap();
     let before = snapshot(dir.path());
     let err = ops::apply::select(&ws, &Recorder::default())
-        .err()
-        .expect("a dependent without its dependency is refused");
+        .map(|_| ())
+        .expect_err("a dependent without its dependency is refused");
     assert!(err.is_input(), "{err}");
     assert_eq!(snapshot(dir.path()), before, "nothing written");
 
@@ -654,4 +794,109 @@ fn apply_creates_no_state_for_a_configuration_it_refuses() {
     .unwrap();
     assert!(ops::apply::changes(&prepared.planned.plan) > 0);
     assert!(dir.path().join(".cloudattach/state.db").is_file());
+}
+
+/// Apply plans against the local state reconciled with what the cloud holds: a feature the
+/// state records but the cloud lost is an `enable`, one the cloud holds with other settings an
+/// `update` — in the Summary shown before confirming — and the state is only changed when the
+/// reconciliation is recorded (after confirming).
+#[test]
+fn apply_plans_against_what_the_cloud_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    small_site(dir.path(), "");
+    let config = parse_config("[site]\npath = \"site\"\n", dir.path()).unwrap();
+    let site = Arc::new(Site::open(&dir.path().join("site")).unwrap());
+    let ws = Workspace::new(config, registry(), site).unwrap();
+    let state =
+        cloudattach_core::state::StateStore::open(&dir.path().join(".cloudattach")).unwrap();
+    let applied = [
+        ("co-management", serde_json::json!({"enrollment": "all"})),
+        ("defender-reporting", serde_json::json!({})),
+        ("endpoint-analytics", serde_json::json!({})),
+        (
+            "rbac-authority",
+            serde_json::json!({"enforce_configmgr_rbac": true}),
+        ),
+        ("tenant-attach", serde_json::json!({"upload": "all"})),
+    ];
+    for (id, settings) in &applied {
+        state.set_feature(id, settings).unwrap();
+    }
+    let plan_against = |view: &CloudView| {
+        let selection = ops::apply::select(&ws, &Recorder::default()).unwrap();
+        ops::apply::prepare(&ws, selection, view, &PlanOptions::default()).unwrap()
+    };
+    let actions = |p: &ops::apply::Prepared| -> Vec<String> {
+        p.planned
+            .plan
+            .steps
+            .iter()
+            .map(|s| format!("{} {}", s.plugin, s.action.as_str()))
+            .collect()
+    };
+
+    // The cloud holds everything the state does: nothing to change.
+    let all = CloudView {
+        attached: true,
+        enabled: applied
+            .iter()
+            .map(|(id, s)| (id.to_string(), s.clone()))
+            .collect(),
+    };
+    let same = plan_against(&all);
+    assert_eq!(
+        ops::apply::changes(&same.planned.plan),
+        0,
+        "{:?}",
+        actions(&same)
+    );
+
+    // A fresh cloud: every feature is enabled again, though the state says applied.
+    let fresh = plan_against(&CloudView::default());
+    assert_eq!(
+        actions(&fresh),
+        [
+            "co-management enable",
+            "tenant-attach enable",
+            "defender-reporting enable",
+            "endpoint-analytics enable",
+            "rbac-authority enable"
+        ]
+    );
+    let detail = fresh.planned.plan.steps[1]
+        .detail
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        detail.contains("the cloud does not have this feature enabled"),
+        "{detail}"
+    );
+
+    // Defender reporting disabled cloud-side, co-management's enrollment changed there.
+    let mut drifted = all.clone();
+    drifted.enabled.remove("defender-reporting");
+    drifted.enabled.insert(
+        "co-management".into(),
+        serde_json::json!({"enrollment": "none"}),
+    );
+    let p = plan_against(&drifted);
+    assert_eq!(
+        actions(&p),
+        [
+            "co-management update",
+            "tenant-attach noop",
+            "defender-reporting enable",
+            "endpoint-analytics noop",
+            "rbac-authority noop"
+        ]
+    );
+    // Planning wrote nothing; recording the reconciliation does.
+    use cloudattach_core::state::AppliedState;
+    assert!(state.applied_settings("defender-reporting").is_some());
+    p.reconciled.record(&state).unwrap();
+    assert_eq!(state.applied_settings("defender-reporting"), None);
+    assert_eq!(
+        state.applied_settings("co-management"),
+        Some(serde_json::json!({"enrollment": "none"}))
+    );
 }
