@@ -413,10 +413,12 @@ fn broken_and_hostile_libraries_each_give_one_clear_line_and_the_rest_of_the_run
     .unwrap();
     let step = |id: &str| plan.steps.iter().find(|s| s.plugin == id).unwrap().clone();
     assert_eq!(step("collection-summary").action, PlanAction::Enable);
+    // Its check panicked too: a failed prerequisite check, which skips it before its plan.
     let panicky = step("panicky");
     assert_eq!(panicky.action, PlanAction::Skip);
+    assert!(panicky.check_failed, "{panicky:?}");
     assert!(
-        panicky.reason.as_deref().unwrap().contains("boom in plan"),
+        panicky.reason.as_deref().unwrap().contains("boom in check"),
         "{panicky:?}"
     );
 }
