@@ -71,12 +71,19 @@ pub(crate) enum Command {
         ids: Vec<String>,
     },
     /// Show what apply would do (the wizard's Summary page)
-    Plan,
+    Plan {
+        /// Go ahead despite the failing check finding with this code (repeatable, one code each)
+        #[arg(long = "ignore-check", value_name = "CODE")]
+        ignore_checks: Vec<String>,
+    },
     /// Sign in, register or import the app, and apply the plan in order
     Apply {
         /// Apply without asking (also the "Yes" to registering an app)
         #[arg(long)]
         yes: bool,
+        /// Go ahead despite the failing check finding with this code (repeatable, one code each)
+        #[arg(long = "ignore-check", value_name = "CODE")]
+        ignore_checks: Vec<String>,
     },
     /// What the cloud reports now, per plugin
     Status,

@@ -1362,3 +1362,107 @@ fn init_signs_in_to_check_the_account() {
     r.expect_code(2)
         .stderr_has(&["nowhere.example", "contoso.example and fabrikam.example"]);
 }
+
+/// `check` and `plan` agree on what is valid, and one run lists every conflict: version
+/// conflicts, an upload collection and a pilot collection the site does not have, at once, and
+/// the same in both (exit 2, nothing written).
+#[test]
+fn check_and_plan_refuse_the_same_configuration_with_every_conflict_at_once() {
+    let (dir, cfg) = setup(
+        "2207",
+        "[site]\npath = \"site\"\n[attach]\nsettings = \"custom\"\n\
+         [features.tenant-attach]\nupload = \"PS1FFFFF\"\n\
+         [features.defender-reporting]\n\
+         [features.co-management]\nenrollment = \"pilot\"\npilot_collection = \"PS1000FF\"\n",
+    );
+    let before = snapshot(dir.path());
+    let check = run(dir.path(), &["--config", &cfg, "check"]);
+    check.expect_code(2);
+    let plan = run(dir.path(), &["--config", &cfg, "plan"]);
+    plan.expect_code(2);
+    for needle in [
+        "[features.defender-reporting]",
+        "upload = \"PS1FFFFF\"",
+        "pilot_collection = \"PS1000FF\"",
+    ] {
+        assert!(
+            check.stderr.contains(needle),
+            "check: {needle}:\n{}",
+            check.stderr
+        );
+    }
+    assert_eq!(check.stderr, plan.stderr);
+    assert_eq!(snapshot(dir.path()), before, "something was written");
+}
+
+/// A failing prerequisite check: `plan` shows the feature and its dependents as `skip` with
+/// the failing finding and exits 1; `--ignore-check` with its code plans it (exit 0); a code no
+/// failing finding has is refused (exit 2).
+#[test]
+fn plan_skips_a_feature_whose_check_fails_until_its_code_is_ignored() {
+    let (dir, cfg) = setup("2303", "[site]\npath = \"site\"\n");
+    set_site_key(
+        &dir.path().join("site"),
+        "service_connection_point",
+        "\"offline\"",
+    );
+    let r = run(dir.path(), &["--config", &cfg, "--output", "json", "plan"]);
+    r.expect_code(1);
+    let plan = r.json();
+    assert_eq!(step(&plan, "tenant-attach")["action"], "skip");
+    assert!(
+        step(&plan, "tenant-attach")["reason"]
+            .as_str()
+            .is_some_and(|s| s.contains("service-connection-point-offline")),
+        "{plan:#}"
+    );
+    assert_eq!(step(&plan, "endpoint-analytics")["action"], "skip");
+    assert_eq!(step(&plan, "co-management")["action"], "enable");
+    assert!(r.stderr.contains("--ignore-check"), "{}", r.stderr);
+
+    let typo = run(
+        dir.path(),
+        &[
+            "--config",
+            &cfg,
+            "plan",
+            "--ignore-check",
+            "service-connection-point",
+        ],
+    );
+    typo.expect_code(2);
+    assert!(
+        typo.stderr.contains("service-connection-point-offline"),
+        "{}",
+        typo.stderr
+    );
+    let r = run(
+        dir.path(),
+        &[
+            "--config",
+            &cfg,
+            "--output",
+            "json",
+            "plan",
+            "--ignore-check",
+            "service-connection-point-offline",
+        ],
+    );
+    r.expect_code(0);
+    assert_eq!(step(&r.json(), "tenant-attach")["action"], "enable");
+}
+
+/// `apply` without `--yes` and without a terminal refuses before anything: not even the demo
+/// site is written.
+#[test]
+fn apply_without_yes_off_a_terminal_refuses_before_anything() {
+    let dir = TempDir::new().unwrap();
+    // assert_cmd gives the child a standard input that is not a terminal.
+    let r = run(dir.path(), &["apply"]);
+    r.expect_code(2);
+    assert!(r.stderr.contains("--yes"), "{}", r.stderr);
+    assert!(
+        fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "apply wrote files before refusing"
+    );
+}

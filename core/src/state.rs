@@ -56,6 +56,10 @@ const MIGRATIONS: &[&str] = &[
 pub trait AppliedState {
     /// The settings last applied for a plugin, if it is enabled.
     fn applied_settings(&self, plugin_id: &str) -> Option<serde_json::Value>;
+    /// Every feature enabled, by id — plan names the ones whose plugin is not loaded.
+    fn applied_ids(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Nothing applied yet (a site without state).
@@ -310,6 +314,11 @@ impl AppliedState for StateStore {
             .ok()
             .flatten()
             .and_then(|s| serde_json::from_str(&s).ok())
+    }
+    fn applied_ids(&self) -> Vec<String> {
+        self.features()
+            .map(|f| f.into_iter().map(|(id, _)| id).collect())
+            .unwrap_or_default()
     }
 }
 

@@ -371,3 +371,185 @@ fn text_summaries_format_counts_for_people() {
     assert!(!st.stdout.contains("settings="), "{}", st.stdout);
     assert!(!st.stdout.contains('{'), "{}", st.stdout);
 }
+
+const FEATURES: [&str; 5] = [
+    "co-management",
+    "tenant-attach",
+    "defender-reporting",
+    "endpoint-analytics",
+    "rbac-authority",
+];
+
+/// Without `--yes` and without a terminal, apply refuses before anything — even when the
+/// plan against the local state is all noops while the tenant has lost everything: no sign-in,
+/// no app registration, no hierarchy, no records. With `--yes`, the Summary it prints before
+/// changing anything is made against what the cloud holds: `enable` for everything it lost.
+#[test]
+fn apply_off_a_terminal_refuses_before_anything_and_its_summary_is_the_clouds() {
+    let w = World::start();
+    let site = w.generate(300, 2303);
+    w.config("public", DEFAULT);
+    w.apply_ok();
+    // The same directory pointed at a fresh tenant: the local state says everything is applied.
+    let fresh = World::start();
+    let config = std::fs::read_to_string(w.dir().join("attach.toml"))
+        .unwrap()
+        .replace(&w.base, &fresh.base);
+    std::fs::write(w.dir().join("attach.toml"), config).unwrap();
+    let plan = w.cli(&["plan"]);
+    plan.ok();
+    assert_eq!(summary_action(&plan.stdout, "tenant-attach"), "noop");
+
+    let admin = fresh.admin_token();
+    let apps = || {
+        let (s, v) = fresh.request(reqwest::Method::GET, "/v1.0/applications", &admin, None);
+        assert_eq!(s, 200, "{v}");
+        v["value"].as_array().map(Vec::len).unwrap_or(0)
+    };
+    let apps_before = apps();
+    let tokens = w.state_dir().join("tokens.json");
+    let tokens_before = std::fs::read(&tokens).ok();
+    let r = w.cli(&["apply"]);
+    r.code(2);
+    assert!(
+        r.stderr.contains("not a terminal") && r.stderr.contains("--yes"),
+        "{}",
+        r.stderr
+    );
+    assert!(fresh.hierarchies().is_empty(), "a hierarchy was onboarded");
+    assert_eq!(fresh.device_count(), 0, "records were uploaded");
+    assert_eq!(apps(), apps_before, "an app was registered");
+    assert_eq!(std::fs::read(&tokens).ok(), tokens_before, "it signed in");
+
+    let r = w.cli(&["apply", "--yes"]);
+    r.ok();
+    for id in FEATURES {
+        assert_eq!(
+            summary_action(&r.stderr, id),
+            "enable",
+            "{id}:\n{}",
+            r.stderr
+        );
+    }
+    let c = fresh.counts(&site.hid);
+    assert_eq!(c.devices, site.expected(None, None).devices);
+    assert_eq!(c.enabled.len(), 5, "{:?}", c.enabled);
+}
+
+/// A feature disabled in the tenant behind the site's back is `enable` in the Summary apply
+/// shows before it changes anything (the others `noop`), and apply enables it again.
+#[test]
+fn the_summary_shows_a_feature_the_cloud_disabled_as_enable() {
+    let w = World::start();
+    let site = w.generate(300, 2303);
+    w.config("public", DEFAULT);
+    w.apply_ok();
+    let admin = w.admin_token();
+    let (s, v) = w.request(
+        reqwest::Method::DELETE,
+        &format!(
+            "/api/v1/hierarchies/{}/features/defender-reporting",
+            site.hid
+        ),
+        &admin,
+        None,
+    );
+    assert_eq!(s, 204, "{v}");
+    assert!(!w.counts(&site.hid).enabled.contains("defender-reporting"));
+    let r = w.cli(&["apply", "--yes"]);
+    r.ok();
+    for id in FEATURES {
+        let want = if id == "defender-reporting" {
+            "enable"
+        } else {
+            "noop"
+        };
+        assert_eq!(summary_action(&r.stderr, id), want, "{id}:\n{}", r.stderr);
+    }
+    let c = w.counts(&site.hid);
+    assert!(c.enabled.contains("defender-reporting"), "{:?}", c.enabled);
+    assert_eq!(c.defender, site.expected(None, None).defender);
+}
+
+/// A failing prerequisite check: plan shows its feature and the features that depend on it as
+/// `skip` with the failing finding, and exits 1; apply uploads nothing for them (independent
+/// features still run) and exits 1. `--ignore-check CODE` overrides one finding at a time; a
+/// code no failing finding has is refused.
+#[test]
+fn a_failing_check_skips_its_feature_and_dependents_until_each_finding_is_overridden() {
+    let w = World::start();
+    let site = w.generate(300, 2303);
+    set_site_keys(
+        &w.site_dir(),
+        &[
+            ("service_connection_point", "\"offline\""),
+            ("administration_service", "false"),
+        ],
+    );
+    w.config("public", DEFAULT);
+    w.cli(&["check", "tenant-attach"]).code(1);
+
+    let p = w.cli(&["--output", "json", "plan"]);
+    p.code(1);
+    let plan = steps(&p.json());
+    let reason = plan["tenant-attach"]["reason"].as_str().unwrap_or_default();
+    assert_eq!(plan["tenant-attach"]["action"], "skip");
+    assert!(
+        reason.contains("service-connection-point-offline")
+            && reason.contains("administration-service-missing"),
+        "{reason}"
+    );
+    for id in ["defender-reporting", "endpoint-analytics", "rbac-authority"] {
+        assert_eq!(plan[id]["action"], "skip", "{id}: {}", plan[id]);
+    }
+    assert_eq!(plan["co-management"]["action"], "enable");
+
+    let typo = w.cli(&["plan", "--ignore-check", "service-connection-point-ofline"]);
+    typo.code(2);
+    assert!(
+        typo.stderr
+            .contains("no failing check finding has this code"),
+        "{}",
+        typo.stderr
+    );
+
+    let r = w.cli(&["--output", "json", "apply", "--yes"]);
+    r.code(1);
+    let done = steps(&r.json());
+    assert_eq!(done["tenant-attach"]["status"], "skipped");
+    assert_eq!(done["co-management"]["status"], "done");
+    let c = w.counts(&site.hid);
+    assert_eq!(c.devices, 0, "devices uploaded despite the failed check");
+    assert_eq!(c.defender, 0);
+    assert_eq!(c.ea_enrolled, 0);
+    assert_eq!(
+        c.enabled,
+        ["co-management".to_string()].into_iter().collect(),
+        "{:?}",
+        c.enabled
+    );
+
+    // One finding overridden: the other still skips tenant-attach.
+    let r = w.cli(&[
+        "apply",
+        "--yes",
+        "--ignore-check",
+        "service-connection-point-offline",
+    ]);
+    r.code(1);
+    assert_eq!(w.counts(&site.hid).devices, 0);
+
+    // Both overridden: it goes ahead.
+    let r = w.cli(&[
+        "apply",
+        "--yes",
+        "--ignore-check",
+        "service-connection-point-offline",
+        "--ignore-check",
+        "administration-service-missing",
+    ]);
+    r.ok();
+    let c = w.counts(&site.hid);
+    assert_eq!(c.devices, site.expected(None, None).devices);
+    assert_eq!(c.enabled.len(), 5, "{:?}", c.enabled);
+}

@@ -81,10 +81,10 @@ pub fn validate(ws: &Workspace, ids: &[String]) -> Result<Vec<String>, OpError> 
         .collect())
 }
 
-/// The selection disable runs with (lenient: a feature that cannot run here is left out as
-/// skipped; it can still be turned off).
+/// The selection disable runs with: the one validation every command runs, so a
+/// configuration plan refuses is refused here too.
 pub fn selection(ws: &Workspace) -> Result<Selection, OpError> {
-    ws.select(crate::selection::Strictness::Lenient)
+    ws.select()
 }
 
 /// Disables the features `validate` ordered, one at a time; `each` hears how each ended.

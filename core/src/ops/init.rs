@@ -4,7 +4,7 @@
 use super::{OpError, input};
 use crate::config::Config;
 use crate::registry::Registry;
-use crate::selection::{Decision, Strictness, select};
+use crate::selection::{Decision, validate};
 use crate::site::Site;
 use cloudattach_sdk::Environment;
 use std::path::Path;
@@ -184,7 +184,7 @@ pub fn summary(
     let Some(site) = site else {
         return Ok(vec![]);
     };
-    let selection = select(&config, registry, site.info.version, Strictness::Strict)?;
+    let selection = validate(&config, registry, site)?;
     Ok(selection
         .entries
         .iter()

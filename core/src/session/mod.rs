@@ -6,7 +6,9 @@
 //! - [`app`]: the app the site uses — registered, renewed, carried over, or imported and
 //!   validated against the tenant;
 //! - [`gateway`]: the attach gateway for one hierarchy — onboarding, the [`CloudPort`] the
-//!   plugins reach the cloud through, and the [`UploadTarget`] of the sync engine.
+//!   plugins reach the cloud through, and the [`UploadTarget`] of the sync engine;
+//! - [`view`]: what the cloud holds for the hierarchy, read with the administrator's own token
+//!   before anything is registered (apply plans against it).
 //!
 //! [`CloudPort`]: crate::host::CloudPort
 //! [`UploadTarget`]: crate::sync_engine::UploadTarget
@@ -16,6 +18,7 @@ pub mod app;
 pub mod docs;
 pub mod gateway;
 pub mod signin;
+pub mod view;
 
 pub use app::{AppCredentials, REQUIRED_PERMISSIONS};
 
