@@ -5,7 +5,7 @@
 
 use super::connect::{Connection, session_error};
 use super::plan::{Plan, Planned, make_plan, select_for_plan};
-use super::{OpError, Workspace, runtime};
+use super::{OpError, Workspace};
 use crate::config::Config;
 use crate::host::CloudPort;
 use crate::registry::Registry;
@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 pub fn prepare(ws: &Workspace, reporter: &dyn Reporter) -> Result<Planned, OpError> {
     // The selection first: a configuration with problems creates no state.
     let selection = select_for_plan(ws, reporter)?;
-    let store = StateStore::open(&ws.config.state_dir()).map_err(runtime)?;
+    let store = StateStore::open(&ws.config.state_dir())?;
     let plan = make_plan(&ws.registry, &ws.config, &selection, &ws.site, &store)?;
     Ok(Planned { selection, plan })
 }

@@ -110,7 +110,7 @@ pub fn connect(
     reporter: Arc<dyn Reporter>,
 ) -> Result<Connection, OpError> {
     let state_dir = ws.config.state_dir();
-    let state = Arc::new(Mutex::new(StateStore::open(&state_dir).map_err(runtime)?));
+    let state = Arc::new(Mutex::new(StateStore::open(&state_dir)?));
     let session = Session::connect(
         target.handle.clone(),
         &target.base_url,
