@@ -6,6 +6,7 @@ use crate::reporter::CliReporter;
 use cloudattach_cloud::{RunningCloud, ServeOptions};
 use cloudattach_core::ops::connect::{self, Command, Connection};
 use cloudattach_core::ops::{CloudTarget, Workspace};
+use cloudattach_core::session::Takeover;
 use cloudattach_core::{Config, Endpoint};
 use std::sync::Arc;
 
@@ -85,12 +86,23 @@ pub struct Connected {
 }
 
 impl Connected {
-    /// Takes the state lock (commands that change things), starts the cloud, signs in.
+    /// Takes the state lock (commands that change things), starts the cloud, signs in; a
+    /// hierarchy attached with another app is not taken over.
     pub fn open(ws: &Workspace, command: Command) -> Result<Connected, Failure> {
+        Connected::open_with(ws, command, Takeover::Refuse)
+    }
+
+    /// [`Connected::open`], with what to do about a hierarchy attached with another app.
+    pub fn open_with(
+        ws: &Workspace,
+        command: Command,
+        takeover: Takeover,
+    ) -> Result<Connected, Failure> {
         let lock = connect::lock(ws, command)?;
         let cloud = Cloud::start(&ws.config)?;
-        let conn = connect::connect(ws, &cloud.target(), command, Arc::new(CliReporter::new()))?
-            .holding(lock);
+        let reporter = Arc::new(CliReporter::new());
+        let conn =
+            connect::connect(ws, &cloud.target(), command, reporter, takeover)?.holding(lock);
         Ok(Connected { cloud, conn })
     }
 

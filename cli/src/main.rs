@@ -77,6 +77,10 @@ pub(crate) enum Command {
         /// Apply without asking (also the "Yes" to registering an app)
         #[arg(long)]
         yes: bool,
+        /// When another app of the tenant owns the hierarchy, add a new secret to that app and
+        /// use it (asked on a terminal otherwise)
+        #[arg(long)]
+        takeover: bool,
     },
     /// What the cloud reports now, per plugin
     Status,
@@ -100,6 +104,10 @@ pub(crate) enum Command {
         /// Detach without asking
         #[arg(long)]
         yes: bool,
+        /// When another app of the tenant owns the hierarchy, add a new secret to that app and
+        /// use it (asked on a terminal otherwise)
+        #[arg(long)]
+        takeover: bool,
     },
     /// Write attach.toml: the cloud attach wizard's pages as prompts (or flags)
     Init(commands::init::InitArgs),

@@ -7,16 +7,33 @@ use crate::{Cli, Failure, Outcome, Output, print_json};
 use cloudattach_core::ops::apply::StepStatus;
 use cloudattach_core::ops::connect::Command;
 use cloudattach_core::ops::{self, Workspace};
+use cloudattach_core::session::Takeover;
 use std::time::Instant;
 
-pub fn run(cli: &Cli, yes: bool) -> Outcome {
+pub fn run(cli: &Cli, yes: bool, takeover: bool) -> Outcome {
     let ws = super::workspace(cli)?;
-    let result = apply(&ws, cli.output, yes);
+    let result = apply(&ws, cli.output, yes, takeover_choice("apply", takeover));
     super::report_skipped_lines(&ws);
     result
 }
 
-fn apply(ws: &Workspace, output: Output, yes: bool) -> Outcome {
+/// What `command` does about a hierarchy attached with another app of the tenant: take it over
+/// with `--takeover`; otherwise ask on a terminal (even with `--yes`: it adds a secret to an app
+/// this directory did not register), and off one refuse, naming the app and the flag.
+pub(crate) fn takeover_choice(command: &'static str, takeover: bool) -> Takeover {
+    use std::io::IsTerminal;
+    if takeover {
+        Takeover::Allow
+    } else if std::io::stdin().is_terminal() {
+        Takeover::Ask(std::sync::Arc::new(move |question: &str| {
+            super::confirm(command, question).unwrap_or(false)
+        }))
+    } else {
+        Takeover::Refuse
+    }
+}
+
+fn apply(ws: &Workspace, output: Output, yes: bool, takeover: Takeover) -> Outcome {
     let planned = ops::apply::prepare(ws, &CliReporter::new())?;
     let plan = &planned.plan;
     if output == Output::Text {
@@ -36,7 +53,7 @@ fn apply(ws: &Workspace, output: Output, yes: bool) -> Outcome {
         }
     }
     let started = Instant::now();
-    let connected = Connected::open(ws, Command::Apply)?;
+    let connected = Connected::open_with(ws, Command::Apply, takeover)?;
     let session = &connected.conn.session;
     let report = ops::apply::execute(ws, &planned, &connected.conn)?;
     let (reports, requests, retries, bytes) = (

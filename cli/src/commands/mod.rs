@@ -59,11 +59,11 @@ pub fn run(cli: &Cli) -> Outcome {
         ),
         Command::Check { ids } => check::run(cli, ids),
         Command::Plan => plan::run(cli),
-        Command::Apply { yes } => apply::run(cli, *yes),
+        Command::Apply { yes, takeover } => apply::run(cli, *yes, *takeover),
         Command::Status => status::run(cli),
         Command::Sync { full, watch } => sync::run(cli, *full, *watch),
         Command::Disable { ids } => disable::run(cli, ids),
-        Command::Detach { yes } => detach::run(cli, *yes),
+        Command::Detach { yes, takeover } => detach::run(cli, *yes, *takeover),
         Command::Cloud(CloudCommand::Serve(opts)) => cloud::serve(opts.clone()),
         Command::Init(args) => init::run(cli, args),
         Command::Site(SiteCommand::Generate {
