@@ -1,8 +1,12 @@
 //! The app the site uses to talk to the tenant: registered by `apply` (one credentials file per
 //! tenant and endpoint; a secret that expires within 30 days gets a new password on the same
 //! app; a legacy `app.json` is carried over) or imported from `[cloud.app]` and validated
-//! against the tenant (secret, App ID URI, permissions, consent). The offline import rules live
-//! in [`crate::app_import`].
+//! against the tenant (secret, name, App ID URI, permissions, consent, the tenant's expiry).
+//! Which app owns the hierarchy, and in which environment, is read before any app is chosen:
+//! another app's hierarchy is taken over (a new secret on that app) only as the command's
+//! [`AppChoice`] allows, and an app registered by an attempt that did not finish is found by
+//! its App ID URI instead of registering a second one. The offline import rules live in
+//! [`crate::app_import`].
 
 use super::docs::{Application, Applications, HierarchyDoc, PasswordAnswer, TenantSettings};
 use super::signin::{endpoint_key, form, token};
