@@ -413,7 +413,7 @@ fn fresh_state_dir(w: &World, keep_as: &str) {
 
 /// Applying from a state directory that does not have the credentials of the app that owns the
 /// hierarchy: without `--takeover` it names the owning app and the flag and registers nothing
-/// (apply and detach alike); with `--yes --takeover` it adds a secret to that app and attaches
+/// (apply and detach alike; status and sync point to apply's flag); with `--yes --takeover` it adds a secret to that app and attaches
 /// with it — still exactly one app registration — and detach from there works.
 #[test]
 fn another_state_directory_takes_over_the_owning_app_only_when_asked() {
@@ -435,6 +435,8 @@ fn another_state_directory_takes_over_the_owning_app_only_when_asked() {
     for (args, flag) in [
         (&["apply", "--yes"][..], "cloudattach apply --takeover"),
         (&["detach", "--yes"][..], "cloudattach detach --takeover"),
+        (&["status"][..], "cloudattach apply --takeover"),
+        (&["sync"][..], "cloudattach apply --takeover"),
     ] {
         let r = w.cli(args);
         r.code(2);
