@@ -632,3 +632,70 @@ fn an_app_left_by_an_interrupted_apply_is_reused() {
     assert_eq!(owner_of(&w, &site.hid), left["appId"].as_str().unwrap());
     assert_counts(&w.counts(&site.hid), &site.expected(None, None));
 }
+
+/// On a terminal, apply asks before taking over the app that owns the hierarchy (even with
+/// `--yes`): "n" changes nothing, "y" adds a secret to the owning app and attaches with it.
+#[test]
+fn a_terminal_is_asked_before_a_takeover() {
+    let has_script = std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_script {
+        eprintln!("skipped: util-linux `script` is not available to provide a terminal");
+        return;
+    }
+    let w = World::start();
+    let site = w.generate(100, 2303);
+    w.config("public", DEFAULT);
+    w.apply_ok();
+    let admin = w.admin_token();
+    let client_id = owner_of(&w, &site.hid);
+    fresh_state_dir(&w, ".cloudattach-a");
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    let line = format!(
+        "{} --config {} apply --yes",
+        quote(env!("CARGO_BIN_EXE_cloudattach")),
+        quote(&w.dir().join("attach.toml").display().to_string())
+    );
+    let on_a_terminal = |answer: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .current_dir(w.dir())
+            .env("NO_COLOR", "1")
+            .env_remove("CLOUDATTACH_LOG")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run script");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{answer}\n").as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = on_a_terminal("n");
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("Take it over") && text.contains(&client_id),
+        "{text}"
+    );
+    let apps = registered_apps(&w, &admin);
+    assert_eq!(apps.len(), 1);
+    assert_eq!(apps[0]["passwordCredentials"].as_array().unwrap().len(), 1);
+
+    let (code, text) = on_a_terminal("y");
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("took over app"), "{text}");
+    let apps = registered_apps(&w, &admin);
+    assert_eq!(apps.len(), 1);
+    assert_eq!(apps[0]["passwordCredentials"].as_array().unwrap().len(), 2);
+    assert_eq!(owner_of(&w, &site.hid), client_id);
+}
