@@ -6,6 +6,7 @@ use crate::reporter::CliReporter;
 use cloudattach_cloud::{RunningCloud, ServeOptions};
 use cloudattach_core::ops::connect::{self, Command, Connection};
 use cloudattach_core::ops::{CloudTarget, Workspace};
+use cloudattach_core::session::Takeover;
 use cloudattach_core::state::StateLock;
 use cloudattach_core::{Config, Endpoint};
 use std::sync::Arc;
@@ -99,10 +100,22 @@ impl Started {
         self.cloud.target()
     }
 
-    /// Signs in and sets up the app (the command's app policy).
-    pub fn connect(self, ws: &Workspace, command: Command) -> Result<Connected, Failure> {
+    /// Signs in and sets up the app (the command's app policy); `takeover` says what to do
+    /// about a hierarchy attached with another app.
+    pub fn connect(
+        self,
+        ws: &Workspace,
+        command: Command,
+        takeover: Takeover,
+    ) -> Result<Connected, Failure> {
         let Started { cloud, lock } = self;
-        let conn = connect::connect(ws, &cloud.target(), command, Arc::new(CliReporter::new()));
+        let conn = connect::connect(
+            ws,
+            &cloud.target(),
+            command,
+            Arc::new(CliReporter::new()),
+            takeover,
+        );
         match conn {
             Ok(conn) => Ok(Connected {
                 cloud,
@@ -132,9 +145,19 @@ pub struct Connected {
 }
 
 impl Connected {
-    /// Takes the state lock (commands that change things), starts the cloud, signs in.
+    /// Takes the state lock (commands that change things), starts the cloud, signs in; a
+    /// hierarchy attached with another app is not taken over.
     pub fn open(ws: &Workspace, command: Command) -> Result<Connected, Failure> {
-        Started::start(ws, command)?.connect(ws, command)
+        Connected::open_with(ws, command, Takeover::Refuse)
+    }
+
+    /// [`Connected::open`], with what to do about a hierarchy attached with another app.
+    pub fn open_with(
+        ws: &Workspace,
+        command: Command,
+        takeover: Takeover,
+    ) -> Result<Connected, Failure> {
+        Started::start(ws, command)?.connect(ws, command, takeover)
     }
 
     /// Ends the session and stops the embedded cloud.

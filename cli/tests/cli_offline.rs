@@ -1466,3 +1466,53 @@ fn apply_without_yes_off_a_terminal_refuses_before_anything() {
         "apply wrote files before refusing"
     );
 }
+
+/// A state database written by a newer cloudattach (its schema version above the newest this
+/// build knows) is refused by every command that opens it: exit 2, the message names the file,
+/// its version and the newest known one, and nothing in the directory changes.
+#[test]
+fn a_state_database_from_a_newer_version_is_refused_untouched() {
+    let (dir, cfg) = setup(
+        "2303",
+        "[site]\npath = \"site\"\n[cloud]\nendpoint = \"http://127.0.0.1:9\"\ntenant = \"contoso.example\"\n[attach]\nsettings = \"default\"\n",
+    );
+    let state = dir.path().join(".cloudattach");
+    drop(cloudattach_core::state::StateStore::open(&state).unwrap());
+    let db = state.join("state.db");
+    // A newer build's migration: `user_version` is the big-endian integer at offset 60 of the
+    // SQLite header.
+    let mut bytes = fs::read(&db).unwrap();
+    bytes[60..64].copy_from_slice(&99u32.to_be_bytes());
+    fs::write(&db, bytes).unwrap();
+    let before = snapshot(dir.path());
+    for args in [
+        &["plan"][..],
+        &["status"],
+        &["sync"],
+        &["disable", "co-management"],
+    ] {
+        let r = run(dir.path(), &[&["--config", &cfg][..], args].concat());
+        r.expect_code(2);
+        for part in [db.display().to_string(), "99".into(), "newest".into()] {
+            assert!(
+                r.stderr.contains(&part),
+                "{args:?}: {part:?} in {}",
+                r.stderr
+            );
+        }
+        let newest = r
+            .stderr
+            .split("newer than ")
+            .nth(1)
+            .and_then(|s| s.split(',').next())
+            .unwrap_or_default();
+        assert!(newest.parse::<u32>().is_ok_and(|n| n < 99), "{}", r.stderr);
+        let after = snapshot(dir.path());
+        let changed: Vec<_> = after
+            .iter()
+            .filter(|(p, c)| before.get(*p) != Some(c) && !p.ends_with("lock"))
+            .map(|(p, _)| p.clone())
+            .collect();
+        assert!(changed.is_empty(), "{args:?} changed {changed:?}");
+    }
+}

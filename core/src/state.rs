@@ -31,6 +31,18 @@ pub enum StateError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The database was written by a newer cloudattach, whose schema this build does not know.
+    #[error(
+        "state store {path} has schema version {found}, newer than {newest}, the newest this cloudattach knows: it was written by a newer cloudattach; run that version, or move the state directory away to start over (nothing was changed)"
+    )]
+    TooNew {
+        /// The database.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// The newest version this build knows.
+        newest: i64,
+    },
     /// Another process holds the lock.
     #[error(
         "another cloudattach is running on this state ({holder}); wait for it to finish, or stop it (lock file {path})"
@@ -101,14 +113,24 @@ impl StateStore {
             source,
         };
         let mut conn = Connection::open(&path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(err)?;
+        // The version is checked before anything is written (switching to WAL writes the file
+        // header): a newer build's schema is refused untouched, not used as if it were ours.
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(err)?;
+        let newest = MIGRATIONS.len() as i64;
+        if version > newest {
+            return Err(StateError::TooNew {
+                path,
+                found: version,
+                newest,
+            });
+        }
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(err)?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(err)?;
         for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             let tx = conn.transaction().map_err(err)?;
@@ -425,6 +447,26 @@ mod tests {
         s.remove_feature("tenant-attach", &["devices"]).unwrap();
         assert!(s.channel_hashes("devices").unwrap().is_empty());
         assert_eq!(s.applied_settings("tenant-attach"), None);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch("CREATE TABLE future (x TEXT); PRAGMA user_version = 7;")
+                .unwrap();
+        }
+        let before = std::fs::read(&path).unwrap();
+        let err = StateStore::open(dir.path()).err().expect("refused");
+        assert!(matches!(err, StateError::TooNew { found: 7, .. }), "{err}");
+        let msg = err.to_string();
+        let newest = MIGRATIONS.len().to_string();
+        for part in [path.display().to_string(), "7".into(), newest] {
+            assert!(msg.contains(&part), "{part:?} in {msg}");
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), before, "the file changed");
     }
 
     #[test]

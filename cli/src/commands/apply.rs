@@ -9,9 +9,10 @@ use cloudattach_core::ops::apply::StepStatus;
 use cloudattach_core::ops::connect::Command;
 use cloudattach_core::ops::plan::PlanOptions;
 use cloudattach_core::ops::{self, Workspace};
+use cloudattach_core::session::Takeover;
 use std::time::Instant;
 
-pub fn run(cli: &Cli, yes: bool, ignore_checks: &[String]) -> Outcome {
+pub fn run(cli: &Cli, yes: bool, takeover: bool, ignore_checks: &[String]) -> Outcome {
     // Off a terminal it could not ask: refuse before anything, sign-in included.
     if !yes {
         super::require_terminal("apply")?;
@@ -20,12 +21,40 @@ pub fn run(cli: &Cli, yes: bool, ignore_checks: &[String]) -> Outcome {
     let options = PlanOptions {
         ignore_checks: ignore_checks.to_vec(),
     };
-    let result = apply(&ws, cli.output, yes, &options);
+    let result = apply(
+        &ws,
+        cli.output,
+        yes,
+        &options,
+        takeover_choice("apply", takeover),
+    );
     super::report_skipped_lines(&ws);
     result
 }
 
-fn apply(ws: &Workspace, output: Output, yes: bool, options: &PlanOptions) -> Outcome {
+/// What `command` does about a hierarchy attached with another app of the tenant: take it over
+/// with `--takeover`; otherwise ask on a terminal (even with `--yes`: it adds a secret to an app
+/// this directory did not register), and off one refuse, naming the app and the flag.
+pub(crate) fn takeover_choice(command: &'static str, takeover: bool) -> Takeover {
+    use std::io::IsTerminal;
+    if takeover {
+        Takeover::Allow
+    } else if std::io::stdin().is_terminal() {
+        Takeover::Ask(std::sync::Arc::new(move |question: &str| {
+            super::confirm(command, question).unwrap_or(false)
+        }))
+    } else {
+        Takeover::Refuse
+    }
+}
+
+fn apply(
+    ws: &Workspace,
+    output: Output,
+    yes: bool,
+    options: &PlanOptions,
+    takeover: Takeover,
+) -> Outcome {
     let reporter = CliReporter::new();
     // A configuration with problems is refused before anyone signs in.
     let selection = ops::apply::select(ws, &reporter)?;
@@ -60,7 +89,7 @@ fn apply(ws: &Workspace, output: Output, yes: bool, options: &PlanOptions) -> Ou
         }
     }
     let started_at = Instant::now();
-    let connected = started.connect(ws, Command::Apply)?;
+    let connected = started.connect(ws, Command::Apply, takeover)?;
     let session = &connected.conn.session;
     let report = ops::apply::execute(ws, &prepared, &connected.conn)?;
     let (reports, requests, retries, bytes) = (

@@ -59,11 +59,15 @@ pub fn run(cli: &Cli) -> Outcome {
         ),
         Command::Check { ids } => check::run(cli, ids),
         Command::Plan { ignore_checks } => plan::run(cli, ignore_checks),
-        Command::Apply { yes, ignore_checks } => apply::run(cli, *yes, ignore_checks),
+        Command::Apply {
+            yes,
+            takeover,
+            ignore_checks,
+        } => apply::run(cli, *yes, *takeover, ignore_checks),
         Command::Status => status::run(cli),
         Command::Sync { full, watch } => sync::run(cli, *full, *watch),
         Command::Disable { ids } => disable::run(cli, ids),
-        Command::Detach { yes } => detach::run(cli, *yes),
+        Command::Detach { yes, takeover } => detach::run(cli, *yes, *takeover),
         Command::Cloud(CloudCommand::Serve(opts)) => cloud::serve(opts.clone()),
         Command::Init(args) => init::run(cli, args),
         Command::Site(SiteCommand::Generate {

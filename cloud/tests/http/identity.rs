@@ -716,6 +716,39 @@ async fn roles_licenses_and_more_graph() {
             .0,
         400
     );
+    // Graph's lambda filter over the App ID URIs finds the app by one of them, and only it.
+    let (_, a) = c.get(&admin, &format!("/v1.0/applications/{id}")).await;
+    let uri = a["identifierUris"][0].as_str().unwrap().to_string();
+    let (s, found) = c
+        .get(
+            &admin,
+            &format!("/v1.0/applications?$filter=identifierUris/any(x:x eq '{uri}')"),
+        )
+        .await;
+    assert_eq!(s, 200, "{found}");
+    let ids: Vec<&Value> = found["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| &a["appId"])
+        .collect();
+    assert_eq!(ids, [&json!(app_id)]);
+    let (_, none) = c
+        .get(
+            &admin,
+            "/v1.0/applications?$filter=identifierUris/any(x:x eq 'api://nothing/here')",
+        )
+        .await;
+    assert_eq!(none["value"], json!([]));
+    assert_eq!(
+        c.get(
+            &admin,
+            "/v1.0/applications?$filter=identifierUris/any(x:x ne 'a')"
+        )
+        .await
+        .0,
+        400
+    );
     assert_eq!(
         c.delete(&admin, &format!("/v1.0/applications/{id}"))
             .await

@@ -62,7 +62,7 @@ pub fn prepare(
     view: &CloudView,
     options: &PlanOptions,
 ) -> Result<Prepared, OpError> {
-    let store = StateStore::open(&ws.config.state_dir()).map_err(runtime)?;
+    let store = StateStore::open(&ws.config.state_dir())?;
     let reconciled = reconcile(view, &store).map_err(runtime)?;
     let mut plan = make_plan(
         &ws.registry,

@@ -2,7 +2,7 @@
 //! feature depends on is refused unless that one is named too.
 
 use super::connect::Connection;
-use super::{OpError, Workspace, input, runtime};
+use super::{OpError, Workspace, input};
 use crate::selection::{Selection, host_for};
 use crate::state::StateStore;
 use cloudattach_sdk::{ApplyOutcome, Severity};
@@ -36,7 +36,7 @@ pub fn validate(ws: &Workspace, ids: &[String]) -> Result<Vec<String>, OpError> 
     }
     let enabled: Vec<String> = StateStore::open(&ws.config.state_dir())
         .and_then(|s| s.features())
-        .map_err(runtime)?
+        .map_err(OpError::from)?
         .into_iter()
         .map(|(id, _)| id)
         .collect();

@@ -1,7 +1,7 @@
 //! `plan`: what apply would do — the wizard's Summary page. Pure apart from the plugins' reads
 //! of the inventory for their details; it opens the state when there is one, never creates it.
 
-use super::{OpError, Workspace, runtime};
+use super::{OpError, Workspace};
 use crate::config::Config;
 use crate::host::{PassHost, shared_pass};
 use crate::problem::{Problem, ProblemKind, SelectionError};
@@ -78,7 +78,7 @@ pub fn run(
     let selection = select_for_plan(ws, reporter)?;
     let state_dir = ws.config.state_dir();
     let store = if state_dir.join("state.db").is_file() {
-        Some(StateStore::open(&state_dir).map_err(runtime)?)
+        Some(StateStore::open(&state_dir)?)
     } else {
         None
     };

@@ -169,11 +169,11 @@ impl Session {
         });
         match self.gateway_json(HttpMethod::PUT, "", Some(&body)) {
             Ok(_) => Ok(()),
-            // The hierarchy belongs to another app registration of the tenant (attached from
-            // another directory, or state lost): say how to get out instead of a bare 403.
+            // The session checked the owner before choosing the app; another app attached the
+            // hierarchy in between: say how to get out instead of a bare 403.
             Err(SessionError::Api(e)) if e.status() == Some(403) => {
                 Err(SessionError::Input(format!(
-                    "hierarchy {} is attached to tenant {} with another app than {}: import that app in [cloud.app], or delete its registration in the tenant and apply again ({e})",
+                    "hierarchy {} was attached to tenant {} with another app than {} while this apply ran: run `cloudattach apply` again to see which app owns it and take it over ({e})",
                     site.info.hierarchy_id, self.gateway.tenant, self.gateway.app
                 )))
             }
