@@ -1239,7 +1239,9 @@ fn init_warns_of_custom_flags_it_ignores_and_reports_json() {
     let text = fs::read_to_string(dir.path().join("attach.toml")).unwrap();
     assert!(!text.contains("PS100012"), "{text}");
 
-    // China with custom settings: device upload isn't available, and init says so.
+    // China with custom settings: device upload isn't available, so asking for it is refused
+    // at once, as plan would refuse the file, and nothing is written.
+    let before = fs::read_to_string(dir.path().join("attach.toml")).unwrap();
     let r = run(
         dir.path(),
         &[
@@ -1256,11 +1258,16 @@ fn init_warns_of_custom_flags_it_ignores_and_reports_json() {
             "all",
         ],
     );
-    r.expect_code(0)
-        .stderr_has(&["warning: ", "--upload", "isn't available in", "china"]);
-    let v = r.json();
-    assert_eq!(v["settings"], "custom", "{v}");
-    assert_eq!(v["environment"], "china", "{v}");
+    r.expect_code(2).stderr_has(&[
+        "error: ",
+        "--upload all",
+        "can't be enabled for Azure China Cloud",
+    ]);
+    assert!(r.stdout.is_empty(), "{}", r.stdout);
+    assert_eq!(
+        fs::read_to_string(dir.path().join("attach.toml")).unwrap(),
+        before
+    );
 
     // Without --output json, stdout stays empty.
     let r = run(dir.path(), &["init", "--no-input", "--force"]);
