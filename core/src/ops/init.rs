@@ -688,7 +688,13 @@ fn custom_pages(
     // Page: Configure upload.
     f.upload = match offer.unavailable(TENANT_ATTACH) {
         Some(why) => match flags.upload.as_deref() {
-            None | Some("none") => None,
+            None => {
+                if front.interactive() {
+                    front.say(&format!("Device upload — not offered: {why}"));
+                }
+                None
+            }
+            Some("none") => None,
             Some(v) => return Err(OpError::Input(format!("init: --upload {v}: {why}"))),
         },
         None => {
@@ -821,6 +827,9 @@ fn feature_page(
         })
     });
     if let Some(why) = why {
+        if flag.is_none() && front.interactive() {
+            front.say(&format!("{} — not offered: {why}", offer.name(id)));
+        }
         return match flag {
             Some("true") => Err(OpError::Input(format!("init: {flag_name} true: {why}"))),
             _ => Ok(false),
