@@ -536,6 +536,13 @@ pub fn wizard(
     };
     let offer = Offer::new(registry, environment, version);
     // Page: the tenant and the cloud.
+    if flags.tenant.is_none() {
+        show_page(
+            front,
+            "Tenant",
+            "the cloud tenant to attach the site to, by name or id. Default: contoso.example.",
+        );
+    }
     let tenant = answer(
         front,
         flags.tenant.as_deref(),
@@ -544,6 +551,13 @@ pub fn wizard(
         "contoso.example",
         non_empty("the tenant"),
     )?;
+    if flags.endpoint.is_none() {
+        show_page(
+            front,
+            "Cloud endpoint",
+            "where the tenant service is: embedded (a local cloud in this process, its data in .cloudattach) or its URL. Default: embedded.",
+        );
+    }
     let endpoint = answer(
         front,
         flags.endpoint.as_deref(),
@@ -557,6 +571,13 @@ pub fn wizard(
         },
     )?;
     // Page: sign in, if asked: checks the account early and caches the tokens apply uses.
+    if !flags.sign_in {
+        show_page(
+            front,
+            "Sign in",
+            "y signs in now and checks that the account is a Global Administrator with an Intune license; the tokens are kept for apply. Default: n (apply signs in).",
+        );
+    }
     let sign_in = flags.sign_in
         || (front.interactive()
             && answer(
