@@ -384,12 +384,14 @@ pub fn open_site(base: &Path, path: &str) -> Result<Site, String> {
     Ok(site)
 }
 
-/// A collection of the site: its id, or its number in the list [`collection_list`] shows.
-pub fn pick_collection(site: &Site, a: &str) -> Result<String, String> {
+/// A collection of the site: its id, or (`numbered`: a person at the picker) its number in the
+/// list [`collection_list`] shows. A flag takes ids only, as the configuration does.
+pub fn pick_collection(site: &Site, a: &str, numbered: bool) -> Result<String, String> {
     let ids: Vec<&str> = site.collection_ids().collect();
     if let Some(id) = a
         .parse::<usize>()
         .ok()
+        .filter(|_| numbered)
         .and_then(|n| ids.get(n.wrapping_sub(1)))
     {
         return Ok(id.to_string());
@@ -739,7 +741,7 @@ fn custom_pages(
                 |a| match a {
                     "all" | "none" => Ok(a.to_string()),
                     "collection" if interactive => Ok(a.to_string()),
-                    id => pick_collection(site, id).map_err(|m| {
+                    id => pick_collection(site, id, false).map_err(|m| {
                         format!("expected all, none or a collection id of the site: {m}")
                     }),
                 },
@@ -756,7 +758,7 @@ fn custom_pages(
                         "--upload",
                         "Collection to upload (number or id)",
                         "SMS00001",
-                        |a| pick_collection(site, a),
+                        |a| pick_collection(site, a, true),
                     )?)
                 }
                 other => Some(other.to_string()),
@@ -931,7 +933,7 @@ fn co_management_page(
             "--pilot-collection",
             "Pilot collection (number or id)",
             &default,
-            |a| pick_collection(site, a),
+            |a| pick_collection(site, a, flags.pilot_collection.is_none()),
         )?)
     } else {
         if let Some(p) = &flags.pilot_collection {

@@ -248,6 +248,8 @@ fn co_managements() -> Vec<(Option<&'static str>, Option<&'static str>)> {
         (Some("pilot"), None),
         (Some("pilot"), Some("PS100101")),
         (Some("pilot"), Some(UNKNOWN)),
+        // A number picks from the list a person sees, never from a flag.
+        (Some("pilot"), Some("2")),
     ]
 }
 
@@ -294,6 +296,7 @@ fn combinations(env: Environment) -> Vec<InitFlags> {
         Some(KNOWN),
         Some(UNKNOWN),
         Some("some"),
+        Some("3"),
     ];
     for upload in uploads {
         for ea in bools() {
