@@ -346,3 +346,37 @@ fn cloud_serve_refuses_a_database_from_a_newer_version() {
     assert_eq!(std::fs::read(&db).unwrap(), before);
     assert!(!data.join("signing-key.pem").exists());
 }
+
+/// `init --sign-in` in a fresh directory against a real cloud: the token cache's directory
+/// does not exist yet; init creates it (0700, the cache 0600), and the apply that follows uses
+/// the cached tokens.
+#[test]
+fn init_signs_in_from_a_fresh_directory() {
+    let w = World::start();
+    w.generate(200, 2303);
+    assert!(!w.state_dir().exists());
+    let r = w.cli(&["init", "--no-input", "--sign-in", "--endpoint", &w.base]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("admin@contoso.example is a Global Administrator"),
+        "{}",
+        r.stderr
+    );
+    let tokens = w.state_dir().join("tokens.json");
+    assert!(tokens.is_file());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&w.state_dir()), 0o700);
+        assert_eq!(mode(&tokens), 0o600);
+    }
+    let r = w.cli(&["apply", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        !r.stderr.contains("enter the code"),
+        "asked to sign in again: {}",
+        r.stderr
+    );
+}
