@@ -173,11 +173,19 @@ pub(crate) fn router(st: Arc<AppState>) -> Router {
         )
         .route(
             "/api/v1/hierarchies/{hid}/upload/{channel}",
-            post(gateway::upload),
+            post(gateway::upload).get(gateway::channel_census),
+        )
+        .route(
+            "/api/v1/hierarchies/{hid}/upload/{channel}/keys",
+            get(gateway::channel_keys),
         )
         .route(
             "/api/v1/hierarchies/{hid}/upload/ext/{fid}",
-            post(gateway::upload_ext),
+            post(gateway::upload_ext).get(gateway::ext_census),
+        )
+        .route(
+            "/api/v1/hierarchies/{hid}/upload/ext/{fid}/keys",
+            get(gateway::ext_keys),
         )
         .route("/api/v1/hierarchies/{hid}/status", get(read::status))
         .route(

@@ -397,6 +397,21 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<BatchResult, StoreError>;
     /// Record count of a channel of a hierarchy.
     fn count(&self, row: i64, channel: &str) -> Result<u64, StoreError>;
+    /// The digest of the keys a channel of a hierarchy holds (what the client compares with its
+    /// ledger before a delta).
+    fn channel_digest(
+        &self,
+        row: i64,
+        channel: &str,
+    ) -> Result<cloudattach_model::gateway::KeyDigest, StoreError>;
+    /// Up to `limit` keys of a channel, in byte order, after `after`.
+    fn channel_keys(
+        &self,
+        row: i64,
+        channel: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
     /// Record count of a channel with a tag.
     fn count_tag(&self, row: i64, channel: &str, tag: &str) -> Result<u64, StoreError>;
     /// Record count of a channel with a flag bit set.
@@ -1467,6 +1482,43 @@ impl Store for SqliteStore {
             |r| r.get(0),
         )?;
         Ok(n as u64)
+    }
+
+    fn channel_digest(
+        &self,
+        row: i64,
+        channel: &str,
+    ) -> Result<cloudattach_model::gateway::KeyDigest, StoreError> {
+        let conn = self.lock();
+        let mut st =
+            conn.prepare_cached("SELECT key FROM records WHERE hrow = ?1 AND channel = ?2")?;
+        let mut rows = st.query(params![row, channel])?;
+        let mut digest = cloudattach_model::gateway::KeyDigest::default();
+        while let Some(r) = rows.next()? {
+            digest.add(r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?);
+        }
+        Ok(digest)
+    }
+
+    fn channel_keys(
+        &self,
+        row: i64,
+        channel: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached(
+            "SELECT key FROM records WHERE hrow = ?1 AND channel = ?2 AND key > ?3 \
+             ORDER BY key LIMIT ?4",
+        )?;
+        let keys = st
+            .query_map(
+                params![row, channel, after.unwrap_or(""), limit as i64],
+                |r| r.get::<_, String>(0),
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(keys)
     }
 
     fn count_tag(&self, row: i64, channel: &str, tag: &str) -> Result<u64, StoreError> {

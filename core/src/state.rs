@@ -72,6 +72,12 @@ pub trait AppliedState {
     fn applied_ids(&self) -> Vec<String> {
         Vec::new()
     }
+
+    /// Whether the plugin has uploaded records to a channel it owns (its records then follow
+    /// what it depends on, such as the upload scope).
+    fn uploads(&self, _plugin_id: &str) -> bool {
+        false
+    }
 }
 
 /// Nothing applied yet (a site without state).
@@ -305,6 +311,32 @@ impl StateStore {
         tx.commit().map_err(err)
     }
 
+    /// Replaces a channel's acknowledged hashes with `hashes` (after reconciling the ledger with
+    /// the keys the cloud actually holds), in one transaction.
+    pub fn replace_channel(
+        &mut self,
+        channel: &str,
+        hashes: &HashMap<String, u64>,
+    ) -> Result<(), StateError> {
+        let path = self.path.clone();
+        let err = |source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute("DELETE FROM sync_hashes WHERE channel = ?1", [channel])
+            .map_err(err)?;
+        {
+            let mut up = tx
+                .prepare_cached("INSERT INTO sync_hashes (channel, key, hash) VALUES (?1, ?2, ?3)")
+                .map_err(err)?;
+            for (k, h) in hashes {
+                up.execute(params![channel, k, *h as i64]).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
     /// Forgets a channel's hashes (after a disable, or before a full resend).
     pub fn clear_channel(&self, channel: &str) -> Result<(), StateError> {
         self.conn
@@ -325,6 +357,10 @@ impl StateStore {
 }
 
 impl AppliedState for StateStore {
+    fn uploads(&self, plugin_id: &str) -> bool {
+        self.channels_owned_by(plugin_id)
+            .is_ok_and(|channels| !channels.is_empty())
+    }
     fn applied_settings(&self, plugin_id: &str) -> Option<serde_json::Value> {
         self.conn
             .query_row(

@@ -1009,3 +1009,100 @@ async fn every_list_pages_and_its_pages_make_the_whole_list() {
     assert_eq!(other["@odata.count"], 0, "{other}");
     c.running.shutdown().await;
 }
+
+/// A channel's census counts its records and digests their keys the way the client's ledger
+/// does; its keys come a page at a time, in byte order, and a cascade shows in both.
+#[tokio::test]
+async fn a_channel_census_and_its_keys_follow_what_the_channel_holds() {
+    use cloudattach_model::gateway::{ChannelCensus, ChannelKeys, KeyDigest};
+    let c = start().await;
+    let admin = c.admin().await;
+    c.onboard(
+        &admin,
+        &["tenant-attach", "defender-reporting", "acme-inventory"],
+    )
+    .await;
+    let (s, v) = c.get(&admin, &hpath("/upload/devices")).await;
+    assert_eq!(s, 200, "{v}");
+    let empty: ChannelCensus = serde_json::from_value(v).unwrap();
+    assert!(empty.matches(&KeyDigest::default()));
+
+    let (s, v) = c
+        .post(&admin, &hpath("/upload/devices"), device_batch(1..31))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let defender: Vec<Value> = (1..31)
+        .map(|i| json!({"key": i.to_string(), "record": {"resource_id": i, "defender": {}}}))
+        .collect();
+    let (s, v) = c
+        .post(
+            &admin,
+            &hpath("/upload/defender"),
+            json!({"upserts": defender}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let keys: Vec<String> = (1..31).map(|i: i64| i.to_string()).collect();
+    let census = |v: Value| serde_json::from_value::<ChannelCensus>(v).unwrap();
+    let (_, v) = c.get(&admin, &hpath("/upload/defender")).await;
+    assert!(census(v).matches(&KeyDigest::of(keys.iter().map(String::as_str))));
+
+    // Deleting devices removes their Defender records: the census says so.
+    let (s, _) = c
+        .post(
+            &admin,
+            &hpath("/upload/devices"),
+            json!({"deletes": ["3", "4"]}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (_, v) = c.get(&admin, &hpath("/upload/defender")).await;
+    let left: Vec<&str> = keys
+        .iter()
+        .map(String::as_str)
+        .filter(|k| !["3", "4"].contains(k))
+        .collect();
+    let after = census(v);
+    assert_eq!(after.records, 28);
+    assert!(after.matches(&KeyDigest::of(left.iter().copied())));
+
+    // Keys page by page, in byte order, on a built-in and an extension channel.
+    let ext: Vec<Value> = (0..10_005)
+        .map(|i| json!({"key": format!("k{i:05}"), "record": {}}))
+        .collect();
+    let (s, v) = c
+        .post(
+            &admin,
+            &hpath("/upload/ext/acme-inventory"),
+            json!({"upserts": ext}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let mut seen = vec![];
+    let mut next = hpath("/upload/ext/acme-inventory/keys");
+    loop {
+        let (s, v) = c.get(&admin, &next).await;
+        assert_eq!(s, 200, "{v}");
+        let page: ChannelKeys = serde_json::from_value(v).unwrap();
+        seen.extend(page.value);
+        match page.next_after {
+            Some(a) => next = hpath(&format!("/upload/ext/acme-inventory/keys?after={a}")),
+            None => break,
+        }
+    }
+    let want: Vec<String> = (0..10_005).map(|i| format!("k{i:05}")).collect();
+    assert_eq!(seen, want);
+    let (_, v) = c.get(&admin, &hpath("/upload/devices/keys")).await;
+    let page: ChannelKeys = serde_json::from_value(v).unwrap();
+    let mut sorted = page.value.clone();
+    sorted.sort();
+    assert_eq!(page.value, sorted);
+    assert_eq!(page.value.len(), 28);
+
+    // An unknown parameter, a channel whose feature is off, another app: refused.
+    let (s, _) = c.get(&admin, &hpath("/upload/devices/keys?skip=3")).await;
+    assert_eq!(s, 400);
+    let (s, _) = c.get(&admin, &hpath("/upload/analytics")).await;
+    assert_eq!(s, 409);
+    c.running.shutdown().await;
+}

@@ -306,6 +306,8 @@ fn finish(report: &mut StepReport, outcome: ApplyOutcome, failed: &mut BTreeMap<
 pub struct Reconciled {
     applied: BTreeMap<String, serde_json::Value>,
     cloud_enabled: Vec<String>,
+    /// Features the state records as uploading (they own a channel).
+    uploading: Vec<String>,
     forget: Vec<String>,
     record: Vec<(String, serde_json::Value)>,
     /// The features that drifted, with why.
@@ -318,6 +320,9 @@ impl AppliedState for Reconciled {
     }
     fn applied_ids(&self) -> Vec<String> {
         self.cloud_enabled.clone()
+    }
+    fn uploads(&self, plugin_id: &str) -> bool {
+        self.uploading.iter().any(|p| p == plugin_id)
     }
 }
 
@@ -341,6 +346,9 @@ pub fn reconcile(view: &CloudView, state: &StateStore) -> Result<Reconciled, Sta
         ..Reconciled::default()
     };
     for (id, settings) in state.features()? {
+        if state.uploads(&id) {
+            out.uploading.push(id.clone());
+        }
         match view.enabled.get(&id) {
             None => {
                 let why = "the cloud does not have this feature enabled: enabling it again";

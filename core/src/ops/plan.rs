@@ -151,6 +151,34 @@ impl Plan {
     }
 }
 
+/// A feature that uploads and whose own settings did not change still has work to do when a feature it depends
+/// on changes: what it uploads is scoped by the dependency (tenant-attach's upload scope decides
+/// which devices' Endpoint analytics and Defender records the cloud keeps), so its step becomes
+/// an `update` that says why, and the Summary shows it before anything changes. Steps are in
+/// dependency order, so a change propagates down the whole chain.
+fn follow_changed_dependencies(
+    registry: &Registry,
+    applied: &dyn AppliedState,
+    steps: &mut [PlanStep],
+) {
+    let mut changed: Vec<String> = vec![];
+    for step in steps.iter_mut() {
+        if step.action == PlanAction::Noop
+            && applied.uploads(&step.plugin)
+            && let Some(p) = registry.get(&step.plugin)
+            && let Some(dep) = p.manifest.depends_on.iter().find(|d| changed.contains(d))
+        {
+            step.action = PlanAction::Update;
+            step.reason = Some(format!(
+                "{dep} changes: its records follow {dep}'s settings and are brought in line"
+            ));
+        }
+        if matches!(step.action, PlanAction::Update | PlanAction::Enable) {
+            changed.push(step.plugin.clone());
+        }
+    }
+}
+
 /// Plans a selection against what was applied before. Pure apart from the plugins' reads of
 /// the inventory for their details and checks.
 ///
@@ -313,6 +341,7 @@ pub fn make_plan(
         .collect();
     elsewhere.sort();
     elsewhere.dedup();
+    follow_changed_dependencies(registry, applied, &mut steps);
     disables.reverse();
     disables.extend(steps);
     disables.extend(

@@ -7,7 +7,7 @@ use crate::client::{Api, ApiError, Body};
 use crate::host::CloudPort;
 use crate::site::Site;
 use crate::sync_engine::{SendBatch, Sending, UploadTarget};
-use cloudattach_sdk::gateway::UploadAnswer;
+use cloudattach_sdk::gateway::{ChannelCensus, ChannelKeys, KeyDigest, UploadAnswer};
 use cloudattach_sdk::{HostError, Method, RecordSink, SyncMode};
 use reqwest::Method as HttpMethod;
 use std::sync::{Arc, Mutex};
@@ -151,6 +151,52 @@ impl UploadTarget for Gateway {
             })
         }))
     }
+
+    fn census(&self, channel: &str) -> Result<ChannelCensus, HostError> {
+        match self.json(HttpMethod::GET, &format!("upload/{channel}"), None) {
+            Ok(v) => serde_json::from_value(v).map_err(|e| {
+                HostError::new(
+                    "cloud",
+                    format!("the cloud's census of {channel} is not what the gateway answers: {e}"),
+                )
+            }),
+            // The channel's feature is not enabled (yet): the cloud holds nothing there.
+            Err(SessionError::Api(e)) if e.status() == Some(409) => {
+                Ok(ChannelCensus::new(channel, KeyDigest::default()))
+            }
+            Err(e) => Err(host_error(e)),
+        }
+    }
+
+    fn held_keys(&self, channel: &str, each: &mut dyn FnMut(String)) -> Result<(), HostError> {
+        let mut after: Option<String> = None;
+        loop {
+            let path = match &after {
+                // Keys are URL-encoded: extension channels may use any characters.
+                Some(a) => format!(
+                    "upload/{channel}/keys?after={}",
+                    url::form_urlencoded::byte_serialize(a.as_bytes()).collect::<String>()
+                ),
+                None => format!("upload/{channel}/keys"),
+            };
+            let page: ChannelKeys = self
+                .json(HttpMethod::GET, &path, None)
+                .map_err(host_error)
+                .and_then(|v| {
+                    serde_json::from_value(v).map_err(|e| {
+                        HostError::new(
+                            "cloud",
+                            format!("the cloud's keys of {channel} are not what the gateway answers: {e}"),
+                        )
+                    })
+                })?;
+            page.value.into_iter().for_each(&mut *each);
+            match page.next_after {
+                Some(a) => after = Some(a),
+                None => return Ok(()),
+            }
+        }
+    }
 }
 
 impl Session {
@@ -266,9 +312,13 @@ impl CloudPort for Session {
         } else {
             None
         };
-        self.engine.open(owner, channel, mode, &|| {
-            self.reporter.progress(channel, expected)
-        })
+        self.engine.open(
+            owner,
+            channel,
+            mode,
+            &|| self.reporter.progress(channel, expected),
+            &|m| self.reporter.say(m),
+        )
     }
 
     fn log(&self, message: &str) {

@@ -46,6 +46,11 @@ impl AppliedState for Applied {
     fn applied_ids(&self) -> Vec<String> {
         self.0.keys().cloned().collect()
     }
+
+    /// Every built-in feature but rbac-authority owns an upload channel once applied.
+    fn uploads(&self, plugin_id: &str) -> bool {
+        plugin_id != "rbac-authority" && self.0.contains_key(plugin_id)
+    }
 }
 
 fn render_plan(plan: &Plan) -> Vec<String> {
@@ -305,6 +310,39 @@ const CASES: &[Case] = &[
             rbac-authority enable: enforce Configuration Manager RBAC with Intune RBAC
             warning: [features.tenant-attach] settings are ignored: settings = "default" uses the wizard's defaults; use settings = "custom" to apply them
             warning: [features.endpoint-analytics] enabled = false is ignored: settings = "default" enables the wizard's default features; use settings = "custom" to choose
+        "#,
+    },
+    Case {
+        name: "a new upload scope updates the features that upload for uploaded devices",
+        site: "",
+        config: r#"
+            [attach]
+            settings = "custom"
+            [features.tenant-attach]
+            upload = "PS100102"
+            [features.endpoint-analytics]
+            enabled = true
+            [features.defender-reporting]
+            enabled = true
+            [features.rbac-authority]
+            enabled = true
+            [features.co-management]
+            enabled = false
+        "#,
+        applied: &[
+            ("tenant-attach", r#"{"upload":"all"}"#),
+            ("endpoint-analytics", "{}"),
+            ("defender-reporting", "{}"),
+            ("rbac-authority", r#"{"enforce_configmgr_rbac":true}"#),
+        ],
+        ignore: &[],
+        expected: r#"
+            public custom 2303
+            co-management skip (turned off in attach.toml)
+            tenant-attach update: upload 6 devices
+            defender-reporting update (tenant-attach changes: its records follow tenant-attach's settings and are brought in line): report Defender state of 0 devices
+            endpoint-analytics update (tenant-attach changes: its records follow tenant-attach's settings and are brought in line): enroll 3 devices in Endpoint analytics
+            rbac-authority noop: enforce Configuration Manager RBAC with Intune RBAC
         "#,
     },
     // ---- refusals ----
