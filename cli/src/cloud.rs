@@ -6,6 +6,8 @@ use crate::reporter::CliReporter;
 use cloudattach_cloud::{RunningCloud, ServeOptions};
 use cloudattach_core::ops::connect::{self, Command, Connection};
 use cloudattach_core::ops::{CloudTarget, Workspace};
+use cloudattach_core::session::Takeover;
+use cloudattach_core::state::StateLock;
 use cloudattach_core::{Config, Endpoint};
 use std::sync::Arc;
 
@@ -48,6 +50,7 @@ impl Cloud {
                             "[cloud] tenant = {:?}: the embedded cloud has the tenants contoso.example and fabrikam.example; use one of them, or set [cloud] endpoint to a cloud service that has this tenant",
                             config.tenant
                         )),
+                        e @ cloudattach_cloud::CloudError::UnsupportedData(_) => Failure::Input(format!("cannot start the embedded cloud: {e}")),
                         other => Failure::Runtime(format!("cannot start the embedded cloud: {other}")),
                     })?;
                 tracing::info!("embedded cloud at {}", running.base_url());
@@ -77,6 +80,63 @@ impl Cloud {
     }
 }
 
+/// The state lock of a command and the cloud it will talk to, before anyone signs in: apply
+/// reads the cloud and asks before it connects. Dropped, the cloud goes first and the lock last.
+pub struct Started {
+    cloud: Cloud,
+    lock: Option<StateLock>,
+}
+
+impl Started {
+    /// Takes the state lock (commands that change things) and starts the cloud.
+    pub fn start(ws: &Workspace, command: Command) -> Result<Started, Failure> {
+        let lock = connect::lock(ws, command)?;
+        let cloud = Cloud::start(&ws.config)?;
+        Ok(Started { cloud, lock })
+    }
+
+    /// Where the session connects.
+    pub fn target(&self) -> CloudTarget {
+        self.cloud.target()
+    }
+
+    /// Signs in and sets up the app (the command's app policy); `takeover` says what to do
+    /// about a hierarchy attached with another app.
+    pub fn connect(
+        self,
+        ws: &Workspace,
+        command: Command,
+        takeover: Takeover,
+    ) -> Result<Connected, Failure> {
+        let Started { cloud, lock } = self;
+        let conn = connect::connect(
+            ws,
+            &cloud.target(),
+            command,
+            Arc::new(CliReporter::new()),
+            takeover,
+        );
+        match conn {
+            Ok(conn) => Ok(Connected {
+                cloud,
+                conn: conn.holding(lock),
+            }),
+            Err(e) => {
+                cloud.stop();
+                drop(lock);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Stops the embedded cloud, then releases the lock.
+    pub fn close(self) {
+        let Started { cloud, lock } = self;
+        cloud.stop();
+        drop(lock);
+    }
+}
+
 /// A connection with the cloud it runs against. Dropped without [`Connected::close`] (an
 /// error), the cloud goes first and the state lock, which the connection holds, last.
 pub struct Connected {
@@ -85,13 +145,19 @@ pub struct Connected {
 }
 
 impl Connected {
-    /// Takes the state lock (commands that change things), starts the cloud, signs in.
+    /// Takes the state lock (commands that change things), starts the cloud, signs in; a
+    /// hierarchy attached with another app is not taken over.
     pub fn open(ws: &Workspace, command: Command) -> Result<Connected, Failure> {
-        let lock = connect::lock(ws, command)?;
-        let cloud = Cloud::start(&ws.config)?;
-        let conn = connect::connect(ws, &cloud.target(), command, Arc::new(CliReporter::new()))?
-            .holding(lock);
-        Ok(Connected { cloud, conn })
+        Connected::open_with(ws, command, Takeover::Refuse)
+    }
+
+    /// [`Connected::open`], with what to do about a hierarchy attached with another app.
+    pub fn open_with(
+        ws: &Workspace,
+        command: Command,
+        takeover: Takeover,
+    ) -> Result<Connected, Failure> {
+        Started::start(ws, command)?.connect(ws, command, takeover)
     }
 
     /// Ends the session and stops the embedded cloud.

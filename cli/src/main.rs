@@ -71,12 +71,23 @@ pub(crate) enum Command {
         ids: Vec<String>,
     },
     /// Show what apply would do (the wizard's Summary page)
-    Plan,
+    Plan {
+        /// Go ahead despite the failing check finding with this code (repeatable, one code each)
+        #[arg(long = "ignore-check", value_name = "CODE")]
+        ignore_checks: Vec<String>,
+    },
     /// Sign in, register or import the app, and apply the plan in order
     Apply {
         /// Apply without asking (also the "Yes" to registering an app)
         #[arg(long)]
         yes: bool,
+        /// When another app of the tenant owns the hierarchy, add a new secret to that app and
+        /// use it (asked on a terminal otherwise)
+        #[arg(long)]
+        takeover: bool,
+        /// Go ahead despite the failing check finding with this code (repeatable, one code each)
+        #[arg(long = "ignore-check", value_name = "CODE")]
+        ignore_checks: Vec<String>,
     },
     /// What the cloud reports now, per plugin
     Status,
@@ -121,6 +132,10 @@ pub(crate) enum Command {
         /// Detach without asking
         #[arg(long)]
         yes: bool,
+        /// When another app of the tenant owns the hierarchy, add a new secret to that app and
+        /// use it (asked on a terminal otherwise)
+        #[arg(long)]
+        takeover: bool,
     },
     /// Write attach.toml: the cloud attach wizard's pages as prompts (or flags)
     Init(commands::init::InitArgs),

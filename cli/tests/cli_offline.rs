@@ -1239,7 +1239,9 @@ fn init_warns_of_custom_flags_it_ignores_and_reports_json() {
     let text = fs::read_to_string(dir.path().join("attach.toml")).unwrap();
     assert!(!text.contains("PS100012"), "{text}");
 
-    // China with custom settings: device upload isn't available, and init says so.
+    // China with custom settings: device upload isn't available, so asking for it is refused
+    // at once, as plan would refuse the file, and nothing is written.
+    let before = fs::read_to_string(dir.path().join("attach.toml")).unwrap();
     let r = run(
         dir.path(),
         &[
@@ -1256,11 +1258,16 @@ fn init_warns_of_custom_flags_it_ignores_and_reports_json() {
             "all",
         ],
     );
-    r.expect_code(0)
-        .stderr_has(&["warning: ", "--upload", "isn't available in", "china"]);
-    let v = r.json();
-    assert_eq!(v["settings"], "custom", "{v}");
-    assert_eq!(v["environment"], "china", "{v}");
+    r.expect_code(2).stderr_has(&[
+        "error: ",
+        "--upload all",
+        "can't be enabled for Azure China Cloud",
+    ]);
+    assert!(r.stdout.is_empty(), "{}", r.stdout);
+    assert_eq!(
+        fs::read_to_string(dir.path().join("attach.toml")).unwrap(),
+        before
+    );
 
     // Without --output json, stdout stays empty.
     let r = run(dir.path(), &["init", "--no-input", "--force"]);
@@ -1361,6 +1368,406 @@ fn init_signs_in_to_check_the_account() {
     );
     r.expect_code(2)
         .stderr_has(&["nowhere.example", "contoso.example and fabrikam.example"]);
+}
+
+/// `check` and `plan` agree on what is valid, and one run lists every conflict: version
+/// conflicts, an upload collection and a pilot collection the site does not have, at once, and
+/// the same in both (exit 2, nothing written).
+#[test]
+fn check_and_plan_refuse_the_same_configuration_with_every_conflict_at_once() {
+    let (dir, cfg) = setup(
+        "2207",
+        "[site]\npath = \"site\"\n[attach]\nsettings = \"custom\"\n\
+         [features.tenant-attach]\nupload = \"PS1FFFFF\"\n\
+         [features.defender-reporting]\n\
+         [features.co-management]\nenrollment = \"pilot\"\npilot_collection = \"PS1000FF\"\n",
+    );
+    let before = snapshot(dir.path());
+    let check = run(dir.path(), &["--config", &cfg, "check"]);
+    check.expect_code(2);
+    let plan = run(dir.path(), &["--config", &cfg, "plan"]);
+    plan.expect_code(2);
+    for needle in [
+        "[features.defender-reporting]",
+        "upload = \"PS1FFFFF\"",
+        "pilot_collection = \"PS1000FF\"",
+    ] {
+        assert!(
+            check.stderr.contains(needle),
+            "check: {needle}:\n{}",
+            check.stderr
+        );
+    }
+    assert_eq!(check.stderr, plan.stderr);
+    assert_eq!(snapshot(dir.path()), before, "something was written");
+}
+
+/// A failing prerequisite check: `plan` shows the feature and its dependents as `skip` with
+/// the failing finding and exits 1; `--ignore-check` with its code plans it (exit 0); a code no
+/// failing finding has is refused (exit 2).
+#[test]
+fn plan_skips_a_feature_whose_check_fails_until_its_code_is_ignored() {
+    let (dir, cfg) = setup("2303", "[site]\npath = \"site\"\n");
+    set_site_key(
+        &dir.path().join("site"),
+        "service_connection_point",
+        "\"offline\"",
+    );
+    let r = run(dir.path(), &["--config", &cfg, "--output", "json", "plan"]);
+    r.expect_code(1);
+    let plan = r.json();
+    assert_eq!(step(&plan, "tenant-attach")["action"], "skip");
+    assert!(
+        step(&plan, "tenant-attach")["reason"]
+            .as_str()
+            .is_some_and(|s| s.contains("service-connection-point-offline")),
+        "{plan:#}"
+    );
+    assert_eq!(step(&plan, "endpoint-analytics")["action"], "skip");
+    assert_eq!(step(&plan, "co-management")["action"], "enable");
+    assert!(r.stderr.contains("--ignore-check"), "{}", r.stderr);
+
+    let typo = run(
+        dir.path(),
+        &[
+            "--config",
+            &cfg,
+            "plan",
+            "--ignore-check",
+            "service-connection-point",
+        ],
+    );
+    typo.expect_code(2);
+    assert!(
+        typo.stderr.contains("service-connection-point-offline"),
+        "{}",
+        typo.stderr
+    );
+    let r = run(
+        dir.path(),
+        &[
+            "--config",
+            &cfg,
+            "--output",
+            "json",
+            "plan",
+            "--ignore-check",
+            "service-connection-point-offline",
+        ],
+    );
+    r.expect_code(0);
+    assert_eq!(step(&r.json(), "tenant-attach")["action"], "enable");
+}
+
+/// `apply` without `--yes` and without a terminal refuses before anything: not even the demo
+/// site is written.
+#[test]
+fn apply_without_yes_off_a_terminal_refuses_before_anything() {
+    let dir = TempDir::new().unwrap();
+    // assert_cmd gives the child a standard input that is not a terminal.
+    let r = run(dir.path(), &["apply"]);
+    r.expect_code(2);
+    assert!(r.stderr.contains("--yes"), "{}", r.stderr);
+    assert!(
+        fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "apply wrote files before refusing"
+    );
+}
+
+/// A state database written by a newer cloudattach (its schema version above the newest this
+/// build knows) is refused by every command that opens it: exit 2, the message names the file,
+/// its version and the newest known one, and nothing in the directory changes.
+#[test]
+fn a_state_database_from_a_newer_version_is_refused_untouched() {
+    let (dir, cfg) = setup(
+        "2303",
+        "[site]\npath = \"site\"\n[cloud]\nendpoint = \"http://127.0.0.1:9\"\ntenant = \"contoso.example\"\n[attach]\nsettings = \"default\"\n",
+    );
+    let state = dir.path().join(".cloudattach");
+    drop(cloudattach_core::state::StateStore::open(&state).unwrap());
+    let db = state.join("state.db");
+    // A newer build's migration: `user_version` is the big-endian integer at offset 60 of the
+    // SQLite header.
+    let mut bytes = fs::read(&db).unwrap();
+    bytes[60..64].copy_from_slice(&99u32.to_be_bytes());
+    fs::write(&db, bytes).unwrap();
+    let before = snapshot(dir.path());
+    for args in [
+        &["plan"][..],
+        &["status"],
+        &["sync"],
+        &["disable", "co-management"],
+    ] {
+        let r = run(dir.path(), &[&["--config", &cfg][..], args].concat());
+        r.expect_code(2);
+        for part in [db.display().to_string(), "99".into(), "newest".into()] {
+            assert!(
+                r.stderr.contains(&part),
+                "{args:?}: {part:?} in {}",
+                r.stderr
+            );
+        }
+        let newest = r
+            .stderr
+            .split("newer than ")
+            .nth(1)
+            .and_then(|s| s.split(',').next())
+            .unwrap_or_default();
+        assert!(newest.parse::<u32>().is_ok_and(|n| n < 99), "{}", r.stderr);
+        let after = snapshot(dir.path());
+        let changed: Vec<_> = after
+            .iter()
+            .filter(|(p, c)| before.get(*p) != Some(c) && !p.ends_with("lock"))
+            .map(|(p, _)| p.clone())
+            .collect();
+        assert!(changed.is_empty(), "{args:?} changed {changed:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// init: the pages each site and cloud support, and only what plan accepts (every combination
+// of answers against plan: core/tests/rules/init.rs; here a sample through the binary)
+// ---------------------------------------------------------------------------------------------
+
+/// A sample of the wizard's flags through the binary, on sites around each version gate: what
+/// it writes, plan accepts (exit 0); what plan would refuse, it refuses (exit 2, nothing
+/// written) at once, naming the flag and why.
+#[test]
+fn init_writes_only_what_plan_accepts_and_refuses_the_rest_at_once() {
+    let cases: &[(&str, &[&str], i32, &[&str])] = &[
+        // Custom settings below RBAC authority's 2207: written with it off (it used to be on).
+        ("2206", &["--settings", "custom"], 0, &[]),
+        (
+            "2111",
+            &["--settings", "custom", "--upload", "PS100012"],
+            0,
+            &[],
+        ),
+        (
+            "2207",
+            &["--settings", "custom", "--enforce-configmgr-rbac", "false"],
+            0,
+            &[],
+        ),
+        (
+            "2303",
+            &[
+                "--settings",
+                "custom",
+                "--upload",
+                "none",
+                "--co-management",
+                "pilot",
+                "--pilot-collection",
+                "PS100020",
+            ],
+            0,
+            &[],
+        ),
+        (
+            "2303",
+            &["--environment", "china", "--settings", "custom"],
+            0,
+            &[],
+        ),
+        ("2302", &["--co-management", "none"], 0, &[]),
+        // Refused at their page.
+        (
+            "2302",
+            &["--settings", "custom", "--defender-reporting", "true"],
+            2,
+            &["--defender-reporting true", "2303", "2302"],
+        ),
+        (
+            "2206",
+            &["--settings", "custom", "--enforce-configmgr-rbac", "true"],
+            2,
+            &["--enforce-configmgr-rbac true", "2207"],
+        ),
+        (
+            "2303",
+            &[
+                "--settings",
+                "custom",
+                "--upload",
+                "none",
+                "--endpoint-analytics",
+                "true",
+            ],
+            2,
+            &["--endpoint-analytics true", "device upload"],
+        ),
+        (
+            "2303",
+            &["--settings", "custom", "--upload", "PS1FFFFF"],
+            2,
+            &["--upload PS1FFFFF", "no collection PS1FFFFF"],
+        ),
+        (
+            "2303",
+            &["--co-management", "pilot", "--pilot-collection", "PS1FFFFF"],
+            2,
+            &["--pilot-collection PS1FFFFF", "no collection PS1FFFFF"],
+        ),
+        (
+            "2303",
+            &["--environment", "china", "--co-management", "pilot"],
+            2,
+            &["--co-management pilot", "Azure China Cloud"],
+        ),
+        ("2107", &[], 2, &["2107", "2111"]),
+    ];
+    for (version, args, code, needles) in cases {
+        let dir = TempDir::new().unwrap();
+        generated_site(dir.path(), version);
+        let mut all = vec!["init", "--no-input"];
+        all.extend_from_slice(args);
+        let r = run(dir.path(), &all);
+        r.expect_code(*code).stderr_has(needles);
+        let written = dir.path().join("attach.toml");
+        if *code == 0 {
+            let cfg = written.to_str().unwrap().to_string();
+            let p = run(dir.path(), &["--config", &cfg, "plan", "--output", "json"]);
+            assert_eq!(
+                p.code,
+                0,
+                "{version} {args:?}: plan refuses what init wrote:\n{}\n{}",
+                fs::read_to_string(&written).unwrap(),
+                p.stderr
+            );
+        } else {
+            assert!(
+                !written.exists(),
+                "{version} {args:?}: init wrote a file it refused"
+            );
+        }
+    }
+}
+
+/// An unreadable site (missing, or a malformed site.toml) is an error naming the file, not a
+/// warning: exit 2 and nothing written.
+#[test]
+fn init_refuses_an_unreadable_site_naming_the_file() {
+    let dir = TempDir::new().unwrap();
+    let r = run(dir.path(), &["init", "--no-input", "--site", "nowhere"]);
+    r.expect_code(2).stderr_has(&["nowhere/site.toml"]);
+    fs::create_dir_all(dir.path().join("bad")).unwrap();
+    fs::write(dir.path().join("bad/site.toml"), "code = [\n").unwrap();
+    let r = run(dir.path(), &["init", "--no-input", "--site", "bad"]);
+    r.expect_code(2).stderr_has(&["bad/site.toml"]);
+    assert!(!dir.path().join("attach.toml").exists());
+}
+
+/// An imported app through the flags: checked offline as plan checks it, written with where
+/// its secret is (never the secret), and plan accepts the file.
+#[test]
+fn init_imports_an_app_through_its_flags() {
+    let dir = TempDir::new().unwrap();
+    generated_site(dir.path(), "2303");
+    fs::write(dir.path().join("app-secret.txt"), "init-test-secret\n").unwrap();
+    let tid = "c0257050-0000-4000-8000-000000000001";
+    let base = [
+        "init",
+        "--no-input",
+        "--app",
+        "import",
+        "--app-tenant-id",
+        tid,
+        "--app-client-id",
+        "11111111-0000-4000-8000-000000000001",
+        "--app-secret-file",
+        "app-secret.txt",
+        "--app-secret-expiry",
+    ];
+    let mut args = base.to_vec();
+    args.push("2001-01-01");
+    run(dir.path(), &args)
+        .expect_code(2)
+        .stderr_has(&["--app-secret-expiry", "expired"]);
+    assert!(!dir.path().join("attach.toml").exists());
+    let mut args = base.to_vec();
+    args.extend([
+        "2999-01-01",
+        "--app-id-uri",
+        "api://another/ConfigMgrService",
+    ]);
+    run(dir.path(), &args)
+        .expect_code(2)
+        .stderr_has(&["--app-id-uri", "tenant id"]);
+    let mut args = base.to_vec();
+    args.push("2999-01-01");
+    let r = run(dir.path(), &args);
+    r.expect_code(0);
+    assert!(!r.stderr.contains("init-test-secret"), "{}", r.stderr);
+    let text = fs::read_to_string(dir.path().join("attach.toml")).unwrap();
+    assert!(text.contains("[cloud.app]"), "{text}");
+    assert!(
+        text.contains(&format!("app_id_uri = \"api://{tid}/ConfigMgrService\"")),
+        "{text}"
+    );
+    assert!(text.contains("secret_file = \"app-secret.txt\""), "{text}");
+    assert!(!text.contains("init-test-secret"), "{text}");
+    run(dir.path(), &["plan"]).expect_code(0);
+}
+
+/// On a terminal (a pty from util-linux `script`) the wizard shows each page with its
+/// consequence, leaves out the pages a 2206 site cannot run (RBAC authority, Defender), asks
+/// again for a site that cannot be read and a collection the site does not have, and writes
+/// what plan accepts. Skipped where `script` is not available.
+#[test]
+fn init_on_a_terminal_offers_only_the_pages_the_site_supports() {
+    let has_script = std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_script {
+        eprintln!("skipped: util-linux `script` is not available to provide a terminal");
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    generated_site(dir.path(), "2206");
+    let bin = env!("CARGO_BIN_EXE_cloudattach");
+    let answers = "nowhere\nsite\npublic\n\n\nn\n\ncustom\ncollection\nPS1FFFFF\nPS100012\ny\npilot\nPS100020\ny\n";
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &format!("'{bin}' init"), "/dev/null"])
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run script");
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(answers.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for n in [
+        "nowhere/site.toml",
+        "Device upload — Uploads the site's client devices",
+        "site PS1 has no collection PS1FFFFF",
+        "Endpoint analytics — Enrolls uploaded devices",
+        "RBAC authority — not offered: RBAC authority needs site version 2207 or later; the site is 2206",
+        "Microsoft Defender reporting — not offered",
+        "Co-management — Enrolls eligible devices",
+        "wrote attach.toml",
+    ] {
+        assert!(text.contains(n), "not shown {n:?}:\n{text}");
+    }
+    assert!(
+        !text.contains("Enforce Configuration Manager RBAC"),
+        "{text}"
+    );
+    let cfg = dir.path().join("attach.toml");
+    let written = fs::read_to_string(&cfg).unwrap();
+    for n in ["upload = \"PS100012\"", "pilot_collection = \"PS100020\""] {
+        assert!(written.contains(n), "{written}");
+    }
+    run(dir.path(), &["--config", cfg.to_str().unwrap(), "plan"]).expect_code(0);
 }
 
 // ---------------------------------------------------------------------------------------------

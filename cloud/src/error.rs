@@ -21,6 +21,10 @@ pub enum CloudError {
     /// The data dir or database failed.
     #[error("storage: {0}")]
     Storage(String),
+    /// The data dir holds a database this build cannot use (written by a newer version); nothing
+    /// was changed. The CLI maps this to exit 2, like a bad option.
+    #[error("{0}")]
+    UnsupportedData(String),
     /// Any other I/O failure.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
@@ -31,11 +35,25 @@ impl CloudError {
     pub fn is_invalid_option(&self) -> bool {
         matches!(self, CloudError::InvalidOption(_))
     }
+
+    /// Whether the error is the user's to fix before anything can run (a bad option or a data
+    /// dir this build cannot use): exit 2, nothing changed.
+    pub fn is_input(&self) -> bool {
+        matches!(
+            self,
+            CloudError::InvalidOption(_) | CloudError::UnsupportedData(_)
+        )
+    }
 }
 
 impl From<crate::store::StoreError> for CloudError {
     fn from(e: crate::store::StoreError) -> Self {
-        CloudError::Storage(e.to_string())
+        match e {
+            e @ crate::store::StoreError::NewerSchema { .. } => {
+                CloudError::UnsupportedData(e.to_string())
+            }
+            e => CloudError::Storage(e.to_string()),
+        }
     }
 }
 
@@ -157,6 +175,8 @@ pub struct OAuthError {
     pub error: &'static str,
     /// Description.
     pub description: String,
+    /// `Retry-After` seconds.
+    pub retry_after: Option<u64>,
 }
 
 impl OAuthError {
@@ -166,6 +186,7 @@ impl OAuthError {
             status: StatusCode::BAD_REQUEST,
             error,
             description: description.into(),
+            retry_after: None,
         }
     }
     /// A 401 `invalid_client`.
@@ -174,6 +195,7 @@ impl OAuthError {
             status: StatusCode::UNAUTHORIZED,
             error: "invalid_client",
             description: description.into(),
+            retry_after: None,
         }
     }
 }
@@ -185,6 +207,7 @@ impl From<crate::store::StoreError> for OAuthError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             error: "temporarily_unavailable",
             description: "storage failure".into(),
+            retry_after: None,
         }
     }
 }
@@ -199,6 +222,10 @@ impl IntoResponse for OAuthError {
         let mut r = (self.status, axum::Json(body)).into_response();
         r.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(s) = self.retry_after {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
         r
     }
 }

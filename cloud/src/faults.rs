@@ -210,6 +210,7 @@ pub(crate) async fn stats(State(st): St) -> Response {
         "faults": {"429": g(&c.f429), "429_bare": g(&c.f429_bare), "5xx": g(&c.f5xx), "drop": g(&c.drop)},
         "early_retries": g(&c.early),
         "rate_limited": g(&c.rate_limited),
+        "device_codes": st.device_codes.len(),
     }))
     .into_response()
 }

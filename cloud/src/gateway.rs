@@ -9,13 +9,16 @@ use crate::store::{Feature, Hierarchy, HierarchyUpsert, StoreError};
 use crate::util;
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use cloudattach_model::gateway::{FeatureBody, FeatureInfo, FeatureList};
+use cloudattach_model::gateway::{
+    ChannelCensus, ChannelKeys, FeatureBody, FeatureInfo, FeatureList,
+};
 use cloudattach_model::{Environment, is_collection_id, validate_feature_id};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 type R = Result<Response, ApiError>;
@@ -255,8 +258,13 @@ pub(crate) async fn get_hierarchy(
 }
 
 /// `GET /api/v1/hierarchies`
-pub(crate) async fn list_hierarchies(State(st): St, Extension(c): Extension<Caller>) -> R {
+pub(crate) async fn list_hierarchies(
+    State(st): St,
+    Extension(c): Extension<Caller>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> R {
     c.require_read()?;
+    let page = crate::read::Page::of(&q)?;
     let tid = c.tenant_id.clone();
     let v = db(&st, move |s| {
         let mut v = Vec::new();
@@ -267,7 +275,8 @@ pub(crate) async fn list_hierarchies(State(st): St, Extension(c): Extension<Call
         Ok::<_, StoreError>(v)
     })
     .await?;
-    Ok(Json(json!({ "value": v })).into_response())
+    let doc = page.answer(&st, "/api/v1/hierarchies", &q, v, Default::default());
+    Ok(Json(doc).into_response())
 }
 
 /// `DELETE /api/v1/hierarchies/{hid}`: offboard.
@@ -517,12 +526,123 @@ pub(crate) async fn upload(
     headers: HeaderMap,
     b: Body,
 ) -> R {
-    let ch = Channel::builtin(&channel).ok_or_else(|| {
+    do_upload(st, c, hid, builtin_channel(&channel)?, headers, b).await
+}
+
+fn builtin_channel(channel: &str) -> Result<Channel, ApiError> {
+    Channel::builtin(channel).ok_or_else(|| {
         ApiError::not_found(format!(
             "unknown upload channel {channel:?}: use devices, analytics, defender, comanagement or ext/<feature id>"
         ))
-    })?;
-    do_upload(st, c, hid, ch, headers, b).await
+    })
+}
+
+fn ext_channel(fid: String) -> Result<Channel, ApiError> {
+    if !cloudattach_model::is_valid_feature_id(&fid) || BUILTIN_FEATURES.contains(&fid.as_str()) {
+        return Err(ApiError::bad_request(format!(
+            "{fid:?} is not an extension feature id"
+        )));
+    }
+    Ok(Channel::Ext(fid))
+}
+
+/// The hierarchy row of a channel the caller may read: the hierarchy's app (or a user of the
+/// tenant), with the channel's feature enabled.
+async fn readable_channel(
+    st: &Arc<AppState>,
+    c: &Caller,
+    hid: &str,
+    ch: &Channel,
+) -> Result<i64, ApiError> {
+    let h = load_hierarchy(st, c, hid).await?;
+    let fid = ch.feature_id().to_string();
+    if !features_of(st, h.row)
+        .await?
+        .iter()
+        .any(|f| f.feature_id == fid)
+    {
+        return Err(ApiError::conflict(
+            "FeatureNotEnabled",
+            format!(
+                "feature {fid} is not enabled for hierarchy {}",
+                h.hierarchy_id
+            ),
+        ));
+    }
+    Ok(h.row)
+}
+
+async fn census(st: Arc<AppState>, c: Caller, hid: String, ch: Channel) -> R {
+    let row = readable_channel(&st, &c, &hid, &ch).await?;
+    let chan = ch.storage_name();
+    let digest = db(&st, move |s| s.channel_digest(row, &chan)).await?;
+    Ok(Json(ChannelCensus::new(ch.name(), digest)).into_response())
+}
+
+/// Keys per page of `upload/{channel}/keys`.
+pub const KEYS_PAGE: usize = 10_000;
+
+async fn keys(
+    st: Arc<AppState>,
+    c: Caller,
+    hid: String,
+    ch: Channel,
+    q: HashMap<String, String>,
+) -> R {
+    // The query middleware refuses any parameter but `after`.
+    let row = readable_channel(&st, &c, &hid, &ch).await?;
+    let (chan, after) = (ch.storage_name(), q.get("after").cloned());
+    let mut value = db(&st, move |s| {
+        s.channel_keys(row, &chan, after.as_deref(), KEYS_PAGE + 1)
+    })
+    .await?;
+    let next_after = if value.len() > KEYS_PAGE {
+        value.truncate(KEYS_PAGE);
+        value.last().cloned()
+    } else {
+        None
+    };
+    Ok(Json(ChannelKeys::new(value, next_after)).into_response())
+}
+
+/// `GET /api/v1/hierarchies/{hid}/upload/{channel}`: how many records the channel holds and
+/// the digest of their keys.
+pub(crate) async fn channel_census(
+    State(st): St,
+    Extension(c): Extension<Caller>,
+    Path((hid, channel)): Path<(String, String)>,
+) -> R {
+    census(st, c, hid, builtin_channel(&channel)?).await
+}
+
+/// `GET /api/v1/hierarchies/{hid}/upload/ext/{fid}`
+pub(crate) async fn ext_census(
+    State(st): St,
+    Extension(c): Extension<Caller>,
+    Path((hid, fid)): Path<(String, String)>,
+) -> R {
+    census(st, c, hid, ext_channel(fid)?).await
+}
+
+/// `GET /api/v1/hierarchies/{hid}/upload/{channel}/keys[?after=KEY]`: the keys the channel
+/// holds, a page at a time.
+pub(crate) async fn channel_keys(
+    State(st): St,
+    Extension(c): Extension<Caller>,
+    Path((hid, channel)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> R {
+    keys(st, c, hid, builtin_channel(&channel)?, q).await
+}
+
+/// `GET /api/v1/hierarchies/{hid}/upload/ext/{fid}/keys[?after=KEY]`
+pub(crate) async fn ext_keys(
+    State(st): St,
+    Extension(c): Extension<Caller>,
+    Path((hid, fid)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> R {
+    keys(st, c, hid, ext_channel(fid)?, q).await
 }
 
 /// `POST /api/v1/hierarchies/{hid}/upload/ext/{fid}`
@@ -533,12 +653,7 @@ pub(crate) async fn upload_ext(
     headers: HeaderMap,
     b: Body,
 ) -> R {
-    if !cloudattach_model::is_valid_feature_id(&fid) || BUILTIN_FEATURES.contains(&fid.as_str()) {
-        return Err(ApiError::bad_request(format!(
-            "{fid:?} is not an extension feature id"
-        )));
-    }
-    do_upload(st, c, hid, Channel::Ext(fid), headers, b).await
+    do_upload(st, c, hid, ext_channel(fid)?, headers, b).await
 }
 
 async fn do_upload(

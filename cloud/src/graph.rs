@@ -206,6 +206,10 @@ pub(crate) async fn get_app(
 
 /// Parses `appId eq '…'` (the only supported filter).
 fn parse_app_filter(f: &str) -> Result<String, ApiError> {
+    parse_app_filter_value(f).map_err(|e| e.with_details(json!({"parameter": "$filter"})))
+}
+
+fn parse_app_filter_value(f: &str) -> Result<String, ApiError> {
     let f = f.trim();
     let rest = f
         .strip_prefix("appId eq ")
@@ -225,22 +229,66 @@ fn parse_app_filter(f: &str) -> Result<String, ApiError> {
     Ok(v.to_ascii_lowercase())
 }
 
-/// `GET /v1.0/applications[?$filter=appId eq '…']`
+/// A `$filter` of the applications list.
+enum AppFilter {
+    /// `appId eq '…'` (lowercased).
+    AppId(String),
+    /// `identifierUris/any(x:x eq '…')`, as Graph writes a lambda over a collection.
+    IdentifierUri(String),
+}
+
+impl AppFilter {
+    fn parse(f: &str) -> Result<AppFilter, ApiError> {
+        let t = f.trim();
+        let Some(rest) = t
+            .strip_prefix("identifierUris/any(")
+            .and_then(|r| r.strip_suffix(')'))
+        else {
+            return parse_app_filter(f).map(AppFilter::AppId);
+        };
+        let uri = rest.split_once(':').and_then(|(var, cond)| {
+            cond.trim()
+                .strip_prefix(var.trim())?
+                .trim()
+                .strip_prefix("eq ")?
+                .trim()
+                .strip_prefix('\'')?
+                .strip_suffix('\'')
+                .map(str::to_string)
+        });
+        uri.map(AppFilter::IdentifierUri).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "unsupported $filter {t:?}: use identifierUris/any(x:x eq '<uri>')"
+            ))
+        })
+    }
+
+    fn matches(&self, a: &Application) -> bool {
+        match self {
+            AppFilter::AppId(id) => &a.app_id == id,
+            AppFilter::IdentifierUri(u) => a.identifier_uris.iter().any(|x| x == u),
+        }
+    }
+}
+
+/// `GET /v1.0/applications[?$filter=appId eq '…' | identifierUris/any(x:x eq '…')]`
 pub(crate) async fn list_apps(
     State(st): St,
     Extension(c): Extension<Caller>,
     Query(q): Query<HashMap<String, String>>,
 ) -> R {
-    let filter = q.get("$filter").map(|f| parse_app_filter(f)).transpose()?;
+    let filter = q.get("$filter").map(|f| AppFilter::parse(f)).transpose()?;
+    let page = crate::read::Page::of(&q)?;
     let tid = c.tenant_id.clone();
     let apps = db(&st, move |s| s.applications(&tid)).await?;
     let value: Vec<Value> = apps
         .iter()
-        .filter(|a| filter.as_deref().is_none_or(|f| a.app_id == f))
+        .filter(|a| filter.as_ref().is_none_or(|f| f.matches(a)))
         .filter(|a| c.can_read_directory() || c.app_id() == Some(a.app_id.as_str()))
         .map(app_json)
         .collect();
-    Ok(Json(json!({"value": value})).into_response())
+    let doc = page.answer(&st, "/v1.0/applications", &q, value, Default::default());
+    Ok(Json(doc).into_response())
 }
 
 #[derive(Deserialize)]
@@ -474,11 +522,14 @@ pub(crate) async fn list_sps(
     Query(q): Query<HashMap<String, String>>,
 ) -> R {
     let filter = q.get("$filter").map(|f| parse_app_filter(f)).transpose()?;
+    let page = crate::read::Page::of(&q)?;
     let tid = c.tenant_id.clone();
     let sps = db(&st, move |s| s.service_principals(&tid, filter.as_deref())).await?;
-    let v: Vec<_> = sps
+    let v: Vec<Value> = sps
         .into_iter()
         .filter(|s| c.can_read_directory() || c.app_id() == Some(s.app_id.as_str()))
+        .map(|s| serde_json::to_value(s).unwrap_or(Value::Null))
         .collect();
-    Ok(Json(json!({ "value": v })).into_response())
+    let doc = page.answer(&st, "/v1.0/servicePrincipals", &q, v, Default::default());
+    Ok(Json(doc).into_response())
 }

@@ -3,12 +3,13 @@
 
 use crate::auth::{self, Claims, PUBLIC_CLIENT_ID, RESOURCE};
 use crate::error::OAuthError;
-use crate::server::{AppState, St, db};
+use crate::lockout::Refusal;
+use crate::server::{AppState, ConnInfo, St, db};
 use crate::store::{RefreshGrant, RefreshTake, Tenant};
 use crate::util;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use base64::Engine;
@@ -63,6 +64,45 @@ impl DeviceCodes {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, DeviceCode>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Device codes held in memory (unfinished ones, and ended ones kept a while to answer
+    /// `expired_token`, `authorization_declined`).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// How long an expired code is remembered (to answer `expired_token` rather than
+/// `bad_verification_code`), as long as its application's bound leaves room.
+const EXPIRED_MEMORY: Duration = Duration::from_secs(3600);
+
+/// Makes room for a new device code of (`tenant_id`, `client_id`), at most `max` held: expired
+/// codes of that pair are forgotten first; if `max` unexpired ones remain, the request is
+/// refused with the seconds until the first of them expires. So the codes held per application
+/// and tenant never exceed the bound, whatever their state.
+fn make_room(
+    codes: &mut HashMap<String, DeviceCode>,
+    tenant_id: &str,
+    client_id: &str,
+    max: usize,
+    now: Instant,
+) -> Result<(), u64> {
+    codes.retain(|_, d| d.expires + EXPIRED_MEMORY > now);
+    let mine = |d: &DeviceCode| d.tenant_id == tenant_id && d.client_id == client_id;
+    if codes.values().filter(|d| mine(d)).count() < max {
+        return Ok(());
+    }
+    codes.retain(|_, d| !mine(d) || d.expires > now);
+    let live: Vec<Instant> = codes
+        .values()
+        .filter(|d| mine(d))
+        .map(|d| d.expires)
+        .collect();
+    if live.len() < max {
+        return Ok(());
+    }
+    let first_end = live.into_iter().min().unwrap_or(now);
+    Err(first_end.saturating_duration_since(now).as_secs().max(1))
 }
 
 async fn tenant(st: &Arc<AppState>, name: &str) -> Result<Tenant, OAuthError> {
@@ -246,7 +286,21 @@ async fn devicecode_inner(
     let interval = st.interval;
     let mut codes = st.device_codes.lock();
     let now = Instant::now();
-    codes.retain(|_, d| d.expires + Duration::from_secs(3600) > now);
+    if let Err(wait) = make_room(&mut codes, &t.id, &client_id, st.max_device_codes, now) {
+        drop(codes);
+        tracing::warn!(tenant = %t.id, client = %client_id, "device code refused: too many unfinished sign-ins");
+        // RFC 6749's error for a temporarily overloaded server, with 400 as RFC 8628 §3.2 asks
+        // of the device authorization endpoint (so clients show it instead of retrying).
+        let mut e = OAuthError::new(
+            "temporarily_unavailable",
+            format!(
+                "AADSTS90055: too many sign-ins to this tenant are in progress for this application ({} unfinished device codes); try again in {wait} s",
+                st.max_device_codes
+            ),
+        );
+        e.retry_after = Some(wait);
+        return Err(e);
+    }
     codes.insert(
         device_code.clone(),
         DeviceCode {
@@ -327,7 +381,7 @@ async fn device_code_grant(
     let now = Instant::now();
     let (user_id, scope) = {
         let mut map = st.device_codes.lock();
-        map.retain(|_, d| d.expires + Duration::from_secs(3600) > now);
+        map.retain(|_, d| d.expires + EXPIRED_MEMORY > now);
         let Some(d) = map.get_mut(code) else {
             return Err(OAuthError::new(
                 "bad_verification_code",
@@ -660,6 +714,14 @@ fn html_response(status: StatusCode, html: String) -> Response {
     r
 }
 
+/// Entra's answer for a locked account (smart lockout).
+fn locked_message(wait: Duration) -> String {
+    format!(
+        "AADSTS50053: Your account is locked because you tried to sign in too many times with an incorrect user ID or password. Try again in {} seconds.",
+        wait.as_secs().max(1)
+    )
+}
+
 /// `GET /devicelogin`
 pub(crate) async fn devicelogin_page(Query(q): Query<HashMap<String, String>>) -> Response {
     let code = q
@@ -671,7 +733,13 @@ pub(crate) async fn devicelogin_page(Query(q): Query<HashMap<String, String>>) -
 }
 
 /// `POST /devicelogin` (form: user_code, upn, password, action=approve|decline)
-pub(crate) async fn devicelogin_submit(State(st): St, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn devicelogin_submit(
+    State(st): St,
+    conn: Option<Extension<ConnInfo>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let addr = conn.map(|Extension(c)| c.peer.ip());
     let f = match form(&headers, &body) {
         Ok(f) => f,
         Err(e) => {
@@ -703,6 +771,27 @@ pub(crate) async fn devicelogin_submit(State(st): St, headers: HeaderMap, body: 
     };
     let norm = normalize_user_code(&code);
     let now = Instant::now();
+    let limits = &st.sign_in_limits;
+    match limits.check(addr, &upn, now) {
+        Ok(()) => {}
+        Err(Refusal::AddressThrottled(wait)) => {
+            let secs = wait.as_secs().max(1);
+            let mut r = html_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                login_form(
+                    &code,
+                    &upn,
+                    Some(&format!(
+                        "Too many failed sign-in attempts from your network address. Try again in {secs} seconds."
+                    )),
+                ),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+            return r;
+        }
+        Err(Refusal::AccountLocked(wait)) => return fail(&locked_message(wait)),
+    }
     // Find the code and reserve one of its sign-in attempts (under the lock, so that concurrent
     // posts can't exceed the limit).
     let found = {
@@ -732,12 +821,15 @@ pub(crate) async fn devicelogin_submit(State(st): St, headers: HeaderMap, body: 
         }
     };
     let Some((dc, tenant_id, reserved)) = found else {
+        limits.address_failed(addr, now);
         return fail("That code was not recognized or has expired.");
     };
     if let Err(msg) = reserved {
+        limits.address_failed(addr, now);
         return fail(msg);
     }
     let failed = |msg: &str| {
+        limits.address_failed(addr, now);
         if let Some(d) = st.device_codes.lock().get_mut(&dc)
             && d.approval == Approval::Pending
             && d.attempts >= MAX_SIGN_IN_ATTEMPTS
@@ -767,8 +859,18 @@ pub(crate) async fn devicelogin_submit(State(st): St, headers: HeaderMap, body: 
     };
     let user = match user {
         Some(u) if ok => u,
-        _ => return failed("Wrong user name or password."),
+        // Unknown user names count like wrong passwords: the answers reveal no account.
+        _ => {
+            return match limits.account_failed(&upn, now) {
+                Some(lockout) => failed(&format!(
+                    "Wrong user name or password. {}",
+                    locked_message(lockout)
+                )),
+                None => failed("Wrong user name or password."),
+            };
+        }
     };
+    limits.account_succeeded(&upn);
     if user.tenant_id != tenant_id {
         return failed("This account is not in the tenant the application signs in to.");
     }

@@ -13,6 +13,8 @@ mod gateway;
 mod graph;
 mod identity;
 mod ingest;
+mod lockout;
+mod query;
 mod read;
 pub mod seed;
 mod server;
@@ -89,6 +91,24 @@ pub struct ServeOptions {
     /// Open connections at most; further ones wait in the listen backlog.
     #[arg(long = "max-connections", default_value_t = 1024, hide = true)]
     pub max_connections: usize,
+    /// Unfinished (unexpired, unredeemed) device codes per application per tenant; further
+    /// device code requests are refused until one ends.
+    #[arg(long = "max-device-codes", default_value_t = 1000, hide = true)]
+    pub max_device_codes: usize,
+    /// Wrong passwords in a row on the sign-in page that lock an account (Entra's default: 10).
+    #[arg(long = "lockout-threshold", default_value_t = 10, hide = true)]
+    pub lockout_threshold: u32,
+    /// Seconds of the first lockout of an account; each further one doubles (Entra's: 60).
+    #[arg(long = "lockout-secs", default_value_t = 60, hide = true)]
+    pub lockout_secs: u64,
+    /// Failed attempts on the sign-in page (wrong user codes or passwords) per client address
+    /// per minute, then the address is throttled for the rest of the minute.
+    #[arg(
+        long = "sign-in-failures-per-address",
+        default_value_t = 30,
+        hide = true
+    )]
+    pub sign_in_failures_per_address: u32,
 }
 
 impl Default for ServeOptions {
@@ -113,6 +133,10 @@ impl Default for ServeOptions {
             fault_retry_after_secs: 1,
             header_read_timeout_secs: 10,
             max_connections: 1024,
+            max_device_codes: 1000,
+            lockout_threshold: 10,
+            lockout_secs: 60,
+            sign_in_failures_per_address: 30,
         }
     }
 }
@@ -193,6 +217,21 @@ impl ServeOptions {
             return Err(CloudError::InvalidOption(
                 "--max-connections must be at least 1".into(),
             ));
+        }
+        for (name, v) in [
+            ("--max-device-codes", self.max_device_codes as u64),
+            ("--lockout-threshold", u64::from(self.lockout_threshold)),
+            ("--lockout-secs", self.lockout_secs),
+            (
+                "--sign-in-failures-per-address",
+                u64::from(self.sign_in_failures_per_address),
+            ),
+        ] {
+            if v == 0 {
+                return Err(CloudError::InvalidOption(format!(
+                    "{name} must be at least 1"
+                )));
+            }
         }
         if self.device_code_interval_secs == 0 {
             return Err(CloudError::InvalidOption(
@@ -282,6 +321,7 @@ pub async fn start(opts: ServeOptions) -> Result<RunningCloud, CloudError> {
     let opts = opts.with_fault_config()?;
     let (env, addr) = opts.validate()?;
     let dir = opts.data_dir();
+    SqliteStore::refuse_newer(&dir)?;
     store::create_private_dir(&dir)
         .map_err(|e| CloudError::Storage(format!("{}: {e}", dir.display())))?;
     let listener = tokio::net::TcpListener::bind(addr)

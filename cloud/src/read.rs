@@ -129,8 +129,10 @@ pub(crate) async fn ext_records(
     State(st): St,
     Extension(c): Extension<Caller>,
     Path((hid, fid)): Path<(String, String)>,
+    Query(q): Q,
 ) -> R {
     c.require_read()?;
+    let page = Page::of(&q)?;
     let h = find_hierarchy(&st, &c, &hid).await?;
     let (tid, hid2, ch) = (
         c.tenant_id.clone(),
@@ -138,12 +140,20 @@ pub(crate) async fn ext_records(
         ext_channel(&fid),
     );
     let rows = db(&st, move |s| s.records(&tid, &ch, Some(&hid2))).await?;
-    let records = ExtRecords::new(
-        rows.iter()
+    let total = rows.len() as u64;
+    let mut records = ExtRecords::new(
+        page.slice(rows)
+            .iter()
             .map(|r| ExtRecord::new(&r.key, parse_body(r), util::unix_to_rfc3339(r.updated)))
             .collect(),
     );
-    let doc = serde_json::to_value(records).unwrap_or(Value::Null);
+    let returned = records.value.len();
+    records.count = total;
+    let mut doc = serde_json::to_value(records).unwrap_or(Value::Null);
+    let path = format!("/api/v1/hierarchies/{}/ext/{fid}/records", h.hierarchy_id);
+    if let Some(link) = page.next_link(&st, &path, &q, returned, total) {
+        doc["@odata.nextLink"] = json!(link);
+    }
     Ok(Json(doc).into_response())
 }
 
@@ -164,23 +174,108 @@ fn parse_skiptoken(t: &str) -> Result<u64, ApiError> {
         .ok_or_else(|| ApiError::bad_request("invalid $skiptoken"))
 }
 
+/// The default and largest `$top` of every list.
+pub const DEFAULT_TOP: u64 = 100;
+/// See [`DEFAULT_TOP`].
+pub const MAX_TOP: u64 = 1000;
+
+/// One page of a list: `$top` (1 to [`MAX_TOP`], default [`DEFAULT_TOP`]) items from offset
+/// `$skiptoken` (which comes from the previous page's `@odata.nextLink`). Every list of the
+/// read API, the gateway and Graph pages the same way.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Page {
+    pub top: u64,
+    pub skip: u64,
+}
+
+impl Page {
+    pub fn of(q: &HashMap<String, String>) -> Result<Page, ApiError> {
+        let top = match q.get("$top") {
+            Some(t) => t
+                .parse::<u64>()
+                .ok()
+                .filter(|t| (1..=MAX_TOP).contains(t))
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "$top {t:?} must be an integer from 1 to {MAX_TOP}"
+                    ))
+                })?,
+            None => DEFAULT_TOP,
+        };
+        let skip = match q.get("$skiptoken") {
+            Some(t) => parse_skiptoken(t)?,
+            None => 0,
+        };
+        Ok(Page { top, skip })
+    }
+
+    /// The link to the next page, when this one (`returned` items) does not reach `total`: the
+    /// same path and other query parameters, the next offset.
+    pub fn next_link(
+        &self,
+        st: &AppState,
+        path: &str,
+        q: &HashMap<String, String>,
+        returned: usize,
+        total: u64,
+    ) -> Option<String> {
+        if self.skip.saturating_add(returned as u64) >= total {
+            return None;
+        }
+        let mut qs = vec![
+            ("$top".to_string(), self.top.to_string()),
+            (
+                "$skiptoken".to_string(),
+                self.skip.saturating_add(self.top).to_string(),
+            ),
+        ];
+        let mut rest: Vec<(String, String)> = q
+            .iter()
+            .filter(|(k, _)| *k != "$top" && *k != "$skiptoken")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        rest.sort();
+        qs.extend(rest);
+        let enc = serde_urlencoded::to_string(&qs).unwrap_or_default();
+        Some(format!("{}{path}?{enc}", st.base))
+    }
+
+    /// This page of `items` (the whole list, in order).
+    pub fn slice<T>(&self, items: Vec<T>) -> Vec<T> {
+        let skip = usize::try_from(self.skip).unwrap_or(usize::MAX);
+        items
+            .into_iter()
+            .skip(skip)
+            .take(self.top as usize)
+            .collect()
+    }
+
+    /// `{"@odata.count", "value", "@odata.nextLink"?}` for this page of `items` (the whole
+    /// list, in order), merged into `doc` (the answer's other fields).
+    pub fn answer(
+        &self,
+        st: &AppState,
+        path: &str,
+        q: &HashMap<String, String>,
+        items: Vec<Value>,
+        mut doc: Map<String, Value>,
+    ) -> Value {
+        let total = items.len() as u64;
+        let value = self.slice(items);
+        if let Some(link) = self.next_link(st, path, q, value.len(), total) {
+            doc.insert("@odata.nextLink".into(), json!(link));
+        }
+        doc.insert("@odata.count".into(), json!(total));
+        doc.insert("value".into(), Value::Array(value));
+        Value::Object(doc)
+    }
+}
+
 /// `GET /api/v1/devices?$top=&$skiptoken=&hierarchy=&name=`
 pub(crate) async fn devices(State(st): St, Extension(c): Extension<Caller>, Query(q): Q) -> R {
     c.require_read()?;
-    let top = match q.get("$top") {
-        Some(t) => t
-            .parse::<u64>()
-            .ok()
-            .filter(|t| (1..=1000).contains(t))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!("$top {t:?} must be an integer from 1 to 1000"))
-            })?,
-        None => 100,
-    };
-    let skip = match q.get("$skiptoken") {
-        Some(t) => parse_skiptoken(t)?,
-        None => 0,
-    };
+    let page = Page::of(&q)?;
+    let (top, skip) = (page.top, page.skip);
     let hierarchy = q.get("hierarchy").cloned();
     let name = q.get("name").cloned();
     let tid = c.tenant_id.clone();
@@ -199,19 +294,8 @@ pub(crate) async fn devices(State(st): St, Extension(c): Extension<Caller>, Quer
         })
         .collect();
     let mut out = json!({"@odata.count": total, "value": value});
-    if skip.saturating_add(rows.len() as u64) < total {
-        let mut qs = vec![
-            ("$top".to_string(), top.to_string()),
-            ("$skiptoken".into(), skip.saturating_add(top).to_string()),
-        ];
-        if let Some(h) = hierarchy {
-            qs.push(("hierarchy".into(), h));
-        }
-        if let Some(n) = name {
-            qs.push(("name".into(), n));
-        }
-        let enc = serde_urlencoded::to_string(&qs).unwrap_or_default();
-        out["@odata.nextLink"] = json!(format!("{}/api/v1/devices?{enc}", st.base));
+    if let Some(link) = page.next_link(&st, "/api/v1/devices", &q, rows.len(), total) {
+        out["@odata.nextLink"] = json!(link);
     }
     Ok(Json(out).into_response())
 }
@@ -373,10 +457,12 @@ pub(crate) async fn ea_report(State(st): St, Extension(c): Extension<Caller>, Qu
             }
         }
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-        let startup = if boot.len() >= MIN_EA_DEVICES {
-            let (b, si) = (mean(&boot), mean(&signin));
-            json!({"status": "ok", "score": round1(0.5 * b + 0.5 * si), "boot_score": round1(b),
-                   "sign_in_score": round1(si), "devices": boot.len()})
+        // Every score is computed from unrounded parts and rounded once, when it is shown.
+        let startup_score = (boot.len() >= MIN_EA_DEVICES)
+            .then(|| 0.5 * mean(&boot) + 0.5 * mean(&signin));
+        let startup = if let Some(score) = startup_score {
+            json!({"status": "ok", "score": round1(score), "boot_score": round1(mean(&boot)),
+                   "sign_in_score": round1(mean(&signin)), "devices": boot.len()})
         } else {
             json!({"status": "insufficient data", "score": null, "devices": boot.len()})
         };
@@ -388,12 +474,13 @@ pub(crate) async fn ea_report(State(st): St, Extension(c): Extension<Caller>, Qu
                        "mttf_minutes": mttf.map(round1), "score": round1(reliability_score(mttf))})
             })
             .collect();
-        let reliability = if rel.len() >= MIN_EA_DEVICES {
-            json!({"status": "ok", "score": round1(mean(&rel)), "devices": rel.len(), "apps": app_list})
+        let reliability_score = (rel.len() >= MIN_EA_DEVICES).then(|| mean(&rel));
+        let reliability = if let Some(score) = reliability_score {
+            json!({"status": "ok", "score": round1(score), "devices": rel.len(), "apps": app_list})
         } else {
             json!({"status": "insufficient data", "score": null, "devices": rel.len(), "apps": app_list})
         };
-        let scores: Vec<f64> = [&startup, &reliability].iter().filter_map(|v| v["score"].as_f64()).collect();
+        let scores: Vec<f64> = [startup_score, reliability_score].into_iter().flatten().collect();
         let overall = if scores.is_empty() { Value::Null } else { json!(round1(mean(&scores))) };
         Ok(json!({
             "status": if boot.len() >= MIN_EA_DEVICES { "ok" } else { "insufficient data" },
@@ -476,17 +563,24 @@ pub(crate) async fn defender_report(
             "unknown Defender report {report:?}: unhealthy-endpoints, active-malware, antivirus-agent-status or detected-malware"
         )));
     }
+    let page = Page::of(&q)?;
     let tid = c.tenant_id.clone();
     let hid = q.get("hierarchy").cloned();
     let rows = db(&st, move |s| defender_rows(s, &tid, hid.as_deref())).await?;
-    let v = build_defender_report(&report, &rows);
-    Ok(Json(v).into_response())
+    let (items, doc) = build_defender_report(&report, &rows);
+    let path = format!("/api/v1/reports/defender/{report}");
+    Ok(Json(page.answer(&st, &path, &q, items, doc)).into_response())
 }
 
+/// A Defender report: its rows (all of them, in order) and its other fields.
 fn build_defender_report(
     report: &str,
     rows: &[(String, i64, String, cloudattach_model::DefenderState)],
-) -> Value {
+) -> (Vec<Value>, Map<String, Value>) {
+    let doc = |v: Value| match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
     match report {
         "unhealthy-endpoints" => {
             let v: Vec<Value> = rows
@@ -499,7 +593,10 @@ fn build_defender_report(
                     })
                 })
                 .collect();
-            json!({"report": report, "devices_reported": rows.len(), "@odata.count": v.len(), "value": v})
+            (
+                v,
+                doc(json!({"report": report, "devices_reported": rows.len()})),
+            )
         }
         "active-malware" => {
             let v: Vec<Value> = rows
@@ -513,7 +610,7 @@ fn build_defender_report(
                     })
                 })
                 .collect();
-            json!({"report": report, "@odata.count": v.len(), "value": v})
+            (v, doc(json!({"report": report})))
         }
         "antivirus-agent-status" => {
             let mut summary = BTreeMap::<&str, u64>::new();
@@ -543,7 +640,7 @@ fn build_defender_report(
                     j
                 })
                 .collect();
-            json!({"report": report, "summary": summary, "@odata.count": v.len(), "value": v})
+            (v, doc(json!({"report": report, "summary": summary})))
         }
         _ => {
             let mut by: BTreeMap<i64, (Value, u64, u64, bool)> = BTreeMap::new();
@@ -570,7 +667,7 @@ fn build_defender_report(
                     j
                 })
                 .collect();
-            json!({"report": report, "@odata.count": v.len(), "value": v})
+            (v, doc(json!({"report": report})))
         }
     }
 }
@@ -582,9 +679,10 @@ pub(crate) async fn comanagement_devices(
     Query(q): Q,
 ) -> R {
     c.require_read()?;
+    let page = Page::of(&q)?;
     let tid = c.tenant_id.clone();
     let hid = q.get("hierarchy").cloned();
-    let v = db(&st, move |s| {
+    let (items, summary) = db(&st, move |s| {
         let devs = device_index(s, &tid, hid.as_deref())?;
         let rows = s.records(&tid, "comanagement", hid.as_deref())?;
         let mut summary = BTreeMap::<&'static str, u64>::new();
@@ -608,9 +706,12 @@ pub(crate) async fn comanagement_devices(
                             "updated": util::unix_to_rfc3339(r.updated)}))
             })
             .collect();
-        Ok(json!({"summary": summary, "@odata.count": v.len(), "value": v}))
+        Ok((v, summary))
     })
     .await?;
+    let mut doc = Map::new();
+    doc.insert("summary".into(), json!(summary));
+    let v = page.answer(&st, "/api/v1/comanagement/devices", &q, items, doc);
     Ok(Json(v).into_response())
 }
 

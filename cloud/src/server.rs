@@ -28,6 +28,10 @@ pub(crate) struct AppState {
     pub env: Environment,
     pub auto_approve: Option<String>,
     pub device_codes: DeviceCodes,
+    /// Unfinished device codes per application per tenant.
+    pub max_device_codes: usize,
+    /// Account lockout and per-address throttling of `/devicelogin`.
+    pub sign_in_limits: crate::lockout::SignInLimits,
     pub interval: u64,
     pub code_lifetime: u64,
     pub faults: Faults,
@@ -57,6 +61,12 @@ impl AppState {
             env,
             auto_approve: o.auto_approve.clone(),
             device_codes: DeviceCodes::default(),
+            max_device_codes: o.max_device_codes,
+            sign_in_limits: crate::lockout::SignInLimits::new(crate::lockout::LockoutPolicy {
+                threshold: o.lockout_threshold,
+                duration: std::time::Duration::from_secs(o.lockout_secs),
+                address_failures: o.sign_in_failures_per_address,
+            }),
             interval: o.device_code_interval_secs,
             code_lifetime: o.device_code_expiry_secs,
             faults: Faults::new(o),
@@ -163,11 +173,19 @@ pub(crate) fn router(st: Arc<AppState>) -> Router {
         )
         .route(
             "/api/v1/hierarchies/{hid}/upload/{channel}",
-            post(gateway::upload),
+            post(gateway::upload).get(gateway::channel_census),
+        )
+        .route(
+            "/api/v1/hierarchies/{hid}/upload/{channel}/keys",
+            get(gateway::channel_keys),
         )
         .route(
             "/api/v1/hierarchies/{hid}/upload/ext/{fid}",
-            post(gateway::upload_ext),
+            post(gateway::upload_ext).get(gateway::ext_census),
+        )
+        .route(
+            "/api/v1/hierarchies/{hid}/upload/ext/{fid}/keys",
+            get(gateway::ext_keys),
         )
         .route("/api/v1/hierarchies/{hid}/status", get(read::status))
         .route(
@@ -185,6 +203,7 @@ pub(crate) fn router(st: Arc<AppState>) -> Router {
             "/api/v1/comanagement/devices",
             get(read::comanagement_devices),
         )
+        .layer(axum::middleware::from_fn(crate::query::middleware))
         .layer(from_fn_with_state(st.clone(), faults::middleware))
         .layer(from_fn_with_state(st.clone(), authenticate));
     Router::new()

@@ -33,6 +33,19 @@ pub enum StoreError {
     /// The channel's feature is not enabled (disabled while the request ran).
     #[error("feature not enabled: {0}")]
     FeatureNotEnabled(String),
+    /// The database was written by a newer version of the service: its schema is unknown here.
+    #[error(
+        "{path} has schema version {found}, written by a newer cloudattach; this build knows schema versions up to {known}. \
+         Use a cloudattach at least as new as the one that wrote it, or another --data directory"
+    )]
+    NewerSchema {
+        /// The database file.
+        path: String,
+        /// The database's `user_version`.
+        found: i64,
+        /// The newest schema version this build knows.
+        known: i64,
+    },
 }
 
 /// A tenant.
@@ -384,6 +397,21 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<BatchResult, StoreError>;
     /// Record count of a channel of a hierarchy.
     fn count(&self, row: i64, channel: &str) -> Result<u64, StoreError>;
+    /// The digest of the keys a channel of a hierarchy holds (what the client compares with its
+    /// ledger before a delta).
+    fn channel_digest(
+        &self,
+        row: i64,
+        channel: &str,
+    ) -> Result<cloudattach_model::gateway::KeyDigest, StoreError>;
+    /// Up to `limit` keys of a channel, in byte order, after `after`.
+    fn channel_keys(
+        &self,
+        row: i64,
+        channel: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
     /// Record count of a channel with a tag.
     fn count_tag(&self, row: i64, channel: &str, tag: &str) -> Result<u64, StoreError>;
     /// Record count of a channel with a flag bit set.
@@ -607,6 +635,19 @@ fn make_private_files(db: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Refuses a database whose schema is newer than [`MIGRATIONS`]: this build would misread it.
+fn check_schema_version(path: &Path, found: i64) -> Result<(), StoreError> {
+    let known = MIGRATIONS.len() as i64;
+    if found > known {
+        return Err(StoreError::NewerSchema {
+            path: path.display().to_string(),
+            found,
+            known,
+        });
+    }
+    Ok(())
+}
+
 fn json_vec(s: String) -> Result<Vec<String>, StoreError> {
     serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
@@ -617,6 +658,7 @@ impl SqliteStore {
     /// mode of the database, which is created (or tightened) here first.
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
         let path = dir.join("cloud.db");
+        Self::refuse_newer(dir)?;
         make_private_files(&path)
             .map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display())))?;
         let conn = Connection::open(&path)?;
@@ -626,6 +668,40 @@ impl SqliteStore {
         ))?;
         s._checkpointer = spawn_checkpointer(path);
         Ok(s)
+    }
+
+    /// Refuses a data dir whose `cloud.db` was written by a newer version
+    /// ([`StoreError::NewerSchema`]). Read-only: it runs before anything touches the data dir
+    /// (permissions, journal mode, migrations), so a refused data dir is left as it was.
+    pub fn refuse_newer(dir: &Path) -> Result<(), StoreError> {
+        let path = dir.join("cloud.db");
+        if !path.is_file() {
+            return Ok(());
+        }
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let found = if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+            // The WAL may hold a newer first page than the file: ask SQLite (its -wal and -shm
+            // files exist already, so a read-only connection creates nothing).
+            let ro =
+                Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+            ro.query_row("PRAGMA user_version", [], |r| r.get(0))?
+        } else {
+            // A read-only connection would create the -wal and -shm files, so the version is read
+            // from the database header (bytes 60..64, big-endian).
+            use std::io::Read;
+            let mut header = [0u8; 64];
+            let mut f = std::fs::File::open(&path)
+                .map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display())))?;
+            match f.read_exact(&mut header) {
+                Ok(()) => i64::from(i32::from_be_bytes([
+                    header[60], header[61], header[62], header[63],
+                ])),
+                // Shorter than a header: an empty database, created but never written.
+                Err(_) => 0,
+            }
+        };
+        check_schema_version(&path, found)
     }
 
     /// An in-memory store (benchmarks and unit tests).
@@ -642,6 +718,7 @@ impl SqliteStore {
              PRAGMA temp_store=MEMORY;",
         )?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        check_schema_version(Path::new(conn.path().unwrap_or("cloud.db")), version)?;
         for (i, m) in MIGRATIONS.iter().enumerate() {
             let v = i as i64 + 1;
             if v > version {
@@ -1405,6 +1482,43 @@ impl Store for SqliteStore {
             |r| r.get(0),
         )?;
         Ok(n as u64)
+    }
+
+    fn channel_digest(
+        &self,
+        row: i64,
+        channel: &str,
+    ) -> Result<cloudattach_model::gateway::KeyDigest, StoreError> {
+        let conn = self.lock();
+        let mut st =
+            conn.prepare_cached("SELECT key FROM records WHERE hrow = ?1 AND channel = ?2")?;
+        let mut rows = st.query(params![row, channel])?;
+        let mut digest = cloudattach_model::gateway::KeyDigest::default();
+        while let Some(r) = rows.next()? {
+            digest.add(r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?);
+        }
+        Ok(digest)
+    }
+
+    fn channel_keys(
+        &self,
+        row: i64,
+        channel: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached(
+            "SELECT key FROM records WHERE hrow = ?1 AND channel = ?2 AND key > ?3 \
+             ORDER BY key LIMIT ?4",
+        )?;
+        let keys = st
+            .query_map(
+                params![row, channel, after.unwrap_or(""), limit as i64],
+                |r| r.get::<_, String>(0),
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(keys)
     }
 
     fn count_tag(&self, row: i64, channel: &str, tag: &str) -> Result<u64, StoreError> {

@@ -26,5 +26,5 @@ pub use config::{Config, ConfigError, Endpoint, Settings};
 pub use ops::plan::{Plan, PlanStep};
 pub use problem::{Problem, ProblemKind, SelectionError};
 pub use registry::{Origin, Registry, RegistryError};
-pub use selection::{Decision, Selection, Strictness, select};
+pub use selection::{Decision, Selection, select, validate};
 pub use site::{Site, SiteError};

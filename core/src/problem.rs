@@ -24,6 +24,8 @@ pub enum ProblemKind {
     SiteVersion,
     /// Plugins claim one id, or their dependencies form a cycle.
     Registry,
+    /// `--ignore-check` names a code no failing check finding has (a typo must not pass).
+    IgnoreCheck,
 }
 
 /// One problem: what is wrong, where, and what to do.

@@ -14,17 +14,6 @@ use cloudattach_sdk::{
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// How strictly [`select`] treats features that cannot run here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Strictness {
-    /// Every conflict is a problem (plan, apply, sync).
-    Strict,
-    /// A feature the environment or the site's version rules out, or whose dependency is not
-    /// enabled, is left out as skipped instead of being a problem (check, status, disable:
-    /// commands that only read or turn things off). Malformed options are still problems.
-    Lenient,
-}
-
 /// What the selection decided for one plugin.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
@@ -105,14 +94,47 @@ pub fn unsupported_reason(
     None
 }
 
-/// Decides, validates and orders the features of a configuration.
+/// Decides, validates and orders the features of a configuration for a site of
+/// `site_version`: every conflict at once. Option values that name a site's collections are
+/// checked by [`validate`], which every command uses.
 pub fn select(
     config: &Config,
     registry: &Registry,
     site_version: SiteVersion,
-    strictness: Strictness,
 ) -> Result<Selection, SelectionError> {
-    let lenient = strictness == Strictness::Lenient;
+    let (selection, problems) = decide(config, registry, site_version)?;
+    if problems.is_empty() {
+        Ok(selection)
+    } else {
+        Err(SelectionError { problems })
+    }
+}
+
+/// The one validation every command runs on a configuration: [`select`] against the site's
+/// version, and, in the same pass, every option that names a collection checked against the
+/// site — so one run lists every conflict, and a configuration one command refuses, every
+/// command refuses.
+pub fn validate(
+    config: &Config,
+    registry: &Registry,
+    site: &Site,
+) -> Result<Selection, SelectionError> {
+    let (selection, mut problems) = decide(config, registry, site.info.version)?;
+    problems.extend(collection_reference_problems(registry, &selection, site));
+    if problems.is_empty() {
+        Ok(selection)
+    } else {
+        Err(SelectionError { problems })
+    }
+}
+
+/// The selection with every problem found (empty when it can be used); `Err` only when the
+/// registry itself cannot be ordered.
+fn decide(
+    config: &Config,
+    registry: &Registry,
+    site_version: SiteVersion,
+) -> Result<(Selection, Vec<Problem>), SelectionError> {
     let order = registry.execution_order()?;
     let env = config.environment;
     let mut problems: Vec<Problem> = vec![];
@@ -272,22 +294,14 @@ pub fn select(
         }
         entries.push((id.clone(), Decision::Selected(options)));
     }
-    // Lenient: what cannot run here is left out as skipped — unless something is wrong with
-    // the configuration itself, which is reported together with everything else.
-    let soft = |p: &Problem| matches!(p.kind, ProblemKind::Unsupported | ProblemKind::Dependency);
-    if lenient && problems.iter().all(soft) {
-        problems.clear();
-    }
-    if !problems.is_empty() {
-        return Err(SelectionError { problems });
-    }
-    Ok(Selection {
+    let selection = Selection {
         environment: env,
         settings: config.settings,
         site_version,
         entries,
         warnings,
-    })
+    };
+    Ok((selection, problems))
 }
 
 /// What to do about an id no plugin has: the known ones, and — when plugin libraries failed
@@ -355,6 +369,20 @@ pub fn check_collection_references(
     selection: &Selection,
     site: &Site,
 ) -> Result<(), SelectionError> {
+    let problems = collection_reference_problems(registry, selection, site);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(SelectionError { problems })
+    }
+}
+
+/// The unknown collection references of a selection's selected features, in order.
+fn collection_reference_problems(
+    registry: &Registry,
+    selection: &Selection,
+    site: &Site,
+) -> Vec<Problem> {
     let mut problems: Vec<Problem> = vec![];
     for (id, decision) in &selection.entries {
         let Decision::Selected(options) = decision else {
@@ -388,11 +416,7 @@ pub fn check_collection_references(
             }
         }
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(SelectionError { problems })
-    }
+    problems
 }
 
 #[cfg(test)]
@@ -410,14 +434,9 @@ mod tests {
         )
         .unwrap();
         let mut registry = Registry::new();
-        let plain = select(
-            &config,
-            &registry,
-            "2303".parse::<SiteVersion>().unwrap(),
-            Strictness::Strict,
-        )
-        .unwrap_err()
-        .problems;
+        let plain = select(&config, &registry, "2303".parse::<SiteVersion>().unwrap())
+            .unwrap_err()
+            .problems;
         assert_eq!(plain[0].kind, ProblemKind::UnknownPlugin);
         assert_eq!(plain[0].feature.as_deref(), Some("bitlocker"));
         assert!(
@@ -429,14 +448,9 @@ mod tests {
             path: "/plugins/libbitlocker.so".into(),
             message: "libbitlocker.so: built against cloudattach-sdk 0.0.9".into(),
         });
-        let e = select(
-            &config,
-            &registry,
-            "2303".parse::<SiteVersion>().unwrap(),
-            Strictness::Lenient,
-        )
-        .unwrap_err()
-        .to_string();
+        let e = select(&config, &registry, "2303".parse::<SiteVersion>().unwrap())
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             e,
             "[features.bitlocker]: no plugin has the id `bitlocker`; known plugins:  (load others with --plugin-dir); 1 plugin library failed to load (/plugins/libbitlocker.so): it may be there, see the warnings above"

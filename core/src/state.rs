@@ -31,6 +31,18 @@ pub enum StateError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The database was written by a newer cloudattach, whose schema this build does not know.
+    #[error(
+        "state store {path} has schema version {found}, newer than {newest}, the newest this cloudattach knows: it was written by a newer cloudattach; run that version, or move the state directory away to start over (nothing was changed)"
+    )]
+    TooNew {
+        /// The database.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// The newest version this build knows.
+        newest: i64,
+    },
     /// Another process holds the lock.
     #[error(
         "another cloudattach is running on this state ({holder}); wait for it to finish, or stop it (lock file {path})"
@@ -56,6 +68,16 @@ const MIGRATIONS: &[&str] = &[
 pub trait AppliedState {
     /// The settings last applied for a plugin, if it is enabled.
     fn applied_settings(&self, plugin_id: &str) -> Option<serde_json::Value>;
+    /// Every feature enabled, by id — plan names the ones whose plugin is not loaded.
+    fn applied_ids(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Whether the plugin has uploaded records to a channel it owns (its records then follow
+    /// what it depends on, such as the upload scope).
+    fn uploads(&self, _plugin_id: &str) -> bool {
+        false
+    }
 }
 
 /// Nothing applied yet (a site without state).
@@ -97,14 +119,24 @@ impl StateStore {
             source,
         };
         let mut conn = Connection::open(&path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(err)?;
+        // The version is checked before anything is written (switching to WAL writes the file
+        // header): a newer build's schema is refused untouched, not used as if it were ours.
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(err)?;
+        let newest = MIGRATIONS.len() as i64;
+        if version > newest {
+            return Err(StateError::TooNew {
+                path,
+                found: version,
+                newest,
+            });
+        }
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(err)?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(err)?;
         for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             let tx = conn.transaction().map_err(err)?;
@@ -279,6 +311,32 @@ impl StateStore {
         tx.commit().map_err(err)
     }
 
+    /// Replaces a channel's acknowledged hashes with `hashes` (after reconciling the ledger with
+    /// the keys the cloud actually holds), in one transaction.
+    pub fn replace_channel(
+        &mut self,
+        channel: &str,
+        hashes: &HashMap<String, u64>,
+    ) -> Result<(), StateError> {
+        let path = self.path.clone();
+        let err = |source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute("DELETE FROM sync_hashes WHERE channel = ?1", [channel])
+            .map_err(err)?;
+        {
+            let mut up = tx
+                .prepare_cached("INSERT INTO sync_hashes (channel, key, hash) VALUES (?1, ?2, ?3)")
+                .map_err(err)?;
+            for (k, h) in hashes {
+                up.execute(params![channel, k, *h as i64]).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
     /// Forgets a channel's hashes (after a disable, or before a full resend).
     pub fn clear_channel(&self, channel: &str) -> Result<(), StateError> {
         self.conn
@@ -299,6 +357,10 @@ impl StateStore {
 }
 
 impl AppliedState for StateStore {
+    fn uploads(&self, plugin_id: &str) -> bool {
+        self.channels_owned_by(plugin_id)
+            .is_ok_and(|channels| !channels.is_empty())
+    }
     fn applied_settings(&self, plugin_id: &str) -> Option<serde_json::Value> {
         self.conn
             .query_row(
@@ -310,6 +372,11 @@ impl AppliedState for StateStore {
             .ok()
             .flatten()
             .and_then(|s| serde_json::from_str(&s).ok())
+    }
+    fn applied_ids(&self) -> Vec<String> {
+        self.features()
+            .map(|f| f.into_iter().map(|(id, _)| id).collect())
+            .unwrap_or_default()
     }
 }
 
@@ -416,6 +483,26 @@ mod tests {
         s.remove_feature("tenant-attach", &["devices"]).unwrap();
         assert!(s.channel_hashes("devices").unwrap().is_empty());
         assert_eq!(s.applied_settings("tenant-attach"), None);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch("CREATE TABLE future (x TEXT); PRAGMA user_version = 7;")
+                .unwrap();
+        }
+        let before = std::fs::read(&path).unwrap();
+        let err = StateStore::open(dir.path()).err().expect("refused");
+        assert!(matches!(err, StateError::TooNew { found: 7, .. }), "{err}");
+        let msg = err.to_string();
+        let newest = MIGRATIONS.len().to_string();
+        for part in [path.display().to_string(), "7".into(), newest] {
+            assert!(msg.contains(&part), "{part:?} in {msg}");
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), before, "the file changed");
     }
 
     #[test]

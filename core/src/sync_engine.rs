@@ -3,13 +3,21 @@
 //! every acknowledged batch in the hash ledger before counting it. Keys acknowledged before but
 //! not pushed this time are sent as deletions.
 //!
+//! Before a channel's delta, the engine compares the cloud's census of the channel (how many
+//! records, a digest of their keys) with its ledger. When they differ — the cloud dropped
+//! dependent records with their devices, someone deleted records in the tenant, the state is
+//! another directory's or was lost — it reads the keys the cloud holds and reconciles the
+//! ledger with them first: a key the cloud lost is sent again, a key the cloud holds that the
+//! ledger does not know is sent again or deleted. So every sync converges on what the site says
+//! the cloud should hold, whatever happened to the cloud since the last one.
+//!
 //! It knows neither HTTP nor SQLite: batches go to an [`UploadTarget`] (the session's gateway in
 //! the product) and acknowledged hashes to a [`HashLedger`] (the state store), so it is tested
 //! with an in-memory target and ledger.
 
 use crate::report::{DevicesRead, Progress, count_devices_read};
 use crate::state::{StateError, StateStore};
-use cloudattach_sdk::gateway::UploadAnswer;
+use cloudattach_sdk::gateway::{ChannelCensus, KeyDigest, UploadAnswer};
 use cloudattach_sdk::{HostError, Record, RecordSink, SyncMode, SyncStats};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -34,7 +42,15 @@ pub type SendBatch = Box<dyn FnOnce(Vec<u8>) -> Sending + Send>;
 pub trait UploadTarget: Send + Sync {
     /// Prepares the request that uploads one batch to `channel`.
     fn prepare(&self, channel: &str) -> Result<SendBatch, HostError>;
+    /// What the cloud holds on `channel` now (nothing, when its feature is not enabled).
+    fn census(&self, channel: &str) -> Result<ChannelCensus, HostError>;
+    /// Calls `each` with every key the cloud holds on `channel`.
+    fn held_keys(&self, channel: &str, each: &mut dyn FnMut(String)) -> Result<(), HostError>;
 }
+
+/// The ledger's hash for a key the cloud holds but the ledger did not know: matches no record,
+/// so the record is sent again (or, if the site no longer has it, deleted).
+const UNKNOWN_HASH: u64 = 0;
 
 /// The hashes of what the cloud has acknowledged, per channel.
 pub trait HashLedger: Send {
@@ -49,6 +65,8 @@ pub trait HashLedger: Send {
         upserts: &[(String, u64)],
         deletes: &[String],
     ) -> Result<(), StateError>;
+    /// Replaces what the ledger holds for `channel`.
+    fn replace(&mut self, channel: &str, hashes: &HashMap<String, u64>) -> Result<(), StateError>;
 }
 
 impl HashLedger for StateStore {
@@ -68,6 +86,9 @@ impl HashLedger for StateStore {
         deletes: &[String],
     ) -> Result<(), StateError> {
         self.ack_batch(channel, upserts, deletes)
+    }
+    fn replace(&mut self, channel: &str, hashes: &HashMap<String, u64>) -> Result<(), StateError> {
+        self.replace_channel(channel, hashes)
     }
 }
 
@@ -97,19 +118,25 @@ impl SyncEngine {
     }
 
     /// Opens an upload of `channel` for the plugin `owner`; `progress` makes its progress
-    /// display once the channel is open (an upload that cannot open shows none).
+    /// display once the channel is open (an upload that cannot open shows none), `notice`
+    /// tells the person when the ledger had to be reconciled with the cloud.
     pub fn open(
         &self,
         owner: &str,
         channel: &str,
         mode: SyncMode,
         progress: &dyn Fn() -> Box<dyn Progress>,
+        notice: &dyn Fn(&str),
     ) -> Result<Box<dyn RecordSink + '_>, HostError> {
-        let known = {
+        let mut known = {
             let mut ledger = self.ledger.lock().expect("ledger lock");
             ledger.claim(channel, owner).map_err(state_error)?;
             ledger.known(channel).map_err(state_error)?
         };
+        let census = self.target.census(channel)?;
+        if !census.matches(&KeyDigest::of(known.keys().map(String::as_str))) {
+            known = self.reconcile(channel, known, &census, notice)?;
+        }
         let progress: Arc<dyn Progress> = Arc::from(progress());
         let _reading = count_devices_read(progress.clone());
         Ok(Box::new(Upload {
@@ -125,6 +152,51 @@ impl SyncEngine {
             progress,
             _reading,
         }))
+    }
+}
+
+impl SyncEngine {
+    /// The ledger of `channel` brought in line with the keys the cloud holds: kept where the
+    /// cloud has the key, dropped where it lost it (so the record is sent again), unknown where
+    /// the cloud holds a key the ledger did not record (sent again, or deleted if gone).
+    fn reconcile(
+        &self,
+        channel: &str,
+        known: HashMap<String, u64>,
+        census: &ChannelCensus,
+        notice: &dyn Fn(&str),
+    ) -> Result<HashMap<String, u64>, HostError> {
+        let mut held = HashMap::with_capacity(census.records as usize);
+        let (mut lost, mut foreign) = (known.len() as u64, 0u64);
+        self.target.held_keys(channel, &mut |key| {
+            let hash = match known.get(&key) {
+                Some(h) => {
+                    lost -= 1;
+                    *h
+                }
+                None => {
+                    foreign += 1;
+                    UNKNOWN_HASH
+                }
+            };
+            held.insert(key, hash);
+        })?;
+        notice(&format!(
+            "{channel}: the cloud holds {} record(s), this site's ledger recorded {}: {lost} the cloud no longer has will be sent again{}",
+            census.records,
+            known.len(),
+            if foreign > 0 {
+                format!(", {foreign} it holds that the ledger did not record will be checked")
+            } else {
+                String::new()
+            }
+        ));
+        self.ledger
+            .lock()
+            .expect("ledger lock")
+            .replace(channel, &held)
+            .map_err(state_error)?;
+        Ok(held)
     }
 }
 
@@ -307,6 +379,22 @@ mod tests {
                 Box::pin(async move { target.apply(&channel, &compressed) })
             }))
         }
+        fn census(&self, channel: &str) -> Result<ChannelCensus, HostError> {
+            let all = self.0.records.lock().unwrap();
+            let keys = all.get(channel).into_iter().flat_map(|c| c.keys());
+            Ok(ChannelCensus::new(
+                channel,
+                KeyDigest::of(keys.map(String::as_str)),
+            ))
+        }
+        fn held_keys(&self, channel: &str, each: &mut dyn FnMut(String)) -> Result<(), HostError> {
+            let all = self.0.records.lock().unwrap();
+            all.get(channel)
+                .into_iter()
+                .flat_map(|c| c.keys())
+                .for_each(|k| each(k.clone()));
+            Ok(())
+        }
     }
 
     /// Acknowledged hashes in memory.
@@ -339,6 +427,14 @@ mod tests {
             }
             Ok(())
         }
+        fn replace(
+            &mut self,
+            channel: &str,
+            hashes: &HashMap<String, u64>,
+        ) -> Result<(), StateError> {
+            self.hashes.insert(channel.into(), hashes.clone());
+            Ok(())
+        }
     }
 
     fn push_all(
@@ -346,7 +442,13 @@ mod tests {
         mode: SyncMode,
         records: impl IntoIterator<Item = (i64, &'static str)>,
     ) -> Result<SyncStats, HostError> {
-        let mut sink = engine.open("tenant-attach", "devices", mode, &|| Box::new(Silent))?;
+        let mut sink = engine.open(
+            "tenant-attach",
+            "devices",
+            mode,
+            &|| Box::new(Silent),
+            &|_| {},
+        )?;
         for (k, v) in records {
             sink.push(Record {
                 key: k.to_string(),
@@ -413,14 +515,22 @@ mod tests {
         let (_rt, _target, _ledger, engine) = setup();
         let (a, b) = (Arc::new(Counted::default()), Arc::new(Counted::default()));
         let mut first = engine
-            .open("p", "devices", SyncMode::Delta, &|| {
-                Box::new(CountedProgress(a.clone()))
-            })
+            .open(
+                "p",
+                "devices",
+                SyncMode::Delta,
+                &|| Box::new(CountedProgress(a.clone())),
+                &|_| {},
+            )
             .unwrap();
         let second = engine
-            .open("q", "analytics", SyncMode::Delta, &|| {
-                Box::new(CountedProgress(b.clone()))
-            })
+            .open(
+                "q",
+                "analytics",
+                SyncMode::Delta,
+                &|| Box::new(CountedProgress(b.clone())),
+                &|_| {},
+            )
             .unwrap();
         {
             let mut read = crate::report::DeviceCounter::new();
@@ -504,5 +614,45 @@ mod tests {
             retry.sent, 2,
             "nothing was recorded, so everything is sent again"
         );
+    }
+
+    #[test]
+    fn a_delta_converges_whatever_happened_to_the_cloud_since() {
+        let (_rt, target, ledger, engine) = setup();
+        let site: Vec<(i64, &str)> = (1..=50).map(|i| (i, "a")).collect();
+        push_all(&engine, SyncMode::Delta, site.clone()).unwrap();
+
+        // The cloud lost records the ledger says it acknowledged (a cascade, a deletion in the
+        // tenant): the next delta sends exactly those again.
+        {
+            let mut cloud = target.records.lock().unwrap();
+            let ch = cloud.get_mut("devices").unwrap();
+            for k in ["3", "17", "42"] {
+                ch.remove(k);
+            }
+        }
+        let delta = push_all(&engine, SyncMode::Delta, site.clone()).unwrap();
+        assert_eq!((delta.sent, delta.upserted), (3, 3));
+        assert_eq!(target.records.lock().unwrap()["devices"].len(), 50);
+
+        // The cloud holds records the ledger never recorded (another state directory attached
+        // it, or the state was lost): they are checked — deleted when the site no longer has
+        // them, found unchanged when it does.
+        {
+            let mut cloud = target.records.lock().unwrap();
+            let ch = cloud.get_mut("devices").unwrap();
+            ch.insert("999".into(), serde_json::json!({"name": "stale"}));
+        }
+        ledger.lock().unwrap().hashes.clear();
+        let delta = push_all(&engine, SyncMode::Delta, site.clone()).unwrap();
+        assert_eq!((delta.deleted, delta.unchanged), (1, 50));
+        let cloud = target.records.lock().unwrap();
+        assert_eq!(cloud["devices"].len(), 50);
+        assert!(!cloud["devices"].contains_key("999"));
+        drop(cloud);
+
+        // In line again: the next delta sends nothing.
+        let quiet = push_all(&engine, SyncMode::Delta, site).unwrap();
+        assert_eq!(quiet.sent, 0);
     }
 }

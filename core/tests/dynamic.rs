@@ -106,13 +106,7 @@ fn site_with(devices: u64, attach: &str) -> Fixture {
 
 /// `check` and `plan` JSON, as the CLI prints them.
 fn check_and_plan(registry: &Registry, f: &Fixture) -> (String, String) {
-    let selection = cloudattach_core::select(
-        &f.config,
-        registry,
-        f.site.info.version,
-        cloudattach_core::Strictness::Strict,
-    )
-    .unwrap();
+    let selection = cloudattach_core::select(&f.config, registry, f.site.info.version).unwrap();
     let checks =
         cloudattach_core::ops::check::run_checks(registry, &f.config, &selection, &f.site, &[])
             .unwrap();
@@ -122,6 +116,7 @@ fn check_and_plan(registry: &Registry, f: &Fixture) -> (String, String) {
         &selection,
         &f.site,
         &NothingApplied,
+        &Default::default(),
     )
     .unwrap();
     (
@@ -212,13 +207,7 @@ fn the_third_party_example_loads_next_to_the_builtins_and_checks_plans_and_appli
     assert_eq!(plugin.manifest.depends_on, ["tenant-attach"]);
 
     let f = site_with(800, SUMMARY_CONFIG);
-    let selection = cloudattach_core::select(
-        &f.config,
-        &registry,
-        f.site.info.version,
-        cloudattach_core::Strictness::Strict,
-    )
-    .unwrap();
+    let selection = cloudattach_core::select(&f.config, &registry, f.site.info.version).unwrap();
     let checks =
         cloudattach_core::ops::check::run_checks(&registry, &f.config, &selection, &f.site, &[])
             .unwrap();
@@ -233,6 +222,7 @@ fn the_third_party_example_loads_next_to_the_builtins_and_checks_plans_and_appli
         &selection,
         &f.site,
         &NothingApplied,
+        &Default::default(),
     )
     .unwrap();
     let order: Vec<&str> = plan.steps.iter().map(|s| s.plugin.as_str()).collect();
@@ -390,13 +380,7 @@ fn broken_and_hostile_libraries_each_give_one_clear_line_and_the_rest_of_the_run
 
     // The run goes on: check and plan work, the panicking plugin fails its own steps only.
     let f = site_with(300, &format!("{SUMMARY_CONFIG}[features.panicky]\n"));
-    let selection = cloudattach_core::select(
-        &f.config,
-        &registry,
-        f.site.info.version,
-        cloudattach_core::Strictness::Strict,
-    )
-    .unwrap();
+    let selection = cloudattach_core::select(&f.config, &registry, f.site.info.version).unwrap();
     let checks =
         cloudattach_core::ops::check::run_checks(&registry, &f.config, &selection, &f.site, &[])
             .unwrap();
@@ -424,14 +408,17 @@ fn broken_and_hostile_libraries_each_give_one_clear_line_and_the_rest_of_the_run
         &selection,
         &f.site,
         &NothingApplied,
+        &Default::default(),
     )
     .unwrap();
     let step = |id: &str| plan.steps.iter().find(|s| s.plugin == id).unwrap().clone();
     assert_eq!(step("collection-summary").action, PlanAction::Enable);
+    // Its check panicked too: a failed prerequisite check, which skips it before its plan.
     let panicky = step("panicky");
     assert_eq!(panicky.action, PlanAction::Skip);
+    assert!(panicky.check_failed, "{panicky:?}");
     assert!(
-        panicky.reason.as_deref().unwrap().contains("boom in plan"),
+        panicky.reason.as_deref().unwrap().contains("boom in check"),
         "{panicky:?}"
     );
 }
@@ -539,13 +526,7 @@ fn boundary_figures() {
     );
     let mut registry_times = vec![];
     for registry in [&linked, &dynamic] {
-        let selection = cloudattach_core::select(
-            &f.config,
-            registry,
-            f.site.info.version,
-            cloudattach_core::Strictness::Strict,
-        )
-        .unwrap();
+        let selection = cloudattach_core::select(&f.config, registry, f.site.info.version).unwrap();
         let ids = ["tenant-attach".to_string()];
         cloudattach_core::ops::check::run_checks(registry, &f.config, &selection, &f.site, &ids)
             .unwrap();

@@ -380,3 +380,107 @@ mod tests {
         );
     }
 }
+
+/// An order-independent digest of a set of record keys: how many there are and the wrapping sum
+/// of the xxh3-64 hash of each key's UTF-8 bytes. The cloud computes it over the keys it holds on
+/// a channel and the client over the keys its ledger says were acknowledged; when the two
+/// differ, something changed what the cloud holds since (a cascade, a deletion in the tenant, a
+/// lost or foreign state) and the client reconciles the channel before its delta.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KeyDigest {
+    /// Keys counted.
+    pub count: u64,
+    /// Wrapping sum of `xxh3_64(key)`.
+    pub sum: u64,
+}
+
+impl KeyDigest {
+    /// Counts one key.
+    pub fn add(&mut self, key: &str) {
+        self.count += 1;
+        self.sum = self
+            .sum
+            .wrapping_add(xxhash_rust::xxh3::xxh3_64(key.as_bytes()));
+    }
+
+    /// The digest of `keys`.
+    pub fn of<'a>(keys: impl IntoIterator<Item = &'a str>) -> KeyDigest {
+        let mut d = KeyDigest::default();
+        for k in keys {
+            d.add(k);
+        }
+        d
+    }
+
+    /// The sum as 16 lower-case hexadecimal digits, as the census carries it.
+    pub fn sum_hex(&self) -> String {
+        format!("{:016x}", self.sum)
+    }
+}
+
+/// `GET upload/{channel}`: what the cloud holds on one upload channel of a hierarchy,
+/// `{"channel", "records", "key_digest"}` (`key_digest`: [`KeyDigest::sum_hex`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ChannelCensus {
+    /// The channel, as in the upload path (`devices`, `ext/<feature id>`, …).
+    #[serde(default)]
+    pub channel: String,
+    /// Records held.
+    pub records: u64,
+    /// The digest of their keys.
+    pub key_digest: String,
+}
+
+impl ChannelCensus {
+    /// The census of `channel` holding keys with `digest`.
+    pub fn new(channel: impl Into<String>, digest: KeyDigest) -> Self {
+        ChannelCensus {
+            channel: channel.into(),
+            records: digest.count,
+            key_digest: digest.sum_hex(),
+        }
+    }
+
+    /// Whether the keys counted in `digest` are the keys this census describes.
+    pub fn matches(&self, digest: &KeyDigest) -> bool {
+        self.records == digest.count && self.key_digest.eq_ignore_ascii_case(&digest.sum_hex())
+    }
+}
+
+/// `GET upload/{channel}/keys[?after=KEY]`: one page of the keys a channel holds, in byte
+/// order, `{"value": [key…], "next_after": KEY | null}`; ask again with `after=next_after`
+/// until it is null.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ChannelKeys {
+    /// Keys of this page.
+    pub value: Vec<String>,
+    /// The last key of this page when more follow.
+    #[serde(default)]
+    pub next_after: Option<String>,
+}
+
+impl ChannelKeys {
+    /// A page of keys.
+    pub fn new(value: Vec<String>, next_after: Option<String>) -> Self {
+        ChannelKeys { value, next_after }
+    }
+}
+
+#[cfg(test)]
+mod key_digest_tests {
+    use super::*;
+
+    #[test]
+    fn the_digest_ignores_order_and_sees_a_missing_or_swapped_key() {
+        let a = KeyDigest::of(["1", "2", "3"]);
+        assert_eq!(a, KeyDigest::of(["3", "1", "2"]));
+        assert_ne!(a, KeyDigest::of(["1", "2"]));
+        assert_ne!(a, KeyDigest::of(["1", "2", "4"]));
+        let census = ChannelCensus::new("devices", a);
+        assert!(census.matches(&a));
+        assert!(!census.matches(&KeyDigest::of(["1", "2", "4"])));
+        assert!(ChannelCensus::new("x", KeyDigest::default()).matches(&KeyDigest::default()));
+    }
+}

@@ -13,6 +13,7 @@ pub fn serve(opts: ServeOptions) -> Outcome {
         .block_on(cloudattach_cloud::serve(opts))
         .map_err(|e| match e {
             cloudattach_cloud::CloudError::InvalidOption(m) => Failure::Input(m),
+            e @ cloudattach_cloud::CloudError::UnsupportedData(_) => Failure::Input(e.to_string()),
             other => Failure::Runtime(other.to_string()),
         })
 }

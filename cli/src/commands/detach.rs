@@ -5,7 +5,7 @@ use crate::{Cli, Failure, Outcome, Output, print_json};
 use cloudattach_core::ops;
 use cloudattach_core::ops::connect::Command;
 
-pub fn run(cli: &Cli, yes: bool) -> Outcome {
+pub fn run(cli: &Cli, yes: bool, takeover: bool) -> Outcome {
     let ws = super::workspace(cli)?;
     if !yes
         && !super::confirm(
@@ -19,7 +19,8 @@ pub fn run(cli: &Cli, yes: bool) -> Outcome {
         eprintln!("nothing changed");
         return Err(Failure::Failed);
     }
-    let connected = Connected::open(&ws, Command::Detach)?;
+    let takeover = super::apply::takeover_choice("detach", takeover);
+    let connected = Connected::open_with(&ws, Command::Detach, takeover)?;
     let result = ops::detach::run(&ws, &connected.conn);
     connected.close();
     result?;

@@ -3,12 +3,12 @@
 
 use crate::{Cli, Failure, Outcome, Output, input, print_json};
 use clap::Args;
-use cloudattach_core::ops::init as wizard;
-use cloudattach_core::ops::init::{CustomUpload, InitAnswers};
-use cloudattach_core::{Config, Registry, Site};
+use cloudattach_core::ops::OpError;
+use cloudattach_core::ops::init::{self as wizard, Front, InitFlags, settings_of};
+use cloudattach_core::{Config, Registry};
 use cloudattach_sdk::Environment;
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Answers to the wizard's pages; each has a flag, so init runs without a terminal.
 #[derive(Args, Debug, Clone, Default)]
@@ -46,115 +46,127 @@ pub struct InitArgs {
     /// Enable Endpoint analytics (custom)
     #[arg(long, value_name = "BOOL")]
     pub endpoint_analytics: Option<bool>,
-    /// Enforce Configuration Manager RBAC for cloud console requests (custom); false = Intune RBAC alone
+    /// Enable RBAC authority (custom; site 2207 or later)
+    #[arg(long, value_name = "BOOL")]
+    pub rbac_authority: Option<bool>,
+    /// Enforce Configuration Manager RBAC for cloud console requests (custom; turns RBAC authority on); false = Intune RBAC alone
     #[arg(long, value_name = "BOOL")]
     pub enforce_configmgr_rbac: Option<bool>,
-    /// Upload Microsoft Defender data (custom)
+    /// Upload Microsoft Defender data (custom; site 2303 or later)
     #[arg(long, value_name = "BOOL")]
     pub defender_reporting: Option<bool>,
-    /// Co-management automatic enrollment: all, pilot or none
-    #[arg(long, value_parser = ["all", "pilot", "none"])]
+    /// Co-management automatic enrollment: all, pilot or none; off turns co-management off
+    #[arg(long, value_parser = ["all", "pilot", "none", "off"])]
     pub co_management: Option<String>,
     /// The pilot collection (with --co-management pilot)
     #[arg(long, value_name = "COLLECTION_ID")]
     pub pilot_collection: Option<String>,
+    /// The app: register a new one (apply does it) or import an existing one
+    #[arg(long, value_parser = ["register", "import"])]
+    pub app: Option<String>,
+    /// The imported app's tenant id
+    #[arg(long, value_name = "ID")]
+    pub app_tenant_id: Option<String>,
+    /// The imported app's client (application) id
+    #[arg(long, value_name = "ID")]
+    pub app_client_id: Option<String>,
+    /// The imported app's name
+    #[arg(long, value_name = "NAME")]
+    pub app_name: Option<String>,
+    /// The imported app's App ID URI (api://TENANT_ID/NAME or https://DOMAIN/NAME)
+    #[arg(long, value_name = "URI")]
+    pub app_id_uri: Option<String>,
+    /// A file holding the imported app's secret (relative to the configuration); never the secret itself
+    #[arg(long, value_name = "FILE")]
+    pub app_secret_file: Option<String>,
+    /// An environment variable holding the imported app's secret
+    #[arg(long, value_name = "VARIABLE")]
+    pub app_secret_env: Option<String>,
+    /// When the imported app's secret expires (YYYY-MM-DD)
+    #[arg(long, value_name = "DATE")]
+    pub app_secret_expiry: Option<String>,
 }
 
-struct Prompter {
+impl InitArgs {
+    fn flags(&self) -> InitFlags {
+        InitFlags {
+            site: self.site.clone(),
+            environment: self.environment,
+            tenant: self.tenant.clone(),
+            endpoint: self.endpoint.clone(),
+            sign_in: self.sign_in,
+            app: self.app.clone(),
+            app_tenant_id: self.app_tenant_id.clone(),
+            app_client_id: self.app_client_id.clone(),
+            app_name: self.app_name.clone(),
+            app_id_uri: self.app_id_uri.clone(),
+            app_secret_file: self.app_secret_file.clone(),
+            app_secret_env: self.app_secret_env.clone(),
+            app_secret_expiry: self.app_secret_expiry.clone(),
+            settings: self.settings.clone(),
+            upload: self.upload.clone(),
+            endpoint_analytics: self.endpoint_analytics,
+            rbac_authority: self.rbac_authority,
+            enforce_configmgr_rbac: self.enforce_configmgr_rbac,
+            defender_reporting: self.defender_reporting,
+            co_management: self.co_management.clone(),
+            pilot_collection: self.pilot_collection.clone(),
+        }
+    }
+}
+
+/// The wizard's front end on stdin and stderr.
+struct Terminal {
     interactive: bool,
 }
 
-impl Prompter {
-    fn ask(&self, question: &str, default: &str) -> Result<String, Failure> {
-        if !self.interactive {
-            return Ok(default.to_string());
+impl Terminal {
+    fn read_line(&self, question: &str, default: &str) -> Result<String, OpError> {
+        if default.is_empty() {
+            eprint!("{question}: ");
+        } else {
+            eprint!("{question} [{default}]: ");
         }
-        eprint!("{question} [{default}]: ");
         let _ = std::io::stderr().flush();
         let mut line = String::new();
         let n = std::io::stdin()
             .lock()
             .read_line(&mut line)
-            .map_err(|e| Failure::Runtime(e.to_string()))?;
+            .map_err(|e| OpError::Runtime(e.to_string()))?;
         if n == 0 {
-            return Err(Failure::Input(
+            return Err(OpError::Input(
                 "init: input ended before the wizard finished; nothing written".into(),
             ));
         }
-        let line = line.trim();
-        Ok(if line.is_empty() {
-            default.to_string()
-        } else {
-            line.to_string()
+        Ok(line.trim().to_string())
+    }
+}
+
+impl Front for Terminal {
+    fn interactive(&self) -> bool {
+        self.interactive
+    }
+
+    fn ask(&mut self, question: &str, default: &str) -> Result<String, OpError> {
+        self.read_line(question, default)
+    }
+
+    fn say(&mut self, line: &str) {
+        eprintln!("{line}");
+    }
+
+    fn warn(&mut self, message: &str) {
+        eprintln!("warning: {message}");
+    }
+
+    fn sign_in(&mut self, config: &Config) -> Result<String, OpError> {
+        crate::cloud::sign_in_check(config).map_err(|f| match f {
+            Failure::Input(m) => OpError::Input(m),
+            Failure::Runtime(m) => OpError::Runtime(m),
+            Failure::Coded(r) if r.exit == 2 => OpError::Input(r.text),
+            Failure::Coded(r) => OpError::Runtime(r.text),
+            Failure::Failed => OpError::Runtime("the sign-in failed".into()),
         })
-    }
-
-    fn choose(&self, question: &str, choices: &[&str], default: &str) -> Result<String, Failure> {
-        loop {
-            let a = self.ask(&format!("{question} ({})", choices.join("/")), default)?;
-            if choices.contains(&a.as_str()) {
-                return Ok(a);
-            }
-            if !self.interactive {
-                return Err(Failure::Input(format!(
-                    "{question}: {a:?} is not one of {}",
-                    choices.join(", ")
-                )));
-            }
-            eprintln!("  please answer one of: {}", choices.join(", "));
-        }
-    }
-
-    fn yes_no(&self, question: &str, default: bool) -> Result<bool, Failure> {
-        let a = self.choose(question, &["y", "n"], if default { "y" } else { "n" })?;
-        Ok(a == "y")
-    }
-
-    /// A collection picker: lists the site's collections with their sizes.
-    fn collection(
-        &self,
-        site: Option<&Site>,
-        question: &str,
-        default: &str,
-    ) -> Result<String, Failure> {
-        let ids: Vec<String> = site
-            .map(|s| s.collection_ids().map(String::from).collect())
-            .unwrap_or_default();
-        if self.interactive
-            && let Some(site) = site
-        {
-            eprintln!("  collections of site {}:", site.info.code);
-            for (i, id) in ids.iter().enumerate() {
-                if let Some(c) = site.collection(id) {
-                    eprintln!(
-                        "  {:>3}. {}  {} ({} devices)",
-                        i + 1,
-                        c.id,
-                        c.name,
-                        c.member_count
-                    );
-                }
-            }
-        }
-        loop {
-            let a = self.ask(question, default)?;
-            let picked = a
-                .parse::<usize>()
-                .ok()
-                .and_then(|n| ids.get(n.wrapping_sub(1)).cloned())
-                .unwrap_or(a.clone());
-            if ids.is_empty() || ids.contains(&picked) {
-                return Ok(picked);
-            }
-            if !self.interactive {
-                return Err(Failure::Input(format!(
-                    "{question}: the site has no collection {picked}"
-                )));
-            }
-            eprintln!(
-                "  the site has no collection {picked}; pick a number or an id from the list"
-            );
-        }
     }
 }
 
@@ -170,184 +182,58 @@ fn init(args: &InitArgs, registry: &Registry, output: Output) -> Outcome {
             args.out.display()
         )));
     }
-    let p = Prompter {
+    let mut front = Terminal {
         interactive: !args.no_input && std::io::stdin().is_terminal(),
     };
-    if p.interactive {
+    if front.interactive {
         eprintln!(
             "cloudattach init: the cloud attach wizard. Press Enter to keep [the default].\n"
         );
     }
-    let base = args
-        .out
-        .parent()
-        .map(Path::to_path_buf)
-        .filter(|b| !b.as_os_str().is_empty())
-        .unwrap_or_else(|| PathBuf::from("."));
-    // Page: the site.
-    let site_path = match &args.site {
-        Some(s) => s.clone(),
-        None => p.ask("Site directory", "site")?,
-    };
-    let site = Site::open(&base.join(&site_path)).ok();
-    if site.is_none() {
-        eprintln!(
-            "warning: no readable site at {}: collections cannot be listed",
-            base.join(&site_path).display()
-        );
+    let made = wizard::wizard(&args.flags(), &args.out, registry, &mut front)?;
+    // Summary: what plan will show for this configuration, before anything is written.
+    eprintln!("\nSummary");
+    // A feature this site or cloud cannot run is written off; say why rather than "turned off".
+    let unavailable = made
+        .answers
+        .custom
+        .as_ref()
+        .map(|c| c.unavailable.clone())
+        .unwrap_or_default();
+    for step in &made.plan.steps {
+        let why = unavailable
+            .iter()
+            .find(|(id, _)| *id == step.plugin)
+            .map(|(_, why)| why.as_str())
+            .or(step.reason.as_deref())
+            .or(step.detail.as_deref())
+            .map(|r| format!(" {r}"))
+            .unwrap_or_default();
+        eprintln!("  {:<20} {:<6}{why}", step.plugin, step.action.as_str());
     }
-    // Page: Azure environment.
-    let environment: Environment = match args.environment {
-        Some(e) => e,
-        None => p
-            .choose("Azure environment", &["public", "usgov", "china"], "public")?
-            .parse()
-            .map_err(input)?,
-    };
-    // Page: sign in (the tenant; apply signs in).
-    let tenant = match &args.tenant {
-        Some(t) => t.clone(),
-        None => p.ask("Tenant", "contoso.example")?,
-    };
-    let endpoint = match &args.endpoint {
-        Some(e) => e.clone(),
-        None => p.ask("Cloud endpoint (\"embedded\" or a URL)", "embedded")?,
-    };
-    // Sign in now, if asked: checks the account early and caches the tokens apply will use.
-    let sign_in =
-        args.sign_in || (p.interactive && p.yes_no("Sign in now to check the account", false)?);
-    if sign_in {
-        let text = wizard::cloud_table(environment, &endpoint, &tenant);
-        let config = Config::parse(&text, &args.out, &base).map_err(input)?;
-        let upn = crate::cloud::sign_in_check(&config)?;
-        eprintln!("{upn} is a Global Administrator with an Intune license");
-    }
-    // Page: default or custom settings.
-    let settings = match &args.settings {
-        Some(s) => s.clone(),
-        None => p.choose(
-            "Use default settings (recommended) or custom",
-            &["default", "custom"],
-            "default",
-        )?,
-    };
-    // Flags of the custom pages mean nothing under default settings, and device upload (with
-    // the features that build on it) is not available in China: say so rather than drop them.
-    let custom_flags: Vec<&str> = [
-        ("--upload", args.upload.is_some()),
-        ("--endpoint-analytics", args.endpoint_analytics.is_some()),
-        (
-            "--enforce-configmgr-rbac",
-            args.enforce_configmgr_rbac.is_some(),
-        ),
-        ("--defender-reporting", args.defender_reporting.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(flag, given)| given.then_some(flag))
-    .collect();
-    if let Some(w) = wizard::ignored_flags(&settings, environment, &custom_flags) {
-        eprintln!("warning: {w}");
-    }
-    let mut upload = None;
-    if settings == "custom" {
-        // Page: Configure upload (not in China).
-        let chosen = if !wizard::uploads_possible(environment) {
-            "none".to_string()
-        } else {
-            match &args.upload {
-                Some(u) => u.clone(),
-                None => {
-                    let a = p.choose(
-                        "Upload devices to the tenant: all, a collection, or none",
-                        &["all", "collection", "none"],
-                        "all",
-                    )?;
-                    if a == "collection" {
-                        p.collection(site.as_ref(), "Collection to upload", "SMS00001")?
-                    } else {
-                        a
-                    }
-                }
-            }
-        };
-        if chosen != "none" {
-            let endpoint_analytics = match args.endpoint_analytics {
-                Some(b) => b,
-                None => p.yes_no("Enable Endpoint analytics for the uploaded devices", true)?,
-            };
-            let enforce_configmgr_rbac = match args.enforce_configmgr_rbac {
-                Some(b) => b,
-                None => p.yes_no(
-                    "Enforce Configuration Manager RBAC for cloud console requests",
-                    true,
-                )?,
-            };
-            let defender_reporting = match args.defender_reporting {
-                Some(b) => b,
-                None => p.yes_no(
-                    "Upload Microsoft Defender for Endpoint data for reports",
-                    true,
-                )?,
-            };
-            upload = Some(CustomUpload {
-                upload: chosen,
-                endpoint_analytics,
-                enforce_configmgr_rbac,
-                defender_reporting,
-            });
+    if front.interactive {
+        let write = front
+            .read_line(&format!("Write {} (y/n)", args.out.display()), "y")
+            .map_err(Failure::from)?;
+        if !(write.is_empty()
+            || write.eq_ignore_ascii_case("y")
+            || write.eq_ignore_ascii_case("yes"))
+        {
+            eprintln!("nothing written");
+            return Err(Failure::Failed);
         }
     }
-    // Page: Enablement (co-management).
-    let enrollment = match (&args.co_management, wizard::enrollment_choices(environment)) {
-        (Some(c), _) => c.clone(),
-        (None, None) => wizard::DEFAULT_ENROLLMENT.to_string(),
-        (None, Some(choices)) => p.choose(
-            "Co-management automatic enrollment",
-            choices,
-            wizard::DEFAULT_ENROLLMENT,
-        )?,
-    };
-    let pilot_collection = if wizard::needs_pilot_collection(&enrollment) {
-        Some(match &args.pilot_collection {
-            Some(c) => c.clone(),
-            None => p.collection(site.as_ref(), "Pilot collection", "PS100020")?,
-        })
-    } else {
-        None
-    };
-    let draft = wizard::render(&InitAnswers {
-        site_path: site_path.clone(),
-        environment,
-        tenant,
-        endpoint,
-        settings,
-        upload,
-        enrollment,
-        pilot_collection,
-    });
-    // Summary: the same checks plan makes, before anything is written.
-    let summary = wizard::summary(&draft, &args.out, &base, registry, site.as_ref())?;
-    if site.is_some() {
-        eprintln!("\nSummary");
-        for (id, what) in &summary {
-            eprintln!("  {id:<20} {what}");
-        }
-    }
-    let (text, settings) = (draft.text, draft.settings);
-    if p.interactive && !p.yes_no(&format!("Write {}", args.out.display()), true)? {
-        eprintln!("nothing written");
-        return Err(Failure::Failed);
-    }
-    std::fs::write(&args.out, text)
+    std::fs::write(&args.out, &made.text)
         .map_err(|e| Failure::Runtime(format!("{}: {e}", args.out.display())))?;
     eprintln!(
         "wrote {}; next: cloudattach plan, then cloudattach apply",
         args.out.display()
     );
     if output == Output::Json {
+        let environment: Environment = made.answers.environment;
         return print_json(&serde_json::json!({
             "written": args.out,
-            "settings": settings,
+            "settings": settings_of(&made.answers).as_str(),
             "environment": environment,
         }));
     }

@@ -60,15 +60,19 @@ pub fn run(cli: &Cli) -> Outcome {
             name.as_deref(),
         ),
         Command::Check { ids } => check::run(cli, ids),
-        Command::Plan => plan::run(cli),
-        Command::Apply { yes } => apply::run(cli, *yes),
+        Command::Plan { ignore_checks } => plan::run(cli, ignore_checks),
+        Command::Apply {
+            yes,
+            takeover,
+            ignore_checks,
+        } => apply::run(cli, *yes, *takeover, ignore_checks),
         Command::Status => status::run(cli),
         Command::Sync { full, watch } => sync::run(cli, *full, *watch),
         Command::Disable { ids, yes } => disable::run(cli, ids, *yes),
         Command::Logout { all } => logout::run(cli, *all),
         Command::Completions { shell } => completions::completions(*shell),
         Command::Man { out } => completions::man(out.as_deref()),
-        Command::Detach { yes } => detach::run(cli, *yes),
+        Command::Detach { yes, takeover } => detach::run(cli, *yes, *takeover),
         Command::Cloud(CloudCommand::Serve(opts)) => cloud::serve(opts.clone()),
         Command::Init(args) => init::run(cli, args),
         Command::Site(SiteCommand::Generate {
@@ -81,20 +85,28 @@ pub fn run(cli: &Cli) -> Outcome {
     }
 }
 
+/// Refuses `command` (apply or detach) without `--yes` when standard input is not a terminal:
+/// it could not ask, so it does nothing at all — no sign-in, no app registration.
+pub fn require_terminal(command: &str) -> Result<(), crate::Failure> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        return Ok(());
+    }
+    let review = match command {
+        "apply" => "review `cloudattach plan`, then run",
+        "disable" => "review what it deletes, then run",
+        _ => "run",
+    };
+    Err(crate::Failure::Input(format!(
+        "standard input is not a terminal, so {command} cannot ask for confirmation: {review} `cloudattach {command} --yes`"
+    )))
+}
+
 /// Asks on the terminal; without one, `command` (apply or detach) cannot ask, and the message
 /// says to run it with `--yes`.
 pub fn confirm(command: &str, question: &str) -> Result<bool, crate::Failure> {
-    use std::io::{BufRead, IsTerminal, Write};
-    if !std::io::stdin().is_terminal() {
-        let review = match command {
-            "apply" => "review `cloudattach plan`, then run",
-            "disable" => "review what it deletes, then run",
-            _ => "run",
-        };
-        return Err(crate::Failure::Input(format!(
-            "standard input is not a terminal, so {command} cannot ask for confirmation: {review} `cloudattach {command} --yes`"
-        )));
-    }
+    use std::io::{BufRead, Write};
+    require_terminal(command)?;
     eprint!("{question} [y/N] ");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();

@@ -2,19 +2,36 @@
 
 use crate::render::{Table, Tone, colour_enabled};
 use crate::reporter::CliReporter;
-use crate::{Cli, Outcome, Output, print_json};
+use crate::{Cli, Failure, Outcome, Output, print_json};
+use cloudattach_core::ops::plan::PlanOptions;
 use cloudattach_core::ops::{self, Workspace};
 use cloudattach_sdk::PlanAction;
 
-pub fn run(cli: &Cli) -> Outcome {
+pub fn run(cli: &Cli, ignore_checks: &[String]) -> Outcome {
     let ws = super::workspace(cli)?;
-    let planned = ops::plan::run(&ws, &CliReporter::new())?;
+    let options = PlanOptions {
+        ignore_checks: ignore_checks.to_vec(),
+    };
+    let planned = ops::plan::run(&ws, &options, &CliReporter::new())?;
     super::report_skipped_lines(&ws);
     if cli.output == Output::Json {
-        return print_json(&planned.plan);
+        print_json(&planned.plan)?;
+    } else {
+        print_plan(&ws, &planned.plan, false);
     }
-    print_plan(&ws, &planned.plan, false);
-    Ok(())
+    check_failures(&planned.plan)
+}
+
+/// Exit 1 when a feature is skipped because a prerequisite check failed, saying how to go
+/// ahead anyway.
+pub fn check_failures(plan: &cloudattach_core::Plan) -> Outcome {
+    if !plan.check_failed() {
+        return Ok(());
+    }
+    eprintln!(
+        "a prerequisite check failed: its feature and the features that depend on it are skipped; fix what the check reports (cloudattach check), or go ahead despite one finding with --ignore-check CODE"
+    );
+    Err(Failure::Failed)
 }
 
 /// Prints the Summary page (on stderr when it precedes an apply).
@@ -39,11 +56,19 @@ pub fn print_plan(ws: &Workspace, plan: &cloudattach_core::Plan, to_stderr: bool
             PlanAction::Disable => Tone::Warn,
             PlanAction::Skip | PlanAction::Noop => Tone::Dim,
         };
-        let details = s
+        let mut details = s
             .reason
             .clone()
             .or_else(|| s.detail.clone())
             .unwrap_or_default();
+        if !s.ignored_checks.is_empty() {
+            let ignored = format!("check ignored: {}", s.ignored_checks.join(", "));
+            details = if details.is_empty() {
+                ignored
+            } else {
+                format!("{details} ({ignored})")
+            };
+        }
         t.row(vec![
             ((i + 1).to_string(), Tone::Dim),
             (s.plugin.clone(), Tone::Plain),

@@ -28,7 +28,9 @@ pub fn run(cli: &Cli) -> Outcome {
             counts.extend(
                 p.extra
                     .iter()
-                    .filter(|(k, v)| *k != "settings" && !v.is_object() && !v.is_array())
+                    .filter(|(k, v)| {
+                        *k != "settings" && *k != "note" && !v.is_object() && !v.is_array()
+                    })
                     .map(|(k, v)| {
                         format!(
                             "{k}={}",
@@ -57,6 +59,11 @@ pub fn run(cli: &Cli) -> Outcome {
             ]);
         }
         print!("{}", t.render(colour));
+        for p in &outcome.plugins {
+            if let Some(note) = p.extra.get("note").and_then(|n| n.as_str()) {
+                eprintln!("{}: {note}", p.id);
+            }
+        }
     }
     if failed {
         if let Some(e) = outcome.not_attached() {

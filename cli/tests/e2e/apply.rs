@@ -54,16 +54,8 @@ fn default_settings_attach_everything_and_reapply_is_noop() {
     assert_eq!(hs[0]["counts"]["devices"], expected.devices);
     assert_eq!(hs[0]["effective_authority"], "configmgr+intune");
     // Defender reports are populated.
-    let report = w.get("/api/v1/reports/defender/antivirus-agent-status");
-    let rows = report["value"]
-        .as_array()
-        .map(Vec::len)
-        .or_else(|| report["@odata.count"].as_u64().map(|n| n as usize));
-    assert_eq!(
-        rows,
-        Some(expected.defender as usize),
-        "defender report: {report}"
-    );
+    let rows = w.get_all("/api/v1/reports/defender/antivirus-agent-status");
+    assert_eq!(rows.len(), expected.defender as usize, "defender report");
     // Endpoint analytics computed scores from the enrolled devices.
     let ea = w.get("/api/v1/reports/endpoint-analytics");
     assert_eq!(ea["enrolled_devices"], expected.ea_enrolled);
@@ -378,4 +370,506 @@ fn text_summaries_format_counts_for_people() {
     }
     assert!(!st.stdout.contains("settings="), "{}", st.stdout);
     assert!(!st.stdout.contains('{'), "{}", st.stdout);
+}
+
+const FEATURES: [&str; 5] = [
+    "co-management",
+    "tenant-attach",
+    "defender-reporting",
+    "endpoint-analytics",
+    "rbac-authority",
+];
+
+/// Without `--yes` and without a terminal, apply refuses before anything — even when the
+/// plan against the local state is all noops while the tenant has lost everything: no sign-in,
+/// no app registration, no hierarchy, no records. With `--yes`, the Summary it prints before
+/// changing anything is made against what the cloud holds: `enable` for everything it lost.
+#[test]
+fn apply_off_a_terminal_refuses_before_anything_and_its_summary_is_the_clouds() {
+    let w = World::start();
+    let site = w.generate(300, 2303);
+    w.config("public", DEFAULT);
+    w.apply_ok();
+    // The same directory pointed at a fresh tenant: the local state says everything is applied.
+    let fresh = World::start();
+    let config = std::fs::read_to_string(w.dir().join("attach.toml"))
+        .unwrap()
+        .replace(&w.base, &fresh.base);
+    std::fs::write(w.dir().join("attach.toml"), config).unwrap();
+    let plan = w.cli(&["plan"]);
+    plan.ok();
+    assert_eq!(summary_action(&plan.stdout, "tenant-attach"), "noop");
+
+    let admin = fresh.admin_token();
+    let apps = || {
+        let (s, v) = fresh.request(reqwest::Method::GET, "/v1.0/applications", &admin, None);
+        assert_eq!(s, 200, "{v}");
+        v["value"].as_array().map(Vec::len).unwrap_or(0)
+    };
+    let apps_before = apps();
+    let tokens = w.state_dir().join("tokens.json");
+    let tokens_before = std::fs::read(&tokens).ok();
+    let r = w.cli(&["apply"]);
+    r.code(2);
+    assert!(
+        r.stderr.contains("not a terminal") && r.stderr.contains("--yes"),
+        "{}",
+        r.stderr
+    );
+    assert!(fresh.hierarchies().is_empty(), "a hierarchy was onboarded");
+    assert_eq!(fresh.device_count(), 0, "records were uploaded");
+    assert_eq!(apps(), apps_before, "an app was registered");
+    assert_eq!(std::fs::read(&tokens).ok(), tokens_before, "it signed in");
+
+    let r = w.cli(&["apply", "--yes"]);
+    r.ok();
+    for id in FEATURES {
+        assert_eq!(
+            summary_action(&r.stderr, id),
+            "enable",
+            "{id}:\n{}",
+            r.stderr
+        );
+    }
+    let c = fresh.counts(&site.hid);
+    assert_eq!(c.devices, site.expected(None, None).devices);
+    assert_eq!(c.enabled.len(), 5, "{:?}", c.enabled);
+}
+
+/// A feature disabled in the tenant behind the site's back is `enable` in the Summary apply
+/// shows before it changes anything (the others `noop`), and apply enables it again.
+#[test]
+fn the_summary_shows_a_feature_the_cloud_disabled_as_enable() {
+    let w = World::start();
+    let site = w.generate(300, 2303);
+    w.config("public", DEFAULT);
+    w.apply_ok();
+    let admin = w.admin_token();
+    let (s, v) = w.request(
+        reqwest::Method::DELETE,
+        &format!(
+            "/api/v1/hierarchies/{}/features/defender-reporting",
+            site.hid
+        ),
+        &admin,
+        None,
+    );
+    assert_eq!(s, 204, "{v}");
+    assert!(!w.counts(&site.hid).enabled.contains("defender-reporting"));
+    let r = w.cli(&["apply", "--yes"]);
+    r.ok();
+    for id in FEATURES {
+        let want = if id == "defender-reporting" {
+            "enable"
+        } else {
+            "noop"
+        };
+        assert_eq!(summary_action(&r.stderr, id), want, "{id}:\n{}", r.stderr);
+    }
+    let c = w.counts(&site.hid);
+    assert!(c.enabled.contains("defender-reporting"), "{:?}", c.enabled);
+    assert_eq!(c.defender, site.expected(None, None).defender);
+}
+
+/// A failing prerequisite check: plan shows its feature and the features that depend on it as
+/// `skip` with the failing finding, and exits 1; apply uploads nothing for them (independent
+/// features still run) and exits 1. `--ignore-check CODE` overrides one finding at a time; a
+/// code no failing finding has is refused.
+#[test]
+fn a_failing_check_skips_its_feature_and_dependents_until_each_finding_is_overridden() {
+    let w = World::start();
+    let site = w.generate(300, 2303);
+    set_site_keys(
+        &w.site_dir(),
+        &[
+            ("service_connection_point", "\"offline\""),
+            ("administration_service", "false"),
+        ],
+    );
+    w.config("public", DEFAULT);
+    w.cli(&["check", "tenant-attach"]).code(1);
+
+    let p = w.cli(&["--output", "json", "plan"]);
+    p.code(1);
+    let plan = steps(&p.json());
+    let reason = plan["tenant-attach"]["reason"].as_str().unwrap_or_default();
+    assert_eq!(plan["tenant-attach"]["action"], "skip");
+    assert!(
+        reason.contains("service-connection-point-offline")
+            && reason.contains("administration-service-missing"),
+        "{reason}"
+    );
+    for id in ["defender-reporting", "endpoint-analytics", "rbac-authority"] {
+        assert_eq!(plan[id]["action"], "skip", "{id}: {}", plan[id]);
+    }
+    assert_eq!(plan["co-management"]["action"], "enable");
+
+    let typo = w.cli(&["plan", "--ignore-check", "service-connection-point-ofline"]);
+    typo.code(2);
+    assert!(
+        typo.stderr
+            .contains("no failing check finding has this code"),
+        "{}",
+        typo.stderr
+    );
+
+    let r = w.cli(&["--output", "json", "apply", "--yes"]);
+    r.code(1);
+    let done = steps(&r.json());
+    assert_eq!(done["tenant-attach"]["status"], "skipped");
+    assert_eq!(done["co-management"]["status"], "done");
+    let c = w.counts(&site.hid);
+    assert_eq!(c.devices, 0, "devices uploaded despite the failed check");
+    assert_eq!(c.defender, 0);
+    assert_eq!(c.ea_enrolled, 0);
+    assert_eq!(
+        c.enabled,
+        ["co-management".to_string()].into_iter().collect(),
+        "{:?}",
+        c.enabled
+    );
+
+    // One finding overridden: the other still skips tenant-attach.
+    let r = w.cli(&[
+        "apply",
+        "--yes",
+        "--ignore-check",
+        "service-connection-point-offline",
+    ]);
+    r.code(1);
+    assert_eq!(w.counts(&site.hid).devices, 0);
+
+    // Both overridden: it goes ahead.
+    let r = w.cli(&[
+        "apply",
+        "--yes",
+        "--ignore-check",
+        "service-connection-point-offline",
+        "--ignore-check",
+        "administration-service-missing",
+    ]);
+    r.ok();
+    let c = w.counts(&site.hid);
+    assert_eq!(c.devices, site.expected(None, None).devices);
+    assert_eq!(c.enabled.len(), 5, "{:?}", c.enabled);
+}
+
+/// The apps cloudattach registered in the tenant (named `ConfigMgrService-<site code>`).
+fn registered_apps(w: &World, admin: &str) -> Vec<serde_json::Value> {
+    let (s, apps) = w.request(reqwest::Method::GET, "/v1.0/applications", admin, None);
+    assert_eq!(s, 200, "{apps}");
+    apps["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| {
+            a["displayName"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("ConfigMgrService"))
+        })
+        .cloned()
+        .collect()
+}
+
+/// The client id of the app that owns the hierarchy, as the cloud holds it.
+fn owner_of(w: &World, hid: &str) -> String {
+    w.get(&format!("/api/v1/hierarchies/{hid}"))["app_id"]
+        .as_str()
+        .expect("app_id")
+        .to_string()
+}
+
+/// The state directory the first apply used is put aside, so the next command runs from a
+/// fresh one (another machine, or the local state lost).
+fn fresh_state_dir(w: &World, keep_as: &str) {
+    std::fs::rename(w.state_dir(), w.dir().join(keep_as)).unwrap();
+}
+
+/// Applying from a state directory that does not have the credentials of the app that owns the
+/// hierarchy: without `--takeover` it names the owning app and the flag and registers nothing
+/// (apply and detach alike; status and sync point to apply's flag); with `--yes --takeover` it adds a secret to that app and attaches
+/// with it — still exactly one app registration — and detach from there works.
+#[test]
+fn another_state_directory_takes_over_the_owning_app_only_when_asked() {
+    let w = World::start();
+    let site = w.generate(200, 2303);
+    w.config("public", DEFAULT);
+    w.apply_ok();
+    let admin = w.admin_token();
+    let apps = registered_apps(&w, &admin);
+    assert_eq!(apps.len(), 1, "{apps:?}");
+    let (name, client_id) = (
+        apps[0]["displayName"].as_str().unwrap().to_string(),
+        apps[0]["appId"].as_str().unwrap().to_string(),
+    );
+    assert_eq!(apps[0]["passwordCredentials"].as_array().unwrap().len(), 1);
+    assert_eq!(owner_of(&w, &site.hid), client_id);
+
+    fresh_state_dir(&w, ".cloudattach-a");
+    for (args, flag) in [
+        (&["apply", "--yes"][..], "cloudattach apply --takeover"),
+        (&["detach", "--yes"][..], "cloudattach detach --takeover"),
+        (&["status"][..], "cloudattach apply --takeover"),
+        (&["sync"][..], "cloudattach apply --takeover"),
+    ] {
+        let r = w.cli(args);
+        r.code(2);
+        for part in [name.as_str(), client_id.as_str(), flag] {
+            assert!(
+                r.stderr.contains(part),
+                "{args:?}: {part:?} in {}",
+                r.stderr
+            );
+        }
+        let now = registered_apps(&w, &admin);
+        assert_eq!(now.len(), 1, "{args:?} registered an app: {now:?}");
+        assert_eq!(now[0]["passwordCredentials"].as_array().unwrap().len(), 1);
+        assert_eq!(owner_of(&w, &site.hid), client_id);
+    }
+
+    let r = w.cli(&["--output", "json", "apply", "--yes", "--takeover"]);
+    r.ok();
+    assert_eq!(r.json()["app"]["client_id"], client_id.as_str());
+    assert!(r.stderr.contains("took over app"), "{}", r.stderr);
+    let apps = registered_apps(&w, &admin);
+    assert_eq!(apps.len(), 1, "{apps:?}");
+    assert_eq!(
+        apps[0]["passwordCredentials"].as_array().unwrap().len(),
+        2,
+        "the owning app gained a secret"
+    );
+    assert_eq!(owner_of(&w, &site.hid), client_id);
+    assert_counts(&w.counts(&site.hid), &site.expected(None, None));
+
+    w.cli(&["detach", "--yes"]).ok();
+    assert!(w.hierarchies().is_empty());
+    assert_eq!(registered_apps(&w, &admin).len(), 1);
+}
+
+/// The README's flow: the demo applied against the embedded cloud, then the same data served
+/// with `cloud serve` and applied against: the app this directory registered for the embedded
+/// endpoint owns the hierarchy, so its credentials are used — no second app, no 403 — and
+/// detach works.
+#[test]
+fn the_embedded_cloud_then_the_same_data_served() {
+    let w = World::start();
+    let site = w.generate(100, 2303);
+    let write = |endpoint: &str| {
+        let text = format!(
+            "[site]\npath = \"site\"\n\n[cloud]\nendpoint = \"{endpoint}\"\ntenant = \"{TENANT}\"\n\n{DEFAULT}"
+        );
+        std::fs::write(w.dir().join("attach.toml"), text).unwrap();
+    };
+    write("embedded");
+    let first = w.apply_ok()["app"]["client_id"].clone();
+    let served =
+        w.rt.block_on(cloudattach_cloud::start(cloudattach_cloud::ServeOptions {
+            data: Some(w.state_dir().join("cloud")),
+            ..cloud_opts()
+        }))
+        .expect("serve the embedded cloud's data");
+    write(&served.base_url());
+    let r = w.cli(&["--output", "json", "apply", "--yes"]);
+    r.ok();
+    assert_eq!(r.json()["app"]["client_id"], first, "another app was used");
+    for step in steps(&r.json()).values() {
+        assert_eq!(step["status"], "noop", "{step}");
+    }
+    w.cli(&["detach", "--yes"]).ok();
+    let hierarchies = w.rt.block_on(async {
+        let http = reqwest::Client::new();
+        let token: serde_json::Value = http
+            .post(format!("{}/{TENANT}/oauth2/v2.0/token", served.base_url()))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", cloudattach_cloud::seed::CONTOSO_READER_APP_ID),
+                ("client_secret", cloudattach_cloud::seed::DEV_SECRET),
+                ("scope", "api://cloudattach/.default"),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let overview: serde_json::Value = http
+            .get(format!("{}/api/v1/overview", served.base_url()))
+            .bearer_auth(token["access_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        overview["hierarchies"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    });
+    assert!(
+        !hierarchies
+            .iter()
+            .any(|h| h["hierarchy_id"] == site.hid.as_str()),
+        "{hierarchies:?}"
+    );
+    w.rt.block_on(served.shutdown());
+}
+
+/// A damaged credentials file is an error naming it (exit 2) for every command that uses the
+/// app, never a reason to register a second app.
+#[test]
+fn a_damaged_credentials_file_is_an_error_naming_it() {
+    let w = World::start();
+    let site = w.generate(100, 2303);
+    w.config("public", DEFAULT);
+    w.apply_ok();
+    let admin = w.admin_token();
+    let file = std::fs::read_dir(w.state_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("app-"))
+        .expect("the app credentials file");
+    std::fs::write(&file, b"{\"tenant_id\": \"c0257050-").unwrap();
+    for args in [
+        &["apply", "--yes"][..],
+        &["sync"],
+        &["status"],
+        &["detach", "--yes"],
+    ] {
+        let r = w.cli(args);
+        r.code(2);
+        assert!(
+            r.stderr.contains(&file.display().to_string()),
+            "{args:?}: {}",
+            r.stderr
+        );
+        assert_eq!(registered_apps(&w, &admin).len(), 1, "{args:?}");
+        assert_eq!(w.hierarchies().len(), 1, "{args:?}");
+    }
+    assert_counts(&w.counts(&site.hid), &site.expected(None, None));
+}
+
+/// A configured environment that is not the tenant's is refused before anything is
+/// registered: no app, no hierarchy.
+#[test]
+fn an_environment_mismatch_registers_nothing() {
+    let w = World::start_with(cloudattach_cloud::ServeOptions {
+        environment: "usgov".into(),
+        ..cloud_opts()
+    });
+    w.generate(100, 2303);
+    w.config("public", DEFAULT);
+    let r = w.cli(&["apply", "--yes"]);
+    r.code(2);
+    assert!(
+        r.stderr.contains("Azure US Government") && r.stderr.contains("environment"),
+        "{}",
+        r.stderr
+    );
+    let admin = w.admin_token();
+    assert!(registered_apps(&w, &admin).is_empty());
+    assert!(w.hierarchies().is_empty());
+}
+
+/// An apply killed after it registered the app and before it kept its credentials or onboarded
+/// leaves that app in the tenant: the next apply finds it by the App ID URI it gave it and uses
+/// it, instead of registering a second one.
+#[test]
+fn an_app_left_by_an_interrupted_apply_is_reused() {
+    let w = World::start();
+    let site = w.generate(100, 2303);
+    w.config("public", DEFAULT);
+    let admin = w.admin_token();
+    let toml = std::fs::read_to_string(site.dir.join("site.toml")).unwrap();
+    let code = toml
+        .lines()
+        .find_map(|l| l.strip_prefix("code = "))
+        .unwrap()
+        .trim_matches('"');
+    let short = site.hid.split('-').next().unwrap();
+    let tenant_id = cloudattach_cloud::seed::CONTOSO_TENANT_ID;
+    // What the interrupted apply registered: the app, without secret, consent or local file.
+    let (s, left) = w.request(
+        reqwest::Method::POST,
+        "/v1.0/applications",
+        &admin,
+        Some(&serde_json::json!({
+            "displayName": format!("ConfigMgrService-{code}"),
+            "identifierUris": [format!("api://{tenant_id}/ConfigMgrService-{code}-{short}")],
+            "requiredResourceAccess": required_permissions(),
+        })),
+    );
+    assert_eq!(s, 201, "{left}");
+    let out = w.apply_ok();
+    assert_eq!(out["app"]["client_id"], left["appId"]);
+    assert_eq!(registered_apps(&w, &admin).len(), 1);
+    assert_eq!(owner_of(&w, &site.hid), left["appId"].as_str().unwrap());
+    assert_counts(&w.counts(&site.hid), &site.expected(None, None));
+}
+
+/// On a terminal, apply asks before taking over the app that owns the hierarchy (even with
+/// `--yes`): "n" changes nothing, "y" adds a secret to the owning app and attaches with it.
+#[test]
+fn a_terminal_is_asked_before_a_takeover() {
+    let has_script = std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_script {
+        eprintln!("skipped: util-linux `script` is not available to provide a terminal");
+        return;
+    }
+    let w = World::start();
+    let site = w.generate(100, 2303);
+    w.config("public", DEFAULT);
+    w.apply_ok();
+    let admin = w.admin_token();
+    let client_id = owner_of(&w, &site.hid);
+    fresh_state_dir(&w, ".cloudattach-a");
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    let line = format!(
+        "{} --config {} apply --yes",
+        quote(env!("CARGO_BIN_EXE_cloudattach")),
+        quote(&w.dir().join("attach.toml").display().to_string())
+    );
+    let on_a_terminal = |answer: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .current_dir(w.dir())
+            .env("NO_COLOR", "1")
+            .env_remove("CLOUDATTACH_LOG")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run script");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{answer}\n").as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = on_a_terminal("n");
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("Take it over") && text.contains(&client_id),
+        "{text}"
+    );
+    let apps = registered_apps(&w, &admin);
+    assert_eq!(apps.len(), 1);
+    assert_eq!(apps[0]["passwordCredentials"].as_array().unwrap().len(), 1);
+
+    let (code, text) = on_a_terminal("y");
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("took over app"), "{text}");
+    let apps = registered_apps(&w, &admin);
+    assert_eq!(apps.len(), 1);
+    assert_eq!(apps[0]["passwordCredentials"].as_array().unwrap().len(), 2);
+    assert_eq!(owner_of(&w, &site.hid), client_id);
 }

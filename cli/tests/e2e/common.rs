@@ -327,6 +327,18 @@ impl World {
         v
     }
 
+    /// Every row of a paged list (all its pages, following `@odata.nextLink`).
+    pub fn get_all(&self, path: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut next = Some(path.to_string());
+        while let Some(p) = next {
+            let v = self.get(&p);
+            out.extend(v["value"].as_array().expect("value").iter().cloned());
+            next = v["@odata.nextLink"].as_str().map(String::from);
+        }
+        out
+    }
+
     /// The cloud's status of a hierarchy, as counts.
     pub fn counts(&self, hid: &str) -> Counts {
         let v = self.get(&format!("/api/v1/hierarchies/{hid}/status"));
@@ -738,4 +750,41 @@ pub fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("timed out waiting for {what}");
+}
+
+/// The action the Summary printed for `plugin` (the `#  plugin  action  details` table apply
+/// prints on stderr before anything changes, and plan on stdout).
+pub fn summary_action(summary: &str, plugin: &str) -> String {
+    summary
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|t| t.len() >= 3 && t[0].parse::<u32>().is_ok() && t[1] == plugin)
+        .map(|t| t[2].to_string())
+        .unwrap_or_else(|| panic!("no Summary line for {plugin} in:\n{summary}"))
+}
+
+/// Sets `key = value` lines in the generated site's `site.toml` (e.g. the service connection
+/// point offline).
+pub fn set_site_keys(site_dir: &Path, lines: &[(&str, &str)]) {
+    let path = site_dir.join("site.toml");
+    let mut text = std::fs::read_to_string(&path).expect("site.toml");
+    for (key, value) in lines {
+        let line = format!("{key} = {value}");
+        let mut found = false;
+        text = text
+            .lines()
+            .map(|l| {
+                if l.split('=').next().is_some_and(|k| k.trim() == *key) {
+                    found = true;
+                    line.clone()
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n";
+        assert!(found, "site.toml has no `{key}`");
+    }
+    std::fs::write(&path, text).expect("write site.toml");
 }

@@ -99,13 +99,11 @@ fn a_third_party_plugin_from_a_plugin_dir_runs_like_a_builtin_and_its_data_is_in
     assert_eq!(step["status"], "done", "{step}");
 
     // The data, read back through the cloud's API.
-    let records = w.get(&format!(
+    let records = w.get_all(&format!(
         "/api/v1/hierarchies/{}/ext/collection-summary/records",
         site.hid
     ));
-    let by_key: std::collections::BTreeMap<&str, &Value> = records["value"]
-        .as_array()
-        .unwrap()
+    let by_key: std::collections::BTreeMap<&str, &Value> = records
         .iter()
         .map(|r| (r["key"].as_str().unwrap(), &r["record"]))
         .collect();
@@ -393,13 +391,11 @@ fn a_new_plugin_crate_builds_tests_loads_and_applies_against_the_cloud() {
             *expected.entry(model.to_string()).or_default() += 1;
         }
     }
-    let records = w.get(&format!(
+    let records = w.get_all(&format!(
         "/api/v1/hierarchies/{}/ext/inventory-report/records",
         site.hid
     ));
-    let held: std::collections::BTreeMap<String, u64> = records["value"]
-        .as_array()
-        .unwrap()
+    let held: std::collections::BTreeMap<String, u64> = records
         .iter()
         .map(|r| {
             (
@@ -415,4 +411,84 @@ fn a_new_plugin_crate_builds_tests_loads_and_applies_against_the_cloud() {
         plugin(&status.json(), "inventory-report")["counts"]["records"],
         expected.len()
     );
+}
+
+/// A feature enabled in the tenant whose plugin is not loaded here (the library is not in a
+/// plugin directory this run): status lists it with what to load, plan and apply show it as a
+/// skip saying so, and apply leaves it and its data alone.
+#[test]
+fn a_feature_enabled_in_the_tenant_whose_plugin_is_not_loaded_is_shown_and_left_alone() {
+    let w = World::start();
+    let site = w.generate(400, 2303);
+    w.config("public", SUMMARY);
+    install(
+        &w,
+        &[(
+            lib_file(built(), "cloudattach_example_collection_summary"),
+            "collection-summary",
+        )],
+    );
+    let applied = w.apply_ok();
+    assert_eq!(steps(&applied)["collection-summary"]["status"], "done");
+    let records = |w: &World| {
+        w.get(&format!(
+            "/api/v1/hierarchies/{}/ext/collection-summary/records",
+            site.hid
+        ))["@odata.count"]
+            .clone()
+    };
+    let before = records(&w);
+    assert!(before.as_u64().is_some_and(|n| n > 0), "{before}");
+
+    // The same site without the plugin directory and without the feature's table.
+    w.config(
+        "public",
+        "[attach]\nsettings = \"custom\"\n\n[features.tenant-attach]\nupload = \"all\"\n",
+    );
+    let st = w.cli(&["--output", "json", "status"]);
+    st.ok();
+    let v = st.json();
+    let entry = plugin(&v, "collection-summary");
+    assert_eq!(entry["enabled"], true, "{entry}");
+    assert!(
+        entry["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("not loaded") && n.contains("--plugin-dir")),
+        "{entry}"
+    );
+    let text = w.cli(&["status"]);
+    text.ok();
+    assert!(
+        text.stderr
+            .lines()
+            .any(|l| l.starts_with("collection-summary:") && l.contains("--plugin-dir")),
+        "{}",
+        text.stderr
+    );
+
+    let plan = w.cli(&["--output", "json", "plan"]);
+    plan.ok();
+    let planned = steps(&plan.json());
+    let step = &planned["collection-summary"];
+    assert_eq!(step["action"], "skip", "{step}");
+    assert!(
+        step["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("--plugin-dir")),
+        "{step}"
+    );
+
+    let r = w.cli(&["--output", "json", "apply", "--yes"]);
+    r.ok();
+    let done = steps(&r.json());
+    assert_eq!(
+        done["collection-summary"]["status"], "skipped",
+        "{}",
+        r.stdout
+    );
+    assert!(
+        w.counts(&site.hid).enabled.contains("collection-summary"),
+        "apply disabled it"
+    );
+    assert_eq!(records(&w), before, "apply touched its records");
 }

@@ -194,6 +194,15 @@ fn import_validation_failures_change_nothing() {
             says: &["secret"],
         },
         Case {
+            what: "a name that is not the app's",
+            client_id: &good,
+            name: "SomeOtherName",
+            uri: uri("GoodApp"),
+            secret: &good_secret,
+            expiry: "2099-12-31",
+            says: &["SomeOtherName", "GoodApp", "name"],
+        },
+        Case {
             what: "expired secret",
             client_id: &good,
             name: "GoodApp",
@@ -233,5 +242,56 @@ fn import_validation_failures_change_nothing() {
             c.what
         );
         assert_eq!(w.device_count(), 0, "{}: devices were uploaded", c.what);
+    }
+}
+
+/// The tenant's expiry of the imported secret counts, not only attach.toml's: the earlier of the
+/// two decides the warning.
+#[test]
+fn the_tenant_expiry_of_an_imported_secret_is_warned_of() {
+    let w = World::start();
+    w.generate(100, 2303);
+    let admin = w.admin_token();
+    let uri = format!("api://{CONTOSO_TENANT_ID}/ShortLived");
+    let (client_id, object_id, long_secret) =
+        w.register_app(&admin, "ShortLived", &uri, required_permissions(), true);
+    // The secret in use expires in 10 days in the tenant; attach.toml says 2099.
+    let soon = date_in_days(10);
+    let (s, pw) = w.request(
+        reqwest::Method::POST,
+        &format!("/v1.0/applications/{object_id}/addPassword"),
+        &admin,
+        Some(&json!({"passwordCredential": {"endDateTime": format!("{soon}T12:00:00Z")}})),
+    );
+    assert_eq!(s, 200, "{pw}");
+    let secret = pw["secretText"].as_str().unwrap().to_string();
+    let (_, app) = w.request(
+        reqwest::Method::GET,
+        &format!("/v1.0/applications/{object_id}"),
+        &admin,
+        None,
+    );
+    for c in app["passwordCredentials"].as_array().unwrap() {
+        if c["keyId"] != pw["keyId"] {
+            let (s, _) = w.request(
+                reqwest::Method::POST,
+                &format!("/v1.0/applications/{object_id}/removePassword"),
+                &admin,
+                Some(&json!({"keyId": c["keyId"]})),
+            );
+            assert_eq!(s, 204);
+        }
+    }
+    std::fs::write(w.dir().join("app-secret.txt"), &secret).unwrap();
+    app_config(&w, &client_id, "ShortLived", &uri, "2099-12-31");
+    let r = w.cli(&["apply", "--yes"]);
+    r.ok();
+    assert!(
+        r.stderr.contains("expires in") && r.stderr.contains(&soon),
+        "no warning naming {soon}:\n{}",
+        r.stderr
+    );
+    for s in [&secret, &long_secret] {
+        assert!(!r.stderr.contains(s.as_str()), "a secret leaked");
     }
 }

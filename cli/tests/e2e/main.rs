@@ -5,6 +5,7 @@
 mod apply;
 mod commands;
 mod common;
+mod convergence;
 mod dynamic;
 mod import;
 mod signin;

@@ -278,3 +278,105 @@ fn an_unreachable_endpoint_gives_a_hint() {
     );
     assert!(r.stderr.contains(&hint), "{hint:?} in:\n{}", r.stderr);
 }
+
+/// When the application already has as many unfinished sign-ins in the tenant as the cloud
+/// allows, the cloud refuses a new device code and apply says so clearly; nothing changed.
+#[test]
+fn a_refused_device_code_is_explained() {
+    let w = World::start_with(ServeOptions {
+        max_device_codes: 1,
+        ..manual()
+    });
+    w.generate(50, 2303);
+    w.config("public", DEFAULT);
+    let (s, v) = w.form(
+        "/contoso.example/oauth2/v2.0/devicecode",
+        &[
+            ("client_id", "00000000-0000-4000-8000-00000000c11e"),
+            ("scope", "api://cloudattach/.default"),
+        ],
+    );
+    assert_eq!(s, 200, "{v}");
+    let r = w.cli(&["apply", "--yes"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("the cloud refuses new sign-ins to contoso.example for now")
+            && r.stderr.contains("try again in"),
+        "{}",
+        r.stderr
+    );
+    assert!(w.hierarchies().is_empty());
+}
+
+/// A data dir written by a newer cloudattach: `cloud serve` refuses to start with exit 2, names
+/// the database's schema version and the newest this build knows, and changes nothing.
+#[test]
+fn cloud_serve_refuses_a_database_from_a_newer_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("cloud");
+    std::fs::create_dir_all(&data).unwrap();
+    drop(cloudattach_cloud::SqliteStore::open(&data).unwrap());
+    let db = data.join("cloud.db");
+    let known: i64 = {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        let v: i64 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        c.execute_batch(&format!(
+            "PRAGMA user_version={}; PRAGMA wal_checkpoint(TRUNCATE);",
+            v + 1
+        ))
+        .unwrap();
+        v
+    };
+    let before = std::fs::read(&db).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cloudattach"))
+        .args(["cloud", "serve", "--addr", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("schema version {}", known + 1))
+            && stderr.contains(&format!("up to {known}")),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&db).unwrap(), before);
+    assert!(!data.join("signing-key.pem").exists());
+}
+
+/// `init --sign-in` in a fresh directory against a real cloud: the token cache's directory
+/// does not exist yet; init creates it (0700, the cache 0600), and the apply that follows uses
+/// the cached tokens.
+#[test]
+fn init_signs_in_from_a_fresh_directory() {
+    let w = World::start();
+    w.generate(200, 2303);
+    assert!(!w.state_dir().exists());
+    let r = w.cli(&["init", "--no-input", "--sign-in", "--endpoint", &w.base]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("admin@contoso.example is a Global Administrator"),
+        "{}",
+        r.stderr
+    );
+    let tokens = w.state_dir().join("tokens.json");
+    assert!(tokens.is_file());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&w.state_dir()), 0o700);
+        assert_eq!(mode(&tokens), 0o600);
+    }
+    let r = w.cli(&["apply", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        !r.stderr.contains("enter the code"),
+        "asked to sign in again: {}",
+        r.stderr
+    );
+}

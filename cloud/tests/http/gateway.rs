@@ -756,3 +756,357 @@ async fn large_uncompressed_batch_over_2_mb() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["upserted"], 10000);
 }
+
+/// The Endpoint analytics score is the mean of the unrounded startup and app reliability scores,
+/// rounded once: worked by hand, 5 devices with core boot 10 s (boot score 100) and group policy
+/// + desktop usable 33.448 s (sign-in score 100 × (70 − 33.448) / 60 = 60.92) give a startup
+/// score of 80.46 (shown 80.5); no crashes give app reliability 100; the overall score is
+/// (80.46 + 100) / 2 = 90.23 → 90.2, where the mean of the rounded parts would give 90.3.
+#[tokio::test]
+async fn the_endpoint_analytics_score_is_rounded_once() {
+    let c = start().await;
+    let admin = c.admin().await;
+    c.onboard(&admin, &["tenant-attach", "endpoint-analytics"])
+        .await;
+    let (s, v) = c
+        .post(&admin, &hpath("/upload/devices"), device_batch(1..6))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let ups: Vec<Value> = (1..6)
+        .map(|i| {
+            json!({"key": i.to_string(), "record": {"resource_id": i, "client_version": "5.00.9106.1000",
+            "analytics": {"core_boot_ms": 10000, "total_boot_ms": 30000, "gp_logon_ms": 13448,
+            "desktop_usable_ms": 20000,
+            "apps": [{"name": "Teams", "usage_minutes": 600, "daily_crashes": [0, 0, 0]}]}}})
+        })
+        .collect();
+    let (s, v) = c
+        .post(&admin, &hpath("/upload/analytics"), json!({"upserts": ups}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, rep) = c.get(&admin, "/api/v1/reports/endpoint-analytics").await;
+    assert_eq!(s, 200, "{rep}");
+    assert_eq!(rep["startup_performance"]["boot_score"], 100.0, "{rep}");
+    assert_eq!(rep["startup_performance"]["sign_in_score"], 60.9, "{rep}");
+    assert_eq!(rep["startup_performance"]["score"], 80.5, "{rep}");
+    assert_eq!(rep["app_reliability"]["score"], 100.0, "{rep}");
+    assert_eq!(rep["endpoint_analytics_score"], 90.2, "{rep}");
+    c.running.shutdown().await;
+}
+
+const N: i64 = 25;
+
+/// A hierarchy with every feature, an extension feature, and `N` devices with Defender
+/// (every other one unhealthy, one active detection each of its own threat), co-management and
+/// extension records; two more hierarchies.
+async fn populated(c: &Cloud, admin: &str) {
+    c.onboard(
+        admin,
+        &[
+            "tenant-attach",
+            "endpoint-analytics",
+            "defender-reporting",
+            "co-management",
+            "acme-inventory",
+        ],
+    )
+    .await;
+    let ok = |(s, v): (u16, Value)| assert_eq!(s, 200, "{v}");
+    ok(
+        c.post(admin, &hpath("/upload/devices"), device_batch(1..N + 1))
+            .await,
+    );
+    let def: Vec<Value> = (1..=N)
+        .map(|i| {
+            json!({"key": i.to_string(), "record": {"resource_id": i, "defender": {
+            "defender_enabled": true, "rtp_enabled": i % 2 == 0, "tamper_protection_enabled": true,
+            "detections": [{"threat_id": 1000 + i, "threat_name": format!("Threat{i}"), "category": "Trojan",
+            "severity": "severe", "current_status": "active", "initial_detection_time": "2026-01-01T00:00:00Z",
+            "number_of_detections": 1}]}}})
+        })
+        .collect();
+    ok(
+        c.post(admin, &hpath("/upload/defender"), json!({"upserts": def}))
+            .await,
+    );
+    let com: Vec<Value> = (1..=N)
+        .map(|i| json!({"key": i.to_string(), "record": {"resource_id": i, "state": "eligible"}}))
+        .collect();
+    ok(c.post(
+        admin,
+        &hpath("/upload/comanagement"),
+        json!({"upserts": com}),
+    )
+    .await);
+    let ext: Vec<Value> = (1..=N)
+        .map(|i| json!({"key": format!("k{i:03}"), "record": {"i": i}}))
+        .collect();
+    ok(c.post(
+        admin,
+        &hpath("/upload/ext/acme-inventory"),
+        json!({"upserts": ext}),
+    )
+    .await);
+    for n in 2..4 {
+        let (s, v) = c
+            .put(
+                admin,
+                &format!("/api/v1/hierarchies/5a1e0000-0000-4000-8000-00000000000{n}"),
+                json!({"site_code": format!("PS{n}"), "site_version": "2303", "environment": "public"}),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+    }
+}
+
+/// Every read route refuses a query parameter it does not take with `400` naming it (a
+/// `$filter` the route does not support must not return everything), and so does a write.
+#[tokio::test]
+async fn every_route_refuses_unknown_query_parameters() {
+    let c = start().await;
+    let admin = c.admin().await;
+    populated(&c, &admin).await;
+    let (_, apps) = c
+        .get(
+            &admin,
+            "/v1.0/applications?$filter=appId eq '00000000-0000-4000-8000-00000000c0de'",
+        )
+        .await;
+    let app = apps["value"][0]["id"].as_str().unwrap().to_string();
+    let reads = [
+        "/v1.0/me".to_string(),
+        "/v1.0/applications".into(),
+        format!("/v1.0/applications/{app}"),
+        "/v1.0/servicePrincipals".into(),
+        "/api/v1/tenant/settings".into(),
+        "/api/v1/hierarchies".into(),
+        hpath(""),
+        hpath("/features"),
+        hpath("/features/tenant-attach"),
+        hpath("/status"),
+        hpath("/ext/acme-inventory/records"),
+        hpath("/upload/devices"),
+        hpath("/upload/devices/keys"),
+        hpath("/upload/ext/acme-inventory"),
+        hpath("/upload/ext/acme-inventory/keys"),
+        "/api/v1/devices".into(),
+        "/api/v1/overview".into(),
+        "/api/v1/reports/endpoint-analytics".into(),
+        "/api/v1/reports/defender/unhealthy-endpoints".into(),
+        "/api/v1/reports/defender/active-malware".into(),
+        "/api/v1/reports/defender/antivirus-agent-status".into(),
+        "/api/v1/reports/defender/detected-malware".into(),
+        "/api/v1/comanagement/devices".into(),
+    ];
+    for path in &reads {
+        let (s, v) = c.get(&admin, path).await;
+        assert_eq!(s, 200, "{path}: {v}");
+        for param in ["$filter", "$orderby", "hierarchyy", "$count"] {
+            let (s, v) = c.get(&admin, &format!("{path}?{param}=x")).await;
+            assert_eq!(s, 400, "{path}?{param}: {v}");
+            assert_eq!(v["error"]["parameter"], param, "{path}: {v}");
+            let msg = v["error"]["message"].as_str().unwrap();
+            assert!(msg.contains(param), "{path}: {msg}");
+        }
+    }
+    // The parameters a route does take still work, once each.
+    let (s, v) = c
+        .get(&admin, &format!("/api/v1/devices?$top=2&hierarchy={HID}"))
+        .await;
+    assert_eq!(
+        (s, v["value"].as_array().map(Vec::len)),
+        (200, Some(2)),
+        "{v}"
+    );
+    let (s, v) = c.get(&admin, "/api/v1/devices?$top=2&$top=3").await;
+    assert_eq!(s, 400, "{v}");
+    // Writes take no query parameters: nothing changes.
+    let (s, v) = c
+        .send(
+            reqwest::Method::DELETE,
+            &admin,
+            &format!("{}?force=true", hpath("")),
+            None,
+        )
+        .await;
+    assert_eq!((s, &v["error"]["parameter"]), (400, &json!("force")), "{v}");
+    assert_eq!(c.get(&admin, &hpath("")).await.0, 200);
+    c.running.shutdown().await;
+}
+
+/// Follows `@odata.nextLink` from `first` and returns every page's `value` in order, checking
+/// that each page has `@odata.count` = the whole list and at most `top` items.
+async fn walk(c: &Cloud, tok: &str, first: &str, top: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut next = Some(c.url(first));
+    let mut pages = 0;
+    let mut count = None;
+    while let Some(url) = next {
+        let r = c.http.get(&url).bearer_auth(tok).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{url}");
+        let v: Value = r.json().await.unwrap();
+        let page = v["value"].as_array().unwrap();
+        assert!(page.len() <= top, "{url}: {} items", page.len());
+        let n = v["@odata.count"].as_u64().unwrap();
+        assert_eq!(*count.get_or_insert(n), n, "{url}");
+        out.extend(page.iter().cloned());
+        next = v["@odata.nextLink"].as_str().map(String::from);
+        pages += 1;
+        assert!(pages < 1000, "{first}: endless");
+    }
+    assert_eq!(count, Some(out.len() as u64), "{first}");
+    out
+}
+
+/// Every list pages like `/api/v1/devices`: walking the pages of each (`$top` smaller than the
+/// list, `nextLink` keeping the other parameters) gives exactly the full list, and the number of
+/// rows is the one the uploaded data implies.
+#[tokio::test]
+async fn every_list_pages_and_its_pages_make_the_whole_list() {
+    let c = start().await;
+    let admin = c.admin().await;
+    populated(&c, &admin).await;
+    let n = N as usize;
+    let lists: [(String, usize); 10] = [
+        ("/api/v1/devices".into(), n),
+        (hpath("/ext/acme-inventory/records"), n),
+        (
+            "/api/v1/reports/defender/unhealthy-endpoints".into(),
+            n - n / 2,
+        ),
+        ("/api/v1/reports/defender/active-malware".into(), n),
+        ("/api/v1/reports/defender/antivirus-agent-status".into(), n),
+        ("/api/v1/reports/defender/detected-malware".into(), n),
+        ("/api/v1/comanagement/devices".into(), n),
+        ("/api/v1/hierarchies".into(), 3),
+        ("/v1.0/applications".into(), 1),
+        ("/v1.0/servicePrincipals".into(), 1),
+    ];
+    for (path, expected) in &lists {
+        let (s, whole) = c.get(&admin, &format!("{path}?$top=1000")).await;
+        assert_eq!(s, 200, "{path}: {whole}");
+        assert!(whole.get("@odata.nextLink").is_none(), "{path}: {whole}");
+        let whole = whole["value"].as_array().unwrap().clone();
+        assert_eq!(whole.len(), *expected, "{path}");
+        let top = if *expected > 3 { 4 } else { 1 };
+        let walked = walk(&c, &admin, &format!("{path}?$top={top}"), top).await;
+        assert_eq!(walked, whole, "{path}");
+        // The default page is 100, so these (smaller) lists come whole.
+        let (_, v) = c.get(&admin, path).await;
+        assert_eq!(v["value"].as_array().unwrap().len(), *expected, "{path}");
+    }
+    // The reports' other parameters ride along in the nextLink.
+    let walked = walk(
+        &c,
+        &admin,
+        &format!("/api/v1/comanagement/devices?hierarchy={HID}&$top=7"),
+        7,
+    )
+    .await;
+    assert_eq!(walked.len(), n);
+    let (_, other) = c
+        .get(
+            &admin,
+            "/api/v1/comanagement/devices?hierarchy=5a1e0000-0000-4000-8000-000000000002",
+        )
+        .await;
+    assert_eq!(other["@odata.count"], 0, "{other}");
+    c.running.shutdown().await;
+}
+
+/// A channel's census counts its records and digests their keys the way the client's ledger
+/// does; its keys come a page at a time, in byte order, and a cascade shows in both.
+#[tokio::test]
+async fn a_channel_census_and_its_keys_follow_what_the_channel_holds() {
+    use cloudattach_model::gateway::{ChannelCensus, ChannelKeys, KeyDigest};
+    let c = start().await;
+    let admin = c.admin().await;
+    c.onboard(
+        &admin,
+        &["tenant-attach", "defender-reporting", "acme-inventory"],
+    )
+    .await;
+    let (s, v) = c.get(&admin, &hpath("/upload/devices")).await;
+    assert_eq!(s, 200, "{v}");
+    let empty: ChannelCensus = serde_json::from_value(v).unwrap();
+    assert!(empty.matches(&KeyDigest::default()));
+
+    let (s, v) = c
+        .post(&admin, &hpath("/upload/devices"), device_batch(1..31))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let defender: Vec<Value> = (1..31)
+        .map(|i| json!({"key": i.to_string(), "record": {"resource_id": i, "defender": {}}}))
+        .collect();
+    let (s, v) = c
+        .post(
+            &admin,
+            &hpath("/upload/defender"),
+            json!({"upserts": defender}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let keys: Vec<String> = (1..31).map(|i: i64| i.to_string()).collect();
+    let census = |v: Value| serde_json::from_value::<ChannelCensus>(v).unwrap();
+    let (_, v) = c.get(&admin, &hpath("/upload/defender")).await;
+    assert!(census(v).matches(&KeyDigest::of(keys.iter().map(String::as_str))));
+
+    // Deleting devices removes their Defender records: the census says so.
+    let (s, _) = c
+        .post(
+            &admin,
+            &hpath("/upload/devices"),
+            json!({"deletes": ["3", "4"]}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (_, v) = c.get(&admin, &hpath("/upload/defender")).await;
+    let left: Vec<&str> = keys
+        .iter()
+        .map(String::as_str)
+        .filter(|k| !["3", "4"].contains(k))
+        .collect();
+    let after = census(v);
+    assert_eq!(after.records, 28);
+    assert!(after.matches(&KeyDigest::of(left.iter().copied())));
+
+    // Keys page by page, in byte order, on a built-in and an extension channel.
+    let ext: Vec<Value> = (0..10_005)
+        .map(|i| json!({"key": format!("k{i:05}"), "record": {}}))
+        .collect();
+    let (s, v) = c
+        .post(
+            &admin,
+            &hpath("/upload/ext/acme-inventory"),
+            json!({"upserts": ext}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let mut seen = vec![];
+    let mut next = hpath("/upload/ext/acme-inventory/keys");
+    loop {
+        let (s, v) = c.get(&admin, &next).await;
+        assert_eq!(s, 200, "{v}");
+        let page: ChannelKeys = serde_json::from_value(v).unwrap();
+        seen.extend(page.value);
+        match page.next_after {
+            Some(a) => next = hpath(&format!("/upload/ext/acme-inventory/keys?after={a}")),
+            None => break,
+        }
+    }
+    let want: Vec<String> = (0..10_005).map(|i| format!("k{i:05}")).collect();
+    assert_eq!(seen, want);
+    let (_, v) = c.get(&admin, &hpath("/upload/devices/keys")).await;
+    let page: ChannelKeys = serde_json::from_value(v).unwrap();
+    let mut sorted = page.value.clone();
+    sorted.sort();
+    assert_eq!(page.value, sorted);
+    assert_eq!(page.value.len(), 28);
+
+    // An unknown parameter, a channel whose feature is off, another app: refused.
+    let (s, _) = c.get(&admin, &hpath("/upload/devices/keys?skip=3")).await;
+    assert_eq!(s, 400);
+    let (s, _) = c.get(&admin, &hpath("/upload/analytics")).await;
+    assert_eq!(s, 409);
+    c.running.shutdown().await;
+}

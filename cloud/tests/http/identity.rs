@@ -716,6 +716,39 @@ async fn roles_licenses_and_more_graph() {
             .0,
         400
     );
+    // Graph's lambda filter over the App ID URIs finds the app by one of them, and only it.
+    let (_, a) = c.get(&admin, &format!("/v1.0/applications/{id}")).await;
+    let uri = a["identifierUris"][0].as_str().unwrap().to_string();
+    let (s, found) = c
+        .get(
+            &admin,
+            &format!("/v1.0/applications?$filter=identifierUris/any(x:x eq '{uri}')"),
+        )
+        .await;
+    assert_eq!(s, 200, "{found}");
+    let ids: Vec<&Value> = found["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| &a["appId"])
+        .collect();
+    assert_eq!(ids, [&json!(app_id)]);
+    let (_, none) = c
+        .get(
+            &admin,
+            "/v1.0/applications?$filter=identifierUris/any(x:x eq 'api://nothing/here')",
+        )
+        .await;
+    assert_eq!(none["value"], json!([]));
+    assert_eq!(
+        c.get(
+            &admin,
+            "/v1.0/applications?$filter=identifierUris/any(x:x ne 'a')"
+        )
+        .await
+        .0,
+        400
+    );
     assert_eq!(
         c.delete(&admin, &format!("/v1.0/applications/{id}"))
             .await
@@ -771,4 +804,70 @@ async fn expired_secret_is_refused() {
             .contains("AADSTS7000222"),
         "{v}"
     );
+}
+
+/// A data dir written by a newer version (schema version above the newest this build knows) is
+/// refused at start with both versions named, and left exactly as it was.
+#[tokio::test]
+async fn a_database_from_a_newer_version_is_refused_and_left_alone() {
+    let c = start().await;
+    let dir = c.dir;
+    c.running.shutdown().await;
+    let db = dir.path().join("cloud.db");
+    let known: i64 = {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        conn.execute_batch(&format!(
+            "PRAGMA user_version={}; PRAGMA wal_checkpoint(TRUNCATE);",
+            v + 1
+        ))
+        .unwrap();
+        v
+    };
+    let before = snapshot(dir.path());
+    let o = ServeOptions {
+        data: Some(dir.path().to_path_buf()),
+        ..opts()
+    };
+    let e = cloudattach_cloud::start(o)
+        .await
+        .err()
+        .expect("must refuse");
+    assert!(matches!(e, CloudError::UnsupportedData(_)), "{e}");
+    assert!(e.is_input(), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&format!("schema version {}", known + 1))
+            && msg.contains(&format!("up to {known}"))
+            && msg.contains("newer"),
+        "{msg}"
+    );
+    assert_eq!(snapshot(dir.path()), before, "the data dir changed");
+}
+
+/// Every file of a directory with a hash of its bytes and its permissions.
+fn snapshot(dir: &std::path::Path) -> Vec<(String, u64, u32)> {
+    use std::hash::{Hash, Hasher};
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let meta = e.metadata().unwrap();
+            #[cfg(unix)]
+            let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions());
+            #[cfg(not(unix))]
+            let mode = 0;
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            std::fs::read(e.path()).unwrap_or_default().hash(&mut h);
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                h.finish(),
+                mode,
+            )
+        })
+        .collect();
+    out.sort();
+    out
 }

@@ -722,3 +722,200 @@ async fn lengths_resource_ids_and_site_versions_are_checked() {
     let (_, a) = c.get(&admin, &path).await;
     assert_eq!(a["displayName"], "X", "{a}");
 }
+
+async fn contoso_code(c: &Cloud) -> reqwest::Response {
+    c.http
+        .post(c.url(&format!("/{CONTOSO}/oauth2/v2.0/devicecode")))
+        .form(&[
+            ("client_id", cloudattach_cloud::auth::PUBLIC_CLIENT_ID),
+            ("scope", "api://cloudattach/.default"),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn held_device_codes(c: &Cloud) -> u64 {
+    c.stats().await["device_codes"]
+        .as_u64()
+        .expect("device_codes")
+}
+
+/// Unauthenticated device code requests can't grow the service: once an application has as many
+/// unfinished codes in a tenant as the bound allows, further requests are refused with an OAuth
+/// error (and `Retry-After`), the codes held stay within the bound, other tenants are not
+/// affected, and a finished sign-in or an expired code makes room again.
+#[tokio::test]
+async fn device_codes_are_bounded_per_application_and_tenant() {
+    let mut o = opts();
+    o.auto_approve = None;
+    o.max_device_codes = 5;
+    let c = start_with(o).await;
+    let mut codes = Vec::new();
+    for _ in 0..5 {
+        let r = contoso_code(&c).await;
+        assert_eq!(r.status(), 200);
+        codes.push(r.json::<Value>().await.unwrap());
+    }
+    for _ in 0..50 {
+        let r = contoso_code(&c).await;
+        assert_eq!(r.status(), 400);
+        assert!(r.headers().contains_key("retry-after"));
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"], "temporarily_unavailable", "{v}");
+        let d = v["error_description"].as_str().unwrap();
+        assert!(
+            d.contains("too many sign-ins") && d.contains("try again in"),
+            "{d}"
+        );
+    }
+    assert_eq!(held_device_codes(&c).await, 5);
+    // Another tenant has its own bound.
+    let fab = fabrikam_code(&c).await;
+    assert!(fab["device_code"].is_string());
+    // A finished sign-in makes room.
+    let pw = cloudattach_cloud::seed::DEV_PASSWORD;
+    let code = codes[0]["user_code"].as_str().unwrap();
+    assert_eq!(
+        devicelogin(&c, code, "admin@contoso.example", pw, "approve").await,
+        200
+    );
+    let (s, v) = c
+        .form(
+            &format!("/{CONTOSO}/oauth2/v2.0/token"),
+            &[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+                ("client_id", cloudattach_cloud::auth::PUBLIC_CLIENT_ID),
+                ("device_code", codes[0]["device_code"].as_str().unwrap()),
+            ],
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(contoso_code(&c).await.status(), 200);
+    assert_eq!(contoso_code(&c).await.status(), 400);
+    assert!(held_device_codes(&c).await <= 6);
+    c.running.shutdown().await;
+
+    // Expired codes are purged: they neither block new codes nor pile up.
+    let mut o = opts();
+    o.auto_approve = None;
+    o.max_device_codes = 3;
+    o.device_code_expiry_secs = 1;
+    let c = start_with(o).await;
+    for round in 0..3 {
+        for _ in 0..3 {
+            assert_eq!(contoso_code(&c).await.status(), 200, "round {round}");
+        }
+        assert_eq!(contoso_code(&c).await.status(), 400, "round {round}");
+        assert!(held_device_codes(&c).await <= 3);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    c.running.shutdown().await;
+}
+
+async fn devicelogin_text(c: &Cloud, code: &str, upn: &str, pw: &str) -> (u16, String) {
+    let r = c
+        .http
+        .post(c.url("/devicelogin"))
+        .form(&[
+            ("user_code", code),
+            ("upn", upn),
+            ("password", pw),
+            ("action", "approve"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// Smart lockout: 10 wrong passwords in a row lock the account; while it is locked even the
+/// right password is refused with a message saying so (other accounts still sign in), and
+/// after the lockout the right password works.
+#[tokio::test]
+async fn ten_wrong_passwords_lock_the_account_for_a_while() {
+    let mut o = opts();
+    o.auto_approve = None;
+    o.lockout_secs = 2;
+    let c = start_with(o).await;
+    let pw = cloudattach_cloud::seed::DEV_PASSWORD;
+    // A code allows 5 failed sign-ins, so the 10 take two codes.
+    for n in 0..2 {
+        let dc = fabrikam_code(&c).await;
+        let code = dc["user_code"].as_str().unwrap();
+        for i in 0..5 {
+            let (s, page) = devicelogin_text(&c, code, "admin@fabrikam.example", "wrong").await;
+            assert_eq!(s, 400);
+            assert!(page.contains("Wrong user name or password"), "{page}");
+            let last = n == 1 && i == 4;
+            assert_eq!(
+                page.contains("locked"),
+                last,
+                "attempt {}: {page}",
+                n * 5 + i + 1
+            );
+        }
+    }
+    let dc = fabrikam_code(&c).await;
+    let code = dc["user_code"].as_str().unwrap();
+    let (s, page) = devicelogin_text(&c, code, "admin@fabrikam.example", pw).await;
+    assert_eq!(s, 400);
+    assert!(
+        page.contains("AADSTS50053") && page.contains("Your account is locked"),
+        "{page}"
+    );
+    // The lockout is the account's, not the code's or the address's.
+    let other = fabrikam_code(&c).await;
+    let (s, page) = devicelogin_text(
+        &c,
+        other["user_code"].as_str().unwrap(),
+        "user@fabrikam.example",
+        pw,
+    )
+    .await;
+    assert_eq!(s, 200, "{page}");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (s, page) = devicelogin_text(&c, code, "admin@fabrikam.example", pw).await;
+    assert_eq!(s, 200, "{page}");
+    let (s, v) = poll(&c, &dc).await;
+    assert_eq!(s, 200, "{v}");
+    c.running.shutdown().await;
+}
+
+/// A flood of wrong user codes from one address is throttled (`429` with `Retry-After`), so
+/// codes can't be guessed at speed; the throttled address is refused even with a valid code.
+#[tokio::test]
+async fn a_flood_of_wrong_user_codes_is_throttled() {
+    let mut o = opts();
+    o.auto_approve = None;
+    let limit = o.sign_in_failures_per_address;
+    let c = start_with(o).await;
+    let pw = cloudattach_cloud::seed::DEV_PASSWORD;
+    for i in 0..limit {
+        let code = format!("WRONG{i:04}");
+        assert_eq!(
+            devicelogin(&c, &code, "admin@fabrikam.example", pw, "approve").await,
+            400
+        );
+    }
+    let dc = fabrikam_code(&c).await;
+    let r = c
+        .http
+        .post(c.url("/devicelogin"))
+        .form(&[
+            ("user_code", dc["user_code"].as_str().unwrap()),
+            ("upn", "admin@fabrikam.example"),
+            ("password", pw),
+            ("action", "approve"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Too many failed sign-in attempts"), "{page}");
+    let (s, v) = poll(&c, &dc).await;
+    assert_eq!(v["error"], "authorization_pending", "{s} {v}");
+    c.running.shutdown().await;
+}

@@ -1,35 +1,94 @@
-//! `apply`: plan against the state, then — once the person confirmed — sign in, onboard the
-//! hierarchy, reconcile the state with what the cloud holds, and run the plan's steps in order
-//! through the plugin runner. Every successful step is recorded before the next one starts; a
-//! failed or panicking plugin skips its dependents.
+//! `apply`: sign in, read what the cloud holds for the hierarchy (read-only), reconcile the
+//! local state with it in memory, plan against that — so the Summary says what will really
+//! happen —, and only once the person confirmed: record the reconciliation, register or import
+//! the app, onboard the hierarchy and run the plan's steps in order through the plugin runner.
+//! Every successful step is recorded before the next one starts; a failed or panicking plugin,
+//! or a failed prerequisite check, skips its dependents.
 
-use super::connect::{Connection, session_error};
-use super::plan::{Plan, Planned, make_plan, select_for_plan};
+use super::connect::{CloudTarget, Connection, session_error};
+use super::plan::{Plan, PlanOptions, Planned, make_plan, select_for_plan};
 use super::{OpError, Workspace, runtime};
 use crate::config::Config;
-use crate::host::CloudPort;
 use crate::registry::Registry;
 use crate::report::Reporter;
 use crate::selection::{Selection, host_for};
 use crate::session::Session;
+use crate::session::view::{CloudView, read_cloud_view};
 use crate::site::Site;
-use crate::state::{AppliedState, StateStore};
-use cloudattach_sdk::gateway::FeatureList;
+use crate::state::{AppliedState, StateError, StateStore};
 use cloudattach_sdk::{ApplyOutcome, Finding, PlanAction};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-/// Plans an apply: the selection (strict) and the plan against the state (created if missing).
-pub fn prepare(ws: &Workspace, reporter: &dyn Reporter) -> Result<Planned, OpError> {
-    // The selection first: a configuration with problems creates no state.
-    let selection = select_for_plan(ws, reporter)?;
-    let store = StateStore::open(&ws.config.state_dir()).map_err(runtime)?;
-    let plan = make_plan(&ws.registry, &ws.config, &selection, &ws.site, &store)?;
-    Ok(Planned { selection, plan })
+/// The selection apply runs with; a configuration with problems is refused here, before anyone
+/// signs in or any state is created.
+pub fn select(ws: &Workspace, reporter: &dyn Reporter) -> Result<Selection, OpError> {
+    select_for_plan(ws, reporter)
 }
 
-/// Whether a plan changes anything (and so needs confirming).
+/// Signs the administrator in and reads what the cloud holds for the site's hierarchy. Reads
+/// only: no app is registered, nothing onboarded.
+pub fn read_cloud(
+    ws: &Workspace,
+    target: &CloudTarget,
+    reporter: &dyn Reporter,
+) -> Result<CloudView, OpError> {
+    read_cloud_view(
+        &target.handle,
+        &target.base_url,
+        &ws.config,
+        &ws.site.info.hierarchy_id,
+        reporter,
+    )
+    .map_err(|e| session_error(ws, e))
+}
+
+/// A plan made against the local state reconciled with the cloud, and that reconciliation, to
+/// be recorded once the plan is confirmed.
+pub struct Prepared {
+    /// The selection and the plan.
+    pub planned: Planned,
+    /// The state as the cloud has it.
+    pub reconciled: Reconciled,
+}
+
+/// Plans an apply against the local state (created if missing) reconciled with `view`: a
+/// feature the cloud lost is planned `enable`, one it holds with other settings `update`.
+/// Nothing is written but the state's creation.
+pub fn prepare(
+    ws: &Workspace,
+    selection: Selection,
+    view: &CloudView,
+    options: &PlanOptions,
+) -> Result<Prepared, OpError> {
+    let store = StateStore::open(&ws.config.state_dir())?;
+    let reconciled = reconcile(view, &store).map_err(runtime)?;
+    let mut plan = make_plan(
+        &ws.registry,
+        &ws.config,
+        &selection,
+        &ws.site,
+        &reconciled,
+        options,
+    )?;
+    for step in &mut plan.steps {
+        if let Some(why) = reconciled.drift.get(&step.plugin)
+            && matches!(step.action, PlanAction::Enable | PlanAction::Update)
+        {
+            step.detail = Some(match &step.detail {
+                Some(d) => format!("{why}; {d}"),
+                None => why.clone(),
+            });
+        }
+    }
+    Ok(Prepared {
+        planned: Planned { selection, plan },
+        reconciled,
+    })
+}
+
+/// How many steps of a plan change something (and so need confirming).
 pub fn changes(plan: &Plan) -> usize {
     plan.steps
         .iter()
@@ -58,12 +117,18 @@ impl ApplyReport {
     }
 }
 
-/// Onboards the hierarchy and applies a confirmed plan.
+/// Applies a confirmed plan: records the reconciliation in the state, onboards the hierarchy
+/// (with the app the connection registered or imported) and runs the steps.
 pub fn execute(
     ws: &Workspace,
-    planned: &Planned,
+    prepared: &Prepared,
     conn: &Connection,
 ) -> Result<ApplyReport, OpError> {
+    prepared
+        .reconciled
+        .record(&conn.state.lock().expect("state lock"))
+        .map_err(runtime)?;
+    let planned = &prepared.planned;
     conn.session
         .onboard(&ws.site, planned.selection.environment)
         .map_err(|e| session_error(ws, e))?;
@@ -73,6 +138,7 @@ pub fn execute(
         &planned.selection,
         &ws.site,
         &planned.plan,
+        &prepared.reconciled.drift,
         conn.session.clone(),
         &conn.state,
     );
@@ -117,35 +183,24 @@ pub struct StepReport {
 }
 
 /// Applies a plan. Steps run in order; a failed step skips its dependents; independent steps
-/// go on. Every successful step is recorded before the next one starts.
+/// go on. Every successful step is recorded before the next one starts. `drift` says, per
+/// feature, how the cloud differed from the local state (a `cloud-drift` warning).
+#[allow(clippy::too_many_arguments)]
 pub fn run_steps(
     registry: &Registry,
     config: &Config,
     selection: &Selection,
     site: &Arc<Site>,
     plan: &Plan,
+    drift: &BTreeMap<String, String>,
     session: Arc<Session>,
     state: &Arc<Mutex<StateStore>>,
 ) -> Vec<StepReport> {
     let host = host_for(site, config, selection).with_cloud(session.clone());
-    let session: &Session = &session;
     let options = selection.selected_options();
     let mut reports: Vec<StepReport> = vec![];
     let mut failed: BTreeMap<String, String> = BTreeMap::new();
-    let drifted = match reconcile(session, state) {
-        Ok(d) => d,
-        Err(e) => {
-            // Without the cloud's view the plan still holds; say so and go on.
-            session.log(&format!(
-                "warning: could not compare the local state with the cloud: {e}"
-            ));
-            BTreeMap::new()
-        }
-    };
     for step in &plan.steps {
-        let p = registry
-            .get(&step.plugin)
-            .expect("planned plugins are registered");
         let mut report = StepReport {
             plugin: step.plugin.clone(),
             action: step.action,
@@ -154,22 +209,17 @@ pub fn run_steps(
             counts: Default::default(),
             findings: vec![],
         };
-        let mut step = step.clone();
-        if let (PlanAction::Noop, Some(why)) = (step.action, drifted.get(&step.plugin)) {
-            let opts = options.get(&step.plugin).cloned().unwrap_or_default();
-            let applied = state
-                .lock()
-                .expect("state lock")
-                .applied_settings(&step.plugin);
-            if let Ok(settings) = p.runner().settings(&opts) {
-                step.action = cloudattach_sdk::settings_action(&settings, applied.as_ref());
-            }
-            report.action = step.action;
+        // A feature no loaded plugin provides is left alone (its step is a skip).
+        let Some(p) = registry.get(&step.plugin) else {
+            report.status = StepStatus::Skipped;
+            reports.push(report);
+            continue;
+        };
+        if let Some(why) = drift.get(&step.plugin) {
             report
                 .findings
                 .push(Finding::warning("cloud-drift", why.clone()));
         }
-        let step = &step;
         let blocked = p
             .manifest
             .depends_on
@@ -247,46 +297,63 @@ fn finish(report: &mut StepReport, outcome: ApplyOutcome, failed: &mut BTreeMap<
     }
 }
 
-/// Why the state could not be compared with what the cloud holds.
-#[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {
-    /// The gateway did not answer.
-    #[error(transparent)]
-    Cloud(#[from] crate::session::SessionError),
-    /// Its feature list is not what the gateway answers.
-    #[error("the cloud's feature list is not what the gateway answers: {0}")]
-    Answer(serde_json::Error),
-    /// The state could not be read or written.
-    #[error(transparent)]
-    State(#[from] crate::state::StateError),
+/// The local state reconciled with what the cloud holds, in memory until [`Reconciled::record`].
+/// A feature the state records as applied but the cloud does not have enabled (the site was
+/// attached to another tenant or endpoint since, the cloud was reset, someone disabled it
+/// there) is forgotten, so its step enables it again and its channels upload everything; a
+/// setting the cloud holds differently is taken as the cloud has it, so its step updates it.
+#[derive(Debug, Clone, Default)]
+pub struct Reconciled {
+    applied: BTreeMap<String, serde_json::Value>,
+    cloud_enabled: Vec<String>,
+    /// Features the state records as uploading (they own a channel).
+    uploading: Vec<String>,
+    forget: Vec<String>,
+    record: Vec<(String, serde_json::Value)>,
+    /// The features that drifted, with why.
+    pub drift: BTreeMap<String, String>,
 }
 
-/// Brings the local state in line with what the cloud holds for the hierarchy. A feature the
-/// state records as applied but the cloud does not have enabled (the site was attached to
-/// another tenant or endpoint since, the cloud was reset, someone disabled it there) is
-/// forgotten, so its step enables it again and its channels upload everything; a setting the
-/// cloud holds differently is recorded as the cloud has it, so its step updates it. Returns the
-/// features that drifted, with why.
-pub fn reconcile(
-    session: &Session,
-    state: &Arc<Mutex<StateStore>>,
-) -> Result<BTreeMap<String, String>, ReconcileError> {
-    let answer = session.gateway_json(reqwest::Method::GET, "features", None)?;
-    let list: FeatureList = serde_json::from_value(answer).map_err(ReconcileError::Answer)?;
-    let cloud: BTreeMap<String, serde_json::Value> = list
-        .value
-        .into_iter()
-        .filter(|f| f.enabled)
-        .map(|f| (f.id, f.settings))
-        .collect();
-    let applied = state.lock().expect("state lock").features()?;
-    let mut drifted = BTreeMap::new();
-    for (id, settings) in applied {
-        match cloud.get(&id) {
+impl AppliedState for Reconciled {
+    fn applied_settings(&self, plugin_id: &str) -> Option<serde_json::Value> {
+        self.applied.get(plugin_id).cloned()
+    }
+    fn applied_ids(&self) -> Vec<String> {
+        self.cloud_enabled.clone()
+    }
+    fn uploads(&self, plugin_id: &str) -> bool {
+        self.uploading.iter().any(|p| p == plugin_id)
+    }
+}
+
+impl Reconciled {
+    /// Records the reconciliation in the state (once the plan is confirmed).
+    pub fn record(&self, state: &StateStore) -> Result<(), StateError> {
+        for id in &self.forget {
+            state.forget_feature(id)?;
+        }
+        for (id, settings) in &self.record {
+            state.set_feature(id, settings)?;
+        }
+        Ok(())
+    }
+}
+
+/// Compares the state's applied features with what the cloud holds; writes nothing.
+pub fn reconcile(view: &CloudView, state: &StateStore) -> Result<Reconciled, StateError> {
+    let mut out = Reconciled {
+        cloud_enabled: view.enabled.keys().cloned().collect(),
+        ..Reconciled::default()
+    };
+    for (id, settings) in state.features()? {
+        if state.uploads(&id) {
+            out.uploading.push(id.clone());
+        }
+        match view.enabled.get(&id) {
             None => {
-                state.lock().expect("state lock").forget_feature(&id)?;
                 let why = "the cloud does not have this feature enabled: enabling it again";
-                drifted.insert(id, why.to_string());
+                out.drift.insert(id.clone(), why.to_string());
+                out.forget.push(id);
             }
             Some(held) => {
                 let differs = settings
@@ -299,15 +366,15 @@ pub fn reconcile(
                             *v = h.get(k).cloned().unwrap_or(serde_json::Value::Null);
                         }
                     }
-                    state
-                        .lock()
-                        .expect("state lock")
-                        .set_feature(&id, &recorded)?;
                     let why = format!("the cloud holds other settings ({held}): updating them");
-                    drifted.insert(id, why);
+                    out.drift.insert(id.clone(), why);
+                    out.applied.insert(id.clone(), recorded.clone());
+                    out.record.push((id, recorded));
+                } else {
+                    out.applied.insert(id, settings);
                 }
             }
         }
     }
-    Ok(drifted)
+    Ok(out)
 }

@@ -7,7 +7,7 @@ use crate::host::{PassHost, shared_pass};
 use crate::problem::{Problem, ProblemKind, SelectionError};
 use crate::registry::Registry;
 use crate::report::Reporter;
-use crate::selection::{Decision, Selection, Strictness, host_for, unsupported_reason};
+use crate::selection::{Decision, Selection, host_for, unsupported_reason};
 use crate::site::Site;
 use cloudattach_sdk::{CheckReport, CheckStatus, Finding, SiteVersion};
 use serde::Serialize;
@@ -27,14 +27,16 @@ impl CheckOutcome {
     }
 }
 
-/// Runs `check` for the plugins named in `ids` (all when empty). Features the environment or
-/// the site's version rules out are reported as `unsupported` rather than refused.
+/// Runs `check` for the plugins named in `ids` (all when empty). The configuration goes
+/// through the same validation as every other command, so a configuration plan refuses is
+/// refused here too (every problem at once, exit 2); features that default settings skip here
+/// (environment, site version) are reported as `unsupported`.
 pub fn run(
     ws: &Workspace,
     ids: &[String],
     reporter: &dyn Reporter,
 ) -> Result<CheckOutcome, OpError> {
-    let selection = ws.select(Strictness::Lenient)?;
+    let selection = ws.select()?;
     for w in &selection.warnings {
         reporter.warn(w);
     }

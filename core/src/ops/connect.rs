@@ -4,7 +4,7 @@
 use super::{OpError, Workspace, runtime};
 use crate::client::ApiError;
 use crate::report::Reporter;
-use crate::session::{AppPolicy, Session, SessionError};
+use crate::session::{AppChoice, AppPolicy, Session, SessionError, Takeover};
 use crate::state::{StateLock, StateStore};
 use std::sync::{Arc, Mutex};
 use tokio::runtime::Handle;
@@ -100,7 +100,8 @@ pub fn lock(ws: &Workspace, command: Command) -> Result<Option<StateLock>, OpErr
     }
 }
 
-/// Opens the state, signs in, and sets up the app. The connection holds no lock until it is
+/// Opens the state, signs in, and sets up the app; `takeover` says what to do when the
+/// hierarchy is attached with another app of the tenant. The connection holds no lock until it is
 /// given the one [`lock`] took ([`Connection::holding`]), so that on an error the caller
 /// releases the lock after everything it started has stopped.
 pub fn connect(
@@ -108,9 +109,10 @@ pub fn connect(
     target: &CloudTarget,
     command: Command,
     reporter: Arc<dyn Reporter>,
+    takeover: Takeover,
 ) -> Result<Connection, OpError> {
     let state_dir = ws.config.state_dir();
-    let state = Arc::new(Mutex::new(StateStore::open(&state_dir).map_err(runtime)?));
+    let state = Arc::new(Mutex::new(StateStore::open(&state_dir)?));
     let session = Session::connect(
         target.handle.clone(),
         &target.base_url,
@@ -119,7 +121,11 @@ pub fn connect(
         &ws.site,
         state.clone(),
         reporter,
-        command.app_policy(),
+        &AppChoice {
+            policy: command.app_policy(),
+            takeover,
+            command: command.name(),
+        },
     )
     .map_err(|e| session_error(ws, e))?;
     Ok(Connection {

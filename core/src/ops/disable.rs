@@ -2,7 +2,7 @@
 //! feature depends on is refused unless that one is named too.
 
 use super::connect::Connection;
-use super::{OpError, Workspace, input, runtime};
+use super::{OpError, Workspace, input};
 use crate::selection::{Selection, host_for};
 use crate::state::StateStore;
 use cloudattach_sdk::{ApplyOutcome, Severity};
@@ -36,7 +36,7 @@ pub fn validate(ws: &Workspace, ids: &[String]) -> Result<Vec<String>, OpError> 
     }
     let enabled: Vec<String> = StateStore::open(&ws.config.state_dir())
         .and_then(|s| s.features())
-        .map_err(runtime)?
+        .map_err(OpError::from)?
         .into_iter()
         .map(|(id, _)| id)
         .collect();
@@ -81,10 +81,10 @@ pub fn validate(ws: &Workspace, ids: &[String]) -> Result<Vec<String>, OpError> 
         .collect())
 }
 
-/// The selection disable runs with (lenient: a feature that cannot run here is left out as
-/// skipped; it can still be turned off).
+/// The selection disable runs with: the one validation every command runs, so a
+/// configuration plan refuses is refused here too.
 pub fn selection(ws: &Workspace) -> Result<Selection, OpError> {
-    ws.select(crate::selection::Strictness::Lenient)
+    ws.select()
 }
 
 /// Disables the features `validate` ordered, one at a time; `each` hears how each ended.

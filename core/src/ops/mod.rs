@@ -51,6 +51,17 @@ impl OpError {
     }
 }
 
+/// A state error: one written by a newer cloudattach is the person's to resolve (exit 2,
+/// nothing changed); the others failed while running.
+impl From<crate::state::StateError> for OpError {
+    fn from(e: crate::state::StateError) -> OpError {
+        match e {
+            e @ crate::state::StateError::TooNew { .. } => OpError::Input(e.to_string()),
+            e => OpError::Runtime(e.to_string()),
+        }
+    }
+}
+
 pub(crate) fn runtime(e: impl std::fmt::Display) -> OpError {
     OpError::Runtime(e.to_string())
 }

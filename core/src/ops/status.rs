@@ -5,11 +5,12 @@ use super::connect::Connection;
 use super::{OpError, Workspace, input};
 use crate::host::SiteHost;
 use crate::registry::Registry;
-use crate::selection::{Strictness, host_for};
+use crate::selection::host_for;
 use cloudattach_sdk::StatusReport;
 use serde::Serialize;
 
-/// What `status` read.
+/// What `status` read: the loaded plugins in execution order, then the features the cloud has
+/// enabled whose plugin is not loaded (with a `note` saying what to load).
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusOutcome {
     /// One entry per plugin, in execution order.
@@ -30,10 +31,10 @@ impl StatusOutcome {
     }
 }
 
-/// The selection status reads with (lenient: a feature that cannot run here is skipped rather
-/// than refused).
+/// The selection status reads with: the one validation every command runs, so a
+/// configuration plan refuses is refused here too.
 pub fn selection(ws: &Workspace) -> Result<crate::selection::Selection, OpError> {
-    ws.select(Strictness::Lenient)
+    ws.select()
 }
 
 /// Reads every plugin's status.
@@ -44,14 +45,59 @@ pub fn run(
 ) -> Result<StatusOutcome, OpError> {
     let host = host_for(&ws.site, &ws.config, selection).with_cloud(conn.session.clone());
     let order = ws.registry.execution_order().map_err(input)?;
-    let plugins = statuses(&ws.registry, &order, &host)
+    let mut plugins: Vec<PluginStatus> = statuses(&ws.registry, &order, &host)
         .into_iter()
         .map(|mut p| {
             p.error = p.failure.as_ref().map(|e| status_error(ws, e));
             p
         })
         .collect();
+    // A hierarchy the cloud does not know has already been reported by every plugin.
+    if let Ok(answer) = conn
+        .session
+        .gateway_json(reqwest::Method::GET, "status", None)
+    {
+        plugins.extend(not_loaded(&ws.registry, &answer));
+    }
     Ok(StatusOutcome { plugins })
+}
+
+/// The features the cloud has enabled for the hierarchy that no loaded plugin provides, from
+/// the hierarchy's status document: shown with what the cloud counts, and what to load.
+fn not_loaded(registry: &Registry, answer: &serde_json::Value) -> Vec<PluginStatus> {
+    let entries = answer
+        .get("plugins")
+        .and_then(|p| p.as_array())
+        .cloned()
+        .unwrap_or_default();
+    entries
+        .into_iter()
+        .filter_map(|e| {
+            let id = e.get("id")?.as_str()?.to_string();
+            let enabled = e.get("enabled").and_then(|v| v.as_bool()) == Some(true);
+            if !enabled || registry.get(&id).is_some() {
+                return None;
+            }
+            let mut extra = serde_json::Map::new();
+            extra.insert("note".into(), super::plan::NOT_LOADED.into());
+            Some(PluginStatus {
+                id,
+                enabled,
+                counts: e
+                    .get("counts")
+                    .and_then(|c| c.as_object())
+                    .cloned()
+                    .unwrap_or_default(),
+                last_sync: e
+                    .get("last_sync")
+                    .and_then(|v| v.as_str())
+                    .map(String::from),
+                extra,
+                failure: None,
+                error: None,
+            })
+        })
+        .collect()
 }
 
 /// The message for a plugin whose status could not be read: a hierarchy the cloud does not

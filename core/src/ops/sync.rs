@@ -5,16 +5,16 @@ use super::connect::Connection;
 use super::{OpError, Workspace};
 use crate::host::{OwnedHost, PassHost, SiteHost, shared_pass};
 use crate::registry::Registry;
-use crate::selection::{Decision, Selection, Strictness, host_for};
+use crate::selection::{Decision, Selection, host_for};
 use crate::state::StateStore;
 use cloudattach_sdk::SyncMode;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-/// The selection a sync runs with (strict: a configuration plan refuses is refused here too).
+/// The selection a sync runs with (a configuration plan refuses is refused here too).
 pub fn selection(ws: &Workspace) -> Result<Selection, OpError> {
-    ws.select(Strictness::Strict)
+    ws.select()
 }
 
 /// One sync round.

@@ -6,7 +6,7 @@ use super::{OpError, input, runtime};
 use crate::config::{Config, OfflineApp, Secret};
 use crate::registry::Registry;
 use crate::report::Reporter;
-use crate::selection::{Selection, Strictness};
+use crate::selection::Selection;
 use crate::site::Site;
 use cloudattach_sdk::thousands;
 use cloudattach_sitegen::{GenerateOptions, generate_site};
@@ -154,13 +154,13 @@ impl Workspace {
         })
     }
 
-    /// The selection of this workspace's configuration, for this site's version.
-    pub fn select(&self, strictness: Strictness) -> Result<Selection, OpError> {
-        Ok(crate::selection::select(
+    /// The selection of this workspace's configuration for its site: the one validation every
+    /// command runs ([`crate::selection::validate`]), so they agree on what is valid.
+    pub fn select(&self) -> Result<Selection, OpError> {
+        Ok(crate::selection::validate(
             &self.config,
             &self.registry,
-            self.site.info.version,
-            strictness,
+            &self.site,
         )?)
     }
 

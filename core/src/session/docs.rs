@@ -60,12 +60,56 @@ pub struct Application {
     pub id: Option<String>,
     /// Client id.
     pub app_id: Option<String>,
+    /// Display name.
+    pub display_name: Option<String>,
     /// App ID URIs.
     pub identifier_uris: Vec<String>,
     /// Permissions it asks for, per resource.
     pub required_resource_access: Vec<ResourceAccess>,
     /// Whether an administrator consented to them.
     pub admin_consent_granted: Option<bool>,
+    /// Its secrets' public metadata (never the secrets).
+    pub password_credentials: Vec<PasswordCredential>,
+}
+
+impl Application {
+    /// `name (client id)`, as messages name an app.
+    pub fn label(&self) -> String {
+        format!(
+            "{} ({})",
+            self.display_name.as_deref().unwrap_or("(no name)"),
+            self.app_id.as_deref().unwrap_or_default()
+        )
+    }
+}
+
+/// The public metadata of one of an app's secrets.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct PasswordCredential {
+    /// The first characters of the secret.
+    pub hint: Option<String>,
+    /// When it expires (RFC 3339).
+    pub end_date_time: Option<String>,
+}
+
+/// A hierarchy as the attach gateway holds it (`GET /api/v1/hierarchies/{id}`): who attached it
+/// and where.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default)]
+pub struct HierarchyDoc {
+    /// The client id of the app that owns it.
+    pub app_id: Option<String>,
+    /// The environment it is attached in.
+    pub environment: Option<String>,
+}
+
+/// The tenant's settings (`GET /api/v1/tenant/settings`): the environment it is in.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default)]
+pub struct TenantSettings {
+    /// `public`, `usgov` or `china`.
+    pub environment: Option<String>,
 }
 
 /// The permissions an application asks of one resource.

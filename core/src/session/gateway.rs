@@ -7,7 +7,7 @@ use crate::client::{Api, ApiError, Body};
 use crate::host::CloudPort;
 use crate::site::Site;
 use crate::sync_engine::{SendBatch, Sending, UploadTarget};
-use cloudattach_sdk::gateway::UploadAnswer;
+use cloudattach_sdk::gateway::{ChannelCensus, ChannelKeys, KeyDigest, UploadAnswer};
 use cloudattach_sdk::{HostError, Method, RecordSink, SyncMode};
 use reqwest::Method as HttpMethod;
 use std::sync::{Arc, Mutex};
@@ -83,9 +83,51 @@ impl Gateway {
             None => Body::Empty,
         };
         let url = self.path(path);
-        Ok(self
+        let get = method == HttpMethod::GET;
+        let mut answer = self
             .handle
-            .block_on(self.api.json(method, &url, Some(&token), &body))?)
+            .block_on(self.api.json(method, &url, Some(&token), &body))?;
+        // A list comes in pages: a plugin reading one gets all of it, as from an unpaged list.
+        while get && let Some(next) = next_page_path(&answer) {
+            let page = self.handle.block_on(self.api.json(
+                HttpMethod::GET,
+                &next,
+                Some(&token),
+                &Body::Empty,
+            ))?;
+            merge_page(&mut answer, page);
+        }
+        Ok(answer)
+    }
+}
+
+/// The path of a list answer's next page: its `@odata.nextLink` from `/api/` on (the pages are
+/// fetched from this service, whatever host the cloud names in its links).
+fn next_page_path(answer: &serde_json::Value) -> Option<String> {
+    let link = answer.get("@odata.nextLink")?.as_str()?;
+    link.find("/api/").map(|i| link[i..].to_string())
+}
+
+/// Appends a page's rows to `answer` and takes over its `@odata.nextLink`; an empty page ends
+/// the list (so a cloud that keeps sending a link can't keep the host reading).
+fn merge_page(answer: &mut serde_json::Value, page: serde_json::Value) {
+    let more = page
+        .get("value")
+        .and_then(|v| v.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let link = page
+        .get("@odata.nextLink")
+        .filter(|_| !more.is_empty())
+        .cloned();
+    if let Some(serde_json::Value::Array(all)) = answer.get_mut("value") {
+        all.extend(more);
+    }
+    if let Some(o) = answer.as_object_mut() {
+        match link {
+            Some(l) => o.insert("@odata.nextLink".into(), l),
+            None => o.remove("@odata.nextLink"),
+        };
     }
 }
 
@@ -109,6 +151,52 @@ impl UploadTarget for Gateway {
             })
         }))
     }
+
+    fn census(&self, channel: &str) -> Result<ChannelCensus, HostError> {
+        match self.json(HttpMethod::GET, &format!("upload/{channel}"), None) {
+            Ok(v) => serde_json::from_value(v).map_err(|e| {
+                HostError::new(
+                    "cloud",
+                    format!("the cloud's census of {channel} is not what the gateway answers: {e}"),
+                )
+            }),
+            // The channel's feature is not enabled (yet): the cloud holds nothing there.
+            Err(SessionError::Api(e)) if e.status() == Some(409) => {
+                Ok(ChannelCensus::new(channel, KeyDigest::default()))
+            }
+            Err(e) => Err(host_error(e)),
+        }
+    }
+
+    fn held_keys(&self, channel: &str, each: &mut dyn FnMut(String)) -> Result<(), HostError> {
+        let mut after: Option<String> = None;
+        loop {
+            let path = match &after {
+                // Keys are URL-encoded: extension channels may use any characters.
+                Some(a) => format!(
+                    "upload/{channel}/keys?after={}",
+                    url::form_urlencoded::byte_serialize(a.as_bytes()).collect::<String>()
+                ),
+                None => format!("upload/{channel}/keys"),
+            };
+            let page: ChannelKeys = self
+                .json(HttpMethod::GET, &path, None)
+                .map_err(host_error)
+                .and_then(|v| {
+                    serde_json::from_value(v).map_err(|e| {
+                        HostError::new(
+                            "cloud",
+                            format!("the cloud's keys of {channel} are not what the gateway answers: {e}"),
+                        )
+                    })
+                })?;
+            page.value.into_iter().for_each(&mut *each);
+            match page.next_after {
+                Some(a) => after = Some(a),
+                None => return Ok(()),
+            }
+        }
+    }
 }
 
 impl Session {
@@ -127,11 +215,11 @@ impl Session {
         });
         match self.gateway_json(HttpMethod::PUT, "", Some(&body)) {
             Ok(_) => Ok(()),
-            // The hierarchy belongs to another app registration of the tenant (attached from
-            // another directory, or state lost): say how to get out instead of a bare 403.
+            // The session checked the owner before choosing the app; another app attached the
+            // hierarchy in between: say how to get out instead of a bare 403.
             Err(SessionError::Api(e)) if e.status() == Some(403) => {
                 Err(SessionError::Input(format!(
-                    "hierarchy {} is attached to tenant {} with another app than {}: import that app in [cloud.app], or delete its registration in the tenant and apply again ({e})",
+                    "hierarchy {} was attached to tenant {} with another app than {} while this apply ran: run `cloudattach apply` again to see which app owns it and take it over ({e})",
                     site.info.hierarchy_id, self.gateway.tenant, self.gateway.app
                 )))
             }
@@ -221,12 +309,50 @@ impl CloudPort for Session {
     ) -> Result<Box<dyn RecordSink + '_>, HostError> {
         // Every upload's pass reads the whole inventory (the plugin picks its records from
         // it), so each channel's bar has the same real total: the site's devices.
-        self.engine.open(owner, channel, mode, &|| {
-            self.reporter.progress(channel, self.expected_records)
-        })
+        self.engine.open(
+            owner,
+            channel,
+            mode,
+            &|| self.reporter.progress(channel, self.expected_records),
+            &|m| self.reporter.say(m),
+        )
     }
 
     fn log(&self, message: &str) {
         self.reporter.say(message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_pages_of_a_list_are_read_to_the_end() {
+        let mut answer = json!({"@odata.count": 3, "value": [1],
+            "@odata.nextLink": "http://cloud.example:8750/api/v1/hierarchies/h/ext/x/records?$top=1&$skiptoken=1"});
+        assert_eq!(
+            next_page_path(&answer).as_deref(),
+            Some("/api/v1/hierarchies/h/ext/x/records?$top=1&$skiptoken=1")
+        );
+        merge_page(
+            &mut answer,
+            json!({"@odata.count": 3, "value": [2], "@odata.nextLink": "http://x/api/v1/next?$skiptoken=2"}),
+        );
+        assert_eq!(
+            next_page_path(&answer).as_deref(),
+            Some("/api/v1/next?$skiptoken=2")
+        );
+        merge_page(&mut answer, json!({"@odata.count": 3, "value": [3]}));
+        assert_eq!(answer, json!({"@odata.count": 3, "value": [1, 2, 3]}));
+        assert_eq!(next_page_path(&answer), None);
+        // An empty page ends the list even if it names another.
+        let mut answer = json!({"value": [1], "@odata.nextLink": "http://x/api/v1/a"});
+        merge_page(
+            &mut answer,
+            json!({"value": [], "@odata.nextLink": "http://x/api/v1/a"}),
+        );
+        assert_eq!(answer, json!({"value": [1]}));
     }
 }

@@ -6,7 +6,9 @@
 //! - [`app`]: the app the site uses — registered, renewed, carried over, or imported and
 //!   validated against the tenant;
 //! - [`gateway`]: the attach gateway for one hierarchy — onboarding, the [`CloudPort`] the
-//!   plugins reach the cloud through, and the [`UploadTarget`] of the sync engine.
+//!   plugins reach the cloud through, and the [`UploadTarget`] of the sync engine;
+//! - [`view`]: what the cloud holds for the hierarchy, read with the administrator's own token
+//!   before anything is registered (apply plans against it).
 //!
 //! [`CloudPort`]: crate::host::CloudPort
 //! [`UploadTarget`]: crate::sync_engine::UploadTarget
@@ -16,6 +18,7 @@ pub mod app;
 pub mod docs;
 pub mod gateway;
 pub mod signin;
+pub mod view;
 
 pub use app::{AppCredentials, REQUIRED_PERMISSIONS};
 pub use signin::{Forgotten, forget_tokens};
@@ -69,6 +72,42 @@ pub enum AppPolicy {
     ExistingOnly,
 }
 
+/// What a session does when the hierarchy is attached with another app of the tenant, whose
+/// credentials this state directory does not have (attached from another directory, or the
+/// local state was lost).
+#[derive(Clone)]
+pub enum Takeover {
+    /// Say which app owns it and how to take it over; change nothing.
+    Refuse,
+    /// Add a password to the owning app and use it (`--takeover`).
+    Allow,
+    /// Ask the person (on a terminal); the question is passed in, `true` takes it over.
+    Ask(Arc<dyn Fn(&str) -> bool + Send + Sync>),
+}
+
+impl std::fmt::Debug for Takeover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Takeover::Refuse => "Refuse",
+            Takeover::Allow => "Allow",
+            Takeover::Ask(_) => "Ask",
+        })
+    }
+}
+
+/// How the command that connects gets its app: whether it may register one, what it does about
+/// a hierarchy another app owns, and its name for the hints (`cloudattach <command>
+/// --takeover`).
+#[derive(Debug, Clone)]
+pub struct AppChoice {
+    /// Whether it may register an app.
+    pub policy: AppPolicy,
+    /// What it does about a hierarchy another app owns.
+    pub takeover: Takeover,
+    /// The command whose `--takeover` the hints name.
+    pub command: &'static str,
+}
+
 /// A signed-in session: the gateway of one hierarchy with the app's credentials, the sync
 /// engine uploading through it, and the reporter that tells the person what happens.
 pub struct Session {
@@ -96,8 +135,10 @@ impl Session {
     /// Signs in (cached token, refresh, or device code) as a Global Administrator with an Intune
     /// license, then imports the configured app (`import_secret` is its secret, read once by
     /// [`crate::config::validate_app_offline`]) or uses the registered one — registering it if
-    /// `policy` allows: only apply registers; commands that read or turn things off use the app
-    /// apply registered. Onboarding is [`Session::onboard`].
+    /// the choice's policy allows: only apply registers; commands that read or turn things off
+    /// use the app apply registered. A hierarchy attached with another app of the tenant is
+    /// taken over (a password added to that app) only as the choice says. Onboarding is
+    /// [`Session::onboard`].
     #[allow(clippy::too_many_arguments)]
     pub fn connect(
         handle: Handle,
@@ -107,7 +148,7 @@ impl Session {
         site: &Site,
         state: Arc<Mutex<StateStore>>,
         reporter: Arc<dyn Reporter>,
-        policy: AppPolicy,
+        choice: &AppChoice,
     ) -> Result<Session, SessionError> {
         let import = match (&config.app, import_secret) {
             (Some(app), Some(secret)) => Some((app.clone(), secret.clone())),
@@ -125,22 +166,39 @@ impl Session {
         reporter.say(&format!("signed in as {upn}"));
         let tenant_id =
             signin::token_tenant_id(&tokens.access_token).unwrap_or_else(|| tenant.clone());
+        let admin = &tokens.access_token;
+        let hid = &site.info.hierarchy_id;
+        // Who owns the hierarchy, and in which environment, is known before any app is chosen
+        // or registered: a mismatch registers nothing, and another app's hierarchy is named.
+        let attached = handle.block_on(app::attachment(&api, admin, hid))?;
+        handle.block_on(app::check_environment(
+            &api,
+            admin,
+            config,
+            hid,
+            attached.as_ref(),
+        ))?;
+        let owner = attached.and_then(|a| a.app_id);
         let app = match import {
             Some((app, secret)) => handle.block_on(app::validate_import(
                 &api,
                 &tenant,
-                &tokens.access_token,
+                admin,
                 &app,
                 &secret,
+                owner.as_deref(),
+                hid,
+                reporter.as_ref(),
             ))?,
             None => handle.block_on(app::ensure_registered_app(
                 &api,
                 config,
                 site,
                 &tenant_id,
-                &tokens.access_token,
+                admin,
                 reporter.as_ref(),
-                policy,
+                choice,
+                owner.as_deref(),
             ))?,
         };
         let gateway = Arc::new(gateway::Gateway::new(

@@ -112,7 +112,16 @@ async fn admin_sign_in(
             None,
             &body,
         )
-        .await?;
+        .await
+        .map_err(|e| match &e {
+            // The cloud bounds unfinished sign-ins per application and tenant.
+            ApiError::Status { code, message, .. } if code == "temporarily_unavailable" => {
+                SessionError::SignIn(format!(
+                    "the cloud refuses new sign-ins to {tenant} for now: {message}"
+                ))
+            }
+            _ => e.into(),
+        })?;
     let device_code = dc
         .device_code
         .as_deref()
@@ -190,6 +199,25 @@ fn tokens_from(
 
 fn save_tokens(path: &std::path::Path, t: &CachedTokens) -> Result<(), SessionError> {
     let text = serde_json::to_vec(t).expect("tokens serialize");
+    // A first sign-in (init --sign-in in a fresh directory) comes before anything else has
+    // made the state directory; only its owner may list it, as only they may read the cache.
+    if let Some(dir) = path.parent()
+        && !dir.is_dir()
+    {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder
+            .create(dir)
+            .map_err(|source| crate::state::StateError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+    }
     write_private(path, &text)?;
     Ok(())
 }

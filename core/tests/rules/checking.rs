@@ -227,7 +227,7 @@ const CASES: &[Case] = &[
         "#,
     },
     Case {
-        name: "a custom version conflict is unsupported in check, not refused",
+        name: "a custom version conflict is refused by check as by plan",
         site: r#"version = "2207""#,
         config: r#"
             [attach]
@@ -237,20 +237,11 @@ const CASES: &[Case] = &[
         "#,
         ids: &["tenant-attach", "defender-reporting"],
         expected: r#"
-            tenant-attach pass
-              info service-connection-point: the service connection point is online
-              info devices-in-scope: 14 client devices in scope (all devices with a client) of 16 devices on the site
-              data devices_in_scope = 14
-              data devices_total = 16
-              data devices_with_client = 14
-              data upload = "all"
-            defender-reporting unsupported
-              info unsupported: Microsoft Defender reporting needs site version 2303 or later; the site is 2207
-            => passed
+            error[unsupported] defender-reporting: [features.defender-reporting]: Microsoft Defender reporting needs site version 2303 or later; the site is 2207; turn it off (enabled = false) or update the site to 2303
         "#,
     },
     Case {
-        name: "a dependent whose dependency is not enabled is still checked",
+        name: "a dependent whose dependency is not enabled is refused by check as by plan",
         site: "",
         config: r#"
             [attach]
@@ -260,18 +251,7 @@ const CASES: &[Case] = &[
         "#,
         ids: &["tenant-attach", "rbac-authority"],
         expected: r#"
-            tenant-attach pass
-              info service-connection-point: the service connection point is online
-              info devices-in-scope: 14 client devices in scope (all devices with a client) of 16 devices on the site
-              data devices_in_scope = 14
-              data devices_total = 16
-              data devices_with_client = 14
-              data upload = "all"
-            rbac-authority warn
-              info authority-rule: cloud console requests are authorized by Intune RBAC alone only when enforce_configmgr_rbac is false and the tenant's "Use Intune RBAC" toggle is on; otherwise Configuration Manager RBAC is enforced as well
-              warning intune-rbac-toggle-required: enforce_configmgr_rbac = false makes Intune the only authority only once the tenant's "Use Intune RBAC" toggle is on (Intune Roles/Update permission; it applies to every hierarchy of the tenant); until then Configuration Manager RBAC is still enforced
-              data enforce_configmgr_rbac = false
-            => passed
+            error[dependency] rbac-authority: [features.rbac-authority]: depends on tenant-attach, which is not enabled; enable [features.tenant-attach] too
         "#,
     },
     Case {
@@ -414,7 +394,7 @@ const CASES: &[Case] = &[
         "#,
     },
     Case {
-        name: "a missing upload collection fails tenant-attach, naming it",
+        name: "a missing upload collection is refused by check as by plan, naming it",
         site: "",
         config: r#"
             [attach]
@@ -424,16 +404,7 @@ const CASES: &[Case] = &[
         "#,
         ids: &["tenant-attach"],
         expected: r#"
-            tenant-attach fail
-              info service-connection-point: the service connection point is online
-              error upload-collection-missing: the upload collection PS1FFFFF does not exist on site PS1: set [features.tenant-attach] upload to "all" or to an existing collection id
-              info devices-in-scope: 0 client devices in scope (collection PS1FFFFF) of 16 devices on the site
-              warning no-devices-in-scope: no client device is in the upload scope (collection PS1FFFFF): nothing would be uploaded
-              data devices_in_scope = 0
-              data devices_total = 16
-              data devices_with_client = 14
-              data upload = "PS1FFFFF"
-            => failed (exit 1)
+            error[collection-reference] tenant-attach.upload: [features.tenant-attach] upload = "PS1FFFFF": site PS1 has no collection PS1FFFFF; it has PS100100, PS100101, PS100102, PS100103, PS100104, SMS00001
         "#,
     },
     // ---- counts on the fixture's boundaries ----
@@ -483,7 +454,7 @@ const CASES: &[Case] = &[
         "#,
     },
     Case {
-        name: "a pilot collection left over with enrollment all is a warning",
+        name: "a missing pilot collection is refused by check as by plan even with enrollment all",
         site: "",
         config: r#"
             [attach]
@@ -494,17 +465,7 @@ const CASES: &[Case] = &[
         "#,
         ids: &["co-management"],
         expected: r#"
-            co-management warn
-              warning pilot-collection-missing: the pilot collection PS1000FF does not exist on site PS1
-              info eligibility: 16 devices: comanaged 1, ineligible 7, needsOsUpdate 2, eligibleButNotAzureAdJoined 1, eligible 5
-              info would-schedule: enrollment "all" would schedule 5 eligible devices
-              info not-entra-joined: 1 devices are joined to Active Directory only: configure hybrid Entra ID join to make them eligible
-              info needs-os-update: 2 devices run Windows 10 older than 1709 (build 16299): update them to make them eligible
-              data devices_total = 16
-              data eligibility = {"comanaged":1,"eligible":5,"eligibleButNotAzureAdJoined":1,"ineligible":7,"needsOsUpdate":2}
-              data would_schedule = {"all":5,"none":0,"pilot":null}
-            => passed
-
+            error[collection-reference] co-management.pilot_collection: [features.co-management] pilot_collection = "PS1000FF": site PS1 has no collection PS1000FF; it has PS100100, PS100101, PS100102, PS100103, PS100104, SMS00001
         "#,
     },
 ];

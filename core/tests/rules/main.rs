@@ -3,6 +3,7 @@
 
 mod checking;
 mod common;
+mod init;
 mod module_graph;
 mod planning;
 mod selection;

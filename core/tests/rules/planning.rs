@@ -11,7 +11,9 @@
 
 use super::common;
 
+use cloudattach_core::ops::plan::PlanOptions;
 use cloudattach_core::ops::{self, OpError, Workspace};
+use cloudattach_core::session::view::CloudView;
 use cloudattach_core::state::AppliedState;
 use cloudattach_core::{Plan, Site};
 use common::{
@@ -29,6 +31,8 @@ struct Case {
     config: &'static str,
     /// (plugin id, JSON settings) applied before.
     applied: &'static [(&'static str, &'static str)],
+    /// `--ignore-check` codes.
+    ignore: &'static [&'static str],
     expected: &'static str,
 }
 
@@ -38,6 +42,14 @@ struct Applied(BTreeMap<String, Value>);
 impl AppliedState for Applied {
     fn applied_settings(&self, plugin_id: &str) -> Option<Value> {
         self.0.get(plugin_id).cloned()
+    }
+    fn applied_ids(&self) -> Vec<String> {
+        self.0.keys().cloned().collect()
+    }
+
+    /// Every built-in feature but rbac-authority owns an upload channel once applied.
+    fn uploads(&self, plugin_id: &str) -> bool {
+        plugin_id != "rbac-authority" && self.0.contains_key(plugin_id)
     }
 }
 
@@ -54,6 +66,12 @@ fn render_plan(plan: &Plan) -> Vec<String> {
         if let Some(d) = &s.detail {
             line.push_str(&format!(": {d}"));
         }
+        if !s.ignored_checks.is_empty() {
+            line.push_str(&format!(
+                " [check ignored: {}]",
+                s.ignored_checks.join(", ")
+            ));
+        }
         out.push(line);
     }
     out
@@ -66,9 +84,12 @@ fn render(case: &Case) -> String {
     let site = Site::open(&config.site_dir).expect("the site opens");
     let ws = Workspace::new(config, registry(), Arc::new(site)).expect("a workspace");
     let recorder = Recorder::default();
+    let options = PlanOptions {
+        ignore_checks: case.ignore.iter().map(|c| c.to_string()).collect(),
+    };
     let result = if case.applied.is_empty() {
         let before = snapshot(dir.path());
-        let result = ops::plan::run(&ws, &recorder);
+        let result = ops::plan::run(&ws, &options, &recorder);
         assert_eq!(
             snapshot(dir.path()),
             before,
@@ -83,10 +104,16 @@ fn render(case: &Case) -> String {
                 .map(|(id, json)| (id.to_string(), serde_json::from_str(json).unwrap()))
                 .collect(),
         );
-        ops::plan::plan_with(&ws, &applied, &recorder)
+        ops::plan::plan_with(&ws, &applied, &options, &recorder)
     };
     let mut out = match result {
-        Ok(planned) => render_plan(&planned.plan),
+        Ok(planned) => {
+            let mut lines = render_plan(&planned.plan);
+            if planned.plan.check_failed() {
+                lines.push("=> a check failed (exit 1)".to_string());
+            }
+            lines
+        }
         Err(OpError::Problems(e)) => render_problems(&e),
         Err(e) => vec![format!(
             "error (not a problem list, exit {}): {e}",
@@ -116,6 +143,7 @@ const CASES: &[Case] = &[
             path = "site"
         "#,
         applied: &[],
+        ignore: &[],
         expected: r#"
             public default 2303
             co-management enable: schedule 5 eligible devices for enrollment (all)
@@ -133,6 +161,7 @@ const CASES: &[Case] = &[
             environment = "china"
         "#,
         applied: &[],
+        ignore: &[],
         expected: r#"
             china default 2303
             co-management enable: schedule 5 eligible devices for enrollment (all)
@@ -150,6 +179,7 @@ const CASES: &[Case] = &[
             settings = "default"
         "#,
         applied: &[],
+        ignore: &[],
         expected: r#"
             public default 2203
             co-management enable: schedule 5 eligible devices for enrollment (all)
@@ -164,6 +194,7 @@ const CASES: &[Case] = &[
         site: r#"version = "2111""#,
         config: "",
         applied: &[],
+        ignore: &[],
         expected: r#"
             public default 2111
             co-management enable: schedule 5 eligible devices for enrollment (all)
@@ -186,6 +217,7 @@ const CASES: &[Case] = &[
             enabled = true
         "#,
         applied: &[],
+        ignore: &[],
         expected: r#"
             public custom 2303
             co-management skip (not enabled in attach.toml)
@@ -207,6 +239,7 @@ const CASES: &[Case] = &[
             enrollment = "all"
         "#,
         applied: &[],
+        ignore: &[],
         expected: r#"
             china custom 2303
             co-management enable: schedule 5 eligible devices for enrollment (all)
@@ -226,6 +259,7 @@ const CASES: &[Case] = &[
             upload = "PS100102"
         "#,
         applied: &[],
+        ignore: &[],
         expected: r#"
             public custom 2303
             co-management skip (not enabled in attach.toml)
@@ -246,6 +280,7 @@ const CASES: &[Case] = &[
             pilot_collection = "PS100102"
         "#,
         applied: &[],
+        ignore: &[],
         expected: r#"
             public custom 2303
             co-management enable: schedule 4 eligible devices for enrollment (pilot)
@@ -265,6 +300,7 @@ const CASES: &[Case] = &[
             enabled = false
         "#,
         applied: &[],
+        ignore: &[],
         expected: r#"
             public default 2303
             co-management enable: schedule 5 eligible devices for enrollment (all)
@@ -276,6 +312,39 @@ const CASES: &[Case] = &[
             warning: [features.endpoint-analytics] enabled = false is ignored: settings = "default" enables the wizard's default features; use settings = "custom" to choose
         "#,
     },
+    Case {
+        name: "a new upload scope updates the features that upload for uploaded devices",
+        site: "",
+        config: r#"
+            [attach]
+            settings = "custom"
+            [features.tenant-attach]
+            upload = "PS100102"
+            [features.endpoint-analytics]
+            enabled = true
+            [features.defender-reporting]
+            enabled = true
+            [features.rbac-authority]
+            enabled = true
+            [features.co-management]
+            enabled = false
+        "#,
+        applied: &[
+            ("tenant-attach", r#"{"upload":"all"}"#),
+            ("endpoint-analytics", "{}"),
+            ("defender-reporting", "{}"),
+            ("rbac-authority", r#"{"enforce_configmgr_rbac":true}"#),
+        ],
+        ignore: &[],
+        expected: r#"
+            public custom 2303
+            co-management skip (turned off in attach.toml)
+            tenant-attach update: upload 6 devices
+            defender-reporting update (tenant-attach changes: its records follow tenant-attach's settings and are brought in line): report Defender state of 0 devices
+            endpoint-analytics update (tenant-attach changes: its records follow tenant-attach's settings and are brought in line): enroll 3 devices in Endpoint analytics
+            rbac-authority noop: enforce Configuration Manager RBAC with Intune RBAC
+        "#,
+    },
     // ---- refusals ----
     Case {
         name: "below 2111 plan refuses, naming 2111",
@@ -285,6 +354,7 @@ const CASES: &[Case] = &[
             path = "site"
         "#,
         applied: &[],
+        ignore: &[],
         expected: r#"
             error[site-version]: the site is version 2107: cloud attach needs Configuration Manager 2111 or later; update the site first (check still runs)
         "#,
@@ -297,6 +367,7 @@ const CASES: &[Case] = &[
             environment = "usgov"
         "#,
         applied: &[],
+        ignore: &[],
         expected: r#"
             error[site-version]: the site is version 2105: cloud attach needs Configuration Manager 2111 or later; update the site first (check still runs)
         "#,
@@ -311,6 +382,7 @@ const CASES: &[Case] = &[
             [features.endpoint-analytics]
         "#,
         applied: &[],
+        ignore: &[],
         expected: r#"
             error[site-version]: the site is version 2107: cloud attach needs Configuration Manager 2111 or later; update the site first (check still runs)
         "#,
@@ -329,6 +401,7 @@ const CASES: &[Case] = &[
             enrollment = "all"
         "#,
         applied: &[],
+        ignore: &[],
         expected: r#"
             error[unsupported] tenant-attach: [features.tenant-attach]: Tenant attach (device upload) can't be enabled for Azure China Cloud (china); it is available in public, usgov; turn it off (enabled = false) or change the environment
         "#,
@@ -345,6 +418,7 @@ const CASES: &[Case] = &[
             enrollment = "none"
         "#,
         applied: &[],
+        ignore: &[],
         expected: r#"
             error[validation] co-management: [features.co-management] enrollment = "none": automatic enrollment of all eligible devices is the only option in Azure China Cloud; set enrollment = "all"
         "#,
@@ -361,6 +435,7 @@ const CASES: &[Case] = &[
             enabled = true
         "#,
         applied: &[],
+        ignore: &[],
         expected: r#"
             error[unsupported] defender-reporting: [features.defender-reporting]: Microsoft Defender reporting needs site version 2303 or later; the site is 2207; turn it off (enabled = false) or update the site to 2303
         "#,
@@ -377,6 +452,7 @@ const CASES: &[Case] = &[
             upload = "PS1NOPE1"
         "#,
         applied: &[],
+        ignore: &[],
         expected: r#"
             error[invalid-option] tenant-attach: [features.tenant-attach] upload = "PS1NOPE1": expected "all" or a collection id such as "PS100012"
         "#,
@@ -395,6 +471,7 @@ const CASES: &[Case] = &[
             uploads = "all"
         "#,
         applied: &[],
+        ignore: &[],
         expected: r#"
             error[unknown-plugin] nope: [features.nope]: no plugin has the id `nope`; known plugins: co-management, defender-reporting, endpoint-analytics, rbac-authority, tenant-attach (load others with --plugin-dir)
             error[invalid-option] co-management: [features.co-management] enrollment = "some": expected one of "all", "pilot", "none"
@@ -411,6 +488,7 @@ const CASES: &[Case] = &[
             enrollment = "pilot"
         "#,
         applied: &[],
+        ignore: &[],
         expected: r#"
             error[validation] co-management: [features.co-management] enrollment = "pilot" needs `pilot_collection`, the id of the pilot collection (e.g. "PS100020")
 
@@ -426,6 +504,7 @@ const CASES: &[Case] = &[
             upload = "PS1FFFFF"
         "#,
         applied: &[],
+        ignore: &[],
         expected: r#"
             error[collection-reference] tenant-attach.upload: [features.tenant-attach] upload = "PS1FFFFF": site PS1 has no collection PS1FFFFF; it has PS100100, PS100101, PS100102, PS100103, PS100104, SMS00001
         "#,
@@ -442,6 +521,7 @@ const CASES: &[Case] = &[
             ("endpoint-analytics", "{}"),
             ("rbac-authority", r#"{"enforce_configmgr_rbac": true}"#),
         ],
+        ignore: &[],
         expected: r#"
             public default 2303
             co-management noop: schedule 5 eligible devices for enrollment (all)
@@ -473,6 +553,7 @@ const CASES: &[Case] = &[
             ),
             ("rbac-authority", r#"{"enforce_configmgr_rbac": false}"#),
         ],
+        ignore: &[],
         expected: r#"
             public custom 2303
             co-management update: schedule 5 eligible devices for enrollment (all)
@@ -493,6 +574,7 @@ const CASES: &[Case] = &[
             pilot_collection = "PS100102"
         "#,
         applied: &[("co-management", r#"{"enrollment": "all"}"#)],
+        ignore: &[],
         expected: r#"
             public custom 2303
             co-management noop: schedule 5 eligible devices for enrollment (all)
@@ -518,6 +600,7 @@ const CASES: &[Case] = &[
             ("rbac-authority", r#"{"enforce_configmgr_rbac": true}"#),
             ("co-management", r#"{"enrollment": "all"}"#),
         ],
+        ignore: &[],
         expected: r#"
             public custom 2303
             rbac-authority disable (not enabled in attach.toml)
@@ -535,6 +618,7 @@ const CASES: &[Case] = &[
             ("tenant-attach", r#"{"upload": "all"}"#),
             ("defender-reporting", "{}"),
         ],
+        ignore: &[],
         expected: r#"
             public default 2207
             defender-reporting disable (Microsoft Defender reporting needs site version 2303 or later; the site is 2207)
@@ -556,6 +640,7 @@ const CASES: &[Case] = &[
             ("defender-reporting", "{}"),
             ("co-management", r#"{"enrollment": "all"}"#),
         ],
+        ignore: &[],
         expected: r#"
             china default 2303
             defender-reporting disable (Microsoft Defender reporting can't be enabled for Azure China Cloud (china); it is available in public, usgov)
@@ -570,9 +655,147 @@ const CASES: &[Case] = &[
         site: r#"version = "2107""#,
         config: "",
         applied: &[("tenant-attach", r#"{"upload": "all"}"#)],
+        ignore: &[],
         expected: r#"
             error[site-version]: the site is version 2107: cloud attach needs Configuration Manager 2111 or later; update the site first (check still runs)
 
+        "#,
+    },
+    // ---- prerequisite checks: a failing one skips its feature and its dependents ----
+    Case {
+        name: "a failing check skips its feature and its dependents; independent features go on",
+        site: r#"service_connection_point = "offline""#,
+        config: "",
+        applied: &[],
+        ignore: &[],
+        expected: r#"
+            public default 2303
+            co-management enable: schedule 5 eligible devices for enrollment (all)
+            tenant-attach skip (check failed: service-connection-point-offline: the service connection point of site PS1 is offline: tenant attach needs it online to reach the cloud)
+            defender-reporting skip (depends on tenant-attach, which is skipped: its check failed)
+            endpoint-analytics skip (depends on tenant-attach, which is skipped: its check failed)
+            rbac-authority skip (depends on tenant-attach, which is skipped: its check failed)
+            => a check failed (exit 1)
+        "#,
+    },
+    Case {
+        name: "every failing finding of a check is its skip's reason",
+        site: r#"
+            service_connection_point = "offline"
+            administration_service = false
+        "#,
+        config: r#"
+            [attach]
+            settings = "custom"
+            [features.tenant-attach]
+        "#,
+        applied: &[],
+        ignore: &[],
+        expected: r#"
+            public custom 2303
+            co-management skip (not enabled in attach.toml)
+            tenant-attach skip (check failed: service-connection-point-offline: the service connection point of site PS1 is offline: tenant attach needs it online to reach the cloud; administration-service-missing: the administration service (SMS Provider REST API) of site PS1 does not work: tenant attach needs it)
+            defender-reporting skip (not enabled in attach.toml)
+            endpoint-analytics skip (not enabled in attach.toml)
+            rbac-authority skip (not enabled in attach.toml)
+            => a check failed (exit 1)
+        "#,
+    },
+    Case {
+        name: "--ignore-check with the failing code enables the feature and its dependents",
+        site: r#"service_connection_point = "offline""#,
+        config: "",
+        applied: &[],
+        ignore: &["service-connection-point-offline"],
+        expected: r#"
+            public default 2303
+            co-management enable: schedule 5 eligible devices for enrollment (all)
+            tenant-attach enable: upload 14 devices [check ignored: service-connection-point-offline]
+            defender-reporting enable: report Defender state of 0 devices
+            endpoint-analytics enable: enroll 9 devices in Endpoint analytics
+            rbac-authority enable: enforce Configuration Manager RBAC with Intune RBAC
+        "#,
+    },
+    Case {
+        name: "ignoring one failing code does not ignore another",
+        site: r#"
+            service_connection_point = "offline"
+            administration_service = false
+        "#,
+        config: "",
+        applied: &[],
+        ignore: &["service-connection-point-offline"],
+        expected: r#"
+            public default 2303
+            co-management enable: schedule 5 eligible devices for enrollment (all)
+            tenant-attach skip (check failed: administration-service-missing: the administration service (SMS Provider REST API) of site PS1 does not work: tenant attach needs it) [check ignored: service-connection-point-offline]
+            defender-reporting skip (depends on tenant-attach, which is skipped: its check failed)
+            endpoint-analytics skip (depends on tenant-attach, which is skipped: its check failed)
+            rbac-authority skip (depends on tenant-attach, which is skipped: its check failed)
+            => a check failed (exit 1)
+        "#,
+    },
+    Case {
+        name: "an ignored code no failing finding has is refused, naming the failing ones",
+        site: r#"service_connection_point = "offline""#,
+        config: "",
+        applied: &[],
+        ignore: &["service-conection-point-offline"],
+        expected: r#"
+            error[ignore-check]: --ignore-check service-conection-point-offline: no failing check finding has this code; the failing findings are service-connection-point-offline
+        "#,
+    },
+    Case {
+        name: "an ignored code when no check fails is refused",
+        site: "",
+        config: "",
+        applied: &[],
+        ignore: &["administration-service-missing"],
+        expected: r#"
+            error[ignore-check]: --ignore-check administration-service-missing: no failing check finding has this code; no check of the selected features fails
+        "#,
+    },
+    Case {
+        name: "a failing check of a feature applied before skips it instead of a noop",
+        site: "administration_service = false",
+        config: "",
+        applied: &[
+            ("co-management", r#"{"enrollment": "all"}"#),
+            ("tenant-attach", r#"{"upload": "all"}"#),
+        ],
+        ignore: &[],
+        expected: r#"
+            public default 2303
+            co-management noop: schedule 5 eligible devices for enrollment (all)
+            tenant-attach skip (check failed: administration-service-missing: the administration service (SMS Provider REST API) of site PS1 does not work: tenant attach needs it)
+            defender-reporting skip (depends on tenant-attach, which is skipped: its check failed)
+            endpoint-analytics skip (depends on tenant-attach, which is skipped: its check failed)
+            rbac-authority skip (depends on tenant-attach, which is skipped: its check failed)
+            => a check failed (exit 1)
+        "#,
+    },
+    // ---- features enabled whose plugin is not loaded ----
+    Case {
+        name: "a feature applied before whose plugin is not loaded is a skip saying what to load",
+        site: "",
+        config: r#"
+            [attach]
+            settings = "custom"
+            [features.tenant-attach]
+        "#,
+        applied: &[
+            ("tenant-attach", r#"{"upload": "all"}"#),
+            ("collection-summary", r#"{}"#),
+        ],
+        ignore: &[],
+        expected: r#"
+            public custom 2303
+            co-management skip (not enabled in attach.toml)
+            tenant-attach noop: upload 14 devices
+            defender-reporting skip (not enabled in attach.toml)
+            endpoint-analytics skip (not enabled in attach.toml)
+            rbac-authority skip (not enabled in attach.toml)
+            collection-summary skip (enabled in the tenant; its plugin is not loaded here: load it with --plugin-dir)
         "#,
     },
 ];
@@ -591,15 +814,127 @@ fn apply_creates_no_state_for_a_configuration_it_refuses() {
     let site = Arc::new(Site::open(&dir.path().join("site")).unwrap());
     let ws = Workspace::new(refused, registry(), site.clone()).unwrap();
     let before = snapshot(dir.path());
-    let err = ops::apply::prepare(&ws, &Recorder::default())
-        .err()
-        .expect("a dependent without its dependency is refused");
+    let err = ops::apply::select(&ws, &Recorder::default())
+        .map(|_| ())
+        .expect_err("a dependent without its dependency is refused");
     assert!(err.is_input(), "{err}");
     assert_eq!(snapshot(dir.path()), before, "nothing written");
 
     let fine = parse_config("[site]\npath = \"site\"\n", dir.path()).unwrap();
     let ws = Workspace::new(fine, registry(), site).unwrap();
-    let planned = ops::apply::prepare(&ws, &Recorder::default()).unwrap();
-    assert!(ops::apply::changes(&planned.plan) > 0);
+    let selection = ops::apply::select(&ws, &Recorder::default()).unwrap();
+    let prepared = ops::apply::prepare(
+        &ws,
+        selection,
+        &CloudView::default(),
+        &PlanOptions::default(),
+    )
+    .unwrap();
+    assert!(ops::apply::changes(&prepared.planned.plan) > 0);
     assert!(dir.path().join(".cloudattach/state.db").is_file());
+}
+
+/// Apply plans against the local state reconciled with what the cloud holds: a feature the
+/// state records but the cloud lost is an `enable`, one the cloud holds with other settings an
+/// `update` — in the Summary shown before confirming — and the state is only changed when the
+/// reconciliation is recorded (after confirming).
+#[test]
+fn apply_plans_against_what_the_cloud_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    small_site(dir.path(), "");
+    let config = parse_config("[site]\npath = \"site\"\n", dir.path()).unwrap();
+    let site = Arc::new(Site::open(&dir.path().join("site")).unwrap());
+    let ws = Workspace::new(config, registry(), site).unwrap();
+    let state =
+        cloudattach_core::state::StateStore::open(&dir.path().join(".cloudattach")).unwrap();
+    let applied = [
+        ("co-management", serde_json::json!({"enrollment": "all"})),
+        ("defender-reporting", serde_json::json!({})),
+        ("endpoint-analytics", serde_json::json!({})),
+        (
+            "rbac-authority",
+            serde_json::json!({"enforce_configmgr_rbac": true}),
+        ),
+        ("tenant-attach", serde_json::json!({"upload": "all"})),
+    ];
+    for (id, settings) in &applied {
+        state.set_feature(id, settings).unwrap();
+    }
+    let plan_against = |view: &CloudView| {
+        let selection = ops::apply::select(&ws, &Recorder::default()).unwrap();
+        ops::apply::prepare(&ws, selection, view, &PlanOptions::default()).unwrap()
+    };
+    let actions = |p: &ops::apply::Prepared| -> Vec<String> {
+        p.planned
+            .plan
+            .steps
+            .iter()
+            .map(|s| format!("{} {}", s.plugin, s.action.as_str()))
+            .collect()
+    };
+
+    // The cloud holds everything the state does: nothing to change.
+    let all = CloudView {
+        attached: true,
+        enabled: applied
+            .iter()
+            .map(|(id, s)| (id.to_string(), s.clone()))
+            .collect(),
+    };
+    let same = plan_against(&all);
+    assert_eq!(
+        ops::apply::changes(&same.planned.plan),
+        0,
+        "{:?}",
+        actions(&same)
+    );
+
+    // A fresh cloud: every feature is enabled again, though the state says applied.
+    let fresh = plan_against(&CloudView::default());
+    assert_eq!(
+        actions(&fresh),
+        [
+            "co-management enable",
+            "tenant-attach enable",
+            "defender-reporting enable",
+            "endpoint-analytics enable",
+            "rbac-authority enable"
+        ]
+    );
+    let detail = fresh.planned.plan.steps[1]
+        .detail
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        detail.contains("the cloud does not have this feature enabled"),
+        "{detail}"
+    );
+
+    // Defender reporting disabled cloud-side, co-management's enrollment changed there.
+    let mut drifted = all.clone();
+    drifted.enabled.remove("defender-reporting");
+    drifted.enabled.insert(
+        "co-management".into(),
+        serde_json::json!({"enrollment": "none"}),
+    );
+    let p = plan_against(&drifted);
+    assert_eq!(
+        actions(&p),
+        [
+            "co-management update",
+            "tenant-attach noop",
+            "defender-reporting enable",
+            "endpoint-analytics noop",
+            "rbac-authority noop"
+        ]
+    );
+    // Planning wrote nothing; recording the reconciliation does.
+    use cloudattach_core::state::AppliedState;
+    assert!(state.applied_settings("defender-reporting").is_some());
+    p.reconciled.record(&state).unwrap();
+    assert_eq!(state.applied_settings("defender-reporting"), None);
+    assert_eq!(
+        state.applied_settings("co-management"),
+        Some(serde_json::json!({"enrollment": "none"}))
+    );
 }
