@@ -152,9 +152,9 @@ pub struct DeviceStreamRequest {
     #[serde(default)]
     pub parts: Option<DeviceParts>,
     /// The library reads each batch as a [`DeviceBatch`] object, which carries the devices'
-    /// extension data (added in 0.2.1). Without it (a library built before) the host sends a
-    /// plain JSON array of devices, which the model's JSON of a device never carries the
-    /// extension data in; a library of 0.2.1 reads either, so either side may be the older.
+    /// extension data. Without it (a library built before the field existed) the host sends a
+    /// plain JSON array of devices, without their extension data; the SDK reads either, so
+    /// either side may be the older and the protocol's `0.minor` stays.
     #[serde(default)]
     pub extension: bool,
 }
