@@ -424,6 +424,9 @@ impl Site {
         let mut seen = HashSet::new();
         let mut skipped_lines = HashSet::new();
         let mut extended_lines = HashSet::new();
+        // An export's lines are alike: after a line with fields beyond the model, the next is
+        // read leniently first rather than after a strict parse that would fail too.
+        let mut lenient_first = false;
         let known: Option<(LineSet, LineSet)> = self.scan.lock().ok().and_then(|s| {
             s.as_ref()
                 .filter(|s| Some(s.identity) == identity)
@@ -467,7 +470,7 @@ impl Site {
                         // that needs a block or the extension data: read it as the first did.
                         read_lenient(text).map(|(d, _)| (d.with_parts(parts), None))
                     } else if parts == DeviceParts::ALL {
-                        read_device(text)
+                        read_device(text, lenient_first)
                     } else {
                         serde_json::from_str::<LeanDevice>(text)
                             .and_then(|d| d.into_device(parts))
@@ -477,6 +480,9 @@ impl Site {
                 }
             };
             let parsed = parsed.and_then(|(d, u)| d.validate().map(|()| (d, u)));
+            if let Ok((_, u)) = &parsed {
+                lenient_first = u.is_some();
+            }
             let bad = match parsed {
                 Ok((d, unmodelled)) => {
                     if record && !seen.insert(d.resource_id) {
@@ -669,8 +675,12 @@ struct Unmodelled {
 }
 
 /// A device line: the strict parse first (what a plain line costs), the lenient one only for a
-/// line the strict one refuses or one with a list longer than the model keeps.
-fn read_device(text: &str) -> Result<(Device, Option<Unmodelled>), String> {
+/// line the strict one refuses or one with a list longer than the model keeps — or first, when
+/// `lenient_first` (the previous line carried more than the model): both give the same device.
+fn read_device(text: &str, lenient_first: bool) -> Result<(Device, Option<Unmodelled>), String> {
+    if lenient_first && let Ok((d, u)) = read_lenient(text) {
+        return Ok((d, (u != Unmodelled::default()).then_some(u)));
+    }
     if let Ok(d) = serde_json::from_str::<Device>(text)
         && d.analytics.as_ref().is_none_or(|a| {
             a.apps
@@ -1137,6 +1147,8 @@ mod tests {
         let lines = [
             plain.to_string(),
             extended.to_string(),
+            // Read leniently first after a line with extras: the same device as read strictly.
+            plain.replace("\"resource_id\":7", "\"resource_id\":10"),
             // Unknown fields do not excuse a missing one: still a bad line.
             r#"{"resource_id":9,"bitlocker":{}}"#.to_string(),
         ];
@@ -1144,7 +1156,11 @@ mod tests {
         let mut devices = vec![];
         site.for_each_device_owned(&mut |d| devices.push(d))
             .unwrap();
-        assert_eq!(devices.len(), 2);
+        assert_eq!(devices.len(), 3);
+        assert_eq!(
+            devices[2],
+            serde_json::from_str::<Device>(&lines[2]).unwrap()
+        );
         let (a, b) = (&devices[0], &devices[1]);
         assert!(a.extension.is_empty());
         assert_eq!(
@@ -1177,7 +1193,7 @@ mod tests {
             serde_json::to_string(&a_days).unwrap()
         );
         let scan = site.scan_summary().unwrap();
-        assert_eq!((scan.devices, scan.skipped), (2, 1));
+        assert_eq!((scan.devices, scan.skipped), (3, 1));
         let fields: Vec<(&str, u64)> = scan
             .unknown_fields
             .iter()
@@ -1202,7 +1218,7 @@ mod tests {
             let mut seen = vec![];
             site.for_each_device_parts(parts, &mut |d| seen.push(d))
                 .unwrap();
-            assert_eq!(seen.len(), 2, "{parts:?}");
+            assert_eq!(seen.len(), 3, "{parts:?}");
             assert_eq!(seen[1], devices[1].with_parts(parts), "{parts:?}");
         }
         let mut only_ext = vec![];
