@@ -14,7 +14,8 @@
 //!   version without changing the module's layout;
 //! - the host crosses as an [`FfiHost`] trait object (`#[sabi_trait]`), which the SDK wraps back
 //!   into its `Host` trait. Devices come in JSON batches ([`DEVICE_BATCH`] per call) pushed into
-//!   a [`DeviceSink`], with the device parts the plugin asked for ([`DeviceStreamRequest`]);
+//!   a [`DeviceSink`], with the device parts the plugin asked for ([`DeviceStreamRequest`]) and
+//!   their extension data ([`DeviceBatch`]);
 //!   upload records go out in batches of [`RECORD_BATCH`] into an upload the host keeps open by
 //!   handle ([`FfiHost::open_sync`]);
 //! - every function either side exports catches its own panics and returns an error value: a
