@@ -799,11 +799,64 @@ fn split_list(
     }
 }
 
+/// The common case of [`read_lenient`], without building the whole line as a JSON tree: fields
+/// beyond the model at the top level only. The model's fields, as written, make a line the
+/// strict parse reads; only the extra fields' values are parsed into extension data. `None`
+/// when the line is not that case (or not valid), for the full lenient read to decide.
+fn read_top_level_extras(text: &str) -> Option<(Device, Unmodelled)> {
+    // Borrowed keys: a key with an escape sequence fails here and takes the full read.
+    let fields: Vec<(&str, &serde_json::value::RawValue)> =
+        serde_json::from_str::<BTreeMap<&str, &serde_json::value::RawValue>>(text)
+            .ok()?
+            .into_iter()
+            .collect();
+    let known = known();
+    let mut model = String::with_capacity(text.len());
+    let mut extension = Map::new();
+    let mut unknown = Vec::new();
+    model.push('{');
+    for (key, value) in fields {
+        if known.device.contains(&key) {
+            if model.len() > 1 {
+                model.push(',');
+            }
+            model.push('"');
+            model.push_str(key);
+            model.push_str("\":");
+            model.push_str(value.get());
+        } else {
+            extension.insert(key.to_string(), serde_json::from_str(value.get()).ok()?);
+            unknown.push(key.to_string());
+        }
+    }
+    model.push('}');
+    let mut device: Device = serde_json::from_str(&model).ok()?;
+    let long = device.analytics.as_ref().is_some_and(|a| {
+        a.apps
+            .iter()
+            .any(|app| app.daily_crashes.len() > MAX_CRASH_DAYS)
+    });
+    if long {
+        return None;
+    }
+    device.extension = extension;
+    Some((
+        device,
+        Unmodelled {
+            unknown_fields: unknown,
+            long_lists: vec![],
+        },
+    ))
+}
+
 /// A device line read leniently: whatever the model does not know (unknown fields at any level,
 /// the oldest days of a `daily_crashes` longer than [`MAX_CRASH_DAYS`]) becomes the device's
 /// extension data, and only invalid JSON or a missing or invalid field of the model refuses the
 /// line.
 fn read_lenient(text: &str) -> Result<(Device, Unmodelled), String> {
+    if let Some(read) = read_top_level_extras(text) {
+        return Ok(read);
+    }
     let known = known();
     let mut line: Map<String, Value> = serde_json::from_str(text).map_err(|e| e.to_string())?;
     let mut extension = Map::new();
@@ -1226,6 +1279,36 @@ mod tests {
             .unwrap();
         assert_eq!(only_ext[1].extension, b.extension);
         assert!(only_ext[1].defender.is_none());
+    }
+
+    #[test]
+    fn the_fast_lenient_read_agrees_with_the_full_one() {
+        let plain = device_line(1, "A");
+        let top = plain.replace(
+            "{\"resource_id\"",
+            "{\"bitlocker\":{\"on\":true},\"tpm\":\"2.0\",\"resource_id\"",
+        );
+        let (d, u) = read_top_level_extras(&top).expect("top-level extras only");
+        assert_eq!(u.unknown_fields, ["bitlocker", "tpm"]);
+        assert_eq!(d.extension_at("/bitlocker/on"), Some(&Value::Bool(true)));
+        assert_eq!(
+            d.with_parts(DeviceParts::NONE),
+            serde_json::from_str::<Device>(&plain).unwrap()
+        );
+        assert_eq!(read_lenient(&top).unwrap(), (d.clone(), u));
+        // An escaped key, or extras inside a block: the full read, same result.
+        let escaped = top.replace("\"tpm\"", "\"t\\u0070m\"");
+        assert!(read_top_level_extras(&escaped).is_none());
+        assert_eq!(read_lenient(&escaped).unwrap().0, d);
+        let nested = plain.replace(
+            "{\"resource_id\"",
+            "{\"defender\":{\"asr\":1},\"resource_id\"",
+        );
+        assert!(read_top_level_extras(&nested).is_none());
+        assert_eq!(
+            read_lenient(&nested).unwrap().1.unknown_fields,
+            ["defender.asr"]
+        );
     }
 
     #[test]
