@@ -509,6 +509,43 @@ mod tests {
         }
     }
 
+    /// Batches as the library's side received them.
+    struct Batches(Vec<String>);
+
+    impl cloudattach_plugin_protocol::DeviceSink for Batches {
+        fn accept(&mut self, _stream: u64, batch: RStr<'_>) -> bool {
+            self.0.push(batch.to_string());
+            true
+        }
+    }
+
+    #[test]
+    fn a_library_that_predates_extension_data_gets_the_plain_batches_it_reads() {
+        let inner = Recorder::new();
+        let bridge = HostBridge::new(Some(&inner));
+        let stream = |request: &str| {
+            let mut batches = Batches(vec![]);
+            let sink = DeviceSink_TO::from_ptr(RMut::new(&mut batches), TD_Opaque);
+            assert!(
+                FfiHost::for_each_device(&bridge, RStr::from_str(request), sink)
+                    .into_result()
+                    .is_ok()
+            );
+            batches.0
+        };
+        // As a library built before `extension` existed asks: a JSON array of devices, which
+        // its strict `Vec<Device>` reads.
+        let old = stream(r#"{"batch":512}"#);
+        assert_eq!(old.len(), 1);
+        let devices: Vec<Device> = serde_json::from_str(&old[0]).unwrap();
+        assert_eq!(devices.len(), 2);
+        assert!(devices[1].extension.is_empty());
+        // As this SDK asks: the same devices, with their extension data.
+        let new = stream(r#"{"batch":512,"extension":true}"#);
+        let devices = cloudattach_plugin_protocol::DeviceBatch::read(&new[0]).unwrap();
+        assert_eq!(devices[1].extension, inner.devices[1].extension);
+    }
+
     /// The methods of the `Host` trait, read from its source.
     fn host_methods() -> BTreeSet<String> {
         let source = include_str!("../../../sdk/src/host.rs");
