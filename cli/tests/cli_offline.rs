@@ -724,6 +724,122 @@ fn bad_device_lines_are_reported_with_line_numbers_and_skipped() {
     assert_eq!(got, expected_eligibility(&site));
 }
 
+/// Fields the model does not know, at every level, keep their device: check and plan count
+/// the same devices as without them, and each field is one warning with its count.
+#[test]
+fn devices_with_fields_the_model_does_not_know_are_kept_and_each_field_reported_once() {
+    let dir = TempDir::new().unwrap();
+    let site = generated_site(dir.path(), "2303");
+    let path = site.join("devices.jsonl");
+    let cfg = write_config(dir.path(), "[site]\npath = \"site\"\n");
+    let plain_check = check_json(dir.path(), &cfg, &[], 0);
+    let plain_plan = plan_json(dir.path(), &cfg);
+    let text = fs::read_to_string(&path).unwrap();
+    let mut with_defender = 0;
+    let lines: Vec<String> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            let mut d: Value = serde_json::from_str(l).unwrap();
+            if i % 3 == 0 {
+                d["bitlocker"] = serde_json::json!({ "recovery_key_escrowed": i % 2 == 0 });
+            }
+            if let Some(def) = d.get_mut("defender").and_then(Value::as_object_mut) {
+                def.insert("asr_mode".into(), "audit".into());
+                with_defender += 1;
+            }
+            if let Some(apps) = d
+                .pointer_mut("/analytics/apps")
+                .and_then(Value::as_array_mut)
+            {
+                for app in apps {
+                    let days = app["daily_crashes"].as_array().cloned().unwrap_or_default();
+                    app["daily_crashes"] = Value::Array([vec![0.into(); 16], days].concat());
+                }
+            }
+            d.to_string()
+        })
+        .collect();
+    assert!(with_defender > 0);
+    fs::write(&path, lines.join("\n") + "\n").unwrap();
+
+    let r = run(dir.path(), &["--config", &cfg, "check", "--output", "json"]);
+    r.expect_code(0);
+    assert_eq!(eligibility_of(&r.json()), eligibility_of(&plain_check));
+    let bitlocker: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("\"bitlocker\""))
+        .collect();
+    assert_eq!(
+        bitlocker.len(),
+        1,
+        "one warning for the field:\n{}",
+        r.stderr
+    );
+    assert!(
+        bitlocker[0].ends_with(
+            "devices.jsonl: 100 devices carry the field \"bitlocker\" that cloudattach does not model; kept as extension data"
+        ),
+        "{}",
+        r.stderr
+    );
+    r.stderr_has(&[
+        &format!("{with_defender} devices carry the field \"defender.asr_mode\""),
+        "\"analytics.apps[].daily_crashes\" with more than 14 entries",
+    ]);
+    assert!(!r.stderr.contains("skipped"), "{}", r.stderr);
+
+    let r = run(dir.path(), &["--config", &cfg, "plan", "--output", "json"]);
+    r.expect_code(0);
+    assert_eq!(r.json(), plain_plan);
+    r.stderr_has(&["100 devices carry the field \"bitlocker\""]);
+}
+
+/// Encodings a real export produces: one byte that is not UTF-8 is that line's problem only,
+/// and a UTF-16 file (PowerShell 5's `Out-File`) with CRLF reads like the UTF-8 one.
+#[test]
+fn encoding_defects_skip_their_line_only_and_utf16_files_are_read() {
+    let dir = TempDir::new().unwrap();
+    let site = generated_site(dir.path(), "2303");
+    let path = site.join("devices.jsonl");
+    let cfg = write_config(dir.path(), "[site]\npath = \"site\"\n");
+    let plain = eligibility_of(&check_json(dir.path(), &cfg, &[], 0));
+    let text = fs::read_to_string(&path).unwrap();
+
+    // A Windows-1252 "é" in the name of line 5's device.
+    let mut lines: Vec<Vec<u8>> = text.lines().map(|l| l.as_bytes().to_vec()).collect();
+    let removed: Value = serde_json::from_slice(&lines[4]).unwrap();
+    let name = removed["name"].as_str().unwrap();
+    let with_e = String::from_utf8(lines[4].clone())
+        .unwrap()
+        .replace(&format!("\"{name}\""), &format!("\"{name}-\u{1}\""));
+    lines[4] = with_e
+        .bytes()
+        .map(|b| if b == 1 { 0xE9 } else { b })
+        .collect();
+    let mut bytes = lines.join(&b'\n');
+    bytes.push(b'\n');
+    fs::write(&path, bytes).unwrap();
+    let r = run(dir.path(), &["--config", &cfg, "check", "--output", "json"]);
+    r.expect_code(0);
+    r.stderr_has(&["devices.jsonl:5: skipped: not valid UTF-8 (byte 0xE9"]);
+    let got = eligibility_of(&r.json());
+    assert_eq!(got.values().sum::<u64>(), plain.values().sum::<u64>() - 1);
+    assert_eq!(got[classify(&removed)], plain[classify(&removed)] - 1);
+
+    // UTF-16 LE with a byte order mark and CRLF line ends.
+    let mut utf16 = vec![0xFF, 0xFE];
+    for unit in text.replace('\n', "\r\n").encode_utf16() {
+        utf16.extend_from_slice(&unit.to_le_bytes());
+    }
+    fs::write(&path, utf16).unwrap();
+    let r = run(dir.path(), &["--config", &cfg, "check", "--output", "json"]);
+    r.expect_code(0);
+    assert_eq!(eligibility_of(&r.json()), plain);
+    assert!(!r.stderr.contains("skipped"), "{}", r.stderr);
+}
+
 #[test]
 fn a_duplicate_resource_id_is_skipped_for_every_plugin_alike() {
     let dir = TempDir::new().unwrap();

@@ -1,11 +1,13 @@
 //! The site inventory (docs/domain.md#site-inventory): `site.toml`, `devices.jsonl` (streamed, never held in
 //! memory) and `collections.json` with effective memberships.
 
+use cloudattach_sdk::device::MAX_CRASH_DAYS;
 use cloudattach_sdk::{CollectionInfo, Device, DeviceParts, SiteInfo};
 use serde::Deserialize;
+use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -37,6 +39,14 @@ pub enum SiteError {
         /// The file.
         path: PathBuf,
         /// What is wrong.
+        message: String,
+    },
+    /// A file of the site is not in an encoding it may be written in.
+    #[error("{path}: {message}")]
+    Encoding {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and what to do.
         message: String,
     },
     /// Collections include or limit each other in a cycle.
@@ -199,6 +209,13 @@ pub struct ScanSummary {
     pub bad_lines: Vec<BadLine>,
     /// Number of skipped lines.
     pub skipped: u64,
+    /// Fields of valid devices that the model does not know, by path (`bitlocker`,
+    /// `defender.asr_mode`, `defender.detections[].remediation`), with the number of devices
+    /// carrying each: kept as the devices' extension data.
+    pub unknown_fields: BTreeMap<String, u64>,
+    /// Lists longer than the model keeps (`analytics.apps[].daily_crashes`), with the number of
+    /// devices carrying one: the model keeps the newest entries, the extension data all.
+    pub long_lists: BTreeMap<String, u64>,
 }
 
 /// Which version of `devices.jsonl` a pass read: its length and modification time.
@@ -226,7 +243,12 @@ struct Scan {
     /// Lines it skipped (bad or duplicate): later passes over the same file skip them without
     /// parsing, so every pass visits the same devices.
     skipped_lines: Arc<HashSet<u64>>,
+    /// Valid lines carrying more than the model: later passes read them leniently.
+    extended_lines: Arc<HashSet<u64>>,
 }
+
+/// Line numbers of `devices.jsonl`, shared by the passes over one version of it.
+type LineSet = Arc<HashSet<u64>>;
 
 /// How many bad lines are kept for the report; all are counted.
 pub const MAX_BAD_LINES_KEPT: usize = 20;
@@ -248,9 +270,9 @@ impl Site {
     /// Opens a site directory.
     pub fn open(dir: &Path) -> Result<Site, SiteError> {
         let site_toml = dir.join("site.toml");
-        let text = std::fs::read_to_string(&site_toml).map_err(|source| SiteError::Io {
+        let text = read_text(&site_toml)?.ok_or_else(|| SiteError::Io {
             path: site_toml.clone(),
-            source,
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no site.toml"),
         })?;
         let info: SiteInfo = toml::from_str(&text).map_err(|e| SiteError::SiteToml {
             path: site_toml.clone(),
@@ -272,18 +294,12 @@ impl Site {
             });
         }
         let coll_path = dir.join("collections.json");
-        let defs: Vec<CollectionDef> = match std::fs::read(&coll_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| SiteError::Collections {
+        let defs: Vec<CollectionDef> = match read_text(&coll_path)? {
+            Some(text) => serde_json::from_str(&text).map_err(|e| SiteError::Collections {
                 path: coll_path.clone(),
                 message: e.to_string(),
             })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
-            Err(source) => {
-                return Err(SiteError::Io {
-                    path: coll_path,
-                    source,
-                });
-            }
+            None => vec![],
         };
         let mut names = BTreeMap::new();
         names.insert(ALL_SYSTEMS.to_string(), "All Systems".to_string());
@@ -384,33 +400,41 @@ impl Site {
     }
 
     /// Reads and parses `devices.jsonl`, handing each valid device to `emit` until it returns
-    /// false.
+    /// false. Every defect of a line (bytes that are not UTF-8, invalid JSON, a missing or
+    /// invalid required field) is that line's problem: it is counted and skipped, never the
+    /// pass's. Only an I/O error ends a pass.
     fn parse_devices(
         &self,
         parts: DeviceParts,
         emit: &mut dyn FnMut(Device) -> bool,
     ) -> Result<(), SiteError> {
         let path = self.dir.join("devices.jsonl");
-        let file = File::open(&path).map_err(|source| SiteError::Io {
+        let io = |source| SiteError::Io {
             path: path.clone(),
             source,
-        })?;
-        let mut reader = BufReader::with_capacity(256 * 1024, file);
-        let mut line = String::new();
+        };
+        let mut file = File::open(&path).map_err(io)?;
+        // A pass over the file as the last complete pass saw it skips the lines that pass
+        // found bad without parsing them; a changed file (`sync --watch`) is read afresh.
+        let identity = FileIdentity::of(&file);
+        let mut reader = BufReader::with_capacity(256 * 1024, decoded(&mut file).map_err(io)?);
+        let mut line: Vec<u8> = Vec::new();
         let mut n = 0u64;
         let mut summary = ScanSummary::default();
         let mut seen = HashSet::new();
         let mut skipped_lines = HashSet::new();
-        // A pass over the file as the last complete pass saw it skips the lines that pass
-        // found bad without parsing them; a changed file (`sync --watch`) is read afresh.
-        let identity = FileIdentity::of(reader.get_ref());
-        let known_skipped: Option<Arc<HashSet<u64>>> = self.scan.lock().ok().and_then(|s| {
+        let mut extended_lines = HashSet::new();
+        // An export's lines are alike: after a line with fields beyond the model, the next is
+        // read leniently first rather than after a strict parse that would fail too.
+        let mut lenient_first = false;
+        let known: Option<(LineSet, LineSet)> = self.scan.lock().ok().and_then(|s| {
             s.as_ref()
                 .filter(|s| Some(s.identity) == identity)
-                .map(|s| s.skipped_lines.clone())
+                .map(|s| (s.skipped_lines.clone(), s.extended_lines.clone()))
         });
-        let record = known_skipped.is_none();
-        let known_skipped = known_skipped.as_deref();
+        let record = known.is_none();
+        let known_skipped = known.as_ref().map(|k| &*k.0);
+        let known_extended = known.as_ref().map(|k| &*k.1).filter(|e| !e.is_empty());
         // Only a pass that knows which lines are bad may leave blocks unparsed.
         let parts = if known_skipped.is_some() {
             parts
@@ -419,34 +443,48 @@ impl Site {
         };
         loop {
             line.clear();
-            let read = reader
-                .read_line(&mut line)
-                .map_err(|source| SiteError::Io {
-                    path: path.clone(),
-                    source,
-                })?;
+            let read = reader.read_until(b'\n', &mut line).map_err(io)?;
             if read == 0 {
                 break;
             }
             n += 1;
-            let text = line.trim();
-            if text.is_empty() {
+            let bytes = if n == 1 {
+                line.strip_prefix(UTF8_BOM).unwrap_or(&line)
+            } else {
+                &line[..]
+            };
+            let bytes = bytes.trim_ascii();
+            if bytes.is_empty() {
                 continue;
             }
             if known_skipped.is_some_and(|skip| skip.contains(&n)) {
                 summary.skipped += 1;
                 continue;
             }
-            let parsed = if parts == DeviceParts::ALL {
-                serde_json::from_str::<Device>(text)
-            } else {
-                serde_json::from_str::<LeanDevice>(text).and_then(|d| d.into_device(parts))
+            let parsed = match std::str::from_utf8(bytes) {
+                Err(e) => Err(not_utf8(bytes, &e)),
+                Ok(text) => {
+                    let extended = known_extended.is_some_and(|e| e.contains(&n));
+                    if extended && parts != DeviceParts::NONE {
+                        // A line the first pass found carrying more than the model, and a pass
+                        // that needs a block or the extension data: read it as the first did.
+                        read_lenient(text).map(|(d, _)| (d.with_parts(parts), None))
+                    } else if parts == DeviceParts::ALL {
+                        read_device(text, lenient_first)
+                    } else {
+                        serde_json::from_str::<LeanDevice>(text)
+                            .and_then(|d| d.into_device(parts))
+                            .map(|d| (d, None))
+                            .map_err(|e| e.to_string())
+                    }
+                }
             };
-            let parsed = parsed
-                .map_err(|e| e.to_string())
-                .and_then(|d| d.validate().map(|()| d));
+            let parsed = parsed.and_then(|(d, u)| d.validate().map(|()| (d, u)));
+            if let Ok((_, u)) = &parsed {
+                lenient_first = u.is_some();
+            }
             let bad = match parsed {
-                Ok(d) => {
+                Ok((d, unmodelled)) => {
                     if record && !seen.insert(d.resource_id) {
                         Some(format!(
                             "resource_id {} appears on an earlier line",
@@ -454,6 +492,15 @@ impl Site {
                         ))
                     } else {
                         summary.devices += 1;
+                        if let Some(u) = unmodelled.filter(|_| record) {
+                            extended_lines.insert(n);
+                            for f in u.unknown_fields {
+                                *summary.unknown_fields.entry(f).or_default() += 1;
+                            }
+                            for f in u.long_lists {
+                                *summary.long_lists.entry(f).or_default() += 1;
+                            }
+                        }
                         if !emit(d) {
                             return Ok(());
                         }
@@ -462,7 +509,12 @@ impl Site {
                 }
                 Err(e) => Some(e),
             };
-            if let Some(message) = bad {
+            if let Some(mut message) = bad {
+                if bytes.contains(&0) {
+                    message.push_str(
+                        "; the line holds NUL bytes: if the file is UTF-16 without a byte order mark, re-save it as UTF-8",
+                    );
+                }
                 skipped_lines.insert(n);
                 summary.skipped += 1;
                 if summary.bad_lines.len() < MAX_BAD_LINES_KEPT {
@@ -477,6 +529,7 @@ impl Site {
                 identity,
                 summary,
                 skipped_lines: Arc::new(skipped_lines),
+                extended_lines: Arc::new(extended_lines),
             });
         }
         Ok(())
@@ -534,10 +587,356 @@ impl Site {
     }
 }
 
+/// The UTF-8 byte order mark, which Windows tools write at the start of a "UTF-8" file.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// `file` as UTF-8 bytes: a UTF-16 file with a byte order mark (what Windows PowerShell 5's
+/// `Out-File` and `>` write) is transcoded as it is read; anything else is read as it is, so a
+/// plain file costs nothing extra.
+fn decoded(file: &mut File) -> std::io::Result<Box<dyn Read + Send>> {
+    let mut head = [0u8; 2];
+    let got = file.read(&mut head)?;
+    file.rewind()?;
+    let file = file.try_clone()?;
+    Ok(match &head[..got] {
+        [0xFF, 0xFE] | [0xFE, 0xFF] => {
+            Box::new(encoding_rs_io::DecodeReaderBytesBuilder::new().build(file))
+        }
+        _ => Box::new(file),
+    })
+}
+
+/// The message for a line that is not UTF-8: where, and what to do.
+fn not_utf8(bytes: &[u8], e: &std::str::Utf8Error) -> String {
+    let at = e.valid_up_to();
+    let bad: Vec<String> = bytes[at..]
+        .iter()
+        .take(e.error_len().unwrap_or(1))
+        .map(|b| format!("0x{b:02X}"))
+        .collect();
+    format!(
+        "not valid UTF-8 (byte {} at column {}; e.g. a Windows-1252 character): re-save the file as UTF-8",
+        bad.join(" "),
+        at + 1
+    )
+}
+
+/// A text file of the site (`site.toml`, `collections.json`): UTF-8, with or without a byte
+/// order mark, or UTF-16 with one.
+fn read_text(path: &Path) -> Result<Option<String>, SiteError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(SiteError::Io {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let encoding = encoding_rs::Encoding::for_bom(&bytes);
+    if let Some((enc, bom)) = encoding
+        && enc != encoding_rs::UTF_8
+    {
+        let (text, malformed) = enc.decode_without_bom_handling(&bytes[bom..]);
+        if malformed {
+            return Err(SiteError::Encoding {
+                path: path.to_path_buf(),
+                message: format!("not valid {}: re-save the file as UTF-8", enc.name()),
+            });
+        }
+        return Ok(Some(text.into_owned()));
+    }
+    let body = &bytes[encoding.map_or(0, |(_, bom)| bom)..];
+    match std::str::from_utf8(body) {
+        Ok(text) => Ok(Some(text.to_string())),
+        Err(e) => {
+            let line = body[..e.valid_up_to()]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count()
+                + 1;
+            Err(SiteError::Encoding {
+                path: path.to_path_buf(),
+                message: format!(
+                    "line {line}: not valid UTF-8 (e.g. a Windows-1252 character): re-save the file as UTF-8"
+                ),
+            })
+        }
+    }
+}
+
+/// What a valid device line carries beyond the model, as paths (`bitlocker`,
+/// `defender.detections[].remediation`), each once.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Unmodelled {
+    unknown_fields: Vec<String>,
+    long_lists: Vec<String>,
+}
+
+/// A device line: the strict parse first (what a plain line costs), the lenient one only for a
+/// line the strict one refuses or one with a list longer than the model keeps — or first, when
+/// `lenient_first` (the previous line carried more than the model): both give the same device.
+fn read_device(text: &str, lenient_first: bool) -> Result<(Device, Option<Unmodelled>), String> {
+    if lenient_first && let Ok((d, u)) = read_lenient(text) {
+        return Ok((d, (u != Unmodelled::default()).then_some(u)));
+    }
+    if let Ok(d) = serde_json::from_str::<Device>(text)
+        && d.analytics.as_ref().is_none_or(|a| {
+            a.apps
+                .iter()
+                .all(|app| app.daily_crashes.len() <= MAX_CRASH_DAYS)
+        })
+    {
+        return Ok((d, None));
+    }
+    read_lenient(text).map(|(d, u)| {
+        let u = (u != Unmodelled::default()).then_some(u);
+        (d, u)
+    })
+}
+
+/// The field names a derived `Deserialize` of `T` knows: what it passes to
+/// `deserialize_struct`, so the lists never drift from the model.
+fn fields_of<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+    use serde::de::{Error as _, Visitor};
+    struct Probe<'a>(&'a mut &'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for Probe<'_> {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(Self::Error::custom("a probe"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(Self::Error::custom("a probe"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Probe(&mut fields));
+    fields
+}
+
+/// The fields of each part of the model, read once.
+struct Known {
+    device: &'static [&'static str],
+    defender: &'static [&'static str],
+    detection: &'static [&'static str],
+    analytics: &'static [&'static str],
+    app: &'static [&'static str],
+}
+
+fn known() -> &'static Known {
+    static KNOWN: std::sync::OnceLock<Known> = std::sync::OnceLock::new();
+    KNOWN.get_or_init(|| Known {
+        device: fields_of::<Device>(),
+        defender: fields_of::<cloudattach_sdk::DefenderState>(),
+        detection: fields_of::<cloudattach_sdk::Detection>(),
+        analytics: fields_of::<cloudattach_sdk::Analytics>(),
+        app: fields_of::<cloudattach_sdk::AppUsage>(),
+    })
+}
+
+/// Moves the members of `object` that `fields` does not name into `extension`, noting their
+/// paths (`prefix` + name).
+fn split_unknown(
+    object: &mut Map<String, Value>,
+    fields: &[&str],
+    prefix: &str,
+    extension: &mut Map<String, Value>,
+    paths: &mut Vec<String>,
+) {
+    let unknown: Vec<String> = object
+        .keys()
+        .filter(|k| !fields.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    for k in unknown {
+        if let Some(v) = object.remove(&k) {
+            paths.push(format!("{prefix}{k}"));
+            extension.insert(k, v);
+        }
+    }
+}
+
+/// [`split_unknown`] for each object of the list `object[list]`: the extension data gets the
+/// list, one object per entry (`{}` for the entries without unknown fields), when any entry has
+/// one. `each` handles what else an entry may carry beyond the model.
+fn split_list(
+    object: &mut Map<String, Value>,
+    list: &str,
+    fields: &[&str],
+    prefix: &str,
+    extension: &mut Map<String, Value>,
+    paths: &mut Vec<String>,
+    mut each: impl FnMut(&mut Map<String, Value>, &mut Map<String, Value>),
+) {
+    let Some(Value::Array(entries)) = object.get_mut(list) else {
+        return;
+    };
+    let mut any = false;
+    let mut out = Vec::with_capacity(entries.len());
+    for entry in entries.iter_mut() {
+        let mut ext = Map::new();
+        if let Value::Object(o) = entry {
+            split_unknown(o, fields, prefix, &mut ext, paths);
+            each(o, &mut ext);
+        }
+        any |= !ext.is_empty();
+        out.push(Value::Object(ext));
+    }
+    if any {
+        extension.insert(list.to_string(), Value::Array(out));
+    }
+}
+
+/// The common case of [`read_lenient`], without building the whole line as a JSON tree: fields
+/// beyond the model at the top level only. The model's fields, as written, make a line the
+/// strict parse reads; only the extra fields' values are parsed into extension data. `None`
+/// when the line is not that case (or not valid), for the full lenient read to decide.
+fn read_top_level_extras(text: &str) -> Option<(Device, Unmodelled)> {
+    // Borrowed keys: a key with an escape sequence fails here and takes the full read.
+    let fields: Vec<(&str, &serde_json::value::RawValue)> =
+        serde_json::from_str::<BTreeMap<&str, &serde_json::value::RawValue>>(text)
+            .ok()?
+            .into_iter()
+            .collect();
+    let known = known();
+    let mut model = String::with_capacity(text.len());
+    let mut extension = Map::new();
+    let mut unknown = Vec::new();
+    model.push('{');
+    for (key, value) in fields {
+        if known.device.contains(&key) {
+            if model.len() > 1 {
+                model.push(',');
+            }
+            model.push('"');
+            model.push_str(key);
+            model.push_str("\":");
+            model.push_str(value.get());
+        } else {
+            extension.insert(key.to_string(), serde_json::from_str(value.get()).ok()?);
+            unknown.push(key.to_string());
+        }
+    }
+    model.push('}');
+    let mut device: Device = serde_json::from_str(&model).ok()?;
+    let long = device.analytics.as_ref().is_some_and(|a| {
+        a.apps
+            .iter()
+            .any(|app| app.daily_crashes.len() > MAX_CRASH_DAYS)
+    });
+    if long {
+        return None;
+    }
+    device.extension = extension;
+    Some((
+        device,
+        Unmodelled {
+            unknown_fields: unknown,
+            long_lists: vec![],
+        },
+    ))
+}
+
+/// A device line read leniently: whatever the model does not know (unknown fields at any level,
+/// the oldest days of a `daily_crashes` longer than [`MAX_CRASH_DAYS`]) becomes the device's
+/// extension data, and only invalid JSON or a missing or invalid field of the model refuses the
+/// line.
+fn read_lenient(text: &str) -> Result<(Device, Unmodelled), String> {
+    if let Some(read) = read_top_level_extras(text) {
+        return Ok(read);
+    }
+    let known = known();
+    let mut line: Map<String, Value> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let mut extension = Map::new();
+    let mut unknown = Vec::new();
+    let mut long = Vec::new();
+    split_unknown(&mut line, known.device, "", &mut extension, &mut unknown);
+    if let Some(Value::Object(defender)) = line.get_mut("defender") {
+        let mut ext = Map::new();
+        split_unknown(
+            defender,
+            known.defender,
+            "defender.",
+            &mut ext,
+            &mut unknown,
+        );
+        split_list(
+            defender,
+            "detections",
+            known.detection,
+            "defender.detections[].",
+            &mut ext,
+            &mut unknown,
+            |_, _| {},
+        );
+        if !ext.is_empty() {
+            extension.insert("defender".into(), Value::Object(ext));
+        }
+    }
+    if let Some(Value::Object(analytics)) = line.get_mut("analytics") {
+        let mut ext = Map::new();
+        split_unknown(
+            analytics,
+            known.analytics,
+            "analytics.",
+            &mut ext,
+            &mut unknown,
+        );
+        split_list(
+            analytics,
+            "apps",
+            known.app,
+            "analytics.apps[].",
+            &mut ext,
+            &mut unknown,
+            |app, app_ext| {
+                // Oldest first: the model keeps the newest days, the extension data all of them.
+                if let Some(Value::Array(days)) = app.get_mut("daily_crashes")
+                    && days.len() > MAX_CRASH_DAYS
+                {
+                    app_ext.insert("daily_crashes".into(), Value::Array(days.clone()));
+                    days.drain(..days.len() - MAX_CRASH_DAYS);
+                    long.push("analytics.apps[].daily_crashes".to_string());
+                }
+            },
+        );
+        if !ext.is_empty() {
+            extension.insert("analytics".into(), Value::Object(ext));
+        }
+    }
+    let mut device: Device =
+        serde_json::from_value(Value::Object(line)).map_err(|e| e.to_string())?;
+    device.extension = extension;
+    for paths in [&mut unknown, &mut long] {
+        paths.sort_unstable();
+        paths.dedup();
+    }
+    Ok((
+        device,
+        Unmodelled {
+            unknown_fields: unknown,
+            long_lists: long,
+        },
+    ))
+}
+
 /// A device line with its Defender and analytics blocks kept as raw JSON, parsed only when a
-/// pass asks for them. It mirrors [`Device`] field for field (a test checks they agree).
+/// pass asks for them. It mirrors [`Device`] field for field (a test checks they agree). It
+/// reads only lines a first pass found valid, so it skips unparsed what a line carries beyond the
+/// model, as it skips the blocks: a pass that needs neither costs the same on such a line.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct LeanDevice<'a> {
     resource_id: i64,
     name: String,
@@ -675,6 +1074,254 @@ mod tests {
         assert_eq!(site.device_count().unwrap(), 3);
     }
 
+    fn site_with_bytes(devices: &[u8]) -> (tempfile::TempDir, Site) {
+        let (dir, _) = site_with(&[]);
+        std::fs::write(dir.path().join("devices.jsonl"), devices).unwrap();
+        let site = Site::open(dir.path()).unwrap();
+        (dir, site)
+    }
+
+    fn bad_lines(site: &Site) -> Vec<(u64, String)> {
+        let scan = site.scan_summary().unwrap();
+        scan.bad_lines
+            .into_iter()
+            .map(|b| (b.line, b.message))
+            .collect()
+    }
+
+    #[test]
+    fn every_encoding_defect_is_one_lines_problem() {
+        let mut file = Vec::new();
+        file.extend_from_slice(device_line(1, "A").as_bytes());
+        file.push(b'\n');
+        // A Windows-1252 "é" (0xE9) in a name.
+        file.extend_from_slice(
+            device_line(2, "Caf\u{1}")
+                .replace('\u{1}', "\u{0}")
+                .as_bytes(),
+        );
+        let at = file.len() - file.iter().rev().position(|b| *b == 0).unwrap() - 1;
+        file[at] = 0xE9;
+        file.push(b'\n');
+        // CRLF, blank lines, a NUL byte, a line without its newline (truncated).
+        file.extend_from_slice(format!("{}\r\n\r\n\n", device_line(3, "C")).as_bytes());
+        file.extend_from_slice(b"{\"resource_id\":4,\0}\n");
+        file.extend_from_slice(format!("{}\n", device_line(5, "E")).as_bytes());
+        file.extend_from_slice(&device_line(6, "F").as_bytes()[..40]);
+        let (_dir, site) = site_with_bytes(&file);
+        assert_eq!(visited(&site, DeviceParts::ALL), vec![1, 3, 5]);
+        assert_eq!(visited(&site, DeviceParts::NONE), vec![1, 3, 5]);
+        let bad = bad_lines(&site);
+        assert_eq!(
+            bad.iter().map(|b| b.0).collect::<Vec<_>>(),
+            vec![2, 6, 8],
+            "{bad:?}"
+        );
+        assert!(bad[0].1.contains("not valid UTF-8 (byte 0xE9"), "{bad:?}");
+        assert!(bad[0].1.contains("re-save the file as UTF-8"), "{bad:?}");
+        assert!(bad[1].1.contains("NUL bytes"), "{bad:?}");
+        assert!(bad[2].1.contains("EOF while parsing"), "{bad:?}");
+        assert_eq!(site.scan_summary().unwrap().skipped, 3);
+    }
+
+    #[test]
+    fn byte_order_marks_and_utf16_files_are_read() {
+        let lines = format!("{}\r\n{}\r\n", device_line(1, "Café"), device_line(2, "B"));
+        let mut utf8_bom = UTF8_BOM.to_vec();
+        utf8_bom.extend_from_slice(lines.as_bytes());
+        let utf16 = |le: bool| {
+            let mut out = if le {
+                vec![0xFF, 0xFE]
+            } else {
+                vec![0xFE, 0xFF]
+            };
+            for unit in lines.encode_utf16() {
+                out.extend_from_slice(&if le {
+                    unit.to_le_bytes()
+                } else {
+                    unit.to_be_bytes()
+                });
+            }
+            out
+        };
+        for (what, bytes) in [
+            ("UTF-8 with BOM", utf8_bom),
+            ("UTF-16 LE", utf16(true)),
+            ("UTF-16 BE", utf16(false)),
+        ] {
+            let (_dir, site) = site_with_bytes(&bytes);
+            let mut names = vec![];
+            site.for_each_device(&mut |d| names.push(d.name.clone()))
+                .unwrap();
+            assert_eq!(names, ["Café", "B"], "{what}");
+            assert_eq!(site.scan_summary().unwrap().skipped, 0, "{what}");
+        }
+
+        // site.toml and collections.json with a BOM (UTF-8 or UTF-16) read the same.
+        let (dir, _) = site_with(&[device_line(1, "A")]);
+        let toml = std::fs::read(dir.path().join("site.toml")).unwrap();
+        let collections = r#"[{"id":"PS100001","name":"Pilot","members":[1]}]"#;
+        let mut bom_toml = UTF8_BOM.to_vec();
+        bom_toml.extend_from_slice(&toml);
+        std::fs::write(dir.path().join("site.toml"), &bom_toml).unwrap();
+        let mut utf16_collections = vec![0xFF, 0xFE];
+        for unit in collections.encode_utf16() {
+            utf16_collections.extend_from_slice(&unit.to_le_bytes());
+        }
+        std::fs::write(dir.path().join("collections.json"), &utf16_collections).unwrap();
+        let site = Site::open(dir.path()).unwrap();
+        assert_eq!(site.info.code, "PS1");
+        assert!(site.is_member("PS100001", 1));
+        let mut bom_collections = UTF8_BOM.to_vec();
+        bom_collections.extend_from_slice(collections.as_bytes());
+        std::fs::write(dir.path().join("collections.json"), &bom_collections).unwrap();
+        assert!(Site::open(dir.path()).unwrap().is_member("PS100001", 1));
+
+        // Bytes that are not UTF-8 in site.toml: the file, the line, what to do.
+        let mut bad = toml.clone();
+        bad.extend_from_slice(b"# caf\xE9\n");
+        std::fs::write(dir.path().join("site.toml"), &bad).unwrap();
+        let err = Site::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("site.toml: line 9: not valid UTF-8"), "{err}");
+    }
+
+    #[test]
+    fn devices_carrying_more_than_the_model_are_kept_with_it_as_extension_data() {
+        let plain = r#"{"resource_id":7,"name":"PC-7","client":true,"client_version":"5.00.9106.1000","client_active":true,"os":"Microsoft Windows NT Workstation 10.0","os_build":"10.0.19045","join_type":"hybrid","mdm_enrolled":false,"defender":{"rtp_enabled":true,"detections":[{"threat_id":1,"threat_name":"t","category":"c","severity":"high","current_status":"active","initial_detection_time":"2024-10-01T00:00:00Z","number_of_detections":2},{"threat_id":2,"threat_name":"u","category":"c","severity":"low","current_status":"removed","initial_detection_time":"2024-10-01T00:00:00Z","number_of_detections":1}]},"analytics":{"core_boot_ms":1,"total_boot_ms":2,"gp_logon_ms":3,"desktop_usable_ms":4,"apps":[{"name":"Teams","usage_minutes":5,"daily_crashes":[0,1,2,3,4,5,6,7,8,9,10,11,12,13]}]}}"#;
+        let days: Vec<u32> = (0..20).collect();
+        let mut extended: Value = serde_json::from_str(plain).unwrap();
+        extended["resource_id"] = 8.into();
+        extended["bitlocker"] = serde_json::json!({ "recovery_key_escrowed": true });
+        extended["defender"]["asr_mode"] = "block".into();
+        extended["defender"]["detections"][1]["remediation"] = "quarantine".into();
+        extended["analytics"]["battery_health"] = 93.into();
+        extended["analytics"]["apps"][0]["publisher"] = "Microsoft".into();
+        extended["analytics"]["apps"][0]["daily_crashes"] = serde_json::json!(days);
+        let lines = [
+            plain.to_string(),
+            extended.to_string(),
+            // Read leniently first after a line with extras: the same device as read strictly.
+            plain.replace("\"resource_id\":7", "\"resource_id\":10"),
+            // Unknown fields do not excuse a missing one: still a bad line.
+            r#"{"resource_id":9,"bitlocker":{}}"#.to_string(),
+        ];
+        let (_dir, site) = site_with(&lines);
+        let mut devices = vec![];
+        site.for_each_device_owned(&mut |d| devices.push(d))
+            .unwrap();
+        assert_eq!(devices.len(), 3);
+        assert_eq!(
+            devices[2],
+            serde_json::from_str::<Device>(&lines[2]).unwrap()
+        );
+        let (a, b) = (&devices[0], &devices[1]);
+        assert!(a.extension.is_empty());
+        assert_eq!(
+            Value::Object(b.extension.clone()),
+            serde_json::json!({
+                "bitlocker": { "recovery_key_escrowed": true },
+                "defender": {
+                    "asr_mode": "block",
+                    "detections": [{}, { "remediation": "quarantine" }],
+                },
+                "analytics": {
+                    "battery_health": 93,
+                    "apps": [{ "publisher": "Microsoft", "daily_crashes": days }],
+                },
+            })
+        );
+        assert_eq!(
+            b.extension_at("/bitlocker/recovery_key_escrowed"),
+            Some(&Value::Bool(true))
+        );
+        // What the model keeps is what the same line without the extras gives: the newest 14
+        // days of crashes, and the same JSON for every record made of it.
+        let mut b_model = b.clone();
+        b_model.extension = Map::new();
+        b_model.resource_id = 7;
+        let mut a_days = a.clone();
+        a_days.analytics.as_mut().unwrap().apps[0].daily_crashes = (6..20).collect();
+        assert_eq!(
+            serde_json::to_string(&b_model).unwrap(),
+            serde_json::to_string(&a_days).unwrap()
+        );
+        let scan = site.scan_summary().unwrap();
+        assert_eq!((scan.devices, scan.skipped), (3, 1));
+        let fields: Vec<(&str, u64)> = scan
+            .unknown_fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                ("analytics.apps[].publisher", 1),
+                ("analytics.battery_health", 1),
+                ("bitlocker", 1),
+                ("defender.asr_mode", 1),
+                ("defender.detections[].remediation", 1),
+            ]
+        );
+        assert_eq!(
+            scan.long_lists.into_iter().collect::<Vec<_>>(),
+            [("analytics.apps[].daily_crashes".to_string(), 1)]
+        );
+        // Later passes visit the same devices, with the extension data when asked for it.
+        for parts in [DeviceParts::NONE, DeviceParts::DEFENDER, DeviceParts::ALL] {
+            let mut seen = vec![];
+            site.for_each_device_parts(parts, &mut |d| seen.push(d))
+                .unwrap();
+            assert_eq!(seen.len(), 3, "{parts:?}");
+            assert_eq!(seen[1], devices[1].with_parts(parts), "{parts:?}");
+        }
+        let mut only_ext = vec![];
+        site.for_each_device_parts(DeviceParts::EXTENSION, &mut |d| only_ext.push(d))
+            .unwrap();
+        assert_eq!(only_ext[1].extension, b.extension);
+        assert!(only_ext[1].defender.is_none());
+    }
+
+    #[test]
+    fn the_fast_lenient_read_agrees_with_the_full_one() {
+        let plain = device_line(1, "A");
+        let top = plain.replace(
+            "{\"resource_id\"",
+            "{\"bitlocker\":{\"on\":true},\"tpm\":\"2.0\",\"resource_id\"",
+        );
+        let (d, u) = read_top_level_extras(&top).expect("top-level extras only");
+        assert_eq!(u.unknown_fields, ["bitlocker", "tpm"]);
+        assert_eq!(d.extension_at("/bitlocker/on"), Some(&Value::Bool(true)));
+        assert_eq!(
+            d.with_parts(DeviceParts::NONE),
+            serde_json::from_str::<Device>(&plain).unwrap()
+        );
+        assert_eq!(read_lenient(&top).unwrap(), (d.clone(), u));
+        // An escaped key, or extras inside a block: the full read, same result.
+        let escaped = top.replace("\"tpm\"", "\"t\\u0070m\"");
+        assert!(read_top_level_extras(&escaped).is_none());
+        assert_eq!(read_lenient(&escaped).unwrap().0, d);
+        let nested = plain.replace(
+            "{\"resource_id\"",
+            "{\"defender\":{\"asr\":1},\"resource_id\"",
+        );
+        assert!(read_top_level_extras(&nested).is_none());
+        assert_eq!(
+            read_lenient(&nested).unwrap().1.unknown_fields,
+            ["defender.asr"]
+        );
+    }
+
+    #[test]
+    fn the_lenient_reader_knows_every_field_of_the_model() {
+        let k = known();
+        assert!(k.device.contains(&"resource_id") && k.device.contains(&"analytics"));
+        assert!(!k.device.contains(&"extension"));
+        assert!(k.defender.contains(&"detections"));
+        assert!(k.detection.contains(&"number_of_detections"));
+        assert!(k.analytics.contains(&"apps"));
+        assert_eq!(k.app, ["name", "usage_minutes", "daily_crashes"]);
+    }
+
     #[test]
     fn devices_the_cloud_would_refuse_are_skipped_with_their_line() {
         let (_dir, site) = site_with(&[
@@ -725,11 +1372,18 @@ mod tests {
         assert!(none.defender.is_none() && none.analytics.is_none());
         assert_eq!(lean(DeviceParts::DEFENDER).defender, full.defender);
         assert_eq!(lean(DeviceParts::ANALYTICS).analytics, full.analytics);
-        // The same lines are invalid either way.
-        for bad in [r#"{"resource_id":1}"#, &line.replace("\"sku\"", "\"skew\"")] {
-            assert!(serde_json::from_str::<Device>(bad).is_err());
-            assert!(serde_json::from_str::<LeanDevice>(bad).is_err(), "{bad}");
-        }
+        // A line missing a field is invalid either way; a field beyond the model is skipped.
+        let bad = r#"{"resource_id":1}"#;
+        assert!(serde_json::from_str::<Device>(bad).is_err());
+        assert!(serde_json::from_str::<LeanDevice>(bad).is_err(), "{bad}");
+        let more = line.replace("\"sku\"", "\"bitlocker\":{\"on\":true},\"sku\"");
+        assert_eq!(
+            serde_json::from_str::<LeanDevice>(&more)
+                .unwrap()
+                .into_device(DeviceParts::NONE)
+                .unwrap(),
+            none
+        );
     }
 
     #[test]

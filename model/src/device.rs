@@ -4,6 +4,7 @@
 use crate::record::DeviceParts;
 use crate::version::{DottedVersion, client};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 /// How a device is joined to a directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -101,6 +102,12 @@ pub struct Device {
     /// Endpoint analytics telemetry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analytics: Option<Analytics>,
+    /// What the device's inventory line carries that this model does not, in the line's own
+    /// shape (see [`Device::extension_at`]). Plugins may read it; it is never part of a record
+    /// (a device record with an `extension` key is refused), so the built-in features never
+    /// upload it.
+    #[serde(skip)]
+    pub extension: Map<String, Value>,
 }
 
 /// The longest text field a device record may carry, in characters.
@@ -142,10 +149,40 @@ impl Device {
             last_active: None,
             defender: None,
             analytics: None,
+            extension: Map::new(),
         }
     }
 
-    /// A copy carrying only the optional blocks in `parts` (the others are `None`), made field
+    /// The extension data at a JSON pointer (RFC 6901), e.g.
+    /// `"/bitlocker/recovery_key_escrowed"`; `None` when the line carried nothing there.
+    ///
+    /// The extension data mirrors the inventory line minus what the model keeps: an unknown
+    /// top-level field is there under its own name (`/bitlocker`), an unknown field of a block
+    /// under the block's name (`/defender/asr_mode`), one of a detection or an app under the
+    /// list's name with the entry's index (`/defender/detections/0/remediation`, `{}` for the
+    /// entries without any), and an app's `daily_crashes` longer than [`MAX_CRASH_DAYS`] whole
+    /// under `/analytics/apps/<index>/daily_crashes` (the model keeps the newest days).
+    ///
+    /// ```
+    /// use cloudattach_model::Device;
+    /// let mut d = Device::new(1, "PC-1");
+    /// d.extension.insert("bitlocker".into(), serde_json::json!({ "recovery_key_escrowed": true }));
+    /// assert_eq!(d.extension_at("/bitlocker/recovery_key_escrowed"), Some(&serde_json::Value::Bool(true)));
+    /// assert_eq!(d.extension_at("/tpm"), None);
+    /// ```
+    pub fn extension_at(&self, pointer: &str) -> Option<&Value> {
+        let rest = pointer.strip_prefix('/')?;
+        let (first, rest) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        // RFC 6901 escapes: `~1` is `/`, `~0` is `~`.
+        let first = first.replace("~1", "/").replace("~0", "~");
+        self.extension.get(&first)?.pointer(rest)
+    }
+
+    /// A copy carrying only the optional blocks in `parts` (the others are `None`, the extension
+    /// data empty), made field
     /// by field so that the blocks left out are never copied: e.g. the record of the `devices`
     /// channel, which carries neither block, is `device.with_parts(DeviceParts::NONE)`.
     ///
@@ -154,6 +191,8 @@ impl Device {
     /// let mut d = Device::new(1, "PC-1");
     /// d.analytics = Some(Analytics::default());
     /// assert!(d.with_parts(DeviceParts::NONE).analytics.is_none());
+    /// d.extension.insert("tpm".into(), serde_json::json!("2.0"));
+    /// assert!(d.with_parts(DeviceParts::ANALYTICS).extension.is_empty());
     /// assert_eq!(d.with_parts(DeviceParts::ALL), d);
     /// ```
     pub fn with_parts(&self, parts: DeviceParts) -> Device {
@@ -184,6 +223,11 @@ impl Device {
                 self.analytics.clone()
             } else {
                 None
+            },
+            extension: if parts.extension {
+                self.extension.clone()
+            } else {
+                Map::new()
             },
         }
     }

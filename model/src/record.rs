@@ -51,8 +51,8 @@ pub struct SyncStats {
 }
 
 /// The optional blocks of a [`Device`](crate::Device) a pass over the inventory needs. A host
-/// may leave out (as `None`) the blocks not asked for, which saves parsing them: the Defender
-/// and analytics blocks are most of an inventory line.
+/// may leave out (as `None`, or empty extension data) the blocks not asked for, which saves
+/// parsing them: the Defender and analytics blocks are most of an inventory line.
 ///
 /// `#[non_exhaustive]` (a later device block gets a flag here): use the constants, or
 /// [`DeviceParts::union`] them.
@@ -61,7 +61,8 @@ pub struct SyncStats {
 /// use cloudattach_model::DeviceParts;
 /// assert!(DeviceParts::ALL.defender && DeviceParts::ALL.analytics);
 /// assert_eq!(DeviceParts::default(), DeviceParts::NONE);
-/// assert_eq!(DeviceParts::DEFENDER.union(DeviceParts::ANALYTICS), DeviceParts::ALL);
+/// let blocks = DeviceParts::DEFENDER.union(DeviceParts::ANALYTICS);
+/// assert_eq!(blocks.union(DeviceParts::EXTENSION), DeviceParts::ALL);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -71,6 +72,9 @@ pub struct DeviceParts {
     pub defender: bool,
     /// The `analytics` block.
     pub analytics: bool,
+    /// The extension data: what the inventory line carries beyond the model
+    /// ([`Device::extension`](crate::Device::extension)).
+    pub extension: bool,
 }
 
 impl DeviceParts {
@@ -78,21 +82,31 @@ impl DeviceParts {
     pub const ALL: DeviceParts = DeviceParts {
         defender: true,
         analytics: true,
+        extension: true,
     };
     /// Neither block: the inventory fields only.
     pub const NONE: DeviceParts = DeviceParts {
         defender: false,
         analytics: false,
+        extension: false,
     };
     /// The Defender block only.
     pub const DEFENDER: DeviceParts = DeviceParts {
         defender: true,
         analytics: false,
+        extension: false,
     };
     /// The analytics block only.
     pub const ANALYTICS: DeviceParts = DeviceParts {
         defender: false,
         analytics: true,
+        extension: false,
+    };
+    /// The extension data only.
+    pub const EXTENSION: DeviceParts = DeviceParts {
+        defender: false,
+        analytics: false,
+        extension: true,
     };
 
     /// The blocks either asks for.
@@ -100,6 +114,7 @@ impl DeviceParts {
         DeviceParts {
             defender: self.defender || other.defender,
             analytics: self.analytics || other.analytics,
+            extension: self.extension || other.extension,
         }
     }
 }

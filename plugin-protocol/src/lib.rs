@@ -14,7 +14,8 @@
 //!   version without changing the module's layout;
 //! - the host crosses as an [`FfiHost`] trait object (`#[sabi_trait]`), which the SDK wraps back
 //!   into its `Host` trait. Devices come in JSON batches ([`DEVICE_BATCH`] per call) pushed into
-//!   a [`DeviceSink`], with the device parts the plugin asked for ([`DeviceStreamRequest`]);
+//!   a [`DeviceSink`], with the device parts the plugin asked for ([`DeviceStreamRequest`]) and
+//!   their extension data ([`DeviceBatch`]);
 //!   upload records go out in batches of [`RECORD_BATCH`] into an upload the host keeps open by
 //!   handle ([`FfiHost::open_sync`]);
 //! - every function either side exports catches its own panics and returns an error value: a
@@ -36,7 +37,9 @@ use abi_stable::library::RootModule;
 use abi_stable::sabi_types::VersionStrings;
 use abi_stable::std_types::{ROption, RResult, RStr, RString};
 use abi_stable::{StableAbi, declare_root_module_statics, sabi_trait};
-use cloudattach_model::{DeviceParts, Environment, HostError, Options, SiteVersion, SyncMode};
+use cloudattach_model::{
+    Device, DeviceParts, Environment, HostError, Options, SiteVersion, SyncMode,
+};
 use serde::{Deserialize, Serialize};
 
 #[doc(hidden)]
@@ -149,6 +152,41 @@ pub struct DeviceStreamRequest {
     /// these parts (`Host::for_each_device_with`).
     #[serde(default)]
     pub parts: Option<DeviceParts>,
+    /// The library reads each batch as a [`DeviceBatch`] object, which carries the devices'
+    /// extension data. Without it (a library built before the field existed) the host sends a
+    /// plain JSON array of devices, without their extension data; the SDK reads either, so
+    /// either side may be the older and the protocol's `0.minor` stays.
+    #[serde(default)]
+    pub extension: bool,
+}
+
+/// One batch of a device stream, for a library that asked for it with
+/// [`DeviceStreamRequest::extension`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceBatch {
+    /// The devices, as the model writes them (without their extension data).
+    pub devices: Vec<Device>,
+    /// The extension data of the devices that carry any, by index in `devices`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<(u32, serde_json::Map<String, serde_json::Value>)>,
+}
+
+impl DeviceBatch {
+    /// Reads a batch as the host sent it: a [`DeviceBatch`] object, or the plain array of
+    /// devices of a host that predates it. The extension data is put back on its device.
+    pub fn read(json: &str) -> Result<Vec<Device>, serde_json::Error> {
+        if json.trim_start().starts_with('[') {
+            return serde_json::from_str(json);
+        }
+        let batch: DeviceBatch = serde_json::from_str(json)?;
+        let mut devices = batch.devices;
+        for (index, extension) in batch.extensions {
+            if let Some(d) = devices.get_mut(index as usize) {
+                d.extension = extension;
+            }
+        }
+        Ok(devices)
+    }
 }
 
 /// The lifecycle steps `call` runs.
@@ -279,9 +317,28 @@ mod tests {
     fn a_device_stream_request_without_parts_asks_for_whole_devices() {
         let r: DeviceStreamRequest = serde_json::from_str(r#"{"batch":512}"#).unwrap();
         assert_eq!(r.parts, None);
+        assert!(!r.extension, "a library of 0.2.0 reads plain arrays");
         let with: DeviceStreamRequest =
             serde_json::from_str(r#"{"batch":1,"parts":{"defender":true}}"#).unwrap();
         assert_eq!(with.parts, Some(DeviceParts::DEFENDER));
+    }
+
+    #[test]
+    fn a_device_batch_carries_extension_data_and_plain_arrays_still_read() {
+        let mut with = Device::new(2, "PC-2");
+        with.extension
+            .insert("bitlocker".into(), serde_json::json!({ "on": true }));
+        let batch = DeviceBatch {
+            devices: vec![Device::new(1, "PC-1"), with.with_parts(DeviceParts::NONE)],
+            extensions: vec![(1, with.extension.clone())],
+        };
+        let json = serde_json::to_string(&batch).unwrap();
+        assert_eq!(
+            DeviceBatch::read(&json).unwrap(),
+            [Device::new(1, "PC-1"), with]
+        );
+        let plain = serde_json::to_string(&[Device::new(3, "PC-3")]).unwrap();
+        assert_eq!(DeviceBatch::read(&plain).unwrap(), [Device::new(3, "PC-3")]);
     }
 
     #[test]

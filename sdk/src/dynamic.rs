@@ -270,6 +270,7 @@ impl<'h, 'a> HostAdapter<'h, 'a> {
         let request = to_json(&DeviceStreamRequest {
             batch: DEVICE_BATCH,
             parts,
+            extension: true,
         });
         let result = self.ffi.for_each_device(
             RStr::from_str(&request),
@@ -306,7 +307,7 @@ struct VisitorSink<'v, 'c> {
 
 impl DeviceSink for VisitorSink<'_, '_> {
     fn accept(&mut self, stream: u64, batch: RStr<'_>) -> bool {
-        let devices: Vec<Device> = match serde_json::from_str(batch.as_str()) {
+        let devices: Vec<Device> = match DeviceBatch::read(batch.as_str()) {
             Ok(d) => d,
             Err(e) => {
                 self.failure = Some(format!("cannot read a device batch from the host: {e}"));

@@ -32,7 +32,9 @@ pub trait Host {
     fn site(&self) -> &SiteInfo;
     /// The environment the site attaches to.
     fn environment(&self) -> Environment;
-    /// Streams every device of the site (valid lines of `devices.jsonl`) to `visit`.
+    /// Streams every device of the site (valid lines of `devices.jsonl`) to `visit`, whole: with
+    /// its blocks and its extension data (what its line carries beyond the model,
+    /// [`Device::extension`]).
     fn for_each_device(&self, visit: &mut dyn FnMut(&Device)) -> Result<(), HostError>;
     /// [`Host::for_each_device`], where the devices carry at least the blocks in `parts` and may
     /// lack the others. The same devices are visited either way.

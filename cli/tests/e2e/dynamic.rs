@@ -50,7 +50,21 @@ const SUMMARY: &str = "[attach]\nsettings = \"custom\"\n\n[plugins]\ndirs = [\"p
 #[test]
 fn a_third_party_plugin_from_a_plugin_dir_runs_like_a_builtin_and_its_data_is_in_the_cloud() {
     let w = World::start();
-    let site = w.generate(1_500, 2303);
+    let mut site = w.generate(1_500, 2303);
+    // BitLocker, which cloudattach does not model: the plugin reads it from the extension data,
+    // which crosses into the library with each device.
+    let (mut reported, mut escrowed) = (0, 0);
+    for (i, d) in site
+        .devices
+        .iter_mut()
+        .enumerate()
+        .filter(|(i, _)| i % 3 != 0)
+    {
+        d["bitlocker"] = serde_json::json!({ "recovery_key_escrowed": i % 2 == 0 });
+        reported += 1;
+        escrowed += usize::from(i % 2 == 0);
+    }
+    site.save_devices();
     w.config("public", SUMMARY);
     install(
         &w,
@@ -111,6 +125,10 @@ fn a_third_party_plugin_from_a_plugin_dir_runs_like_a_builtin_and_its_data_is_in
     assert_eq!(all["devices"], site.devices.len());
     assert_eq!(all["clients"], site.clients().len());
     assert_eq!(all["uploaded"], site.clients().len());
+    assert_eq!(
+        all["bitlocker"],
+        serde_json::json!({ "reported": reported, "recovery_key_escrowed": escrowed })
+    );
     assert!(
         all["os"].as_object().unwrap().len() <= 3,
         "max_os_entries = 3: {all}"

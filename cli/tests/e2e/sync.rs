@@ -80,6 +80,119 @@ fn sync_sends_exactly_the_changes() {
     }
 }
 
+/// Real exports carry more than the model and come in the encodings Windows tools write. Fields
+/// the model does not know, at every level, keep their device and change no uploaded record (a
+/// delta sync sends nothing: every record hashes as before); a UTF-8 byte order mark and CRLF
+/// change nothing; one byte that is not UTF-8 costs its own device only.
+#[test]
+fn unknown_fields_and_encodings_change_no_record_and_a_bad_byte_costs_one_device() {
+    let w = World::start();
+    let mut site = w.generate(400, 2303);
+    w.config("public", DEFAULT);
+    w.apply_ok();
+    let before = w.cloud_devices(&site.hid);
+    assert_eq!(before.len(), site.clients().len());
+
+    let mut with_defender = 0;
+    for (i, d) in site.devices.iter_mut().enumerate() {
+        d["bitlocker"] = json!({ "recovery_key_escrowed": i % 2 == 0 });
+        if let Some(def) = d.get_mut("defender").and_then(|v| v.as_object_mut()) {
+            with_defender += 1;
+            def.insert("asr_mode".into(), json!("block"));
+            if let Some(dets) = def.get_mut("detections").and_then(|v| v.as_array_mut()) {
+                for det in dets {
+                    det["remediation"] = json!("quarantine");
+                }
+            }
+        }
+        if let Some(a) = d.get_mut("analytics").and_then(|v| v.as_object_mut()) {
+            a.insert("battery_health".into(), json!(97));
+            if let Some(apps) = a.get_mut("apps").and_then(|v| v.as_array_mut()) {
+                for app in apps {
+                    app["publisher"] = json!("Contoso");
+                }
+            }
+        }
+    }
+    assert!(with_defender > 0);
+    // As Windows PowerShell's `Out-File -Encoding utf8` writes it: a BOM and CRLF.
+    let mut text = String::from("\u{feff}");
+    for d in &site.devices {
+        text.push_str(&d.to_string());
+        text.push_str("\r\n");
+    }
+    let path = site.dir.join("devices.jsonl");
+    std::fs::write(&path, &text).unwrap();
+
+    let r = w.cli(&["--output", "json", "sync"]);
+    r.ok();
+    for p in r.json()["plugins"].as_array().unwrap() {
+        assert_eq!(p["sent"], 0, "the same records: {p}");
+    }
+    let n = site.devices.len();
+    for warning in [
+        format!(
+            "{n} devices carry the field \"bitlocker\" that cloudattach does not model; kept as extension data"
+        ),
+        format!("{with_defender} devices carry the field \"defender.asr_mode\""),
+        "the field \"analytics.battery_health\"".to_string(),
+    ] {
+        assert_eq!(
+            r.stderr.lines().filter(|l| l.contains(&warning)).count(),
+            1,
+            "{warning}:\n{}",
+            r.stderr
+        );
+    }
+    assert_eq!(w.cloud_devices(&site.hid), before);
+    let applied = w.cli(&["--output", "json", "apply", "--yes"]);
+    applied.ok();
+    assert!(
+        applied
+            .stderr
+            .contains("devices carry the field \"bitlocker\""),
+        "{}",
+        applied.stderr
+    );
+
+    // A Windows-1252 "é" (0xE9) in one client's name, on line 3.
+    let line = site
+        .devices
+        .iter()
+        .position(|d| d["client"] == true)
+        .unwrap();
+    let id = site.devices[line]["resource_id"].as_i64().unwrap();
+    let mut bytes = Vec::new();
+    for (i, l) in text.split_inclusive("\r\n").enumerate() {
+        if i == line {
+            let name = site.devices[line]["name"].as_str().unwrap();
+            let at = l.find(&format!("\"{name}\"")).unwrap() + 1 + name.len();
+            bytes.extend_from_slice(&l.as_bytes()[..at]);
+            bytes.push(0xE9);
+            bytes.extend_from_slice(&l.as_bytes()[at..]);
+        } else {
+            bytes.extend_from_slice(l.as_bytes());
+        }
+    }
+    std::fs::write(&path, bytes).unwrap();
+    let r = w.cli(&["--output", "json", "sync"]);
+    r.ok();
+    assert!(
+        r.stderr.contains(&format!(
+            "devices.jsonl:{}: skipped: not valid UTF-8",
+            line + 1
+        )),
+        "{}",
+        r.stderr
+    );
+    let plugins = r.json()["plugins"].as_array().unwrap().clone();
+    let ta = plugins.iter().find(|p| p["id"] == "tenant-attach").unwrap();
+    assert_eq!(ta["sent"], 1, "only that device's record is deleted: {ta}");
+    let mut expected = before.clone();
+    expected.remove(&id);
+    assert_eq!(w.cloud_devices(&site.hid), expected);
+}
+
 /// A cloud that answers 30% of API requests with 429 (with and without Retry-After) or 5xx and
 /// drops connections: the same final counts, and no request retried before its Retry-After.
 #[test]

@@ -111,29 +111,47 @@ impl FfiHost for HostBridge<'_> {
             // lookup instead of a copy of the device.
             let mut json: Vec<u8> = Vec::with_capacity(size * 512);
             let mut sent: Vec<(i64, bool)> = Vec::with_capacity(size);
+            // The extension data of the batch's devices that carry any (a device's own JSON never
+            // holds it), for a library that reads `DeviceBatch` objects.
+            let mut extensions: Vec<(u32, serde_json::Map<String, serde_json::Value>)> = vec![];
+            let object = request.extension;
             let mut stopped = false;
             let mut failure: Option<HostError> = None;
-            let mut flush =
-                |json: &mut Vec<u8>, sent: &mut Vec<(i64, bool)>, stopped: &mut bool| {
-                    if !*stopped && !sent.is_empty() {
-                        json.push(b']');
-                        // Kept (not borrowed) while the library visits: it may call back.
-                        self.streams
-                            .borrow_mut()
-                            .insert(stream, std::mem::take(sent));
-                        let text = std::str::from_utf8(json).unwrap_or("[]");
-                        if !sink.accept(stream, RStr::from_str(text)) {
-                            *stopped = true;
+            let mut flush = |json: &mut Vec<u8>,
+                             sent: &mut Vec<(i64, bool)>,
+                             extensions: &mut Vec<_>,
+                             stopped: &mut bool| {
+                if !*stopped && !sent.is_empty() {
+                    json.push(b']');
+                    if object {
+                        if !extensions.is_empty() {
+                            json.extend_from_slice(b",\"extensions\":");
+                            let _ = serde_json::to_writer(&mut *json, &*extensions);
                         }
+                        json.push(b'}');
                     }
-                    json.clear();
-                    sent.clear();
-                };
+                    // Kept (not borrowed) while the library visits: it may call back.
+                    self.streams
+                        .borrow_mut()
+                        .insert(stream, std::mem::take(sent));
+                    let text = std::str::from_utf8(json).unwrap_or("[]");
+                    if !sink.accept(stream, RStr::from_str(text)) {
+                        *stopped = true;
+                    }
+                }
+                json.clear();
+                sent.clear();
+                extensions.clear();
+            };
             let mut visit = |d: &Device| {
                 if stopped {
                     return;
                 }
-                json.push(if sent.is_empty() { b'[' } else { b',' });
+                if sent.is_empty() {
+                    json.extend_from_slice(if object { b"{\"devices\":[" } else { b"[" });
+                } else {
+                    json.push(b',');
+                }
                 if let Err(e) = serde_json::to_writer(&mut json, d) {
                     failure = Some(HostError::new(
                         "plugin-boundary",
@@ -142,9 +160,12 @@ impl FfiHost for HostBridge<'_> {
                     stopped = true;
                     return;
                 }
+                if object && !d.extension.is_empty() {
+                    extensions.push((sent.len() as u32, d.extension.clone()));
+                }
                 sent.push((d.resource_id, host.is_uploaded(d)));
                 if sent.len() >= size {
-                    flush(&mut json, &mut sent, &mut stopped);
+                    flush(&mut json, &mut sent, &mut extensions, &mut stopped);
                 }
             };
             // The parts asked for travel with the request: a plugin that needs no Defender or
@@ -153,7 +174,7 @@ impl FfiHost for HostBridge<'_> {
                 None => host.for_each_device(&mut visit),
                 Some(parts) => host.for_each_device_with(parts, &mut visit),
             }?;
-            flush(&mut json, &mut sent, &mut stopped);
+            flush(&mut json, &mut sent, &mut extensions, &mut stopped);
             failure.map_or(Ok(()), Err)
         });
         self.streams.borrow_mut().remove(&stream);
@@ -369,6 +390,9 @@ mod tests {
             with_blocks.client = true;
             with_blocks.defender = Some(DefenderState::default());
             with_blocks.analytics = Some(cloudattach_sdk::Analytics::default());
+            with_blocks
+                .extension
+                .insert("bitlocker".into(), json!({ "recovery_key_escrowed": true }));
             Recorder {
                 calls: RefCell::default(),
                 site: SiteInfo::new("RC1", "Recorder", SiteVersion(2403), "hid")
@@ -485,6 +509,43 @@ mod tests {
         }
     }
 
+    /// Batches as the library's side received them.
+    struct Batches(Vec<String>);
+
+    impl cloudattach_plugin_protocol::DeviceSink for Batches {
+        fn accept(&mut self, _stream: u64, batch: RStr<'_>) -> bool {
+            self.0.push(batch.to_string());
+            true
+        }
+    }
+
+    #[test]
+    fn a_library_that_predates_extension_data_gets_the_plain_batches_it_reads() {
+        let inner = Recorder::new();
+        let bridge = HostBridge::new(Some(&inner));
+        let stream = |request: &str| {
+            let mut batches = Batches(vec![]);
+            let sink = DeviceSink_TO::from_ptr(RMut::new(&mut batches), TD_Opaque);
+            assert!(
+                FfiHost::for_each_device(&bridge, RStr::from_str(request), sink)
+                    .into_result()
+                    .is_ok()
+            );
+            batches.0
+        };
+        // As a library built before `extension` existed asks: a JSON array of devices, which
+        // its strict `Vec<Device>` reads.
+        let old = stream(r#"{"batch":512}"#);
+        assert_eq!(old.len(), 1);
+        let devices: Vec<Device> = serde_json::from_str(&old[0]).unwrap();
+        assert_eq!(devices.len(), 2);
+        assert!(devices[1].extension.is_empty());
+        // As this SDK asks: the same devices, with their extension data.
+        let new = stream(r#"{"batch":512,"extension":true}"#);
+        let devices = cloudattach_plugin_protocol::DeviceBatch::read(&new[0]).unwrap();
+        assert_eq!(devices[1].extension, inner.devices[1].extension);
+    }
+
     /// The methods of the `Host` trait, read from its source.
     fn host_methods() -> BTreeSet<String> {
         let source = include_str!("../../../sdk/src/host.rs");
@@ -527,9 +588,16 @@ mod tests {
                 "for_each_device",
                 Box::new(|| {
                     let mut seen = vec![];
-                    host.for_each_device(&mut |d| seen.push((d.resource_id, d.defender.is_some())))
-                        .unwrap();
-                    assert_eq!(seen, [(1, false), (2, true)]);
+                    host.for_each_device(&mut |d| {
+                        seen.push((
+                            d.resource_id,
+                            d.defender.is_some(),
+                            d.extension_at("/bitlocker/recovery_key_escrowed").cloned(),
+                        ))
+                    })
+                    .unwrap();
+                    // The extension data crosses with its device.
+                    assert_eq!(seen, [(1, false, None), (2, true, Some(json!(true)))]);
                 }),
                 // The bridge asks `is_uploaded` of each device it streams, once.
                 vec![
@@ -547,9 +615,18 @@ mod tests {
                     })
                     .unwrap();
                     assert_eq!(seen, [(1, false, false), (2, false, true)]);
+                    let mut extension = vec![];
+                    host.for_each_device_with(DeviceParts::EXTENSION, &mut |d| {
+                        extension.push((d.analytics.is_some(), d.extension.len()))
+                    })
+                    .unwrap();
+                    assert_eq!(extension, [(false, 0), (false, 1)]);
                 }),
                 vec![
                     Call::ForEachDeviceWith(DeviceParts::ANALYTICS),
+                    Call::IsUploaded(1),
+                    Call::IsUploaded(2),
+                    Call::ForEachDeviceWith(DeviceParts::EXTENSION),
                     Call::IsUploaded(1),
                     Call::IsUploaded(2),
                 ],

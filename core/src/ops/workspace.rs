@@ -169,13 +169,34 @@ impl Workspace {
         self.app.secret.as_ref()
     }
 
-    /// The lines of `devices.jsonl` the passes so far skipped, as warnings (empty when none).
+    /// The lines of `devices.jsonl` the passes so far skipped, and the fields its devices carry
+    /// that the model does not (one line per field, with the number of devices), as warnings
+    /// (empty when none).
     pub fn skipped_lines(&self) -> Vec<String> {
         let mut out = vec![];
-        if let Some(scan) = self.site.scan_summary()
-            && scan.skipped > 0
-        {
-            let file = self.site.dir.join("devices.jsonl");
+        let Some(scan) = self.site.scan_summary() else {
+            return out;
+        };
+        let file = self.site.dir.join("devices.jsonl");
+        for (field, n) in &scan.unknown_fields {
+            out.push(format!(
+                "{}: {} {} the field \"{field}\" that cloudattach does not model; kept as extension data",
+                file.display(),
+                thousands(*n),
+                if *n == 1 { "device carries" } else { "devices carry" },
+            ));
+        }
+        for (field, n) in &scan.long_lists {
+            out.push(format!(
+                "{}: {} {} \"{field}\" with more than {} entries; the newest {} are used, the whole list kept as extension data",
+                file.display(),
+                thousands(*n),
+                if *n == 1 { "device carries" } else { "devices carry" },
+                cloudattach_sdk::device::MAX_CRASH_DAYS,
+                cloudattach_sdk::device::MAX_CRASH_DAYS,
+            ));
+        }
+        if scan.skipped > 0 {
             for bad in &scan.bad_lines {
                 out.push(format!(
                     "{}:{}: skipped: {}",

@@ -6,6 +6,11 @@
 //! tenant's extension channel [`CHANNEL`] and readable through the cloud's API at
 //! `GET /api/v1/hierarchies/{hierarchy id}/ext/collection-summary/records`.
 //!
+//! It also shows a feature built on inventory cloudattach does not model: an export that carries
+//! a `bitlocker` block per device (`{"bitlocker": {"recovery_key_escrowed": true, …}}`) keeps it
+//! as the device's extension data ([`Device::extension_at`]), and each summary counts the
+//! devices that report BitLocker and those whose recovery key is escrowed ([`bitlocker_state`]).
+//!
 //! The plugin never does I/O itself: the site, the upload and the cloud all come through
 //! [`Host`], so the same code runs linked into a binary, loaded as a library, or against the
 //! SDK's in-memory test host.
@@ -44,6 +49,22 @@ pub struct Summary {
     pub uploaded: u64,
     /// Devices per OS family.
     pub os: BTreeMap<String, u64>,
+    /// Devices whose inventory line reports BitLocker (a `bitlocker` block).
+    pub bitlocker_reported: u64,
+    /// Of those, devices whose BitLocker recovery key is escrowed.
+    pub recovery_keys_escrowed: u64,
+}
+
+/// What a device's inventory says of BitLocker, from its extension data (cloudattach does not
+/// model BitLocker): `None` when the line carries no `bitlocker` block, else whether its
+/// `recovery_key_escrowed` is `true`.
+pub fn bitlocker_state(d: &Device) -> Option<bool> {
+    d.extension_at("/bitlocker")?;
+    Some(
+        d.extension_at("/bitlocker/recovery_key_escrowed")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    )
 }
 
 impl Summary {
@@ -55,6 +76,8 @@ impl Summary {
             clients: 0,
             uploaded: 0,
             os: BTreeMap::new(),
+            bitlocker_reported: 0,
+            recovery_keys_escrowed: 0,
         }
     }
 
@@ -69,6 +92,10 @@ impl Summary {
                 "clients": self.clients,
                 "uploaded": self.uploaded,
                 "os": self.os,
+                "bitlocker": {
+                    "reported": self.bitlocker_reported,
+                    "recovery_key_escrowed": self.recovery_keys_escrowed,
+                },
             }),
         }
     }
@@ -129,6 +156,7 @@ pub fn summarize(host: &dyn Host, options: &SummaryOptions) -> Result<Vec<Summar
     host.for_each_device(&mut |d| {
         let family = os_family(d);
         let uploaded = host.is_uploaded(d);
+        let bitlocker = bitlocker_state(d);
         for s in summaries
             .iter_mut()
             .filter(|s| host.is_member(&s.collection_id, d.resource_id))
@@ -137,6 +165,8 @@ pub fn summarize(host: &dyn Host, options: &SummaryOptions) -> Result<Vec<Summar
             s.clients += u64::from(d.client);
             s.uploaded += u64::from(uploaded);
             *s.os.entry(family.clone()).or_default() += 1;
+            s.bitlocker_reported += u64::from(bitlocker.is_some());
+            s.recovery_keys_escrowed += u64::from(bitlocker == Some(true));
         }
     })?;
     if !options.include_empty {

@@ -196,6 +196,41 @@ fn apply_enables_the_feature_and_uploads_one_record_per_collection() {
     assert_eq!(again.sent, 0);
 }
 
+/// BitLocker is not in cloudattach's model: an export's `bitlocker` block is the device's
+/// extension data, which the plugin counts and uploads.
+#[test]
+fn bitlocker_recovery_keys_are_counted_from_the_extension_data() {
+    let bitlocker = |escrowed: bool| {
+        move |d: &mut cloudattach_sdk::Device| {
+            d.extension.insert(
+                "bitlocker".into(),
+                json!({ "protection_status": "on", "recovery_key_escrowed": escrowed }),
+            );
+        }
+    };
+    let host = MemoryHost::new(MemoryHost::sample_site())
+        .with_devices([
+            with(device(1), bitlocker(true)),
+            with(device(2), bitlocker(false)),
+            with(device(3), bitlocker(true)),
+            device(4),
+        ])
+        .with_collection("PS100010", "Pilot", [1, 2])
+        .with_feature("tenant-attach", options(json!({ "upload": "all" })))
+        .with_cloud();
+    let outcome = CollectionSummary.apply(&host, &defaults());
+    assert!(outcome.ok, "{outcome:?}");
+    let records = host.channel(CHANNEL);
+    assert_eq!(
+        records["SMS00001"]["bitlocker"],
+        json!({ "reported": 3, "recovery_key_escrowed": 2 })
+    );
+    assert_eq!(
+        records["PS100010"]["bitlocker"],
+        json!({ "reported": 2, "recovery_key_escrowed": 1 })
+    );
+}
+
 #[test]
 fn apply_reports_a_failure_with_its_reason() {
     let host = host()
