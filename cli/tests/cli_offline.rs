@@ -2343,3 +2343,38 @@ fn logout_forgets_cached_tokens_and_keeps_the_app() {
     assert!(!tokens.exists());
     assert!(app.exists());
 }
+
+/// An optional field the model cannot use — a number where it has a string, a string over the
+/// cloud's 1,024-character limit, a Defender block that does not parse — costs the device that
+/// field only: the device is kept and counted, the field reported once with a count.
+#[test]
+fn an_unusable_optional_field_costs_the_field_not_the_device() {
+    let dir = TempDir::new().unwrap();
+    let site = generated_site(dir.path(), "2303");
+    let path = site.join("devices.jsonl");
+    let cfg = write_config(dir.path(), "[site]\npath = \"site\"\n");
+    let plain = check_json(dir.path(), &cfg, &[], 0);
+    let text = fs::read_to_string(&path).unwrap();
+    let lines: Vec<String> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            let mut d: Value = serde_json::from_str(l).unwrap();
+            match i % 10 {
+                0 => d["model"] = 5.into(),
+                1 => d["serial_number"] = "S".repeat(1_100).into(),
+                _ => {}
+            }
+            d.to_string()
+        })
+        .collect();
+    fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let r = run(dir.path(), &["--config", &cfg, "check", "--output", "json"]);
+    r.expect_code(0);
+    assert_eq!(eligibility_of(&r.json()), eligibility_of(&plain));
+    assert!(!r.stderr.contains("skipped"), "{}", r.stderr);
+    r.stderr_has(&[
+        "30 devices carry \"model\" with a value cloudattach cannot use",
+        "30 devices carry \"serial_number\" with a value cloudattach cannot use",
+    ]);
+}

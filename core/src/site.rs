@@ -216,6 +216,10 @@ pub struct ScanSummary {
     /// Lists longer than the model keeps (`analytics.apps[].daily_crashes`), with the number of
     /// devices carrying one: the model keeps the newest entries, the extension data all.
     pub long_lists: BTreeMap<String, u64>,
+    /// Optional fields of the model whose value it cannot use (a wrong type, a string over the
+    /// cloud's length limit), with the number of devices carrying one: the device is kept
+    /// without the field, the value kept as its extension data.
+    pub unusable_fields: BTreeMap<String, u64>,
 }
 
 /// Which version of `devices.jsonl` a pass read: its length and modification time.
@@ -472,14 +476,32 @@ impl Site {
                     } else if parts == DeviceParts::ALL {
                         read_device(text, lenient_first)
                     } else {
-                        serde_json::from_str::<LeanDevice>(text)
+                        let lean = serde_json::from_str::<LeanDevice>(text)
                             .and_then(|d| d.into_device(parts))
-                            .map(|d| (d, None))
-                            .map_err(|e| e.to_string())
+                            .map_err(|e| e.to_string());
+                        match lean {
+                            Ok(d) => Ok((d, None)),
+                            // An optional field the model cannot use (set aside by the first
+                            // pass): read the line as the first pass did.
+                            Err(_) if extended => {
+                                read_lenient(text).map(|(d, _)| (d.with_parts(parts), None))
+                            }
+                            Err(e) => Err(e),
+                        }
                     }
                 }
             };
-            let parsed = parsed.and_then(|(d, u)| d.validate().map(|()| (d, u)));
+            let parsed = parsed.and_then(|(d, u)| match d.validate() {
+                Ok(()) => Ok((d, u)),
+                // Too long an optional text on a line the first pass kept without it.
+                Err(_) if known_extended.is_some_and(|e| e.contains(&n)) => {
+                    std::str::from_utf8(bytes)
+                        .map_err(|e| e.to_string())
+                        .and_then(read_lenient)
+                        .map(|(d, _)| (d.with_parts(parts), None))
+                }
+                Err(e) => Err(e),
+            });
             if let Ok((_, u)) = &parsed {
                 lenient_first = u.is_some();
             }
@@ -499,6 +521,9 @@ impl Site {
                             }
                             for f in u.long_lists {
                                 *summary.long_lists.entry(f).or_default() += 1;
+                            }
+                            for f in u.unusable_fields {
+                                *summary.unusable_fields.entry(f).or_default() += 1;
                             }
                         }
                         if !emit(d) {
@@ -672,6 +697,7 @@ fn read_text(path: &Path) -> Result<Option<String>, SiteError> {
 struct Unmodelled {
     unknown_fields: Vec<String>,
     long_lists: Vec<String>,
+    unusable_fields: Vec<String>,
 }
 
 /// A device line: the strict parse first (what a plain line costs), the lenient one only for a
@@ -687,6 +713,7 @@ fn read_device(text: &str, lenient_first: bool) -> Result<(Device, Option<Unmode
                 .iter()
                 .all(|app| app.daily_crashes.len() <= MAX_CRASH_DAYS)
         })
+        && d.validate().is_ok()
     {
         return Ok((d, None));
     }
@@ -836,7 +863,9 @@ fn read_top_level_extras(text: &str) -> Option<(Device, Unmodelled)> {
             .iter()
             .any(|app| app.daily_crashes.len() > MAX_CRASH_DAYS)
     });
-    if long {
+    // A list longer than the model keeps, or a field the cloud would refuse: the full read
+    // decides (it keeps the newest days, sets an unusable optional field aside).
+    if long || device.validate().is_err() {
         return None;
     }
     device.extension = extension;
@@ -845,6 +874,7 @@ fn read_top_level_extras(text: &str) -> Option<(Device, Unmodelled)> {
         Unmodelled {
             unknown_fields: unknown,
             long_lists: vec![],
+            unusable_fields: vec![],
         },
     ))
 }
@@ -916,8 +946,17 @@ fn read_lenient(text: &str) -> Result<(Device, Unmodelled), String> {
             extension.insert("analytics".into(), Value::Object(ext));
         }
     }
-    let mut device: Device =
-        serde_json::from_value(Value::Object(line)).map_err(|e| e.to_string())?;
+    let mut unusable = Vec::new();
+    let mut device = match usable_device(&line) {
+        Ok(d) => d,
+        Err(e) => {
+            set_aside_unusable_optional_fields(&mut line, &mut extension, &mut unusable);
+            if unusable.is_empty() {
+                return Err(e);
+            }
+            usable_device(&line)?
+        }
+    };
     device.extension = extension;
     for paths in [&mut unknown, &mut long] {
         paths.sort_unstable();
@@ -928,8 +967,76 @@ fn read_lenient(text: &str) -> Result<(Device, Unmodelled), String> {
         Unmodelled {
             unknown_fields: unknown,
             long_lists: long,
+            unusable_fields: unusable,
         },
     ))
+}
+
+/// The fields of a device line the model may do without: everything but what identifies and
+/// classifies the device. A line whose required field is missing or unusable is refused; an
+/// optional one that is unusable is set aside.
+const OPTIONAL_FIELDS: [&str; 10] = [
+    "entra_device_id",
+    "primary_user",
+    "model",
+    "manufacturer",
+    "serial_number",
+    "domain",
+    "sku",
+    "last_active",
+    "defender",
+    "analytics",
+];
+
+/// The device a line (already cleared of fields the model does not know) describes, if the
+/// model can use every field of it: it parses and the cloud's rule (`Device::validate`) holds.
+fn usable_device(line: &Map<String, Value>) -> Result<Device, String> {
+    let device: Device =
+        serde_json::from_value(Value::Object(line.clone())).map_err(|e| e.to_string())?;
+    device.validate()?;
+    Ok(device)
+}
+
+/// Moves each optional field whose value the model cannot use (a wrong type, a string over the
+/// length limit, a Defender or analytics block that does not parse) into `extension`, noting
+/// its name: the line without it is then judged on its required fields alone. Only lines the
+/// model refuses get here, so trying the fields one by one costs nothing on a plain export.
+fn set_aside_unusable_optional_fields(
+    line: &mut Map<String, Value>,
+    extension: &mut Map<String, Value>,
+    unusable: &mut Vec<String>,
+) {
+    let mut required = line.clone();
+    for field in OPTIONAL_FIELDS {
+        required.remove(field);
+    }
+    if usable_device(&required).is_err() {
+        // A required field is missing or unusable: the line is refused for that.
+        return;
+    }
+    for field in OPTIONAL_FIELDS {
+        let Some(value) = line.get(field) else {
+            continue;
+        };
+        let mut alone = required.clone();
+        alone.insert(field.to_string(), value.clone());
+        if usable_device(&alone).is_err()
+            && let Some(value) = line.remove(field)
+        {
+            unusable.push(field.to_string());
+            // Beside what the line carries beyond the model in that block, if anything.
+            match (extension.get_mut(field), value) {
+                (Some(Value::Object(ext)), Value::Object(v)) => {
+                    for (k, x) in v {
+                        ext.entry(k).or_insert(x);
+                    }
+                }
+                (_, value) => {
+                    extension.insert(field.to_string(), value);
+                }
+            }
+        }
+    }
 }
 
 /// A device line with its Defender and analytics blocks kept as raw JSON, parsed only when a
@@ -1343,6 +1450,70 @@ mod tests {
             "{:?}",
             scan.bad_lines
         );
+    }
+
+    #[test]
+    fn an_unusable_optional_field_is_set_aside_and_the_device_kept() {
+        let base = r#"{"resource_id":1,"name":"PC-1","client":true,"client_version":"5.00.9106.1000","client_active":true,"os":"Microsoft Windows NT Workstation 10.0","os_build":"10.0.19045","join_type":"hybrid","mdm_enrolled":false"#;
+        let long = "x".repeat(cloudattach_sdk::device::MAX_TEXT_LEN + 1);
+        let lines = [
+            // A number where the model has a string.
+            format!(r#"{base},"model":5,"manufacturer":"Contoso"}}"#)
+                .replace("\"resource_id\":1", "\"resource_id\":1"),
+            // A string over the cloud's limit.
+            format!(r#"{base},"serial_number":"{long}"}}"#)
+                .replace("\"resource_id\":1", "\"resource_id\":2"),
+            // A Defender block that does not parse, beside a field the model does not know.
+            format!(r#"{base},"defender":{{"rtp_enabled":"yes","asr_mode":"block"}}}}"#)
+                .replace("\"resource_id\":1", "\"resource_id\":3"),
+            // A required field unusable: still a bad line.
+            format!(r#"{base},"model":5}}"#)
+                .replace("\"resource_id\":1", "\"resource_id\":4")
+                .replace("\"client\":true", "\"client\":\"yes\""),
+        ];
+        let (_dir, site) = site_with(&lines);
+        let mut devices = vec![];
+        site.for_each_device_owned(&mut |d| devices.push(d))
+            .unwrap();
+        let ids: Vec<i64> = devices.iter().map(|d| d.resource_id).collect();
+        assert_eq!(ids, vec![1, 2, 3]);
+        assert_eq!(devices[0].model, None);
+        assert_eq!(devices[0].manufacturer.as_deref(), Some("Contoso"));
+        assert_eq!(
+            devices[0].extension_at("/model"),
+            Some(&serde_json::json!(5))
+        );
+        assert_eq!(devices[1].serial_number, None);
+        assert_eq!(
+            devices[1]
+                .extension_at("/serial_number")
+                .and_then(Value::as_str),
+            Some(long.as_str())
+        );
+        assert!(devices[2].defender.is_none());
+        assert_eq!(
+            devices[2].extension_at("/defender/rtp_enabled"),
+            Some(&serde_json::json!("yes"))
+        );
+        assert_eq!(
+            devices[2].extension_at("/defender/asr_mode"),
+            Some(&serde_json::json!("block"))
+        );
+        let scan = site.scan_summary().unwrap();
+        assert_eq!(scan.skipped, 1);
+        assert_eq!(scan.bad_lines[0].line, 4);
+        let unusable: Vec<(&str, u64)> = scan
+            .unusable_fields
+            .iter()
+            .map(|(k, n)| (k.as_str(), *n))
+            .collect();
+        assert_eq!(
+            unusable,
+            vec![("defender", 1), ("model", 1), ("serial_number", 1)]
+        );
+        // A second pass (lean or not) reads the same devices.
+        assert_eq!(visited(&site, DeviceParts::NONE), vec![1, 2, 3]);
+        assert_eq!(visited(&site, DeviceParts::DEFENDER), vec![1, 2, 3]);
     }
 
     #[test]

@@ -196,6 +196,15 @@ impl Workspace {
                 cloudattach_sdk::device::MAX_CRASH_DAYS,
             ));
         }
+        for (field, n) in &scan.unusable_fields {
+            out.push(format!(
+                "{}: {} {} \"{field}\" with a value cloudattach cannot use (a wrong type, or longer than {} characters); the device is kept without it, the value kept as extension data",
+                file.display(),
+                thousands(*n),
+                if *n == 1 { "device carries" } else { "devices carry" },
+                cloudattach_sdk::device::MAX_TEXT_LEN,
+            ));
+        }
         if scan.skipped > 0 {
             for bad in &scan.bad_lines {
                 out.push(format!(
