@@ -592,3 +592,52 @@ fn random_sequences_of_changes_each_converge_after_one_sync() {
         run_sequence(seed, 10);
     }
 }
+
+/// A feature turned off in the tenant behind the site's back: the sync of its records fails
+/// with a message that names the feature and says what to do, the other features sync, and
+/// after `apply` turns it on again a sync converges.
+#[test]
+fn a_sync_of_a_feature_turned_off_in_the_tenant_says_to_apply() {
+    let w = World::start();
+    let site = w.generate(300, 2303);
+    let s = Settings {
+        upload: None,
+        analytics: true,
+        defender: true,
+        enrollment: Enrollment::All,
+    };
+    w.config("public", &s.toml());
+    w.apply_ok();
+    let admin = w.admin_token();
+    let (st, v) = w.request(
+        reqwest::Method::DELETE,
+        &format!(
+            "/api/v1/hierarchies/{}/features/defender-reporting",
+            site.hid
+        ),
+        &admin,
+        None,
+    );
+    assert_eq!(st, 204, "{v}");
+    let r = w.cli(&["--output", "json", "sync"]);
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    let plugins = r.json()["plugins"].as_array().unwrap().clone();
+    let defender = plugins
+        .iter()
+        .find(|p| p["id"] == "defender-reporting")
+        .unwrap();
+    let error = defender["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("defender-reporting is not enabled")
+            && error.contains("turned off")
+            && error.contains("run `cloudattach apply`"),
+        "the error names the feature and what to do: {defender}"
+    );
+    assert!(!error.contains("/keys"), "{error}");
+    for p in plugins.iter().filter(|p| p["id"] != "defender-reporting") {
+        assert!(p["error"].is_null(), "{p}");
+    }
+    w.apply_ok();
+    w.cli(&["sync"]).ok();
+    assert_converged(&w, &site, &s, "apply and sync after the feature came back");
+}

@@ -136,6 +136,7 @@ impl UploadTarget for Gateway {
         let token = self.app_bearer().map_err(host_error)?;
         let api = self.api.clone();
         let path = self.path(&format!("upload/{channel}"));
+        let channel = channel.to_string();
         Ok(Box::new(move |compressed: Vec<u8>| -> Sending {
             Box::pin(async move {
                 let answer = api
@@ -146,7 +147,7 @@ impl UploadTarget for Gateway {
                         &Body::JsonZstd(compressed),
                     )
                     .await
-                    .map_err(|e| host_error(e.into()))?;
+                    .map_err(|e| upload_error(&channel, e))?;
                 Ok(serde_json::from_value::<UploadAnswer>(answer).unwrap_or_default())
             })
         }))
@@ -284,6 +285,25 @@ pub fn host_error(e: SessionError) -> HostError {
             format!("{method} {path}: {status} {code}: {message}"),
         ),
         other => HostError::new("cloud", other.to_string()),
+    }
+}
+
+/// An upload's error as a plugin sees it; a feature turned off in the tenant since the last
+/// apply (the census and the keys then say the cloud holds nothing) says what to do.
+fn upload_error(channel: &str, e: ApiError) -> HostError {
+    match e {
+        ApiError::Status {
+            status: 409,
+            code,
+            message,
+            ..
+        } if code == "FeatureNotEnabled" => HostError::new(
+            "http-409",
+            format!(
+                "{channel}: the feature of this channel is not enabled in the tenant (it was turned off there since this site last applied it): run `cloudattach apply` to enable it again, then sync (the cloud says: {message})"
+            ),
+        ),
+        e => host_error(e.into()),
     }
 }
 
