@@ -238,6 +238,27 @@ mod tests {
         assert_eq!((ups[0].key.as_str(), dels), ("a", vec!["b".to_string()]));
     }
 
+    /// The sent hash is of the record's bytes exactly as the batch carried them: the same
+    /// content in other bytes has the same content hash and another sent hash.
+    #[test]
+    fn the_sent_hash_is_of_the_bytes_received_not_the_canonical_body() {
+        let record = r#"{"key":"x","n":1}"#;
+        let spaced = r#"{ "n" : 1, "key":"x" }"#;
+        let batch = |r: &str| format!(r#"{{"upserts":[{{"key":"a","record":{r}}}]}}"#);
+        let ch = Channel::Ext("acme-inventory".into());
+        let (a, _) = prepare_batch(&ch, batch(record).as_bytes()).unwrap();
+        let (b, _) = prepare_batch(&ch, batch(spaced).as_bytes()).unwrap();
+        assert_eq!(a[0].hash, b[0].hash, "same content");
+        assert_eq!(
+            a[0].sent_hash,
+            xxhash_rust::xxh3::xxh3_64(record.as_bytes()) as i64
+        );
+        assert_eq!(
+            b[0].sent_hash,
+            xxhash_rust::xxh3::xxh3_64(spaced.as_bytes()) as i64
+        );
+    }
+
     #[test]
     fn same_content_same_hash_and_unknown_field_named() {
         let b = br#"{"upserts":[{"key":"1","record":{"resource_id":1,"name":"PC","client":true,"client_active":true,"os":"Microsoft Windows NT Workstation 10.0","os_build":"10.0.19045","join_type":"hybrid","mdm_enrolled":false,"client_version":"5.00.9106.1000"}}]}"#;
