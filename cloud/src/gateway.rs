@@ -598,7 +598,7 @@ async fn keys(
     .await?;
     let next_after = if value.len() > KEYS_PAGE {
         value.truncate(KEYS_PAGE);
-        value.last().cloned()
+        value.last().map(|r| r.key.clone())
     } else {
         None
     };

@@ -79,11 +79,21 @@ fn bad(e: RecordError) -> ApiError {
     ApiError::bad_request(e.message())
 }
 
-fn prepared(key: String, body: Vec<u8>, tag: Option<String>, flags: i64) -> PreparedRecord {
+fn prepared(
+    key: String,
+    sent: &RawValue,
+    body: Vec<u8>,
+    tag: Option<String>,
+    flags: i64,
+) -> PreparedRecord {
     let hash = xxhash_rust::xxh3::xxh3_64(&body) as i64;
+    // The bytes exactly as the uploader sent them (the span of `record` in the batch), not the
+    // canonical body: the uploader's ledger holds the hash of what it sent.
+    let sent_hash = xxhash_rust::xxh3::xxh3_64(sent.get().as_bytes()) as i64;
     PreparedRecord {
         key,
         hash,
+        sent_hash,
         tag,
         flags,
         body,
@@ -105,12 +115,13 @@ pub fn ea_eligible(d: &Device) -> bool {
 
 fn prepare_one(channel: &Channel, u: &RawUpsert<'_>) -> Result<PreparedRecord, ApiError> {
     let key = u.key.clone();
+    let sent = u.record;
     Ok(
         match validate_record(channel, &key, u.record.get()).map_err(bad)? {
             ChannelRecord::Device(d) => {
                 let flags = if ea_eligible(&d) { FLAG_EA_ELIGIBLE } else { 0 };
                 let body = to_vec(&d);
-                prepared(key, body, Some(d.name), flags)
+                prepared(key, sent, body, Some(d.name), flags)
             }
             ChannelRecord::Analytics(r) => {
                 let flags = if r.analytics.is_some() {
@@ -118,14 +129,14 @@ fn prepare_one(channel: &Channel, u: &RawUpsert<'_>) -> Result<PreparedRecord, A
                 } else {
                     0
                 };
-                prepared(key, to_vec(&r), None, flags)
+                prepared(key, sent, to_vec(&r), None, flags)
             }
-            ChannelRecord::Defender(r) => prepared(key, to_vec(&r), None, 0),
+            ChannelRecord::Defender(r) => prepared(key, sent, to_vec(&r), None, 0),
             ChannelRecord::Comanagement(r) => {
                 let tag = Some(r.state.as_str().to_string());
-                prepared(key, to_vec(&r), tag, 0)
+                prepared(key, sent, to_vec(&r), tag, 0)
             }
-            ChannelRecord::Ext(r) => prepared(key, to_vec(&r), None, 0),
+            ChannelRecord::Ext(r) => prepared(key, sent, to_vec(&r), None, 0),
             // The model checks the channels this cloud serves, and no other.
             _ => return Err(ApiError::internal("record validation failed")),
         },
@@ -225,6 +236,27 @@ mod tests {
         let bytes = serde_json::to_vec(&body).unwrap();
         let (ups, dels) = prepare_batch(&Channel::Ext("acme-inventory".into()), &bytes).unwrap();
         assert_eq!((ups[0].key.as_str(), dels), ("a", vec!["b".to_string()]));
+    }
+
+    /// The sent hash is of the record's bytes exactly as the batch carried them: the same
+    /// content in other bytes has the same content hash and another sent hash.
+    #[test]
+    fn the_sent_hash_is_of_the_bytes_received_not_the_canonical_body() {
+        let record = r#"{"key":"x","n":1}"#;
+        let spaced = r#"{ "n" : 1, "key":"x" }"#;
+        let batch = |r: &str| format!(r#"{{"upserts":[{{"key":"a","record":{r}}}]}}"#);
+        let ch = Channel::Ext("acme-inventory".into());
+        let (a, _) = prepare_batch(&ch, batch(record).as_bytes()).unwrap();
+        let (b, _) = prepare_batch(&ch, batch(spaced).as_bytes()).unwrap();
+        assert_eq!(a[0].hash, b[0].hash, "same content");
+        assert_eq!(
+            a[0].sent_hash,
+            xxhash_rust::xxh3::xxh3_64(record.as_bytes()) as i64
+        );
+        assert_eq!(
+            b[0].sent_hash,
+            xxhash_rust::xxh3::xxh3_64(spaced.as_bytes()) as i64
+        );
     }
 
     #[test]

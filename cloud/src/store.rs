@@ -249,6 +249,9 @@ pub struct PreparedRecord {
     pub key: String,
     /// Content hash of `body`.
     pub hash: i64,
+    /// xxh3-64 of the record's JSON bytes exactly as the uploader sent them (what its ledger
+    /// holds; the census and the keys list carry it).
+    pub sent_hash: i64,
     /// Indexed tag (device name, co-management state).
     pub tag: Option<String>,
     /// Indexed flags ([`FLAG_EA_ELIGIBLE`], [`FLAG_HAS_TELEMETRY`]).
@@ -397,21 +400,22 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<BatchResult, StoreError>;
     /// Record count of a channel of a hierarchy.
     fn count(&self, row: i64, channel: &str) -> Result<u64, StoreError>;
-    /// The digest of the keys a channel of a hierarchy holds (what the client compares with its
-    /// ledger before a delta).
+    /// The digest of the keys a channel of a hierarchy holds and the sent hashes of their
+    /// records (what the client compares with its ledger before a delta).
     fn channel_digest(
         &self,
         row: i64,
         channel: &str,
     ) -> Result<cloudattach_model::gateway::KeyDigest, StoreError>;
-    /// Up to `limit` keys of a channel, in byte order, after `after`.
+    /// Up to `limit` records of a channel (key and sent hash), in byte order of their keys,
+    /// after `after`.
     fn channel_keys(
         &self,
         row: i64,
         channel: &str,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<String>, StoreError>;
+    ) -> Result<Vec<cloudattach_model::gateway::HeldRecord>, StoreError>;
     /// Record count of a channel with a tag.
     fn count_tag(&self, row: i64, channel: &str, tag: &str) -> Result<u64, StoreError>;
     /// Record count of a channel with a flag bit set.
@@ -560,6 +564,12 @@ DELETE FROM records WHERE NOT EXISTS (
     WHEN records.channel LIKE 'ext:%' THEN substr(records.channel, 5)
     ELSE NULL END);
 "#,
+    // v3: each record's sent hash (xxh3-64 of its JSON bytes exactly as uploaded), so that the
+    // census covers contents and not only keys. Rows stored before have none (NULL: unknown);
+    // the census counts them as unknown, which makes the client reconcile once and resend them.
+    r#"
+ALTER TABLE records ADD COLUMN sent_hash INTEGER;
+"#,
 ];
 
 /// The SQLite store (WAL, one connection guarded by a mutex, WAL checkpoints on a background
@@ -646,6 +656,11 @@ fn check_schema_version(path: &Path, found: i64) -> Result<(), StoreError> {
         });
     }
     Ok(())
+}
+
+/// A stored sent hash; a row stored before sent hashes were recorded has none: unknown.
+fn sent_hash(stored: Option<i64>) -> u64 {
+    stored.map_or(cloudattach_model::gateway::UNKNOWN_SENT_HASH, |h| h as u64)
 }
 
 fn json_vec(s: String) -> Result<Vec<String>, StoreError> {
@@ -1437,19 +1452,35 @@ impl Store for SqliteStore {
         let ts = crate::util::now_unix();
         {
             let mut up = tx.prepare_cached(
-                "INSERT INTO records(hrow, channel, key, hash, tag, flags, updated, body) \
-                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                "INSERT INTO records(hrow, channel, key, hash, tag, flags, updated, body, sent_hash) \
+                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
                  ON CONFLICT(hrow, channel, key) DO UPDATE SET hash = excluded.hash, tag = excluded.tag, \
-                 flags = excluded.flags, updated = excluded.updated, body = excluded.body \
+                 flags = excluded.flags, updated = excluded.updated, body = excluded.body, \
+                 sent_hash = excluded.sent_hash \
                  WHERE records.hash != excluded.hash",
+            )?;
+            // The same content sent as other bytes (another writer's formatting, a row from
+            // before sent hashes): unchanged, but the census must name what was sent last.
+            let mut resent = tx.prepare_cached(
+                "UPDATE records SET sent_hash = ?4 \
+                 WHERE hrow = ?1 AND channel = ?2 AND key = ?3 AND sent_hash IS NOT ?4",
             )?;
             for r in upserts {
                 let n = up.execute(params![
-                    row, channel, r.key, r.hash, r.tag, r.flags, ts, r.body
+                    row,
+                    channel,
+                    r.key,
+                    r.hash,
+                    r.tag,
+                    r.flags,
+                    ts,
+                    r.body,
+                    r.sent_hash
                 ])?;
                 if n > 0 {
                     res.upserted += 1;
                 } else {
+                    resent.execute(params![row, channel, r.key, r.sent_hash])?;
                     res.unchanged += 1;
                 }
             }
@@ -1490,12 +1521,16 @@ impl Store for SqliteStore {
         channel: &str,
     ) -> Result<cloudattach_model::gateway::KeyDigest, StoreError> {
         let conn = self.lock();
-        let mut st =
-            conn.prepare_cached("SELECT key FROM records WHERE hrow = ?1 AND channel = ?2")?;
+        let mut st = conn.prepare_cached(
+            "SELECT key, sent_hash FROM records WHERE hrow = ?1 AND channel = ?2",
+        )?;
         let mut rows = st.query(params![row, channel])?;
         let mut digest = cloudattach_model::gateway::KeyDigest::default();
         while let Some(r) = rows.next()? {
-            digest.add(r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?);
+            digest.add(
+                r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?,
+                sent_hash(r.get(1)?),
+            );
         }
         Ok(digest)
     }
@@ -1506,16 +1541,21 @@ impl Store for SqliteStore {
         channel: &str,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<cloudattach_model::gateway::HeldRecord>, StoreError> {
         let conn = self.lock();
         let mut st = conn.prepare_cached(
-            "SELECT key FROM records WHERE hrow = ?1 AND channel = ?2 AND key > ?3 \
+            "SELECT key, sent_hash FROM records WHERE hrow = ?1 AND channel = ?2 AND key > ?3 \
              ORDER BY key LIMIT ?4",
         )?;
         let keys = st
             .query_map(
                 params![row, channel, after.unwrap_or(""), limit as i64],
-                |r| r.get::<_, String>(0),
+                |r| {
+                    Ok(cloudattach_model::gateway::HeldRecord::new(
+                        r.get::<_, String>(0)?,
+                        sent_hash(r.get(1)?),
+                    ))
+                },
             )?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(keys)
@@ -1674,6 +1714,7 @@ mod tests {
         PreparedRecord {
             key: key.into(),
             hash: xxhash_rust::xxh3::xxh3_64(body.as_bytes()) as i64,
+            sent_hash: xxhash_rust::xxh3::xxh3_64(body.as_bytes()) as i64,
             tag: None,
             flags: 0,
             body: body.as_bytes().to_vec(),
@@ -1719,6 +1760,65 @@ mod tests {
         s.delete_hierarchy(h.row).unwrap();
         let (h2, _) = s.upsert_hierarchy(&upsert("h2")).unwrap();
         assert!(h2.row > h.row, "row {} reused", h2.row);
+    }
+
+    /// A store at v2 (before sent hashes) opens; its records' sent hashes are unknown, so the
+    /// census matches no client ledger and the client reconciles once: it resends the records,
+    /// which the cloud finds unchanged but whose sent hashes it records, and the census then
+    /// matches.
+    #[test]
+    fn v3_opens_a_v2_store_whose_census_forces_one_reconciliation() {
+        use cloudattach_model::gateway::{ChannelCensus, KeyDigest, UNKNOWN_SENT_HASH};
+        let dir = tempfile::tempdir().unwrap();
+        let body = r#"{"a":1}"#;
+        let h = xxhash_rust::xxh3::xxh3_64(body.as_bytes()) as i64;
+        {
+            let c = Connection::open(dir.path().join("cloud.db")).unwrap();
+            for (i, m) in MIGRATIONS[..2].iter().enumerate() {
+                c.execute_batch(&format!(
+                    "BEGIN; {m}; PRAGMA user_version={}; COMMIT;",
+                    i + 1
+                ))
+                .unwrap();
+            }
+            c.execute_batch(&format!(
+                "INSERT INTO tenants VALUES('t','T',0);
+                 INSERT INTO hierarchies VALUES(1,'t','h1','PS1','','2303','public',NULL,'x','x');
+                 INSERT INTO features VALUES(1,'tenant-attach','{{}}','x','x',NULL);
+                 INSERT INTO records VALUES(1,'devices','1',{h},NULL,0,0,CAST('{body}' AS BLOB));
+                 INSERT INTO records VALUES(1,'devices','2',{h},NULL,0,0,CAST('{body}' AS BLOB));"
+            ))
+            .unwrap();
+        }
+        let s = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(s.schema_version().unwrap(), 3);
+        // What the client's ledger holds: the hash of the bytes it sent.
+        let ledger = KeyDigest::of([("1", h as u64), ("2", h as u64)]);
+        let census = ChannelCensus::new("devices", s.channel_digest(1, "devices").unwrap());
+        assert_eq!(census.records, 2);
+        assert!(
+            !census.matches(&ledger),
+            "the census forces a reconciliation"
+        );
+        let held = s.channel_keys(1, "devices", None, 10).unwrap();
+        assert!(held.iter().all(|r| r.hash == UNKNOWN_SENT_HASH), "{held:?}");
+        // The client resends both: unchanged, and now in line with its ledger.
+        let r = s
+            .apply_batch(
+                "t",
+                1,
+                "devices",
+                "tenant-attach",
+                &[rec("1", body), rec("2", body)],
+                &[],
+                false,
+                &[],
+                "now",
+            )
+            .unwrap();
+        assert_eq!((r.upserted, r.unchanged), (0, 2));
+        let census = ChannelCensus::new("devices", s.channel_digest(1, "devices").unwrap());
+        assert!(census.matches(&ledger));
     }
 
     #[test]

@@ -4,12 +4,14 @@
 //! not pushed this time are sent as deletions.
 //!
 //! Before a channel's delta, the engine compares the cloud's census of the channel (how many
-//! records, a digest of their keys) with its ledger. When they differ — the cloud dropped
-//! dependent records with their devices, someone deleted records in the tenant, the state is
-//! another directory's or was lost — it reads the keys the cloud holds and reconciles the
-//! ledger with them first: a key the cloud lost is sent again, a key the cloud holds that the
-//! ledger does not know is sent again or deleted. So every sync converges on what the site says
-//! the cloud should hold, whatever happened to the cloud since the last one.
+//! records, a digest of their keys and of the hash of each record's JSON bytes as they were
+//! sent) with its ledger. When they differ — the cloud dropped dependent records with their
+//! devices, someone deleted or changed records in the tenant, the state is another directory's
+//! or was lost — it reads the keys and hashes the cloud holds and reconciles the ledger with
+//! them first: a key the cloud lost is sent again, a record whose hash the cloud records
+//! differently (someone else wrote it) is sent again, a key the cloud holds that the ledger
+//! does not know is sent again or deleted. So every sync converges on what the site says the
+//! cloud should hold, whatever happened to the cloud since the last one.
 //!
 //! It knows neither HTTP nor SQLite: batches go to an [`UploadTarget`] (the session's gateway in
 //! the product) and acknowledged hashes to a [`HashLedger`] (the state store), so it is tested
@@ -17,7 +19,7 @@
 
 use crate::report::{DevicesRead, Progress, count_devices_read};
 use crate::state::{StateError, StateStore};
-use cloudattach_sdk::gateway::{ChannelCensus, KeyDigest, UploadAnswer};
+use cloudattach_sdk::gateway::{ChannelCensus, KeyDigest, UNKNOWN_SENT_HASH, UploadAnswer};
 use cloudattach_sdk::{HostError, Record, RecordSink, SyncMode, SyncStats};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -44,13 +46,15 @@ pub trait UploadTarget: Send + Sync {
     fn prepare(&self, channel: &str) -> Result<SendBatch, HostError>;
     /// What the cloud holds on `channel` now (nothing, when its feature is not enabled).
     fn census(&self, channel: &str) -> Result<ChannelCensus, HostError>;
-    /// Calls `each` with every key the cloud holds on `channel`.
-    fn held_keys(&self, channel: &str, each: &mut dyn FnMut(String)) -> Result<(), HostError>;
+    /// Calls `each` with every key the cloud holds on `channel` and the hash of the record's
+    /// JSON bytes as they were sent.
+    fn held_keys(&self, channel: &str, each: &mut dyn FnMut(String, u64)) -> Result<(), HostError>;
 }
 
-/// The ledger's hash for a key the cloud holds but the ledger did not know: matches no record,
-/// so the record is sent again (or, if the site no longer has it, deleted).
-const UNKNOWN_HASH: u64 = 0;
+/// The ledger's hash for a key the cloud holds but the ledger did not know, or holds with
+/// another content than the ledger recorded: matches no record, so the record is sent again
+/// (or, if the site no longer has it, deleted). The cloud's own "unknown" is the same number.
+const UNKNOWN_HASH: u64 = UNKNOWN_SENT_HASH;
 
 /// The hashes of what the cloud has acknowledged, per channel.
 pub trait HashLedger: Send {
@@ -134,7 +138,7 @@ impl SyncEngine {
             ledger.known(channel).map_err(state_error)?
         };
         let census = self.target.census(channel)?;
-        if !census.matches(&KeyDigest::of(known.keys().map(String::as_str))) {
+        if !census.matches(&KeyDigest::of(known.iter().map(|(k, h)| (k.as_str(), *h)))) {
             known = self.reconcile(channel, known, &census, notice)?;
         }
         let progress: Arc<dyn Progress> = Arc::from(progress());
@@ -156,9 +160,11 @@ impl SyncEngine {
 }
 
 impl SyncEngine {
-    /// The ledger of `channel` brought in line with the keys the cloud holds: kept where the
-    /// cloud has the key, dropped where it lost it (so the record is sent again), unknown where
-    /// the cloud holds a key the ledger did not record (sent again, or deleted if gone).
+    /// The ledger of `channel` brought in line with what the cloud holds: kept where the cloud
+    /// has the key with the hash the ledger recorded, dropped where it lost the key (so the
+    /// record is sent again), unknown where the cloud holds the record with another hash
+    /// (someone else wrote it: sent again) or a key the ledger did not record (sent again, or
+    /// deleted if gone).
     fn reconcile(
         &self,
         channel: &str,
@@ -167,12 +173,17 @@ impl SyncEngine {
         notice: &dyn Fn(&str),
     ) -> Result<HashMap<String, u64>, HostError> {
         let mut held = HashMap::with_capacity(census.records as usize);
-        let (mut lost, mut foreign) = (known.len() as u64, 0u64);
-        self.target.held_keys(channel, &mut |key| {
+        let (mut lost, mut changed, mut foreign) = (known.len() as u64, 0u64, 0u64);
+        self.target.held_keys(channel, &mut |key, cloud_hash| {
             let hash = match known.get(&key) {
-                Some(h) => {
+                Some(h) if *h == cloud_hash && cloud_hash != UNKNOWN_HASH => {
                     lost -= 1;
                     *h
+                }
+                Some(_) => {
+                    lost -= 1;
+                    changed += 1;
+                    UNKNOWN_HASH
                 }
                 None => {
                     foreign += 1;
@@ -181,15 +192,21 @@ impl SyncEngine {
             };
             held.insert(key, hash);
         })?;
+        let mut also = String::new();
+        if changed > 0 {
+            also.push_str(&format!(
+                ", {changed} it holds with other contents than this site sent will be sent again"
+            ));
+        }
+        if foreign > 0 {
+            also.push_str(&format!(
+                ", {foreign} it holds that the ledger did not record will be checked"
+            ));
+        }
         notice(&format!(
-            "{channel}: the cloud holds {} record(s), this site's ledger recorded {}: {lost} the cloud no longer has will be sent again{}",
+            "{channel}: the cloud holds {} record(s), this site's ledger recorded {}: {lost} the cloud no longer has will be sent again{also}",
             census.records,
             known.len(),
-            if foreign > 0 {
-                format!(", {foreign} it holds that the ledger did not record will be checked")
-            } else {
-                String::new()
-            }
         ));
         self.ledger
             .lock()
@@ -371,6 +388,11 @@ mod tests {
         }
     }
 
+    /// The hash of a record's JSON bytes as the engine sends them.
+    fn sent_hash(v: &serde_json::Value) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(&serde_json::to_vec(v).unwrap())
+    }
+
     struct Shared(Arc<MemoryTarget>);
     impl UploadTarget for Shared {
         fn prepare(&self, channel: &str) -> Result<SendBatch, HostError> {
@@ -381,18 +403,22 @@ mod tests {
         }
         fn census(&self, channel: &str) -> Result<ChannelCensus, HostError> {
             let all = self.0.records.lock().unwrap();
-            let keys = all.get(channel).into_iter().flat_map(|c| c.keys());
+            let held = all.get(channel).into_iter().flatten();
             Ok(ChannelCensus::new(
                 channel,
-                KeyDigest::of(keys.map(String::as_str)),
+                KeyDigest::of(held.map(|(k, v)| (k.as_str(), sent_hash(v)))),
             ))
         }
-        fn held_keys(&self, channel: &str, each: &mut dyn FnMut(String)) -> Result<(), HostError> {
+        fn held_keys(
+            &self,
+            channel: &str,
+            each: &mut dyn FnMut(String, u64),
+        ) -> Result<(), HostError> {
             let all = self.0.records.lock().unwrap();
             all.get(channel)
                 .into_iter()
-                .flat_map(|c| c.keys())
-                .for_each(|k| each(k.clone()));
+                .flatten()
+                .for_each(|(k, v)| each(k.clone(), sent_hash(v)));
             Ok(())
         }
     }
@@ -650,6 +676,49 @@ mod tests {
         assert_eq!(cloud["devices"].len(), 50);
         assert!(!cloud["devices"].contains_key("999"));
         drop(cloud);
+
+        // Someone else changed the contents of records the site uploaded (same keys): the next
+        // delta sends exactly those again, and the cloud holds the site's contents.
+        {
+            let mut cloud = target.records.lock().unwrap();
+            let ch = cloud.get_mut("devices").unwrap();
+            for k in ["5", "23"] {
+                ch.insert(
+                    k.into(),
+                    serde_json::json!({"name": "changed in the tenant"}),
+                );
+            }
+        }
+        let notices = Mutex::new(Vec::<String>::new());
+        let mut sink = engine
+            .open(
+                "tenant-attach",
+                "devices",
+                SyncMode::Delta,
+                &|| Box::new(Silent),
+                &|m| notices.lock().unwrap().push(m.to_string()),
+            )
+            .unwrap();
+        for (k, v) in site.clone() {
+            sink.push(Record {
+                key: k.to_string(),
+                value: serde_json::json!({ "name": v }),
+            })
+            .unwrap();
+        }
+        let delta = sink.finish().unwrap();
+        assert_eq!((delta.sent, delta.upserted), (2, 2));
+        let cloud = target.records.lock().unwrap();
+        assert_eq!(cloud["devices"]["5"]["name"], "a");
+        assert_eq!(cloud["devices"]["23"]["name"], "a");
+        drop(cloud);
+        let notices = notices.into_inner().unwrap();
+        assert!(
+            notices
+                .iter()
+                .any(|n| n.contains("2 it holds with other contents")),
+            "{notices:?}"
+        );
 
         // In line again: the next delta sends nothing.
         let quiet = push_all(&engine, SyncMode::Delta, site).unwrap();

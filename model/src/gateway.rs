@@ -381,33 +381,43 @@ mod tests {
     }
 }
 
-/// An order-independent digest of a set of record keys: how many there are and the wrapping sum
-/// of the xxh3-64 hash of each key's UTF-8 bytes. The cloud computes it over the keys it holds on
-/// a channel and the client over the keys its ledger says were acknowledged; when the two
-/// differ, something changed what the cloud holds since (a cascade, a deletion in the tenant, a
-/// lost or foreign state) and the client reconciles the channel before its delta.
+/// An order-independent digest of what a channel holds: how many records there are and, for
+/// each, its key together with the xxh3-64 hash of its JSON bytes exactly as the uploader sent
+/// them (the *sent hash*, the same number the client keeps in its ledger). Each record counts as
+/// `xxh3_64_with_seed(key, sent hash)` and the digest is the wrapping sum of those, so it does
+/// not depend on order, and a lost key, a foreign key or a record whose content someone else
+/// changed (another sent hash for the same key) all change it. The cloud computes it over what
+/// it holds on a channel and the client over what its ledger says was acknowledged; when the
+/// two differ, the client reconciles the channel before its delta.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct KeyDigest {
-    /// Keys counted.
+    /// Records counted.
     pub count: u64,
-    /// Wrapping sum of `xxh3_64(key)`.
+    /// Wrapping sum of `xxh3_64_with_seed(key, sent hash)`.
     pub sum: u64,
 }
 
+/// The sent hash of a record the cloud holds without knowing what was sent (stored before the
+/// cloud recorded sent hashes): matches no ledger entry, so the client sends the record again.
+pub const UNKNOWN_SENT_HASH: u64 = 0;
+
 impl KeyDigest {
-    /// Counts one key.
-    pub fn add(&mut self, key: &str) {
+    /// Counts one record: its key and the hash of its JSON bytes as sent.
+    pub fn add(&mut self, key: &str, sent_hash: u64) {
         self.count += 1;
-        self.sum = self
-            .sum
-            .wrapping_add(xxhash_rust::xxh3::xxh3_64(key.as_bytes()));
+        // Seeding the key's hash with the content hash ties the two together: swapping the
+        // contents of two keys changes the sum, which adding the two hashes would not.
+        self.sum = self.sum.wrapping_add(xxhash_rust::xxh3::xxh3_64_with_seed(
+            key.as_bytes(),
+            sent_hash,
+        ));
     }
 
-    /// The digest of `keys`.
-    pub fn of<'a>(keys: impl IntoIterator<Item = &'a str>) -> KeyDigest {
+    /// The digest of `records` (key, sent hash).
+    pub fn of<'a>(records: impl IntoIterator<Item = (&'a str, u64)>) -> KeyDigest {
         let mut d = KeyDigest::default();
-        for k in keys {
-            d.add(k);
+        for (k, h) in records {
+            d.add(k, h);
         }
         d
     }
@@ -419,7 +429,8 @@ impl KeyDigest {
 }
 
 /// `GET upload/{channel}`: what the cloud holds on one upload channel of a hierarchy,
-/// `{"channel", "records", "key_digest"}` (`key_digest`: [`KeyDigest::sum_hex`]).
+/// `{"channel", "records", "key_digest"}` (`key_digest`: [`KeyDigest::sum_hex`], over the keys
+/// and the sent hashes of their records).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ChannelCensus {
@@ -428,12 +439,12 @@ pub struct ChannelCensus {
     pub channel: String,
     /// Records held.
     pub records: u64,
-    /// The digest of their keys.
+    /// The digest of their keys and sent hashes.
     pub key_digest: String,
 }
 
 impl ChannelCensus {
-    /// The census of `channel` holding keys with `digest`.
+    /// The census of `channel` holding records with `digest`.
     pub fn new(channel: impl Into<String>, digest: KeyDigest) -> Self {
         ChannelCensus {
             channel: channel.into(),
@@ -442,28 +453,72 @@ impl ChannelCensus {
         }
     }
 
-    /// Whether the keys counted in `digest` are the keys this census describes.
+    /// Whether the records counted in `digest` are the records this census describes.
     pub fn matches(&self, digest: &KeyDigest) -> bool {
         self.records == digest.count && self.key_digest.eq_ignore_ascii_case(&digest.sum_hex())
     }
 }
 
-/// `GET upload/{channel}/keys[?after=KEY]`: one page of the keys a channel holds, in byte
-/// order, `{"value": [key…], "next_after": KEY | null}`; ask again with `after=next_after`
-/// until it is null.
+/// One record a channel holds, as `upload/{channel}/keys` lists it: `{"key", "hash"}`, the hash
+/// being the record's sent hash as 16 lower-case hexadecimal digits (all zeros: unknown,
+/// [`UNKNOWN_SENT_HASH`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct HeldRecord {
+    /// Record key.
+    pub key: String,
+    /// xxh3-64 of the record's JSON bytes as they were sent.
+    #[serde(with = "hex_u64")]
+    pub hash: u64,
+}
+
+impl HeldRecord {
+    /// A held record.
+    pub fn new(key: impl Into<String>, hash: u64) -> Self {
+        HeldRecord {
+            key: key.into(),
+            hash,
+        }
+    }
+}
+
+/// A `u64` as 16 hexadecimal digits (JSON numbers lose precision above 2^53 in many readers).
+mod hex_u64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{v:016x}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        if s.len() != 16 {
+            return Err(serde::de::Error::custom(format!(
+                "a hash is 16 hexadecimal digits, not {s:?}"
+            )));
+        }
+        u64::from_str_radix(&s, 16).map_err(|_| {
+            serde::de::Error::custom(format!("a hash is 16 hexadecimal digits, not {s:?}"))
+        })
+    }
+}
+
+/// `GET upload/{channel}/keys[?after=KEY]`: one page of the records a channel holds, in byte
+/// order of their keys, `{"value": [{"key", "hash"}…], "next_after": KEY | null}`; ask again
+/// with `after=next_after` until it is null.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ChannelKeys {
-    /// Keys of this page.
-    pub value: Vec<String>,
+    /// Records of this page.
+    pub value: Vec<HeldRecord>,
     /// The last key of this page when more follow.
     #[serde(default)]
     pub next_after: Option<String>,
 }
 
 impl ChannelKeys {
-    /// A page of keys.
-    pub fn new(value: Vec<String>, next_after: Option<String>) -> Self {
+    /// A page of held records.
+    pub fn new(value: Vec<HeldRecord>, next_after: Option<String>) -> Self {
         ChannelKeys { value, next_after }
     }
 }
@@ -473,14 +528,35 @@ mod key_digest_tests {
     use super::*;
 
     #[test]
-    fn the_digest_ignores_order_and_sees_a_missing_or_swapped_key() {
-        let a = KeyDigest::of(["1", "2", "3"]);
-        assert_eq!(a, KeyDigest::of(["3", "1", "2"]));
-        assert_ne!(a, KeyDigest::of(["1", "2"]));
-        assert_ne!(a, KeyDigest::of(["1", "2", "4"]));
+    fn the_digest_ignores_order_and_sees_a_missing_swapped_or_changed_record() {
+        let a = KeyDigest::of([("1", 10), ("2", 20), ("3", 30)]);
+        assert_eq!(a, KeyDigest::of([("3", 30), ("1", 10), ("2", 20)]));
+        assert_ne!(a, KeyDigest::of([("1", 10), ("2", 20)]));
+        assert_ne!(a, KeyDigest::of([("1", 10), ("2", 20), ("4", 30)]));
+        // Same keys, one record's content changed by another writer.
+        assert_ne!(a, KeyDigest::of([("1", 10), ("2", 21), ("3", 30)]));
+        // Same keys and hashes, two contents swapped between keys.
+        assert_ne!(a, KeyDigest::of([("1", 20), ("2", 10), ("3", 30)]));
         let census = ChannelCensus::new("devices", a);
         assert!(census.matches(&a));
-        assert!(!census.matches(&KeyDigest::of(["1", "2", "4"])));
+        assert!(!census.matches(&KeyDigest::of([("1", 10), ("2", 20), ("3", 31)])));
         assert!(ChannelCensus::new("x", KeyDigest::default()).matches(&KeyDigest::default()));
+    }
+
+    #[test]
+    fn a_keys_page_carries_each_hash_as_16_hex_digits() {
+        let page = ChannelKeys::new(
+            vec![HeldRecord::new("7", 0xab), HeldRecord::new("8", 0)],
+            None,
+        );
+        let text = serde_json::to_string(&page).unwrap();
+        assert_eq!(
+            text,
+            r#"{"value":[{"key":"7","hash":"00000000000000ab"},{"key":"8","hash":"0000000000000000"}],"next_after":null}"#
+        );
+        assert_eq!(serde_json::from_str::<ChannelKeys>(&text).unwrap(), page);
+        let bad = r#"{"value":[{"key":"7","hash":"ab"}]}"#;
+        let e = serde_json::from_str::<ChannelKeys>(bad).unwrap_err();
+        assert!(e.to_string().contains("16 hexadecimal digits"), "{e}");
     }
 }

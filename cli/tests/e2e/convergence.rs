@@ -1,7 +1,8 @@
 //! Property: whatever happens between two syncs — the upload scope or the co-management
 //! settings change, devices are edited, added or removed, collections change, a feature is
-//! turned off or on again, records disappear from the cloud — one `sync` afterwards leaves the
-//! cloud holding exactly what the site's files say it should, computed independently of the
+//! turned off or on again, records disappear from the cloud or someone else changes their
+//! contents — one `sync` afterwards leaves the cloud holding exactly what the site's files say
+//! it should, computed independently of the
 //! product (`common::SiteModel`). Random sequences, seeded and bounded.
 
 use super::common::*;
@@ -9,7 +10,7 @@ use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What the configuration says now.
 #[derive(Debug, Clone)]
@@ -66,6 +67,12 @@ enum Step {
         devices: usize,
         defender: usize,
     },
+    /// Records whose contents another actor in the tenant (the administrator) changed, keys
+    /// kept: device records or Defender records.
+    CloudChanges {
+        devices: usize,
+        defender: usize,
+    },
 }
 
 fn id_of(d: &Value) -> i64 {
@@ -82,7 +89,7 @@ fn edit_devices(site: &mut SiteModel, rng: &mut ChaCha8Rng, n: usize) {
         .collect();
     for _ in 0..n {
         let i = rng.random_range(0..site.devices.len());
-        match rng.random_range(0..8) {
+        match rng.random_range(0..9) {
             0 => site.devices[i]["model"] = json!(format!("Edited {}", rng.random::<u32>())),
             1 => {
                 site.devices[i]["os_build"] = json!(
@@ -168,6 +175,106 @@ fn cloud_delete(w: &World, admin: &str, hid: &str, channel: &str, keys: &[String
     assert_eq!(s, 200, "delete from {channel}: {v}");
 }
 
+/// Posts upserts to a channel as another actor in the tenant (the administrator).
+fn cloud_upsert(w: &World, admin: &str, hid: &str, channel: &str, records: &[(String, Value)]) {
+    if records.is_empty() {
+        return;
+    }
+    let upserts: Vec<Value> = records
+        .iter()
+        .map(|(k, r)| json!({"key": k, "record": r}))
+        .collect();
+    let (s, v) = w.request(
+        reqwest::Method::POST,
+        &format!("/api/v1/hierarchies/{hid}/upload/{channel}"),
+        admin,
+        Some(&json!({"upserts": upserts, "deletes": []})),
+    );
+    assert_eq!(s, 200, "upsert to {channel}: {v}");
+    assert_eq!(v["upserted"], records.len(), "upsert to {channel}: {v}");
+}
+
+/// What the cloud holds of a hierarchy's records, as its read APIs show them: each uploaded
+/// device (without its upload time) and each device's Defender state, by resource id.
+#[derive(Debug, PartialEq)]
+struct Contents {
+    devices: BTreeMap<i64, Value>,
+    defender: BTreeMap<i64, Value>,
+}
+
+fn cloud_contents(w: &World, hid: &str) -> Contents {
+    let mut devices = w.cloud_devices(hid);
+    for d in devices.values_mut() {
+        d.as_object_mut().unwrap().remove("last_uploaded");
+    }
+    let defender = w
+        .get_all("/api/v1/reports/defender/antivirus-agent-status")
+        .into_iter()
+        .filter(|r| r["hierarchy_id"] == hid)
+        .map(|r| (id_of(&r), r))
+        .collect();
+    Contents { devices, defender }
+}
+
+/// Changes the contents of `devices` uploaded device records and `defender` Defender records
+/// in the tenant, as the administrator, keys kept; returns the keys changed per channel.
+fn cloud_change(
+    w: &World,
+    admin: &str,
+    hid: &str,
+    rng: &mut ChaCha8Rng,
+    devices: usize,
+    defender: usize,
+) -> (Vec<String>, Vec<String>) {
+    let now = cloud_contents(w, hid);
+    let ids: Vec<i64> = now.devices.keys().copied().collect();
+    let changed: Vec<(String, Value)> = ids
+        .choose_multiple(rng, devices)
+        .map(|id| {
+            let mut d = now.devices[id].clone();
+            d.as_object_mut().unwrap().remove("hierarchy_id");
+            d["model"] = json!(format!("Changed in the tenant {}", rng.random::<u32>()));
+            (id.to_string(), d)
+        })
+        .collect();
+    cloud_upsert(w, admin, hid, "devices", &changed);
+    let ids: Vec<i64> = now.defender.keys().copied().collect();
+    let changed_defender: Vec<(String, Value)> = ids
+        .choose_multiple(rng, defender)
+        .map(|id| {
+            let mut state = now.defender[id].clone();
+            let o = state.as_object_mut().unwrap();
+            for k in ["hierarchy_id", "resource_id", "device_name"] {
+                o.remove(k);
+            }
+            o.insert(
+                "engine_version".into(),
+                json!(format!("0.0.{}", rng.random::<u16>())),
+            );
+            (
+                id.to_string(),
+                json!({"resource_id": id, "defender": state}),
+            )
+        })
+        .collect();
+    cloud_upsert(w, admin, hid, "defender", &changed_defender);
+    (
+        changed.into_iter().map(|(k, _)| k).collect(),
+        changed_defender.into_iter().map(|(k, _)| k).collect(),
+    )
+}
+
+/// The records a sync's JSON report says one plugin sent.
+fn sent_by(r: &Run, plugin: &str) -> u64 {
+    r.json()["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["id"] == plugin)
+        .map(|p| p["sent"].as_u64().unwrap())
+        .sum()
+}
+
 /// The cloud's counts and uploaded devices against the site's, computed from its files.
 #[track_caller]
 fn assert_converged(w: &World, site: &SiteModel, s: &Settings, after: &str) {
@@ -215,7 +322,7 @@ fn assert_converged(w: &World, site: &SiteModel, s: &Settings, after: &str) {
 }
 
 fn random_step(rng: &mut ChaCha8Rng, collections: &[String]) -> Step {
-    match rng.random_range(0..8) {
+    match rng.random_range(0..9) {
         0 | 1 => Step::Scope(if rng.random_bool(0.4) {
             None
         } else {
@@ -230,7 +337,11 @@ fn random_step(rng: &mut ChaCha8Rng, collections: &[String]) -> Step {
         4 => Step::EditCollection,
         5 => Step::ToggleAnalytics,
         6 => Step::ToggleDefender,
-        _ => Step::CloudDeletes {
+        7 => Step::CloudDeletes {
+            devices: rng.random_range(0..20),
+            defender: rng.random_range(0..20),
+        },
+        _ => Step::CloudChanges {
             devices: rng.random_range(0..20),
             defender: rng.random_range(0..20),
         },
@@ -259,6 +370,8 @@ fn run_sequence(seed: u64, steps: usize) {
     let mut history = vec![];
     for n in 0..steps {
         let step = random_step(&mut rng, &collections);
+        // A change in the tenant alone: the sync must bring back exactly what the cloud held.
+        let mut before = None;
         history.push(format!("{step:?}"));
         let applies = match &step {
             Step::Scope(scope) => {
@@ -302,6 +415,12 @@ fn run_sequence(seed: u64, steps: usize) {
                 }
                 false
             }
+            Step::CloudChanges { devices, defender } => {
+                before = Some(cloud_contents(&w, &site.hid));
+                let defender = if s.defender { *defender } else { 0 };
+                cloud_change(&w, &admin, &site.hid, &mut rng, *devices, defender);
+                false
+            }
         };
         let what = format!("seed {seed}, step {n}: {}", history.join(" → "));
         if applies {
@@ -313,6 +432,13 @@ fn run_sequence(seed: u64, steps: usize) {
         let r = w.cli(&["--output", "json", "sync"]);
         assert_eq!(r.code, 0, "{what}: sync failed:\n{}", r.stderr);
         assert_converged(&w, &site, &s, &format!("{what} (sync)"));
+        if let Some(before) = before {
+            let after = cloud_contents(&w, &site.hid);
+            assert!(
+                after == before,
+                "{what}: the records changed in the tenant are not the site's again after the sync"
+            );
+        }
         site = SiteModel::load(&site.dir);
     }
 }
@@ -395,9 +521,123 @@ fn records_deleted_in_the_tenant_are_sent_again_by_the_next_sync() {
     assert_converged(&w, &site, &s, "the sync after deletions in the tenant");
 }
 
+/// Records whose contents someone else changed in the tenant (same keys) are sent again by the
+/// next sync, and only them: the cloud holds the site's contents again.
+#[test]
+fn a_record_changed_in_the_tenant_is_sent_again_by_the_next_sync() {
+    let w = World::start();
+    let site = w.generate(300, 2303);
+    let s = Settings {
+        upload: None,
+        analytics: true,
+        defender: true,
+        enrollment: Enrollment::All,
+    };
+    w.config("public", &s.toml());
+    w.apply_ok();
+    let before = cloud_contents(&w, &site.hid);
+    assert!(before.defender.len() >= 5, "the site has Defender records");
+    let admin = w.admin_token();
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let (devices, defender) = cloud_change(&w, &admin, &site.hid, &mut rng, 7, 5);
+    let changed = cloud_contents(&w, &site.hid);
+    for k in &devices {
+        let id: i64 = k.parse().unwrap();
+        assert_ne!(
+            changed.devices[&id], before.devices[&id],
+            "device {id} changed"
+        );
+    }
+    for k in &defender {
+        let id: i64 = k.parse().unwrap();
+        assert_ne!(
+            changed.defender[&id], before.defender[&id],
+            "Defender {id} changed"
+        );
+    }
+    let r = w.cli(&["--output", "json", "sync"]);
+    r.ok();
+    assert_eq!(
+        (
+            sent_by(&r, "tenant-attach"),
+            sent_by(&r, "defender-reporting")
+        ),
+        (7, 5),
+        "exactly the changed records are sent again:\n{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("other contents than this site sent"),
+        "the sync says why it resends: {}",
+        r.stderr
+    );
+    let after = cloud_contents(&w, &site.hid);
+    assert!(after == before, "the cloud holds the site's records again");
+    assert_converged(&w, &site, &s, "the sync after changes in the tenant");
+    // In line again: nothing more to send.
+    let r = w.cli(&["--output", "json", "sync"]);
+    r.ok();
+    assert_eq!(
+        (
+            sent_by(&r, "tenant-attach"),
+            sent_by(&r, "defender-reporting")
+        ),
+        (0, 0)
+    );
+}
+
 #[test]
 fn random_sequences_of_changes_each_converge_after_one_sync() {
     for seed in [11, 29] {
         run_sequence(seed, 10);
     }
+}
+
+/// A feature turned off in the tenant behind the site's back: the sync of its records fails
+/// with a message that names the feature and says what to do, the other features sync, and
+/// after `apply` turns it on again a sync converges.
+#[test]
+fn a_sync_of_a_feature_turned_off_in_the_tenant_says_to_apply() {
+    let w = World::start();
+    let site = w.generate(300, 2303);
+    let s = Settings {
+        upload: None,
+        analytics: true,
+        defender: true,
+        enrollment: Enrollment::All,
+    };
+    w.config("public", &s.toml());
+    w.apply_ok();
+    let admin = w.admin_token();
+    let (st, v) = w.request(
+        reqwest::Method::DELETE,
+        &format!(
+            "/api/v1/hierarchies/{}/features/defender-reporting",
+            site.hid
+        ),
+        &admin,
+        None,
+    );
+    assert_eq!(st, 204, "{v}");
+    let r = w.cli(&["--output", "json", "sync"]);
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    let plugins = r.json()["plugins"].as_array().unwrap().clone();
+    let defender = plugins
+        .iter()
+        .find(|p| p["id"] == "defender-reporting")
+        .unwrap();
+    let error = defender["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("defender-reporting is not enabled")
+            && error.contains("turned off")
+            && error.contains("run `cloudattach apply`"),
+        "the error names the feature and what to do: {defender}"
+    );
+    assert!(!error.contains("/keys"), "{error}");
+    for p in plugins.iter().filter(|p| p["id"] != "defender-reporting") {
+        assert!(p["error"].is_null(), "{p}");
+    }
+    w.apply_ok();
+    w.cli(&["sync"]).ok();
+    assert_converged(&w, &site, &s, "apply and sync after the feature came back");
 }

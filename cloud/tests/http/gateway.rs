@@ -1014,11 +1014,15 @@ async fn every_list_pages_and_its_pages_make_the_whole_list() {
     c.running.shutdown().await;
 }
 
-/// A channel's census counts its records and digests their keys the way the client's ledger
-/// does; its keys come a page at a time, in byte order, and a cascade shows in both.
+/// A channel's census counts its records and digests their keys and the hashes of their JSON
+/// bytes as sent, the way the client's ledger does; its keys come a page at a time, in byte
+/// order, each with that hash; a cascade and a change of contents by another writer show in
+/// both.
 #[tokio::test]
 async fn a_channel_census_and_its_keys_follow_what_the_channel_holds() {
-    use cloudattach_model::gateway::{ChannelCensus, ChannelKeys, KeyDigest};
+    use cloudattach_model::gateway::{ChannelCensus, ChannelKeys, HeldRecord, KeyDigest};
+    // What the client's ledger holds for a record: the hash of its JSON bytes as sent.
+    let sent = |r: &Value| xxhash_rust::xxh3::xxh3_64(&serde_json::to_vec(r).unwrap());
     let c = start().await;
     let admin = c.admin().await;
     c.onboard(
@@ -1035,8 +1039,9 @@ async fn a_channel_census_and_its_keys_follow_what_the_channel_holds() {
         .post(&admin, &hpath("/upload/devices"), device_batch(1..31))
         .await;
     assert_eq!(s, 200, "{v}");
+    let defender_record = |i: i64| json!({"resource_id": i, "defender": {}});
     let defender: Vec<Value> = (1..31)
-        .map(|i| json!({"key": i.to_string(), "record": {"resource_id": i, "defender": {}}}))
+        .map(|i| json!({"key": i.to_string(), "record": defender_record(i)}))
         .collect();
     let (s, v) = c
         .post(
@@ -1046,10 +1051,15 @@ async fn a_channel_census_and_its_keys_follow_what_the_channel_holds() {
         )
         .await;
     assert_eq!(s, 200, "{v}");
-    let keys: Vec<String> = (1..31).map(|i: i64| i.to_string()).collect();
+    let mut held: std::collections::BTreeMap<String, u64> = (1..31)
+        .map(|i: i64| (i.to_string(), sent(&defender_record(i))))
+        .collect();
+    let digest = |held: &std::collections::BTreeMap<String, u64>| {
+        KeyDigest::of(held.iter().map(|(k, h)| (k.as_str(), *h)))
+    };
     let census = |v: Value| serde_json::from_value::<ChannelCensus>(v).unwrap();
     let (_, v) = c.get(&admin, &hpath("/upload/defender")).await;
-    assert!(census(v).matches(&KeyDigest::of(keys.iter().map(String::as_str))));
+    assert!(census(v).matches(&digest(&held)));
 
     // Deleting devices removes their Defender records: the census says so.
     let (s, _) = c
@@ -1060,15 +1070,52 @@ async fn a_channel_census_and_its_keys_follow_what_the_channel_holds() {
         )
         .await;
     assert_eq!(s, 200);
+    held.remove("3");
+    held.remove("4");
     let (_, v) = c.get(&admin, &hpath("/upload/defender")).await;
-    let left: Vec<&str> = keys
-        .iter()
-        .map(String::as_str)
-        .filter(|k| !["3", "4"].contains(k))
-        .collect();
     let after = census(v);
     assert_eq!(after.records, 28);
-    assert!(after.matches(&KeyDigest::of(left.iter().copied())));
+    assert!(after.matches(&digest(&held)));
+
+    // Another writer changes a record's contents, key kept: the census no longer matches what
+    // the first uploader's ledger holds, and the keys name the new hash.
+    let changed = json!({"resource_id": 5, "defender": {"rtp_enabled": true}});
+    let (s, v) = c
+        .post(
+            &admin,
+            &hpath("/upload/defender"),
+            json!({"upserts": [{"key": "5", "record": changed}]}),
+        )
+        .await;
+    assert_eq!((s, v["upserted"].clone()), (200, json!(1)));
+    let (_, v) = c.get(&admin, &hpath("/upload/defender")).await;
+    assert!(!census(v.clone()).matches(&digest(&held)), "{v}");
+    held.insert("5".into(), sent(&changed));
+    assert!(census(v).matches(&digest(&held)));
+    let (_, v) = c.get(&admin, &hpath("/upload/defender/keys")).await;
+    let page: ChannelKeys = serde_json::from_value(v).unwrap();
+    let listed: std::collections::BTreeMap<String, u64> =
+        page.value.into_iter().map(|r| (r.key, r.hash)).collect();
+    assert_eq!(listed, held);
+
+    // The same contents sent as other bytes: unchanged, but the hash is of the bytes sent.
+    let spaced = br#"{"upserts": [ {"key": "5", "record": { "defender" : {"rtp_enabled":true}, "resource_id": 5 } } ]}"#;
+    let (s, v) = upload_raw(
+        &c,
+        &admin,
+        "defender",
+        spaced.to_vec(),
+        None,
+        "application/json",
+    )
+    .await;
+    assert_eq!((s, v["unchanged"].clone()), (200, json!(1)), "{v}");
+    held.insert(
+        "5".into(),
+        xxhash_rust::xxh3::xxh3_64(br#"{ "defender" : {"rtp_enabled":true}, "resource_id": 5 }"#),
+    );
+    let (_, v) = c.get(&admin, &hpath("/upload/defender")).await;
+    assert!(census(v).matches(&digest(&held)));
 
     // Keys page by page, in byte order, on a built-in and an extension channel.
     let ext: Vec<Value> = (0..10_005)
@@ -1094,14 +1141,26 @@ async fn a_channel_census_and_its_keys_follow_what_the_channel_holds() {
             None => break,
         }
     }
-    let want: Vec<String> = (0..10_005).map(|i| format!("k{i:05}")).collect();
-    assert_eq!(seen, want);
+    let want: Vec<HeldRecord> = (0..10_005)
+        .map(|i| HeldRecord::new(format!("k{i:05}"), sent(&json!({}))))
+        .collect();
+    assert!(
+        seen == want,
+        "the extension channel's keys, in order, with their hashes"
+    );
     let (_, v) = c.get(&admin, &hpath("/upload/devices/keys")).await;
-    let page: ChannelKeys = serde_json::from_value(v).unwrap();
-    let mut sorted = page.value.clone();
+    let page: ChannelKeys = serde_json::from_value(v.clone()).unwrap();
+    let keys: Vec<&str> = page.value.iter().map(|r| r.key.as_str()).collect();
+    let mut sorted = keys.clone();
     sorted.sort();
-    assert_eq!(page.value, sorted);
-    assert_eq!(page.value.len(), 28);
+    assert_eq!(keys, sorted);
+    assert_eq!(keys.len(), 28);
+    assert!(
+        v["value"][0]["hash"]
+            .as_str()
+            .is_some_and(|h| h.len() == 16 && h.chars().all(|c| c.is_ascii_hexdigit())),
+        "a hash is 16 hexadecimal digits: {v}"
+    );
 
     // An unknown parameter, a channel whose feature is off, another app: refused.
     let (s, _) = c.get(&admin, &hpath("/upload/devices/keys?skip=3")).await;

@@ -136,6 +136,7 @@ impl UploadTarget for Gateway {
         let token = self.app_bearer().map_err(host_error)?;
         let api = self.api.clone();
         let path = self.path(&format!("upload/{channel}"));
+        let channel = channel.to_string();
         Ok(Box::new(move |compressed: Vec<u8>| -> Sending {
             Box::pin(async move {
                 let answer = api
@@ -146,7 +147,7 @@ impl UploadTarget for Gateway {
                         &Body::JsonZstd(compressed),
                     )
                     .await
-                    .map_err(|e| host_error(e.into()))?;
+                    .map_err(|e| upload_error(&channel, e))?;
                 Ok(serde_json::from_value::<UploadAnswer>(answer).unwrap_or_default())
             })
         }))
@@ -168,7 +169,7 @@ impl UploadTarget for Gateway {
         }
     }
 
-    fn held_keys(&self, channel: &str, each: &mut dyn FnMut(String)) -> Result<(), HostError> {
+    fn held_keys(&self, channel: &str, each: &mut dyn FnMut(String, u64)) -> Result<(), HostError> {
         let mut after: Option<String> = None;
         loop {
             let path = match &after {
@@ -179,18 +180,24 @@ impl UploadTarget for Gateway {
                 ),
                 None => format!("upload/{channel}/keys"),
             };
-            let page: ChannelKeys = self
-                .json(HttpMethod::GET, &path, None)
-                .map_err(host_error)
-                .and_then(|v| {
-                    serde_json::from_value(v).map_err(|e| {
-                        HostError::new(
-                            "cloud",
-                            format!("the cloud's keys of {channel} are not what the gateway answers: {e}"),
-                        )
-                    })
-                })?;
-            page.value.into_iter().for_each(&mut *each);
+            let page: ChannelKeys = match self.json(HttpMethod::GET, &path, None) {
+                // As for the census: the feature is not enabled (it was turned off in the tenant
+                // meanwhile), so the cloud holds nothing on the channel.
+                Err(SessionError::Api(e)) if e.status() == Some(409) => return Ok(()),
+                r => r,
+            }
+            .map_err(host_error)
+            .and_then(|v| {
+                serde_json::from_value(v).map_err(|e| {
+                    HostError::new(
+                        "cloud",
+                        format!(
+                            "the cloud's keys of {channel} are not what the gateway answers: {e}"
+                        ),
+                    )
+                })
+            })?;
+            page.value.into_iter().for_each(|r| each(r.key, r.hash));
             match page.next_after {
                 Some(a) => after = Some(a),
                 None => return Ok(()),
@@ -278,6 +285,25 @@ pub fn host_error(e: SessionError) -> HostError {
             format!("{method} {path}: {status} {code}: {message}"),
         ),
         other => HostError::new("cloud", other.to_string()),
+    }
+}
+
+/// An upload's error as a plugin sees it; a feature turned off in the tenant since the last
+/// apply (the census and the keys then say the cloud holds nothing) says what to do.
+fn upload_error(channel: &str, e: ApiError) -> HostError {
+    match e {
+        ApiError::Status {
+            status: 409,
+            code,
+            message,
+            ..
+        } if code == "FeatureNotEnabled" => HostError::new(
+            "http-409",
+            format!(
+                "{channel}: the feature of this channel is not enabled in the tenant (it was turned off there since this site last applied it): run `cloudattach apply` to enable it again, then sync (the cloud says: {message})"
+            ),
+        ),
+        e => host_error(e.into()),
     }
 }
 
