@@ -19,9 +19,9 @@ pub(crate) fn allowed(method: &Method, route: &str) -> &'static [&'static str] {
     match route {
         "/api/v1/devices" => &["$top", "$skiptoken", "hierarchy", "name"],
         "/api/v1/reports/endpoint-analytics" => &["hierarchy"],
-        "/api/v1/reports/defender/{report}" | "/api/v1/comanagement/devices" => {
-            &["$top", "$skiptoken", "hierarchy"]
-        }
+        "/api/v1/reports/endpoint-analytics/apps"
+        | "/api/v1/reports/defender/{report}"
+        | "/api/v1/comanagement/devices" => &["$top", "$skiptoken", "hierarchy"],
         "/api/v1/hierarchies" | "/api/v1/hierarchies/{hid}/ext/{fid}/records" => PAGED,
         "/v1.0/applications" | "/v1.0/servicePrincipals" => &["$filter", "$top", "$skiptoken"],
         "/api/v1/hierarchies/{hid}/upload/{channel}/keys"

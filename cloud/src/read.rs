@@ -411,89 +411,128 @@ fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
-/// `GET /api/v1/reports/endpoint-analytics[?hierarchy=]`
+/// The Endpoint analytics report of a tenant (or one hierarchy): its scores and counts, and
+/// the per-app rows of app reliability (all of them, ordered by app name), which the report's
+/// `apps` route pages.
+fn ea_compute(
+    s: &dyn Store,
+    tid: &str,
+    hid: Option<&str>,
+) -> Result<(Value, Vec<Value>), StoreError> {
+    let devs = device_index(s, tid, hid)?;
+    let enrolled = devs
+        .values()
+        .filter(|(_, f)| f & FLAG_EA_ELIGIBLE != 0)
+        .count();
+    let rows = s.records(tid, "analytics", hid)?;
+    let mut boot = Vec::new();
+    let mut signin = Vec::new();
+    let mut rel = Vec::new();
+    let mut apps: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+    for r in &rows {
+        let Ok(a) = serde_json::from_slice::<AnalyticsRecord>(&r.body) else {
+            continue;
+        };
+        let eligible = devs
+            .get(&(r.hierarchy_id.clone(), r.key.clone()))
+            .is_some_and(|(_, f)| f & FLAG_EA_ELIGIBLE != 0);
+        if !eligible {
+            continue;
+        }
+        // Enrolled devices that have not reported yet count as enrolled, not as reporting.
+        let Some(analytics) = &a.analytics else {
+            continue;
+        };
+        let (b, si) = startup_scores(analytics);
+        boot.push(b);
+        signin.push(si);
+        let app_ok = a
+            .client_version
+            .as_deref()
+            .and_then(DottedVersion::parse)
+            .is_some_and(|v| client::at_least(&v, client::APP_RELIABILITY));
+        if app_ok && !analytics.apps.is_empty() {
+            let (mut use_min, mut crashes) = (0u64, 0u64);
+            for app in &analytics.apps {
+                let cr = counted_crashes(&app.daily_crashes);
+                use_min += u64::from(app.usage_minutes);
+                crashes += cr;
+                let e = apps.entry(app.name.clone()).or_default();
+                e.0 += u64::from(app.usage_minutes);
+                e.1 += cr;
+                e.2 += 1;
+            }
+            rel.push(reliability_score(
+                (crashes > 0).then(|| use_min as f64 / crashes as f64),
+            ));
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    // Every score is computed from unrounded parts and rounded once, when it is shown.
+    let startup_score =
+        (boot.len() >= MIN_EA_DEVICES).then(|| 0.5 * mean(&boot) + 0.5 * mean(&signin));
+    let startup = if let Some(score) = startup_score {
+        json!({"status": "ok", "score": round1(score), "boot_score": round1(mean(&boot)),
+               "sign_in_score": round1(mean(&signin)), "devices": boot.len()})
+    } else {
+        json!({"status": "insufficient data", "score": null, "devices": boot.len()})
+    };
+    let app_list: Vec<Value> = apps
+        .iter()
+        .map(|(name, (u, cr, n))| {
+            let mttf = (*cr > 0).then(|| *u as f64 / *cr as f64);
+            json!({"name": name, "usage_minutes": u, "crashes": cr, "devices": n,
+                   "mttf_minutes": mttf.map(round1), "score": round1(reliability_score(mttf))})
+        })
+        .collect();
+    let reliability_score = (rel.len() >= MIN_EA_DEVICES).then(|| mean(&rel));
+    // The rows per app are a list of their own (`…/endpoint-analytics/apps`, paged): the
+    // report keeps how many there are.
+    let reliability = if let Some(score) = reliability_score {
+        json!({"status": "ok", "score": round1(score), "devices": rel.len(), "app_count": app_list.len()})
+    } else {
+        json!({"status": "insufficient data", "score": null, "devices": rel.len(), "app_count": app_list.len()})
+    };
+    let scores: Vec<f64> = [startup_score, reliability_score]
+        .into_iter()
+        .flatten()
+        .collect();
+    let overall = if scores.is_empty() {
+        Value::Null
+    } else {
+        json!(round1(mean(&scores)))
+    };
+    let doc = json!({
+        "status": if boot.len() >= MIN_EA_DEVICES { "ok" } else { "insufficient data" },
+        "minimum_devices": MIN_EA_DEVICES,
+        "enrolled_devices": enrolled,
+        "reporting_devices": boot.len(),
+        "endpoint_analytics_score": overall,
+        "startup_performance": startup,
+        "app_reliability": reliability,
+    });
+    Ok((doc, app_list))
+}
+
+/// `GET /api/v1/reports/endpoint-analytics[?hierarchy=]`: the scores and counts.
 pub(crate) async fn ea_report(State(st): St, Extension(c): Extension<Caller>, Query(q): Q) -> R {
     c.require_read()?;
     let tid = c.tenant_id.clone();
     let hid = q.get("hierarchy").cloned();
-    let v = db(&st, move |s| {
-        let devs = device_index(s, &tid, hid.as_deref())?;
-        let enrolled = devs.values().filter(|(_, f)| f & FLAG_EA_ELIGIBLE != 0).count();
-        let rows = s.records(&tid, "analytics", hid.as_deref())?;
-        let mut boot = Vec::new();
-        let mut signin = Vec::new();
-        let mut rel = Vec::new();
-        let mut apps: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
-        for r in &rows {
-            let Ok(a) = serde_json::from_slice::<AnalyticsRecord>(&r.body) else { continue };
-            let eligible = devs
-                .get(&(r.hierarchy_id.clone(), r.key.clone()))
-                .is_some_and(|(_, f)| f & FLAG_EA_ELIGIBLE != 0);
-            if !eligible {
-                continue;
-            }
-            // Enrolled devices that have not reported yet count as enrolled, not as reporting.
-            let Some(analytics) = &a.analytics else { continue };
-            let (b, si) = startup_scores(analytics);
-            boot.push(b);
-            signin.push(si);
-            let app_ok = a
-                .client_version
-                .as_deref()
-                .and_then(DottedVersion::parse)
-                .is_some_and(|v| client::at_least(&v, client::APP_RELIABILITY));
-            if app_ok && !analytics.apps.is_empty() {
-                let (mut use_min, mut crashes) = (0u64, 0u64);
-                for app in &analytics.apps {
-                    let cr = counted_crashes(&app.daily_crashes);
-                    use_min += u64::from(app.usage_minutes);
-                    crashes += cr;
-                    let e = apps.entry(app.name.clone()).or_default();
-                    e.0 += u64::from(app.usage_minutes);
-                    e.1 += cr;
-                    e.2 += 1;
-                }
-                rel.push(reliability_score((crashes > 0).then(|| use_min as f64 / crashes as f64)));
-            }
-        }
-        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-        // Every score is computed from unrounded parts and rounded once, when it is shown.
-        let startup_score = (boot.len() >= MIN_EA_DEVICES)
-            .then(|| 0.5 * mean(&boot) + 0.5 * mean(&signin));
-        let startup = if let Some(score) = startup_score {
-            json!({"status": "ok", "score": round1(score), "boot_score": round1(mean(&boot)),
-                   "sign_in_score": round1(mean(&signin)), "devices": boot.len()})
-        } else {
-            json!({"status": "insufficient data", "score": null, "devices": boot.len()})
-        };
-        let app_list: Vec<Value> = apps
-            .iter()
-            .map(|(name, (u, cr, n))| {
-                let mttf = (*cr > 0).then(|| *u as f64 / *cr as f64);
-                json!({"name": name, "usage_minutes": u, "crashes": cr, "devices": n,
-                       "mttf_minutes": mttf.map(round1), "score": round1(reliability_score(mttf))})
-            })
-            .collect();
-        let reliability_score = (rel.len() >= MIN_EA_DEVICES).then(|| mean(&rel));
-        let reliability = if let Some(score) = reliability_score {
-            json!({"status": "ok", "score": round1(score), "devices": rel.len(), "apps": app_list})
-        } else {
-            json!({"status": "insufficient data", "score": null, "devices": rel.len(), "apps": app_list})
-        };
-        let scores: Vec<f64> = [startup_score, reliability_score].into_iter().flatten().collect();
-        let overall = if scores.is_empty() { Value::Null } else { json!(round1(mean(&scores))) };
-        Ok(json!({
-            "status": if boot.len() >= MIN_EA_DEVICES { "ok" } else { "insufficient data" },
-            "minimum_devices": MIN_EA_DEVICES,
-            "enrolled_devices": enrolled,
-            "reporting_devices": boot.len(),
-            "endpoint_analytics_score": overall,
-            "startup_performance": startup,
-            "app_reliability": reliability,
-        }))
-    })
-    .await?;
-    Ok(Json(v).into_response())
+    let (doc, _) = db(&st, move |s| ea_compute(s, &tid, hid.as_deref())).await?;
+    Ok(Json(doc).into_response())
+}
+
+/// `GET /api/v1/reports/endpoint-analytics/apps[?$top=&$skiptoken=&hierarchy=]`: app
+/// reliability per app, paged like every list, ordered by app name.
+pub(crate) async fn ea_apps(State(st): St, Extension(c): Extension<Caller>, Query(q): Q) -> R {
+    c.require_read()?;
+    let page = Page::of(&q)?;
+    let tid = c.tenant_id.clone();
+    let hid = q.get("hierarchy").cloned();
+    let (_, apps) = db(&st, move |s| ea_compute(s, &tid, hid.as_deref())).await?;
+    let path = "/api/v1/reports/endpoint-analytics/apps";
+    Ok(Json(page.answer(&st, path, &q, apps, Map::new())).into_response())
 }
 
 type DefenderRow = (String, i64, String, cloudattach_model::DefenderState);

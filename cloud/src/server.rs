@@ -196,6 +196,10 @@ pub(crate) fn router(st: Arc<AppState>) -> Router {
         .route("/api/v1/overview", get(read::overview))
         .route("/api/v1/reports/endpoint-analytics", get(read::ea_report))
         .route(
+            "/api/v1/reports/endpoint-analytics/apps",
+            get(read::ea_apps),
+        )
+        .route(
             "/api/v1/reports/defender/{report}",
             get(read::defender_report),
         )

@@ -213,7 +213,12 @@ async fn onboarding_features_uploads_status() {
     assert_eq!(rep["status"], "ok", "{rep}");
     // boot: 20 s → 100*(75-20)/60 = 91.7; sign-in: 15 s → 100*(70-15)/60 = 91.7
     assert_eq!(rep["startup_performance"]["score"], 91.7, "{rep}");
-    assert_eq!(rep["app_reliability"]["apps"][0]["mttf_minutes"], 600.0);
+    assert_eq!(rep["app_reliability"]["app_count"], 1, "{rep}");
+    let (_, apps) = c
+        .get(&admin, "/api/v1/reports/endpoint-analytics/apps")
+        .await;
+    assert_eq!(apps["value"][0]["name"], "Teams", "{apps}");
+    assert_eq!(apps["value"][0]["mttf_minutes"], 600.0, "{apps}");
     // An enrolled device without telemetry yet: enrolled, not reporting.
     let (s, _) = c
         .post(
@@ -794,6 +799,75 @@ async fn the_endpoint_analytics_score_is_rounded_once() {
     c.running.shutdown().await;
 }
 
+/// The Endpoint analytics report's rows per app are a list like every other: with more app
+/// names than one page, the first page holds a page and a `nextLink`, following it gives the
+/// rest, `@odata.count` and the report's `app_count` are the number of app names, and the
+/// report itself carries no unbounded array.
+#[tokio::test]
+async fn the_endpoint_analytics_apps_are_paged() {
+    let c = start().await;
+    let admin = c.admin().await;
+    c.onboard(&admin, &["tenant-attach", "endpoint-analytics"])
+        .await;
+    let (s, v) = c
+        .post(&admin, &hpath("/upload/devices"), device_batch(1..7))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    // 6 devices, 40 apps of their own each and one they share: 241 app names.
+    let ups: Vec<Value> = (1..7)
+        .map(|i| {
+            let mut apps: Vec<Value> = (0..40)
+                .map(|a| json!({"name": format!("App-{i}-{a:02}"), "usage_minutes": 60, "daily_crashes": [1]}))
+                .collect();
+            apps.push(json!({"name": "Teams", "usage_minutes": 600, "daily_crashes": [0]}));
+            json!({"key": i.to_string(), "record": {"resource_id": i, "client_version": "5.00.9106.1000",
+            "analytics": {"core_boot_ms": 20000, "total_boot_ms": 40000, "gp_logon_ms": 5000,
+            "desktop_usable_ms": 10000, "apps": apps}}})
+        })
+        .collect();
+    let (s, v) = c
+        .post(&admin, &hpath("/upload/analytics"), json!({"upserts": ups}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let names = 6 * 40 + 1;
+
+    let (s, rep) = c.get(&admin, "/api/v1/reports/endpoint-analytics").await;
+    assert_eq!(s, 200, "{rep}");
+    assert_eq!(rep["app_reliability"]["app_count"], names, "{rep}");
+    assert!(rep["app_reliability"].get("apps").is_none(), "{rep}");
+
+    let first = "/api/v1/reports/endpoint-analytics/apps";
+    let (s, page) = c.get(&admin, first).await;
+    assert_eq!(s, 200, "{page}");
+    assert_eq!(page["@odata.count"], names, "{page}");
+    assert_eq!(
+        page["value"].as_array().unwrap().len(),
+        100,
+        "the default page"
+    );
+    let next = page["@odata.nextLink"].as_str().expect("a nextLink");
+    assert!(next.contains("skiptoken=100"), "{next}");
+    let all = walk(&c, &admin, first, 100).await;
+    assert_eq!(all.len(), names);
+    let mut seen: Vec<&str> = all.iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert!(seen.is_sorted(), "ordered by name");
+    seen.dedup();
+    assert_eq!(seen.len(), names, "each app once");
+    let teams = all.iter().find(|a| a["name"] == "Teams").unwrap();
+    assert_eq!(teams["devices"], 6, "{teams}");
+    // `hierarchy` narrows it and rides along in the links; `$top` pages it smaller.
+    let walked = walk(&c, &admin, &format!("{first}?hierarchy={HID}&$top=50"), 50).await;
+    assert_eq!(walked, all);
+    let (_, other) = c
+        .get(
+            &admin,
+            &format!("{first}?hierarchy=5a1e0000-0000-4000-8000-000000000002"),
+        )
+        .await;
+    assert_eq!(other["@odata.count"], 0, "{other}");
+    c.running.shutdown().await;
+}
+
 const N: i64 = 25;
 
 /// A hierarchy with every feature, an extension feature, and `N` devices with Defender
@@ -892,6 +966,7 @@ async fn every_route_refuses_unknown_query_parameters() {
         "/api/v1/devices".into(),
         "/api/v1/overview".into(),
         "/api/v1/reports/endpoint-analytics".into(),
+        "/api/v1/reports/endpoint-analytics/apps".into(),
         "/api/v1/reports/defender/unhealthy-endpoints".into(),
         "/api/v1/reports/defender/active-malware".into(),
         "/api/v1/reports/defender/antivirus-agent-status".into(),
