@@ -478,7 +478,7 @@ fn main() -> ExitCode {
     report.message = redact(&report.message);
     report.hint = report.hint.as_deref().map(redact);
     if let Some(p) = &report.problems {
-        report.problems = serde_json::from_str(&redact(&p.to_string())).ok();
+        report.problems = Some(cloudattach_core::config::redact_secrets_in_json(p, &config));
     }
     for line in report.text.lines() {
         eprintln!("error: {line}");

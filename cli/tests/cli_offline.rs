@@ -1896,7 +1896,18 @@ fn init_on_a_terminal_offers_only_the_pages_the_site_supports() {
 /// in a feature table) — is refused with exit 2 and never printed, in text or in JSON.
 #[test]
 fn no_configuration_error_echoes_a_secret() {
-    const SECRET: &str = "Xq8~pasted-Secret-9f2e";
+    no_configuration_error_echoes("Xq8~pasted-Secret-9f2e");
+}
+
+/// The same for a secret of 3 characters: too short to be looked for in the message, it is
+/// still never shown — the file's line the error quotes shows its key and `<redacted>`, serde's
+/// own message does not quote it — while the line number and the key are still there.
+#[test]
+fn no_configuration_error_echoes_a_short_secret() {
+    no_configuration_error_echoes("k~9");
+}
+
+fn no_configuration_error_echoes(secret: &str) {
     let app = format!(
         "[cloud.app]\ntenant_id = \"{APP_TENANT_ID}\"\nclient_id = \"00000000-0000-4000-8000-0000000000aa\"\n\
          name = \"ConfigMgrService\"\napp_id_uri = \"api://{APP_TENANT_ID}/ConfigMgrService\"\n\
@@ -1907,61 +1918,69 @@ fn no_configuration_error_echoes_a_secret() {
     let cases: Vec<(&str, String)> = vec![
         (
             "secret under [cloud.app]",
-            format!("{site}{app}secret = \"{SECRET}\"\n"),
+            format!("{site}{app}secret = \"{secret}\"\n"),
         ),
         (
             "client_secret under [cloud.app]",
-            format!("{site}{app}client_secret = \"{SECRET}\"\n"),
+            format!("{site}{app}client_secret = \"{secret}\"\n"),
         ),
         (
             "client_secret, literal string",
-            format!("{site}{app}client_secret = '{SECRET}'\n"),
+            format!("{site}{app}client_secret = '{secret}'\n"),
         ),
         (
             "password in [cloud]",
-            format!("{site}[cloud]\npassword = \"{SECRET}\"\n"),
+            format!("{site}[cloud]\npassword = \"{secret}\"\n"),
         ),
         (
             "syntax error on the secret's line",
-            format!("{site}{app}client_secret = \"{SECRET}\n"),
+            format!("{site}{app}client_secret = \"{secret}\n"),
         ),
         (
             "syntax error on the line after",
-            format!("{site}[cloud]\ntoken = \"{SECRET}\"\ntenant = \n"),
+            format!("{site}[cloud]\ntoken = \"{secret}\"\ntenant = \n"),
         ),
         (
             "syntax error on the line before",
-            format!("{site}[cloud\napi_token = \"{SECRET}\"\n"),
+            format!("{site}[cloud\napi_token = \"{secret}\"\n"),
         ),
         (
             "wrong type next to a secret",
-            format!("{site}[cloud]\ntenant = 5\nclient-secret = \"{SECRET}\"\n"),
+            format!("{site}[cloud]\ntenant = 5\nclient-secret = \"{secret}\"\n"),
         ),
         (
             "a secret in an inline table",
-            format!("{site}[cloud]\nauth = {{ token = \"{SECRET}\" }}\n"),
+            format!("{site}[cloud]\nauth = {{ token = \"{secret}\" }}\n"),
         ),
         (
             "a multi-line secret",
-            format!("{site}[cloud]\nprivate_key = \"\"\"\n{SECRET}\n\"\"\"\n"),
+            format!("{site}[cloud]\nprivate_key = \"\"\"\n{secret}\n\"\"\"\n"),
         ),
         (
             "secret in a feature table",
             format!(
-                "{site}{custom}[features.tenant-attach]\nenabled = true\nclient_secret = \"{SECRET}\"\n"
+                "{site}{custom}[features.tenant-attach]\nenabled = true\nclient_secret = \"{secret}\"\n"
             ),
         ),
         (
             "token in a feature table",
-            format!("{site}{custom}[features.endpoint-analytics]\nAPI_TOKEN = \"{SECRET}\"\n"),
+            format!("{site}{custom}[features.endpoint-analytics]\nAPI_TOKEN = \"{secret}\"\n"),
         ),
         (
             "secret in an unknown feature",
-            format!("{site}[features.no-such-plugin]\npassword = \"{SECRET}\"\n"),
+            format!("{site}[features.no-such-plugin]\npassword = \"{secret}\"\n"),
+        ),
+        (
+            "the secret's key of the wrong type",
+            format!("{site}[features]\ntoken = \"{secret}\"\n"),
+        ),
+        (
+            "an unknown key beside it",
+            format!("{site}[cloud]\nregion = {{ token = \"{secret}\" }}\n"),
         ),
         (
             "secret pasted into secret_file",
-            format!("{site}{app}secret_file = \"{SECRET}\"\nsecret = \"{SECRET}\"\n"),
+            format!("{site}{app}secret_file = \"{secret}\"\nsecret = \"{secret}\"\n"),
         ),
     ];
     for (what, text) in &cases {
@@ -1981,7 +2000,7 @@ fn no_configuration_error_echoes_a_secret() {
             assert!(r.stderr.contains("error: "), "{what}: {}", r.stderr);
             for (stream, out) in [("stdout", &r.stdout), ("stderr", &r.stderr)] {
                 assert!(
-                    !out.contains(SECRET) && !out.contains("Xq8~pasted"),
+                    !out.contains(secret),
                     "{what} {args:?}: the secret is on {stream}:\n{out}"
                 );
             }
@@ -2000,6 +2019,34 @@ fn no_configuration_error_echoes_a_secret() {
             .is_some_and(|h| h.contains("secret_file")),
         "{doc:#}"
     );
+    // In the JSON error document too: the line and the key are there, the value is not.
+    let case = |what: &str| &cases.iter().find(|(w, _)| *w == what).unwrap().1;
+    for (what, needles) in [
+        (
+            "syntax error on the secret's line",
+            &["line 9", "client_secret = <redacted>"][..],
+        ),
+        ("syntax error on the line after", &["line 5", "tenant"]),
+        (
+            "the secret's key of the wrong type",
+            &["line 4", "token = <redacted>"],
+        ),
+        (
+            "an unknown key beside it",
+            &["line 4", "region = { token = <redacted>", "`region`"],
+        ),
+    ] {
+        let (dir, cfg) = setup("2303", case(what));
+        let r = run(dir.path(), &["--config", &cfg, "plan", "--output", "json"]);
+        r.expect_code(2);
+        let doc = r.json();
+        assert_eq!(doc["error"]["code"], "config", "{what}: {doc:#}");
+        let message = doc["error"]["message"].as_str().unwrap_or_default();
+        for n in needles {
+            assert!(message.contains(n), "{what}: {n:?} in {message}");
+        }
+        assert!(!doc.to_string().contains(secret), "{what}: {doc:#}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -378,10 +378,25 @@ pub fn is_secret_key(key: &str) -> bool {
 }
 
 /// The values of the secret-like keys in configuration text, as written and as parsed, whether
-/// or not the text is valid TOML (a syntax error must not leak the line above it either).
+/// or not the text is valid TOML (a syntax error must not leak the line above it either); every
+/// value, however short, longest first.
 pub fn secret_values(text: &str) -> Vec<String> {
-    use std::collections::BTreeSet;
-    fn walk(table: &toml::Table, out: &mut BTreeSet<String>) {
+    let mut values: Vec<String> = scan_secrets(text).values.into_iter().collect();
+    // Longest first, so a value inside another does not leave the rest of the longer one.
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    values
+}
+
+/// What configuration text holds of secrets: the values of its secret-like keys, and the lines
+/// they are written on — per line (0-based), the byte column from which the rest of the line is
+/// such a value (0 for a line inside a value that spans lines).
+struct Secrets {
+    values: std::collections::BTreeSet<String>,
+    lines: BTreeMap<usize, usize>,
+}
+
+fn scan_secrets(text: &str) -> Secrets {
+    fn walk(table: &toml::Table, out: &mut std::collections::BTreeSet<String>) {
         for (key, value) in table {
             if is_secret_key(key) {
                 leaves(value, out);
@@ -396,12 +411,10 @@ pub fn secret_values(text: &str) -> Vec<String> {
             }
         }
     }
-    fn leaves(value: &toml::Value, out: &mut BTreeSet<String>) {
+    fn leaves(value: &toml::Value, out: &mut std::collections::BTreeSet<String>) {
         match value {
             toml::Value::String(s) => {
                 out.insert(s.clone());
-                // serde's messages show a string escaped.
-                out.insert(s.escape_debug().to_string());
             }
             toml::Value::Array(items) => items.iter().for_each(|v| leaves(v, out)),
             toml::Value::Table(t) => t.values().for_each(|v| leaves(v, out)),
@@ -410,80 +423,258 @@ pub fn secret_values(text: &str) -> Vec<String> {
             }
         }
     }
-    let mut out = BTreeSet::new();
+    let mut secrets = Secrets {
+        values: Default::default(),
+        lines: BTreeMap::new(),
+    };
     if let Ok(table) = text.parse::<toml::Table>() {
-        walk(&table, &mut out);
+        walk(&table, &mut secrets.values);
     }
-    // The text as written, line by line: `key = value` wherever a secret-like key is assigned
-    // (inline tables too), up to the closing quote, or to `,`, `}` or `#` for a bare value.
+    // The text as written, line by line: wherever a secret-like key is assigned (inline tables
+    // too), or any key of a table whose name is secret-like, the rest of the line — and the
+    // lines a multi-line string, array or inline table goes on to — is its value.
     let lines: Vec<&str> = text.lines().collect();
-    for (n, line) in lines.iter().enumerate() {
-        for (eq, _) in line.match_indices('=') {
-            let before = line[..eq].trim_end();
-            let key_start = before
-                .rfind(|c: char| !(c.is_alphanumeric() || "_-.\"'".contains(c)))
-                .map_or(0, |i| i + 1);
-            let key = before[key_start..].rsplit('.').next().unwrap_or("");
-            if !is_secret_key(key) {
-                continue;
-            }
-            let value = line[eq + 1..].trim_start();
-            let quoted = ["\"\"\"", "'''", "\"", "'"]
-                .into_iter()
-                .find_map(|q| value.strip_prefix(q).map(|rest| (q, rest)));
-            match quoted {
-                Some((quote, rest)) => match rest.find(quote) {
-                    Some(end) => {
-                        out.insert(rest[..end].to_string());
-                    }
-                    None => {
-                        out.insert(rest.to_string());
-                        // An unclosed or multi-line string: the lines that follow, up to the
-                        // closing quote.
-                        for next in lines.iter().skip(n + 1) {
-                            match next.find(quote) {
-                                Some(end) => {
-                                    out.insert(next[..end].to_string());
-                                    break;
-                                }
-                                None => {
-                                    out.insert(next.to_string());
-                                }
-                            }
-                        }
-                    }
-                },
-                None => {
-                    out.insert(
-                        value
-                            .split([',', '}', '#'])
-                            .next()
-                            .unwrap_or("")
-                            .to_string(),
-                    );
+    let mut secret_table = false;
+    let mut n = 0;
+    while n < lines.len() {
+        let line = lines[n];
+        let trimmed = line.trim_start();
+        let mut last = n;
+        if trimmed.starts_with('[') {
+            let header = trimmed.trim_start_matches('[');
+            let header = header.split(']').next().unwrap_or("");
+            secret_table = header
+                .split('.')
+                .any(|segment| is_secret_key(segment.trim()));
+        } else if !trimmed.starts_with('#') {
+            let mut first = true;
+            for (eq, _) in line.match_indices('=') {
+                let before = line[..eq].trim_end();
+                let key_start = before
+                    .rfind(|c: char| !(c.is_alphanumeric() || "_-.\"'".contains(c)))
+                    .map_or(0, |i| i + 1);
+                let key = before[key_start..].rsplit('.').next().unwrap_or("");
+                if is_secret_key(key) || (first && secret_table) {
+                    last = last.max(secret_value(&lines, n, eq, &mut secrets));
                 }
+                first = false;
             }
         }
+        n = last + 1;
     }
-    let mut values: Vec<String> = out
+    secrets.values = secrets
+        .values
         .into_iter()
         .map(|v| v.trim().to_string())
-        // Too short to be a secret; replacing it would mangle line numbers and words.
-        .filter(|v| v.chars().count() >= 4)
+        .filter(|v| !v.is_empty())
         .collect();
-    // Longest first, so a value inside another does not leave the rest of the longer one.
-    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
-    values
+    secrets
 }
 
-/// `message` with every value of a secret-like key of the configuration `text` replaced by
-/// `<redacted>`: the one rule behind every configuration error the CLI prints.
+/// Records the value assigned at `lines[n][eq]` (the `=`): its text and the lines it is
+/// written on. Returns the index of its last line.
+fn secret_value(lines: &[&str], n: usize, eq: usize, secrets: &mut Secrets) -> usize {
+    let line = lines[n];
+    let value = line[eq + 1..].trim_start();
+    let col = line.len() - value.len();
+    let col = secrets.lines.get(&n).map_or(col, |c| (*c).min(col));
+    secrets.lines.insert(n, col);
+    let out = &mut secrets.values;
+    for quote in ["\"\"\"", "'''"] {
+        if let Some(rest) = value.strip_prefix(quote) {
+            if let Some(end) = rest.find(quote) {
+                out.insert(rest[..end].to_string());
+                return n;
+            }
+            out.insert(rest.to_string());
+            // A multi-line string: the lines that follow, up to the closing quotes.
+            for (i, next) in lines.iter().enumerate().skip(n + 1) {
+                secrets.lines.insert(i, 0);
+                match next.find(quote) {
+                    Some(end) => {
+                        out.insert(next[..end].to_string());
+                        return i;
+                    }
+                    None => {
+                        out.insert(next.to_string());
+                    }
+                }
+            }
+            return lines.len().saturating_sub(1);
+        }
+    }
+    for quote in ['"', '\''] {
+        if let Some(rest) = value.strip_prefix(quote) {
+            // One line: a string left open ends with the line.
+            let end = rest.find(quote).unwrap_or(rest.len());
+            out.insert(rest[..end].to_string());
+            return n;
+        }
+    }
+    if value.starts_with(['[', '{']) {
+        // An array or an inline table: its strings, up to where its brackets close.
+        let mut depth = 0i64;
+        for (i, l) in lines.iter().enumerate().skip(n) {
+            let part = if i == n { value } else { l };
+            if i > n {
+                secrets.lines.insert(i, 0);
+            }
+            depth += bracket_depth(part, out);
+            if depth <= 0 {
+                return i;
+            }
+        }
+        return lines.len().saturating_sub(1);
+    }
+    out.insert(
+        value
+            .split([',', '}', '#'])
+            .next()
+            .unwrap_or("")
+            .to_string(),
+    );
+    n
+}
+
+/// How many more brackets (`[`, `{`) `part` opens than it closes, outside strings; each quoted
+/// string in it is recorded.
+fn bracket_depth(part: &str, out: &mut std::collections::BTreeSet<String>) -> i64 {
+    let mut depth = 0;
+    let mut chars = part.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '[' | '{' => depth += 1,
+            ']' | '}' => depth -= 1,
+            '#' => break,
+            '"' | '\'' => {
+                let rest = &part[i + 1..];
+                let end = rest.find(c).unwrap_or(rest.len());
+                out.insert(rest[..end].to_string());
+                // Past the string and its closing quote.
+                let skip = rest[..end].chars().count() + usize::from(end < rest.len());
+                for _ in 0..skip {
+                    chars.next();
+                }
+            }
+            _ => {}
+        }
+    }
+    depth
+}
+
+/// `message` without any value of a secret-like key of the configuration `text`, however short:
+/// the one rule behind every configuration error the CLI prints.
+///
+/// - A line of the file that the message quotes (TOML's `N | text` snippet) and that holds such
+///   a value keeps its key and shows `<redacted>` for everything after the `=` (a line inside a
+///   value that spans lines shows only `<redacted>`): found by its line number, not by looking
+///   for the value.
+/// - Elsewhere a value is `<redacted>` where messages show values: quoted (`"v"`, `'v'`,
+///   `` `v` ``, as serde and TOML quote them) or right after `key = `; and, at 4 characters
+///   or more, wherever it appears.
 pub fn redact_secrets(message: &str, text: &str) -> String {
-    let mut out = message.to_string();
-    for value in secret_values(text) {
-        out = out.replace(&value, "<redacted>");
+    let secrets = scan_secrets(text);
+    if secrets.lines.is_empty() && secrets.values.is_empty() {
+        return message.to_string();
+    }
+    let source: Vec<&str> = text.lines().collect();
+    let mut out: String = message
+        .split_inclusive('\n')
+        .map(|l| redact_quoted_line(l, &source, &secrets.lines))
+        .collect();
+    let mut values: Vec<&String> = secrets.values.iter().collect();
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    for value in values {
+        let quoted = [
+            format!("\"{}\"", value.escape_debug()),
+            serde_json::to_string(value).unwrap_or_default(),
+            format!("\"{value}\""),
+            format!("'{value}'"),
+            format!("`{value}`"),
+        ];
+        for q in quoted {
+            out = out.replace(&q, "<redacted>");
+        }
+        out = replace_assigned(&out, value);
+        // Too short to look for on its own: replacing it would mangle line numbers and words.
+        if value.chars().count() >= 4 {
+            out = out.replace(value.as_str(), "<redacted>");
+            out = out.replace(&value.escape_debug().to_string(), "<redacted>");
+        }
     }
     out
+}
+
+/// `= value` (the value ending there: at the end, or before a space or punctuation) as
+/// `= <redacted>`.
+fn replace_assigned(message: &str, value: &str) -> String {
+    let needle = format!("= {value}");
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(i) = rest.find(&needle) {
+        let after = &rest[i + needle.len()..];
+        let ends = after
+            .chars()
+            .next()
+            .is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == '-'));
+        out.push_str(&rest[..i]);
+        out.push_str(if ends { "= <redacted>" } else { &needle });
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// One line of a message: when it quotes line N of the file (`N | text`, as TOML's errors do)
+/// and that line holds a secret value, the value is replaced.
+fn redact_quoted_line(
+    line: &str,
+    source: &[&str],
+    secret_lines: &BTreeMap<usize, usize>,
+) -> String {
+    let body = line.strip_suffix('\n').unwrap_or(line);
+    let body = body.strip_suffix('\r').unwrap_or(body);
+    let end = &line[body.len()..];
+    let trimmed = body.trim_start();
+    let digits = trimmed.bytes().take_while(u8::is_ascii_digit).count();
+    let Some(n) = trimmed[..digits].parse::<usize>().ok().filter(|n| *n > 0) else {
+        return line.to_string();
+    };
+    let Some(content) = trimmed[digits..].strip_prefix(" |") else {
+        return line.to_string();
+    };
+    let content = content.strip_prefix(' ').unwrap_or(content);
+    let Some(&col) = secret_lines.get(&(n - 1)) else {
+        return line.to_string();
+    };
+    let prefix = &body[..body.len() - content.len()];
+    let src = source.get(n - 1).copied().unwrap_or("");
+    let kept = match (content.get(..col), src.get(..col)) {
+        (Some(a), Some(b)) if col > 0 && a == b => a,
+        _ => "",
+    };
+    format!("{prefix}{kept}<redacted>{end}")
+}
+
+/// A JSON document (an error's `problems`) with [`redact_secrets`] applied to every string in
+/// it.
+pub fn redact_secrets_in_json(value: &serde_json::Value, text: &str) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => Value::String(redact_secrets(s, text)),
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|v| redact_secrets_in_json(v, text))
+                .collect(),
+        ),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), redact_secrets_in_json(v, text)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
 }
 
 /// Checks `[cloud.app]` without the network, the way `apply` does before signing in: the secret
@@ -666,6 +857,89 @@ pilot_collection = "PS100020"
         ] {
             assert!(!is_secret_key(key), "{key}");
         }
+    }
+
+    /// A secret of 3 characters is no less secret: wherever the error is, the line the message
+    /// quotes shows its key and `<redacted>`, and no other part of the message shows the value;
+    /// the line number and the key are still there.
+    #[test]
+    fn no_error_shows_a_short_secret() {
+        let s = "k~9";
+        let cases: Vec<(String, &[&str])> = vec![
+            // A syntax error on the secret's own line.
+            (
+                format!("[cloud.app]\nclient_secret = \"{s}\n"),
+                &["line 2", "client_secret = <redacted>"],
+            ),
+            // A syntax error on the line after it.
+            (
+                format!("[cloud]\ntoken = \"{s}\"\ntenant = \n"),
+                &["line 3", "tenant"],
+            ),
+            // An unknown key beside it, and the secret's own key unknown.
+            (
+                format!("[cloud]\nregion = 1\npassword = \"{s}\"\n"),
+                &["line 3", "password = <redacted>"],
+            ),
+            (
+                format!("[cloud]\nregion = {{ token = \"{s}\" }}\n"),
+                &[
+                    "line 2",
+                    "region = { token = <redacted>",
+                    "unknown field `region`",
+                ],
+            ),
+            (
+                format!("[cloud]\ntenant = \"x\"\nclient_secret = \"{s}\"\n"),
+                &["line 3", "client_secret = <redacted>", "secret_file"],
+            ),
+            // The wrong type for the secret's key itself (serde quotes the value).
+            (
+                format!("[features]\ntoken = \"{s}\"\n"),
+                &["line 2", "token = <redacted>", "expected a map"],
+            ),
+            (
+                "[features]\napi_key = 987\n".into(),
+                &["line 2", "api_key = <redacted>"],
+            ),
+            // A bare value, an inline table, a multi-line string.
+            (
+                format!("[cloud]\npassword = {s}\n"),
+                &["line 2", "password = <redacted>"],
+            ),
+            (
+                format!("[cloud]\nx = {{ api_key = \"{s}\" }}\n"),
+                &["line 2", "api_key = <redacted>"],
+            ),
+            (
+                format!("[cloud]\nprivate_key = \"\"\"\n{s}\n\"\"\"\nregion = 1\n"),
+                &["line 2", "private_key"],
+            ),
+        ];
+        for (text, needles) in &cases {
+            let msg = parse(text).unwrap_err().to_string();
+            assert!(!msg.contains(s), "{text:?}: {msg}");
+            assert!(!msg.contains("987"), "{text:?}: {msg}");
+            for n in *needles {
+                assert!(msg.contains(n), "{text:?}: message {msg:?} lacks {n:?}");
+            }
+        }
+        // A message from elsewhere (a plugin's check of its options) and a quoted line of a
+        // value that spans lines.
+        let text = format!("[features.x]\napi_token = \"{s}\"\nlong_secret = [\n  \"{s}\",\n]\n");
+        let msg = format!(
+            "[features.x] api_token = \"{s}\": expected an integer; line 4 quoted:\n4 |   \"{s}\",\n"
+        );
+        let out = redact_secrets(&msg, &text);
+        assert!(!out.contains(s), "{out}");
+        assert!(out.contains("api_token = <redacted>: expected"), "{out}");
+        assert!(out.contains("line 4 quoted:\n4 | <redacted>\n"), "{out}");
+        // A value that is part of a word or a number elsewhere is left alone there.
+        let text = "[cloud]\ntoken = \"12\"\n";
+        assert_eq!(
+            redact_secrets("line 12, column 3: a 12-byte key", text),
+            "line 12, column 3: a 12-byte key"
+        );
     }
 
     #[test]
