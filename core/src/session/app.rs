@@ -376,10 +376,48 @@ fn read_credentials(path: &Path) -> Result<Option<AppCredentials>, SessionError>
         .map(Some)
         .map_err(|e| {
             SessionError::Input(format!(
-                "the app credentials file {} is damaged ({e}): restore it from a backup, or delete it and run `cloudattach apply --takeover` to add a new secret to the app that owns the hierarchy; nothing was changed",
-                path.display()
+                "the app credentials file {} is damaged at line {}, column {} ({}): restore it from a backup, or delete it and run `cloudattach apply --takeover` to add a new secret to the app that owns the hierarchy; nothing was changed",
+                path.display(),
+                e.line(),
+                e.column(),
+                damage(&e)
             ))
         })
+}
+
+/// What is wrong with a credentials file, in words that never quote it: serde_json's own
+/// message can show a value of the file (the secret), so only its category is used, and the
+/// name of a missing field (one of [`AppCredentials`]'s, not the file's).
+fn damage(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Syntax => "not valid JSON".into(),
+        Category::Eof => "it ends too early".into(),
+        Category::Io => "it cannot be read".into(),
+        Category::Data => {
+            let message = e.to_string();
+            let missing = message
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.split_once('`'))
+                .map(|(field, _)| field)
+                .filter(|field| {
+                    [
+                        "tenant_id",
+                        "client_id",
+                        "object_id",
+                        "name",
+                        "secret",
+                        "secret_expiry",
+                        "imported",
+                    ]
+                    .contains(field)
+                });
+            match missing {
+                Some(field) => format!("not an app credentials file: `{field}` is missing"),
+                None => "not an app credentials file: a value is not of the kind expected".into(),
+            }
+        }
+    }
 }
 
 /// The App ID URI cloudattach gives the app it registers for a hierarchy: the same for every
@@ -651,4 +689,67 @@ pub(super) async fn ensure_registered_app(
         "registered app {app} in the tenant, with admin consent"
     ));
     Ok(app)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A damaged credentials file is named, with the line and column where it is damaged, and
+    /// none of its contents: serde_json's own message would quote a value (here the secret).
+    #[test]
+    fn a_damaged_credentials_file_is_named_without_its_contents() {
+        const SECRET: &str = "Qm7~app-Secret-of-the-tenant";
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app-t-0000abcd.json");
+        let cases: &[(&str, String, &str)] = &[
+            // The secret where another kind of value is expected (serde_json quotes it).
+            (
+                "a value of the wrong kind",
+                format!(
+                    "{{\"tenant_id\":\"t\",\"client_id\":\"c\",\"name\":\"n\",\n\"secret\":\"x\",\"secret_expiry\":\"2030-01-01\",\n\"imported\":\"{SECRET}\"}}"
+                ),
+                "line 3",
+            ),
+            (
+                "a number where the secret goes",
+                "{\"tenant_id\":\"t\",\"client_id\":\"c\",\"name\":\"n\",\n\"secret\": 918273645,\"secret_expiry\":\"x\",\"imported\":false}".into(),
+                "line 2",
+            ),
+            // Cut off after the secret, and broken after it.
+            (
+                "cut off",
+                format!("{{\"tenant_id\":\"t\",\n\"secret\":\"{SECRET}"),
+                "line 2",
+            ),
+            (
+                "broken",
+                format!("{{\"tenant_id\":\"t\",\n\"secret\":\"{SECRET}\" \"client_id\"}}"),
+                "line 2",
+            ),
+            // A field missing: named, as the struct spells it.
+            (
+                "a field missing",
+                format!(
+                    "{{\"tenant_id\":\"t\",\"client_id\":\"c\",\"secret\":\"{SECRET}\",\"secret_expiry\":\"x\",\"imported\":false}}"
+                ),
+                "`name` is missing",
+            ),
+        ];
+        for (what, text, needle) in cases {
+            std::fs::write(&path, text).unwrap();
+            let message = match read_credentials(&path) {
+                Err(SessionError::Input(m)) => m,
+                other => panic!("{what}: {other:?}"),
+            };
+            assert!(!message.contains(SECRET), "{what}: {message}");
+            assert!(!message.contains("918273645"), "{what}: {message}");
+            assert!(
+                message.contains(&path.display().to_string()),
+                "{what}: {message}"
+            );
+            assert!(message.contains("damaged at line"), "{what}: {message}");
+            assert!(message.contains(needle), "{what}: {needle:?} in {message}");
+        }
+    }
 }
