@@ -873,3 +873,115 @@ fn a_terminal_is_asked_before_a_takeover() {
     assert_eq!(apps[0]["passwordCredentials"].as_array().unwrap().len(), 2);
     assert_eq!(owner_of(&w, &site.hid), client_id);
 }
+
+/// Another app attaches the hierarchy between apply's owner check and its onboarding (the race
+/// is played out between the session's two steps: the session registered its app, then a rival
+/// app onboards the hierarchy for itself): the onboarding is refused, the error names the app
+/// that owns the hierarchy now, and the app this run registered is deleted again — the tenant
+/// holds no app of the losing run, and this directory keeps no credentials for one.
+#[test]
+fn an_apply_that_loses_the_race_for_the_hierarchy_leaves_no_app_behind() {
+    use cloudattach_cloud::seed::CONTOSO_TENANT_ID;
+    use cloudattach_core::session::{AppChoice, AppPolicy, Session, Takeover};
+    use cloudattach_core::state::StateStore;
+    use cloudattach_core::{Config, Site};
+    use serde_json::json;
+    use std::sync::{Arc, Mutex};
+
+    let w = World::start();
+    let model = w.generate(50, 2303);
+    w.config("public", DEFAULT);
+    let config = Config::load(&w.dir().join("attach.toml")).expect("attach.toml");
+    let site = Site::open(&config.site_dir).expect("site");
+    let state = Arc::new(Mutex::new(
+        StateStore::open(&config.state_dir()).expect("state"),
+    ));
+    let session_rt = tokio::runtime::Runtime::new().expect("runtime");
+    let session = Session::connect(
+        session_rt.handle().clone(),
+        &w.base,
+        &config,
+        None,
+        &site,
+        state,
+        Arc::new(cloudattach_core::report::Silent),
+        &AppChoice {
+            policy: AppPolicy::RegisterIfMissing,
+            takeover: Takeover::Refuse,
+            command: "apply",
+        },
+    )
+    .expect("connect");
+    let ours = session.app().client_id.clone();
+    let admin = w.admin_token();
+    let client_ids = || -> Vec<String> {
+        let (s, apps) = w.request(reqwest::Method::GET, "/v1.0/applications", &admin, None);
+        assert_eq!(s, 200, "{apps}");
+        apps["value"]
+            .as_array()
+            .expect("value")
+            .iter()
+            .filter_map(|a| a["appId"].as_str().map(str::to_ascii_lowercase))
+            .collect()
+    };
+    assert!(
+        client_ids().contains(&ours),
+        "the session registered its app"
+    );
+
+    // The rival: another app of the tenant onboards the hierarchy for itself.
+    let (rival, _, secret) = w.register_app(
+        &admin,
+        "RivalConfigMgr",
+        &format!("api://{CONTOSO_TENANT_ID}/RivalConfigMgr"),
+        required_permissions(),
+        true,
+    );
+    let token = w.token_form(&[
+        ("grant_type", "client_credentials"),
+        ("client_id", &rival),
+        ("client_secret", &secret),
+        ("scope", "api://cloudattach/.default"),
+    ]);
+    let token = token["access_token"].as_str().expect("rival token");
+    let (s, v) = w.request(
+        reqwest::Method::PUT,
+        &format!("/api/v1/hierarchies/{}", model.hid),
+        token,
+        Some(&json!({"site_code": site.info.code, "site_version": "2303",
+                     "environment": "public", "app_id": rival})),
+    );
+    assert_eq!(s, 201, "the rival onboards: {v}");
+
+    let err = session
+        .onboard(&site, cloudattach_sdk::Environment::Public)
+        .expect_err("the onboarding the rival won")
+        .to_string();
+    assert!(
+        err.contains("RivalConfigMgr") && err.contains(&rival),
+        "names the owner: {err}"
+    );
+    assert!(err.contains("--takeover"), "{err}");
+    let ids = client_ids();
+    assert!(
+        !ids.contains(&ours),
+        "the losing run's app is left: {ids:?}"
+    );
+    assert!(ids.contains(&rival.to_ascii_lowercase()), "{ids:?}");
+    let kept: Vec<_> = std::fs::read_dir(w.state_dir())
+        .expect("state dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("app-"))
+        .collect();
+    assert!(kept.is_empty(), "credentials of a deleted app: {kept:?}");
+    // The hierarchy is the rival's still.
+    assert_eq!(
+        w.hierarchies()[0]["app_id"]
+            .as_str()
+            .map(str::to_ascii_lowercase),
+        Some(rival.to_ascii_lowercase())
+    );
+    drop(session);
+    session_rt.shutdown_background();
+}

@@ -550,6 +550,8 @@ async fn keep_up(
 /// of the hierarchy (with credentials kept for another endpoint, or taken over as the choice
 /// allows), an app an earlier attempt registered for this hierarchy, or — apply only — a new
 /// one. An app is registered only once it is known that the hierarchy is not another app's.
+/// With the app comes, when this run registered it, the file its credentials are kept in (so
+/// that an onboarding another app won in the meantime deletes both: [`delete_registered`]).
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn ensure_registered_app(
     api: &Api,
@@ -560,7 +562,7 @@ pub(super) async fn ensure_registered_app(
     reporter: &dyn Reporter,
     choice: &AppChoice,
     owner: Option<&str>,
-) -> Result<AppCredentials, SessionError> {
+) -> Result<(AppCredentials, Option<PathBuf>), SessionError> {
     let path = app_path(config, api, tenant_id);
     // State directories from before one file per tenant and endpoint kept a single `app.json`.
     let legacy = config.state_dir().join("app.json");
@@ -591,7 +593,9 @@ pub(super) async fn ensure_registered_app(
             reporter.say(&format!(
                 "using app {app}, which owns hierarchy {hid}, with the credentials this directory keeps for another endpoint"
             ));
-            return keep_up(api, admin_token, app, &owning, &path, reporter).await;
+            return keep_up(api, admin_token, app, &owning, &path, reporter)
+                .await
+                .map(|app| (app, None));
         }
         let hint = match choice.command {
             "apply" | "detach" => choice.command,
@@ -622,10 +626,12 @@ pub(super) async fn ensure_registered_app(
             "took over app {app}, which owns hierarchy {hid}: added a secret to it, kept in {}",
             path.display()
         ));
-        return Ok(app);
+        return Ok((app, None));
     }
     if let Some((app, found)) = local {
-        return keep_up(api, admin_token, app, &found, &path, reporter).await;
+        return keep_up(api, admin_token, app, &found, &path, reporter)
+            .await
+            .map(|app| (app, None));
     }
     if choice.policy == AppPolicy::ExistingOnly {
         return Err(SessionError::Input(format!(
@@ -644,7 +650,7 @@ pub(super) async fn ensure_registered_app(
         reporter.say(&format!(
             "using app {app}, registered for this hierarchy by an earlier apply: added a secret to it"
         ));
-        return Ok(app);
+        return Ok((app, None));
     }
     let body = serde_json::json!({
         "displayName": name,
@@ -688,7 +694,58 @@ pub(super) async fn ensure_registered_app(
     reporter.say(&format!(
         "registered app {app} in the tenant, with admin consent"
     ));
-    Ok(app)
+    Ok((app, Some(path)))
+}
+
+/// Deletes the app this run registered, and the file its credentials are kept in: another app
+/// attached the hierarchy first, so this one would be left in the tenant owning nothing. An app
+/// already gone is fine.
+pub(super) async fn delete_registered(
+    api: &Api,
+    admin_token: &str,
+    app: &AppCredentials,
+    path: &Path,
+) -> Result<(), SessionError> {
+    let object_id = app.object_id.as_deref().unwrap_or_default();
+    match api
+        .json(
+            HttpMethod::DELETE,
+            &format!("/v1.0/applications/{object_id}"),
+            Some(admin_token),
+            &Body::Empty,
+        )
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if e.status() == Some(404) => {}
+        Err(e) => return Err(e.into()),
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(SessionError::Input(format!(
+            "the app credentials file {} cannot be removed ({e}); the app it names was deleted from the tenant, so delete the file",
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The app that owns the hierarchy now, as messages name it (`name (client id)`), read with
+/// the administrator's token; `None` when no app owns it.
+pub(super) async fn owner_label(
+    api: &Api,
+    admin_token: &str,
+    hierarchy_id: &str,
+) -> Result<Option<String>, SessionError> {
+    let Some(owner) = attachment(api, admin_token, hierarchy_id)
+        .await?
+        .and_then(|a| a.app_id)
+    else {
+        return Ok(None);
+    };
+    Ok(Some(match find_app(api, admin_token, &owner).await? {
+        Some(app) => app.label(),
+        None => owner,
+    }))
 }
 
 #[cfg(test)]

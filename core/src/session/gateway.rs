@@ -223,15 +223,42 @@ impl Session {
         match self.gateway_json(HttpMethod::PUT, "", Some(&body)) {
             Ok(_) => Ok(()),
             // The session checked the owner before choosing the app; another app attached the
-            // hierarchy in between: say how to get out instead of a bare 403.
+            // hierarchy in between.
             Err(SessionError::Api(e)) if e.status() == Some(403) => {
-                Err(SessionError::Input(format!(
-                    "hierarchy {} was attached to tenant {} with another app than {} while this apply ran: run `cloudattach apply` again to see which app owns it and take it over ({e})",
-                    site.info.hierarchy_id, self.gateway.tenant, self.gateway.app
-                )))
+                Err(self.lost_race(&site.info.hierarchy_id, &e))
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Another app attached the hierarchy between the owner check and onboarding: the app this
+    /// run registered for it (if it registered one) is deleted again, so the tenant is not left
+    /// with an app that owns nothing, and the error names the app that owns the hierarchy.
+    fn lost_race(&self, hierarchy_id: &str, refused: &ApiError) -> SessionError {
+        let (api, admin, app) = (&self.gateway.api, &self.admin_token, &self.gateway.app);
+        let handle = &self.gateway.handle;
+        let owner = handle
+            .block_on(super::app::owner_label(api, admin, hierarchy_id))
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| "another app".into());
+        let cleanup = match &self.registered {
+            None => String::new(),
+            Some(path) => {
+                match handle.block_on(super::app::delete_registered(api, admin, app, path)) {
+                    Ok(()) => format!(
+                        "; app {app}, which this apply registered for it, was deleted again"
+                    ),
+                    Err(e) => format!(
+                        "; app {app}, which this apply registered for it, could not be deleted ({e}): delete it in the tenant"
+                    ),
+                }
+            }
+        };
+        SessionError::Input(format!(
+            "hierarchy {hierarchy_id} was attached to tenant {} with app {owner} while this apply ran{cleanup}: run `cloudattach apply --takeover` to add a new secret to that app and use it from here, or import it in [cloud.app] (the cloud said: {refused})",
+            self.gateway.tenant
+        ))
     }
 
     /// Removes the hierarchy from the tenant.

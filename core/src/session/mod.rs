@@ -112,6 +112,11 @@ pub struct AppChoice {
 /// engine uploading through it, and the reporter that tells the person what happens.
 pub struct Session {
     gateway: Arc<gateway::Gateway>,
+    /// The administrator's token, for what onboarding may need besides the app's (naming the
+    /// app that won a race for the hierarchy, deleting the one this run registered for it).
+    admin_token: String,
+    /// Where this run kept the credentials of the app it registered, if it registered one.
+    registered: Option<std::path::PathBuf>,
     reporter: Arc<dyn Reporter>,
     expected_records: Option<u64>,
     engine: SyncEngine,
@@ -179,17 +184,19 @@ impl Session {
             attached.as_ref(),
         ))?;
         let owner = attached.and_then(|a| a.app_id);
-        let app = match import {
-            Some((app, secret)) => handle.block_on(app::validate_import(
-                &api,
-                &tenant,
-                admin,
-                &app,
-                &secret,
-                owner.as_deref(),
-                hid,
-                reporter.as_ref(),
-            ))?,
+        let (app, registered) = match import {
+            Some((app, secret)) => handle
+                .block_on(app::validate_import(
+                    &api,
+                    &tenant,
+                    admin,
+                    &app,
+                    &secret,
+                    owner.as_deref(),
+                    hid,
+                    reporter.as_ref(),
+                ))
+                .map(|app| (app, None))?,
             None => handle.block_on(app::ensure_registered_app(
                 &api,
                 config,
@@ -211,6 +218,8 @@ impl Session {
         let engine = SyncEngine::new(handle, gateway.clone(), state);
         Ok(Session {
             gateway,
+            admin_token: tokens.access_token.clone(),
+            registered,
             reporter,
             expected_records: site.device_count().ok(),
             engine,
