@@ -107,6 +107,40 @@ fn now_rfc3339() -> String {
 }
 
 impl StateStore {
+    /// Refuses a store in `dir` written by a newer cloudattach ([`StateError::TooNew`]) without
+    /// creating or changing anything: no store is fine (it will be created). Commands that
+    /// change things call it before they take the lock, start a cloud or sign anyone in.
+    pub fn check_version(dir: &Path) -> Result<(), StateError> {
+        let path = dir.join("state.db");
+        if !path.is_file() {
+            return Ok(());
+        }
+        let err = |source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        // Read and write, but never create: reading the version writes nothing.
+        let conn = Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(err)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(err)?;
+        let newest = MIGRATIONS.len() as i64;
+        if version > newest {
+            return Err(StateError::TooNew {
+                path,
+                found: version,
+                newest,
+            });
+        }
+        Ok(())
+    }
+
     /// Opens (creating and migrating) the store in `dir`.
     pub fn open(dir: &Path) -> Result<StateStore, StateError> {
         std::fs::create_dir_all(dir).map_err(|source| StateError::Io {

@@ -85,3 +85,66 @@ fn a_site_pointed_at_another_cloud_is_attached_there_in_full() {
     assert_eq!(here.devices, expected.devices);
     assert_eq!(here.scheduled, expected.scheduled);
 }
+
+/// A `state.db` written by a newer cloudattach is refused by `apply`, `sync`, `detach` and
+/// `disable` before anything else: exit 2 with both schema versions named, and no sign-in, no
+/// request to the cloud, no device code, no lock file and no token cache.
+#[test]
+fn a_newer_state_database_is_refused_before_sign_in_and_the_lock() {
+    let w = World::start();
+    w.generate(50, 2303);
+    w.config("public", DEFAULT);
+    let state = w.state_dir();
+    drop(cloudattach_core::state::StateStore::open(&state).expect("state"));
+    let db = state.join("state.db");
+    {
+        let c = rusqlite::Connection::open(&db).expect("open state.db");
+        c.execute_batch("PRAGMA user_version = 42;")
+            .expect("a newer build's schema version");
+    }
+    let listing = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&state)
+            .expect("state dir")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before_files = listing();
+    let before = w.stats();
+    for args in [
+        &["apply", "--yes"][..],
+        &["sync"],
+        &["detach", "--yes"],
+        &["disable", "--yes", "co-management"],
+    ] {
+        let r = w.cli(args);
+        r.code(2);
+        for part in ["schema version 42", "state.db"] {
+            assert!(
+                r.stderr.contains(part),
+                "{args:?}: {part:?} in {}",
+                r.stderr
+            );
+        }
+        // And the newest this build knows.
+        let newest = r
+            .stderr
+            .split("newer than ")
+            .nth(1)
+            .and_then(|s| s.split(',').next())
+            .and_then(|n| n.parse::<u32>().ok());
+        assert!(newest.is_some_and(|n| n < 42), "{args:?}: {}", r.stderr);
+        assert!(
+            !r.stderr.contains("devicelogin") && !r.stderr.contains("signed in"),
+            "{args:?} signed in: {}",
+            r.stderr
+        );
+        let after = w.stats();
+        for counter in ["requests", "device_codes"] {
+            assert_eq!(after[counter], before[counter], "{args:?}: {after}");
+        }
+        assert_eq!(listing(), before_files, "{args:?} left files behind");
+    }
+}

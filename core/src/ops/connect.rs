@@ -89,8 +89,11 @@ impl Connection {
 }
 
 /// The state lock of a command that changes things (`None` for one that only reads). Taken
-/// first, before the cloud is started or anyone signs in.
+/// first, before the cloud is started or anyone signs in — and before it, a state database
+/// written by a newer cloudattach is refused (exit 2), so that such a command neither signs
+/// in nor leaves a lock file or an embedded cloud behind.
 pub fn lock(ws: &Workspace, command: Command) -> Result<Option<StateLock>, OpError> {
+    StateStore::check_version(&ws.config.state_dir())?;
     if command.locks() {
         StateLock::acquire(&ws.config.state_dir(), command.name())
             .map(Some)
