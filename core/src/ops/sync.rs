@@ -44,7 +44,9 @@ pub fn run(
     let (unread, read) = round.counts();
     if unread > 0 {
         conn.session.say(&format!(
-            "inventory: {read} new or changed line(s) read, {unread} unchanged not read again"
+            "inventory: {} new or changed line(s) read, {} unchanged not read again",
+            cloudattach_sdk::thousands(read),
+            cloudattach_sdk::thousands(unread)
         ));
     }
     if reports.iter().all(|r| r.error.is_none())
