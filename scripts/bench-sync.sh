@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark: uploads against a local cloud (`cloudattach cloud serve` on loopback).
-#   full sync (apply) of N devices, delta sync after 1% of the devices change, a full resend,
+#   full sync (apply) of N devices, syncs with nothing changed (without and with the line index),
+#   delta syncs after 0.1%, 1% and 10% of the devices change, the read floor, a full resend,
 #   apply under faults, and the cloud's own ingest rate measured in the same run.
 # Prints records per second and peak memory; asserts nothing.
 #
@@ -71,15 +72,24 @@ TOML
   sum_steps='sum(s["counts"].get("sent",0) for s in d["steps"])'
   sum_sync='sum(p["sent"] for p in d["plugins"])'
   run "full sync (apply, 4 channels)" "$sum_steps" "$bin" --config "$dir/attach.toml" --output json apply --yes
-  python3 - "$dir/site/devices.jsonl" <<'PY'
+  # The first sync after apply reads every line and leaves the line index for the next deltas.
+  run "sync, nothing changed (no index yet)" "$sum_sync" "$bin" --config "$dir/attach.toml" --output json sync
+  run "sync, nothing changed" "$sum_sync" "$bin" --config "$dir/attach.toml" --output json sync
+  for step in 1000:0.1% 100:1% 10:10%; do
+    every=${step%%:*}; share=${step#*:}
+    python3 - "$dir/site/devices.jsonl" "$every" <<'PY'
 import json, sys
-p = sys.argv[1]
+p, every = sys.argv[1], int(sys.argv[2])
 lines = open(p).read().splitlines()
-for i in range(0, len(lines), 100):          # 1% of the devices change
+for i in range(0, len(lines), every):          # every N-th device changes; the others keep their bytes
     d = json.loads(lines[i]); d["client_active"] = not d["client_active"]; lines[i] = json.dumps(d)
 open(p, "w").write("\n".join(lines) + "\n")
 PY
-  run "delta sync after 1% changed" "$sum_sync" "$bin" --config "$dir/attach.toml" --output json sync
+    run "delta sync after $share changed" "$sum_sync" "$bin" --config "$dir/attach.toml" --output json sync
+  done
+  /usr/bin/time -f '%e' -o "$work/t" cat "$dir/site/devices.jsonl" > /dev/null
+  printf '%-34s %7.2f s (%s MiB from the page cache)\n' "floor: read devices.jsonl" "$(cat "$work/t")" \
+    "$(( $(stat -c %s "$dir/site/devices.jsonl") / 1048576 ))"
   run "full resend (sync --full)" "$sum_sync" "$bin" --config "$dir/attach.toml" --output json sync --full
 done
 

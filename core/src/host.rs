@@ -2,13 +2,44 @@
 //! The cloud half is plugged in by apply (a [`CloudPort`]); check and plan have none. A plugin
 //! never gets these directly: the runner wraps them in the plugin's own view.
 
+use crate::lines::LineIndex;
 use crate::site::Site;
 use cloudattach_sdk::{
-    CollectionInfo, Device, DeviceParts, Environment, Host, HostError, Method, Options, RecordSink,
-    SiteInfo, SyncMode,
+    CollectionInfo, Device, DeviceParts, Environment, Host, HostError, Method, Options, Record,
+    RecordSink, SiteInfo, SyncMode, SyncStats,
 };
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// An upload whose records are made from inventory lines (what the sync engine opens for
+/// [`Host::upload_devices`]): each record comes with the hash of its line, and a delta may
+/// leave the lines the ledger already reflects unread.
+pub trait LineSink {
+    /// Adds a record made from the line whose hash is `line`.
+    fn push_line(&mut self, line: u64, record: Record) -> Result<(), HostError>;
+    /// In a delta that may leave lines unread, the lines to read anyway (their records the
+    /// cloud lost or holds otherwise); `None` when every line must be read.
+    fn must_read(&self) -> Option<&HashSet<u64>>;
+    /// Sends what is left and deletes every key acknowledged before and not pushed again,
+    /// except those made from a line `kept` says was left unread.
+    fn finish_lines(self: Box<Self>, kept: &dyn Fn(u64) -> bool) -> Result<SyncStats, HostError>;
+}
+
+/// A plain upload as a [`LineSink`] that reads every line.
+struct EveryLine<'a>(Box<dyn RecordSink + 'a>);
+
+impl LineSink for EveryLine<'_> {
+    fn push_line(&mut self, _line: u64, record: Record) -> Result<(), HostError> {
+        self.0.push(record)
+    }
+    fn must_read(&self) -> Option<&HashSet<u64>> {
+        None
+    }
+    fn finish_lines(self: Box<Self>, _kept: &dyn Fn(u64) -> bool) -> Result<SyncStats, HostError> {
+        self.0.finish()
+    }
+}
 
 /// The cloud side of the host: the attach gateway for one hierarchy.
 pub trait CloudPort: Send + Sync {
@@ -27,6 +58,16 @@ pub trait CloudPort: Send + Sync {
         channel: &str,
         mode: SyncMode,
     ) -> Result<Box<dyn RecordSink + '_>, HostError>;
+    /// [`CloudPort::open_sync`] for records made from inventory lines; the default reads
+    /// every line.
+    fn open_line_sync(
+        &self,
+        owner: &str,
+        channel: &str,
+        mode: SyncMode,
+    ) -> Result<Box<dyn LineSink + '_>, HostError> {
+        Ok(Box::new(EveryLine(self.open_sync(owner, channel, mode)?)))
+    }
     /// See [`Host::log`].
     fn log(&self, message: &str);
 }
@@ -41,6 +82,78 @@ pub trait OwnedHost: Host + Sync {
         channel: &str,
         mode: SyncMode,
     ) -> Result<Box<dyn RecordSink + '_>, HostError>;
+    /// [`Host::upload_devices`] for the plugin `owner`.
+    fn upload_devices_as(
+        &self,
+        owner: &str,
+        channel: &str,
+        mode: SyncMode,
+        parts: DeviceParts,
+        produce: &mut dyn FnMut(&Device) -> Option<Record>,
+    ) -> Result<SyncStats, HostError>;
+}
+
+/// What one sync round knows of the inventory's lines: the index the last complete round left
+/// (when its fingerprint matches this round's), and what this round's passes find, from which
+/// the next index is made.
+#[derive(Debug, Default)]
+pub struct LineRound {
+    index: Option<LineIndex>,
+    claimed: AtomicBool,
+    /// `(line hash, resource_id)` of every valid line, from the first complete pass.
+    collected: Mutex<Option<Vec<(u64, i64)>>>,
+    /// `(lines, wrapping sum of their hashes)` of each complete pass: all must agree (the file
+    /// did not change during the round) for the round to leave an index.
+    passes: Mutex<Vec<(u64, u64)>>,
+    /// Channels that uploaded from lines this round.
+    channels: Mutex<Vec<String>>,
+    /// A device id on two lines was seen in a pass that left lines unread.
+    doubtful: AtomicBool,
+    /// The most lines a pass left unread.
+    unread: AtomicU64,
+    /// The most lines a pass read.
+    read: AtomicU64,
+}
+
+impl LineRound {
+    /// A round that may leave the lines of `index` unread.
+    pub fn new(index: Option<LineIndex>) -> LineRound {
+        LineRound {
+            index,
+            ..LineRound::default()
+        }
+    }
+
+    /// Lines the previous round left, if its index is used.
+    pub fn indexed(&self) -> Option<u64> {
+        self.index.as_ref().map(|i| i.len() as u64)
+    }
+
+    /// The most lines a pass of the round left unread, and the most it read.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.unread.load(Ordering::Relaxed),
+            self.read.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The index the next round may use: `None` unless every pass saw the same lines and no
+    /// device id was in doubt.
+    pub fn into_index(self, fingerprint: u64) -> Option<LineIndex> {
+        if self.doubtful.into_inner() {
+            return None;
+        }
+        let passes = self.passes.into_inner().ok()?;
+        let first = *passes.first()?;
+        if passes.iter().any(|p| *p != first) {
+            return None;
+        }
+        let lines = self.collected.into_inner().ok()??;
+        let mut channels = self.channels.into_inner().ok()?;
+        channels.sort();
+        channels.dedup();
+        Some(LineIndex::new(fingerprint, channels, lines))
+    }
 }
 
 /// Host services over a site, for one environment and selection.
@@ -50,6 +163,7 @@ pub struct SiteHost {
     options: BTreeMap<String, Options>,
     upload_collection: Option<String>,
     cloud: Option<Arc<dyn CloudPort>>,
+    round: Option<Arc<LineRound>>,
 }
 
 impl SiteHost {
@@ -74,7 +188,14 @@ impl SiteHost {
             options,
             upload_collection,
             cloud: None,
+            round: None,
         }
+    }
+
+    /// Uploads made from lines take part in `round` (a sync round's line index).
+    pub fn with_round(mut self, round: Arc<LineRound>) -> SiteHost {
+        self.round = Some(round);
+        self
     }
 
     /// Connects the cloud half.
@@ -158,6 +279,15 @@ impl Host for SiteHost {
     ) -> Result<Box<dyn RecordSink + '_>, HostError> {
         self.open_sync_as("", channel, mode)
     }
+    fn upload_devices(
+        &self,
+        channel: &str,
+        mode: SyncMode,
+        parts: DeviceParts,
+        produce: &mut dyn FnMut(&Device) -> Option<Record>,
+    ) -> Result<SyncStats, HostError> {
+        self.upload_devices_as("", channel, mode, parts, produce)
+    }
     fn log(&self, message: &str) {
         match &self.cloud {
             Some(c) => c.log(message),
@@ -178,6 +308,154 @@ impl OwnedHost for SiteHost {
             None => Err(HostError::offline()),
         }
     }
+
+    /// One pass of the inventory for one channel. In a delta whose round holds the last
+    /// complete round's line index, a line the index holds is left unparsed (its records are
+    /// in the ledger already) unless the ledger says its records must be sent again; the
+    /// upload keeps the records of the lines left unread and deletes those of lines gone.
+    fn upload_devices_as(
+        &self,
+        owner: &str,
+        channel: &str,
+        mode: SyncMode,
+        parts: DeviceParts,
+        produce: &mut dyn FnMut(&Device) -> Option<Record>,
+    ) -> Result<SyncStats, HostError> {
+        let Some(cloud) = &self.cloud else {
+            return Err(HostError::offline());
+        };
+        let mut sink = cloud.open_line_sync(owner, channel, mode)?;
+        let round = self.round.as_deref();
+        let index = round
+            .and_then(|r| r.index.as_ref())
+            .filter(|i| i.covers(channel));
+        let skipping = match (index, sink.must_read()) {
+            (Some(index), Some(must_read)) => Some((index, must_read.clone())),
+            _ => None,
+        };
+        let mut seen = vec![false; skipping.as_ref().map_or(0, |(i, _)| i.len())];
+        let unread = AtomicU64::new(0);
+        let mut unparsed = |h: u64| -> bool {
+            let Some((index, must_read)) = &skipping else {
+                return false;
+            };
+            match index.find(h) {
+                Some(at) if !must_read.contains(&h) => {
+                    seen[at] = true;
+                    unread.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+                _ => false,
+            }
+        };
+        let collect = round.is_some_and(LineRound::claim);
+        let mut lines: Vec<(u64, i64)> = Vec::new();
+        let (mut count, mut sum) = (0u64, 0u64);
+        let mut parsed_ids: HashSet<i64> = HashSet::new();
+        let mut doubtful = false;
+        let mut failed: Option<HostError> = None;
+        let mut read = crate::report::DeviceCounter::new();
+        let mut reported_unread = 0u64;
+        let result = self.site.for_each_line_device(
+            parts,
+            skipping
+                .is_some()
+                .then_some(&mut unparsed as &mut (dyn FnMut(u64) -> bool + Send)),
+            &mut |h, d| {
+                read.one();
+                let now = unread.load(Ordering::Relaxed);
+                crate::report::devices_read(now - reported_unread);
+                reported_unread = now;
+                if skipping.is_some() && !parsed_ids.insert(d.resource_id) {
+                    // Two changed lines with one device id: the first is the device, as in a
+                    // pass that reads everything.
+                    doubtful = true;
+                    return;
+                }
+                count += 1;
+                sum = sum.wrapping_add(h);
+                if collect {
+                    lines.push((h, d.resource_id));
+                }
+                if failed.is_none()
+                    && let Some(record) = produce(&d)
+                {
+                    failed = sink.push_line(h, record).err();
+                }
+            },
+        );
+        let now = unread.load(Ordering::Relaxed);
+        crate::report::devices_read(now - reported_unread);
+        drop(read);
+        result.map_err(|e| HostError::new("site-unreadable", e.to_string()))?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        // The lines left unread: their entries, and whether a changed line took the id of one.
+        if let Some((index, _)) = &skipping {
+            for (at, _) in seen.iter().enumerate().filter(|(_, s)| **s) {
+                let (h, rid) = index.entry(at);
+                count += 1;
+                sum = sum.wrapping_add(h);
+                doubtful |= parsed_ids.contains(&rid);
+                if collect {
+                    lines.push((h, rid));
+                }
+            }
+        }
+        let kept = |line: u64| {
+            skipping
+                .as_ref()
+                .and_then(|(index, _)| index.find(line))
+                .is_some_and(|at| seen[at])
+        };
+        let stats = sink.finish_lines(&kept)?;
+        if let Some(round) = round {
+            if doubtful {
+                self.log(&format!(
+                    "{channel}: a device id appears on more than one line of devices.jsonl; the next sync reads every line"
+                ));
+            }
+            round.passed(channel, doubtful, now, count, sum, collect.then_some(lines));
+        }
+        Ok(stats)
+    }
+}
+
+impl LineRound {
+    /// Records a complete pass of one channel's upload.
+    fn passed(
+        &self,
+        channel: &str,
+        doubtful: bool,
+        unread: u64,
+        lines: u64,
+        sum: u64,
+        collected: Option<Vec<(u64, i64)>>,
+    ) {
+        if doubtful {
+            self.doubtful.store(true, Ordering::SeqCst);
+        }
+        self.unread.fetch_max(unread, Ordering::Relaxed);
+        self.read
+            .fetch_max(lines - unread.min(lines), Ordering::Relaxed);
+        if let Ok(mut p) = self.passes.lock() {
+            p.push((lines, sum));
+        }
+        if let Some(c) = collected
+            && let Ok(mut slot) = self.collected.lock()
+        {
+            *slot = Some(c);
+        }
+        if let Ok(mut c) = self.channels.lock() {
+            c.push(channel.to_string());
+        }
+    }
+
+    /// Whether this pass collects the lines (the first to ask does).
+    fn claim(&self) -> bool {
+        !self.claimed.swap(true, Ordering::SeqCst)
+    }
 }
 
 /// Devices per chunk of a shared pass.
@@ -185,7 +463,8 @@ const SHARED_PASS_CHUNK: usize = 2048;
 /// Chunks buffered per consumer: bounds a shared pass's memory.
 const SHARED_PASS_DEPTH: usize = 4;
 
-type Chunk = Result<Arc<Vec<Device>>, HostError>;
+/// Devices of a shared pass with the hashes of their lines (0 when the pass does not hash).
+type Chunk = Result<Arc<Vec<(u64, Device)>>, HostError>;
 
 /// One pass over the inventory feeding several plugins that run concurrently (check, plan): the
 /// file is read and parsed once, and each consumer's first [`Host::for_each_device`] takes its
@@ -195,6 +474,7 @@ pub fn shared_pass<'scope, 'env>(
     scope: &'scope std::thread::Scope<'scope, 'env>,
     site: Arc<Site>,
     consumers: usize,
+    hash_lines: bool,
 ) -> Vec<std::sync::mpsc::Receiver<Chunk>> {
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..consumers)
         .map(|_| std::sync::mpsc::sync_channel::<Chunk>(SHARED_PASS_DEPTH))
@@ -213,13 +493,18 @@ pub fn shared_pass<'scope, 'env>(
                 }
             };
         let mut chunk = Vec::with_capacity(SHARED_PASS_CHUNK);
-        let result = site.for_each_device_owned(&mut |d| {
-            chunk.push(d);
+        let mut each = |h: u64, d: Device| {
+            chunk.push((h, d));
             if chunk.len() == SHARED_PASS_CHUNK {
                 let full = std::mem::replace(&mut chunk, Vec::with_capacity(SHARED_PASS_CHUNK));
                 broadcast(Ok(Arc::new(full)), &mut senders);
             }
-        });
+        };
+        let result = if hash_lines {
+            site.for_each_line_device(DeviceParts::ALL, None, &mut each)
+        } else {
+            site.for_each_device_owned(&mut |d| each(0, d))
+        };
         match result {
             Ok(()) if !chunk.is_empty() => broadcast(Ok(Arc::new(chunk)), &mut senders),
             Ok(()) => {}
@@ -262,7 +547,7 @@ impl Host for PassHost<'_> {
         };
         for chunk in rx {
             let chunk = chunk?;
-            for d in chunk.iter() {
+            for (_, d) in chunk.iter() {
                 visit(d);
             }
             crate::report::devices_read(chunk.len() as u64);
@@ -299,6 +584,15 @@ impl Host for PassHost<'_> {
     ) -> Result<Box<dyn RecordSink + '_>, HostError> {
         self.inner.open_sync(channel, mode)
     }
+    fn upload_devices(
+        &self,
+        channel: &str,
+        mode: SyncMode,
+        parts: DeviceParts,
+        produce: &mut dyn FnMut(&Device) -> Option<Record>,
+    ) -> Result<SyncStats, HostError> {
+        self.upload_devices_as("", channel, mode, parts, produce)
+    }
     fn log(&self, message: &str) {
         self.inner.log(message)
     }
@@ -312,5 +606,53 @@ impl OwnedHost for PassHost<'_> {
         mode: SyncMode,
     ) -> Result<Box<dyn RecordSink + '_>, HostError> {
         self.inner.open_sync_as(owner, channel, mode)
+    }
+
+    /// From the shared pass, every line read (a round that leaves lines unread gives each
+    /// upload its own pass); a second upload reads the file itself.
+    fn upload_devices_as(
+        &self,
+        owner: &str,
+        channel: &str,
+        mode: SyncMode,
+        parts: DeviceParts,
+        produce: &mut dyn FnMut(&Device) -> Option<Record>,
+    ) -> Result<SyncStats, HostError> {
+        let pass = self.pass.lock().ok().and_then(|mut p| p.take());
+        let (Some(rx), Some(cloud)) = (pass, &self.inner.cloud) else {
+            return self
+                .inner
+                .upload_devices_as(owner, channel, mode, parts, produce);
+        };
+        let mut sink = cloud.open_line_sync(owner, channel, mode)?;
+        let round = self.inner.round.as_deref();
+        let collect = round.is_some_and(LineRound::claim);
+        let mut lines: Vec<(u64, i64)> = Vec::new();
+        let (mut count, mut sum) = (0u64, 0u64);
+        let mut failed: Option<HostError> = None;
+        for chunk in rx {
+            let chunk = chunk?;
+            for (h, d) in chunk.iter() {
+                count += 1;
+                sum = sum.wrapping_add(*h);
+                if collect {
+                    lines.push((*h, d.resource_id));
+                }
+                if failed.is_none()
+                    && let Some(record) = produce(d)
+                {
+                    failed = sink.push_line(*h, record).err();
+                }
+            }
+            crate::report::devices_read(chunk.len() as u64);
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let stats = sink.finish_lines(&|_| false)?;
+        if let Some(round) = round {
+            round.passed(channel, false, 0, count, sum, collect.then_some(lines));
+        }
+        Ok(stats)
     }
 }

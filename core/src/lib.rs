@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod dynamic;
 pub mod host;
+pub mod lines;
 pub mod ops;
 pub mod problem;
 pub mod registry;

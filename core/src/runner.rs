@@ -12,8 +12,8 @@
 use crate::host::OwnedHost;
 use cloudattach_sdk::{
     ApplyOutcome, CheckReport, CollectionInfo, Device, DeviceParts, Environment, Finding, Host,
-    HostError, Manifest, Method, Options, PlanDecision, Plugin, RecordSink, SiteInfo, StatusReport,
-    SyncMode, SyncStats, ValidateContext,
+    HostError, Manifest, Method, Options, PlanDecision, Plugin, Record, RecordSink, SiteInfo,
+    StatusReport, SyncMode, SyncStats, ValidateContext,
 };
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
@@ -197,6 +197,16 @@ impl Host for PluginHost<'_> {
         mode: SyncMode,
     ) -> Result<Box<dyn RecordSink + '_>, HostError> {
         self.base.open_sync_as(self.plugin, channel, mode)
+    }
+    fn upload_devices(
+        &self,
+        channel: &str,
+        mode: SyncMode,
+        parts: DeviceParts,
+        produce: &mut dyn FnMut(&Device) -> Option<Record>,
+    ) -> Result<SyncStats, HostError> {
+        self.base
+            .upload_devices_as(self.plugin, channel, mode, parts, produce)
     }
     // `sync_records` is not forwarded: its default opens the upload through `open_sync` above,
     // with this plugin as the owner, where the base's would open it without.

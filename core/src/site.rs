@@ -268,6 +268,8 @@ pub struct Site {
     members: BTreeMap<String, Members>,
     /// What the last complete pass found, for the file as it was then.
     scan: Mutex<Option<Scan>>,
+    /// What the last pass that left lines unread found in the lines it read (bad lines only).
+    partial: Mutex<Option<ScanSummary>>,
 }
 
 impl Site {
@@ -349,6 +351,7 @@ impl Site {
             names,
             members,
             scan: Mutex::new(None),
+            partial: Mutex::new(None),
         })
     }
 
@@ -373,13 +376,40 @@ impl Site {
         parts: DeviceParts,
         visit: &mut dyn FnMut(Device),
     ) -> Result<(), SiteError> {
+        self.stream(parts, false, None, &mut |_, d| visit(d))
+    }
+
+    /// [`Site::for_each_device_parts`], handing each device with the hash of its line (xxh3 of
+    /// the line's bytes, without the line break and surrounding blanks). `unparsed`, when given,
+    /// sees the hash of every non-blank line first: a line it answers `true` for is left out
+    /// unparsed, its device not visited — what a delta does with the lines it already knows.
+    /// Such a pass does not count as the file's first complete pass.
+    pub fn for_each_line_device(
+        &self,
+        parts: DeviceParts,
+        unparsed: Option<&mut (dyn FnMut(u64) -> bool + Send)>,
+        visit: &mut dyn FnMut(u64, Device),
+    ) -> Result<(), SiteError> {
+        self.stream(parts, true, unparsed, visit)
+    }
+
+    /// Reads on a second thread, in chunks through a bounded channel, so parsing overlaps with
+    /// what the caller does with each device while memory stays flat; lines are hashed when
+    /// `hash` is set (0 otherwise).
+    fn stream(
+        &self,
+        parts: DeviceParts,
+        hash: bool,
+        unparsed: Option<&mut (dyn FnMut(u64) -> bool + Send)>,
+        visit: &mut dyn FnMut(u64, Device),
+    ) -> Result<(), SiteError> {
         const CHUNK: usize = 1024;
         std::thread::scope(|scope| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Device>>(4);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(u64, Device)>>(4);
             let parser = scope.spawn(move || {
                 let mut chunk = Vec::with_capacity(CHUNK);
-                let result = self.parse_devices(parts, &mut |d| {
-                    chunk.push(d);
+                let result = self.parse_devices(parts, hash, unparsed, &mut |h, d| {
+                    chunk.push((h, d));
                     if chunk.len() < CHUNK {
                         return true;
                     }
@@ -393,8 +423,8 @@ impl Site {
                 result
             });
             for chunk in rx {
-                for d in chunk {
-                    visit(d);
+                for (h, d) in chunk {
+                    visit(h, d);
                 }
             }
             parser
@@ -410,7 +440,9 @@ impl Site {
     fn parse_devices(
         &self,
         parts: DeviceParts,
-        emit: &mut dyn FnMut(Device) -> bool,
+        hash: bool,
+        mut unparsed: Option<&mut (dyn FnMut(u64) -> bool + Send)>,
+        emit: &mut dyn FnMut(u64, Device) -> bool,
     ) -> Result<(), SiteError> {
         let path = self.dir.join("devices.jsonl");
         let io = |source| SiteError::Io {
@@ -436,7 +468,8 @@ impl Site {
                 .filter(|s| Some(s.identity) == identity)
                 .map(|s| (s.skipped_lines.clone(), s.extended_lines.clone()))
         });
-        let record = known.is_none();
+        // A pass that leaves lines out cannot tell which lines are valid or duplicates.
+        let record = known.is_none() && unparsed.is_none();
         let known_skipped = known.as_ref().map(|k| &*k.0);
         let known_extended = known.as_ref().map(|k| &*k.1).filter(|e| !e.is_empty());
         // Only a pass that knows which lines are bad may leave blocks unparsed.
@@ -463,6 +496,18 @@ impl Site {
             }
             if known_skipped.is_some_and(|skip| skip.contains(&n)) {
                 summary.skipped += 1;
+                continue;
+            }
+            let line_hash = if hash || unparsed.is_some() {
+                xxhash_rust::xxh3::xxh3_64(bytes)
+            } else {
+                0
+            };
+            if let Some(unparsed) = unparsed.as_mut()
+                && unparsed(line_hash)
+            {
+                // A line a delta knows: a valid device, as it was when it was last read.
+                summary.devices += 1;
                 continue;
             }
             let parsed = match std::str::from_utf8(bytes) {
@@ -526,7 +571,7 @@ impl Site {
                                 *summary.unusable_fields.entry(f).or_default() += 1;
                             }
                         }
-                        if !emit(d) {
+                        if !emit(line_hash, d) {
                             return Ok(());
                         }
                         None
@@ -547,6 +592,16 @@ impl Site {
                 }
             }
         }
+        if unparsed.is_some()
+            && let Ok(mut p) = self.partial.lock()
+        {
+            // The fields beyond the model were reported by the pass that read those lines.
+            summary.unknown_fields.clear();
+            summary.long_lists.clear();
+            summary.unusable_fields.clear();
+            *p = Some(summary);
+            return Ok(());
+        }
         if let (true, Some(identity)) = (record, identity)
             && let Ok(mut s) = self.scan.lock()
         {
@@ -560,12 +615,25 @@ impl Site {
         Ok(())
     }
 
-    /// What the first complete pass over the devices found (`None` before one).
+    /// What the first complete pass over the devices found (`None` before one); without one,
+    /// what the last pass that left lines unread found in the lines it read.
     pub fn scan_summary(&self) -> Option<ScanSummary> {
         self.scan
             .lock()
             .ok()
             .and_then(|s| s.as_ref().map(|s| s.summary.clone()))
+            .or_else(|| self.partial.lock().ok().and_then(|p| p.clone()))
+    }
+
+    /// The number of valid devices, if a complete pass over the file as it is now was made.
+    pub fn known_device_count(&self) -> Option<u64> {
+        let current = File::open(self.dir.join("devices.jsonl"))
+            .ok()
+            .and_then(|f| FileIdentity::of(&f))?;
+        let s = self.scan.lock().ok()?;
+        s.as_ref()
+            .filter(|s| s.identity == current)
+            .map(|s| s.summary.devices)
     }
 
     /// The number of valid devices (streams the file once if no pass was made yet).

@@ -62,7 +62,26 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE sync_hashes (channel TEXT NOT NULL, key TEXT NOT NULL, hash INTEGER NOT NULL,
                                PRIMARY KEY (channel, key)) WITHOUT ROWID;
      CREATE TABLE sync_channels (channel TEXT PRIMARY KEY, last_sync TEXT NOT NULL);",
+    // 2: the hash of the inventory line each record was made from (0: not made from one), so
+    // a delta can leave the unchanged lines unread.
+    "ALTER TABLE sync_hashes ADD COLUMN line INTEGER NOT NULL DEFAULT 0;",
 ];
+
+/// What the ledger holds for one acknowledged record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acked {
+    /// xxh3 of the record's JSON as sent.
+    pub hash: u64,
+    /// xxh3 of the inventory line the record was made from; 0 when it was not made from one.
+    pub line: u64,
+}
+
+impl Acked {
+    /// A record not made from an inventory line.
+    pub fn hash(hash: u64) -> Acked {
+        Acked { hash, line: 0 }
+    }
+}
 
 /// What was applied before, as the state store remembers it.
 pub trait AppliedState {
@@ -232,6 +251,8 @@ impl StateStore {
 
     /// Forgets a disabled feature: its settings and the hashes of the channels it uploaded.
     pub fn forget_feature(&self, plugin_id: &str) -> Result<(), StateError> {
+        // Any change of the state but an acknowledged upload voids the line index.
+        crate::lines::forget(self.dir());
         let channels = self.channels_owned_by(plugin_id)?;
         for c in &channels {
             self.delete_meta(&channel_owner_key(c))?;
@@ -246,6 +267,8 @@ impl StateStore {
         plugin_id: &str,
         settings: &serde_json::Value,
     ) -> Result<(), StateError> {
+        // Any change of the state but an acknowledged upload voids the line index.
+        crate::lines::forget(self.dir());
         self.conn
             .execute(
                 "INSERT INTO features (plugin_id, settings, applied_at) VALUES (?1, ?2, ?3)
@@ -258,6 +281,8 @@ impl StateStore {
 
     /// Forgets a feature (disabled) and its sync hashes.
     pub fn remove_feature(&self, plugin_id: &str, channels: &[&str]) -> Result<(), StateError> {
+        // Any change of the state but an acknowledged upload voids the line index.
+        crate::lines::forget(self.dir());
         self.conn
             .execute("DELETE FROM features WHERE plugin_id = ?1", [plugin_id])
             .map_err(self.err())?;
@@ -288,29 +313,35 @@ impl StateStore {
     }
 
     /// The hashes of every record last acknowledged on a channel.
-    pub fn channel_hashes(&self, channel: &str) -> Result<HashMap<String, u64>, StateError> {
+    pub fn channel_hashes(&self, channel: &str) -> Result<HashMap<String, Acked>, StateError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT key, hash FROM sync_hashes WHERE channel = ?1")
+            .prepare("SELECT key, hash, line FROM sync_hashes WHERE channel = ?1")
             .map_err(self.err())?;
         let rows = stmt
             .query_map([channel], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    Acked {
+                        hash: r.get::<_, i64>(1)? as u64,
+                        line: r.get::<_, i64>(2)? as u64,
+                    },
+                ))
             })
             .map_err(self.err())?;
         let mut out = HashMap::new();
         for row in rows {
-            let (k, h) = row.map_err(self.err())?;
-            out.insert(k, h);
+            let (k, a) = row.map_err(self.err())?;
+            out.insert(k, a);
         }
         Ok(out)
     }
 
-    /// Records one acknowledged batch: upserted keys with their hashes, deleted keys.
+    /// Records one acknowledged batch: upserted keys with their hashes and lines, deleted keys.
     pub fn ack_batch(
         &mut self,
         channel: &str,
-        upserts: &[(String, u64)],
+        upserts: &[(String, Acked)],
         deletes: &[String],
     ) -> Result<(), StateError> {
         let path = self.path.clone();
@@ -322,12 +353,13 @@ impl StateStore {
         {
             let mut up = tx
                 .prepare_cached(
-                    "INSERT INTO sync_hashes (channel, key, hash) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(channel, key) DO UPDATE SET hash = excluded.hash",
+                    "INSERT INTO sync_hashes (channel, key, hash, line) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(channel, key) DO UPDATE SET hash = excluded.hash, line = excluded.line",
                 )
                 .map_err(err)?;
-            for (k, h) in upserts {
-                up.execute(params![channel, k, *h as i64]).map_err(err)?;
+            for (k, a) in upserts {
+                up.execute(params![channel, k, a.hash as i64, a.line as i64])
+                    .map_err(err)?;
             }
             let mut del = tx
                 .prepare_cached("DELETE FROM sync_hashes WHERE channel = ?1 AND key = ?2")
@@ -350,8 +382,10 @@ impl StateStore {
     pub fn replace_channel(
         &mut self,
         channel: &str,
-        hashes: &HashMap<String, u64>,
+        hashes: &HashMap<String, Acked>,
     ) -> Result<(), StateError> {
+        // Any change of the state but an acknowledged upload voids the line index.
+        crate::lines::forget(self.dir());
         let path = self.path.clone();
         let err = |source| StateError::Sqlite {
             path: path.clone(),
@@ -362,17 +396,27 @@ impl StateStore {
             .map_err(err)?;
         {
             let mut up = tx
-                .prepare_cached("INSERT INTO sync_hashes (channel, key, hash) VALUES (?1, ?2, ?3)")
+                .prepare_cached(
+                    "INSERT INTO sync_hashes (channel, key, hash, line) VALUES (?1, ?2, ?3, ?4)",
+                )
                 .map_err(err)?;
-            for (k, h) in hashes {
-                up.execute(params![channel, k, *h as i64]).map_err(err)?;
+            for (k, a) in hashes {
+                up.execute(params![channel, k, a.hash as i64, a.line as i64])
+                    .map_err(err)?;
             }
         }
         tx.commit().map_err(err)
     }
 
+    /// The directory the store is in (`.cloudattach`).
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
     /// Forgets a channel's hashes (after a disable, or before a full resend).
     pub fn clear_channel(&self, channel: &str) -> Result<(), StateError> {
+        // Any change of the state but an acknowledged upload voids the line index.
+        crate::lines::forget(self.dir());
         self.conn
             .execute("DELETE FROM sync_hashes WHERE channel = ?1", [channel])
             .map_err(self.err())?;
@@ -384,6 +428,8 @@ impl StateStore {
 
     /// Forgets everything (after detach).
     pub fn reset(&self) -> Result<(), StateError> {
+        // Any change of the state but an acknowledged upload voids the line index.
+        crate::lines::forget(self.dir());
         self.conn
             .execute_batch("DELETE FROM features; DELETE FROM sync_hashes; DELETE FROM sync_channels; DELETE FROM meta;")
             .map_err(self.err())
@@ -500,9 +546,13 @@ mod tests {
             let mut s = StateStore::open(dir.path()).unwrap();
             s.set_feature("tenant-attach", &serde_json::json!({"upload": "all"}))
                 .unwrap();
-            s.ack_batch("devices", &[("1".into(), 11), ("2".into(), 22)], &[])
-                .unwrap();
-            s.ack_batch("devices", &[("2".into(), 23)], &["1".into()])
+            s.ack_batch(
+                "devices",
+                &[("1".into(), Acked::hash(11)), ("2".into(), Acked::hash(22))],
+                &[],
+            )
+            .unwrap();
+            s.ack_batch("devices", &[("2".into(), Acked::hash(23))], &["1".into()])
                 .unwrap();
         }
         let s = StateStore::open(dir.path()).unwrap();
@@ -513,7 +563,7 @@ mod tests {
         assert_eq!(s.applied_settings("co-management"), None);
         let h = s.channel_hashes("devices").unwrap();
         assert_eq!(h.len(), 1);
-        assert_eq!(h["2"], 23);
+        assert_eq!(h["2"], Acked::hash(23));
         s.remove_feature("tenant-attach", &["devices"]).unwrap();
         assert!(s.channel_hashes("devices").unwrap().is_empty());
         assert_eq!(s.applied_settings("tenant-attach"), None);

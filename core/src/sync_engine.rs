@@ -17,11 +17,12 @@
 //! the product) and acknowledged hashes to a [`HashLedger`] (the state store), so it is tested
 //! with an in-memory target and ledger.
 
+use crate::host::LineSink;
 use crate::report::{DevicesRead, Progress, count_devices_read};
-use crate::state::{StateError, StateStore};
+use crate::state::{Acked, StateError, StateStore};
 use cloudattach_sdk::gateway::{ChannelCensus, KeyDigest, UNKNOWN_SENT_HASH, UploadAnswer};
 use cloudattach_sdk::{HostError, Record, RecordSink, SyncMode, SyncStats};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -60,17 +61,18 @@ const UNKNOWN_HASH: u64 = UNKNOWN_SENT_HASH;
 pub trait HashLedger: Send {
     /// Records that `owner` uploads to `channel` (empty: unknown).
     fn claim(&mut self, channel: &str, owner: &str) -> Result<(), StateError>;
-    /// The hash of every record last acknowledged on `channel`.
-    fn known(&mut self, channel: &str) -> Result<HashMap<String, u64>, StateError>;
-    /// Records one acknowledged batch.
+    /// The hash (and line) of every record last acknowledged on `channel`.
+    fn known(&mut self, channel: &str) -> Result<HashMap<String, Acked>, StateError>;
+    /// Records one acknowledged batch (or records made from another line, unchanged).
     fn ack(
         &mut self,
         channel: &str,
-        upserts: &[(String, u64)],
+        upserts: &[(String, Acked)],
         deletes: &[String],
     ) -> Result<(), StateError>;
     /// Replaces what the ledger holds for `channel`.
-    fn replace(&mut self, channel: &str, hashes: &HashMap<String, u64>) -> Result<(), StateError>;
+    fn replace(&mut self, channel: &str, hashes: &HashMap<String, Acked>)
+    -> Result<(), StateError>;
 }
 
 impl HashLedger for StateStore {
@@ -80,18 +82,22 @@ impl HashLedger for StateStore {
         }
         self.set_channel_owner(channel, owner)
     }
-    fn known(&mut self, channel: &str) -> Result<HashMap<String, u64>, StateError> {
+    fn known(&mut self, channel: &str) -> Result<HashMap<String, Acked>, StateError> {
         self.channel_hashes(channel)
     }
     fn ack(
         &mut self,
         channel: &str,
-        upserts: &[(String, u64)],
+        upserts: &[(String, Acked)],
         deletes: &[String],
     ) -> Result<(), StateError> {
         self.ack_batch(channel, upserts, deletes)
     }
-    fn replace(&mut self, channel: &str, hashes: &HashMap<String, u64>) -> Result<(), StateError> {
+    fn replace(
+        &mut self,
+        channel: &str,
+        hashes: &HashMap<String, Acked>,
+    ) -> Result<(), StateError> {
         self.replace_channel(channel, hashes)
     }
 }
@@ -132,30 +138,70 @@ impl SyncEngine {
         progress: &dyn Fn() -> Box<dyn Progress>,
         notice: &dyn Fn(&str),
     ) -> Result<Box<dyn RecordSink + '_>, HostError> {
+        Ok(Box::new(
+            self.upload(owner, channel, mode, progress, notice)?,
+        ))
+    }
+
+    /// [`SyncEngine::open`] for records made from inventory lines: the ledger records each
+    /// record's line, and a delta may leave the lines it knows unread (see [`LineSink`]).
+    pub fn open_lines(
+        &self,
+        owner: &str,
+        channel: &str,
+        mode: SyncMode,
+        progress: &dyn Fn() -> Box<dyn Progress>,
+        notice: &dyn Fn(&str),
+    ) -> Result<Box<dyn LineSink + '_>, HostError> {
+        Ok(Box::new(
+            self.upload(owner, channel, mode, progress, notice)?,
+        ))
+    }
+
+    fn upload(
+        &self,
+        owner: &str,
+        channel: &str,
+        mode: SyncMode,
+        progress: &dyn Fn() -> Box<dyn Progress>,
+        notice: &dyn Fn(&str),
+    ) -> Result<Upload<'_>, HostError> {
         let mut known = {
             let mut ledger = self.ledger.lock().expect("ledger lock");
             ledger.claim(channel, owner).map_err(state_error)?;
             ledger.known(channel).map_err(state_error)?
         };
         let census = self.target.census(channel)?;
-        if !census.matches(&KeyDigest::of(known.iter().map(|(k, h)| (k.as_str(), *h)))) {
-            known = self.reconcile(channel, known, &census, notice)?;
+        // Lines left unread keep their records; those whose records the cloud lost or holds
+        // otherwise must be read again.
+        let mut must_read = Some(HashSet::new());
+        if !census.matches(&KeyDigest::of(
+            known.iter().map(|(k, a)| (k.as_str(), a.hash)),
+        )) {
+            let (held, lines) = self.reconcile(channel, known, &census, notice)?;
+            known = held;
+            must_read = lines;
+        }
+        if mode != SyncMode::Delta {
+            must_read = None;
         }
         let progress: Arc<dyn Progress> = Arc::from(progress());
         let _reading = count_devices_read(progress.clone());
-        Ok(Box::new(Upload {
+        Ok(Upload {
             engine: self,
             channel: channel.to_string(),
             mode,
             known,
+            must_read,
             batch_records: 0,
             batch: Vec::with_capacity(BATCH_RECORDS),
             batch_bytes: Vec::with_capacity(BATCH_RECORDS * 400),
+            relines: Vec::new(),
             in_flight: VecDeque::new(),
             stats: SyncStats::default(),
             progress,
             _reading,
-        }))
+        })
     }
 }
 
@@ -165,33 +211,54 @@ impl SyncEngine {
     /// record is sent again), unknown where the cloud holds the record with another hash
     /// (someone else wrote it: sent again) or a key the ledger did not record (sent again, or
     /// deleted if gone).
+    ///
+    /// Also returns the lines whose records must be read again (lost or held otherwise), or
+    /// `None` when some cannot be traced to a line (a key the ledger did not record, a record
+    /// not made from a line): then every line is read.
     fn reconcile(
         &self,
         channel: &str,
-        known: HashMap<String, u64>,
+        known: HashMap<String, Acked>,
         census: &ChannelCensus,
         notice: &dyn Fn(&str),
-    ) -> Result<HashMap<String, u64>, HostError> {
-        let mut held = HashMap::with_capacity(census.records as usize);
-        let (mut lost, mut changed, mut foreign) = (known.len() as u64, 0u64, 0u64);
-        self.target.held_keys(channel, &mut |key, cloud_hash| {
-            let hash = match known.get(&key) {
-                Some(h) if *h == cloud_hash && cloud_hash != UNKNOWN_HASH => {
-                    lost -= 1;
-                    *h
+    ) -> Result<ReconciledLedger, HostError> {
+        let mut held: HashMap<String, Acked> = HashMap::with_capacity(census.records as usize);
+        let (mut changed, mut foreign) = (0u64, 0u64);
+        let mut lines = Some(HashSet::new());
+        let mut must_read = |line: u64| match line {
+            0 => lines = None,
+            l => {
+                if let Some(s) = lines.as_mut() {
+                    s.insert(l);
                 }
-                Some(_) => {
-                    lost -= 1;
+            }
+        };
+        self.target.held_keys(channel, &mut |key, cloud_hash| {
+            let acked = match known.get(&key) {
+                Some(a) if a.hash == cloud_hash && cloud_hash != UNKNOWN_HASH => *a,
+                Some(a) => {
                     changed += 1;
-                    UNKNOWN_HASH
+                    must_read(a.line);
+                    Acked {
+                        hash: UNKNOWN_HASH,
+                        line: a.line,
+                    }
                 }
                 None => {
                     foreign += 1;
-                    UNKNOWN_HASH
+                    must_read(0);
+                    Acked::hash(UNKNOWN_HASH)
                 }
             };
-            held.insert(key, hash);
+            held.insert(key, acked);
         })?;
+        let mut lost = 0u64;
+        for (k, a) in &known {
+            if !held.contains_key(k) {
+                lost += 1;
+                must_read(a.line);
+            }
+        }
         let mut also = String::new();
         if changed > 0 {
             also.push_str(&format!(
@@ -213,9 +280,12 @@ impl SyncEngine {
             .expect("ledger lock")
             .replace(channel, &held)
             .map_err(state_error)?;
-        Ok(held)
+        Ok((held, lines))
     }
 }
+
+/// A ledger reconciled with the cloud, and the lines to read again (`None`: every line).
+type ReconciledLedger = (HashMap<String, Acked>, Option<HashSet<u64>>);
 
 /// An acknowledged batch: records sent and the cloud's answer.
 type BatchResult = Result<(u64, UploadAnswer), HostError>;
@@ -225,13 +295,19 @@ struct Upload<'a> {
     engine: &'a SyncEngine,
     channel: String,
     mode: SyncMode,
-    /// Hashes acknowledged before; what is left at the end was not pushed again: deletions.
-    known: HashMap<String, u64>,
+    /// Hashes acknowledged before; what is left at the end was not pushed again: deletions,
+    /// except the records of lines left unread.
+    known: HashMap<String, Acked>,
+    /// In a delta, the lines that must be read whatever the line index says (`None`: every
+    /// line must be read).
+    must_read: Option<HashSet<u64>>,
     /// Records in the batch being built.
     batch_records: u64,
     /// Hashes the batch changes (a full resend of an unchanged record changes none).
-    batch: Vec<(String, u64)>,
+    batch: Vec<(String, Acked)>,
     batch_bytes: Vec<u8>,
+    /// Unchanged records now made from another line: recorded without being sent.
+    relines: Vec<(String, Acked)>,
     in_flight: VecDeque<JoinHandle<BatchResult>>,
     stats: SyncStats,
     progress: Arc<dyn Progress>,
@@ -303,14 +379,23 @@ impl Upload<'_> {
     }
 }
 
-impl RecordSink for Upload<'_> {
-    fn push(&mut self, record: Record) -> Result<(), HostError> {
+impl Upload<'_> {
+    fn push_from(&mut self, line: u64, record: Record) -> Result<(), HostError> {
         let json = serde_json::to_vec(&record.value)
             .map_err(|e| HostError::new("record", e.to_string()))?;
-        let hash = xxhash_rust::xxh3::xxh3_64(&json);
+        let acked = Acked {
+            hash: xxhash_rust::xxh3::xxh3_64(&json),
+            line,
+        };
         self.stats.total += 1;
         let previous = self.known.remove(&record.key);
-        if self.mode == SyncMode::Delta && previous == Some(hash) {
+        if self.mode == SyncMode::Delta && previous.is_some_and(|p| p.hash == acked.hash) {
+            if previous != Some(acked) {
+                self.relines.push((record.key, acked));
+                if self.relines.len() >= BATCH_RECORDS {
+                    self.record_relines()?;
+                }
+            }
             return Ok(());
         }
         if self.batch_records > 0 {
@@ -321,8 +406,8 @@ impl RecordSink for Upload<'_> {
         self.batch_bytes.extend_from_slice(b",\"record\":");
         self.batch_bytes.extend_from_slice(&json);
         self.batch_bytes.push(b'}');
-        if previous != Some(hash) {
-            self.batch.push((record.key, hash));
+        if previous != Some(acked) {
+            self.batch.push((record.key, acked));
         }
         self.batch_records += 1;
         if self.batch_records as usize >= BATCH_RECORDS {
@@ -331,9 +416,37 @@ impl RecordSink for Upload<'_> {
         Ok(())
     }
 
-    fn finish(mut self: Box<Self>) -> Result<SyncStats, HostError> {
-        let mut gone: Vec<String> = self.known.drain().map(|(k, _)| k).collect();
+    /// Records unchanged records made from another line than the ledger says: nothing is sent,
+    /// so nothing waits for the cloud.
+    fn record_relines(&mut self) -> Result<(), HostError> {
+        if self.relines.is_empty() {
+            return Ok(());
+        }
+        let relines = std::mem::take(&mut self.relines);
+        self.engine
+            .ledger
+            .lock()
+            .expect("ledger lock")
+            .ack(&self.channel, &relines, &[])
+            .map_err(state_error)
+    }
+
+    /// Sends what is left and the deletions: every key acknowledged before and not pushed
+    /// again, except those made from a line `kept` says was left unread.
+    fn finish_keeping(
+        mut self: Box<Self>,
+        kept: &dyn Fn(u64) -> bool,
+    ) -> Result<SyncStats, HostError> {
+        let mut gone: Vec<String> = Vec::new();
+        for (k, a) in self.known.drain() {
+            if a.line != 0 && kept(a.line) {
+                self.stats.total += 1;
+            } else {
+                gone.push(k);
+            }
+        }
         gone.sort_unstable();
+        self.record_relines()?;
         self.flush(vec![])?;
         for chunk in gone.chunks(BATCH_RECORDS) {
             self.flush(chunk.to_vec())?;
@@ -343,6 +456,30 @@ impl RecordSink for Upload<'_> {
         }
         self.progress.finish(&self.stats);
         Ok(self.stats)
+    }
+}
+
+impl RecordSink for Upload<'_> {
+    fn push(&mut self, record: Record) -> Result<(), HostError> {
+        self.push_from(0, record)
+    }
+
+    fn finish(self: Box<Self>) -> Result<SyncStats, HostError> {
+        self.finish_keeping(&|_| false)
+    }
+}
+
+impl LineSink for Upload<'_> {
+    fn push_line(&mut self, line: u64, record: Record) -> Result<(), HostError> {
+        self.push_from(line, record)
+    }
+
+    fn must_read(&self) -> Option<&HashSet<u64>> {
+        self.must_read.as_ref()
+    }
+
+    fn finish_lines(self: Box<Self>, kept: &dyn Fn(u64) -> bool) -> Result<SyncStats, HostError> {
+        self.finish_keeping(kept)
     }
 }
 
@@ -426,7 +563,7 @@ mod tests {
     /// Acknowledged hashes in memory.
     #[derive(Default)]
     struct MemoryLedger {
-        hashes: BTreeMap<String, HashMap<String, u64>>,
+        hashes: BTreeMap<String, HashMap<String, Acked>>,
         owners: BTreeMap<String, String>,
     }
 
@@ -435,13 +572,13 @@ mod tests {
             self.owners.insert(channel.into(), owner.into());
             Ok(())
         }
-        fn known(&mut self, channel: &str) -> Result<HashMap<String, u64>, StateError> {
+        fn known(&mut self, channel: &str) -> Result<HashMap<String, Acked>, StateError> {
             Ok(self.hashes.get(channel).cloned().unwrap_or_default())
         }
         fn ack(
             &mut self,
             channel: &str,
-            upserts: &[(String, u64)],
+            upserts: &[(String, Acked)],
             deletes: &[String],
         ) -> Result<(), StateError> {
             let h = self.hashes.entry(channel.into()).or_default();
@@ -456,7 +593,7 @@ mod tests {
         fn replace(
             &mut self,
             channel: &str,
-            hashes: &HashMap<String, u64>,
+            hashes: &HashMap<String, Acked>,
         ) -> Result<(), StateError> {
             self.hashes.insert(channel.into(), hashes.clone());
             Ok(())
@@ -482,6 +619,88 @@ mod tests {
             })?;
         }
         sink.finish()
+    }
+
+    /// Pushes `(key, name, line)` records as made from inventory lines, and finishes keeping
+    /// the records of the lines in `kept`.
+    fn push_lines(
+        engine: &SyncEngine,
+        records: &[(i64, &str, u64)],
+        kept: &[u64],
+    ) -> (Option<HashSet<u64>>, SyncStats) {
+        let mut sink = engine
+            .open_lines(
+                "tenant-attach",
+                "devices",
+                SyncMode::Delta,
+                &|| Box::new(Silent),
+                &|_| {},
+            )
+            .unwrap();
+        let must_read = sink.must_read().cloned();
+        for (k, v, line) in records {
+            let record = Record {
+                key: k.to_string(),
+                value: serde_json::json!({ "name": v }),
+            };
+            sink.push_line(*line, record).unwrap();
+        }
+        (
+            must_read,
+            sink.finish_lines(&|l| kept.contains(&l)).unwrap(),
+        )
+    }
+
+    #[test]
+    fn lines_left_unread_keep_their_records_and_lost_records_name_their_lines() {
+        let (_rt, target, ledger, engine) = setup();
+        let (must_read, stats) =
+            push_lines(&engine, &[(1, "a", 11), (2, "b", 12), (3, "c", 13)], &[]);
+        assert_eq!(must_read, Some(HashSet::new()));
+        assert_eq!(stats.sent, 3);
+        assert_eq!(ledger.lock().unwrap().hashes["devices"]["2"].line, 12);
+        // Line 12 unread (kept), line 13 gone, line 11 changed into line 21 with the same
+        // record: one deletion, nothing else sent, and the ledger follows the new line.
+        let (_, stats) = push_lines(&engine, &[(1, "a", 21)], &[12]);
+        assert_eq!((stats.sent, stats.deleted, stats.total), (1, 1, 2));
+        let held = target.records.lock().unwrap()["devices"].clone();
+        assert_eq!(held.keys().collect::<Vec<_>>(), ["1", "2"]);
+        assert_eq!(ledger.lock().unwrap().hashes["devices"]["1"].line, 21);
+        // The cloud loses key 2: its line must be read again, and its record is sent.
+        target
+            .records
+            .lock()
+            .unwrap()
+            .get_mut("devices")
+            .unwrap()
+            .remove("2");
+        let (must_read, stats) = push_lines(&engine, &[(2, "b", 12)], &[21]);
+        assert_eq!(must_read, Some(HashSet::from([12])));
+        assert_eq!((stats.sent, stats.total), (1, 2));
+        // A key the ledger never recorded: no line can be trusted, every line is read.
+        target
+            .records
+            .lock()
+            .unwrap()
+            .get_mut("devices")
+            .unwrap()
+            .insert("9".into(), serde_json::json!({"name": "x"}));
+        let (must_read, stats) = push_lines(&engine, &[(1, "a", 21), (2, "b", 12)], &[]);
+        assert_eq!(must_read, None);
+        assert_eq!(stats.deleted, 1);
+        // A full resend reads every line.
+        let mut sink = engine
+            .open_lines(
+                "tenant-attach",
+                "devices",
+                SyncMode::Full,
+                &|| Box::new(Silent),
+                &|_| {},
+            )
+            .unwrap();
+        assert!(sink.must_read().is_none());
+        sink.push_line(21, Record::new("1", serde_json::json!({"name": "a"})))
+            .unwrap();
     }
 
     /// A runtime, an in-memory cloud channel and ledger, and an engine between them.

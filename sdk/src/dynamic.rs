@@ -519,6 +519,31 @@ impl Host for HostAdapter<'_, '_> {
         sink.finish()
     }
 
+    fn upload_devices(
+        &self,
+        channel: &str,
+        mode: SyncMode,
+        parts: DeviceParts,
+        produce: &mut dyn FnMut(&Device) -> Option<Record>,
+    ) -> Result<SyncStats, HostError> {
+        // The library's `produce` cannot be called from the host's side of the boundary: the
+        // upload streams every device across it (a delta of a library's feature reads every
+        // line; the host still sends only the records that changed).
+        let mut sink = self.open_sync(channel, mode)?;
+        let mut failed: Option<HostError> = None;
+        self.for_each_device_with(parts, &mut |d| {
+            if failed.is_none()
+                && let Some(record) = produce(d)
+            {
+                failed = sink.push(record).err();
+            }
+        })?;
+        match failed {
+            Some(e) => Err(e),
+            None => sink.finish(),
+        }
+    }
+
     fn log(&self, message: &str) {
         self.ffi.log(message.into());
     }

@@ -103,6 +103,38 @@ pub trait Host {
         sink.finish()
     }
 
+    /// Streams the records `produce` makes from the site's devices into an upload channel (what
+    /// [`upload_from_devices`](crate::upload_from_devices) calls): the devices carry the blocks
+    /// in `parts`, each record is pushed as it is made, and the upload is finished.
+    ///
+    /// `produce` must make a device's record from that device, the features' options and the
+    /// site's collections alone (no state carried from one device to the next): in a
+    /// [`SyncMode::Delta`], the core's host then calls it only for the devices whose inventory
+    /// line changed since the channel's last acknowledged upload, and keeps the records of the
+    /// others as they are. A feature whose records summarize several devices opens the upload
+    /// itself ([`Host::open_sync`]). The default streams every device through `open_sync`.
+    fn upload_devices(
+        &self,
+        channel: &str,
+        mode: SyncMode,
+        parts: DeviceParts,
+        produce: &mut dyn FnMut(&Device) -> Option<Record>,
+    ) -> Result<SyncStats, HostError> {
+        let mut sink = self.open_sync(channel, mode)?;
+        let mut failed: Option<HostError> = None;
+        self.for_each_device_with(parts, &mut |d| {
+            if failed.is_none()
+                && let Some(record) = produce(d)
+            {
+                failed = sink.push(record).err();
+            }
+        })?;
+        match failed {
+            Some(e) => Err(e),
+            None => sink.finish(),
+        }
+    }
+
     /// A progress or information message for the person running the command (stderr).
     fn log(&self, message: &str) {
         let _ = message;

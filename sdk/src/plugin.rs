@@ -151,9 +151,11 @@ pub fn settings_action(
 }
 
 /// Streams the records `produce` makes from the site's devices into an upload channel, so memory
-/// stays flat however large the site is: [`Host::open_sync`], a push per record from inside
-/// [`Host::for_each_device_with`] (the devices carry the blocks in `parts`), then
-/// [`RecordSink::finish`](crate::RecordSink::finish). The first failed push ends the upload.
+/// stays flat however large the site is: [`Host::upload_devices`], whose default opens the
+/// upload ([`Host::open_sync`]), pushes each record from inside [`Host::for_each_device_with`]
+/// (the devices carry the blocks in `parts`) and finishes it. The first failed push ends the
+/// upload. `produce` makes a device's record from that device, the options and the collections
+/// alone: in a delta the core calls it only for devices whose inventory line changed.
 pub fn upload_from_devices(
     host: &dyn Host,
     channel: &str,
@@ -161,19 +163,7 @@ pub fn upload_from_devices(
     parts: crate::DeviceParts,
     produce: &mut dyn FnMut(&crate::Device) -> Option<Record>,
 ) -> Result<SyncStats, HostError> {
-    let mut sink = host.open_sync(channel, mode)?;
-    let mut failed: Option<HostError> = None;
-    host.for_each_device_with(parts, &mut |d| {
-        if failed.is_none()
-            && let Some(record) = produce(d)
-        {
-            failed = sink.push(record).err();
-        }
-    })?;
-    match failed {
-        Some(e) => Err(e),
-        None => sink.finish(),
-    }
+    host.upload_devices(channel, mode, parts, produce)
 }
 
 /// The `apply` of a feature that uploads: enable it with its settings (idempotent), then one

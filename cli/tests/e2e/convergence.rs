@@ -349,6 +349,9 @@ fn random_step(rng: &mut ChaCha8Rng, collections: &[String]) -> Step {
 }
 
 fn run_sequence(seed: u64, steps: usize) {
+    // Syncs that left the unchanged lines unread (the line index of the previous sync): the
+    // sequence must exercise them, or it does not test the delta users run most.
+    let mut rounds_leaving_lines_unread = 0;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let w = World::start();
     let mut site = w.generate(400, 2303);
@@ -432,6 +435,9 @@ fn run_sequence(seed: u64, steps: usize) {
         let r = w.cli(&["--output", "json", "sync"]);
         assert_eq!(r.code, 0, "{what}: sync failed:\n{}", r.stderr);
         assert_converged(&w, &site, &s, &format!("{what} (sync)"));
+        if r.stderr.contains("not read again") {
+            rounds_leaving_lines_unread += 1;
+        }
         if let Some(before) = before {
             let after = cloud_contents(&w, &site.hid);
             assert!(
@@ -441,6 +447,10 @@ fn run_sequence(seed: u64, steps: usize) {
         }
         site = SiteModel::load(&site.dir);
     }
+    assert!(
+        rounds_leaving_lines_unread > 0,
+        "seed {seed}: no sync of the sequence left unchanged lines unread"
+    );
 }
 
 /// Narrowing the upload scope to a collection and widening it again: the Defender and

@@ -11,6 +11,104 @@ const DEFAULT: &str = "[attach]\nsettings = \"default\"\n";
 /// Change 25 devices, remove 5, add 10: `sync` sends exactly those 40 device records and the
 /// cloud matches the site afterwards.
 #[test]
+fn a_delta_reads_only_the_lines_that_changed_since_the_last_sync() {
+    let w = World::start();
+    let mut site = w.generate(1_000, 2303);
+    w.config("public", DEFAULT);
+    w.apply_ok();
+    // Lines are compared as bytes: written the way the test writes them from now on.
+    site.save_devices();
+    // The first sync reads every line and leaves the index of them beside the state.
+    let r = w.cli(&["sync"]);
+    r.ok();
+    assert!(!r.stderr.contains("not read again"), "{}", r.stderr);
+    let r = w.cli(&["--output", "json", "sync"]);
+    r.ok();
+    assert!(
+        r.stderr.contains(&format!(
+            "inventory: 0 new or changed line(s) read, 1,{:03} unchanged not read again",
+            site.devices.len() - 1000
+        )),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.json()["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["sent"] == 0)
+    );
+
+    let client_idx: Vec<usize> = (0..site.devices.len())
+        .filter(|&i| site.devices[i]["client"] == true)
+        .collect();
+    for &i in &client_idx[..25] {
+        site.devices[i]["model"] = json!(format!("Changed Model {i}"));
+    }
+    let max_id = site.all_ids().into_iter().max().unwrap();
+    for k in 0..10usize {
+        let mut d = site.devices[client_idx[100 + k]].clone();
+        d["resource_id"] = json!(max_id + 1 + k as i64);
+        d["name"] = json!(format!("PS1-NEW-{k:04}"));
+        if d.get("entra_device_id").is_some_and(|v| !v.is_null()) {
+            d["entra_device_id"] = json!(format!("0000aaaa-0000-4000-8000-{:012}", k));
+        }
+        if d.get("serial_number").is_some_and(|v| !v.is_null()) {
+            d["serial_number"] = json!(format!("NEWSER{k:04}"));
+        }
+        site.devices.push(d);
+    }
+    let removed: BTreeSet<i64> = client_idx[200..205]
+        .iter()
+        .map(|&i| site.devices[i]["resource_id"].as_i64().unwrap())
+        .collect();
+    site.devices
+        .retain(|d| !removed.contains(&d["resource_id"].as_i64().unwrap()));
+    site.save_devices();
+
+    let r = w.cli(&["--output", "json", "sync"]);
+    r.ok();
+    assert!(
+        r.stderr.contains(&format!(
+            "inventory: 35 new or changed line(s) read, {} unchanged not read again",
+            site.devices.len() - 35
+        )),
+        "{}",
+        r.stderr
+    );
+    let ta = r.json()["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "tenant-attach")
+        .cloned()
+        .unwrap();
+    assert_eq!(ta["sent"], 40, "{ta}");
+    assert_eq!(
+        w.cloud_devices(&site.hid)
+            .keys()
+            .copied()
+            .collect::<BTreeSet<_>>(),
+        site.clients()
+    );
+    assert_counts(&w.counts(&site.hid), &site.expected(None, None));
+
+    // A full resend reads every line, and leaves the index for the next delta.
+    let r = w.cli(&["sync", "--full"]);
+    r.ok();
+    assert!(!r.stderr.contains("not read again"), "{}", r.stderr);
+    let r = w.cli(&["sync"]);
+    r.ok();
+    assert!(
+        r.stderr.contains("inventory: 0 new or changed"),
+        "{}",
+        r.stderr
+    );
+    assert_counts(&w.counts(&site.hid), &site.expected(None, None));
+}
+
+#[test]
 fn sync_sends_exactly_the_changes() {
     let w = World::start();
     let mut site = w.generate(1_000, 2303);

@@ -504,6 +504,22 @@ mod tests {
             }
             sink.finish()
         }
+        fn upload_devices(
+            &self,
+            channel: &str,
+            mode: SyncMode,
+            parts: DeviceParts,
+            produce: &mut dyn FnMut(&Device) -> Option<Record>,
+        ) -> Result<SyncStats, HostError> {
+            // What the library's side does: the upload fed from the device stream.
+            let mut sink = self.open_sync(channel, mode)?;
+            self.for_each_device_with(parts, &mut |d| {
+                if let Some(r) = produce(d) {
+                    sink.push(r).expect("recording sink");
+                }
+            })?;
+            sink.finish()
+        }
         fn log(&self, message: &str) {
             self.record(Call::Log(message.into()));
         }
@@ -715,6 +731,28 @@ mod tests {
                     Call::OpenSync("ext/acme".into(), SyncMode::Full),
                     Call::Push("a".into()),
                     Call::Push("b".into()),
+                    Call::Finish,
+                ],
+            ),
+            (
+                "upload_devices",
+                Box::new(|| {
+                    let stats = host
+                        .upload_devices("ext/acme", SyncMode::Delta, DeviceParts::NONE, &mut |d| {
+                            Some(record(&d.resource_id.to_string()))
+                        })
+                        .unwrap();
+                    assert_eq!(stats.total, 42);
+                }),
+                // The library's `produce` cannot cross: the devices come to the library and its
+                // records go back as the upload they make.
+                vec![
+                    Call::OpenSync("ext/acme".into(), SyncMode::Delta),
+                    Call::ForEachDeviceWith(DeviceParts::NONE),
+                    Call::IsUploaded(1),
+                    Call::IsUploaded(2),
+                    Call::Push("1".into()),
+                    Call::Push("2".into()),
                     Call::Finish,
                 ],
             ),

@@ -88,7 +88,7 @@ pub fn run_checks(
         .filter(|(id, _)| ids.is_empty() || ids.contains(id))
         .collect();
     let results: Vec<CheckResult> = std::thread::scope(|scope| {
-        let passes = shared_pass(scope, site.clone(), wanted.len());
+        let passes = shared_pass(scope, site.clone(), wanted.len(), false);
         let handles: Vec<_> = wanted
             .iter()
             .zip(passes)

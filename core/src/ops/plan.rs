@@ -208,7 +208,8 @@ pub fn make_plan(
     // The selected plugins plan and check concurrently over one shared pass of the inventory.
     let (mut decisions, mut checks): (Vec<Option<PlanDecision>>, Vec<Option<CheckReport>>) =
         std::thread::scope(|scope| {
-            let mut passes = shared_pass(scope, site.clone(), 2 * selected.len()).into_iter();
+            let mut passes =
+                shared_pass(scope, site.clone(), 2 * selected.len(), false).into_iter();
             let mut handles = vec![];
             for &i in &selected {
                 let (id, decision) = &selection.entries[i];

@@ -3,7 +3,8 @@
 
 use super::connect::Connection;
 use super::{OpError, Workspace};
-use crate::host::{OwnedHost, PassHost, SiteHost, shared_pass};
+use crate::host::{LineRound, OwnedHost, PassHost, SiteHost, shared_pass};
+use crate::lines::LineIndex;
 use crate::registry::Registry;
 use crate::selection::{Decision, Selection, host_for};
 use crate::state::StateStore;
@@ -17,15 +18,93 @@ pub fn selection(ws: &Workspace) -> Result<Selection, OpError> {
     ws.select()
 }
 
-/// One sync round.
+/// One sync round. A round that succeeds for every feature leaves an index of the inventory's
+/// lines beside the state; the next delta leaves the lines it holds unread when nothing else its
+/// records depend on changed (see [`crate::lines`]).
 pub fn run(
     ws: &Workspace,
     selection: &Selection,
     conn: &Connection,
     mode: SyncMode,
 ) -> Vec<SyncReport> {
-    let host = host_for(&ws.site, &ws.config, selection).with_cloud(conn.session.clone());
-    sync_waves(&ws.registry, selection, &host, &conn.state, mode)
+    let dir = conn.state.lock().expect("state lock").dir().to_path_buf();
+    let enabled = enabled_features(&conn.state);
+    let fingerprint = fingerprint(ws, selection, &enabled);
+    // Taken, not read: a round that does not finish leaves no index behind.
+    let index = LineIndex::take(&dir).filter(|i| i.fingerprint == fingerprint);
+    let round = Arc::new(LineRound::new(index));
+    if let Some(n) = round.indexed() {
+        conn.session.expect_records(n);
+    }
+    let host = host_for(&ws.site, &ws.config, selection)
+        .with_cloud(conn.session.clone())
+        .with_round(round.clone());
+    let reports = sync_waves(&ws.registry, selection, &host, &enabled, mode, &round);
+    drop(host);
+    let (unread, read) = round.counts();
+    if unread > 0 {
+        conn.session.say(&format!(
+            "inventory: {} new or changed line(s) read, {} unchanged not read again",
+            cloudattach_sdk::thousands(read),
+            cloudattach_sdk::thousands(unread)
+        ));
+    }
+    if reports.iter().all(|r| r.error.is_none())
+        && let Ok(round) = Arc::try_unwrap(round)
+        && let Some(index) = round.into_index(fingerprint)
+        && let Err(e) = index.save(&dir)
+    {
+        // Only speed is lost: the next delta reads every line.
+        tracing::warn!(
+            "could not write {}: {e}",
+            crate::lines::path_in(&dir).display()
+        );
+    }
+    reports
+}
+
+/// The features the state says are enabled.
+fn enabled_features(state: &Arc<Mutex<StateStore>>) -> Vec<String> {
+    state
+        .lock()
+        .expect("state lock")
+        .features()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect()
+}
+
+/// What a round's records depend on besides the inventory's lines: this program's version, the
+/// site, the enabled features with their versions and options, and the collections (upload
+/// scope, pilot collections).
+fn fingerprint(ws: &Workspace, selection: &Selection, enabled: &[String]) -> u64 {
+    let mut bytes: Vec<u8> = Vec::new();
+    bytes.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(ws.site.info.hierarchy_id.as_bytes());
+    bytes.push(0);
+    for file in ["site.toml", "collections.json"] {
+        let content = std::fs::read(ws.site.dir.join(file)).unwrap_or_default();
+        bytes.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&content).to_le_bytes());
+    }
+    for (id, decision) in &selection.entries {
+        let Decision::Selected(options) = decision else {
+            continue;
+        };
+        if !enabled.contains(id) {
+            continue;
+        }
+        bytes.extend_from_slice(id.as_bytes());
+        bytes.push(0);
+        if let Some(p) = ws.registry.get(id) {
+            bytes.extend_from_slice(p.manifest.version.as_bytes());
+        }
+        bytes.push(0);
+        bytes.extend_from_slice(&serde_json::to_vec(options).unwrap_or_default());
+        bytes.push(0);
+    }
+    xxhash_rust::xxh3::xxh3_64(&bytes)
 }
 
 /// What one plugin's sync sent.
@@ -50,17 +129,10 @@ pub fn sync_waves(
     registry: &Registry,
     selection: &Selection,
     host: &SiteHost,
-    state: &Arc<Mutex<StateStore>>,
+    enabled: &[String],
     mode: SyncMode,
+    round: &LineRound,
 ) -> Vec<SyncReport> {
-    let enabled: Vec<String> = state
-        .lock()
-        .expect("state lock")
-        .features()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
     // Execution order already puts dependencies first: a feature's wave is one past the latest
     // wave of the features it depends on.
     let mut wave_of: BTreeMap<&str, usize> = BTreeMap::new();
@@ -112,8 +184,27 @@ pub fn sync_waves(
             out.extend(sync_one(wave[0].0, wave[0].1, host));
             continue;
         }
+        if round.indexed().is_some() {
+            // Lines left unread: each feature's pass reads only the lines that changed for its
+            // channel, side by side.
+            let reports: Vec<Option<SyncReport>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = wave
+                    .iter()
+                    .map(|&(id, options)| {
+                        let sync_one = &sync_one;
+                        scope.spawn(move || sync_one(id, options, host))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("the runner catches a plugin's panic"))
+                    .collect()
+            });
+            out.extend(reports.into_iter().flatten());
+            continue;
+        }
         let reports: Vec<Option<SyncReport>> = std::thread::scope(|scope| {
-            let passes = shared_pass(scope, host.site_ref().clone(), wave.len());
+            let passes = shared_pass(scope, host.site_ref().clone(), wave.len(), true);
             let handles: Vec<_> = wave
                 .iter()
                 .zip(passes)

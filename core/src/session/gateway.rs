@@ -366,7 +366,22 @@ impl CloudPort for Session {
             owner,
             channel,
             mode,
-            &|| self.reporter.progress(channel, self.expected_records),
+            &|| self.reporter.progress(channel, self.expected_records()),
+            &|m| self.reporter.say(m),
+        )
+    }
+
+    fn open_line_sync(
+        &self,
+        owner: &str,
+        channel: &str,
+        mode: SyncMode,
+    ) -> Result<Box<dyn crate::host::LineSink + '_>, HostError> {
+        self.engine.open_lines(
+            owner,
+            channel,
+            mode,
+            &|| self.reporter.progress(channel, self.expected_records()),
             &|m| self.reporter.say(m),
         )
     }

@@ -118,7 +118,8 @@ pub struct Session {
     /// Where this run kept the credentials of the app it registered, if it registered one.
     registered: Option<std::path::PathBuf>,
     reporter: Arc<dyn Reporter>,
-    expected_records: Option<u64>,
+    /// Devices each upload's pass reads, when known (0: not known), for the progress bars.
+    expected_records: std::sync::atomic::AtomicU64,
     engine: SyncEngine,
 }
 
@@ -137,6 +138,25 @@ pub fn sign_in(
 }
 
 impl Session {
+    /// The number of devices each upload's pass reads, for the progress bars.
+    pub fn expect_records(&self, n: u64) {
+        self.expected_records
+            .store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn expected_records(&self) -> Option<u64> {
+        Some(
+            self.expected_records
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+        .filter(|n| *n > 0)
+    }
+
+    /// Tells the person running the command.
+    pub fn say(&self, message: &str) {
+        self.reporter.say(message);
+    }
+
     /// Signs in (cached token, refresh, or device code) as a Global Administrator with an Intune
     /// license, then imports the configured app (`import_secret` is its secret, read once by
     /// [`crate::config::validate_app_offline`]) or uses the registered one — registering it if
@@ -221,7 +241,9 @@ impl Session {
             admin_token: tokens.access_token.clone(),
             registered,
             reporter,
-            expected_records: site.device_count().ok(),
+            // Known without a pass of its own when a pass over this version of the file was
+            // made (apply's plan); otherwise the bars count without a total.
+            expected_records: site.known_device_count().unwrap_or(0).into(),
             engine,
         })
     }
