@@ -125,6 +125,26 @@ fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
+/// The schema version of the store at `path`, refused ([`StateError::TooNew`]) when it is above
+/// the newest this build knows.
+fn known_version(conn: &Connection, path: &Path) -> Result<i64, StateError> {
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|source| StateError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let newest = MIGRATIONS.len() as i64;
+    if version > newest {
+        return Err(StateError::TooNew {
+            path: path.to_path_buf(),
+            found: version,
+            newest,
+        });
+    }
+    Ok(version)
+}
+
 impl StateStore {
     /// Refuses a store in `dir` written by a newer cloudattach ([`StateError::TooNew`]) without
     /// creating or changing anything: no store is fine (it will be created). Commands that
@@ -146,18 +166,7 @@ impl StateStore {
         .map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(err)?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(err)?;
-        let newest = MIGRATIONS.len() as i64;
-        if version > newest {
-            return Err(StateError::TooNew {
-                path,
-                found: version,
-                newest,
-            });
-        }
-        Ok(())
+        known_version(&conn, &path).map(|_| ())
     }
 
     /// Opens (creating and migrating) the store in `dir`.
@@ -176,17 +185,7 @@ impl StateStore {
             .map_err(err)?;
         // The version is checked before anything is written (switching to WAL writes the file
         // header): a newer build's schema is refused untouched, not used as if it were ours.
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(err)?;
-        let newest = MIGRATIONS.len() as i64;
-        if version > newest {
-            return Err(StateError::TooNew {
-                path,
-                found: version,
-                newest,
-            });
-        }
+        let version = known_version(&conn, &path)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
