@@ -3,7 +3,7 @@
 //! never gets these directly: the runner wraps them in the plugin's own view.
 
 use crate::lines::LineIndex;
-use crate::site::Site;
+use crate::site::{ChangedLines, Site, SiteError};
 use cloudattach_sdk::{
     CollectionInfo, Device, DeviceParts, Environment, Host, HostError, Method, Options, Record,
     RecordSink, SiteInfo, SyncMode, SyncStats,
@@ -113,6 +113,18 @@ pub struct LineRound {
     unread: AtomicU64,
     /// The most lines a pass read.
     read: AtomicU64,
+    /// The round's one read of the file for the index: made by the first channel that needs it
+    /// (the others wait for it), `None` inside when the file cannot be read that way.
+    scan: Mutex<Option<Option<Arc<RoundScan>>>>,
+}
+
+/// What the round's one read of the file found: the lines the index does not hold, and which of
+/// the index's lines are still there.
+#[derive(Debug)]
+struct RoundScan {
+    changed: ChangedLines,
+    /// By position in the index: the line is still in the file.
+    seen: Vec<bool>,
 }
 
 impl LineRound {
@@ -333,21 +345,20 @@ impl OwnedHost for SiteHost {
             (Some(index), Some(must_read)) => Some((index, must_read.clone())),
             _ => None,
         };
-        let mut seen = vec![false; skipping.as_ref().map_or(0, |(i, _)| i.len())];
-        let unread = AtomicU64::new(0);
-        let mut unparsed = |h: u64| -> bool {
-            let Some((index, must_read)) = &skipping else {
-                return false;
+        // Without lines to read again for this channel, the round's one read of the file says
+        // which lines changed: the channel reads those where they are.
+        let listed =
+            match (&skipping, round) {
+                (Some((_, must_read)), Some(round)) if must_read.is_empty() => round
+                    .scan(&self.site)
+                    .map_err(|e| HostError::new("site-unreadable", e.to_string()))?,
+                _ => None,
             };
-            match index.find(h) {
-                Some(at) if !must_read.contains(&h) => {
-                    seen[at] = true;
-                    unread.fetch_add(1, Ordering::Relaxed);
-                    true
-                }
-                _ => false,
-            }
+        let mut seen = match &listed {
+            Some(scan) => scan.seen.clone(),
+            None => vec![false; skipping.as_ref().map_or(0, |(i, _)| i.len())],
         };
+        let unread = AtomicU64::new(listed.as_ref().map_or(0, |l| l.changed.unchanged()));
         let collect = round.is_some_and(LineRound::claim);
         let mut lines: Vec<(u64, i64)> = Vec::new();
         let (mut count, mut sum) = (0u64, 0u64);
@@ -356,34 +367,65 @@ impl OwnedHost for SiteHost {
         let mut failed: Option<HostError> = None;
         let mut read = crate::report::DeviceCounter::new();
         let mut reported_unread = 0u64;
-        let result = self.site.for_each_line_device(
-            parts,
-            skipping
-                .is_some()
-                .then_some(&mut unparsed as &mut (dyn FnMut(u64) -> bool + Send)),
-            &mut |h, d| {
-                read.one();
-                let now = unread.load(Ordering::Relaxed);
-                crate::report::devices_read(now - reported_unread);
-                reported_unread = now;
-                if skipping.is_some() && !parsed_ids.insert(d.resource_id) {
-                    // Two changed lines with one device id: the first is the device, as in a
-                    // pass that reads everything.
-                    doubtful = true;
-                    return;
+        let mut visit = |h: u64, d: Device| {
+            read.one();
+            let now = unread.load(Ordering::Relaxed);
+            crate::report::devices_read(now - reported_unread);
+            reported_unread = now;
+            if skipping.is_some() && !parsed_ids.insert(d.resource_id) {
+                // Two changed lines with one device id: the first is the device, as in a
+                // pass that reads everything.
+                doubtful = true;
+                return;
+            }
+            count += 1;
+            sum = sum.wrapping_add(h);
+            if collect {
+                lines.push((h, d.resource_id));
+            }
+            if failed.is_none()
+                && let Some(record) = produce(&d)
+            {
+                failed = sink.push_line(h, record).err();
+            }
+        };
+        let listed_read = match &listed {
+            Some(scan) => self
+                .site
+                .for_each_listed_device(parts, &scan.changed, &mut visit),
+            None => Ok(false),
+        };
+        let result = match listed_read {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                // No scan, or the file changed since it: read every line of it as it is now.
+                if listed.is_some() {
+                    seen.fill(false);
+                    unread.store(0, Ordering::Relaxed);
                 }
-                count += 1;
-                sum = sum.wrapping_add(h);
-                if collect {
-                    lines.push((h, d.resource_id));
-                }
-                if failed.is_none()
-                    && let Some(record) = produce(&d)
-                {
-                    failed = sink.push_line(h, record).err();
-                }
-            },
-        );
+                let mut unparsed = |h: u64| -> bool {
+                    let Some((index, must_read)) = &skipping else {
+                        return false;
+                    };
+                    match index.find(h) {
+                        Some(at) if !must_read.contains(&h) => {
+                            seen[at] = true;
+                            unread.fetch_add(1, Ordering::Relaxed);
+                            true
+                        }
+                        _ => false,
+                    }
+                };
+                self.site.for_each_line_device(
+                    parts,
+                    skipping
+                        .is_some()
+                        .then_some(&mut unparsed as &mut (dyn FnMut(u64) -> bool + Send)),
+                    &mut visit,
+                )
+            }
+            Err(e) => Err(e),
+        };
         let now = unread.load(Ordering::Relaxed);
         crate::report::devices_read(now - reported_unread);
         drop(read);
@@ -455,6 +497,31 @@ impl LineRound {
     /// Whether this pass collects the lines (the first to ask does).
     fn claim(&self) -> bool {
         !self.claimed.swap(true, Ordering::SeqCst)
+    }
+
+    /// The round's read of the file against the index (made once, by the first to ask).
+    fn scan(&self, site: &Site) -> Result<Option<Arc<RoundScan>>, SiteError> {
+        let Some(index) = &self.index else {
+            return Ok(None);
+        };
+        let mut slot = self
+            .scan
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(done) = &*slot {
+            return Ok(done.clone());
+        }
+        let mut seen = vec![false; index.len()];
+        let changed = site.changed_lines(&mut |h| match index.find(h) {
+            Some(at) => {
+                seen[at] = true;
+                true
+            }
+            None => false,
+        })?;
+        let done = changed.map(|changed| Arc::new(RoundScan { changed, seen }));
+        *slot = Some(done.clone());
+        Ok(done)
     }
 }
 

@@ -239,6 +239,95 @@ impl FileIdentity {
     }
 }
 
+/// The lines of `devices.jsonl` a delta must read: what one [`Site::changed_lines`] read found.
+#[derive(Debug)]
+pub struct ChangedLines {
+    identity: FileIdentity,
+    /// The lines not known, in file order.
+    lines: Vec<ListedLine>,
+    /// How many (non-blank) lines were known.
+    unchanged: u64,
+}
+
+impl ChangedLines {
+    /// How many lines are listed.
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// Whether no line is listed.
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// How many (non-blank) lines were known, and so are not listed.
+    pub fn unchanged(&self) -> u64 {
+        self.unchanged
+    }
+}
+
+/// Where a listed line is: its number, and its bytes without the line break and blanks.
+#[derive(Debug, Clone, Copy)]
+struct ListedLine {
+    number: u64,
+    offset: u64,
+    len: usize,
+    hash: u64,
+}
+
+/// Which lines a pass reads.
+enum Source<'a> {
+    /// Every line, hashed when `hash` is set (0 otherwise); `unparsed` sees the hash of each
+    /// non-blank line first and leaves out unparsed those it answers `true` for.
+    Every {
+        hash: bool,
+        unparsed: Option<&'a mut (dyn FnMut(u64) -> bool + Send)>,
+    },
+    /// The lines a [`Site::changed_lines`] scan listed.
+    Listed(&'a ChangedLines),
+}
+
+/// The lines of a pass, as they are read.
+enum Lines<'a> {
+    Every {
+        reader: BufReader<Box<dyn Read + Send>>,
+        number: u64,
+    },
+    Listed {
+        reader: BufReader<File>,
+        /// Where `reader` is in the file.
+        at: u64,
+        lines: std::slice::Iter<'a, ListedLine>,
+    },
+}
+
+impl Lines<'_> {
+    /// The next line into `buf`: its number and, for a listed line, its hash.
+    fn next(&mut self, buf: &mut Vec<u8>) -> std::io::Result<Option<(u64, Option<u64>)>> {
+        buf.clear();
+        match self {
+            Lines::Every { reader, number } => {
+                if reader.read_until(b'\n', buf)? == 0 {
+                    return Ok(None);
+                }
+                *number += 1;
+                Ok(Some((*number, None)))
+            }
+            Lines::Listed { reader, at, lines } => {
+                let Some(l) = lines.next() else {
+                    return Ok(None);
+                };
+                // Listed lines are in file order: a near one is in the buffer already.
+                reader.seek_relative(l.offset as i64 - *at as i64)?;
+                buf.resize(l.len, 0);
+                reader.read_exact(buf)?;
+                *at = l.offset + l.len as u64;
+                Ok(Some((l.number, Some(l.hash))))
+            }
+        }
+    }
+}
+
 /// The last complete pass over `devices.jsonl`.
 #[derive(Debug)]
 struct Scan {
@@ -376,7 +465,14 @@ impl Site {
         parts: DeviceParts,
         visit: &mut dyn FnMut(Device),
     ) -> Result<(), SiteError> {
-        self.stream(parts, false, None, &mut |_, d| visit(d))
+        self.stream(
+            parts,
+            Source::Every {
+                hash: false,
+                unparsed: None,
+            },
+            &mut |_, d| visit(d),
+        )
     }
 
     /// [`Site::for_each_device_parts`], handing each device with the hash of its line (xxh3 of
@@ -390,17 +486,109 @@ impl Site {
         unparsed: Option<&mut (dyn FnMut(u64) -> bool + Send)>,
         visit: &mut dyn FnMut(u64, Device),
     ) -> Result<(), SiteError> {
-        self.stream(parts, true, unparsed, visit)
+        self.stream(
+            parts,
+            Source::Every {
+                hash: true,
+                unparsed,
+            },
+            visit,
+        )
+    }
+
+    /// One read of `devices.jsonl` that hashes every line (as [`Site::for_each_line_device`]
+    /// does) and keeps where the lines `known` does not answer `true` for are: what a delta's
+    /// channels then read with [`Site::for_each_listed_device`], without reading the file again.
+    /// `None` when the file cannot be read that way (UTF-16, whose lines are transcoded).
+    pub fn changed_lines(
+        &self,
+        known: &mut dyn FnMut(u64) -> bool,
+    ) -> Result<Option<ChangedLines>, SiteError> {
+        let path = self.dir.join("devices.jsonl");
+        let io = |source| SiteError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut file = File::open(&path).map_err(io)?;
+        let Some(identity) = FileIdentity::of(&file) else {
+            return Ok(None);
+        };
+        let mut head = [0u8; 2];
+        let got = file.read(&mut head).map_err(io)?;
+        if matches!(&head[..got], [0xFF, 0xFE] | [0xFE, 0xFF]) {
+            return Ok(None);
+        }
+        file.rewind().map_err(io)?;
+        let mut reader = BufReader::with_capacity(256 * 1024, file);
+        let mut line = Vec::new();
+        let (mut n, mut at, mut unchanged) = (0u64, 0u64, 0u64);
+        let mut lines = Vec::new();
+        loop {
+            line.clear();
+            let read = reader.read_until(b'\n', &mut line).map_err(io)?;
+            if read == 0 {
+                break;
+            }
+            n += 1;
+            let mut offset = at;
+            at += read as u64;
+            let mut bytes = &line[..];
+            if n == 1
+                && let Some(rest) = bytes.strip_prefix(UTF8_BOM)
+            {
+                bytes = rest;
+                offset += UTF8_BOM.len() as u64;
+            }
+            let trimmed = bytes.trim_ascii_start();
+            offset += (bytes.len() - trimmed.len()) as u64;
+            let bytes = trimmed.trim_ascii_end();
+            if bytes.is_empty() {
+                continue;
+            }
+            let hash = xxhash_rust::xxh3::xxh3_64(bytes);
+            if known(hash) {
+                unchanged += 1;
+                continue;
+            }
+            lines.push(ListedLine {
+                number: n,
+                offset,
+                len: bytes.len(),
+                hash,
+            });
+        }
+        Ok(Some(ChangedLines {
+            identity,
+            lines,
+            unchanged,
+        }))
+    }
+
+    /// [`Site::for_each_line_device`] over the lines a [`Site::changed_lines`] scan listed: the
+    /// unchanged lines are left unread, the listed ones read where they are. `false`, with no
+    /// device visited, when the file changed since the scan (read it all instead).
+    pub fn for_each_listed_device(
+        &self,
+        parts: DeviceParts,
+        listed: &ChangedLines,
+        visit: &mut dyn FnMut(u64, Device),
+    ) -> Result<bool, SiteError> {
+        let current = File::open(self.dir.join("devices.jsonl"))
+            .ok()
+            .and_then(|f| FileIdentity::of(&f));
+        if current != Some(listed.identity) {
+            return Ok(false);
+        }
+        self.stream(parts, Source::Listed(listed), visit)?;
+        Ok(true)
     }
 
     /// Reads on a second thread, in chunks through a bounded channel, so parsing overlaps with
-    /// what the caller does with each device while memory stays flat; lines are hashed when
-    /// `hash` is set (0 otherwise).
+    /// what the caller does with each device while memory stays flat.
     fn stream(
         &self,
         parts: DeviceParts,
-        hash: bool,
-        unparsed: Option<&mut (dyn FnMut(u64) -> bool + Send)>,
+        source: Source<'_>,
         visit: &mut dyn FnMut(u64, Device),
     ) -> Result<(), SiteError> {
         const CHUNK: usize = 1024;
@@ -408,7 +596,7 @@ impl Site {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(u64, Device)>>(4);
             let parser = scope.spawn(move || {
                 let mut chunk = Vec::with_capacity(CHUNK);
-                let result = self.parse_devices(parts, hash, unparsed, &mut |h, d| {
+                let result = self.parse_devices(parts, source, &mut |h, d| {
                     chunk.push((h, d));
                     if chunk.len() < CHUNK {
                         return true;
@@ -440,8 +628,7 @@ impl Site {
     fn parse_devices(
         &self,
         parts: DeviceParts,
-        hash: bool,
-        mut unparsed: Option<&mut (dyn FnMut(u64) -> bool + Send)>,
+        source: Source<'_>,
         emit: &mut dyn FnMut(u64, Device) -> bool,
     ) -> Result<(), SiteError> {
         let path = self.dir.join("devices.jsonl");
@@ -453,10 +640,32 @@ impl Site {
         // A pass over the file as the last complete pass saw it skips the lines that pass
         // found bad without parsing them; a changed file (`sync --watch`) is read afresh.
         let identity = FileIdentity::of(&file);
-        let mut reader = BufReader::with_capacity(256 * 1024, decoded(&mut file).map_err(io)?);
-        let mut line: Vec<u8> = Vec::new();
-        let mut n = 0u64;
         let mut summary = ScanSummary::default();
+        let (hash, mut unparsed, mut lines) = match source {
+            Source::Every { hash, unparsed } => (
+                hash,
+                unparsed,
+                Lines::Every {
+                    reader: BufReader::with_capacity(256 * 1024, decoded(&mut file).map_err(io)?),
+                    number: 0,
+                },
+            ),
+            Source::Listed(listed) => {
+                // The lines left out: valid devices, as they were when they were last read.
+                summary.devices = listed.unchanged;
+                (
+                    true,
+                    None,
+                    Lines::Listed {
+                        reader: BufReader::with_capacity(64 * 1024, file),
+                        at: 0,
+                        lines: listed.lines.iter(),
+                    },
+                )
+            }
+        };
+        let listing = matches!(lines, Lines::Listed { .. });
+        let mut line: Vec<u8> = Vec::new();
         let mut seen = HashSet::new();
         let mut skipped_lines = HashSet::new();
         let mut extended_lines = HashSet::new();
@@ -469,7 +678,7 @@ impl Site {
                 .map(|s| (s.skipped_lines.clone(), s.extended_lines.clone()))
         });
         // A pass that leaves lines out cannot tell which lines are valid or duplicates.
-        let record = known.is_none() && unparsed.is_none();
+        let record = known.is_none() && unparsed.is_none() && !listing;
         let known_skipped = known.as_ref().map(|k| &*k.0);
         let known_extended = known.as_ref().map(|k| &*k.1).filter(|e| !e.is_empty());
         // Only a pass that knows which lines are bad may leave blocks unparsed.
@@ -478,13 +687,7 @@ impl Site {
         } else {
             DeviceParts::ALL
         };
-        loop {
-            line.clear();
-            let read = reader.read_until(b'\n', &mut line).map_err(io)?;
-            if read == 0 {
-                break;
-            }
-            n += 1;
+        while let Some((n, listed_hash)) = lines.next(&mut line).map_err(io)? {
             let bytes = if n == 1 {
                 line.strip_prefix(UTF8_BOM).unwrap_or(&line)
             } else {
@@ -498,10 +701,10 @@ impl Site {
                 summary.skipped += 1;
                 continue;
             }
-            let line_hash = if hash || unparsed.is_some() {
-                xxhash_rust::xxh3::xxh3_64(bytes)
-            } else {
-                0
+            let line_hash = match listed_hash {
+                Some(h) => h,
+                None if hash || unparsed.is_some() => xxhash_rust::xxh3::xxh3_64(bytes),
+                None => 0,
             };
             if let Some(unparsed) = unparsed.as_mut()
                 && unparsed(line_hash)
@@ -592,7 +795,7 @@ impl Site {
                 }
             }
         }
-        if unparsed.is_some()
+        if (unparsed.is_some() || listing)
             && let Ok(mut p) = self.partial.lock()
         {
             // The fields beyond the model were reported by the pass that read those lines.
@@ -1262,6 +1465,84 @@ mod tests {
             .into_iter()
             .map(|b| (b.line, b.message))
             .collect()
+    }
+
+    /// A delta's one read lists the lines it does not know; reading just those gives what a pass
+    /// that leaves the known lines unparsed gives — the same devices with the same line hashes,
+    /// the same bad lines by number, the same device count — through a byte order mark, CRLF
+    /// line ends, blank lines and blanks around a line. A file changed since that read is not
+    /// read from the list, and a UTF-16 file is not listed at all.
+    #[test]
+    fn the_lines_a_delta_lists_read_as_a_pass_that_skips_the_known_ones() {
+        let mut text = UTF8_BOM.to_vec();
+        text.extend_from_slice(device_line(1, "KNOWN-1").as_bytes());
+        text.extend_from_slice(b"\r\n  ");
+        text.extend_from_slice(device_line(2, "CHANGED-2").as_bytes());
+        text.extend_from_slice(b" \r\n\r\n{not json\n");
+        text.extend_from_slice(device_line(3, "KNOWN-3").as_bytes());
+        text.extend_from_slice(b"\n\t");
+        text.extend_from_slice(device_line(4, "CHANGED-4").as_bytes());
+        let (dir, site) = site_with_bytes(&text);
+        let mut every = Vec::new();
+        site.for_each_line_device(DeviceParts::ALL, None, &mut |h, d| {
+            every.push((h, d.resource_id))
+        })
+        .unwrap();
+        assert_eq!(every.iter().map(|e| e.1).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        let known: HashSet<u64> = every.iter().filter(|e| e.1 % 2 == 1).map(|e| e.0).collect();
+
+        let skipping = Site::open(dir.path()).unwrap();
+        let mut reference = Vec::new();
+        skipping
+            .for_each_line_device(
+                DeviceParts::ALL,
+                Some(&mut |h| known.contains(&h)),
+                &mut |h, d| reference.push((h, d.resource_id, d.name)),
+            )
+            .unwrap();
+
+        let listing = Site::open(dir.path()).unwrap();
+        let listed = listing
+            .changed_lines(&mut |h| known.contains(&h))
+            .unwrap()
+            .expect("a UTF-8 file is listed");
+        assert_eq!((listed.len(), listed.unchanged()), (3, 2));
+        let mut got = Vec::new();
+        assert!(
+            listing
+                .for_each_listed_device(DeviceParts::ALL, &listed, &mut |h, d| {
+                    got.push((h, d.resource_id, d.name))
+                })
+                .unwrap()
+        );
+        assert_eq!(got, reference);
+        assert_eq!(got.iter().map(|g| g.1).collect::<Vec<_>>(), [2, 4]);
+        assert_eq!(bad_lines(&listing), bad_lines(&skipping));
+        assert_eq!(bad_lines(&listing)[0].0, 4, "{:?}", bad_lines(&listing));
+        assert_eq!(
+            listing.scan_summary().unwrap().devices,
+            skipping.scan_summary().unwrap().devices
+        );
+
+        // The file changed since the read: nothing is read from the list.
+        text.extend_from_slice(b"\n");
+        text.extend_from_slice(device_line(5, "NEW-5").as_bytes());
+        std::fs::write(dir.path().join("devices.jsonl"), &text).unwrap();
+        let mut after = 0;
+        assert!(
+            !listing
+                .for_each_listed_device(DeviceParts::ALL, &listed, &mut |_, _| after += 1)
+                .unwrap()
+        );
+        assert_eq!(after, 0);
+
+        // UTF-16 is transcoded as it is read: its lines have no place in the file to list.
+        let mut utf16 = vec![0xFF, 0xFE];
+        for unit in device_line(1, "UTF16").encode_utf16() {
+            utf16.extend_from_slice(&unit.to_le_bytes());
+        }
+        std::fs::write(dir.path().join("devices.jsonl"), &utf16).unwrap();
+        assert!(listing.changed_lines(&mut |_| false).unwrap().is_none());
     }
 
     #[test]
