@@ -8,6 +8,39 @@ use std::time::Duration;
 
 const DEFAULT: &str = "[attach]\nsettings = \"default\"\n";
 
+/// Changes the model of 25 client devices, adds 10 (copies under new ids, names and
+/// identities) and removes 5 others, and saves the site: 40 device records to send. Returns the
+/// client devices' positions (the first 25 changed).
+fn change_add_and_remove(site: &mut SiteModel) -> Vec<usize> {
+    let client_idx: Vec<usize> = (0..site.devices.len())
+        .filter(|&i| site.devices[i]["client"] == true)
+        .collect();
+    for &i in &client_idx[..25] {
+        site.devices[i]["model"] = json!(format!("Changed Model {i}"));
+    }
+    let max_id = site.all_ids().into_iter().max().unwrap();
+    for k in 0..10usize {
+        let mut d = site.devices[client_idx[100 + k]].clone();
+        d["resource_id"] = json!(max_id + 1 + k as i64);
+        d["name"] = json!(format!("PS1-NEW-{k:04}"));
+        if d.get("entra_device_id").is_some_and(|v| !v.is_null()) {
+            d["entra_device_id"] = json!(format!("0000aaaa-0000-4000-8000-{:012}", k));
+        }
+        if d.get("serial_number").is_some_and(|v| !v.is_null()) {
+            d["serial_number"] = json!(format!("NEWSER{k:04}"));
+        }
+        site.devices.push(d);
+    }
+    let removed: BTreeSet<i64> = client_idx[200..205]
+        .iter()
+        .map(|&i| site.devices[i]["resource_id"].as_i64().unwrap())
+        .collect();
+    site.devices
+        .retain(|d| !removed.contains(&d["resource_id"].as_i64().unwrap()));
+    site.save_devices();
+    client_idx
+}
+
 /// Change 25 devices, remove 5, add 10: `sync` sends exactly those 40 device records and the
 /// cloud matches the site afterwards.
 #[test]
@@ -40,32 +73,7 @@ fn a_delta_reads_only_the_lines_that_changed_since_the_last_sync() {
             .all(|p| p["sent"] == 0)
     );
 
-    let client_idx: Vec<usize> = (0..site.devices.len())
-        .filter(|&i| site.devices[i]["client"] == true)
-        .collect();
-    for &i in &client_idx[..25] {
-        site.devices[i]["model"] = json!(format!("Changed Model {i}"));
-    }
-    let max_id = site.all_ids().into_iter().max().unwrap();
-    for k in 0..10usize {
-        let mut d = site.devices[client_idx[100 + k]].clone();
-        d["resource_id"] = json!(max_id + 1 + k as i64);
-        d["name"] = json!(format!("PS1-NEW-{k:04}"));
-        if d.get("entra_device_id").is_some_and(|v| !v.is_null()) {
-            d["entra_device_id"] = json!(format!("0000aaaa-0000-4000-8000-{:012}", k));
-        }
-        if d.get("serial_number").is_some_and(|v| !v.is_null()) {
-            d["serial_number"] = json!(format!("NEWSER{k:04}"));
-        }
-        site.devices.push(d);
-    }
-    let removed: BTreeSet<i64> = client_idx[200..205]
-        .iter()
-        .map(|&i| site.devices[i]["resource_id"].as_i64().unwrap())
-        .collect();
-    site.devices
-        .retain(|d| !removed.contains(&d["resource_id"].as_i64().unwrap()));
-    site.save_devices();
+    change_add_and_remove(&mut site);
 
     let r = w.cli(&["--output", "json", "sync"]);
     r.ok();
@@ -116,36 +124,7 @@ fn sync_sends_exactly_the_changes() {
     w.apply_ok();
     assert_counts(&w.counts(&site.hid), &site.expected(None, None));
 
-    let client_idx: Vec<usize> = (0..site.devices.len())
-        .filter(|&i| site.devices[i]["client"] == true)
-        .collect();
-    // Change 25 client devices.
-    for &i in &client_idx[..25] {
-        site.devices[i]["model"] = json!(format!("Changed Model {i}"));
-    }
-    // Add 10 client devices (copies of existing ones under new ids and names).
-    let max_id = site.all_ids().into_iter().max().unwrap();
-    for k in 0..10usize {
-        let mut d = site.devices[client_idx[100 + k]].clone();
-        let id = max_id + 1 + k as i64;
-        d["resource_id"] = json!(id);
-        d["name"] = json!(format!("PS1-NEW-{k:04}"));
-        if d.get("entra_device_id").is_some_and(|v| !v.is_null()) {
-            d["entra_device_id"] = json!(format!("0000aaaa-0000-4000-8000-{:012}", k));
-        }
-        if d.get("serial_number").is_some_and(|v| !v.is_null()) {
-            d["serial_number"] = json!(format!("NEWSER{k:04}"));
-        }
-        site.devices.push(d);
-    }
-    // Remove 5 client devices (not among the changed or copied ones).
-    let removed: BTreeSet<i64> = client_idx[200..205]
-        .iter()
-        .map(|&i| site.devices[i]["resource_id"].as_i64().unwrap())
-        .collect();
-    site.devices
-        .retain(|d| !removed.contains(&d["resource_id"].as_i64().unwrap()));
-    site.save_devices();
+    let client_idx = change_add_and_remove(&mut site);
 
     let r = w.cli(&["--output", "json", "sync"]);
     assert_eq!(r.code, 0, "sync failed:\n{}\n{}", r.stdout, r.stderr);
