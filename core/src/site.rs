@@ -302,9 +302,8 @@ enum Lines<'a> {
 }
 
 impl Lines<'_> {
-    /// The next line into `buf`: its number and, for a listed line, its hash.
+    /// Appends the next line to `buf`: its number and, for a listed line, its hash.
     fn next(&mut self, buf: &mut Vec<u8>) -> std::io::Result<Option<(u64, Option<u64>)>> {
-        buf.clear();
         match self {
             Lines::Every { reader, number } => {
                 if reader.read_until(b'\n', buf)? == 0 {
@@ -319,12 +318,201 @@ impl Lines<'_> {
                 };
                 // Listed lines are in file order: a near one is in the buffer already.
                 reader.seek_relative(l.offset as i64 - *at as i64)?;
-                buf.resize(l.len, 0);
-                reader.read_exact(buf)?;
+                let start = buf.len();
+                buf.resize(start + l.len, 0);
+                reader.read_exact(&mut buf[start..])?;
                 *at = l.offset + l.len as u64;
                 Ok(Some((l.number, Some(l.hash))))
             }
         }
+    }
+}
+
+/// Lines handed to a parsing worker at once.
+const PARSE_BATCH_LINES: usize = 256;
+
+/// Lines to parse, in file order: their bytes one after the other.
+struct LineBatch {
+    bytes: Vec<u8>,
+    /// Each line's number, where its bytes are (without the line break and surrounding blanks)
+    /// and its hash (0 when the pass does not hash).
+    lines: Vec<(u64, std::ops::Range<usize>, u64)>,
+}
+
+impl LineBatch {
+    /// Bytes a batch's buffer starts with: room for its lines as the generator writes them.
+    const CAPACITY: usize = PARSE_BATCH_LINES * 2048;
+
+    fn new() -> LineBatch {
+        LineBatch {
+            bytes: Vec::with_capacity(Self::CAPACITY),
+            lines: Vec::with_capacity(PARSE_BATCH_LINES),
+        }
+    }
+}
+
+/// A batch to parse, where its parsed lines go, and where the parsed batch goes back to be
+/// filled again (reusing buffers spares the page faults of fresh ones).
+type ParseJob = (
+    LineBatch,
+    std::sync::mpsc::SyncSender<Vec<ParsedLine>>,
+    std::sync::mpsc::SyncSender<LineBatch>,
+);
+
+/// A line as a worker parsed it.
+struct ParsedLine {
+    number: u64,
+    hash: u64,
+    parsed: Result<(Device, Option<Unmodelled>), String>,
+    /// Whether the line holds NUL bytes (told with its problem).
+    has_nul: bool,
+}
+
+/// What a pass's reader left out without handing it to the workers.
+struct LinesLeftOut {
+    /// Lines `unparsed` knew: valid devices, as they were when they were last read.
+    unparsed: u64,
+    /// Lines the last complete pass found bad.
+    skipped: u64,
+}
+
+/// The part of a pass that runs in file order before parsing: reads each line, hashes it, and
+/// leaves out blank lines, lines known bad and lines `unparsed` knows.
+struct LineReader<'a> {
+    lines: Lines<'a>,
+    hash: bool,
+    unparsed: Option<&'a mut (dyn FnMut(u64) -> bool + Send)>,
+    known_skipped: Option<LineSet>,
+}
+
+impl LineReader<'_> {
+    /// Hands the lines to parse to `dispatch` in batches (`empty` gives each batch's buffers),
+    /// until it returns false.
+    fn run(
+        mut self,
+        empty: &mut dyn FnMut() -> LineBatch,
+        dispatch: &mut dyn FnMut(LineBatch) -> bool,
+    ) -> std::io::Result<LinesLeftOut> {
+        let mut left_out = LinesLeftOut {
+            unparsed: 0,
+            skipped: 0,
+        };
+        let mut batch = empty();
+        loop {
+            let start = batch.bytes.len();
+            let Some((n, listed_hash)) = self.lines.next(&mut batch.bytes)? else {
+                break;
+            };
+            let mut bytes = &batch.bytes[start..];
+            let mut from = start;
+            if n == 1
+                && let Some(rest) = bytes.strip_prefix(UTF8_BOM)
+            {
+                bytes = rest;
+                from += UTF8_BOM.len();
+            }
+            let trimmed = bytes.trim_ascii_start();
+            from += bytes.len() - trimmed.len();
+            let bytes = trimmed.trim_ascii_end();
+            let range = from..from + bytes.len();
+            let keep = if bytes.is_empty() {
+                false
+            } else if self.known_skipped.as_ref().is_some_and(|s| s.contains(&n)) {
+                left_out.skipped += 1;
+                false
+            } else {
+                let line_hash = match listed_hash {
+                    Some(h) => h,
+                    None if self.hash || self.unparsed.is_some() => {
+                        xxhash_rust::xxh3::xxh3_64(bytes)
+                    }
+                    None => 0,
+                };
+                if let Some(unparsed) = self.unparsed.as_mut()
+                    && unparsed(line_hash)
+                {
+                    left_out.unparsed += 1;
+                    false
+                } else {
+                    batch.lines.push((n, range, line_hash));
+                    true
+                }
+            };
+            if !keep {
+                batch.bytes.truncate(start);
+            } else if batch.lines.len() == PARSE_BATCH_LINES
+                && !dispatch(std::mem::replace(&mut batch, empty()))
+            {
+                return Ok(left_out);
+            }
+        }
+        if !batch.lines.is_empty() {
+            dispatch(batch);
+        }
+        Ok(left_out)
+    }
+}
+
+/// Parses a batch of lines: what a worker does. Every defect of a line (bytes that are not
+/// UTF-8, invalid JSON, a missing or invalid required field) is that line's problem.
+fn parse_batch(
+    batch: &LineBatch,
+    parts: DeviceParts,
+    known_extended: Option<&HashSet<u64>>,
+) -> Vec<ParsedLine> {
+    // An export's lines are alike: after a line with fields beyond the model, the next is
+    // read leniently first rather than after a strict parse that would fail too.
+    let mut lenient_first = false;
+    let mut out = Vec::with_capacity(batch.lines.len());
+    for (n, range, hash) in &batch.lines {
+        let bytes = &batch.bytes[range.clone()];
+        let parsed = parse_line(bytes, *n, parts, known_extended, lenient_first);
+        if let Ok((_, u)) = &parsed {
+            lenient_first = u.is_some();
+        }
+        out.push(ParsedLine {
+            number: *n,
+            hash: *hash,
+            has_nul: parsed.is_err() && bytes.contains(&0),
+            parsed,
+        });
+    }
+    out
+}
+
+/// One line's device, with the blocks in `parts`, and what it carries beyond the model.
+fn parse_line(
+    bytes: &[u8],
+    n: u64,
+    parts: DeviceParts,
+    known_extended: Option<&HashSet<u64>>,
+    lenient_first: bool,
+) -> Result<(Device, Option<Unmodelled>), String> {
+    let text = std::str::from_utf8(bytes).map_err(|e| not_utf8(bytes, &e))?;
+    let extended = known_extended.is_some_and(|e| e.contains(&n));
+    let parsed = if extended && parts != DeviceParts::NONE {
+        // A line the first pass found carrying more than the model, and a pass that needs a
+        // block or the extension data: read it as the first did.
+        read_lenient(text).map(|(d, _)| (d.with_parts(parts), None))
+    } else if parts == DeviceParts::ALL {
+        read_device(text, lenient_first)
+    } else {
+        let lean = serde_json::from_str::<LeanDevice>(text)
+            .and_then(|d| d.into_device(parts))
+            .map_err(|e| e.to_string());
+        match lean {
+            Ok(d) => Ok((d, None)),
+            // An optional field the model cannot use (set aside by the first pass): read the
+            // line as the first pass did.
+            Err(_) if extended => read_lenient(text).map(|(d, _)| (d.with_parts(parts), None)),
+            Err(e) => Err(e),
+        }
+    }?;
+    match parsed.0.validate() {
+        Ok(()) => Ok(parsed),
+        // Too long an optional text on a line the first pass kept without it.
+        Err(_) if extended => read_lenient(text).map(|(d, _)| (d.with_parts(parts), None)),
+        Err(e) => Err(e),
     }
 }
 
@@ -583,41 +771,18 @@ impl Site {
         Ok(true)
     }
 
-    /// Reads on a second thread, in chunks through a bounded channel, so parsing overlaps with
-    /// what the caller does with each device while memory stays flat.
+    /// Streams the devices of `source` to `visit`, in file order. The lines are parsed on other
+    /// threads (see [`Site::parse_devices`]), so parsing overlaps with what `visit` does while
+    /// memory stays flat.
     fn stream(
         &self,
         parts: DeviceParts,
         source: Source<'_>,
         visit: &mut dyn FnMut(u64, Device),
     ) -> Result<(), SiteError> {
-        const CHUNK: usize = 1024;
-        std::thread::scope(|scope| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(u64, Device)>>(4);
-            let parser = scope.spawn(move || {
-                let mut chunk = Vec::with_capacity(CHUNK);
-                let result = self.parse_devices(parts, source, &mut |h, d| {
-                    chunk.push((h, d));
-                    if chunk.len() < CHUNK {
-                        return true;
-                    }
-                    // A failed send means the caller is gone (it panicked): stop reading.
-                    tx.send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
-                        .is_ok()
-                });
-                if !chunk.is_empty() {
-                    let _ = tx.send(chunk);
-                }
-                result
-            });
-            for chunk in rx {
-                for (h, d) in chunk {
-                    visit(h, d);
-                }
-            }
-            parser
-                .join()
-                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        self.parse_devices(parts, source, &mut |h, d| {
+            visit(h, d);
+            true
         })
     }
 
@@ -641,7 +806,7 @@ impl Site {
         // found bad without parsing them; a changed file (`sync --watch`) is read afresh.
         let identity = FileIdentity::of(&file);
         let mut summary = ScanSummary::default();
-        let (hash, mut unparsed, mut lines) = match source {
+        let (hash, unparsed, lines) = match source {
             Source::Every { hash, unparsed } => (
                 hash,
                 unparsed,
@@ -665,139 +830,140 @@ impl Site {
             }
         };
         let listing = matches!(lines, Lines::Listed { .. });
-        let mut line: Vec<u8> = Vec::new();
-        let mut seen = HashSet::new();
+        let leaves_lines_out = unparsed.is_some() || listing;
+        let mut seen = rustc_hash::FxHashSet::default();
         let mut skipped_lines = HashSet::new();
         let mut extended_lines = HashSet::new();
-        // An export's lines are alike: after a line with fields beyond the model, the next is
-        // read leniently first rather than after a strict parse that would fail too.
-        let mut lenient_first = false;
         let known: Option<(LineSet, LineSet)> = self.scan.lock().ok().and_then(|s| {
             s.as_ref()
                 .filter(|s| Some(s.identity) == identity)
                 .map(|s| (s.skipped_lines.clone(), s.extended_lines.clone()))
         });
         // A pass that leaves lines out cannot tell which lines are valid or duplicates.
-        let record = known.is_none() && unparsed.is_none() && !listing;
-        let known_skipped = known.as_ref().map(|k| &*k.0);
-        let known_extended = known.as_ref().map(|k| &*k.1).filter(|e| !e.is_empty());
+        let record = known.is_none() && !leaves_lines_out;
+        let known_skipped = known.as_ref().map(|k| k.0.clone());
+        let known_extended = known
+            .as_ref()
+            .map(|k| k.1.clone())
+            .filter(|e| !e.is_empty());
         // Only a pass that knows which lines are bad may leave blocks unparsed.
         let parts = if known_skipped.is_some() {
             parts
         } else {
             DeviceParts::ALL
         };
-        while let Some((n, listed_hash)) = lines.next(&mut line).map_err(io)? {
-            let bytes = if n == 1 {
-                line.strip_prefix(UTF8_BOM).unwrap_or(&line)
-            } else {
-                &line[..]
-            };
-            let bytes = bytes.trim_ascii();
-            if bytes.is_empty() {
-                continue;
-            }
-            if known_skipped.is_some_and(|skip| skip.contains(&n)) {
-                summary.skipped += 1;
-                continue;
-            }
-            let line_hash = match listed_hash {
-                Some(h) => h,
-                None if hash || unparsed.is_some() => xxhash_rust::xxh3::xxh3_64(bytes),
-                None => 0,
-            };
-            if let Some(unparsed) = unparsed.as_mut()
-                && unparsed(line_hash)
-            {
-                // A line a delta knows: a valid device, as it was when it was last read.
-                summary.devices += 1;
-                continue;
-            }
-            let parsed = match std::str::from_utf8(bytes) {
-                Err(e) => Err(not_utf8(bytes, &e)),
-                Ok(text) => {
-                    let extended = known_extended.is_some_and(|e| e.contains(&n));
-                    if extended && parts != DeviceParts::NONE {
-                        // A line the first pass found carrying more than the model, and a pass
-                        // that needs a block or the extension data: read it as the first did.
-                        read_lenient(text).map(|(d, _)| (d.with_parts(parts), None))
-                    } else if parts == DeviceParts::ALL {
-                        read_device(text, lenient_first)
-                    } else {
-                        let lean = serde_json::from_str::<LeanDevice>(text)
-                            .and_then(|d| d.into_device(parts))
-                            .map_err(|e| e.to_string());
-                        match lean {
-                            Ok(d) => Ok((d, None)),
-                            // An optional field the model cannot use (set aside by the first
-                            // pass): read the line as the first pass did.
-                            Err(_) if extended => {
-                                read_lenient(text).map(|(d, _)| (d.with_parts(parts), None))
-                            }
-                            Err(e) => Err(e),
-                        }
+        let reader = LineReader {
+            lines,
+            hash,
+            unparsed,
+            known_skipped,
+        };
+        // The lines are read and hashed in order on one thread, parsed in batches by as many
+        // workers as there are cores, and taken back in order here, where everything that
+        // depends on the lines before (duplicates, the summary, `emit`) happens.
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+        let (read, stopped) = std::thread::scope(|scope| {
+            let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel::<ParseJob>(workers * 2);
+            let (order_tx, order_rx) = std::sync::mpsc::sync_channel(workers * 2);
+            let jobs_rx = Arc::new(Mutex::new(jobs_rx));
+            for _ in 0..workers {
+                let jobs = jobs_rx.clone();
+                let extended = known_extended.clone();
+                scope.spawn(move || {
+                    loop {
+                        // The lock is held while waiting: the next job goes to one worker.
+                        let job = jobs
+                            .lock()
+                            .map_err(|_| ())
+                            .and_then(|j| j.recv().map_err(|_| ()));
+                        let Ok((mut batch, answer, reuse)) = job else {
+                            break;
+                        };
+                        // The one waiting for the answer is gone when the pass stopped early.
+                        let _ = answer.send(parse_batch(&batch, parts, extended.as_deref()));
+                        batch.bytes.clear();
+                        batch.lines.clear();
+                        let _ = reuse.try_send(batch);
                     }
-                }
-            };
-            let parsed = parsed.and_then(|(d, u)| match d.validate() {
-                Ok(()) => Ok((d, u)),
-                // Too long an optional text on a line the first pass kept without it.
-                Err(_) if known_extended.is_some_and(|e| e.contains(&n)) => {
-                    std::str::from_utf8(bytes)
-                        .map_err(|e| e.to_string())
-                        .and_then(read_lenient)
-                        .map(|(d, _)| (d.with_parts(parts), None))
-                }
-                Err(e) => Err(e),
+                });
+            }
+            // Dropped with the last worker: a reader whose workers are gone stops.
+            drop(jobs_rx);
+            let reader = scope.spawn(move || {
+                let (reuse, reused) = std::sync::mpsc::sync_channel(workers * 4);
+                reader.run(
+                    &mut || reused.try_recv().unwrap_or_else(|_| LineBatch::new()),
+                    &mut |batch| {
+                        let (answer, parsed) = std::sync::mpsc::sync_channel(1);
+                        jobs_tx.send((batch, answer, reuse.clone())).is_ok()
+                            && order_tx.send(parsed).is_ok()
+                    },
+                )
             });
-            if let Ok((_, u)) = &parsed {
-                lenient_first = u.is_some();
-            }
-            let bad = match parsed {
-                Ok((d, unmodelled)) => {
-                    if record && !seen.insert(d.resource_id) {
-                        Some(format!(
-                            "resource_id {} appears on an earlier line",
-                            d.resource_id
-                        ))
-                    } else {
-                        summary.devices += 1;
-                        if let Some(u) = unmodelled.filter(|_| record) {
-                            extended_lines.insert(n);
-                            for f in u.unknown_fields {
-                                *summary.unknown_fields.entry(f).or_default() += 1;
-                            }
-                            for f in u.long_lists {
-                                *summary.long_lists.entry(f).or_default() += 1;
-                            }
-                            for f in u.unusable_fields {
-                                *summary.unusable_fields.entry(f).or_default() += 1;
+            let mut stopped = false;
+            'batches: for parsed in order_rx.iter() {
+                // No answer: the worker panicked (the scope passes the panic on).
+                let Ok(parsed) = parsed.recv() else { break };
+                for line in parsed {
+                    let n = line.number;
+                    let bad = match line.parsed {
+                        Ok((d, unmodelled)) => {
+                            if record && !seen.insert(d.resource_id) {
+                                Some(format!(
+                                    "resource_id {} appears on an earlier line",
+                                    d.resource_id
+                                ))
+                            } else {
+                                summary.devices += 1;
+                                if let Some(u) = unmodelled.filter(|_| record) {
+                                    extended_lines.insert(n);
+                                    for f in u.unknown_fields {
+                                        *summary.unknown_fields.entry(f).or_default() += 1;
+                                    }
+                                    for f in u.long_lists {
+                                        *summary.long_lists.entry(f).or_default() += 1;
+                                    }
+                                    for f in u.unusable_fields {
+                                        *summary.unusable_fields.entry(f).or_default() += 1;
+                                    }
+                                }
+                                if !emit(line.hash, d) {
+                                    stopped = true;
+                                    break 'batches;
+                                }
+                                None
                             }
                         }
-                        if !emit(line_hash, d) {
-                            return Ok(());
+                        Err(e) => Some(e),
+                    };
+                    if let Some(mut message) = bad {
+                        if line.has_nul {
+                            message.push_str(
+                                "; the line holds NUL bytes: if the file is UTF-16 without a byte order mark, re-save it as UTF-8",
+                            );
                         }
-                        None
+                        skipped_lines.insert(n);
+                        summary.skipped += 1;
+                        if summary.bad_lines.len() < MAX_BAD_LINES_KEPT {
+                            summary.bad_lines.push(BadLine { line: n, message });
+                        }
                     }
                 }
-                Err(e) => Some(e),
-            };
-            if let Some(mut message) = bad {
-                if bytes.contains(&0) {
-                    message.push_str(
-                        "; the line holds NUL bytes: if the file is UTF-16 without a byte order mark, re-save it as UTF-8",
-                    );
-                }
-                skipped_lines.insert(n);
-                summary.skipped += 1;
-                if summary.bad_lines.len() < MAX_BAD_LINES_KEPT {
-                    summary.bad_lines.push(BadLine { line: n, message });
-                }
             }
+            // The reader's next send fails: it stops, and the workers with it.
+            drop(order_rx);
+            let read = reader
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            (read, stopped)
+        });
+        let read = read.map_err(io)?;
+        if stopped {
+            return Ok(());
         }
-        if (unparsed.is_some() || listing)
-            && let Ok(mut p) = self.partial.lock()
-        {
+        summary.devices += read.unparsed;
+        summary.skipped += read.skipped;
+        if leaves_lines_out && let Ok(mut p) = self.partial.lock() {
             // The fields beyond the model were reported by the pass that read those lines.
             summary.unknown_fields.clear();
             summary.long_lists.clear();

@@ -269,7 +269,8 @@ impl Device {
             ("last_active", self.last_active.as_ref()),
         ];
         for (field, value) in texts {
-            if value.is_some_and(|v| v.chars().count() > MAX_TEXT_LEN) {
+            // No more characters than bytes: only a long text is counted.
+            if value.is_some_and(|v| v.len() > MAX_TEXT_LEN && v.chars().count() > MAX_TEXT_LEN) {
                 return Err(format!(
                     "`{field}` is longer than {MAX_TEXT_LEN} characters"
                 ));
