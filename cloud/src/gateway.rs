@@ -688,6 +688,7 @@ async fn do_upload(
     body::require_json_type(&headers)?;
     let enc = body::encoding(&headers)?;
     let raw = body::read_raw(&headers, b, st.max_body).await?;
+    let captured = st.capture.is_some().then(|| raw.clone());
     let ch2 = ch.clone();
     let st2 = st.clone();
     let (ups, dels) = tokio::task::spawn_blocking(move || {
@@ -729,6 +730,9 @@ async fn do_upload(
     match res {
         Ok(r) => {
             tracing::debug!(hierarchy = %h.hierarchy_id, channel = %ch.storage_name(), ?r, "batch applied");
+            if let Some(raw) = captured {
+                capture_upload(&st, &ch, enc, raw).await?;
+            }
             Ok(Json(r).into_response())
         }
         Err(StoreError::MissingDevices(keys)) => {
@@ -741,6 +745,38 @@ async fn do_upload(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Keeps an accepted upload's body as received (`--capture-uploads`), in a file named by the
+/// order it was accepted in, its channel's URL path and its encoding:
+/// `00000042.devices.zstd`, `00000043.ext~contoso-inventory.identity`.
+async fn capture_upload(
+    st: &Arc<AppState>,
+    ch: &Channel,
+    enc: body::Encoding,
+    raw: axum::body::Bytes,
+) -> Result<(), ApiError> {
+    let Some((dir, count)) = &st.capture else {
+        return Ok(());
+    };
+    let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let channel = match ch {
+        Channel::Ext(fid) => format!("ext~{fid}"),
+        builtin => builtin.name(),
+    };
+    let enc = match enc {
+        body::Encoding::Identity => "identity",
+        body::Encoding::Gzip => "gzip",
+        body::Encoding::Zstd => "zstd",
+    };
+    let path = dir.join(format!("{n:08}.{channel}.{enc}"));
+    tokio::task::spawn_blocking(move || std::fs::write(&path, &raw))
+        .await
+        .map_err(|_| ApiError::internal("capturing the upload failed"))?
+        .map_err(|e| {
+            tracing::error!(error = %e, "capturing an upload failed");
+            ApiError::internal("capturing the upload failed")
+        })
 }
 
 /// `GET /api/v1/tenant/settings`

@@ -69,6 +69,10 @@ pub struct ServeOptions {
     /// Seed of the fault generator (reproducible runs).
     #[arg(long = "fault-seed")]
     pub fault_seed: Option<u64>,
+    /// Keep the body of every upload the cloud accepts, as received, in this directory (one
+    /// file per batch, numbered in the order they were accepted): what a benchmark replays.
+    #[arg(long = "capture-uploads")]
+    pub capture_uploads: Option<PathBuf>,
     /// A TOML file with the fault settings (keys named like the flags: `fault-429 = 0.1`, …);
     /// a flag given with a non-default value wins over the file.
     #[arg(long = "fault-config")]
@@ -126,6 +130,7 @@ impl Default for ServeOptions {
             fault_latency_ms: 0,
             rate_limit_writes: None,
             fault_seed: None,
+            capture_uploads: None,
             max_body_bytes: 64 * 1024 * 1024,
             fault_config: None,
             device_code_interval_secs: 5,

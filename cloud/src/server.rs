@@ -44,6 +44,8 @@ pub(crate) struct AppState {
     pub decode_budget: crate::body::DecodeBudget,
     /// Bounds concurrent Argon2 password verifications (one per CPU).
     pub password_slots: Arc<tokio::sync::Semaphore>,
+    /// Where accepted upload bodies are kept (`--capture-uploads`), and how many so far.
+    pub capture: Option<(std::path::PathBuf, std::sync::atomic::AtomicU64)>,
 }
 
 impl AppState {
@@ -77,6 +79,10 @@ impl AppState {
             password_slots: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
+            capture: o
+                .capture_uploads
+                .clone()
+                .map(|dir| (dir, std::sync::atomic::AtomicU64::new(0))),
         }
     }
 
