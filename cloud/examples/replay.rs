@@ -88,7 +88,9 @@ async fn main() {
         let body = std::fs::read(&path).expect("captured batch");
         bytes += body.len() as u64;
         let mut request = client
-            .post(format!("{base}/api/v1/hierarchies/{hierarchy}/upload/{channel}"))
+            .post(format!(
+                "{base}/api/v1/hierarchies/{hierarchy}/upload/{channel}"
+            ))
             .bearer_auth(&token)
             .header("content-type", "application/json");
         if enc != "identity" {

@@ -1244,3 +1244,70 @@ async fn a_channel_census_and_its_keys_follow_what_the_channel_holds() {
     assert_eq!(s, 409);
     c.running.shutdown().await;
 }
+
+#[tokio::test]
+async fn accepted_uploads_are_kept_as_received_in_order_for_replay() {
+    let capture = tempfile::tempdir().unwrap();
+    let c = start_with(cloudattach_cloud::ServeOptions {
+        capture_uploads: Some(capture.path().to_path_buf()),
+        ..opts()
+    })
+    .await;
+    let admin = c.admin().await;
+    c.onboard(&admin, &["tenant-attach", "defender-reporting"])
+        .await;
+    let devices = zstd_bytes(&device_batch(1..4));
+    let (s, v) = upload_raw(
+        &c,
+        &admin,
+        "devices",
+        devices.clone(),
+        Some("zstd"),
+        "application/json",
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    // Refused (a record of a device not uploaded): not kept.
+    let missing = json!({"upserts": [{"key": "9", "record": {"resource_id": 9, "defender": {}}}], "deletes": []});
+    let (s, _) = upload_raw(
+        &c,
+        &admin,
+        "defender",
+        serde_json::to_vec(&missing).unwrap(),
+        None,
+        "application/json",
+    )
+    .await;
+    assert_eq!(s, 400);
+    let deletes = serde_json::to_vec(&json!({"upserts": [], "deletes": ["2"]})).unwrap();
+    let (s, v) = upload_raw(
+        &c,
+        &admin,
+        "devices",
+        deletes.clone(),
+        None,
+        "application/json",
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let mut kept: Vec<(String, Vec<u8>)> = std::fs::read_dir(capture.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    kept.sort();
+    assert_eq!(
+        kept,
+        vec![
+            ("00000000.devices.zstd".to_string(), devices),
+            ("00000001.devices.identity".to_string(), deletes),
+        ],
+        "the accepted batches, byte for byte, numbered in the order they were accepted"
+    );
+    c.running.shutdown().await;
+}
