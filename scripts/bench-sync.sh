@@ -40,8 +40,8 @@ sizes=("$@")
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 start_cloud() { # name, extra flags... (prints the base URL; the pid is in $work/<name>.pid)
-  local name=$1; shift
-  local port; port=$(free_port)
+  local name=$1; shift            # PORT=… restarts a cloud where its sites expect it
+  local port; port=${PORT:-$(free_port)}
   "$bin" cloud serve --addr "127.0.0.1:$port" --data "$work/$name" --auto-approve admin@contoso.example \
     --device-code-interval-secs 1 "$@" >"$work/$name.log" 2>&1 &
   echo $! >> "$work/pids"
@@ -52,7 +52,11 @@ start_cloud() { # name, extra flags... (prints the base URL; the pid is in $work
   done
   echo "http://127.0.0.1:$port"
 }
-stop_cloud() { kill "$(cat "$work/$1.pid")" 2>/dev/null || true; }
+stop_cloud() {
+  local pid; pid=$(cat "$work/$1.pid")
+  kill "$pid" 2>/dev/null || true
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+}
 # The cloud whose CPU the next runs count.
 measure() { cp "$work/$1.pid" "$work/measured.pid"; }
 
@@ -119,7 +123,6 @@ echo "== the cloud's own ingest rate (batches of 5,000, in-process, no HTTP)"
 last_batches=0
 for n in "${sizes[@]}"; do
   echo "== $n devices"
-  mkdir -p "$work/capture-$n"
   base=$(start_cloud "cloud-$n" --capture-uploads "$work/capture-$n")
   measure "cloud-$n"
   dir="$work/site-$n"; mkdir -p "$dir"
@@ -131,8 +134,11 @@ for n in "${sizes[@]}"; do
   # The upload phase of tenant attach alone: its channel's summary line.
   devices_phase=$(sed -n 's/^devices: .* in \([0-9.]*\)s$/\1/p' "$work/err" | tail -1)
   devices_records=$(python3 -c "import json; d=json.load(open('$work/out.json')); print(sum(s['counts'].get('sent',0) for s in d['steps'] if s.get('plugin')=='tenant-attach' or s.get('id')=='tenant-attach'))")
-  # The batches of apply; the cloud goes on keeping the later ones in an emptied directory.
-  mv "$work/capture-$n" "$work/captured-$n"; mkdir -p "$work/capture-$n"
+  # The batches of apply; the cloud then runs on without keeping any (same data, same port).
+  stop_cloud "cloud-$n"
+  mv "$work/capture-$n" "$work/captured-$n"
+  PORT=${base##*:} start_cloud "cloud-$n" >/dev/null
+  measure "cloud-$n"
   last_batches=$(find "$work/captured-$n" -type f | wc -l)
   # The first sync after apply reads every line and leaves the line index for the next deltas.
   run "sync, nothing changed (no index yet)" "$sum_sync" "$bin" --config "$dir/attach.toml" --output json sync
@@ -163,10 +169,11 @@ PY
   rbase=$(start_cloud "replay-$n"); measure "replay-$n"
   rdir=$(attach_empty "attached-replay-$n" "$rbase" "$dir/site")
   read -r token hid < <(token_and_hierarchy "$rbase" "$rdir")
+  # Two channels side by side, 4 requests each: as many in flight as the product's waves.
   CLOUDATTACH_REPLAY_TOKEN=$token run "replay of the captured batches, empty cloud" 'd["records"]' \
-    "$examples/replay" "$rbase" "$hid" "$work/captured-$n"
+    "$examples/replay" "$rbase" "$hid" "$work/captured-$n" --in-flight 8
   CLOUDATTACH_REPLAY_TOKEN=$token run "replay again (the cloud has them)" 'd["records"]' \
-    "$examples/replay" "$rbase" "$hid" "$work/captured-$n"
+    "$examples/replay" "$rbase" "$hid" "$work/captured-$n" --in-flight 8
   stop_cloud "replay-$n"
   dbase=$(start_cloud "replay-devices-$n"); measure "replay-devices-$n"
   ddir=$(attach_empty "attached-devices-$n" "$dbase" "$dir/site")
@@ -181,7 +188,7 @@ PY
   stop_cloud "baseline-$n"
 
   echo "-- ratios ($n devices)"
-  ratio "first full sync (apply) / replay into an empty cloud" "${secs_of["full sync (apply, 4 channels)"]}" "${secs_of["replay of the captured batches, empty cloud"]}"
+  ratio "apply (with sign-in and plan) / replay, empty cloud" "${secs_of["full sync (apply, 4 channels)"]}" "${secs_of["replay of the captured batches, empty cloud"]}"
   ratio "sync --full / replay into the cloud that has them" "${secs_of["full resend (sync --full)"]}" "${secs_of["replay again (the cloud has them)"]}"
   if [ -n "$devices_phase" ]; then
     ratio "tenant attach upload phase / replay of its batches" "$devices_phase" "${secs_of["replay of tenant attach's batches"]}"

@@ -8,7 +8,7 @@ use crate::server::{AppState, St, db};
 use crate::store::{Feature, Hierarchy, HierarchyUpsert, StoreError};
 use crate::util;
 use axum::Json;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -731,7 +731,7 @@ async fn do_upload(
         Ok(r) => {
             tracing::debug!(hierarchy = %h.hierarchy_id, channel = %ch.storage_name(), ?r, "batch applied");
             if let Some(raw) = captured {
-                capture_upload(&st, &ch, enc, raw).await?;
+                capture_upload(&st, &ch, enc, raw).await;
             }
             Ok(Json(r).into_response())
         }
@@ -748,16 +748,13 @@ async fn do_upload(
 }
 
 /// Keeps an accepted upload's body as received (`--capture-uploads`), in a file named by the
-/// order it was accepted in, its channel's URL path and its encoding:
-/// `00000042.devices.zstd`, `00000043.ext~contoso-inventory.identity`.
-async fn capture_upload(
-    st: &Arc<AppState>,
-    ch: &Channel,
-    enc: body::Encoding,
-    raw: axum::body::Bytes,
-) -> Result<(), ApiError> {
+/// order it was answered in, its channel's URL path and its encoding:
+/// `00000042.devices.zstd`, `00000043.ext~contoso-inventory.identity`; readable by the owner
+/// only (it holds the tenant's records). The batch is stored whatever happens here: a file that
+/// cannot be written is logged, and the upload still answered as done.
+async fn capture_upload(st: &Arc<AppState>, ch: &Channel, enc: body::Encoding, raw: Bytes) {
     let Some((dir, count)) = &st.capture else {
-        return Ok(());
+        return;
     };
     let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let channel = match ch {
@@ -770,13 +767,22 @@ async fn capture_upload(
         body::Encoding::Zstd => "zstd",
     };
     let path = dir.join(format!("{n:08}.{channel}.{enc}"));
-    tokio::task::spawn_blocking(move || std::fs::write(&path, &raw))
-        .await
-        .map_err(|_| ApiError::internal("capturing the upload failed"))?
-        .map_err(|e| {
-            tracing::error!(error = %e, "capturing an upload failed");
-            ApiError::internal("capturing the upload failed")
-        })
+    let written = tokio::task::spawn_blocking(move || {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &raw))
+            .map_err(|e| format!("{}: {e}", path.display()))
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "an accepted upload could not be captured"),
+        Err(e) => tracing::error!(error = %e, "an accepted upload could not be captured"),
+    }
 }
 
 /// `GET /api/v1/tenant/settings`

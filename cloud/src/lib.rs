@@ -69,8 +69,9 @@ pub struct ServeOptions {
     /// Seed of the fault generator (reproducible runs).
     #[arg(long = "fault-seed")]
     pub fault_seed: Option<u64>,
-    /// Keep the body of every upload the cloud accepts, as received, in this directory (one
-    /// file per batch, numbered in the order they were accepted): what a benchmark replays.
+    /// Keep the body of every upload the cloud accepts, as received, in this directory (created
+    /// if missing; one file per batch, numbered in the order they were answered): what a
+    /// benchmark replays.
     #[arg(long = "capture-uploads")]
     pub capture_uploads: Option<PathBuf>,
     /// A TOML file with the fault settings (keys named like the flags: `fault-429 = 0.1`, …);
@@ -362,6 +363,14 @@ pub async fn start(opts: ServeOptions) -> Result<RunningCloud, CloudError> {
                 )));
             }
         }
+    }
+    if let Some(capture) = &opts.capture_uploads {
+        std::fs::create_dir_all(capture).map_err(|e| {
+            CloudError::InvalidOption(format!(
+                "--capture-uploads {}: cannot create the directory: {e}",
+                capture.display()
+            ))
+        })?;
     }
     let state = Arc::new(server::AppState::new(
         store,

@@ -638,9 +638,10 @@ impl Site {
         self.for_each_device_owned(&mut |d| visit(&d))
     }
 
-    /// [`Site::for_each_device`], handing over each device. Lines are read and parsed on a
-    /// second thread, in chunks through a bounded channel, so parsing overlaps with what the
-    /// caller does with each device while memory stays flat.
+    /// [`Site::for_each_device`], handing over each device. Lines are read on one thread and
+    /// parsed on as many as there are cores, in batches through bounded channels, so parsing
+    /// overlaps with what the caller does with each device while memory stays flat; the caller
+    /// sees them in file order.
     pub fn for_each_device_owned(&self, visit: &mut dyn FnMut(Device)) -> Result<(), SiteError> {
         self.for_each_device_parts(DeviceParts::ALL, visit)
     }

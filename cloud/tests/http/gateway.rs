@@ -1247,9 +1247,10 @@ async fn a_channel_census_and_its_keys_follow_what_the_channel_holds() {
 
 #[tokio::test]
 async fn accepted_uploads_are_kept_as_received_in_order_for_replay() {
-    let capture = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let capture = root.path().join("captured");
     let c = start_with(cloudattach_cloud::ServeOptions {
-        capture_uploads: Some(capture.path().to_path_buf()),
+        capture_uploads: Some(capture.clone()),
         ..opts()
     })
     .await;
@@ -1290,9 +1291,22 @@ async fn accepted_uploads_are_kept_as_received_in_order_for_replay() {
     )
     .await;
     assert_eq!(s, 200, "{v}");
-    let mut kept: Vec<(String, Vec<u8>)> = std::fs::read_dir(capture.path())
-        .unwrap()
+    let mut kept: Vec<(String, Vec<u8>)> = std::fs::read_dir(&capture)
+        .expect("the capture directory is created")
         .map(|e| e.unwrap().path())
+        .inspect(|p| {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+                assert_eq!(
+                    mode,
+                    0o600,
+                    "{}: the tenant's records, for the owner only",
+                    p.display()
+                );
+            }
+        })
         .map(|p| {
             (
                 p.file_name().unwrap().to_string_lossy().into_owned(),
