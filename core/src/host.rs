@@ -22,8 +22,14 @@ pub trait LineSink {
     /// cloud lost or holds otherwise); `None` when every line must be read.
     fn must_read(&self) -> Option<&HashSet<u64>>;
     /// Sends what is left and deletes every key acknowledged before and not pushed again,
-    /// except those made from a line `kept` says was left unread.
-    fn finish_lines(self: Box<Self>, kept: &dyn Fn(u64) -> bool) -> Result<SyncStats, HostError>;
+    /// except those made from a line `kept` says was left unread; `gone` lists the lines of the
+    /// line index no longer in the file (`(line hash, resource_id)`; empty when the pass read
+    /// every line).
+    fn finish_lines(
+        self: Box<Self>,
+        kept: &dyn Fn(u64) -> bool,
+        gone: &[(u64, i64)],
+    ) -> Result<SyncStats, HostError>;
 }
 
 /// A plain upload as a [`LineSink`] that reads every line.
@@ -36,7 +42,11 @@ impl LineSink for EveryLine<'_> {
     fn must_read(&self) -> Option<&HashSet<u64>> {
         None
     }
-    fn finish_lines(self: Box<Self>, _kept: &dyn Fn(u64) -> bool) -> Result<SyncStats, HostError> {
+    fn finish_lines(
+        self: Box<Self>,
+        _kept: &dyn Fn(u64) -> bool,
+        _gone: &[(u64, i64)],
+    ) -> Result<SyncStats, HostError> {
         self.0.finish()
     }
 }
@@ -58,13 +68,14 @@ pub trait CloudPort: Send + Sync {
         channel: &str,
         mode: SyncMode,
     ) -> Result<Box<dyn RecordSink + '_>, HostError>;
-    /// [`CloudPort::open_sync`] for records made from inventory lines; the default reads
-    /// every line.
+    /// [`CloudPort::open_sync`] for records made from inventory lines; `indexed`: the caller
+    /// holds a line index covering the channel. The default reads every line.
     fn open_line_sync(
         &self,
         owner: &str,
         channel: &str,
         mode: SyncMode,
+        _indexed: bool,
     ) -> Result<Box<dyn LineSink + '_>, HostError> {
         Ok(Box::new(EveryLine(self.open_sync(owner, channel, mode)?)))
     }
@@ -336,11 +347,11 @@ impl OwnedHost for SiteHost {
         let Some(cloud) = &self.cloud else {
             return Err(HostError::offline());
         };
-        let mut sink = cloud.open_line_sync(owner, channel, mode)?;
         let round = self.round.as_deref();
         let index = round
             .and_then(|r| r.index.as_ref())
             .filter(|i| i.covers(channel));
+        let mut sink = cloud.open_line_sync(owner, channel, mode, index.is_some())?;
         let skipping = match (index, sink.must_read()) {
             (Some(index), Some(must_read)) => Some((index, must_read.clone())),
             _ => None,
@@ -451,7 +462,17 @@ impl OwnedHost for SiteHost {
                 .and_then(|(index, _)| index.find(line))
                 .is_some_and(|at| seen[at])
         };
-        let stats = sink.finish_lines(&kept)?;
+        // The index's lines no longer in the file: the records made from them go.
+        let gone: Vec<(u64, i64)> = match &skipping {
+            Some((index, _)) => seen
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| !**s)
+                .map(|(at, _)| index.entry(at))
+                .collect(),
+            None => Vec::new(),
+        };
+        let stats = sink.finish_lines(&kept, &gone)?;
         if let Some(round) = round {
             if doubtful {
                 self.log(&format!(
@@ -500,6 +521,17 @@ impl LineRound {
     }
 
     /// The round's read of the file against the index (made once, by the first to ask).
+    /// The channels the index covers (those that uploaded from its lines).
+    pub fn indexed_channels(&self) -> &[String] {
+        self.index.as_ref().map_or(&[], |i| &i.channels)
+    }
+
+    /// Makes the round's one read of the file now (what the first channel that needs it would
+    /// do), so it overlaps with the uploads opening; errors are left for that channel to meet.
+    pub fn scan_ahead(&self, site: &Site) {
+        let _ = self.scan(site);
+    }
+
     fn scan(&self, site: &Site) -> Result<Option<Arc<RoundScan>>, SiteError> {
         let Some(index) = &self.index else {
             return Ok(None);
@@ -691,7 +723,7 @@ impl OwnedHost for PassHost<'_> {
                 .inner
                 .upload_devices_as(owner, channel, mode, parts, produce);
         };
-        let mut sink = cloud.open_line_sync(owner, channel, mode)?;
+        let mut sink = cloud.open_line_sync(owner, channel, mode, false)?;
         let round = self.inner.round.as_deref();
         let collect = round.is_some_and(LineRound::claim);
         let mut lines: Vec<(u64, i64)> = Vec::new();
@@ -716,7 +748,7 @@ impl OwnedHost for PassHost<'_> {
         if let Some(e) = failed {
             return Err(e);
         }
-        let stats = sink.finish_lines(&|_| false)?;
+        let stats = sink.finish_lines(&|_| false, &[])?;
         if let Some(round) = round {
             round.passed(channel, false, 0, count, sum, collect.then_some(lines));
         }

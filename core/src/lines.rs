@@ -11,17 +11,17 @@
 //! state (apply, disable, detach, a full resend, a reconciled ledger) deletes the file.
 //!
 //! In memory the index is the sorted `(hash, resource_id)` pairs (16 bytes a line) and a table
-//! of where each 16-bit hash prefix starts, so a lookup reads one or two cache lines.
+//! of where each hash prefix starts, with about one line per prefix (8 to 22 bits: 4 bytes a
+//! line at most), so a lookup reads about two cache lines.
 
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"CALINES1";
 const FILE: &str = "lines.bin";
-const PREFIX_BITS: u32 = 16;
 
 /// The lines of the last complete round.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LineIndex {
     /// What the round's records depended on besides the lines.
     pub fingerprint: u64,
@@ -31,6 +31,8 @@ pub struct LineIndex {
     entries: Vec<(u64, i64)>,
     /// `starts[p]`: the first entry whose hash has the prefix `p`; one more for the end.
     starts: Vec<u32>,
+    /// Bits of a hash's prefix.
+    bits: u32,
 }
 
 impl LineIndex {
@@ -38,9 +40,10 @@ impl LineIndex {
     pub fn new(fingerprint: u64, channels: Vec<String>, mut entries: Vec<(u64, i64)>) -> Self {
         entries.sort_unstable();
         entries.dedup_by_key(|e| e.0);
-        let mut starts = vec![0u32; (1 << PREFIX_BITS) + 1];
+        let bits = entries.len().max(1).ilog2().clamp(8, 22);
+        let mut starts = vec![0u32; (1 << bits) + 1];
         for &(h, _) in &entries {
-            starts[prefix(h) + 1] += 1;
+            starts[prefix(h, bits) + 1] += 1;
         }
         for i in 1..starts.len() {
             starts[i] += starts[i - 1];
@@ -50,6 +53,7 @@ impl LineIndex {
             channels,
             entries,
             starts,
+            bits,
         }
     }
 
@@ -65,7 +69,7 @@ impl LineIndex {
 
     /// The position of the line whose hash is `hash`, if the index holds it.
     pub fn find(&self, hash: u64) -> Option<usize> {
-        let p = prefix(hash);
+        let p = prefix(hash, self.bits);
         let (lo, hi) = (self.starts[p] as usize, self.starts[p + 1] as usize);
         self.entries[lo..hi]
             .binary_search_by_key(&hash, |e| e.0)
@@ -130,8 +134,8 @@ pub fn path_in(dir: &Path) -> PathBuf {
     dir.join(FILE)
 }
 
-fn prefix(hash: u64) -> usize {
-    (hash >> (64 - PREFIX_BITS)) as usize
+fn prefix(hash: u64, bits: u32) -> usize {
+    (hash >> (64 - bits)) as usize
 }
 
 fn read(path: &Path) -> Option<LineIndex> {

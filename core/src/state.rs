@@ -6,6 +6,7 @@
 //! A lock file (`.cloudattach/lock`) makes a second concurrent `apply` or `sync` refuse and name
 //! the holder.
 
+use cloudattach_sdk::gateway::KeyDigest;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
 use std::fs::File;
@@ -65,6 +66,10 @@ const MIGRATIONS: &[&str] = &[
     // 2: the hash of the inventory line each record was made from (0: not made from one), so
     // a delta can leave the unchanged lines unread.
     "ALTER TABLE sync_hashes ADD COLUMN line INTEGER NOT NULL DEFAULT 0;",
+    // 3: each channel's digest (record count and `KeyDigest` sum over key and hash), kept while
+    // a delta writes the channel key by key, so the next delta compares it with the cloud's
+    // census without reading the channel's records. No row: not known, computed when needed.
+    "CREATE TABLE sync_digests (channel TEXT PRIMARY KEY, records INTEGER NOT NULL, sum INTEGER NOT NULL);",
 ];
 
 /// What the ledger holds for one acknowledged record.
@@ -336,12 +341,88 @@ impl StateStore {
         Ok(out)
     }
 
+    /// What the ledger holds for one key of a channel.
+    pub fn acked(&self, channel: &str, key: &str) -> Result<Option<Acked>, StateError> {
+        self.conn
+            .prepare_cached("SELECT hash, line FROM sync_hashes WHERE channel = ?1 AND key = ?2")
+            .and_then(|mut s| {
+                s.query_row(params![channel, key], |r| {
+                    Ok(Acked {
+                        hash: r.get::<_, i64>(0)? as u64,
+                        line: r.get::<_, i64>(1)? as u64,
+                    })
+                })
+                .optional()
+            })
+            .map_err(self.err())
+    }
+
+    /// Calls `each` with every key of a channel and what the ledger holds for it, streamed.
+    pub fn each_acked(
+        &self,
+        channel: &str,
+        each: &mut dyn FnMut(&str, Acked),
+    ) -> Result<(), StateError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT key, hash, line FROM sync_hashes WHERE channel = ?1")
+            .map_err(self.err())?;
+        let mut rows = stmt.query([channel]).map_err(self.err())?;
+        while let Some(r) = rows.next().map_err(self.err())? {
+            let key = r
+                .get_ref(0)
+                .and_then(|v| Ok(v.as_str()?))
+                .map_err(self.err())?;
+            let acked = Acked {
+                hash: r.get::<_, i64>(1).map_err(self.err())? as u64,
+                line: r.get::<_, i64>(2).map_err(self.err())? as u64,
+            };
+            each(key, acked);
+        }
+        Ok(())
+    }
+
+    /// The digest of a channel's records (count, and the sum over key and hash the cloud's census
+    /// carries): the one kept, or computed from the records (streamed) and kept.
+    pub fn channel_digest(&mut self, channel: &str) -> Result<KeyDigest, StateError> {
+        let kept = self
+            .conn
+            .query_row(
+                "SELECT records, sum FROM sync_digests WHERE channel = ?1",
+                [channel],
+                |r| {
+                    Ok(KeyDigest {
+                        count: r.get::<_, i64>(0)? as u64,
+                        sum: r.get::<_, i64>(1)? as u64,
+                    })
+                },
+            )
+            .optional()
+            .map_err(self.err())?;
+        if let Some(d) = kept {
+            return Ok(d);
+        }
+        let mut digest = KeyDigest::default();
+        self.each_acked(channel, &mut |k, a| digest.add(k, a.hash))?;
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO sync_digests (channel, records, sum) VALUES (?1, ?2, ?3)",
+                params![channel, digest.count as i64, digest.sum as i64],
+            )
+            .map_err(self.err())?;
+        Ok(digest)
+    }
+
     /// Records one acknowledged batch: upserted keys with their hashes and lines, deleted keys.
+    /// With `keep_digest`, the channel's kept digest follows the change (each key's previous
+    /// hash is read: for deltas, which write few keys); without, it is dropped (computed again
+    /// when next needed).
     pub fn ack_batch(
         &mut self,
         channel: &str,
         upserts: &[(String, Acked)],
         deletes: &[String],
+        keep_digest: bool,
     ) -> Result<(), StateError> {
         let path = self.path.clone();
         let err = |source| StateError::Sqlite {
@@ -350,6 +431,58 @@ impl StateStore {
         };
         let tx = self.conn.transaction().map_err(err)?;
         {
+            let digest = if keep_digest {
+                tx.query_row(
+                    "SELECT records, sum FROM sync_digests WHERE channel = ?1",
+                    [channel],
+                    |r| {
+                        Ok(KeyDigest {
+                            count: r.get::<_, i64>(0)? as u64,
+                            sum: r.get::<_, i64>(1)? as u64,
+                        })
+                    },
+                )
+                .optional()
+                .map_err(err)?
+            } else {
+                None
+            };
+            if let Some(mut digest) = digest {
+                let mut previous = tx
+                    .prepare_cached("SELECT hash FROM sync_hashes WHERE channel = ?1 AND key = ?2")
+                    .map_err(err)?;
+                let mut before = |k: &str| {
+                    previous
+                        .query_row(params![channel, k], |r| r.get::<_, i64>(0))
+                        .optional()
+                        .map(|h| h.map(|h| h as u64))
+                };
+                let deleted: Vec<u64> = deletes
+                    .iter()
+                    .map(|k| before(k))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(err)?
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                for (k, h) in deletes.iter().zip(&deleted) {
+                    digest.remove(k, *h);
+                }
+                for (k, a) in upserts {
+                    if let Some(h) = before(k).map_err(err)? {
+                        digest.remove(k, h);
+                    }
+                    digest.add(k, a.hash);
+                }
+                tx.execute(
+                    "UPDATE sync_digests SET records = ?2, sum = ?3 WHERE channel = ?1",
+                    params![channel, digest.count as i64, digest.sum as i64],
+                )
+                .map_err(err)?;
+            } else {
+                tx.execute("DELETE FROM sync_digests WHERE channel = ?1", [channel])
+                    .map_err(err)?;
+            }
             let mut up = tx
                 .prepare_cached(
                     "INSERT INTO sync_hashes (channel, key, hash, line) VALUES (?1, ?2, ?3, ?4)
@@ -372,6 +505,27 @@ impl StateStore {
                 params![channel, now_rfc3339()],
             )
             .map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Records that unchanged records (same key, same hash) are now made from other lines: the
+    /// lines change, the hashes and the channel's digest do not.
+    pub fn reline(&mut self, channel: &str, moved: &[(String, Acked)]) -> Result<(), StateError> {
+        let path = self.path.clone();
+        let err = |source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut up = tx
+                .prepare_cached("UPDATE sync_hashes SET line = ?3 WHERE channel = ?1 AND key = ?2")
+                .map_err(err)?;
+            for (k, a) in moved {
+                up.execute(params![channel, k, a.line as i64])
+                    .map_err(err)?;
+            }
         }
         tx.commit().map_err(err)
     }
@@ -404,6 +558,12 @@ impl StateStore {
                     .map_err(err)?;
             }
         }
+        let digest = KeyDigest::of(hashes.iter().map(|(k, a)| (k.as_str(), a.hash)));
+        tx.execute(
+            "INSERT OR REPLACE INTO sync_digests (channel, records, sum) VALUES (?1, ?2, ?3)",
+            params![channel, digest.count as i64, digest.sum as i64],
+        )
+        .map_err(err)?;
         tx.commit().map_err(err)
     }
 
@@ -420,6 +580,9 @@ impl StateStore {
             .execute("DELETE FROM sync_hashes WHERE channel = ?1", [channel])
             .map_err(self.err())?;
         self.conn
+            .execute("DELETE FROM sync_digests WHERE channel = ?1", [channel])
+            .map_err(self.err())?;
+        self.conn
             .execute("DELETE FROM sync_channels WHERE channel = ?1", [channel])
             .map(|_| ())
             .map_err(self.err())
@@ -430,7 +593,7 @@ impl StateStore {
         // Any change of the state but an acknowledged upload voids the line index.
         crate::lines::forget(self.dir());
         self.conn
-            .execute_batch("DELETE FROM features; DELETE FROM sync_hashes; DELETE FROM sync_channels; DELETE FROM meta;")
+            .execute_batch("DELETE FROM features; DELETE FROM sync_hashes; DELETE FROM sync_digests; DELETE FROM sync_channels; DELETE FROM meta;")
             .map_err(self.err())
     }
 }
@@ -549,10 +712,16 @@ mod tests {
                 "devices",
                 &[("1".into(), Acked::hash(11)), ("2".into(), Acked::hash(22))],
                 &[],
+                false,
             )
             .unwrap();
-            s.ack_batch("devices", &[("2".into(), Acked::hash(23))], &["1".into()])
-                .unwrap();
+            s.ack_batch(
+                "devices",
+                &[("2".into(), Acked::hash(23))],
+                &["1".into()],
+                false,
+            )
+            .unwrap();
         }
         let s = StateStore::open(dir.path()).unwrap();
         assert_eq!(
@@ -566,6 +735,73 @@ mod tests {
         s.remove_feature("tenant-attach", &["devices"]).unwrap();
         assert!(s.channel_hashes("devices").unwrap().is_empty());
         assert_eq!(s.applied_settings("tenant-attach"), None);
+    }
+
+    #[test]
+    fn a_channels_digest_is_kept_through_the_deltas_that_write_it_and_dropped_by_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = StateStore::open(dir.path()).unwrap();
+        let a = |hash, line| Acked { hash, line };
+        let kept = |s: &StateStore| -> Option<(i64, i64)> {
+            s.conn
+                .query_row(
+                    "SELECT records, sum FROM sync_digests WHERE channel = 'devices'",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .unwrap()
+        };
+        s.ack_batch(
+            "devices",
+            &[
+                ("1".into(), a(10, 1)),
+                ("2".into(), a(20, 2)),
+                ("3".into(), a(30, 3)),
+            ],
+            &[],
+            false,
+        )
+        .unwrap();
+        assert_eq!(kept(&s), None, "a full write keeps no digest");
+        let all = KeyDigest::of([("1", 10), ("2", 20), ("3", 30)]);
+        assert_eq!(s.channel_digest("devices").unwrap(), all);
+        assert_eq!(
+            kept(&s),
+            Some((3, all.sum as i64)),
+            "computed once, then kept"
+        );
+        // A delta: one changed, one gone, one new, one deleted that was never there.
+        s.ack_batch(
+            "devices",
+            &[("2".into(), a(21, 4)), ("4".into(), a(40, 5))],
+            &["3".into(), "9".into()],
+            true,
+        )
+        .unwrap();
+        let now = KeyDigest::of([("1", 10), ("2", 21), ("4", 40)]);
+        assert_eq!(kept(&s), Some((3, now.sum as i64)), "followed key by key");
+        assert_eq!(s.channel_digest("devices").unwrap(), now);
+        // A line moved, same record: the digest does not move.
+        s.ack_batch("devices", &[("1".into(), a(10, 6))], &[], true)
+            .unwrap();
+        assert_eq!(kept(&s), Some((3, now.sum as i64)));
+        // Any other write drops it; it is computed again, right.
+        s.ack_batch("devices", &[("5".into(), a(50, 7))], &[], false)
+            .unwrap();
+        assert_eq!(kept(&s), None);
+        let five = KeyDigest::of([("1", 10), ("2", 21), ("4", 40), ("5", 50)]);
+        assert_eq!(s.channel_digest("devices").unwrap(), five);
+        let replaced: HashMap<String, Acked> = [("7".to_string(), a(70, 0))].into();
+        s.replace_channel("devices", &replaced).unwrap();
+        assert_eq!(
+            kept(&s),
+            Some((1, KeyDigest::of([("7", 70)]).sum as i64)),
+            "a reconciled ledger keeps its digest"
+        );
+        s.clear_channel("devices").unwrap();
+        assert_eq!(kept(&s), None);
+        assert_eq!(s.channel_digest("devices").unwrap(), KeyDigest::default());
     }
 
     #[test]

@@ -63,13 +63,24 @@ pub trait HashLedger: Send {
     fn claim(&mut self, channel: &str, owner: &str) -> Result<(), StateError>;
     /// The hash (and line) of every record last acknowledged on `channel`.
     fn known(&mut self, channel: &str) -> Result<HashMap<String, Acked>, StateError>;
-    /// Records one acknowledged batch (or records made from another line, unchanged).
+    /// What the ledger holds for one key of `channel`.
+    fn acked(&mut self, channel: &str, key: &str) -> Result<Option<Acked>, StateError>;
+    /// Calls `each` with every key of `channel` and what the ledger holds for it, streamed.
+    fn each(&mut self, channel: &str, each: &mut dyn FnMut(&str, Acked)) -> Result<(), StateError>;
+    /// The digest of what the ledger holds for `channel` (count, and the sum over keys and
+    /// hashes the cloud's census carries).
+    fn digest(&mut self, channel: &str) -> Result<KeyDigest, StateError>;
+    /// Records one acknowledged batch (or records made from another line, unchanged); with
+    /// `keep_digest`, the channel's digest follows (a delta writing key by key).
     fn ack(
         &mut self,
         channel: &str,
         upserts: &[(String, Acked)],
         deletes: &[String],
+        keep_digest: bool,
     ) -> Result<(), StateError>;
+    /// Records unchanged records (same key and hash) as made from other lines.
+    fn reline(&mut self, channel: &str, moved: &[(String, Acked)]) -> Result<(), StateError>;
     /// Replaces what the ledger holds for `channel`.
     fn replace(&mut self, channel: &str, hashes: &HashMap<String, Acked>)
     -> Result<(), StateError>;
@@ -85,13 +96,26 @@ impl HashLedger for StateStore {
     fn known(&mut self, channel: &str) -> Result<HashMap<String, Acked>, StateError> {
         self.channel_hashes(channel)
     }
+    fn acked(&mut self, channel: &str, key: &str) -> Result<Option<Acked>, StateError> {
+        StateStore::acked(self, channel, key)
+    }
+    fn each(&mut self, channel: &str, each: &mut dyn FnMut(&str, Acked)) -> Result<(), StateError> {
+        self.each_acked(channel, each)
+    }
+    fn digest(&mut self, channel: &str) -> Result<KeyDigest, StateError> {
+        self.channel_digest(channel)
+    }
     fn ack(
         &mut self,
         channel: &str,
         upserts: &[(String, Acked)],
         deletes: &[String],
+        keep_digest: bool,
     ) -> Result<(), StateError> {
-        self.ack_batch(channel, upserts, deletes)
+        self.ack_batch(channel, upserts, deletes, keep_digest)
+    }
+    fn reline(&mut self, channel: &str, moved: &[(String, Acked)]) -> Result<(), StateError> {
+        StateStore::reline(self, channel, moved)
     }
     fn replace(
         &mut self,
@@ -145,17 +169,22 @@ impl SyncEngine {
 
     /// [`SyncEngine::open`] for records made from inventory lines: the ledger records each
     /// record's line, and a delta may leave the lines it knows unread (see [`LineSink`]).
+    /// `indexed`: the caller holds a line index covering the channel, so a delta reads only the
+    /// lines that changed; the ledger is then looked up key by key rather than loaded, when its
+    /// digest matches the cloud's census.
     pub fn open_lines(
         &self,
         owner: &str,
         channel: &str,
         mode: SyncMode,
+        indexed: bool,
         progress: &dyn Fn() -> Box<dyn Progress>,
         notice: &dyn Fn(&str),
     ) -> Result<Box<dyn LineSink + '_>, HostError> {
-        Ok(Box::new(
-            self.upload(owner, channel, mode, progress, notice)?,
-        ))
+        let streamed = indexed && mode == SyncMode::Delta;
+        Ok(Box::new(self.upload_with(
+            owner, channel, mode, streamed, progress, notice,
+        )?))
     }
 
     fn upload(
@@ -166,12 +195,55 @@ impl SyncEngine {
         progress: &dyn Fn() -> Box<dyn Progress>,
         notice: &dyn Fn(&str),
     ) -> Result<Upload<'_>, HostError> {
-        let mut known = {
-            let mut ledger = self.ledger.lock().expect("ledger lock");
-            ledger.claim(channel, owner).map_err(state_error)?;
-            ledger.known(channel).map_err(state_error)?
+        self.upload_with(owner, channel, mode, false, progress, notice)
+    }
+
+    /// Opens an upload; `streamed`: a delta that reads only the changed lines, whose ledger is
+    /// looked up key by key when its digest matches the cloud's census (memory and time then
+    /// follow the change, not the site).
+    fn upload_with(
+        &self,
+        owner: &str,
+        channel: &str,
+        mode: SyncMode,
+        streamed: bool,
+        progress: &dyn Fn() -> Box<dyn Progress>,
+        notice: &dyn Fn(&str),
+    ) -> Result<Upload<'_>, HostError> {
+        self.ledger
+            .lock()
+            .expect("ledger lock")
+            .claim(channel, owner)
+            .map_err(state_error)?;
+        let mut census = None;
+        if streamed {
+            let digest = self
+                .ledger
+                .lock()
+                .expect("ledger lock")
+                .digest(channel)
+                .map_err(state_error)?;
+            let held = self.target.census(channel)?;
+            if held.matches(&digest) {
+                let known = Known::Streamed {
+                    pushed: HashSet::new(),
+                    records: digest.count,
+                    added: 0,
+                };
+                return Ok(self.start(channel, mode, known, Some(HashSet::new()), progress));
+            }
+            census = Some(held);
+        }
+        let mut known = self
+            .ledger
+            .lock()
+            .expect("ledger lock")
+            .known(channel)
+            .map_err(state_error)?;
+        let census = match census {
+            Some(c) => c,
+            None => self.target.census(channel)?,
         };
-        let census = self.target.census(channel)?;
         // Lines left unread keep their records; those whose records the cloud lost or holds
         // otherwise must be read again.
         let mut must_read = Some(HashSet::new());
@@ -185,12 +257,24 @@ impl SyncEngine {
         if mode != SyncMode::Delta {
             must_read = None;
         }
+        Ok(self.start(channel, mode, Known::Loaded(known), must_read, progress))
+    }
+
+    fn start(
+        &self,
+        channel: &str,
+        mode: SyncMode,
+        known: Known,
+        must_read: Option<HashSet<u64>>,
+        progress: &dyn Fn() -> Box<dyn Progress>,
+    ) -> Upload<'_> {
         let progress: Arc<dyn Progress> = Arc::from(progress());
         let _reading = count_devices_read(progress.clone());
-        Ok(Upload {
+        Upload {
             engine: self,
             channel: channel.to_string(),
             mode,
+            keep_digest: matches!(known, Known::Streamed { .. }),
             known,
             must_read,
             batch_records: 0,
@@ -201,7 +285,7 @@ impl SyncEngine {
             stats: SyncStats::default(),
             progress,
             _reading,
-        })
+        }
     }
 }
 
@@ -290,14 +374,29 @@ type ReconciledLedger = (HashMap<String, Acked>, Option<HashSet<u64>>);
 /// An acknowledged batch: records sent and the cloud's answer.
 type BatchResult = Result<(u64, UploadAnswer), HostError>;
 
+/// What an upload knows of the ledger.
+enum Known {
+    /// The whole ledger, loaded: what is left at the end was not pushed again (deletions,
+    /// except the records of lines left unread).
+    Loaded(HashMap<String, Acked>),
+    /// Looked up key by key (a delta that reads only the changed lines): the keys pushed, how
+    /// many records the ledger held, and how many pushed keys it did not hold.
+    Streamed {
+        pushed: HashSet<String>,
+        records: u64,
+        added: u64,
+    },
+}
+
 /// One channel's upload in progress.
 struct Upload<'a> {
     engine: &'a SyncEngine,
     channel: String,
     mode: SyncMode,
-    /// Hashes acknowledged before; what is left at the end was not pushed again: deletions,
-    /// except the records of lines left unread.
-    known: HashMap<String, Acked>,
+    /// The ledger as this upload knows it.
+    known: Known,
+    /// Acknowledgements keep the channel's digest (a streamed ledger).
+    keep_digest: bool,
     /// In a delta, the lines that must be read whatever the line index says (`None`: every
     /// line must be read).
     must_read: Option<HashSet<u64>>,
@@ -332,6 +431,7 @@ impl Upload<'_> {
         let send = self.engine.target.prepare(&self.channel)?;
         let ledger = self.engine.ledger.clone();
         let channel = self.channel.clone();
+        let keep_digest = self.keep_digest;
         // Compressing, sending and recording the acknowledged batch happen off the thread that
         // reads the inventory, so it goes on producing the next batch meanwhile.
         let handle = self.engine.handle.spawn(async move {
@@ -347,7 +447,7 @@ impl Upload<'_> {
                 ledger
                     .lock()
                     .expect("ledger lock")
-                    .ack(&channel, &upserts, &deletes)
+                    .ack(&channel, &upserts, &deletes, keep_digest)
                     .map_err(state_error)
             })
             .await
@@ -388,7 +488,22 @@ impl Upload<'_> {
             line,
         };
         self.stats.total += 1;
-        let previous = self.known.remove(&record.key);
+        let previous = match &mut self.known {
+            Known::Loaded(known) => known.remove(&record.key),
+            Known::Streamed { pushed, added, .. } => {
+                let previous = self
+                    .engine
+                    .ledger
+                    .lock()
+                    .expect("ledger lock")
+                    .acked(&self.channel, &record.key)
+                    .map_err(state_error)?;
+                if pushed.insert(record.key.clone()) && previous.is_none() {
+                    *added += 1;
+                }
+                previous
+            }
+        };
         if self.mode == SyncMode::Delta && previous.is_some_and(|p| p.hash == acked.hash) {
             if previous != Some(acked) {
                 self.relines.push((record.key, acked));
@@ -427,22 +542,64 @@ impl Upload<'_> {
             .ledger
             .lock()
             .expect("ledger lock")
-            .ack(&self.channel, &relines, &[])
+            .reline(&self.channel, &relines)
             .map_err(state_error)
     }
 
     /// Sends what is left and the deletions: every key acknowledged before and not pushed
-    /// again, except those made from a line `kept` says was left unread.
+    /// again, except those made from a line `kept` says was left unread. A streamed ledger
+    /// finds them from the lines `gone_lines` lists (`(line hash, resource_id)` of the lines the
+    /// index held that are no longer in the file): a built-in channel's key is the device's
+    /// `resource_id`, looked up; another channel's records are read once, streamed.
     fn finish_keeping(
         mut self: Box<Self>,
         kept: &dyn Fn(u64) -> bool,
+        gone_lines: &[(u64, i64)],
     ) -> Result<SyncStats, HostError> {
         let mut gone: Vec<String> = Vec::new();
-        for (k, a) in self.known.drain() {
-            if a.line != 0 && kept(a.line) {
-                self.stats.total += 1;
-            } else {
-                gone.push(k);
+        match std::mem::replace(&mut self.known, Known::Loaded(HashMap::new())) {
+            Known::Loaded(mut known) => {
+                for (k, a) in known.drain() {
+                    if a.line != 0 && kept(a.line) {
+                        self.stats.total += 1;
+                    } else {
+                        gone.push(k);
+                    }
+                }
+            }
+            Known::Streamed {
+                pushed,
+                records,
+                added,
+            } => {
+                let mut ledger = self.engine.ledger.lock().expect("ledger lock");
+                if cloudattach_sdk::rules::Channel::builtin(&self.channel).is_some() {
+                    for &(line, rid) in gone_lines {
+                        let key = rid.to_string();
+                        if !pushed.contains(&key)
+                            && ledger
+                                .acked(&self.channel, &key)
+                                .map_err(state_error)?
+                                .is_some_and(|a| a.line == line)
+                        {
+                            gone.push(key);
+                        }
+                    }
+                } else if !gone_lines.is_empty() {
+                    let lines: HashSet<u64> = gone_lines.iter().map(|g| g.0).collect();
+                    ledger
+                        .each(&self.channel, &mut |k, a| {
+                            if a.line != 0 && lines.contains(&a.line) && !pushed.contains(k) {
+                                gone.push(k.to_string());
+                            }
+                        })
+                        .map_err(state_error)?;
+                }
+                // Kept: the records held before, less those pushed again and those gone.
+                let pushed_again = pushed.len() as u64 - added;
+                self.stats.total += records
+                    .saturating_sub(pushed_again)
+                    .saturating_sub(gone.len() as u64);
             }
         }
         gone.sort_unstable();
@@ -465,7 +622,7 @@ impl RecordSink for Upload<'_> {
     }
 
     fn finish(self: Box<Self>) -> Result<SyncStats, HostError> {
-        self.finish_keeping(&|_| false)
+        self.finish_keeping(&|_| false, &[])
     }
 }
 
@@ -478,8 +635,12 @@ impl LineSink for Upload<'_> {
         self.must_read.as_ref()
     }
 
-    fn finish_lines(self: Box<Self>, kept: &dyn Fn(u64) -> bool) -> Result<SyncStats, HostError> {
-        self.finish_keeping(kept)
+    fn finish_lines(
+        self: Box<Self>,
+        kept: &dyn Fn(u64) -> bool,
+        gone: &[(u64, i64)],
+    ) -> Result<SyncStats, HostError> {
+        self.finish_keeping(kept, gone)
     }
 }
 
@@ -575,11 +736,34 @@ mod tests {
         fn known(&mut self, channel: &str) -> Result<HashMap<String, Acked>, StateError> {
             Ok(self.hashes.get(channel).cloned().unwrap_or_default())
         }
+        fn acked(&mut self, channel: &str, key: &str) -> Result<Option<Acked>, StateError> {
+            Ok(self.hashes.get(channel).and_then(|h| h.get(key)).copied())
+        }
+        fn each(
+            &mut self,
+            channel: &str,
+            each: &mut dyn FnMut(&str, Acked),
+        ) -> Result<(), StateError> {
+            for (k, a) in self.hashes.get(channel).into_iter().flatten() {
+                each(k, *a);
+            }
+            Ok(())
+        }
+        fn digest(&mut self, channel: &str) -> Result<KeyDigest, StateError> {
+            Ok(KeyDigest::of(
+                self.hashes
+                    .get(channel)
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, a)| (k.as_str(), a.hash)),
+            ))
+        }
         fn ack(
             &mut self,
             channel: &str,
             upserts: &[(String, Acked)],
             deletes: &[String],
+            _keep_digest: bool,
         ) -> Result<(), StateError> {
             let h = self.hashes.entry(channel.into()).or_default();
             for (k, v) in upserts {
@@ -587,6 +771,15 @@ mod tests {
             }
             for k in deletes {
                 h.remove(k);
+            }
+            Ok(())
+        }
+        fn reline(&mut self, channel: &str, moved: &[(String, Acked)]) -> Result<(), StateError> {
+            let h = self.hashes.entry(channel.into()).or_default();
+            for (k, a) in moved {
+                if let Some(held) = h.get_mut(k) {
+                    held.line = a.line;
+                }
             }
             Ok(())
         }
@@ -628,11 +821,25 @@ mod tests {
         records: &[(i64, &str, u64)],
         kept: &[u64],
     ) -> (Option<HashSet<u64>>, SyncStats) {
+        push_indexed(engine, "devices", false, records, kept, &[])
+    }
+
+    /// [`push_lines`] to `channel`, saying whether a line index covers it, with the index's
+    /// lines gone from the file (`(line, resource_id)`).
+    fn push_indexed(
+        engine: &SyncEngine,
+        channel: &str,
+        indexed: bool,
+        records: &[(i64, &str, u64)],
+        kept: &[u64],
+        gone: &[(u64, i64)],
+    ) -> (Option<HashSet<u64>>, SyncStats) {
         let mut sink = engine
             .open_lines(
                 "tenant-attach",
-                "devices",
+                channel,
                 SyncMode::Delta,
+                indexed,
                 &|| Box::new(Silent),
                 &|_| {},
             )
@@ -647,8 +854,50 @@ mod tests {
         }
         (
             must_read,
-            sink.finish_lines(&|l| kept.contains(&l)).unwrap(),
+            sink.finish_lines(&|l| kept.contains(&l), gone).unwrap(),
         )
+    }
+
+    #[test]
+    fn a_delta_over_a_line_index_looks_the_ledger_up_key_by_key() {
+        for channel in ["devices", "ext/inventory"] {
+            let (_rt, target, ledger, engine) = setup();
+            // The first round reads every line.
+            push_indexed(
+                &engine,
+                channel,
+                false,
+                &[(1, "a", 11), (2, "b", 12), (3, "c", 13)],
+                &[],
+                &[],
+            );
+            // Line 11 unread; line 12 changed into 22 (device 2, new content); line 13 gone
+            // (device 3 removed); device 4 new on line 14.
+            let (must_read, stats) = push_indexed(
+                &engine,
+                channel,
+                true,
+                &[(2, "B", 22), (4, "d", 14)],
+                &[11],
+                &[(12, 2), (13, 3)],
+            );
+            assert_eq!(must_read, Some(HashSet::new()), "{channel}");
+            assert_eq!(
+                (stats.sent, stats.deleted, stats.total),
+                (3, 1, 3),
+                "{channel}"
+            );
+            let held = target.records.lock().unwrap()[channel].clone();
+            assert_eq!(
+                held.keys().collect::<Vec<_>>(),
+                ["1", "2", "4"],
+                "{channel}"
+            );
+            assert_eq!(held["2"]["name"], "B");
+            let ledger = ledger.lock().unwrap();
+            assert_eq!(ledger.hashes[channel]["2"].line, 22, "{channel}");
+            assert!(!ledger.hashes[channel].contains_key("3"), "{channel}");
+        }
     }
 
     #[test]
@@ -694,6 +943,7 @@ mod tests {
                 "tenant-attach",
                 "devices",
                 SyncMode::Full,
+                false,
                 &|| Box::new(Silent),
                 &|_| {},
             )

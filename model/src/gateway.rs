@@ -413,6 +413,16 @@ impl KeyDigest {
         ));
     }
 
+    /// Takes back one record [`KeyDigest::add`] counted, with the hash it was counted with: what
+    /// a ledger does when a record changes or goes, so its digest follows without a recount.
+    pub fn remove(&mut self, key: &str, sent_hash: u64) {
+        self.count = self.count.wrapping_sub(1);
+        self.sum = self.sum.wrapping_sub(xxhash_rust::xxh3::xxh3_64_with_seed(
+            key.as_bytes(),
+            sent_hash,
+        ));
+    }
+
     /// The digest of `records` (key, sent hash).
     pub fn of<'a>(records: impl IntoIterator<Item = (&'a str, u64)>) -> KeyDigest {
         let mut d = KeyDigest::default();

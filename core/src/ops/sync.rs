@@ -39,7 +39,19 @@ pub fn run(
     let host = host_for(&ws.site, &ws.config, selection)
         .with_cloud(conn.session.clone())
         .with_round(round.clone());
-    let reports = sync_waves(&ws.registry, selection, &host, &enabled, mode, &round);
+    let ahead = mode == SyncMode::Delta && round.indexed().is_some();
+    if ahead {
+        // The cloud counts each channel while this side reads the inventory.
+        conn.session.prefetch_census(round.indexed_channels());
+    }
+    let reports = std::thread::scope(|scope| {
+        if ahead {
+            let (round, site) = (&round, &ws.site);
+            scope.spawn(move || round.scan_ahead(site));
+        }
+        sync_waves(&ws.registry, selection, &host, &enabled, mode, &round)
+    });
+    conn.session.forget_prefetched();
     drop(host);
     let (unread, read) = round.counts();
     if unread > 0 {

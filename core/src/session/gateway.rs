@@ -10,8 +10,10 @@ use crate::sync_engine::{SendBatch, Sending, UploadTarget};
 use cloudattach_sdk::gateway::{ChannelCensus, ChannelKeys, KeyDigest, UploadAnswer};
 use cloudattach_sdk::{HostError, Method, RecordSink, SyncMode};
 use reqwest::Method as HttpMethod;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
 
 /// The gateway for one hierarchy, with the app's credentials and its cached token.
 pub struct Gateway {
@@ -21,6 +23,9 @@ pub struct Gateway {
     app: AppCredentials,
     app_token: Mutex<Option<(String, u64)>>,
     hierarchy_id: String,
+    /// Censuses asked for ahead ([`Gateway::prefetch_census`]), taken by the first
+    /// [`UploadTarget::census`] of their channel.
+    prefetched: Mutex<HashMap<String, JoinHandle<Result<serde_json::Value, ApiError>>>>,
 }
 
 impl Gateway {
@@ -38,6 +43,37 @@ impl Gateway {
             app,
             app_token: Mutex::new(None),
             hierarchy_id,
+            prefetched: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Forgets the censuses asked for ahead and not taken (a round that did not open their
+    /// channels): the next round asks again.
+    pub fn forget_prefetched(&self) {
+        for (_, h) in self.prefetched.lock().expect("prefetch lock").drain() {
+            h.abort();
+        }
+    }
+
+    /// Asks for the census of each of `channels` now, all at once, so that a delta's uploads
+    /// find them answered when they open (the cloud counts while the site reads its inventory).
+    /// A census asked for ahead is taken by the first [`UploadTarget::census`] of its channel;
+    /// one that fails is asked for again then.
+    pub fn prefetch_census(&self, channels: &[String]) {
+        let Ok(token) = self.app_bearer() else {
+            return;
+        };
+        let mut prefetched = self.prefetched.lock().expect("prefetch lock");
+        for channel in channels {
+            let (api, token) = (self.api.clone(), token.clone());
+            let url = self.path(&format!("upload/{channel}"));
+            prefetched.insert(
+                channel.clone(),
+                self.handle.spawn(async move {
+                    api.json(HttpMethod::GET, &url, Some(&token), &Body::Empty)
+                        .await
+                }),
+            );
         }
     }
 
@@ -154,7 +190,18 @@ impl UploadTarget for Gateway {
     }
 
     fn census(&self, channel: &str) -> Result<ChannelCensus, HostError> {
-        match self.json(HttpMethod::GET, &format!("upload/{channel}"), None) {
+        let ahead = self
+            .prefetched
+            .lock()
+            .expect("prefetch lock")
+            .remove(channel)
+            .and_then(|h| self.handle.block_on(h).ok())
+            .and_then(Result::ok);
+        let answer = match ahead {
+            Some(v) => Ok(v),
+            None => self.json(HttpMethod::GET, &format!("upload/{channel}"), None),
+        };
+        match answer {
             Ok(v) => serde_json::from_value(v).map_err(|e| {
                 HostError::new(
                     "cloud",
@@ -376,11 +423,13 @@ impl CloudPort for Session {
         owner: &str,
         channel: &str,
         mode: SyncMode,
+        indexed: bool,
     ) -> Result<Box<dyn crate::host::LineSink + '_>, HostError> {
         self.engine.open_lines(
             owner,
             channel,
             mode,
+            indexed,
             &|| self.reporter.progress(channel, self.expected_records()),
             &|m| self.reporter.say(m),
         )

@@ -138,6 +138,18 @@ pub fn sign_in(
 }
 
 impl Session {
+    /// Asks the cloud for the census of each of `channels` ahead, all at once (see
+    /// [`gateway::Gateway::prefetch_census`]); [`Session::forget_prefetched`] at the end of the
+    /// round drops those not taken.
+    pub fn prefetch_census(&self, channels: &[String]) {
+        self.gateway.prefetch_census(channels)
+    }
+
+    /// Drops the censuses asked for ahead and not taken.
+    pub fn forget_prefetched(&self) {
+        self.gateway.forget_prefetched()
+    }
+
     /// The number of devices each upload's pass reads, for the progress bars.
     pub fn expect_records(&self, n: u64) {
         self.expected_records
