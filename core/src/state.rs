@@ -132,6 +132,21 @@ fn now_rfc3339() -> String {
 
 /// The schema version of the store at `path`, refused ([`StateError::TooNew`]) when it is above
 /// the newest this build knows.
+/// The digest `sync_digests` keeps for a channel, if it keeps one.
+fn kept_digest(conn: &Connection, channel: &str) -> rusqlite::Result<Option<KeyDigest>> {
+    conn.query_row(
+        "SELECT records, sum FROM sync_digests WHERE channel = ?1",
+        [channel],
+        |r| {
+            Ok(KeyDigest {
+                count: r.get::<_, i64>(0)? as u64,
+                sum: r.get::<_, i64>(1)? as u64,
+            })
+        },
+    )
+    .optional()
+}
+
 fn known_version(conn: &Connection, path: &Path) -> Result<i64, StateError> {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
@@ -385,20 +400,7 @@ impl StateStore {
     /// The digest of a channel's records (count, and the sum over key and hash the cloud's census
     /// carries): the one kept, or computed from the records (streamed) and kept.
     pub fn channel_digest(&mut self, channel: &str) -> Result<KeyDigest, StateError> {
-        let kept = self
-            .conn
-            .query_row(
-                "SELECT records, sum FROM sync_digests WHERE channel = ?1",
-                [channel],
-                |r| {
-                    Ok(KeyDigest {
-                        count: r.get::<_, i64>(0)? as u64,
-                        sum: r.get::<_, i64>(1)? as u64,
-                    })
-                },
-            )
-            .optional()
-            .map_err(self.err())?;
+        let kept = kept_digest(&self.conn, channel).map_err(self.err())?;
         if let Some(d) = kept {
             return Ok(d);
         }
@@ -432,18 +434,7 @@ impl StateStore {
         let tx = self.conn.transaction().map_err(err)?;
         {
             let digest = if keep_digest {
-                tx.query_row(
-                    "SELECT records, sum FROM sync_digests WHERE channel = ?1",
-                    [channel],
-                    |r| {
-                        Ok(KeyDigest {
-                            count: r.get::<_, i64>(0)? as u64,
-                            sum: r.get::<_, i64>(1)? as u64,
-                        })
-                    },
-                )
-                .optional()
-                .map_err(err)?
+                kept_digest(&tx, channel).map_err(err)?
             } else {
                 None
             };
