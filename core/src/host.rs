@@ -112,7 +112,7 @@ pub struct LineRound {
     index: Option<LineIndex>,
     claimed: AtomicBool,
     /// `(line hash, resource_id)` of every valid line, from the first complete pass.
-    collected: Mutex<Option<Vec<(u64, i64)>>>,
+    collected: Mutex<Option<Collected>>,
     /// `(lines, wrapping sum of their hashes)` of each complete pass: all must agree (the file
     /// did not change during the round) for the round to leave an index.
     passes: Mutex<Vec<(u64, u64)>>,
@@ -127,6 +127,19 @@ pub struct LineRound {
     /// The round's one read of the file for the index: made by the first channel that needs it
     /// (the others wait for it), `None` inside when the file cannot be read that way.
     scan: Mutex<Option<Option<Arc<RoundScan>>>>,
+}
+
+/// The lines a round's first complete pass saw, for the next index.
+#[derive(Debug)]
+enum Collected {
+    /// Every line, `(hash, resource_id)`, as read.
+    All(Vec<(u64, i64)>),
+    /// By position, whether each of the index's lines is still in the file; and the lines
+    /// read.
+    Indexed {
+        seen: Vec<bool>,
+        read: Vec<(u64, i64)>,
+    },
 }
 
 /// What the round's one read of the file found: the lines the index does not hold, and which of
@@ -171,7 +184,21 @@ impl LineRound {
         if passes.iter().any(|p| *p != first) {
             return None;
         }
-        let lines = self.collected.into_inner().ok()??;
+        let lines = match self.collected.into_inner().ok()?? {
+            Collected::All(lines) => lines,
+            // The index's own entries, less the lines gone, and the lines read: the next index
+            // is built in the memory of this one.
+            Collected::Indexed { seen, read } => {
+                let mut lines = self.index?.into_entries();
+                let mut at = 0;
+                lines.retain(|_| {
+                    at += 1;
+                    seen[at - 1]
+                });
+                lines.extend(read);
+                lines
+            }
+        };
         let mut channels = self.channels.into_inner().ok()?;
         channels.sort();
         channels.dedup();
@@ -451,9 +478,6 @@ impl OwnedHost for SiteHost {
                 count += 1;
                 sum = sum.wrapping_add(h);
                 doubtful |= parsed_ids.contains(&rid);
-                if collect {
-                    lines.push((h, rid));
-                }
             }
         }
         let kept = |line: u64| {
@@ -479,7 +503,21 @@ impl OwnedHost for SiteHost {
                     "{channel}: a device id appears on more than one line of devices.jsonl; the next sync reads every line"
                 ));
             }
-            round.passed(channel, doubtful, now, count, sum, collect.then_some(lines));
+            let collected = match &skipping {
+                Some(_) => Collected::Indexed {
+                    seen: seen.clone(),
+                    read: lines,
+                },
+                None => Collected::All(lines),
+            };
+            round.passed(
+                channel,
+                doubtful,
+                now,
+                count,
+                sum,
+                collect.then_some(collected),
+            );
         }
         Ok(stats)
     }
@@ -494,7 +532,7 @@ impl LineRound {
         unread: u64,
         lines: u64,
         sum: u64,
-        collected: Option<Vec<(u64, i64)>>,
+        collected: Option<Collected>,
     ) {
         if doubtful {
             self.doubtful.store(true, Ordering::SeqCst);
@@ -520,7 +558,6 @@ impl LineRound {
         !self.claimed.swap(true, Ordering::SeqCst)
     }
 
-    /// The round's read of the file against the index (made once, by the first to ask).
     /// The channels the index covers (those that uploaded from its lines).
     pub fn indexed_channels(&self) -> &[String] {
         self.index.as_ref().map_or(&[], |i| &i.channels)
@@ -532,6 +569,7 @@ impl LineRound {
         let _ = self.scan(site);
     }
 
+    /// The round's read of the file against the index (made once, by the first to ask).
     fn scan(&self, site: &Site) -> Result<Option<Arc<RoundScan>>, SiteError> {
         let Some(index) = &self.index else {
             return Ok(None);
@@ -750,7 +788,14 @@ impl OwnedHost for PassHost<'_> {
         }
         let stats = sink.finish_lines(&|_| false, &[])?;
         if let Some(round) = round {
-            round.passed(channel, false, 0, count, sum, collect.then_some(lines));
+            round.passed(
+                channel,
+                false,
+                0,
+                count,
+                sum,
+                collect.then_some(Collected::All(lines)),
+            );
         }
         Ok(stats)
     }

@@ -87,6 +87,11 @@ impl LineIndex {
         &self.entries
     }
 
+    /// The entries, sorted by hash, without the lookup table.
+    pub fn into_entries(self) -> Vec<(u64, i64)> {
+        self.entries
+    }
+
     /// Whether `channel` uploaded from these lines.
     pub fn covers(&self, channel: &str) -> bool {
         self.channels.iter().any(|c| c == channel)
@@ -139,35 +144,45 @@ fn prefix(hash: u64, bits: u32) -> usize {
 }
 
 fn read(path: &Path) -> Option<LineIndex> {
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .ok()?
-        .read_to_end(&mut bytes)
-        .ok()?;
-    let mut at = 0usize;
-    let mut take = |n: usize| -> Option<&[u8]> {
-        let s = bytes.get(at..at + n)?;
-        at += n;
-        Some(s)
+    // Read as it is parsed: the entries are the only copy held.
+    let mut r = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path).ok()?);
+    let u64_of = |r: &mut std::io::BufReader<std::fs::File>| -> Option<u64> {
+        let mut b = [0u8; 8];
+        r.read_exact(&mut b).ok()?;
+        Some(u64::from_le_bytes(b))
     };
-    if take(8)? != MAGIC {
+    let mut magic = [0u8; 8];
+    r.read_exact(&mut magic).ok()?;
+    if &magic != MAGIC {
         return None;
     }
-    let u64_of = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
-    let u32_of = |b: &[u8]| u32::from_le_bytes(b.try_into().expect("4 bytes"));
-    let fingerprint = u64_of(take(8)?);
-    let n_channels = u32_of(take(4)?) as usize;
+    let fingerprint = u64_of(&mut r)?;
+    let mut four = [0u8; 4];
+    r.read_exact(&mut four).ok()?;
+    let n_channels = u32::from_le_bytes(four) as usize;
     let mut channels = Vec::with_capacity(n_channels.min(64));
     for _ in 0..n_channels {
-        let len = u32_of(take(4)?) as usize;
-        channels.push(String::from_utf8(take(len)?.to_vec()).ok()?);
+        r.read_exact(&mut four).ok()?;
+        let len = u32::from_le_bytes(four) as usize;
+        if len > 4096 {
+            return None;
+        }
+        let mut name = vec![0u8; len];
+        r.read_exact(&mut name).ok()?;
+        channels.push(String::from_utf8(name).ok()?);
     }
-    let n = u64_of(take(8)?) as usize;
-    let body = take(n.checked_mul(16)?)?;
-    let entries = body
-        .chunks_exact(16)
-        .map(|c| (u64_of(&c[..8]), u64_of(&c[8..]) as i64))
-        .collect();
+    let n = u64_of(&mut r)? as usize;
+    // No more entries than the file holds: a damaged count is no reason to allocate.
+    let len = r.get_ref().metadata().ok()?.len() as usize;
+    if n.checked_mul(16)? > len {
+        return None;
+    }
+    let mut entries = Vec::with_capacity(n);
+    for _ in 0..n {
+        let h = u64_of(&mut r)?;
+        let id = u64_of(&mut r)? as i64;
+        entries.push((h, id));
+    }
     Some(LineIndex::new(fingerprint, channels, entries))
 }
 
