@@ -433,63 +433,57 @@ impl StateStore {
         };
         let tx = self.conn.transaction().map_err(err)?;
         {
-            let digest = if keep_digest {
+            let mut digest = if keep_digest {
                 kept_digest(&tx, channel).map_err(err)?
             } else {
                 None
             };
-            if let Some(mut digest) = digest {
-                let mut previous = tx
-                    .prepare_cached("SELECT hash FROM sync_hashes WHERE channel = ?1 AND key = ?2")
-                    .map_err(err)?;
-                let mut before = |k: &str| {
-                    previous
-                        .query_row(params![channel, k], |r| r.get::<_, i64>(0))
-                        .optional()
-                        .map(|h| h.map(|h| h as u64))
-                };
-                let deleted: Vec<u64> = deletes
-                    .iter()
-                    .map(|k| before(k))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(err)?
-                    .into_iter()
-                    .flatten()
-                    .collect();
-                for (k, h) in deletes.iter().zip(&deleted) {
-                    digest.remove(k, *h);
-                }
-                for (k, a) in upserts {
-                    if let Some(h) = before(k).map_err(err)? {
-                        digest.remove(k, h);
-                    }
-                    digest.add(k, a.hash);
-                }
-                tx.execute(
-                    "UPDATE sync_digests SET records = ?2, sum = ?3 WHERE channel = ?1",
-                    params![channel, digest.count as i64, digest.sum as i64],
-                )
+            let mut previous = tx
+                .prepare_cached("SELECT hash FROM sync_hashes WHERE channel = ?1 AND key = ?2")
                 .map_err(err)?;
-            } else {
-                tx.execute("DELETE FROM sync_digests WHERE channel = ?1", [channel])
-                    .map_err(err)?;
-            }
+            let mut before = |k: &str| {
+                previous
+                    .query_row(params![channel, k], |r| r.get::<_, i64>(0))
+                    .optional()
+                    .map(|h| h.map(|h| h as u64))
+            };
             let mut up = tx
                 .prepare_cached(
                     "INSERT INTO sync_hashes (channel, key, hash, line) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT(channel, key) DO UPDATE SET hash = excluded.hash, line = excluded.line",
                 )
                 .map_err(err)?;
-            for (k, a) in upserts {
-                up.execute(params![channel, k, a.hash as i64, a.line as i64])
-                    .map_err(err)?;
-            }
             let mut del = tx
                 .prepare_cached("DELETE FROM sync_hashes WHERE channel = ?1 AND key = ?2")
                 .map_err(err)?;
+            // Key by key in the order written, each previous hash read after the writes before
+            // it: a key twice in one batch counts once.
+            for (k, a) in upserts {
+                if let Some(d) = digest.as_mut() {
+                    if let Some(h) = before(k).map_err(err)? {
+                        d.remove(k, h);
+                    }
+                    d.add(k, a.hash);
+                }
+                up.execute(params![channel, k, a.hash as i64, a.line as i64])
+                    .map_err(err)?;
+            }
             for k in deletes {
+                if let Some(d) = digest.as_mut()
+                    && let Some(h) = before(k).map_err(err)?
+                {
+                    d.remove(k, h);
+                }
                 del.execute(params![channel, k]).map_err(err)?;
             }
+            match digest {
+                Some(d) => tx.execute(
+                    "UPDATE sync_digests SET records = ?2, sum = ?3 WHERE channel = ?1",
+                    params![channel, d.count as i64, d.sum as i64],
+                ),
+                None => tx.execute("DELETE FROM sync_digests WHERE channel = ?1", [channel]),
+            }
+            .map_err(err)?;
             tx.execute(
                 "INSERT INTO sync_channels (channel, last_sync) VALUES (?1, ?2)
                  ON CONFLICT(channel) DO UPDATE SET last_sync = excluded.last_sync",
@@ -773,6 +767,15 @@ mod tests {
         let now = KeyDigest::of([("1", 10), ("2", 21), ("4", 40)]);
         assert_eq!(kept(&s), Some((3, now.sum as i64)), "followed key by key");
         assert_eq!(s.channel_digest("devices").unwrap(), now);
+        // One key twice in a batch, and a key written then deleted: counted as written.
+        s.ack_batch(
+            "devices",
+            &[("6".into(), a(60, 8)), ("6".into(), a(61, 9))],
+            &["6".into()],
+            true,
+        )
+        .unwrap();
+        assert_eq!(kept(&s), Some((3, now.sum as i64)), "{:?}", kept(&s));
         // A line moved, same record: the digest does not move.
         s.ack_batch("devices", &[("1".into(), a(10, 6))], &[], true)
             .unwrap();

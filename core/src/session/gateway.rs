@@ -190,11 +190,13 @@ impl UploadTarget for Gateway {
     }
 
     fn census(&self, channel: &str) -> Result<ChannelCensus, HostError> {
-        let ahead = self
+        // Taken out of the lock before waiting: the other channels take theirs meanwhile.
+        let prefetched = self
             .prefetched
             .lock()
             .expect("prefetch lock")
-            .remove(channel)
+            .remove(channel);
+        let ahead = prefetched
             .and_then(|h| self.handle.block_on(h).ok())
             .and_then(Result::ok);
         let answer = match ahead {
