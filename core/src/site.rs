@@ -839,7 +839,9 @@ impl Site {
                 )
             }
         };
-        let listing = matches!(lines, Lines::Listed { .. });
+        // A listing of every non-blank line (none was known) reads the file as a full pass
+        // does, and counts as one.
+        let listing = matches!(lines, Lines::Listed { .. }) && summary.devices > 0;
         let leaves_lines_out = unparsed.is_some() || listing;
         let mut seen = rustc_hash::FxHashSet::default();
         let mut skipped_lines = HashSet::new();

@@ -44,6 +44,44 @@ fn change_add_and_remove(site: &mut SiteModel) -> Vec<usize> {
 /// Change 25 devices, remove 5, add 10: `sync` sends exactly those 40 device records and the
 /// cloud matches the site afterwards.
 #[test]
+fn the_first_sync_after_apply_reads_no_line_apply_uploaded() {
+    let w = World::start();
+    let mut site = w.generate(600, 2303);
+    w.config("public", DEFAULT);
+    w.apply_ok();
+    let r = w.cli(&["--output", "json", "sync"]);
+    r.ok();
+    assert!(
+        r.stderr.contains(&format!(
+            "inventory: 0 new or changed line(s) read, {} unchanged not read again",
+            site.devices.len()
+        )),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.json()["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["sent"] == 0)
+    );
+    // And the delta after it sends what changed.
+    site.save_devices();
+    change_add_and_remove(&mut site);
+    let r = w.cli(&["sync"]);
+    r.ok();
+    assert_eq!(
+        w.cloud_devices(&site.hid)
+            .keys()
+            .copied()
+            .collect::<BTreeSet<_>>(),
+        site.clients()
+    );
+    assert_counts(&w.counts(&site.hid), &site.expected(None, None));
+}
+
+#[test]
 fn a_delta_reads_only_the_lines_that_changed_since_the_last_sync() {
     let w = World::start();
     let mut site = w.generate(1_000, 2303);

@@ -9,6 +9,7 @@ use super::connect::{CloudTarget, Connection, session_error};
 use super::plan::{Plan, PlanOptions, Planned, make_plan, select_for_plan};
 use super::{OpError, Workspace, runtime};
 use crate::config::Config;
+use crate::host::LineRound;
 use crate::registry::Registry;
 use crate::report::Reporter;
 use crate::selection::{Selection, host_for};
@@ -132,6 +133,9 @@ pub fn execute(
     conn.session
         .onboard(&ws.site, planned.selection.environment)
         .map_err(|e| session_error(ws, e))?;
+    // The uploads of the steps read every line: like a sync round, they leave the line index
+    // for the next delta when every step succeeded (see `sync::run`).
+    let round = Arc::new(LineRound::new(None));
     let steps = run_steps(
         &ws.registry,
         &ws.config,
@@ -141,7 +145,13 @@ pub fn execute(
         &prepared.reconciled.drift,
         conn.session.clone(),
         &conn.state,
+        Some(round.clone()),
     );
+    if steps.iter().all(|s| s.status != StepStatus::Failed)
+        && let Ok(round) = Arc::try_unwrap(round)
+    {
+        super::sync::leave_index(ws, &planned.selection, conn, round);
+    }
     let (requests, retries, bytes_sent) = conn.session.client_stats();
     Ok(ApplyReport {
         steps,
@@ -195,8 +205,13 @@ pub fn run_steps(
     drift: &BTreeMap<String, String>,
     session: Arc<Session>,
     state: &Arc<Mutex<StateStore>>,
+    round: Option<Arc<LineRound>>,
 ) -> Vec<StepReport> {
     let host = host_for(site, config, selection).with_cloud(session.clone());
+    let host = match round {
+        Some(round) => host.with_round(round),
+        None => host,
+    };
     let options = selection.selected_options();
     let mut reports: Vec<StepReport> = vec![];
     let mut failed: BTreeMap<String, String> = BTreeMap::new();

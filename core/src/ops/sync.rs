@@ -63,16 +63,30 @@ pub fn run(
     }
     if reports.iter().all(|r| r.error.is_none())
         && let Ok(round) = Arc::try_unwrap(round)
-        && let Some(index) = round.into_index(fingerprint)
-        && let Err(e) = index.save(&dir)
+    {
+        save_index(&dir, round, fingerprint);
+    }
+    reports
+}
+
+/// Leaves the line index of a round that read every line and succeeded for every feature
+/// (`apply`'s steps), for the next delta.
+pub fn leave_index(ws: &Workspace, selection: &Selection, conn: &Connection, round: LineRound) {
+    let dir = conn.state.lock().expect("state lock").dir().to_path_buf();
+    let enabled = enabled_features(&conn.state);
+    save_index(&dir, round, fingerprint(ws, selection, &enabled));
+}
+
+fn save_index(dir: &std::path::Path, round: LineRound, fingerprint: u64) {
+    if let Some(index) = round.into_index(fingerprint)
+        && let Err(e) = index.save(dir)
     {
         // Only speed is lost: the next delta reads every line.
         tracing::warn!(
             "could not write {}: {e}",
-            crate::lines::path_in(&dir).display()
+            crate::lines::path_in(dir).display()
         );
     }
-    reports
 }
 
 /// The features the state says are enabled.
