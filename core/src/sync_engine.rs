@@ -234,22 +234,39 @@ impl SyncEngine {
             }
             census = Some(held);
         }
+        // The ledger by key hash (a third of the memory of the keys themselves), read once with
+        // its digest; the keys themselves only when the cloud differs or two keys share a hash.
+        let (compact, digest) = {
+            let mut ledger = self.ledger.lock().expect("ledger lock");
+            let mut digest = KeyDigest::default();
+            let mut entries = Vec::new();
+            ledger
+                .each(channel, &mut |k, a| {
+                    digest.add(k, a.hash);
+                    entries.push(CompactEntry::new(k, a));
+                })
+                .map_err(state_error)?;
+            (CompactLedger::new(entries), digest)
+        };
+        let census = match census {
+            Some(c) => c,
+            None => self.target.census(channel)?,
+        };
+        let matches = census.matches(&digest);
+        let must_read = (mode == SyncMode::Delta).then(HashSet::new);
+        if matches && let Some(compact) = compact {
+            return Ok(self.start(channel, mode, Known::Compact(compact), must_read, progress));
+        }
         let mut known = self
             .ledger
             .lock()
             .expect("ledger lock")
             .known(channel)
             .map_err(state_error)?;
-        let census = match census {
-            Some(c) => c,
-            None => self.target.census(channel)?,
-        };
         // Lines left unread keep their records; those whose records the cloud lost or holds
         // otherwise must be read again.
-        let mut must_read = Some(HashSet::new());
-        if !census.matches(&KeyDigest::of(
-            known.iter().map(|(k, a)| (k.as_str(), a.hash)),
-        )) {
+        let mut must_read = must_read;
+        if !matches {
             let (held, lines) = self.reconcile(channel, known, &census, notice)?;
             known = held;
             must_read = lines;
@@ -374,8 +391,95 @@ type ReconciledLedger = (HashMap<String, Acked>, Option<HashSet<u64>>);
 /// An acknowledged batch: records sent and the cloud's answer.
 type BatchResult = Result<(u64, UploadAnswer), HostError>;
 
+/// One record of a [`CompactLedger`]: its key's hash (and a second, independent one, so two
+/// keys are never taken for one) and what the ledger holds.
+#[derive(Debug, Clone, Copy)]
+struct CompactEntry {
+    key: u64,
+    check: u32,
+    acked: Acked,
+}
+
+impl CompactEntry {
+    fn new(key: &str, acked: Acked) -> CompactEntry {
+        let (key, check) = key_hashes(key);
+        CompactEntry { key, check, acked }
+    }
+}
+
+/// The two hashes of a key a [`CompactLedger`] knows it by.
+fn key_hashes(key: &str) -> (u64, u32) {
+    (
+        xxhash_rust::xxh3::xxh3_64(key.as_bytes()),
+        xxhash_rust::xxh3::xxh3_64_with_seed(key.as_bytes(), 0x6c65_6467_6572) as u32,
+    )
+}
+
+/// A channel's ledger in memory without its keys: sorted by key hash, with a table of where
+/// each hash prefix starts (about one record a prefix), and which records a pass took.
+struct CompactLedger {
+    entries: Vec<CompactEntry>,
+    starts: Vec<u32>,
+    bits: u32,
+    taken: Vec<bool>,
+}
+
+impl CompactLedger {
+    /// `None` when two keys share a hash (then the keys themselves are loaded).
+    fn new(mut entries: Vec<CompactEntry>) -> Option<CompactLedger> {
+        entries.sort_unstable_by_key(|e| e.key);
+        if entries.windows(2).any(|w| w[0].key == w[1].key) {
+            return None;
+        }
+        let bits = entries.len().max(1).ilog2().clamp(8, 24);
+        let mut starts = vec![0u32; (1 << bits) + 1];
+        for e in &entries {
+            starts[(e.key >> (64 - bits)) as usize + 1] += 1;
+        }
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        let taken = vec![false; entries.len()];
+        Some(CompactLedger {
+            entries,
+            starts,
+            bits,
+            taken,
+        })
+    }
+
+    /// What the ledger holds for `key`, taken (a key is taken once).
+    fn take(&mut self, key: &str) -> Option<Acked> {
+        let (hash, check) = key_hashes(key);
+        let p = (hash >> (64 - self.bits)) as usize;
+        let (lo, hi) = (self.starts[p] as usize, self.starts[p + 1] as usize);
+        let at = lo
+            + self.entries[lo..hi]
+                .binary_search_by_key(&hash, |e| e.key)
+                .ok()?;
+        let e = self.entries[at];
+        if e.check != check || self.taken[at] {
+            return None;
+        }
+        self.taken[at] = true;
+        Some(e.acked)
+    }
+
+    /// The records not taken: their key's hashes and what the ledger holds.
+    fn left(&self) -> impl Iterator<Item = ((u64, u32), Acked)> + '_ {
+        self.entries
+            .iter()
+            .zip(&self.taken)
+            .filter(|(_, t)| !**t)
+            .map(|(e, _)| ((e.key, e.check), e.acked))
+    }
+}
+
 /// What an upload knows of the ledger.
 enum Known {
+    /// The whole ledger, by key hash: what is left at the end was not pushed again (deletions,
+    /// except the records of lines left unread); the keys of those are read then.
+    Compact(CompactLedger),
     /// The whole ledger, loaded: what is left at the end was not pushed again (deletions,
     /// except the records of lines left unread).
     Loaded(HashMap<String, Acked>),
@@ -490,6 +594,7 @@ impl Upload<'_> {
         self.stats.total += 1;
         let previous = match &mut self.known {
             Known::Loaded(known) => known.remove(&record.key),
+            Known::Compact(known) => known.take(&record.key),
             Known::Streamed { pushed, added, .. } => {
                 let previous = self
                     .engine
@@ -558,6 +663,30 @@ impl Upload<'_> {
     ) -> Result<SyncStats, HostError> {
         let mut gone: Vec<String> = Vec::new();
         match std::mem::replace(&mut self.known, Known::Loaded(HashMap::new())) {
+            Known::Compact(known) => {
+                let mut gone_keys: HashSet<(u64, u32)> = HashSet::new();
+                for (key, a) in known.left() {
+                    if a.line != 0 && kept(a.line) {
+                        self.stats.total += 1;
+                    } else {
+                        gone_keys.insert(key);
+                    }
+                }
+                drop(known);
+                if !gone_keys.is_empty() {
+                    // The keys of the records to delete: one read of the ledger.
+                    self.engine
+                        .ledger
+                        .lock()
+                        .expect("ledger lock")
+                        .each(&self.channel, &mut |k, _| {
+                            if gone_keys.contains(&key_hashes(k)) {
+                                gone.push(k.to_string());
+                            }
+                        })
+                        .map_err(state_error)?;
+                }
+            }
             Known::Loaded(mut known) => {
                 for (k, a) in known.drain() {
                     if a.line != 0 && kept(a.line) {
@@ -856,6 +985,26 @@ mod tests {
             must_read,
             sink.finish_lines(&|l| kept.contains(&l), gone).unwrap(),
         )
+    }
+
+    #[test]
+    fn a_compact_ledger_gives_each_key_once_and_never_one_key_for_another() {
+        let a = |hash| Acked { hash, line: 0 };
+        let entries: Vec<CompactEntry> = (0..5_000)
+            .map(|i| CompactEntry::new(&i.to_string(), a(i)))
+            .collect();
+        let mut ledger = CompactLedger::new(entries.clone()).expect("no two keys share a hash");
+        assert_eq!(ledger.take("42"), Some(a(42)));
+        assert_eq!(ledger.take("42"), None, "taken once");
+        assert_eq!(ledger.take("5000"), None);
+        assert_eq!(ledger.left().count(), 4_999);
+        // A key with another's 64-bit hash but not its second hash is not that key.
+        let mut twin = entries[7];
+        twin.check ^= 1;
+        let mut one = CompactLedger::new(vec![twin]).unwrap();
+        assert_eq!(one.take("7"), None);
+        // Two keys sharing a hash: the keys themselves are needed.
+        assert!(CompactLedger::new(vec![entries[7], twin]).is_none());
     }
 
     #[test]
