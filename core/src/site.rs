@@ -415,7 +415,9 @@ impl LineReader<'_> {
             };
             let mut bytes = &batch.bytes[start..];
             let mut from = start;
+            // A listed line is read without its byte order mark already.
             if n == 1
+                && listed_hash.is_none()
                 && let Some(rest) = bytes.strip_prefix(UTF8_BOM)
             {
                 bytes = rest;
@@ -817,6 +819,10 @@ impl Site {
         // found bad without parsing them; a changed file (`sync --watch`) is read afresh.
         let identity = FileIdentity::of(&file);
         let mut summary = ScanSummary::default();
+        let source_identity = match &source {
+            Source::Listed(listed) => Some(listed.identity),
+            Source::Every { .. } => None,
+        };
         let (hash, unparsed, lines) = match source {
             Source::Every { hash, unparsed } => (
                 hash,
@@ -840,8 +846,11 @@ impl Site {
             }
         };
         // A listing of every non-blank line (none was known) reads the file as a full pass
-        // does, and counts as one.
-        let listing = matches!(lines, Lines::Listed { .. }) && summary.devices > 0;
+        // does, and counts as one, if the file is still the one listed.
+        let listing = match &source_identity {
+            Some(listed) => summary.devices > 0 || identity != Some(*listed),
+            None => false,
+        };
         let leaves_lines_out = unparsed.is_some() || listing;
         let mut seen = rustc_hash::FxHashSet::default();
         let mut skipped_lines = HashSet::new();

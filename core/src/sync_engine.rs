@@ -257,6 +257,7 @@ impl SyncEngine {
         if matches && let Some(compact) = compact {
             return Ok(self.start(channel, mode, Known::Compact(compact), must_read, progress));
         }
+        drop(compact);
         let mut known = self
             .ledger
             .lock()

@@ -135,6 +135,9 @@ pub fn execute(
         .map_err(|e| session_error(ws, e))?;
     // The uploads of the steps read every line: like a sync round, they leave the line index
     // for the next delta when every step succeeded (see `sync::run`).
+    // An index left by an earlier sync is void from here: a step that uploads and then fails
+    // leaves the ledger ahead of it.
+    crate::lines::forget(conn.state.lock().expect("state lock").dir());
     let round = Arc::new(LineRound::new(None));
     let steps = run_steps(
         &ws.registry,
