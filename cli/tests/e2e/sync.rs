@@ -8,6 +8,17 @@ use std::time::Duration;
 
 const DEFAULT: &str = "[attach]\nsettings = \"default\"\n";
 
+/// The cloud holds exactly the site's devices with a client.
+fn cloud_holds_the_clients(w: &World, site: &SiteModel) {
+    assert_eq!(
+        w.cloud_devices(&site.hid)
+            .keys()
+            .copied()
+            .collect::<BTreeSet<_>>(),
+        site.clients()
+    );
+}
+
 /// Changes the model of 25 client devices, adds 10 (copies under new ids, names and
 /// identities) and removes 5 others, and saves the site: 40 device records to send. Returns the
 /// client devices' positions (the first 25 changed).
@@ -76,13 +87,7 @@ fn the_first_sync_after_apply_reads_no_line_apply_uploaded() {
     change_add_and_remove(&mut site);
     let r = w.cli(&["sync"]);
     r.ok();
-    assert_eq!(
-        w.cloud_devices(&site.hid)
-            .keys()
-            .copied()
-            .collect::<BTreeSet<_>>(),
-        site.clients()
-    );
+    cloud_holds_the_clients(&w, &site);
     assert_counts(&w.counts(&site.hid), &site.expected(None, None));
 }
 
@@ -120,13 +125,7 @@ fn a_delta_reads_only_the_lines_that_changed_since_the_last_sync() {
         .cloned()
         .unwrap();
     assert_eq!(ta["sent"], 40, "{ta}");
-    assert_eq!(
-        w.cloud_devices(&site.hid)
-            .keys()
-            .copied()
-            .collect::<BTreeSet<_>>(),
-        site.clients()
-    );
+    cloud_holds_the_clients(&w, &site);
     assert_counts(&w.counts(&site.hid), &site.expected(None, None));
 
     // A full resend reads every line, and leaves the index for the next delta.
@@ -368,13 +367,7 @@ fn faults_give_the_same_counts_and_no_early_retries() {
     let c = w.counts(&site.hid);
     assert_counts(&c, &site.expected(None, None));
     assert_eq!(c.authority, "configmgr+intune");
-    assert_eq!(
-        w.cloud_devices(&site.hid)
-            .keys()
-            .copied()
-            .collect::<BTreeSet<_>>(),
-        site.clients()
-    );
+    cloud_holds_the_clients(&w, &site);
     let stats = w.stats();
     for kind in ["429", "429_bare", "5xx", "drop"] {
         assert!(
@@ -468,13 +461,7 @@ fn apply_killed_mid_upload_then_applied_again_is_exact() {
     }
     assert_counts(&w.counts(&site.hid), &site.expected(None, None));
     assert_eq!(w.device_count(), total);
-    assert_eq!(
-        w.cloud_devices(&site.hid)
-            .keys()
-            .copied()
-            .collect::<BTreeSet<_>>(),
-        site.clients()
-    );
+    cloud_holds_the_clients(&w, &site);
 }
 
 /// `sync --watch --output json` prints JSON Lines: one compact document per round.
