@@ -784,30 +784,16 @@ impl Site {
         Ok(true)
     }
 
-    /// Streams the devices of `source` to `visit`, in file order. The lines are parsed on other
-    /// threads (see [`Site::parse_devices`]), so parsing overlaps with what `visit` does while
-    /// memory stays flat.
+    /// Reads and parses the lines of `source`, handing each valid device to `emit` in file
+    /// order; the lines are parsed on other threads, so parsing overlaps with what `emit` does
+    /// while memory stays flat. Every defect of a line (bytes that are not UTF-8, invalid JSON,
+    /// a missing or invalid required field) is that line's problem: it is counted and skipped,
+    /// never the pass's. Only an I/O error ends a pass.
     fn stream(
         &self,
         parts: DeviceParts,
         source: Source<'_>,
-        visit: &mut dyn FnMut(u64, Device),
-    ) -> Result<(), SiteError> {
-        self.parse_devices(parts, source, &mut |h, d| {
-            visit(h, d);
-            true
-        })
-    }
-
-    /// Reads and parses `devices.jsonl`, handing each valid device to `emit` until it returns
-    /// false. Every defect of a line (bytes that are not UTF-8, invalid JSON, a missing or
-    /// invalid required field) is that line's problem: it is counted and skipped, never the
-    /// pass's. Only an I/O error ends a pass.
-    fn parse_devices(
-        &self,
-        parts: DeviceParts,
-        source: Source<'_>,
-        emit: &mut dyn FnMut(u64, Device) -> bool,
+        emit: &mut dyn FnMut(u64, Device),
     ) -> Result<(), SiteError> {
         let path = self.dir.join("devices.jsonl");
         let io = |source| SiteError::Io {
@@ -883,7 +869,7 @@ impl Site {
         // workers as there are cores, and taken back in order here, where everything that
         // depends on the lines before (duplicates, the summary, `emit`) happens.
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
-        let (read, stopped) = std::thread::scope(|scope| {
+        let read = std::thread::scope(|scope| {
             let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel::<ParseJob>(workers * 2);
             let (order_tx, order_rx) = std::sync::mpsc::sync_channel(workers * 2);
             let jobs_rx = Arc::new(Mutex::new(jobs_rx));
@@ -900,7 +886,8 @@ impl Site {
                         let Ok((mut batch, answer, reuse)) = job else {
                             break;
                         };
-                        // The one waiting for the answer is gone when the pass stopped early.
+                        // The one waiting for the answer is gone when the pass ended early (the
+                        // consumer panicked).
                         let _ = answer.send(parse_batch(&batch, parts, extended.as_deref()));
                         batch.bytes.clear();
                         batch.lines.clear();
@@ -921,8 +908,7 @@ impl Site {
                     },
                 )
             });
-            let mut stopped = false;
-            'batches: for parsed in order_rx.iter() {
+            for parsed in order_rx.iter() {
                 // No answer: the worker panicked (the scope passes the panic on).
                 let Ok(parsed) = parsed.recv() else { break };
                 for line in parsed {
@@ -948,10 +934,7 @@ impl Site {
                                         *summary.unusable_fields.entry(f).or_default() += 1;
                                     }
                                 }
-                                if !emit(line.hash, d) {
-                                    stopped = true;
-                                    break 'batches;
-                                }
+                                emit(line.hash, d);
                                 None
                             }
                         }
@@ -973,15 +956,11 @@ impl Site {
             }
             // The reader's next send fails: it stops, and the workers with it.
             drop(order_rx);
-            let read = reader
+            reader
                 .join()
-                .unwrap_or_else(|p| std::panic::resume_unwind(p));
-            (read, stopped)
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
         });
         let read = read.map_err(io)?;
-        if stopped {
-            return Ok(());
-        }
         summary.devices += read.unparsed;
         summary.skipped += read.skipped;
         if leaves_lines_out && let Ok(mut p) = self.partial.lock() {
