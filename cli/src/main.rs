@@ -137,6 +137,10 @@ pub(crate) enum Command {
         #[arg(long)]
         takeover: bool,
     },
+    /// Why, for one device: uploaded or not, co-management, Endpoint analytics, Defender; and
+    /// who may run a cloud action on it, link by link (offline, from the site)
+    #[command(subcommand)]
+    Explain(ExplainCommand),
     /// Write attach.toml: the cloud attach wizard's pages as prompts (or flags)
     Init(commands::init::InitArgs),
     /// Sample sites
@@ -145,6 +149,45 @@ pub(crate) enum Command {
     /// The local cloud tenant service
     #[command(subcommand)]
     Cloud(CloudCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum ExplainCommand {
+    /// Why a device is (not) uploaded, (not) eligible for co-management, (not) in Endpoint
+    /// analytics, and whether its Defender data goes up
+    Device {
+        /// The device's resource id
+        #[arg(value_name = "RESOURCE_ID")]
+        resource_id: i64,
+    },
+    /// The authorization chain of one cloud action for one person on one device: Intune role,
+    /// RBAC authority, site user, site role, collection scope
+    Access {
+        /// The person's user principal name
+        #[arg(long, value_name = "UPN")]
+        user: String,
+        /// The device's resource id
+        #[arg(long, value_name = "RESOURCE_ID")]
+        device: i64,
+        /// The action's id (resource-explorer, cmpivot, timeline, or one a plugin declares)
+        #[arg(long, value_name = "ACTION")]
+        action: String,
+        /// The person's Intune or directory roles, as the cloud's role assignments list them
+        /// (repeatable); without it the Intune link is not checked
+        #[arg(long = "intune-role", value_name = "ROLE")]
+        intune_roles: Vec<String>,
+        /// The tenant's "Use Intune RBAC" toggle; without it, taken as off (the stricter)
+        #[arg(long, value_name = "on|off", value_parser = parse_toggle)]
+        use_intune_rbac: Option<bool>,
+    },
+}
+
+fn parse_toggle(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        _ => Err("expected on or off".into()),
+    }
 }
 
 #[derive(Subcommand, Debug)]

@@ -2425,3 +2425,66 @@ fn an_unusable_optional_field_costs_the_field_not_the_device() {
         "30 devices carry \"serial_number\" with a value cloudattach cannot use",
     ]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// explain
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn explain_device_prints_the_pinned_document_and_refuses_an_unknown_id_with_exit_2() {
+    let dir = TempDir::new().unwrap();
+    copy_fixture("small-site", dir.path());
+    let cfg = write_config(
+        dir.path(),
+        "[site]\npath = 'site'\n[cloud]\ntenant = 'contoso.example'\n[attach]\nsettings = 'default'\n",
+    );
+    let r = run(
+        dir.path(),
+        &[
+            "--config", &cfg, "--output", "json", "explain", "device", "102",
+        ],
+    );
+    r.expect_code(0);
+    let v = r.json();
+    assert_eq!(v["resource_id"], 102);
+    assert_eq!(v["name"], "BUILD-16298");
+    assert_eq!(v["uploaded"]["value"], true);
+    assert_eq!(v["co_management"]["class"], "needsOsUpdate");
+    assert_eq!(v["co_management"]["scheduled"], false);
+    assert_eq!(v["endpoint_analytics"]["eligible"], true);
+    assert_eq!(v["defender"]["uploaded"], false);
+    let text = run(dir.path(), &["--config", &cfg, "explain", "device", "109"]);
+    text.expect_code(0);
+    assert!(
+        text.stdout
+            .contains("no Configuration Manager client: tenant attach uploads client devices only"),
+        "{}",
+        text.stdout
+    );
+    let r = run(dir.path(), &["--config", &cfg, "explain", "device", "4242"]);
+    r.expect_code(2);
+    assert!(
+        r.stderr.contains("no device has the resource id 4242"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn check_lists_the_ineligible_devices_by_reason() {
+    let dir = TempDir::new().unwrap();
+    copy_fixture("small-site", dir.path());
+    let cfg = write_config(
+        dir.path(),
+        "[site]\npath = 'site'\n[cloud]\ntenant = 'contoso.example'\n[attach]\nsettings = 'default'\n",
+    );
+    let r = run(dir.path(), &["--config", &cfg, "check", "co-management"]);
+    r.expect_code(0);
+    for line in [
+        "2 ineligible devices: no Configuration Manager client",
+        "1 ineligible devices: a server OS",
+        "2 ineligible devices: only registered in Entra ID or in a workgroup",
+    ] {
+        assert!(r.stdout.contains(line), "{line} in\n{}", r.stdout);
+    }
+}

@@ -6,6 +6,7 @@
 //! The use cases — one per command — are in [`ops`]; every call into a plugin goes through the
 //! [`runner`]. See `docs/ARCHITECTURE.md` for the module map.
 
+pub mod access;
 pub mod app_import;
 pub mod client;
 pub mod config;

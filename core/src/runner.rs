@@ -11,9 +11,10 @@
 
 use crate::host::OwnedHost;
 use cloudattach_sdk::{
-    ApplyOutcome, CheckReport, CollectionInfo, Device, DeviceParts, Environment, Finding, Host,
-    HostError, Manifest, Method, Options, PlanDecision, Plugin, Record, RecordSink, SiteInfo,
-    StatusReport, SyncMode, SyncStats, ValidateContext,
+    ActionCall, ActionError, ActionResult, ApplyOutcome, CheckReport, CollectionInfo, Device,
+    DeviceParts, Environment, Explanation, Finding, Host, HostError, Manifest, Method, Options,
+    PlanDecision, Plugin, Record, RecordSink, SiteInfo, StatusReport, SyncMode, SyncStats,
+    ValidateContext,
 };
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
@@ -134,6 +135,43 @@ impl<'p> Runner<'p> {
         let host = self.view(host);
         guarded(self.id, "status", || self.plugin.status(&host))
             .unwrap_or_else(|m| Err(HostError::new(PANIC_CODE, m)))
+    }
+
+    /// [`Plugin::serve_action`], only with the proof that the request passed the whole
+    /// authorization chain ([`crate::access::Decision::authorized`]): the plugin never sees a
+    /// refused request. A panic is a failed action.
+    pub fn serve_action(
+        &self,
+        host: &dyn OwnedHost,
+        options: &Options,
+        call: &ActionCall,
+        _authorized: &crate::access::Authorized,
+    ) -> Result<ActionResult, ActionError> {
+        let host = self.view(host);
+        guarded(self.id, "serve_action", || {
+            self.plugin.serve_action(&host, options, call)
+        })
+        .unwrap_or_else(|m| Err(ActionError::new(PANIC_CODE, m)))
+    }
+
+    /// [`Plugin::explain_device`]: a panic is a section carrying the error.
+    pub fn explain_device(
+        &self,
+        host: &dyn OwnedHost,
+        options: &Options,
+        enabled: bool,
+        device: &Device,
+    ) -> Option<Explanation> {
+        let host = self.view(host);
+        guarded(self.id, "explain_device", || {
+            self.plugin.explain_device(&host, options, enabled, device)
+        })
+        .unwrap_or_else(|m| {
+            Some(Explanation::new(
+                self.id.replace('-', "_"),
+                serde_json::json!({ "error": m }),
+            ))
+        })
     }
 
     /// [`Plugin::disable`]: a panic is a failed outcome.

@@ -555,6 +555,8 @@ pub struct Site {
     pub info: SiteInfo,
     names: BTreeMap<String, String>,
     members: BTreeMap<String, Members>,
+    /// The definitions of `collections.json`, by id (for [`Site::membership`]).
+    defs: BTreeMap<String, CollectionDef>,
     /// What the last complete pass found, for the file as it was then.
     scan: Mutex<Option<Scan>>,
     /// What the last pass that left lines unread found in the lines it read (bad lines only).
@@ -639,6 +641,7 @@ impl Site {
             info,
             names,
             members,
+            defs: defs.into_iter().map(|d| (d.id.clone(), d)).collect(),
             scan: Mutex::new(None),
             partial: Mutex::new(None),
         })
@@ -1046,6 +1049,117 @@ impl Site {
         self.members
             .get(collection_id)
             .is_some_and(|m| m.contains(resource_id))
+    }
+
+    /// How a device is (or is not) in a collection: directly, through an included collection,
+    /// as one of All Systems, or cut by the limiting collection; `None` for an unknown
+    /// collection.
+    pub fn membership(&self, collection_id: &str, resource_id: i64) -> Option<Membership> {
+        if collection_id == ALL_SYSTEMS {
+            return Some(Membership::AllSystems);
+        }
+        let def = self.defs.get(collection_id)?;
+        let way = if def.members.contains(&resource_id) {
+            Some(Membership::Direct)
+        } else {
+            def.includes
+                .iter()
+                .find(|inc| self.is_member(inc, resource_id))
+                .map(|inc| Membership::Included {
+                    via: inc.clone(),
+                    via_name: self.names.get(inc).cloned().unwrap_or_default(),
+                })
+        };
+        Some(match (way, &def.limiting) {
+            (None, _) => Membership::NotMember,
+            (Some(way), Some(lim)) if !self.is_member(lim, resource_id) => Membership::Limited {
+                limiting: lim.clone(),
+                limiting_name: self.names.get(lim).cloned().unwrap_or_default(),
+                would_be: Box::new(way),
+            },
+            (Some(way), _) => way,
+        })
+    }
+
+    /// Every collection a device is in, or that would hold it but for its limiting collection,
+    /// with how, sorted by collection id.
+    pub fn memberships_of(&self, resource_id: i64) -> Vec<(CollectionInfo, Membership)> {
+        self.collection_ids()
+            .filter_map(|id| {
+                let how = self.membership(id, resource_id)?;
+                if how == Membership::NotMember {
+                    return None;
+                }
+                let info = CollectionInfo::new(id, self.names[id].clone(), self.member_count(id));
+                Some((info, how))
+            })
+            .collect()
+    }
+
+    fn member_count(&self, id: &str) -> u64 {
+        match &self.members[id] {
+            Members::All => self.known_device_count().unwrap_or(0),
+            Members::Set(s) => s.len() as u64,
+        }
+    }
+}
+
+/// How a device is in a collection ([`Site::membership`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "how", rename_all = "snake_case")]
+pub enum Membership {
+    /// All Systems holds every device of the site.
+    AllSystems,
+    /// A direct member.
+    Direct,
+    /// A member of an included collection.
+    Included {
+        /// The included collection.
+        via: String,
+        /// Its name.
+        via_name: String,
+    },
+    /// It would be a member, but the limiting collection does not hold it.
+    Limited {
+        /// The limiting collection.
+        limiting: String,
+        /// Its name.
+        limiting_name: String,
+        /// How it would be a member.
+        would_be: Box<Membership>,
+    },
+    /// Not a member by any rule.
+    NotMember,
+}
+
+impl Membership {
+    /// Whether the device is in the effective membership.
+    pub fn is_member(&self) -> bool {
+        !matches!(self, Membership::Limited { .. } | Membership::NotMember)
+    }
+}
+
+impl std::fmt::Display for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Membership::AllSystems => f.write_str("All Systems holds every device"),
+            Membership::Direct => f.write_str("a direct member"),
+            Membership::Included { via, via_name } => {
+                write!(f, "through the included collection {via} ({via_name})")
+            }
+            Membership::Limited {
+                limiting,
+                limiting_name,
+                would_be,
+            } => write!(
+                f,
+                "{would_be}, but cut by the limiting collection {limiting} ({limiting_name}), \
+                 which does not hold it"
+            ),
+            Membership::NotMember => {
+                f.write_str("not a member (no direct rule or include holds it)")
+            }
+        }
     }
 }
 

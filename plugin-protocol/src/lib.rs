@@ -209,6 +209,10 @@ pub enum Op {
     Status,
     /// `Plugin::disable`: `{}` → `ApplyOutcome`.
     Disable,
+    /// `Plugin::serve_action`: [`ActionRequest`] → `Result<ActionResult, ActionError>`.
+    Action,
+    /// `Plugin::explain_device`: [`ExplainRequest`] → `Option<Explanation>`.
+    Explain,
 }
 
 impl Op {
@@ -223,6 +227,8 @@ impl Op {
             Op::Sync => "sync",
             Op::Status => "status",
             Op::Disable => "disable",
+            Op::Action => "action",
+            Op::Explain => "explain",
         }
     }
 
@@ -276,6 +282,26 @@ pub struct SyncRequest {
     pub mode: SyncMode,
 }
 
+/// The request of [`Op::Action`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActionRequest {
+    /// Resolved options.
+    pub options: Options,
+    /// The authorized request (the SDK's `ActionCall`, as JSON).
+    pub call: serde_json::Value,
+}
+
+/// The request of [`Op::Explain`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExplainRequest {
+    /// Resolved options.
+    pub options: Options,
+    /// Whether the feature is selected.
+    pub enabled: bool,
+    /// The device.
+    pub device: Device,
+}
+
 /// `value` as JSON; a value serde cannot write becomes a JSON string saying so.
 #[doc(hidden)]
 pub fn to_json<T: Serialize>(value: &T) -> String {
@@ -307,6 +333,8 @@ mod tests {
             Op::Sync,
             Op::Status,
             Op::Disable,
+            Op::Action,
+            Op::Explain,
         ] {
             assert_eq!(Op::from_name(op.as_str()), Some(op));
         }

@@ -219,6 +219,16 @@ fn dispatch(
         }
         Op::Status => to_json(&plugin.status(&adapter)),
         Op::Disable => to_json(&plugin.disable(&adapter)),
+        Op::Action => {
+            let r: ActionRequest = parse(op, request)?;
+            let call: crate::ActionCall = serde_json::from_value(r.call)
+                .map_err(|e| format!("cannot read the host's `{op}` request: {e}"))?;
+            to_json(&plugin.serve_action(&adapter, &r.options, &call))
+        }
+        Op::Explain => {
+            let r: ExplainRequest = parse(op, request)?;
+            to_json(&plugin.explain_device(&adapter, &r.options, r.enabled, &r.device))
+        }
         Op::Validate | Op::Settings => unreachable!("pure steps are handled above"),
     })
 }

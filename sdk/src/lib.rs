@@ -26,8 +26,13 @@ pub mod host;
 pub mod manifest;
 pub mod plugin;
 
-pub use cloudattach_model::{device, environment, gateway, ids, record, rules, site, version};
+pub use cloudattach_model::{
+    actions, device, environment, gateway, ids, record, rules, site, version,
+};
 
+pub use cloudattach_model::actions::{
+    ActionDecl, ActionError, ActionParameter, ActionResult, ActionTarget, ParameterKind,
+};
 pub use cloudattach_model::{
     ALL_SYSTEMS, Analytics, AppUsage, CollectionInfo, ConnectionPoint, DefenderState, Detection,
     Device, DeviceParts, DottedVersion, Environment, FeatureIdError, HostError, JoinType, Method,
@@ -41,8 +46,9 @@ pub use diag::{
 pub use host::{Host, RecordSink};
 pub use manifest::{Manifest, OptionKind, OptionSpec, Options, OptionsExt};
 pub use plugin::{
-    Plugin, PluginRegistration, ValidateContext, enable_and_upload, feature_status, put_feature,
-    registered_plugins, settings_action, upload_from_devices,
+    ActionCall, ActionSubject, Explanation, Plugin, PluginRegistration, ValidateContext,
+    enable_and_upload, feature_status, put_feature, registered_plugins, settings_action,
+    upload_from_devices,
 };
 
 #[doc(hidden)]

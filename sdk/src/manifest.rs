@@ -50,6 +50,10 @@ pub struct Manifest {
     /// The options of its `[features.<id>]` table.
     #[serde(default)]
     pub options: Vec<OptionSpec>,
+    /// The cloud actions it serves ([`Plugin::serve_action`](crate::Plugin::serve_action)):
+    /// declared to the cloud when the feature is enabled, which then accepts requests for them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<crate::ActionDecl>,
 }
 
 impl Manifest {
@@ -66,7 +70,14 @@ impl Manifest {
             min_site_version_overrides: vec![],
             in_default_settings: false,
             options: vec![],
+            actions: vec![],
         }
+    }
+
+    /// Declares a cloud action the plugin serves.
+    pub fn action(mut self, decl: crate::ActionDecl) -> Self {
+        self.actions.push(decl);
+        self
     }
     /// Sets the description.
     pub fn description(mut self, d: &str) -> Self {
@@ -112,9 +123,25 @@ impl Manifest {
             .unwrap_or(self.min_site_version)
     }
 
-    /// Checks the declaration itself: option keys are unique and not `enabled`, and every
-    /// default fits its option's kind. The core registers no plugin whose manifest fails this.
+    /// Checks the declaration itself: option keys are unique and not `enabled`, every
+    /// default fits its option's kind, and each action is well formed
+    /// ([`ActionDecl::validate`](crate::ActionDecl::validate)) with an id of its own. The core
+    /// registers no plugin whose manifest fails this.
     pub fn check_options(&self) -> Result<(), String> {
+        let mut ids = std::collections::BTreeSet::new();
+        if self.actions.len() > cloudattach_model::actions::MAX_ACTIONS_PER_FEATURE {
+            return Err(format!(
+                "{} actions declared (at most {})",
+                self.actions.len(),
+                cloudattach_model::actions::MAX_ACTIONS_PER_FEATURE
+            ));
+        }
+        for a in &self.actions {
+            a.validate()?;
+            if !ids.insert(a.id.as_str()) {
+                return Err(format!("action `{}` is declared twice", a.id));
+            }
+        }
         let mut seen = std::collections::BTreeSet::new();
         for spec in &self.options {
             if spec.key == "enabled" {

@@ -36,6 +36,76 @@ impl ValidateContext {
     }
 }
 
+/// What a cloud action runs on.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionSubject {
+    /// A device, by resource id.
+    Device(i64),
+    /// A collection, by id.
+    Collection(String),
+}
+
+/// A request for one of the plugin's declared actions, as [`Plugin::serve_action`] gets it:
+/// already authorized by the cloud (Intune role) and, when Configuration Manager RBAC is
+/// enforced, by the site.
+///
+/// `#[non_exhaustive]`: build it with [`ActionCall::new`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct ActionCall {
+    /// The declared action's id.
+    pub action: String,
+    /// What it runs on.
+    pub subject: ActionSubject,
+    /// Its parameters, checked against the declaration.
+    #[serde(default)]
+    pub parameters: serde_json::Map<String, serde_json::Value>,
+    /// Who asked (UPN).
+    pub requested_by: String,
+}
+
+impl ActionCall {
+    /// A request.
+    pub fn new(
+        action: impl Into<String>,
+        subject: ActionSubject,
+        parameters: serde_json::Map<String, serde_json::Value>,
+        requested_by: impl Into<String>,
+    ) -> Self {
+        ActionCall {
+            action: action.into(),
+            subject,
+            parameters,
+            requested_by: requested_by.into(),
+        }
+    }
+}
+
+/// One feature's answer to "why" for one device (`cloudattach explain device`): a section of
+/// the explanation, named by the feature (`co_management`, …), holding what it decided for the
+/// device and the rule that decided.
+///
+/// `#[non_exhaustive]`: build it with [`Explanation::new`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct Explanation {
+    /// The section's key in the explanation document (snake_case).
+    pub section: String,
+    /// What the feature decided for the device, with a `reason`.
+    pub value: serde_json::Value,
+}
+
+impl Explanation {
+    /// A section.
+    pub fn new(section: impl Into<String>, value: serde_json::Value) -> Self {
+        Explanation {
+            section: section.into(),
+            value,
+        }
+    }
+}
+
 /// A cloud feature.
 ///
 /// The lifecycle, Terraform-style: [`Plugin::validate`] (pure) → [`Plugin::check`] (read-only)
@@ -113,6 +183,41 @@ pub trait Plugin: Send + Sync {
     /// What the cloud holds now for this feature.
     fn status(&self, host: &dyn Host) -> Result<StatusReport, HostError> {
         feature_status(host, &self.manifest().id)
+    }
+
+    /// Runs one of the cloud actions the manifest declares, for a request that has passed the
+    /// authorization chain (the plugin never sees a refused one), and returns its result: rows
+    /// and columns or a document. It reads the site through `host` only, never what was
+    /// uploaded. A failure carries a stable code and a message for the person who asked.
+    fn serve_action(
+        &self,
+        host: &dyn Host,
+        options: &Options,
+        call: &ActionCall,
+    ) -> Result<crate::ActionResult, crate::ActionError> {
+        let _ = (host, options);
+        Err(crate::ActionError::new(
+            "action-not-served",
+            format!(
+                "the plugin {} declares no action \"{}\"",
+                self.manifest().id,
+                call.action
+            ),
+        ))
+    }
+
+    /// Why the feature does (or does not) do what it does for one device, offline, from the
+    /// site: `None` when it has nothing to say per device. `enabled` says whether the feature
+    /// is selected; `options` are its resolved options (the defaults when it is not).
+    fn explain_device(
+        &self,
+        host: &dyn Host,
+        options: &Options,
+        enabled: bool,
+        device: &crate::Device,
+    ) -> Option<Explanation> {
+        let _ = (host, options, enabled, device);
+        None
     }
 
     /// Turns the feature off in the cloud.

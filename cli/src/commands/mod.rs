@@ -6,6 +6,7 @@ pub mod cloud;
 pub mod completions;
 pub mod detach;
 pub mod disable;
+pub mod explain;
 pub mod init;
 pub mod logout;
 pub mod plan;
@@ -15,7 +16,7 @@ pub mod status;
 pub mod sync;
 
 use crate::reporter::CliReporter;
-use crate::{Cli, CloudCommand, Command, Outcome, PluginsCommand, SiteCommand};
+use crate::{Cli, CloudCommand, Command, ExplainCommand, Outcome, PluginsCommand, SiteCommand};
 use cloudattach_core::ops::{LoadOptions, Workspace};
 
 /// Where the workspace comes from, as the global flags say.
@@ -75,6 +76,16 @@ pub fn run(cli: &Cli) -> Outcome {
         Command::Detach { yes, takeover } => detach::run(cli, *yes, *takeover),
         Command::Cloud(CloudCommand::Serve(opts)) => cloud::serve(opts.clone()),
         Command::Init(args) => init::run(cli, args),
+        Command::Explain(ExplainCommand::Device { resource_id }) => {
+            explain::device(cli, *resource_id)
+        }
+        Command::Explain(ExplainCommand::Access {
+            user,
+            device,
+            action,
+            intune_roles,
+            use_intune_rbac,
+        }) => explain::access(cli, user, *device, action, intune_roles, *use_intune_rbac),
         Command::Site(SiteCommand::Generate {
             devices,
             seed,

@@ -3,13 +3,14 @@
 use super::bridge::HostBridge;
 use abi_stable::std_types::{RErr, ROk, RStr};
 use cloudattach_plugin_protocol::{
-    FfiHost_TO, Op, OptionsRequest, PlanRequest, PluginModuleRef, RRef, SyncRequest, TD_Opaque,
-    ValidateRequest,
+    ActionRequest, ExplainRequest, FfiHost_TO, Op, OptionsRequest, PlanRequest, PluginModuleRef,
+    RRef, SyncRequest, TD_Opaque, ValidateRequest,
 };
 use cloudattach_sdk::dynamic::{failed_finding, failed_step};
 use cloudattach_sdk::{
-    ApplyOutcome, CheckReport, Finding, Host, HostError, Manifest, Options, PlanDecision, Plugin,
-    StatusReport, SyncMode, SyncStats, ValidateContext,
+    ActionCall, ActionError, ActionResult, ApplyOutcome, CheckReport, Device, Explanation, Finding,
+    Host, HostError, Manifest, Options, PlanDecision, Plugin, StatusReport, SyncMode, SyncStats,
+    ValidateContext,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -184,5 +185,45 @@ impl Plugin for DynamicPlugin {
     fn disable(&self, host: &dyn Host) -> ApplyOutcome {
         self.call(Op::Disable, &OptionsRequest::default(), Some(host))
             .unwrap_or_else(|e| failed_step(self.id(), &e))
+    }
+
+    fn serve_action(
+        &self,
+        host: &dyn Host,
+        options: &Options,
+        call: &ActionCall,
+    ) -> Result<ActionResult, ActionError> {
+        let request = ActionRequest {
+            options: options.clone(),
+            call: serde_json::to_value(call).unwrap_or_default(),
+        };
+        self.call::<Result<ActionResult, ActionError>>(Op::Action, &request, Some(host))
+            .unwrap_or_else(|e| {
+                Err(ActionError::new(
+                    "plugin-failed",
+                    format!("plugin `{}`: {e}", self.id()),
+                ))
+            })
+    }
+
+    fn explain_device(
+        &self,
+        host: &dyn Host,
+        options: &Options,
+        enabled: bool,
+        device: &Device,
+    ) -> Option<Explanation> {
+        let request = ExplainRequest {
+            options: options.clone(),
+            enabled,
+            device: device.clone(),
+        };
+        self.call::<Option<Explanation>>(Op::Explain, &request, Some(host))
+            .unwrap_or_else(|e| {
+                Some(Explanation::new(
+                    self.id().replace('-', "_"),
+                    serde_json::json!({ "error": format!("plugin `{}`: {e}", self.id()) }),
+                ))
+            })
     }
 }

@@ -8,6 +8,7 @@ pub mod check;
 pub mod connect;
 pub mod detach;
 pub mod disable;
+pub mod explain;
 pub mod init;
 pub mod logout;
 pub mod plan;

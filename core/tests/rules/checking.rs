@@ -81,11 +81,17 @@ const CASES: &[Case] = &[
         expected: r#"
             co-management pass
               info eligibility: 16 devices: comanaged 1, ineligible 7, needsOsUpdate 2, eligibleButNotAzureAdJoined 1, eligible 5
+              info ineligible-no-client: 2 ineligible devices: no Configuration Manager client: install the client (1710 or later)
+              info ineligible-client-too-old: 1 ineligible devices: the client is older than 5.00.8577 (1710) or its version is unreadable: upgrade the client
+              info ineligible-server-os: 1 ineligible devices: a server OS: servers cannot be co-managed
+              info ineligible-not-windows-client: 1 ineligible devices: not Windows 10 or 11: only Windows 10 and 11 can be co-managed
+              info ineligible-not-joined: 2 ineligible devices: only registered in Entra ID or in a workgroup: join it to Active Directory with hybrid Entra ID join, or to Entra ID
               info would-schedule: enrollment "all" would schedule 5 eligible devices
               info not-entra-joined: 1 devices are joined to Active Directory only: configure hybrid Entra ID join to make them eligible
               info needs-os-update: 2 devices run Windows 10 older than 1709 (build 16299): update them to make them eligible
               data devices_total = 16
               data eligibility = {"comanaged":1,"eligible":5,"eligibleButNotAzureAdJoined":1,"ineligible":7,"needsOsUpdate":2}
+              data ineligible_reasons = {"client_too_old":1,"no_client":2,"not_joined":2,"not_windows_client":1,"server_os":1}
               data would_schedule = {"all":5,"none":0,"pilot":null}
             => passed
         "#,
@@ -111,11 +117,17 @@ const CASES: &[Case] = &[
         expected: r#"
             co-management pass
               info eligibility: 16 devices: comanaged 1, ineligible 7, needsOsUpdate 2, eligibleButNotAzureAdJoined 1, eligible 5
+              info ineligible-no-client: 2 ineligible devices: no Configuration Manager client: install the client (1710 or later)
+              info ineligible-client-too-old: 1 ineligible devices: the client is older than 5.00.8577 (1710) or its version is unreadable: upgrade the client
+              info ineligible-server-os: 1 ineligible devices: a server OS: servers cannot be co-managed
+              info ineligible-not-windows-client: 1 ineligible devices: not Windows 10 or 11: only Windows 10 and 11 can be co-managed
+              info ineligible-not-joined: 2 ineligible devices: only registered in Entra ID or in a workgroup: join it to Active Directory with hybrid Entra ID join, or to Entra ID
               info would-schedule: enrollment "all" would schedule 5 eligible devices
               info not-entra-joined: 1 devices are joined to Active Directory only: configure hybrid Entra ID join to make them eligible
               info needs-os-update: 2 devices run Windows 10 older than 1709 (build 16299): update them to make them eligible
               data devices_total = 16
               data eligibility = {"comanaged":1,"eligible":5,"eligibleButNotAzureAdJoined":1,"ineligible":7,"needsOsUpdate":2}
+              data ineligible_reasons = {"client_too_old":1,"no_client":2,"not_joined":2,"not_windows_client":1,"server_os":1}
               data would_schedule = {"all":5,"none":0,"pilot":null}
             tenant-attach unsupported
               info unsupported: Tenant attach (device upload) can't be enabled for Azure China Cloud (china); it is available in public, usgov
@@ -140,11 +152,17 @@ const CASES: &[Case] = &[
             co-management fail
               error site-version: the site is version 2107: the cloud attach wizard needs 2111; plan and apply refuse until the site is updated
               info eligibility: 16 devices: comanaged 1, ineligible 7, needsOsUpdate 2, eligibleButNotAzureAdJoined 1, eligible 5
+              info ineligible-no-client: 2 ineligible devices: no Configuration Manager client: install the client (1710 or later)
+              info ineligible-client-too-old: 1 ineligible devices: the client is older than 5.00.8577 (1710) or its version is unreadable: upgrade the client
+              info ineligible-server-os: 1 ineligible devices: a server OS: servers cannot be co-managed
+              info ineligible-not-windows-client: 1 ineligible devices: not Windows 10 or 11: only Windows 10 and 11 can be co-managed
+              info ineligible-not-joined: 2 ineligible devices: only registered in Entra ID or in a workgroup: join it to Active Directory with hybrid Entra ID join, or to Entra ID
               info would-schedule: enrollment "all" would schedule 5 eligible devices
               info not-entra-joined: 1 devices are joined to Active Directory only: configure hybrid Entra ID join to make them eligible
               info needs-os-update: 2 devices run Windows 10 older than 1709 (build 16299): update them to make them eligible
               data devices_total = 16
               data eligibility = {"comanaged":1,"eligible":5,"eligibleButNotAzureAdJoined":1,"ineligible":7,"needsOsUpdate":2}
+              data ineligible_reasons = {"client_too_old":1,"no_client":2,"not_joined":2,"not_windows_client":1,"server_os":1}
               data would_schedule = {"all":5,"none":0,"pilot":null}
             tenant-attach fail
               error site-version: the site is version 2107: the cloud attach wizard needs 2111; plan and apply refuse until the site is updated
@@ -182,11 +200,17 @@ const CASES: &[Case] = &[
             co-management fail
               error site-version: the site is version 2105: the cloud attach wizard needs 2111; plan and apply refuse until the site is updated
               info eligibility: 16 devices: comanaged 1, ineligible 7, needsOsUpdate 2, eligibleButNotAzureAdJoined 1, eligible 5
+              info ineligible-no-client: 2 ineligible devices: no Configuration Manager client: install the client (1710 or later)
+              info ineligible-client-too-old: 1 ineligible devices: the client is older than 5.00.8577 (1710) or its version is unreadable: upgrade the client
+              info ineligible-server-os: 1 ineligible devices: a server OS: servers cannot be co-managed
+              info ineligible-not-windows-client: 1 ineligible devices: not Windows 10 or 11: only Windows 10 and 11 can be co-managed
+              info ineligible-not-joined: 2 ineligible devices: only registered in Entra ID or in a workgroup: join it to Active Directory with hybrid Entra ID join, or to Entra ID
               info would-schedule: enrollment "all" would schedule 5 eligible devices
               info not-entra-joined: 1 devices are joined to Active Directory only: configure hybrid Entra ID join to make them eligible
               info needs-os-update: 2 devices run Windows 10 older than 1709 (build 16299): update them to make them eligible
               data devices_total = 16
               data eligibility = {"comanaged":1,"eligible":5,"eligibleButNotAzureAdJoined":1,"ineligible":7,"needsOsUpdate":2}
+              data ineligible_reasons = {"client_too_old":1,"no_client":2,"not_joined":2,"not_windows_client":1,"server_os":1}
               data would_schedule = {"all":5,"none":0,"pilot":null}
             tenant-attach unsupported
               info unsupported: Tenant attach (device upload) needs site version 2107 or later in Azure US Government Cloud; the site is 2105
@@ -444,11 +468,17 @@ const CASES: &[Case] = &[
             co-management pass
               info pilot-collection: pilot collection PS100102 "Tenant Attach Upload" has 7 members
               info eligibility: 16 devices: comanaged 1, ineligible 7, needsOsUpdate 2, eligibleButNotAzureAdJoined 1, eligible 5
+              info ineligible-no-client: 2 ineligible devices: no Configuration Manager client: install the client (1710 or later)
+              info ineligible-client-too-old: 1 ineligible devices: the client is older than 5.00.8577 (1710) or its version is unreadable: upgrade the client
+              info ineligible-server-os: 1 ineligible devices: a server OS: servers cannot be co-managed
+              info ineligible-not-windows-client: 1 ineligible devices: not Windows 10 or 11: only Windows 10 and 11 can be co-managed
+              info ineligible-not-joined: 2 ineligible devices: only registered in Entra ID or in a workgroup: join it to Active Directory with hybrid Entra ID join, or to Entra ID
               info would-schedule: enrollment "pilot" would schedule 4 eligible devices of collection PS100102
               info not-entra-joined: 1 devices are joined to Active Directory only: configure hybrid Entra ID join to make them eligible
               info needs-os-update: 2 devices run Windows 10 older than 1709 (build 16299): update them to make them eligible
               data devices_total = 16
               data eligibility = {"comanaged":1,"eligible":5,"eligibleButNotAzureAdJoined":1,"ineligible":7,"needsOsUpdate":2}
+              data ineligible_reasons = {"client_too_old":1,"no_client":2,"not_joined":2,"not_windows_client":1,"server_os":1}
               data would_schedule = {"all":5,"none":0,"pilot":4}
             => passed
         "#,

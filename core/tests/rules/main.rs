@@ -3,6 +3,7 @@
 
 mod checking;
 mod common;
+mod explaining;
 mod init;
 mod module_graph;
 mod planning;

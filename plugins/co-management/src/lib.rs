@@ -9,10 +9,10 @@
 use cloudattach_sdk::OptionsExt;
 use cloudattach_sdk::version::client;
 use cloudattach_sdk::{
-    ApplyOutcome, CheckReport, Device, DeviceParts, Environment, Finding, Host, HostError,
-    JoinType, Manifest, OptionSpec, Options, PlanDecision, Plugin, Record, SiteVersion, SyncMode,
-    SyncStats, ValidateContext, is_collection_id, put_feature, settings_action, thousands,
-    upload_from_devices,
+    ApplyOutcome, CheckReport, Device, DeviceParts, Environment, Explanation, Finding, Host,
+    HostError, JoinType, Manifest, OptionSpec, Options, PlanDecision, Plugin, Record, SiteVersion,
+    SyncMode, SyncStats, ValidateContext, is_collection_id, put_feature, settings_action,
+    thousands, upload_from_devices,
 };
 use serde_json::{Value, json};
 
@@ -71,6 +71,99 @@ impl std::fmt::Display for EligibilityClass {
     }
 }
 
+/// Why a device is `ineligible`, in the order the rules are tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IneligibleReason {
+    /// No Configuration Manager client.
+    NoClient,
+    /// A client older than 5.00.8577 (1710), or an unreadable client version.
+    ClientTooOld,
+    /// A server OS.
+    ServerOs,
+    /// Not Windows 10 or 11.
+    NotWindowsClient,
+    /// Only registered in Entra ID, or in a workgroup: not joined.
+    NotJoined,
+}
+
+impl IneligibleReason {
+    /// Every reason, in the order the rules are tried.
+    pub const ALL: [IneligibleReason; 5] = [
+        IneligibleReason::NoClient,
+        IneligibleReason::ClientTooOld,
+        IneligibleReason::ServerOs,
+        IneligibleReason::NotWindowsClient,
+        IneligibleReason::NotJoined,
+    ];
+
+    /// The key in the check's `ineligible_reasons`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IneligibleReason::NoClient => "no_client",
+            IneligibleReason::ClientTooOld => "client_too_old",
+            IneligibleReason::ServerOs => "server_os",
+            IneligibleReason::NotWindowsClient => "not_windows_client",
+            IneligibleReason::NotJoined => "not_joined",
+        }
+    }
+
+    /// What the reason means and what would change it, for a person.
+    pub fn describe(self) -> &'static str {
+        match self {
+            IneligibleReason::NoClient => {
+                "no Configuration Manager client: install the client (1710 or later)"
+            }
+            IneligibleReason::ClientTooOld => {
+                "the client is older than 5.00.8577 (1710) or its version is unreadable: upgrade \
+                 the client"
+            }
+            IneligibleReason::ServerOs => "a server OS: servers cannot be co-managed",
+            IneligibleReason::NotWindowsClient => {
+                "not Windows 10 or 11: only Windows 10 and 11 can be co-managed"
+            }
+            IneligibleReason::NotJoined => {
+                "only registered in Entra ID or in a workgroup: join it to Active Directory with \
+                 hybrid Entra ID join, or to Entra ID"
+            }
+        }
+    }
+}
+
+/// The class of a device and, for `ineligible`, which rule made it so.
+fn eligibility(device: &Device) -> (EligibilityClass, Option<IneligibleReason>) {
+    if device.client && device.mdm_enrolled {
+        return (EligibilityClass::Comanaged, None);
+    }
+    // `client_at_least` is false without a client and for an unreadable version.
+    let ineligible = if !device.client {
+        Some(IneligibleReason::NoClient)
+    } else if !device.client_at_least(client::CO_MANAGEMENT) {
+        Some(IneligibleReason::ClientTooOld)
+    } else if device.is_server() {
+        Some(IneligibleReason::ServerOs)
+    } else if !device.is_windows_client_os() {
+        Some(IneligibleReason::NotWindowsClient)
+    } else if matches!(device.join_type, JoinType::Registered | JoinType::Workgroup) {
+        Some(IneligibleReason::NotJoined)
+    } else {
+        None
+    };
+    if ineligible.is_some() {
+        return (EligibilityClass::Ineligible, ineligible);
+    }
+    // Windows 11 builds start at 22000, so a build below 16299 is always Windows 10.
+    let below_1709 = device
+        .os_build()
+        .is_some_and(|b| !client::at_least(&b, client::WINDOWS_1709_BUILD));
+    if below_1709 {
+        return (EligibilityClass::NeedsOsUpdate, None);
+    }
+    if device.join_type == JoinType::Domain {
+        return (EligibilityClass::EligibleButNotAzureAdJoined, None);
+    }
+    (EligibilityClass::Eligible, None)
+}
+
 /// Classifies a device by the eligibility rules, in order; the first rule that matches decides.
 ///
 /// ```
@@ -83,28 +176,36 @@ impl std::fmt::Display for EligibilityClass {
 /// assert_eq!(classify(&d), EligibilityClass::EligibleButNotAzureAdJoined);
 /// ```
 pub fn classify(device: &Device) -> EligibilityClass {
-    if device.client && device.mdm_enrolled {
-        return EligibilityClass::Comanaged;
-    }
-    // `client_at_least` is false without a client and for an unreadable version.
-    let ineligible = !device.client_at_least(client::CO_MANAGEMENT)
-        || device.is_server()
-        || !device.is_windows_client_os()
-        || matches!(device.join_type, JoinType::Registered | JoinType::Workgroup);
-    if ineligible {
-        return EligibilityClass::Ineligible;
-    }
-    // Windows 11 builds start at 22000, so a build below 16299 is always Windows 10.
-    let below_1709 = device
-        .os_build()
-        .is_some_and(|b| !client::at_least(&b, client::WINDOWS_1709_BUILD));
-    if below_1709 {
-        return EligibilityClass::NeedsOsUpdate;
-    }
-    if device.join_type == JoinType::Domain {
-        return EligibilityClass::EligibleButNotAzureAdJoined;
-    }
-    EligibilityClass::Eligible
+    eligibility(device).0
+}
+
+/// The class of a device with the rule that decided it and what would change it.
+pub fn explain_class(device: &Device) -> (EligibilityClass, String) {
+    let (class, why) = eligibility(device);
+    let reason = match (class, why) {
+        (EligibilityClass::Ineligible, Some(r)) => r.describe().to_string(),
+        (EligibilityClass::Comanaged, _) => {
+            "a client enrolled in MDM: already co-managed".to_string()
+        }
+        (EligibilityClass::NeedsOsUpdate, _) => format!(
+            "Windows 10 build {} is older than 1709 (16299): update Windows to make it eligible",
+            device.os_build
+        ),
+        (EligibilityClass::EligibleButNotAzureAdJoined, _) => {
+            "joined to Active Directory only: configure hybrid Entra ID join to make it eligible"
+                .to_string()
+        }
+        _ => format!(
+            "Windows 10/11 (build {}), {} joined, client {}: meets every prerequisite",
+            device.os_build,
+            match device.join_type {
+                JoinType::Entra => "Entra ID",
+                _ => "hybrid Entra ID",
+            },
+            device.client_version.as_deref().unwrap_or("?")
+        ),
+    };
+    (class, reason)
 }
 
 /// The automatic enrollment setting.
@@ -152,6 +253,8 @@ pub fn pilot_collection(options: &Options) -> Option<&str> {
 pub struct EligibilitySummary {
     /// Devices per class, indexed like [`EligibilityClass::ALL`].
     counts: [u64; 5],
+    /// `ineligible` devices per reason, indexed like [`IneligibleReason::ALL`].
+    ineligible: [u64; 5],
     /// `eligible` devices in the pilot collection (`None` without a usable pilot collection).
     pub eligible_in_pilot: Option<u64>,
     /// Devices of the site.
@@ -166,8 +269,11 @@ impl EligibilitySummary {
             ..Default::default()
         };
         host.for_each_device(&mut |d| {
-            let class = classify(d);
+            let (class, why) = eligibility(d);
             summary.counts[class_index(class)] += 1;
+            if let Some(i) = why.and_then(|r| IneligibleReason::ALL.iter().position(|x| *x == r)) {
+                summary.ineligible[i] += 1;
+            }
             summary.total += 1;
             if class == EligibilityClass::Eligible
                 && let (Some(id), Some(n)) = (pilot, summary.eligible_in_pilot.as_mut())
@@ -182,6 +288,24 @@ impl EligibilitySummary {
     /// Devices of one class.
     pub fn count(&self, class: EligibilityClass) -> u64 {
         self.counts[class_index(class)]
+    }
+
+    /// `ineligible` devices for one reason.
+    pub fn ineligible(&self, reason: IneligibleReason) -> u64 {
+        IneligibleReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .map_or(0, |i| self.ineligible[i])
+    }
+
+    /// `{"no_client": n, "client_too_old": n, "server_os": n, "not_windows_client": n,
+    /// "not_joined": n}`, every key always present.
+    pub fn ineligible_json(&self) -> Value {
+        let map: serde_json::Map<String, Value> = IneligibleReason::ALL
+            .iter()
+            .map(|r| (r.as_str().to_string(), Value::from(self.ineligible(*r))))
+            .collect();
+        Value::Object(map)
     }
 
     /// The devices an enrollment setting schedules (`None` for pilot without a collection).
@@ -420,6 +544,18 @@ impl Plugin for CoManagement {
                 breakdown.join(", ")
             ),
         ));
+        report
+            .data
+            .insert("ineligible_reasons".into(), summary.ineligible_json());
+        for reason in IneligibleReason::ALL {
+            let n = summary.ineligible(reason);
+            if n > 0 {
+                report.push(Finding::info(
+                    format!("ineligible-{}", reason.as_str().replace('_', "-")),
+                    format!("{} ineligible devices: {}", thousands(n), reason.describe()),
+                ));
+            }
+        }
         let scheduled = match (enrollment, summary.would_schedule(enrollment)) {
             (Enrollment::All, Some(n)) => format!(
                 "enrollment \"all\" would schedule {} eligible devices",
@@ -527,5 +663,52 @@ impl Plugin for CoManagement {
         mode: SyncMode,
     ) -> Result<Option<SyncStats>, HostError> {
         self.upload(host, options, mode).map(|u| Some(u.stats))
+    }
+
+    fn explain_device(
+        &self,
+        host: &dyn Host,
+        options: &Options,
+        enabled: bool,
+        device: &Device,
+    ) -> Option<Explanation> {
+        let (class, reason) = explain_class(device);
+        let enrollment = Enrollment::from_options(options);
+        let pilot = pilot_collection(options);
+        let scheduled = enabled && schedules(host, enrollment, pilot, device);
+        let scheduled_reason = if !enabled {
+            "co-management is not enabled".to_string()
+        } else if class == EligibilityClass::Comanaged {
+            "already co-managed: nothing to schedule".to_string()
+        } else if class != EligibilityClass::Eligible {
+            format!("only eligible devices are scheduled; this one is {class}")
+        } else {
+            match (enrollment, pilot) {
+                (Enrollment::All, _) => {
+                    "enrollment = \"all\" schedules every eligible device".into()
+                }
+                (Enrollment::None, _) => "enrollment = \"none\" schedules no device".into(),
+                (Enrollment::Pilot, Some(id)) if scheduled => {
+                    format!("in the pilot collection {id}")
+                }
+                (Enrollment::Pilot, Some(id)) => {
+                    format!(
+                        "enrollment = \"pilot\" and the device is not in the pilot collection {id}"
+                    )
+                }
+                (Enrollment::Pilot, None) => {
+                    "enrollment = \"pilot\" without a pilot collection".into()
+                }
+            }
+        };
+        Some(Explanation::new(
+            "co_management",
+            json!({
+                "class": class.as_str(),
+                "reason": reason,
+                "scheduled": scheduled,
+                "scheduled_reason": scheduled_reason,
+            }),
+        ))
     }
 }

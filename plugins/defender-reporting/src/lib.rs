@@ -3,8 +3,8 @@
 //! endpoints, Active malware, Antivirus agent status and Detected malware.
 
 use cloudattach_sdk::{
-    ApplyOutcome, CheckReport, Device, DeviceParts, Environment, Finding, Host, HostError,
-    Manifest, Options, PlanDecision, Plugin, Record, SiteVersion, SyncMode, SyncStats,
+    ApplyOutcome, CheckReport, Device, DeviceParts, Environment, Explanation, Finding, Host,
+    HostError, Manifest, Options, PlanDecision, Plugin, Record, SiteVersion, SyncMode, SyncStats,
     enable_and_upload, settings_action, thousands, upload_from_devices,
 };
 use serde_json::{Value, json};
@@ -159,6 +159,38 @@ impl Plugin for DefenderReporting {
             }
         })
         .map(Some)
+    }
+
+    fn explain_device(
+        &self,
+        host: &dyn Host,
+        _options: &Options,
+        enabled: bool,
+        device: &Device,
+    ) -> Option<Explanation> {
+        let uploaded = host.is_uploaded(device);
+        let has_block = device.defender.is_some();
+        let reason = match (uploaded, has_block, enabled) {
+            (false, _, _) => {
+                "tenant attach does not upload the device, so its Defender data stays on the site"
+            }
+            (true, false, _) => {
+                "the site holds no Defender data for it (no Microsoft Defender antivirus state in \
+                 its inventory)"
+            }
+            (true, true, false) => {
+                "an uploaded device with Defender data, but Defender reporting is not enabled"
+            }
+            (true, true, true) => "an uploaded device with Defender data: its state goes up",
+        };
+        Some(Explanation::new(
+            "defender",
+            json!({
+                "uploaded": uploaded && has_block && enabled,
+                "reason": reason,
+                "detections": device.defender.as_ref().map_or(0, |d| d.detections.len()),
+            }),
+        ))
     }
 }
 

@@ -7,9 +7,9 @@
 
 use cloudattach_sdk::version::client;
 use cloudattach_sdk::{
-    Analytics, ApplyOutcome, CheckReport, Device, DeviceParts, Environment, Finding, Host,
-    HostError, Manifest, Options, PlanDecision, Plugin, Record, SiteVersion, SyncMode, SyncStats,
-    enable_and_upload, settings_action, thousands, upload_from_devices,
+    Analytics, ApplyOutcome, CheckReport, Device, DeviceParts, Environment, Explanation, Finding,
+    Host, HostError, Manifest, Options, PlanDecision, Plugin, Record, SiteVersion, SyncMode,
+    SyncStats, enable_and_upload, settings_action, thousands, upload_from_devices,
 };
 use serde_json::{Value, json};
 
@@ -44,6 +44,22 @@ impl Exclusion {
         Exclusion::OtherOs,
         Exclusion::ClientTooOld,
     ];
+
+    /// What the reason means, for a person.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Exclusion::NotUploaded => {
+                "tenant attach does not upload it (no client, or outside the upload collection)"
+            }
+            Exclusion::ServerOs => {
+                "a server OS: Endpoint analytics gives no insights for Windows Server"
+            }
+            Exclusion::OtherOs => "not Windows 10 or 11",
+            Exclusion::ClientTooOld => {
+                "the client is older than 5.00.8968 (2002) or its version is unreadable: upgrade the client"
+            }
+        }
+    }
 
     /// The key in the check's `excluded` breakdown.
     pub fn as_str(self) -> &'static str {
@@ -271,6 +287,38 @@ impl Plugin for EndpointAnalytics {
             is_eligible(host, d).then(|| analytics_record(d))
         })
         .map(Some)
+    }
+
+    fn explain_device(
+        &self,
+        host: &dyn Host,
+        _options: &Options,
+        enabled: bool,
+        device: &Device,
+    ) -> Option<Explanation> {
+        let exclusion = exclusion(device, host.is_uploaded(device));
+        let reason = match exclusion {
+            Some(e) => e.describe().to_string(),
+            None if enabled => format!(
+                "an uploaded Windows 10/11 client with client {}: enrolled{}",
+                device.client_version.as_deref().unwrap_or("?"),
+                if reports_app_reliability(device) {
+                    ", with app reliability data"
+                } else {
+                    "; the client is older than 5.00.9012 (2006), so no app reliability data"
+                }
+            ),
+            None => "meets every rule, but Endpoint analytics is not enabled".to_string(),
+        };
+        Some(Explanation::new(
+            "endpoint_analytics",
+            json!({
+                "eligible": exclusion.is_none(),
+                "enrolled": enabled && exclusion.is_none(),
+                "reason": reason,
+                "reporting": device.analytics.is_some(),
+            }),
+        ))
     }
 }
 

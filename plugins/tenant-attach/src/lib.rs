@@ -7,10 +7,10 @@
 
 use cloudattach_sdk::OptionsExt;
 use cloudattach_sdk::{
-    ApplyOutcome, CheckReport, CollectionInfo, ConnectionPoint, Device, DeviceParts, Environment,
-    Finding, Host, HostError, Manifest, OptionSpec, Options, PlanDecision, Plugin, Record,
-    SiteVersion, SyncMode, SyncStats, enable_and_upload, settings_action, thousands,
-    upload_from_devices,
+    ActionDecl, ActionParameter, ActionTarget, ApplyOutcome, CheckReport, CollectionInfo,
+    ConnectionPoint, Device, DeviceParts, Environment, Finding, Host, HostError, Manifest,
+    OptionSpec, Options, ParameterKind, PlanDecision, Plugin, Record, SiteVersion, SyncMode,
+    SyncStats, actions, enable_and_upload, settings_action, thousands, upload_from_devices,
 };
 use serde_json::{Value, json};
 
@@ -66,6 +66,50 @@ pub fn device_record(device: &Device) -> Record {
         key: device.resource_id.to_string(),
         value,
     }
+}
+
+/// The cloud console's resource explorer: the device's whole inventory record, its collections
+/// and client details.
+pub fn resource_explorer() -> ActionDecl {
+    ActionDecl::new(
+        actions::RESOURCE_EXPLORER,
+        "Resource explorer",
+        ActionTarget::Device,
+        &[actions::SITE_READ, actions::SITE_READ_RESOURCE],
+        &[actions::INTUNE_VIEW_RESOURCE_EXPLORER],
+    )
+}
+
+/// CMPivot: a query over the site's inventory, from one device.
+pub fn cmpivot() -> ActionDecl {
+    ActionDecl::new(
+        actions::CMPIVOT,
+        "CMPivot",
+        ActionTarget::Device,
+        &[actions::SITE_READ, actions::SITE_RUN_CMPIVOT],
+        &[actions::INTUNE_RUN_CMPIVOT],
+    )
+    .parameter(ActionParameter::new(
+        "query",
+        ParameterKind::String,
+        true,
+        "the query, in the CMPivot subset of the Kusto query language",
+    ))
+}
+
+/// The device's timeline: the events the site knows of it.
+pub fn timeline() -> ActionDecl {
+    ActionDecl::new(
+        actions::TIMELINE,
+        "Timeline",
+        ActionTarget::Device,
+        &[
+            actions::SITE_READ,
+            actions::SITE_READ_RESOURCE,
+            actions::SITE_NOTIFY_RESOURCE,
+        ],
+        &[actions::INTUNE_VIEW_TIMELINE],
+    )
 }
 
 /// Counts of the site's devices against the upload scope.
@@ -131,6 +175,9 @@ impl Plugin for TenantAttach {
             "The devices to upload: \"all\" devices with a client, or a collection id \
                  (the collection and its subcollections)",
         ))
+        .action(resource_explorer())
+        .action(cmpivot())
+        .action(timeline())
     }
 
     fn check(&self, host: &dyn Host, options: &Options) -> CheckReport {
