@@ -5,8 +5,8 @@
 use crate::lines::LineIndex;
 use crate::site::{ChangedLines, Site, SiteError};
 use cloudattach_sdk::{
-    CollectionInfo, Device, DeviceParts, Environment, Host, HostError, Method, Options, Record,
-    RecordSink, SiteInfo, SyncMode, SyncStats,
+    CollectionInfo, Device, DeviceMembership, DeviceParts, Environment, Host, HostError, Method,
+    Options, Record, RecordSink, SiteInfo, SyncMode, SyncStats,
 };
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -300,6 +300,9 @@ impl Host for SiteHost {
     }
     fn is_member(&self, collection_id: &str, resource_id: i64) -> bool {
         self.site.is_member(collection_id, resource_id)
+    }
+    fn memberships(&self, resource_id: i64) -> Vec<DeviceMembership> {
+        self.site.device_memberships(resource_id)
     }
     fn feature_options(&self, plugin_id: &str) -> Option<Options> {
         self.options.get(plugin_id).cloned()
@@ -699,6 +702,9 @@ impl Host for PassHost<'_> {
     }
     fn is_member(&self, collection_id: &str, resource_id: i64) -> bool {
         self.inner.is_member(collection_id, resource_id)
+    }
+    fn memberships(&self, resource_id: i64) -> Vec<DeviceMembership> {
+        self.inner.memberships(resource_id)
     }
     fn feature_options(&self, plugin_id: &str) -> Option<Options> {
         self.inner.feature_options(plugin_id)

@@ -215,6 +215,9 @@ impl Host for PluginHost<'_> {
     fn is_member(&self, collection_id: &str, resource_id: i64) -> bool {
         self.base.is_member(collection_id, resource_id)
     }
+    fn memberships(&self, resource_id: i64) -> Vec<cloudattach_sdk::DeviceMembership> {
+        self.base.memberships(resource_id)
+    }
     fn feature_options(&self, plugin_id: &str) -> Option<Options> {
         self.base.feature_options(plugin_id)
     }

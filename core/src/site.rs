@@ -2,7 +2,7 @@
 //! memory) and `collections.json` with effective memberships.
 
 use cloudattach_sdk::device::MAX_CRASH_DAYS;
-use cloudattach_sdk::{CollectionInfo, Device, DeviceParts, SiteInfo};
+use cloudattach_sdk::{CollectionInfo, Device, DeviceMembership, DeviceParts, SiteInfo};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -1092,6 +1092,23 @@ impl Site {
                 }
                 let info = CollectionInfo::new(id, self.names[id].clone(), self.member_count(id));
                 Some((info, how))
+            })
+            .collect()
+    }
+
+    /// [`Site::memberships_of`] as the SDK's [`DeviceMembership`]s.
+    pub fn device_memberships(&self, resource_id: i64) -> Vec<DeviceMembership> {
+        self.memberships_of(resource_id)
+            .into_iter()
+            .map(|(c, how)| {
+                let kind = match &how {
+                    Membership::AllSystems => "all_systems",
+                    Membership::Direct => "direct",
+                    Membership::Included { .. } => "included",
+                    Membership::Limited { .. } => "limited",
+                    Membership::NotMember => "not_member",
+                };
+                DeviceMembership::new(c.id, c.name, how.is_member(), kind, how.to_string())
             })
             .collect()
     }

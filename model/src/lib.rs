@@ -29,7 +29,7 @@ pub use error::HostError;
 pub use gateway::Method;
 pub use ids::{FeatureIdError, is_collection_id, is_valid_feature_id, validate_feature_id};
 pub use record::{DeviceParts, Record, SyncMode, SyncStats};
-pub use site::{ALL_SYSTEMS, CollectionInfo, ConnectionPoint, SiteInfo};
+pub use site::{ALL_SYSTEMS, CollectionInfo, ConnectionPoint, DeviceMembership, SiteInfo};
 pub use version::{DottedVersion, SiteVersion};
 
 /// The options of a feature: its `[features.<id>]` table as JSON, without `enabled`.

@@ -90,6 +90,42 @@ impl SiteInfo {
     }
 }
 
+/// How a device stands in one collection ([`Host::memberships`] in the SDK): a member, and how
+/// (`direct`, `included`, `all_systems`), or held out by the limiting collection (`limited`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct DeviceMembership {
+    /// The collection's id.
+    pub collection_id: String,
+    /// Its name.
+    pub name: String,
+    /// Whether the device is in its effective membership.
+    pub member: bool,
+    /// `direct`, `included`, `all_systems`, `limited`, or `member` when the host cannot say.
+    pub how: String,
+    /// The same for a person ("through the included collection PS100104 (Finance Laptops)").
+    pub detail: String,
+}
+
+impl DeviceMembership {
+    /// A membership.
+    pub fn new(
+        collection_id: impl Into<String>,
+        name: impl Into<String>,
+        member: bool,
+        how: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
+        DeviceMembership {
+            collection_id: collection_id.into(),
+            name: name.into(),
+            member,
+            how: how.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
 /// The id of the built-in "All Systems" collection: every device of the site.
 pub const ALL_SYSTEMS: &str = "SMS00001";
 

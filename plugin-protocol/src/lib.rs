@@ -118,6 +118,8 @@ pub trait FfiHost {
     fn cloud(&self, method: RStr<'_>, path: RStr<'_>, body: RStr<'_>) -> RResult<RString, RString>;
     /// Every collection (a JSON array of `CollectionInfo`).
     fn collections(&self) -> RString;
+    /// A device's memberships (a JSON array of `DeviceMembership`).
+    fn memberships(&self, resource_id: i64) -> RString;
     /// Opens an upload: mode as JSON (`"Delta"`); returns a handle for the upload.
     fn open_sync(&self, channel: RStr<'_>, mode: RStr<'_>) -> RResult<u64, RString>;
     /// Pushes a JSON array of `Record`s into an open upload.

@@ -436,6 +436,10 @@ impl Host for HostAdapter<'_, '_> {
             .and_then(|json| serde_json::from_str(json.as_str()).ok())
     }
 
+    fn memberships(&self, resource_id: i64) -> Vec<cloudattach_model::DeviceMembership> {
+        serde_json::from_str(self.ffi.memberships(resource_id).as_str()).unwrap_or_default()
+    }
+
     fn collections(&self) -> Vec<CollectionInfo> {
         serde_json::from_str(self.ffi.collections().as_str()).unwrap_or_default()
     }

@@ -56,6 +56,16 @@ pub trait Host {
     }
     /// Whether a device is in a collection's effective membership.
     fn is_member(&self, collection_id: &str, resource_id: i64) -> bool;
+    /// Every collection a device is in — and every one that would hold it but for its limiting
+    /// collection — with how, sorted by collection id. The default lists the collections whose
+    /// effective membership holds it, without how; the core's host says how.
+    fn memberships(&self, resource_id: i64) -> Vec<crate::DeviceMembership> {
+        self.collections()
+            .into_iter()
+            .filter(|c| self.is_member(&c.id, resource_id))
+            .map(|c| crate::DeviceMembership::new(c.id, c.name, true, "member", "a member"))
+            .collect()
+    }
     /// The resolved options of a selected feature (`None` when it is not selected).
     fn feature_options(&self, plugin_id: &str) -> Option<Options>;
     /// Whether tenant attach uploads this device: it has a client and is in the upload scope

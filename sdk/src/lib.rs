@@ -35,9 +35,9 @@ pub use cloudattach_model::actions::{
 };
 pub use cloudattach_model::{
     ALL_SYSTEMS, Analytics, AppUsage, CollectionInfo, ConnectionPoint, DefenderState, Detection,
-    Device, DeviceParts, DottedVersion, Environment, FeatureIdError, HostError, JoinType, Method,
-    Record, SiteInfo, SiteVersion, SyncMode, SyncStats, is_collection_id, is_valid_feature_id,
-    thousands, validate_feature_id,
+    Device, DeviceMembership, DeviceParts, DottedVersion, Environment, FeatureIdError, HostError,
+    JoinType, Method, Record, SiteInfo, SiteVersion, SyncMode, SyncStats, is_collection_id,
+    is_valid_feature_id, thousands, validate_feature_id,
 };
 pub use diag::{
     ApplyOutcome, CheckReport, CheckStatus, Finding, PlanAction, PlanDecision, Severity,

@@ -252,6 +252,18 @@ impl FfiHost for HostBridge<'_> {
         }
     }
 
+    fn memberships(&self, resource_id: i64) -> RString {
+        guarded(RString::from("[]"), || {
+            let list = self
+                .host
+                .map(|h| h.memberships(resource_id))
+                .unwrap_or_default();
+            serde_json::to_string(&list)
+                .unwrap_or_else(|_| "[]".into())
+                .into()
+        })
+    }
+
     fn collections(&self) -> RString {
         guarded(RString::from("[]"), || {
             let list = self.host.map(|h| h.collections()).unwrap_or_default();
@@ -368,6 +380,7 @@ mod tests {
         Collection(String),
         Collections,
         IsMember(String, i64),
+        Memberships(i64),
         FeatureOptions(String),
         IsUploaded(i64),
         Cloud(Method, String, Option<Value>),
@@ -465,6 +478,12 @@ mod tests {
         fn is_member(&self, collection_id: &str, resource_id: i64) -> bool {
             self.record(Call::IsMember(collection_id.into(), resource_id));
             true
+        }
+        fn memberships(&self, resource_id: i64) -> Vec<cloudattach_sdk::DeviceMembership> {
+            self.record(Call::Memberships(resource_id));
+            vec![cloudattach_sdk::DeviceMembership::new(
+                "PS100012", "Pilot", false, "limited", "cut",
+            )]
         }
         fn feature_options(&self, plugin_id: &str) -> Option<Options> {
             self.record(Call::FeatureOptions(plugin_id.into()));
@@ -666,6 +685,17 @@ mod tests {
                 "is_member",
                 Box::new(|| assert!(host.is_member("PS100012", 7))),
                 vec![Call::IsMember("PS100012".into(), 7)],
+            ),
+            (
+                "memberships",
+                Box::new(|| {
+                    let m = host.memberships(7);
+                    assert_eq!(
+                        (m.len(), m[0].how.as_str(), m[0].member),
+                        (1, "limited", false)
+                    );
+                }),
+                vec![Call::Memberships(7)],
             ),
             (
                 "feature_options",
