@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 use winnow::ascii::{digit1, escaped, multispace1, till_line_ending};
-use winnow::combinator::{alt, cut_err, delimited, opt, preceded, repeat, separated, terminated};
+use winnow::combinator::{alt, cut_err, delimited, opt, peek, preceded, repeat, terminated};
 use winnow::error::{AddContext, ErrMode, ParserError};
 use winnow::prelude::*;
 use winnow::stream::{LocatingSlice, Location, Stream};
@@ -69,7 +69,8 @@ impl<'a> ParserError<In<'a>> for SyntaxError {
     }
 }
 
-/// `.context("x")` records what was expected, unless a more precise error is already there.
+/// `.context("x")` labels what was expected where the labelled parser started, unless an
+/// error further on or with its own message is more precise.
 impl<'a> AddContext<In<'a>, &'static str> for SyntaxError {
     fn add_context(
         mut self,
@@ -80,9 +81,8 @@ impl<'a> AddContext<In<'a>, &'static str> for SyntaxError {
         let mut at = *input;
         at.reset(start);
         if self.message.is_none() && self.offset == at.current_token_start() {
-            if !self.expected.contains(&what) {
-                self.expected.push(what);
-            }
+            // A label sums up what the parsers under it expected at the same place.
+            self.expected = vec![what];
         }
         self
     }
@@ -215,6 +215,9 @@ pub(crate) struct Ast {
 /// The operators a query may use, as listed in errors.
 pub(crate) const OPERATORS: &str =
     "where, project, summarize, order by, sort by, take, limit, top, distinct, count";
+
+/// The comparison operators, as listed in errors.
+pub(crate) const COMPARISONS: &str = "==, !=, <, <=, >, >=, =~, !~, contains, !contains, startswith, !startswith, endswith, !endswith, in, !in, in~, !in~";
 
 /// Whitespace and `//` comments.
 fn ws(i: &mut In<'_>) -> PResult<()> {
@@ -363,6 +366,31 @@ fn count(i: &mut In<'_>) -> PResult<u64> {
         .map_err(|_| SyntaxError::at(start, format!("number {digits} is out of range")))
 }
 
+/// One or more `item`s separated by commas; after a comma an item must follow (so that
+/// `project a, | take 1` is an error at the `|`, not at the comma).
+fn list1<'a, O>(
+    mut item: impl Parser<In<'a>, O, ErrMode<SyntaxError>>,
+) -> impl Parser<In<'a>, Vec<O>, ErrMode<SyntaxError>> {
+    move |i: &mut In<'a>| {
+        let mut out = vec![item.parse_next(i)?];
+        while opt(sym(",")).parse_next(i)?.is_some() {
+            out.push(cut_err(item.by_ref()).parse_next(i)?);
+        }
+        Ok(out)
+    }
+}
+
+/// Call arguments: `(` then zero or more expressions separated by commas, then `)`.
+fn arguments(i: &mut In<'_>) -> PResult<(Vec<Expr>, Span)> {
+    sym("(").parse_next(i)?;
+    let args = match opt(peek(literal(")"))).parse_next(i)? {
+        Some(_) => Vec::new(),
+        None => cut_err(list1(or_expr)).parse_next(i)?,
+    };
+    let close = cut_err(sym(")")).parse_next(i)?;
+    Ok((args, close))
+}
+
 fn literal_value(i: &mut In<'_>) -> PResult<Expr> {
     alt((
         string.map(|(s, span)| Expr::Lit(Lit::Str(s), span)),
@@ -384,9 +412,7 @@ fn operand(i: &mut In<'_>) -> PResult<Expr> {
 
 fn word_operand(i: &mut In<'_>) -> PResult<Expr> {
     let n = name.parse_next(i)?;
-    if opt(sym("(")).parse_next(i)?.is_some() {
-        let args: Vec<Expr> = separated(0.., or_expr, sym(",")).parse_next(i)?;
-        let close = cut_err(sym(")")).parse_next(i)?;
+    if let Some((args, close)) = opt(arguments).parse_next(i)? {
         let span = n.span.start..close.end;
         return Ok(Expr::Call {
             name: n,
@@ -442,6 +468,18 @@ fn comparison_op(i: &mut In<'_>) -> PResult<(Tail, Span)> {
 fn comparison(i: &mut In<'_>) -> PResult<Expr> {
     let left = operand.parse_next(i)?;
     let Some((tail, op_span)) = opt(comparison_op).parse_next(i)? else {
+        // A word after an operand that is not `and`/`or`: an operator we do not support
+        // (`has`, `matches regex`, `between`, ...), named as such rather than as garbage.
+        let start = i.current_token_start();
+        if let Some(word) = opt(peek((opt('!'), name).take())).parse_next(i)? {
+            let word = word.trim_end();
+            if !matches!(word, "and" | "or" | "by" | "asc" | "desc") {
+                return Err(SyntaxError::at(
+                    start,
+                    format!("unknown comparison operator {word:?} (supported: {COMPARISONS})"),
+                ));
+            }
+        }
         return Ok(left);
     };
     match tail {
@@ -457,7 +495,7 @@ fn comparison(i: &mut In<'_>) -> PResult<Expr> {
         Tail::In { negated, ci } => {
             let items = cut_err(delimited(
                 sym("("),
-                separated(1.., literal_value.context("a literal"), sym(",")),
+                list1(literal_value.context("a literal")),
                 sym(")"),
             ))
             .parse_next(i)?;
@@ -490,7 +528,7 @@ fn or_expr(i: &mut In<'_>) -> PResult<Expr> {
 }
 
 fn columns(i: &mut In<'_>) -> PResult<Vec<Name>> {
-    cut_err(separated(1.., column, sym(","))).parse_next(i)
+    cut_err(list1(column)).parse_next(i)
 }
 
 /// `name = ` before a projected column or an aggregate (not `==`).
@@ -500,20 +538,13 @@ fn assignment(i: &mut In<'_>) -> PResult<Name> {
 
 fn project(i: &mut In<'_>) -> PResult<Op> {
     let item = (opt(assignment), column);
-    cut_err(separated(1.., item, sym(",")))
-        .map(Op::Project)
-        .parse_next(i)
+    cut_err(list1(item)).map(Op::Project).parse_next(i)
 }
 
 fn aggregate(i: &mut In<'_>) -> PResult<Aggregate> {
     let name = opt(assignment).parse_next(i)?;
     let func = name_ctx("an aggregation function such as count()").parse_next(i)?;
-    let args = cut_err(delimited(
-        sym("("),
-        separated(0.., or_expr, sym(",")),
-        sym(")"),
-    ))
-    .parse_next(i)?;
+    let (args, _) = cut_err(arguments).parse_next(i)?;
     Ok(Aggregate { name, func, args })
 }
 
@@ -528,7 +559,7 @@ fn summarize(i: &mut In<'_>) -> PResult<Op> {
         Vec::new()
     } else {
         i.reset(&checkpoint);
-        separated(1.., aggregate, sym(",")).parse_next(i)?
+        list1(aggregate).parse_next(i)?
     };
     let by = match opt(kw("by")).parse_next(i)? {
         Some(_) => columns.parse_next(i)?,
@@ -543,7 +574,7 @@ fn direction(i: &mut In<'_>) -> PResult<Option<bool>> {
 
 fn order(i: &mut In<'_>) -> PResult<Op> {
     cut_err(kw("by")).parse_next(i)?;
-    cut_err(separated(1.., (column, direction), sym(",")))
+    cut_err(list1((column, direction)))
         .map(Op::Order)
         .parse_next(i)
 }
