@@ -99,8 +99,9 @@ pub(crate) struct Plan {
     pub entity: Entity,
     /// The leading `where`s, over the entity's columns, applied in place to every row.
     pub filters: Vec<Pred>,
-    /// The entity's columns a row keeps after the leading `where`s and `project`s.
-    pub materialize: Vec<usize>,
+    /// The entity's columns a row keeps after the leading `where`s and `project`s; `None` for
+    /// a column nothing after reads (kept as null: never read nor copied).
+    pub materialize: Vec<Option<usize>>,
     /// The rest of the query, over kept rows.
     pub stages: Vec<StageSpec>,
     pub columns: Vec<String>,
@@ -211,7 +212,119 @@ pub(crate) fn compile(text: &str) -> Result<Plan, QueryError> {
     let mut plan = c.plan;
     plan.columns = c.schema.into_iter().map(|col| col.name).collect();
     bound_sorts(&mut plan.stages);
+    prune(&mut plan);
     Ok(plan)
+}
+
+/// Leaves out of the kept rows the columns no later stage reads and the result does not show
+/// (e.g. `Device | where ... | summarize count() by os` copies only `os`).
+fn prune(plan: &mut Plan) {
+    let width = plan.materialize.len();
+    // Walking back from the result: which columns of each stage's input are needed.
+    let mut needed: Vec<bool> = vec![true; plan.columns.len()];
+    for stage in plan.stages.iter().rev() {
+        needed = match stage {
+            StageSpec::Filter(p) => {
+                let mut n = needed;
+                p.columns(&mut |i| n[i] = true);
+                n
+            }
+            StageSpec::Take(_) => needed,
+            StageSpec::Sort { keys, .. } => {
+                let mut n = needed;
+                for &(i, _) in keys {
+                    n[i] = true;
+                }
+                n
+            }
+            StageSpec::Project(cols) => {
+                let mut n = vec![false; stage_input_width(plan, stage)];
+                for (j, &i) in cols.iter().enumerate() {
+                    if needed[j] {
+                        n[i] = true;
+                    }
+                }
+                n
+            }
+            StageSpec::Distinct(cols) => {
+                let mut n = vec![false; stage_input_width(plan, stage)];
+                for &i in cols {
+                    n[i] = true;
+                }
+                n
+            }
+            StageSpec::Summarize { by, aggs } => {
+                let mut n = vec![false; stage_input_width(plan, stage)];
+                for &i in by {
+                    n[i] = true;
+                }
+                for a in aggs {
+                    match a {
+                        AggSpec::Count => {}
+                        AggSpec::CountIf(p) => p.columns(&mut |i| n[i] = true),
+                        AggSpec::Sum(i)
+                        | AggSpec::Min(i)
+                        | AggSpec::Max(i)
+                        | AggSpec::DCount(i) => n[*i] = true,
+                    }
+                }
+                n
+            }
+        };
+    }
+    debug_assert_eq!(needed.len(), width);
+    for (m, keep) in plan.materialize.iter_mut().zip(needed) {
+        if !keep {
+            *m = None;
+        }
+    }
+}
+
+/// The number of columns `stage` reads.
+fn stage_input_width(plan: &Plan, stage: &StageSpec) -> usize {
+    let mut width = plan.materialize.len();
+    for s in &plan.stages {
+        if std::ptr::eq(s, stage) {
+            break;
+        }
+        match s {
+            StageSpec::Project(cols) | StageSpec::Distinct(cols) => width = cols.len(),
+            StageSpec::Summarize { by, aggs } => width = by.len() + aggs.len(),
+            _ => {}
+        }
+    }
+    width
+}
+
+impl Operand {
+    fn column(&self, f: &mut impl FnMut(usize)) {
+        if let Operand::Col(i) = self {
+            f(*i);
+        }
+    }
+}
+
+impl Pred {
+    /// Calls `f` with every column the condition reads.
+    fn columns(&self, f: &mut impl FnMut(usize)) {
+        match self {
+            Pred::Value(o) | Pred::In { operand: o, .. } | Pred::IsNull { operand: o, .. } => {
+                o.column(f)
+            }
+            Pred::Cmp(_, a, b)
+            | Pred::Str {
+                left: a, right: b, ..
+            } => {
+                a.column(f);
+                b.column(f);
+            }
+            Pred::Not(p) => p.columns(f),
+            Pred::And(a, b) | Pred::Or(a, b) => {
+                a.columns(f);
+                b.columns(f);
+            }
+        }
+    }
 }
 
 /// A sort only needs to keep as many rows as a `take` right after it (projections between
@@ -252,7 +365,7 @@ impl Compiler<'_> {
             return;
         }
         self.materialized = true;
-        self.plan.materialize = self.schema.iter().map(|c| c.index).collect();
+        self.plan.materialize = self.schema.iter().map(|c| Some(c.index)).collect();
         for (i, c) in self.schema.iter_mut().enumerate() {
             c.index = i;
         }

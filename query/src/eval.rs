@@ -4,8 +4,9 @@ use crate::MAX_ROWS;
 use crate::compile::{AggSpec, CmpOp, LitVal, Operand, Plan, Pred, StageSpec, StrOp};
 use crate::schema::{Cell, Row, Val, for_each_row};
 use cloudattach_model::Device;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::BinaryHeap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -209,18 +210,14 @@ impl AggState {
             AggSpec::Sum(_) => AggState::Sum(0),
             AggSpec::Min(_) => AggState::Min(Cell::Null),
             AggSpec::Max(_) => AggState::Max(Cell::Null),
-            AggSpec::DCount(_) => AggState::DCount(HashSet::new()),
+            AggSpec::DCount(_) => AggState::DCount(HashSet::default()),
         }
     }
 
     fn add(&mut self, spec: &AggSpec, row: &[Cell]) {
         match (self, spec) {
             (AggState::Count(n), AggSpec::Count) => *n += 1,
-            (AggState::Count(n), AggSpec::CountIf(p)) => {
-                if p.eval(row) == Some(true) {
-                    *n += 1;
-                }
-            }
+            (AggState::Count(n), AggSpec::CountIf(p)) if p.eval(row) == Some(true) => *n += 1,
             (AggState::Sum(s), AggSpec::Sum(i)) => {
                 if let Cell::Long(v) = row[*i] {
                     *s = s.saturating_add(v);
@@ -238,10 +235,10 @@ impl AggState {
                     *m = v.clone();
                 }
             }
-            (AggState::DCount(set), AggSpec::DCount(i)) => {
-                if row[*i] != Cell::Null && !set.contains(&row[*i]) {
-                    set.insert(row[*i].clone());
-                }
+            (AggState::DCount(set), AggSpec::DCount(i))
+                if row[*i] != Cell::Null && !set.contains(&row[*i]) =>
+            {
+                set.insert(row[*i].clone());
             }
             _ => {}
         }
@@ -288,7 +285,7 @@ impl Summary {
             let states = self.aggs.iter().map(AggState::new).collect();
             self.groups.push((Vec::new(), states));
         }
-        self.index = HashMap::new();
+        self.index = HashMap::default();
         std::mem::take(&mut self.groups)
             .into_iter()
             .map(|(mut key, states)| {
@@ -417,12 +414,12 @@ impl Stage {
             StageSpec::Take(n) => Stage::Take { n: *n, seen: 0 },
             StageSpec::Distinct(cols) => Stage::Distinct {
                 cols: cols.clone(),
-                seen: HashSet::new(),
+                seen: HashSet::default(),
             },
             StageSpec::Summarize { by, aggs } => Stage::Summarize(Summary {
                 by: by.clone(),
                 aggs: aggs.clone(),
-                index: HashMap::new(),
+                index: HashMap::default(),
                 groups: Vec::new(),
             }),
             StageSpec::Sort { keys, limit } => Stage::Sort(match limit {
@@ -548,7 +545,7 @@ impl Evaluator {
                 let row = plan
                     .materialize
                     .iter()
-                    .map(|&i| Cell::from_val(source.get(i)))
+                    .map(|i| i.map_or(Cell::Null, |i| Cell::from_val(source.get(i))))
                     .collect();
                 run(stages, sink, row);
                 if sink.truncated

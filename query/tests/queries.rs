@@ -743,14 +743,13 @@ fn results_are_capped_at_max_rows() {
     }
     let table = parse("Device | take 10000").unwrap().run(&many);
     assert!(!table.truncated);
-    assert!(
-        parse("Device | order by resource_id | take 3")
-            .unwrap()
-            .run(&many)
-            .to_string()
-            .ends_with("(truncated)\n")
-            == false
-    );
+    let top = parse("Device | order by resource_id | take 3 | project resource_id")
+        .unwrap()
+        .run(&many);
+    assert!(!top.truncated);
+    assert_eq!(top.to_string(), "resource_id\n10005\n10004\n10003\n");
+    let all = parse("Device | project resource_id").unwrap().run(&many);
+    assert!(all.to_string().ends_with("\n10000\n(truncated)\n"));
 }
 
 #[test]
