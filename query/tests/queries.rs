@@ -1050,3 +1050,24 @@ fn render_shows_the_line_and_a_caret() {
         "query:2:14: type mismatch: cannot compare name (string) with 5 (long) using \">\"\n| where name > 5\n             ^"
     );
 }
+
+#[test]
+fn stages_after_the_first_sort_or_group_see_the_right_columns() {
+    check(
+        "Device | take 4 | project a = name, b = name, resource_id | where resource_id > 1 | order by resource_id asc | project b, resource_id | distinct b | take 2",
+        "b\n\"PC-2\"\n\"SRV-1\"",
+    );
+    check(
+        "DefenderDetection | where severity != 'low' | summarize n = count(), threats = dcount(threat_id) by device | top 1 by threats",
+        "device | n | threats\n\"PC-1\" | 1 | 1",
+    );
+}
+
+#[test]
+fn queries_and_evaluators_can_move_between_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<cloudattach_query::Query>();
+    send_sync::<cloudattach_query::Evaluator>();
+    send_sync::<cloudattach_query::Table>();
+    send_sync::<QueryError>();
+}
