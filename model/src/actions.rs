@@ -567,6 +567,19 @@ pub struct ConnectorBeat {
     pub last_error: Option<String>,
 }
 
+impl ConnectorBeat {
+    /// A beat without an upload yet.
+    pub fn new(connector_id: &str, version: &str, interval_secs: u64) -> Self {
+        ConnectorBeat {
+            connector_id: connector_id.into(),
+            version: version.into(),
+            interval_secs,
+            last_upload: None,
+            last_error: None,
+        }
+    }
+}
+
 /// The connector's health as the cloud sees it: `GET /api/v1/hierarchies/{hid}/connector`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]

@@ -31,6 +31,8 @@ pub enum Command {
     Detach,
     /// `status`: reads only.
     Status,
+    /// `connect`: locks only while a sync round writes (it takes the lock itself).
+    Connect,
 }
 
 impl Command {
@@ -42,10 +44,11 @@ impl Command {
             Command::Disable => "disable",
             Command::Detach => "detach",
             Command::Status => "status",
+            Command::Connect => "connect",
         }
     }
     fn locks(self) -> bool {
-        self != Command::Status
+        !matches!(self, Command::Status | Command::Connect)
     }
     /// Only apply registers an app; the other commands use the one apply registered.
     fn app_policy(self) -> AppPolicy {

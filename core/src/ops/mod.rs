@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod check;
 pub mod connect;
+pub mod connector;
 pub mod detach;
 pub mod disable;
 pub mod explain;

@@ -95,7 +95,10 @@ impl Gateway {
     }
 
     fn path(&self, path: &str) -> String {
-        if path.is_empty() {
+        if path.starts_with("/api/") {
+            // A gateway path outside the hierarchy (`/api/v1/actions/{id}/answer`).
+            path.to_string()
+        } else if path.is_empty() {
             format!("/api/v1/hierarchies/{}", self.hierarchy_id)
         } else {
             format!(

@@ -7,10 +7,11 @@
 
 use cloudattach_sdk::OptionsExt;
 use cloudattach_sdk::{
-    ActionDecl, ActionParameter, ActionTarget, ApplyOutcome, CheckReport, CollectionInfo,
-    ConnectionPoint, Device, DeviceParts, Environment, Finding, Host, HostError, Manifest,
-    OptionSpec, Options, ParameterKind, PlanDecision, Plugin, Record, SiteVersion, SyncMode,
-    SyncStats, actions, enable_and_upload, settings_action, thousands, upload_from_devices,
+    ActionCall, ActionDecl, ActionError, ActionParameter, ActionSubject, ActionTarget,
+    ApplyOutcome, CheckReport, CollectionInfo, ConnectionPoint, Device, DeviceParts, Environment,
+    Finding, Host, HostError, Manifest, OptionSpec, Options, ParameterKind, PlanDecision, Plugin,
+    Record, SiteVersion, SyncMode, SyncStats, actions, enable_and_upload, settings_action,
+    thousands, upload_from_devices,
 };
 use serde_json::{Value, json};
 
@@ -97,6 +98,26 @@ pub fn cmpivot() -> ActionDecl {
     ))
 }
 
+/// CMPivot over a collection: the query over the collection's effective members.
+pub fn cmpivot_collection() -> ActionDecl {
+    ActionDecl::new(
+        CMPIVOT_COLLECTION,
+        "CMPivot (collection)",
+        ActionTarget::Collection,
+        &[actions::SITE_READ, actions::SITE_RUN_CMPIVOT],
+        &[actions::INTUNE_RUN_CMPIVOT],
+    )
+    .parameter(ActionParameter::new(
+        "query",
+        ParameterKind::String,
+        true,
+        "the query, in the CMPivot subset of the Kusto query language",
+    ))
+}
+
+/// The id of CMPivot over a collection.
+pub const CMPIVOT_COLLECTION: &str = "cmpivot-collection";
+
 /// The device's timeline: the events the site knows of it.
 pub fn timeline() -> ActionDecl {
     ActionDecl::new(
@@ -110,6 +131,117 @@ pub fn timeline() -> ActionDecl {
         ],
         &[actions::INTUNE_VIEW_TIMELINE],
     )
+}
+
+/// The resource explorer's document for one device, read from the site now: its whole
+/// inventory record (with its Defender and analytics blocks and what its line carries beyond
+/// the model, none of which tenant attach uploads), its collections with how it is in each, its
+/// client details and whether tenant attach uploads it.
+pub fn resource_explorer_document(host: &dyn Host, resource_id: i64) -> Result<Value, ActionError> {
+    let device = find_device(host, resource_id)?;
+    let mut record = serde_json::to_value(&device).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut record {
+        for (k, v) in &device.extension {
+            map.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    Ok(json!({
+        "resource_id": device.resource_id,
+        "name": device.name,
+        "inventory": record,
+        "collections": host.memberships(resource_id),
+        "client": {
+            "client": device.client,
+            "client_version": device.client_version,
+            "client_active": device.client_active,
+            "last_active": device.last_active,
+            "primary_user": device.primary_user,
+        },
+        "uploaded": host.is_uploaded(&device),
+        "site": host.site().code,
+    }))
+}
+
+fn find_device(host: &dyn Host, resource_id: i64) -> Result<Device, ActionError> {
+    let mut found = None;
+    host.for_each_device(&mut |d| {
+        if found.is_none() && d.resource_id == resource_id {
+            found = Some(d.clone());
+        }
+    })
+    .map_err(|e| ActionError::new(e.code, e.message))?;
+    found.ok_or_else(|| {
+        ActionError::new(
+            "device-not-found",
+            format!(
+                "site {} has no device with resource id {resource_id}",
+                host.site().code
+            ),
+        )
+    })
+}
+
+/// Runs a CMPivot query over the site's inventory now: over one device, or over a
+/// collection's effective members. A query that does not parse fails with `query-error`, its
+/// message pointing at the position.
+pub fn run_query(
+    host: &dyn Host,
+    call: &ActionCall,
+) -> Result<cloudattach_sdk::ActionResult, ActionError> {
+    let text = call
+        .parameters
+        .get("query")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ActionError::new("query-missing", "the parameter \"query\" is required"))?;
+    let query =
+        cloudattach_query::parse(text).map_err(|e| ActionError::new("query-error", e.render()))?;
+    let mut parts = DeviceParts::NONE;
+    if query.needs_defender() {
+        parts = parts.union(DeviceParts::DEFENDER);
+    }
+    if query.needs_analytics() {
+        parts = parts.union(DeviceParts::ANALYTICS);
+    }
+    let mut eval = query.evaluator();
+    let mut seen = false;
+    match &call.subject {
+        ActionSubject::Device(id) => host.for_each_device_with(parts, &mut |d| {
+            if d.resource_id == *id {
+                seen = true;
+                eval.push(d);
+            }
+        }),
+        ActionSubject::Collection(c) => {
+            if host.collection(c).is_none() {
+                return Err(ActionError::new(
+                    "collection-not-found",
+                    format!("site {} has no collection {c}", host.site().code),
+                ));
+            }
+            seen = true;
+            host.for_each_device_with(parts, &mut |d| {
+                if !eval.is_done() && host.is_member(c, d.resource_id) {
+                    eval.push(d);
+                }
+            })
+        }
+    }
+    .map_err(|e| ActionError::new(e.code, e.message))?;
+    if !seen {
+        return Err(ActionError::new(
+            "device-not-found",
+            format!(
+                "site {} has no device with this resource id",
+                host.site().code
+            ),
+        ));
+    }
+    let table = eval.finish();
+    Ok(cloudattach_sdk::ActionResult::Table {
+        columns: table.columns,
+        rows: table.rows,
+        truncated: table.truncated,
+    })
 }
 
 /// Counts of the site's devices against the upload scope.
@@ -154,6 +286,26 @@ pub struct TenantAttach;
 cloudattach_sdk::register_plugin!(TenantAttach);
 
 impl Plugin for TenantAttach {
+    fn serve_action(
+        &self,
+        host: &dyn Host,
+        _options: &Options,
+        call: &ActionCall,
+    ) -> Result<cloudattach_sdk::ActionResult, ActionError> {
+        match (call.action.as_str(), &call.subject) {
+            (actions::RESOURCE_EXPLORER, ActionSubject::Device(id)) => {
+                resource_explorer_document(host, *id)
+                    .map(|document| cloudattach_sdk::ActionResult::Document { document })
+            }
+            (actions::CMPIVOT, ActionSubject::Device(_))
+            | (CMPIVOT_COLLECTION, ActionSubject::Collection(_)) => run_query(host, call),
+            (other, subject) => Err(ActionError::new(
+                "action-not-served",
+                format!("tenant-attach serves no action \"{other}\" for {subject:?}"),
+            )),
+        }
+    }
+
     fn manifest(&self) -> Manifest {
         Manifest::new(
             ID,
@@ -177,7 +329,7 @@ impl Plugin for TenantAttach {
         ))
         .action(resource_explorer())
         .action(cmpivot())
-        .action(timeline())
+        .action(cmpivot_collection())
     }
 
     fn check(&self, host: &dyn Host, options: &Options) -> CheckReport {
