@@ -207,6 +207,8 @@ pub enum CallerKind {
         roles: Vec<String>,
         /// Intune license.
         intune_license: bool,
+        /// Intune roles (current, from the directory).
+        intune_roles: Vec<String>,
     },
     /// An application (client credentials).
     App {
@@ -225,6 +227,28 @@ impl Caller {
     pub fn is_intune_role_admin(&self) -> bool {
         matches!(&self.kind, CallerKind::User { roles, .. }
             if roles.iter().any(|r| r == ROLE_GA || r == ROLE_INTUNE_ADMIN))
+    }
+
+    /// The Intune permissions of cloud-attached devices the caller holds: every one for a
+    /// Global or Intune Administrator, else the union of its Intune roles' (none for an app).
+    pub fn intune_permissions(&self) -> Vec<&'static str> {
+        match &self.kind {
+            CallerKind::User { .. } if self.is_intune_role_admin() => {
+                cloudattach_model::actions::ALL_INTUNE_PERMISSIONS.to_vec()
+            }
+            CallerKind::User { intune_roles, .. } => {
+                cloudattach_model::actions::intune_permissions_of(intune_roles)
+            }
+            CallerKind::App { .. } => Vec::new(),
+        }
+    }
+
+    /// A signed-in user (delegated token) of the tenant: its object id and UPN.
+    pub fn user(&self) -> Option<(&str, &str)> {
+        match &self.kind {
+            CallerKind::User { id, upn, .. } => Some((id, upn)),
+            CallerKind::App { .. } => None,
+        }
     }
 
     fn has_perm(&self, p: &str) -> bool {

@@ -119,6 +119,11 @@ impl ApiError {
             message,
         )
     }
+    /// Replaces the error code.
+    pub fn with_code(mut self, code: &str) -> Self {
+        self.code = code.into();
+        self
+    }
     /// Adds details.
     pub fn with_details(mut self, d: serde_json::Value) -> Self {
         self.details = Some(d);

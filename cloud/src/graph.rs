@@ -26,6 +26,7 @@ pub(crate) async fn me(Extension(c): Extension<Caller>) -> R {
             upn,
             roles,
             intune_license,
+            ..
         } => Ok(Json(json!({
             "id": id, "userPrincipalName": upn, "roles": roles, "intuneLicense": intune_license,
             "tenantId": c.tenant_id,

@@ -5,6 +5,7 @@
 //! tokens), Graph-style app registration, the attach gateway (`/api/v1/...`), the read API and
 //! reports, SQLite storage and fault injection. See `docs/cloud-api.md`.
 
+mod actions;
 pub mod auth;
 mod body;
 pub mod error;
@@ -114,6 +115,10 @@ pub struct ServeOptions {
         hide = true
     )]
     pub sign_in_failures_per_address: u32,
+    /// Overrides the timeout of every cloud action, in seconds (tests: an action times out
+    /// without waiting for its declared timeout).
+    #[arg(long = "action-timeout-secs", hide = true)]
+    pub action_timeout_secs: Option<u64>,
 }
 
 impl Default for ServeOptions {
@@ -143,6 +148,7 @@ impl Default for ServeOptions {
             lockout_threshold: 10,
             lockout_secs: 60,
             sign_in_failures_per_address: 30,
+            action_timeout_secs: None,
         }
     }
 }
@@ -238,6 +244,11 @@ impl ServeOptions {
                     "{name} must be at least 1"
                 )));
             }
+        }
+        if self.action_timeout_secs == Some(0) {
+            return Err(CloudError::InvalidOption(
+                "--action-timeout-secs must be at least 1".into(),
+            ));
         }
         if self.device_code_interval_secs == 0 {
             return Err(CloudError::InvalidOption(

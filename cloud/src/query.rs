@@ -22,7 +22,11 @@ pub(crate) fn allowed(method: &Method, route: &str) -> &'static [&'static str] {
         "/api/v1/reports/endpoint-analytics/apps"
         | "/api/v1/reports/defender/{report}"
         | "/api/v1/comanagement/devices" => &["$top", "$skiptoken", "hierarchy"],
-        "/api/v1/hierarchies" | "/api/v1/hierarchies/{hid}/ext/{fid}/records" => PAGED,
+        "/api/v1/hierarchies"
+        | "/api/v1/hierarchies/{hid}/ext/{fid}/records"
+        | "/api/v1/roleAssignments" => PAGED,
+        "/api/v1/actions" => &["$top", "$skiptoken", "hierarchy", "resource_id", "status"],
+        "/api/v1/hierarchies/{hid}/connector/actions" => &["connector_id", "wait"],
         "/v1.0/applications" | "/v1.0/servicePrincipals" => &["$filter", "$top", "$skiptoken"],
         "/api/v1/hierarchies/{hid}/upload/{channel}/keys"
         | "/api/v1/hierarchies/{hid}/upload/ext/{fid}/keys" => &["after"],

@@ -336,6 +336,12 @@ pub(crate) async fn overview(State(st): St, Extension(c): Extension<Caller>) -> 
             }
             j["counts"] = Value::Object(counts);
             j["effective_authority"] = json!(effective_authority(&f, t.use_intune_rbac));
+            j["connector"] = serde_json::to_value(crate::actions::health(
+                &h.hierarchy_id,
+                s.connector(h.row)?,
+                util::now_unix(),
+            ))
+            .unwrap_or(Value::Null);
             hs.push(j);
         }
         Ok(json!({

@@ -3,16 +3,16 @@
 use crate::auth::{self, PERM_READ, RESOURCE, ROLE_GA};
 use crate::error::CloudError;
 use crate::store::{Application, ResourceAccess, SecretMeta, Store, Tenant, User};
+use cloudattach_model::actions::{ROLE_HELP_DESK_OPERATOR, ROLE_READ_ONLY_OPERATOR};
 use std::sync::OnceLock;
 
 /// The password of every seeded user.
 pub const DEV_PASSWORD: &str = "cloudattach-dev";
 /// The secret of the seeded read-only apps.
 pub const DEV_SECRET: &str = "cloudattach-dev-secret";
-/// Tenant id of contoso.example.
-pub const CONTOSO_TENANT_ID: &str = "c0257050-0000-4000-8000-000000000001";
-/// Tenant id of fabrikam.example.
-pub const FABRIKAM_TENANT_ID: &str = "fab41ca3-0000-4000-8000-000000000002";
+pub use cloudattach_model::dev::{
+    CONTOSO_DOMAIN, CONTOSO_TENANT_ID, FABRIKAM_DOMAIN, FABRIKAM_TENANT_ID, seeded_user_object_id,
+};
 /// Read-only app of contoso.example.
 pub const CONTOSO_READER_APP_ID: &str = "00000000-0000-4000-8000-00000000c0de";
 /// Read-only app of fabrikam.example.
@@ -32,13 +32,13 @@ pub struct SeededTenant {
 const SEED: [(&str, &str, &str, &str); 2] = [
     (
         "Contoso",
-        "contoso.example",
+        CONTOSO_DOMAIN,
         CONTOSO_TENANT_ID,
         CONTOSO_READER_APP_ID,
     ),
     (
         "Fabrikam",
-        "fabrikam.example",
+        FABRIKAM_DOMAIN,
         FABRIKAM_TENANT_ID,
         FABRIKAM_READER_APP_ID,
     ),
@@ -61,18 +61,26 @@ pub fn seed(store: &dyn Store) -> Result<(), CloudError> {
             domains: vec![domain.into()],
             use_intune_rbac: false,
         })?;
-        for (local, roles, lic) in [
-            ("admin", vec![ROLE_GA.to_string()], true),
-            ("nolicense", vec![ROLE_GA.to_string()], false),
-            ("user", vec![], false),
+        let ga = || vec![ROLE_GA.to_string()];
+        let intune = |r: &str| vec![r.to_string()];
+        for (local, roles, lic, intune_roles) in [
+            ("admin", ga(), true, vec![]),
+            ("nolicense", ga(), false, vec![]),
+            ("user", vec![], false, vec![]),
+            ("helpdesk", vec![], true, intune(ROLE_HELP_DESK_OPERATOR)),
+            ("readonly", vec![], true, intune(ROLE_READ_ONLY_OPERATOR)),
+            ("cloudonly", vec![], true, intune(ROLE_HELP_DESK_OPERATOR)),
         ] {
+            let id = seeded_user_object_id(tid, local)
+                .ok_or_else(|| CloudError::Storage(format!("no seeded object id for {local}")))?;
             store.create_user(&User {
-                id: crate::util::uuid(),
+                id,
                 tenant_id: tid.into(),
                 upn: format!("{local}@{domain}"),
                 password_hash: dev_password_hash(),
                 roles,
                 intune_license: lic,
+                intune_roles,
             })?;
         }
         let app = Application {
@@ -140,6 +148,9 @@ pub fn describe(seeded: &[SeededTenant]) -> String {
         s.push_str(&format!(
             "  tenant {} (id {})\n    admin@{d} (Global Administrator, Intune license)\n    \
              nolicense@{d} (Global Administrator, no Intune license)\n    user@{d} (no admin role)\n    \
+             helpdesk@{d} (Intune role Help Desk Operator)\n    \
+             readonly@{d} (Intune role Read Only Operator)\n    \
+             cloudonly@{d} (Intune role Help Desk Operator; a user no site knows)\n    \
              read-only app {} secret {DEV_SECRET}\n",
             t.domain,
             t.tenant_id,
@@ -147,6 +158,10 @@ pub fn describe(seeded: &[SeededTenant]) -> String {
             d = t.domain
         ));
     }
+    s.push_str(
+        "  seeded users' object ids: the tenant id's first 8 hex digits, -0000-4000-9000-, and \
+         000000000001 (admin) to 000000000006 (cloudonly)\n",
+    );
     s.push_str(&format!(
         "  CLI public client id {}\n",
         auth::PUBLIC_CLIENT_ID

@@ -5,13 +5,13 @@ use crate::error::ApiError;
 use crate::faults::Faults;
 use crate::identity::DeviceCodes;
 use crate::store::{Store, StoreError};
-use crate::{ServeOptions, faults, gateway, graph, identity, read};
+use crate::{ServeOptions, actions, faults, gateway, graph, identity, read};
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use cloudattach_model::Environment;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::net::SocketAddr;
@@ -46,6 +46,10 @@ pub(crate) struct AppState {
     pub password_slots: Arc<tokio::sync::Semaphore>,
     /// Where accepted upload bodies are kept (`--capture-uploads`), and how many so far.
     pub capture: Option<(std::path::PathBuf, std::sync::atomic::AtomicU64)>,
+    /// Overrides every action's timeout (`--action-timeout-secs`, tests).
+    pub action_timeout_secs: Option<u64>,
+    /// Wakes the connector polls waiting on a hierarchy (by row) when an action is queued.
+    pub action_wakeups: std::sync::Mutex<std::collections::HashMap<i64, Arc<Notify>>>,
 }
 
 impl AppState {
@@ -83,7 +87,19 @@ impl AppState {
                 .capture_uploads
                 .clone()
                 .map(|dir| (dir, std::sync::atomic::AtomicU64::new(0))),
+            action_timeout_secs: o.action_timeout_secs,
+            action_wakeups: Default::default(),
         }
+    }
+
+    /// The wake-up of the connector polls of a hierarchy.
+    pub fn wakeup(&self, row: i64) -> Arc<Notify> {
+        self.action_wakeups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(row)
+            .or_default()
+            .clone()
     }
 
     /// The issuer of a tenant's tokens.
@@ -212,6 +228,39 @@ pub(crate) fn router(st: Arc<AppState>) -> Router {
         .route(
             "/api/v1/comanagement/devices",
             get(read::comanagement_devices),
+        )
+        .route("/api/v1/roles", get(actions::roles))
+        .route("/api/v1/roleAssignments", get(actions::role_assignments))
+        .route(
+            "/api/v1/users/{user}/intuneRoles",
+            put(actions::put_intune_roles),
+        )
+        .route(
+            "/api/v1/hierarchies/{hid}/features/{fid}/actions",
+            get(actions::get_declared).put(actions::put_declared),
+        )
+        .route(
+            "/api/v1/hierarchies/{hid}/actions/declared",
+            get(actions::hierarchy_declared),
+        )
+        .route(
+            "/api/v1/hierarchies/{hid}/devices/{resource_id}/actions",
+            post(actions::ask_device),
+        )
+        .route(
+            "/api/v1/hierarchies/{hid}/collections/{collection_id}/actions",
+            post(actions::ask_collection),
+        )
+        .route("/api/v1/actions", get(actions::list_actions))
+        .route("/api/v1/actions/{id}", get(actions::get_action))
+        .route("/api/v1/actions/{id}/answer", post(actions::answer))
+        .route(
+            "/api/v1/hierarchies/{hid}/connector",
+            get(actions::get_connector).put(actions::put_connector),
+        )
+        .route(
+            "/api/v1/hierarchies/{hid}/connector/actions",
+            get(actions::poll),
         )
         .layer(axum::middleware::from_fn(crate::query::middleware))
         .layer(from_fn_with_state(st.clone(), faults::middleware))
@@ -397,6 +446,7 @@ async fn caller_of(
                     upn: u.upn,
                     roles: u.roles,
                     intune_license: u.intune_license,
+                    intune_roles: u.intune_roles,
                 },
             }))
         }
@@ -415,6 +465,7 @@ pub(crate) async fn run(
 ) {
     let header_timeout = st.header_read_timeout;
     let slots = Arc::new(tokio::sync::Semaphore::new(st.max_connections));
+    let sweeper = tokio::spawn(actions::sweep(st.clone()));
     let app = router(st);
     let mut conns = tokio::task::JoinSet::new();
     loop {
@@ -463,5 +514,6 @@ pub(crate) async fn run(
             }
         });
     }
+    sweeper.abort();
     conns.shutdown().await;
 }

@@ -3,6 +3,9 @@
 //! Every method is synchronous and short; the HTTP layer calls them on the blocking thread pool.
 //! A PostgreSQL backend implements the same trait (see docs/cloud-api.md, "Storage").
 
+use cloudattach_model::actions::{
+    ActionAnswer, ActionDecl, ActionDoc, ActionError, ActionStatus, ConnectorBeat,
+};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -76,6 +79,8 @@ pub struct User {
     pub roles: Vec<String>,
     /// Whether the user holds an Intune license.
     pub intune_license: bool,
+    /// Intune roles, e.g. "Help Desk Operator" (schema v4).
+    pub intune_roles: Vec<String>,
 }
 
 /// One entry of `requiredResourceAccess` (permission names, not GUIDs).
@@ -283,6 +288,75 @@ pub const FLAG_EA_ELIGIBLE: i64 = 1;
 /// Flag bit (analytics channel): the record carries telemetry (not `"analytics": null`).
 pub const FLAG_HAS_TELEMETRY: i64 = 2;
 
+/// An asked action as stored: its document and what only the cloud needs.
+#[derive(Debug, Clone)]
+pub struct StoredAction {
+    /// The document (`GET /api/v1/actions/{id}`).
+    pub doc: ActionDoc,
+    /// The hierarchy's row.
+    pub hrow: i64,
+    /// The app that owns the hierarchy (the only one whose connector may take and answer it).
+    pub owner_app: Option<String>,
+    /// The connector process that took it last.
+    pub connector_id: Option<String>,
+    /// When it was taken last (RFC 3339).
+    pub taken: Option<String>,
+    /// The connector process whose answer was recorded.
+    pub answered_by: Option<String>,
+}
+
+/// An action to queue.
+#[derive(Debug, Clone)]
+pub struct NewAction {
+    /// Its document (status `pending` or `unauthorized`).
+    pub doc: ActionDoc,
+    /// The hierarchy's row.
+    pub hrow: i64,
+    /// When it times out (unix milliseconds).
+    pub deadline_ms: i64,
+}
+
+/// Which actions [`Store::actions`] lists.
+#[derive(Debug, Clone, Default)]
+pub struct ActionFilter {
+    /// One hierarchy.
+    pub hierarchy_id: Option<String>,
+    /// One device.
+    pub resource_id: Option<i64>,
+    /// One status (`pending`, `timedOut`, …).
+    pub status: Option<String>,
+    /// Only hierarchies this app owns (an app caller).
+    pub owner_app: Option<String>,
+}
+
+/// The outcome of [`Store::answer_action`].
+#[derive(Debug, Clone)]
+pub enum AnswerOutcome {
+    /// The answer was recorded (it was the first).
+    Recorded(StoredAction),
+    /// The action was over already (answered, refused, failed or timed out): nothing changed.
+    Final(StoredAction),
+    /// No such action in the tenant.
+    Missing,
+}
+
+/// The last heartbeat of a hierarchy's connector.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectorRow {
+    /// The connector process.
+    pub connector_id: Option<String>,
+    /// Its version.
+    pub version: Option<String>,
+    /// Its delta upload interval.
+    pub interval_secs: Option<u64>,
+    /// Its last delta upload (RFC 3339).
+    pub last_upload: Option<String>,
+    /// Its last delta upload's failure.
+    pub last_error: Option<String>,
+    /// Its last heartbeat or poll (unix seconds).
+    pub last_heartbeat: Option<i64>,
+}
+
 /// The storage interface of the service.
 pub trait Store: Send + Sync + 'static {
     /// Whether the store holds no tenant (a fresh data dir).
@@ -436,6 +510,71 @@ pub trait Store: Send + Sync + 'static {
         skip: u64,
         top: u64,
     ) -> Result<(Vec<RecordRow>, u64), StoreError>;
+    /// Whether a channel of a hierarchy holds a key.
+    fn has_record(&self, row: i64, channel: &str, key: &str) -> Result<bool, StoreError>;
+    /// The users of a tenant, by UPN.
+    fn users(&self, tenant_id: &str) -> Result<Vec<User>, StoreError>;
+    /// Replaces a user's Intune roles; false when the user is not in the tenant.
+    fn set_intune_roles(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        roles: &[String],
+    ) -> Result<bool, StoreError>;
+    /// Replaces the actions a feature of a hierarchy declares, in one transaction that checks
+    /// the hierarchy ([`StoreError::HierarchyGone`]), the feature
+    /// ([`StoreError::FeatureNotEnabled`]) and that no other feature of the hierarchy declares
+    /// one of the ids ([`StoreError::Conflict`], naming it).
+    fn put_declared_actions(
+        &self,
+        row: i64,
+        feature_id: &str,
+        decls: &[ActionDecl],
+    ) -> Result<(), StoreError>;
+    /// The declared actions of a hierarchy with their features, by feature then declaration.
+    fn declared_actions(&self, row: i64) -> Result<Vec<(String, ActionDecl)>, StoreError>;
+    /// Queues an action (or records a refused one), checking in its transaction that its
+    /// feature still declares it ([`StoreError::FeatureNotEnabled`]).
+    fn insert_action(&self, a: &NewAction) -> Result<(), StoreError>;
+    /// One action of a tenant (timeouts applied first).
+    fn action(&self, tenant_id: &str, id: &str) -> Result<Option<StoredAction>, StoreError>;
+    /// The actions of a tenant, newest first (timeouts applied first).
+    fn actions(
+        &self,
+        tenant_id: &str,
+        filter: &ActionFilter,
+    ) -> Result<Vec<StoredAction>, StoreError>;
+    /// The connector's poll, in one transaction: applies timeouts, records the poll as a
+    /// heartbeat, and takes (marks `running`, taken by `connector_id`) up to `limit` actions of
+    /// the hierarchy, oldest first: the `pending` ones and the `running` ones this connector
+    /// was never given.
+    fn take_actions(
+        &self,
+        row: i64,
+        connector_id: &str,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredAction>, StoreError>;
+    /// Records a connector's answer if the action is still `pending` or `running` after
+    /// timeouts were applied (the first answer wins; one conditional UPDATE).
+    fn answer_action(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        answer: &ActionAnswer,
+        now_ms: i64,
+    ) -> Result<AnswerOutcome, StoreError>;
+    /// Times out every `pending` or `running` action whose deadline passed; returns how many.
+    fn expire_actions(&self, now_ms: i64) -> Result<usize, StoreError>;
+    /// Records a connector's heartbeat.
+    fn put_connector_beat(
+        &self,
+        row: i64,
+        beat: &ConnectorBeat,
+        now_unix: i64,
+    ) -> Result<(), StoreError>;
+    /// The last heartbeat of a hierarchy's connector.
+    fn connector(&self, row: i64) -> Result<Option<ConnectorRow>, StoreError>;
 }
 
 const MIGRATIONS: &[&str] = &[
@@ -569,6 +708,60 @@ DELETE FROM records WHERE NOT EXISTS (
     // the census counts them as unknown, which makes the client reconcile once and resend them.
     r#"
 ALTER TABLE records ADD COLUMN sent_hash INTEGER;
+"#,
+    // v4: cloud actions. Users' Intune roles; the actions each enabled feature declares; the
+    // queue of asked actions (one row each, its document as columns, so that the first answer
+    // wins with one conditional UPDATE); the last heartbeat of each hierarchy's connector.
+    r#"
+ALTER TABLE users ADD COLUMN intune_roles TEXT NOT NULL DEFAULT '[]';
+CREATE TABLE declared_actions(
+  hrow INTEGER NOT NULL REFERENCES hierarchies(row) ON DELETE CASCADE,
+  action_id TEXT NOT NULL,
+  feature_id TEXT NOT NULL,
+  position INTEGER NOT NULL,
+  decl TEXT NOT NULL,
+  PRIMARY KEY(hrow, action_id)
+);
+CREATE TABLE actions(
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  id TEXT NOT NULL UNIQUE,
+  tenant_id TEXT NOT NULL,
+  hrow INTEGER NOT NULL REFERENCES hierarchies(row) ON DELETE CASCADE,
+  hierarchy_id TEXT NOT NULL,
+  action TEXT NOT NULL,
+  feature TEXT NOT NULL,
+  resource_id INTEGER,
+  collection_id TEXT,
+  parameters TEXT NOT NULL,
+  requested_by TEXT NOT NULL,
+  requested_by_id TEXT NOT NULL,
+  status TEXT NOT NULL,
+  authority TEXT,
+  use_intune_rbac INTEGER NOT NULL,
+  result TEXT,
+  error_code TEXT,
+  error_message TEXT,
+  created TEXT NOT NULL,
+  completed TEXT,
+  timeout_secs INTEGER NOT NULL,
+  deadline_ms INTEGER NOT NULL,
+  connector_id TEXT,
+  taken TEXT,
+  delivered_to TEXT NOT NULL DEFAULT '[]',
+  answered_by TEXT
+);
+CREATE INDEX actions_queue ON actions(hrow, status, seq);
+CREATE INDEX actions_deadline ON actions(status, deadline_ms);
+CREATE INDEX actions_tenant ON actions(tenant_id, seq);
+CREATE TABLE connectors(
+  hrow INTEGER PRIMARY KEY REFERENCES hierarchies(row) ON DELETE CASCADE,
+  connector_id TEXT,
+  version TEXT,
+  interval_secs INTEGER,
+  last_upload TEXT,
+  last_error TEXT,
+  last_heartbeat INTEGER
+);
 "#,
 ];
 
@@ -965,17 +1158,19 @@ impl Store for SqliteStore {
 
     fn create_user(&self, u: &User) -> Result<(), StoreError> {
         let roles = serde_json::to_string(&u.roles).unwrap_or_else(|_| "[]".into());
+        let intune_roles = serde_json::to_string(&u.intune_roles).unwrap_or_else(|_| "[]".into());
         self.lock()
             .execute(
-                "INSERT INTO users(id, tenant_id, upn, password_hash, roles, intune_license) \
-                 VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO users(id, tenant_id, upn, password_hash, roles, intune_license, \
+                 intune_roles) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     u.id,
                     u.tenant_id,
                     u.upn,
                     u.password_hash,
                     roles,
-                    u.intune_license
+                    u.intune_license,
+                    intune_roles
                 ],
             )
             .map_err(|e| {
@@ -1311,6 +1506,9 @@ impl Store for SqliteStore {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         tx.execute("DELETE FROM records WHERE hrow = ?1", [row])?;
+        tx.execute("DELETE FROM actions WHERE hrow = ?1", [row])?;
+        tx.execute("DELETE FROM declared_actions WHERE hrow = ?1", [row])?;
+        tx.execute("DELETE FROM connectors WHERE hrow = ?1", [row])?;
         tx.execute("DELETE FROM features WHERE hrow = ?1", [row])?;
         tx.execute("DELETE FROM hierarchies WHERE row = ?1", [row])?;
         tx.commit()?;
@@ -1393,6 +1591,22 @@ impl Store for SqliteStore {
                 params![row, c],
             )?;
         }
+        // Its declarations go with it, and what it was asked to do and has not answered ends.
+        tx.execute(
+            "DELETE FROM declared_actions WHERE hrow = ?1 AND feature_id = ?2",
+            params![row, feature_id],
+        )?;
+        tx.execute(
+            "UPDATE actions SET status = 'failed', error_code = 'feature-disabled', \
+             error_message = ?3, completed = ?4 \
+             WHERE hrow = ?1 AND feature = ?2 AND status IN ('pending', 'running')",
+            params![
+                row,
+                feature_id,
+                format!("the feature {feature_id} was disabled before the action was answered"),
+                crate::util::now_rfc3339()
+            ],
+        )?;
         tx.commit()?;
         Ok(n > 0)
     }
@@ -1641,16 +1855,517 @@ impl Store for SqliteStore {
             .collect::<Result<_, _>>()?;
         Ok((v, total as u64))
     }
+
+    fn has_record(&self, row: i64, channel: &str, key: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .lock()
+            .prepare_cached("SELECT 1 FROM records WHERE hrow = ?1 AND channel = ?2 AND key = ?3")?
+            .exists(params![row, channel, key])?)
+    }
+
+    fn users(&self, tenant_id: &str) -> Result<Vec<User>, StoreError> {
+        self.users_where("tenant_id = ?1", &[tenant_id])
+    }
+
+    fn set_intune_roles(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        roles: &[String],
+    ) -> Result<bool, StoreError> {
+        let roles = serde_json::to_string(roles).unwrap_or_else(|_| "[]".into());
+        let n = self.lock().execute(
+            "UPDATE users SET intune_roles = ?3 WHERE tenant_id = ?1 AND id = ?2",
+            params![tenant_id, user_id, roles],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn put_declared_actions(
+        &self,
+        row: i64,
+        feature_id: &str,
+        decls: &[ActionDecl],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        if !tx
+            .prepare_cached("SELECT 1 FROM hierarchies WHERE row = ?1")?
+            .exists([row])?
+        {
+            return Err(StoreError::HierarchyGone(
+                "the hierarchy was offboarded while the request ran".into(),
+            ));
+        }
+        if !tx
+            .prepare_cached("SELECT 1 FROM features WHERE hrow = ?1 AND feature_id = ?2")?
+            .exists(params![row, feature_id])?
+        {
+            return Err(StoreError::FeatureNotEnabled(format!(
+                "feature {feature_id} is not enabled"
+            )));
+        }
+        for d in decls {
+            let other: Option<String> = tx
+                .query_row(
+                    "SELECT feature_id FROM declared_actions WHERE hrow = ?1 AND action_id = ?2 \
+                     AND feature_id != ?3",
+                    params![row, d.id, feature_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(other) = other {
+                return Err(StoreError::Conflict(format!(
+                    "the action \"{}\" is declared by the feature {other} of this hierarchy; \
+                     an action id belongs to one enabled feature",
+                    d.id
+                )));
+            }
+        }
+        tx.execute(
+            "DELETE FROM declared_actions WHERE hrow = ?1 AND feature_id = ?2",
+            params![row, feature_id],
+        )?;
+        for (i, d) in decls.iter().enumerate() {
+            let decl = serde_json::to_string(d).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            tx.execute(
+                "INSERT INTO declared_actions(hrow, action_id, feature_id, position, decl) \
+                 VALUES(?1, ?2, ?3, ?4, ?5)",
+                params![row, d.id, feature_id, i as i64, decl],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn declared_actions(&self, row: i64) -> Result<Vec<(String, ActionDecl)>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached(
+            "SELECT feature_id, decl FROM declared_actions WHERE hrow = ?1 \
+             ORDER BY feature_id, position",
+        )?;
+        let rows: Vec<(String, String)> = st
+            .query_map([row], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        rows.into_iter()
+            .map(|(f, d)| {
+                Ok((
+                    f,
+                    serde_json::from_str(&d).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                ))
+            })
+            .collect()
+    }
+
+    fn insert_action(&self, a: &NewAction) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let d = &a.doc;
+        if !tx
+            .prepare_cached(
+                "SELECT 1 FROM declared_actions WHERE hrow = ?1 AND action_id = ?2 \
+                 AND feature_id = ?3",
+            )?
+            .exists(params![a.hrow, d.action, d.feature])?
+        {
+            return Err(StoreError::FeatureNotEnabled(format!(
+                "the feature {} no longer declares the action \"{}\" (it was disabled while the \
+                 request ran); nothing was queued",
+                d.feature, d.action
+            )));
+        }
+        tx.execute(
+            "INSERT INTO actions(id, tenant_id, hrow, hierarchy_id, action, feature, resource_id, \
+             collection_id, parameters, requested_by, requested_by_id, status, authority, \
+             use_intune_rbac, result, error_code, error_message, created, completed, timeout_secs, \
+             deadline_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, \
+             ?16, ?17, ?18, ?19, ?20, ?21)",
+            params![
+                d.id,
+                d.tenant_id,
+                a.hrow,
+                d.hierarchy_id,
+                d.action,
+                d.feature,
+                d.resource_id,
+                d.collection_id,
+                Value::Object(d.parameters.clone()).to_string(),
+                d.requested_by,
+                d.requested_by_id,
+                d.status.as_str(),
+                d.authority,
+                d.use_intune_rbac,
+                d.result
+                    .as_ref()
+                    .and_then(|r| serde_json::to_string(r).ok()),
+                d.error.as_ref().map(|e| e.code.clone()),
+                d.error.as_ref().map(|e| e.message.clone()),
+                d.created,
+                d.completed,
+                d.timeout_secs as i64,
+                a.deadline_ms,
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn action(&self, tenant_id: &str, id: &str) -> Result<Option<StoredAction>, StoreError> {
+        let conn = self.lock();
+        expire_in(&conn, crate::util::now_ms(), None)?;
+        Ok(select_actions(
+            &conn,
+            "a.tenant_id = ?1 AND a.id = ?2",
+            params![tenant_id, id],
+        )?
+        .pop())
+    }
+
+    fn actions(&self, tenant_id: &str, f: &ActionFilter) -> Result<Vec<StoredAction>, StoreError> {
+        let conn = self.lock();
+        expire_in(&conn, crate::util::now_ms(), None)?;
+        let mut v = select_actions(
+            &conn,
+            "a.tenant_id = ?1 AND (?2 IS NULL OR a.hierarchy_id = lower(?2)) \
+             AND (?3 IS NULL OR a.resource_id = ?3) AND (?4 IS NULL OR a.status = ?4) \
+             AND (?5 IS NULL OR h.app_id = lower(?5))",
+            params![
+                tenant_id,
+                f.hierarchy_id,
+                f.resource_id,
+                f.status,
+                f.owner_app
+            ],
+        )?;
+        v.reverse();
+        Ok(v)
+    }
+
+    fn take_actions(
+        &self,
+        row: i64,
+        connector_id: &str,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredAction>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        expire_in(&tx, now_ms, Some(row))?;
+        tx.execute(
+            "INSERT INTO connectors(hrow, connector_id, last_heartbeat) VALUES(?1, ?2, ?3) \
+             ON CONFLICT(hrow) DO UPDATE SET connector_id = excluded.connector_id, \
+             last_heartbeat = excluded.last_heartbeat",
+            params![row, connector_id, now_ms.div_euclid(1000)],
+        )?;
+        let open: Vec<(i64, String, String)> = tx
+            .prepare_cached(
+                "SELECT seq, status, delivered_to FROM actions WHERE hrow = ?1 \
+                 AND status IN ('pending', 'running') ORDER BY seq",
+            )?
+            .query_map([row], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
+        let taken = crate::util::unix_to_rfc3339(now_ms.div_euclid(1000));
+        let mut seqs = Vec::new();
+        for (seq, status, delivered) in open {
+            if seqs.len() >= limit {
+                break;
+            }
+            let mut delivered = json_vec(delivered)?;
+            // A running action goes to another connector process (one that restarted after a
+            // crash), never twice to the same one.
+            if status == "running" && delivered.iter().any(|c| c == connector_id) {
+                continue;
+            }
+            delivered.push(connector_id.to_string());
+            tx.execute(
+                "UPDATE actions SET status = 'running', connector_id = ?2, taken = ?3, \
+                 delivered_to = ?4 WHERE seq = ?1",
+                params![
+                    seq,
+                    connector_id,
+                    taken,
+                    serde_json::to_string(&delivered).unwrap_or_else(|_| "[]".into())
+                ],
+            )?;
+            seqs.push(seq);
+        }
+        let mut out = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            out.extend(select_actions(&tx, "a.seq = ?1", params![seq])?);
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn answer_action(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        answer: &ActionAnswer,
+        now_ms: i64,
+    ) -> Result<AnswerOutcome, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        expire_in(&tx, now_ms, None)?;
+        let n = tx.execute(
+            "UPDATE actions SET status = ?3, authority = ?4, result = ?5, error_code = ?6, \
+             error_message = ?7, completed = ?8, answered_by = ?9 \
+             WHERE tenant_id = ?1 AND id = ?2 AND status IN ('pending', 'running')",
+            params![
+                tenant_id,
+                id,
+                answer.status.as_str(),
+                answer.authority,
+                answer
+                    .result
+                    .as_ref()
+                    .and_then(|r| serde_json::to_string(r).ok()),
+                answer.error.as_ref().map(|e| e.code.clone()),
+                answer.error.as_ref().map(|e| e.message.clone()),
+                crate::util::unix_to_rfc3339(now_ms.div_euclid(1000)),
+                answer.connector_id,
+            ],
+        )?;
+        let stored = select_actions(
+            &tx,
+            "a.tenant_id = ?1 AND a.id = ?2",
+            params![tenant_id, id],
+        )?
+        .pop();
+        tx.commit()?;
+        Ok(match stored {
+            None => AnswerOutcome::Missing,
+            Some(a) if n > 0 => AnswerOutcome::Recorded(a),
+            Some(a) => AnswerOutcome::Final(a),
+        })
+    }
+
+    fn expire_actions(&self, now_ms: i64) -> Result<usize, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let n = expire_in(&tx, now_ms, None)?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    fn put_connector_beat(
+        &self,
+        row: i64,
+        b: &ConnectorBeat,
+        now_unix: i64,
+    ) -> Result<(), StoreError> {
+        self.lock().execute(
+            "INSERT INTO connectors(hrow, connector_id, version, interval_secs, last_upload, \
+             last_error, last_heartbeat) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+             ON CONFLICT(hrow) DO UPDATE SET connector_id = excluded.connector_id, \
+             version = excluded.version, interval_secs = excluded.interval_secs, \
+             last_upload = excluded.last_upload, last_error = excluded.last_error, \
+             last_heartbeat = excluded.last_heartbeat",
+            params![
+                row,
+                b.connector_id,
+                b.version,
+                i64::try_from(b.interval_secs).unwrap_or(i64::MAX),
+                b.last_upload,
+                b.last_error,
+                now_unix
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn connector(&self, row: i64) -> Result<Option<ConnectorRow>, StoreError> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT connector_id, version, interval_secs, last_upload, last_error, \
+                 last_heartbeat FROM connectors WHERE hrow = ?1",
+                [row],
+                |r| {
+                    Ok(ConnectorRow {
+                        connector_id: r.get(0)?,
+                        version: r.get(1)?,
+                        interval_secs: r.get::<_, Option<i64>>(2)?.map(|n| n.max(0) as u64),
+                        last_upload: r.get(3)?,
+                        last_error: r.get(4)?,
+                        last_heartbeat: r.get(5)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+}
+
+/// Times out the `pending` and `running` actions (of one hierarchy, or all) whose deadline
+/// passed: `timedOut`, error code `timedOut`, saying when the connector was last seen.
+fn expire_in(conn: &Connection, now_ms: i64, hrow: Option<i64>) -> Result<usize, StoreError> {
+    let due: Vec<(i64, i64, Option<i64>)> = conn
+        .prepare_cached(
+            "SELECT a.seq, a.timeout_secs, c.last_heartbeat FROM actions a \
+             LEFT JOIN connectors c ON c.hrow = a.hrow \
+             WHERE a.status IN ('pending', 'running') AND a.deadline_ms <= ?1 \
+             AND (?2 IS NULL OR a.hrow = ?2)",
+        )?
+        .query_map(params![now_ms, hrow], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let completed = crate::util::unix_to_rfc3339(now_ms.div_euclid(1000));
+    let mut st = conn.prepare_cached(
+        "UPDATE actions SET status = 'timedOut', error_code = 'timedOut', error_message = ?2, \
+         completed = ?3 WHERE seq = ?1 AND status IN ('pending', 'running')",
+    )?;
+    let mut n = 0;
+    for (seq, secs, seen) in due {
+        let seen = match seen {
+            Some(t) => format!("connector last seen {}", crate::util::unix_to_rfc3339(t)),
+            None => "the connector has never connected".to_string(),
+        };
+        n += st.execute(params![
+            seq,
+            format!("no answer from the site's connector within {secs} s ({seen})"),
+            completed
+        ])?;
+    }
+    Ok(n)
+}
+
+fn parse_status(s: &str) -> Result<ActionStatus, StoreError> {
+    serde_json::from_value(Value::String(s.to_string()))
+        .map_err(|_| StoreError::Corrupt(format!("unknown action status {s:?}")))
+}
+
+/// The actions matching `clause` (over `actions a JOIN hierarchies h`), oldest first.
+fn select_actions(
+    conn: &Connection,
+    clause: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<StoredAction>, StoreError> {
+    let sql = format!(
+        "SELECT a.id, a.action, a.feature, a.hierarchy_id, a.resource_id, a.collection_id, \
+         a.parameters, a.requested_by, a.requested_by_id, a.tenant_id, a.status, a.authority, \
+         a.use_intune_rbac, a.result, a.error_code, a.error_message, a.created, a.completed, \
+         a.timeout_secs, a.hrow, h.app_id, a.connector_id, a.taken, a.answered_by \
+         FROM actions a JOIN hierarchies h ON h.row = a.hrow WHERE {clause} ORDER BY a.seq"
+    );
+    type Row = (
+        (String, String, String, String, Option<i64>, Option<String>),
+        (String, String, String, String, String, Option<String>),
+        (
+            bool,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            String,
+            Option<String>,
+        ),
+        (
+            i64,
+            i64,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        ),
+    );
+    let mut st = conn.prepare_cached(&sql)?;
+    let rows: Vec<Row> = st
+        .query_map(args, |r| {
+            Ok((
+                (
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ),
+                (
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                    r.get(10)?,
+                    r.get(11)?,
+                ),
+                (
+                    r.get(12)?,
+                    r.get(13)?,
+                    r.get(14)?,
+                    r.get(15)?,
+                    r.get(16)?,
+                    r.get(17)?,
+                ),
+                (
+                    r.get(18)?,
+                    r.get(19)?,
+                    r.get(20)?,
+                    r.get(21)?,
+                    r.get(22)?,
+                    r.get(23)?,
+                ),
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
+    rows.into_iter()
+        .map(
+            |(
+                (id, action, feature, hierarchy_id, resource_id, collection_id),
+                (parameters, requested_by, requested_by_id, tenant_id, status, authority),
+                (use_intune_rbac, result, error_code, error_message, created, completed),
+                (timeout_secs, hrow, owner_app, connector_id, taken, answered_by),
+            )| {
+                let mut doc = ActionDoc::new(
+                    id,
+                    action,
+                    hierarchy_id,
+                    requested_by,
+                    parse_status(&status)?,
+                    created,
+                );
+                doc.feature = feature;
+                doc.resource_id = resource_id;
+                doc.collection_id = collection_id;
+                doc.parameters = serde_json::from_str(&parameters).map_err(corrupt)?;
+                doc.requested_by_id = requested_by_id;
+                doc.tenant_id = tenant_id;
+                doc.authority = authority;
+                doc.use_intune_rbac = use_intune_rbac;
+                doc.result = result
+                    .map(|r| serde_json::from_str(&r))
+                    .transpose()
+                    .map_err(corrupt)?;
+                doc.error =
+                    error_code.map(|c| ActionError::new(c, error_message.unwrap_or_default()));
+                doc.completed = completed;
+                doc.timeout_secs = timeout_secs.max(0) as u64;
+                Ok(StoredAction {
+                    doc,
+                    hrow,
+                    owner_app,
+                    connector_id,
+                    taken,
+                    answered_by,
+                })
+            },
+        )
+        .collect()
 }
 
 impl SqliteStore {
-    fn user_where(&self, clause: &str, args: &[&str]) -> Result<Option<User>, StoreError> {
+    fn users_where(&self, clause: &str, args: &[&str]) -> Result<Vec<User>, StoreError> {
         let conn = self.lock();
         let sql = format!(
-            "SELECT id, tenant_id, upn, password_hash, roles, intune_license FROM users WHERE {clause}"
+            "SELECT id, tenant_id, upn, password_hash, roles, intune_license, intune_roles \
+             FROM users WHERE {clause} ORDER BY upn"
         );
-        let r = conn
-            .query_row(&sql, rusqlite::params_from_iter(args.iter()), |r| {
+        let mut st = conn.prepare_cached(&sql)?;
+        let rows = st
+            .query_map(rusqlite::params_from_iter(args.iter()), |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
@@ -1658,20 +2373,29 @@ impl SqliteStore {
                     r.get::<_, String>(3)?,
                     r.get::<_, String>(4)?,
                     r.get::<_, bool>(5)?,
+                    r.get::<_, String>(6)?,
                 ))
-            })
-            .optional()?;
-        match r {
-            None => Ok(None),
-            Some((id, tenant_id, upn, password_hash, roles, intune_license)) => Ok(Some(User {
-                id,
-                tenant_id,
-                upn,
-                password_hash,
-                roles: json_vec(roles)?,
-                intune_license,
-            })),
-        }
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .map(
+                |(id, tenant_id, upn, password_hash, roles, intune_license, intune_roles)| {
+                    Ok(User {
+                        id,
+                        tenant_id,
+                        upn,
+                        password_hash,
+                        roles: json_vec(roles)?,
+                        intune_license,
+                        intune_roles: json_vec(intune_roles)?,
+                    })
+                },
+            )
+            .collect()
+    }
+
+    fn user_where(&self, clause: &str, args: &[&str]) -> Result<Option<User>, StoreError> {
+        Ok(self.users_where(clause, args)?.pop())
     }
 }
 
@@ -1791,7 +2515,7 @@ mod tests {
             .unwrap();
         }
         let s = SqliteStore::open(dir.path()).unwrap();
-        assert_eq!(s.schema_version().unwrap(), 3);
+        assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
         // What the client's ledger holds: the hash of the bytes it sent.
         let ledger = KeyDigest::of([("1", h as u64), ("2", h as u64)]);
         let census = ChannelCensus::new("devices", s.channel_digest(1, "devices").unwrap());
@@ -1819,6 +2543,43 @@ mod tests {
         assert_eq!((r.upserted, r.unchanged), (0, 2));
         let census = ChannelCensus::new("devices", s.channel_digest(1, "devices").unwrap());
         assert!(census.matches(&ledger));
+    }
+
+    /// A store at v3 opens: its users hold no Intune role, and its hierarchies can be
+    /// offboarded with the new tables in place.
+    #[test]
+    fn v4_opens_a_v3_store_with_users_and_no_intune_roles() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = Connection::open(dir.path().join("cloud.db")).unwrap();
+            for (i, m) in MIGRATIONS[..3].iter().enumerate() {
+                c.execute_batch(&format!(
+                    "BEGIN; {m}; PRAGMA user_version={}; COMMIT;",
+                    i + 1
+                ))
+                .unwrap();
+            }
+            c.execute_batch(
+                "INSERT INTO tenants VALUES('t','T',0);
+                 INSERT INTO users VALUES('u','t','u@t.example','x','[]',1);
+                 INSERT INTO hierarchies VALUES(1,'t','h1','PS1','','2303','public',NULL,'x','x');",
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(s.schema_version().unwrap(), 4);
+        let u = s.user_by_id("t", "u").unwrap().unwrap();
+        assert!(u.intune_roles.is_empty());
+        assert!(
+            s.set_intune_roles("t", "u", &["Help Desk Operator".into()])
+                .unwrap()
+        );
+        assert_eq!(
+            s.users("t").unwrap()[0].intune_roles,
+            ["Help Desk Operator"]
+        );
+        s.delete_hierarchy(1).unwrap();
+        assert!(s.hierarchy("t", "h1").unwrap().is_none());
     }
 
     #[test]

@@ -12,6 +12,11 @@ pub fn now_unix() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
 }
 
+/// Now, in unix milliseconds.
+pub fn now_ms() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
 /// Now, RFC 3339 (UTC, seconds).
 pub fn now_rfc3339() -> String {
     unix_to_rfc3339(now_unix())

@@ -62,6 +62,33 @@ pub fn intune_role_permissions(role: &str) -> Option<&'static [&'static str]> {
     }
 }
 
+/// The built-in Intune roles, in the order the cloud lists them.
+pub const INTUNE_ROLES: [&str; 2] = [ROLE_HELP_DESK_OPERATOR, ROLE_READ_ONLY_OPERATOR];
+
+/// Every Intune permission of cloud-attached devices (what a Global or Intune Administrator
+/// holds).
+pub const ALL_INTUNE_PERMISSIONS: [&str; 5] = [
+    INTUNE_INITIATE,
+    INTUNE_VIEW_RESOURCE_EXPLORER,
+    INTUNE_RUN_CMPIVOT,
+    INTUNE_VIEW_TIMELINE,
+    INTUNE_VIEW_CLIENT_DETAILS,
+];
+
+/// The union of the Intune permissions of `roles` (unknown roles grant nothing), in the order
+/// of [`ALL_INTUNE_PERMISSIONS`].
+pub fn intune_permissions_of<S: AsRef<str>>(roles: &[S]) -> Vec<&'static str> {
+    ALL_INTUNE_PERMISSIONS
+        .iter()
+        .copied()
+        .filter(|p| {
+            roles
+                .iter()
+                .any(|r| intune_role_permissions(r.as_ref()).is_some_and(|perms| perms.contains(p)))
+        })
+        .collect()
+}
+
 /// Site permission: read the collection (every action needs it).
 pub const SITE_READ: &str = "Read";
 /// Site permission: read the resources of the collection (inventory).
@@ -476,6 +503,40 @@ pub struct ActionDoc {
     pub timeout_secs: u64,
 }
 
+impl ActionDoc {
+    /// A document with the given identity and status; every other field empty (`timeout_secs`
+    /// the [`DEFAULT_TIMEOUT_SECS`]).
+    pub fn new(
+        id: impl Into<String>,
+        action: impl Into<String>,
+        hierarchy_id: impl Into<String>,
+        requested_by: impl Into<String>,
+        status: ActionStatus,
+        created: impl Into<String>,
+    ) -> Self {
+        ActionDoc {
+            id: id.into(),
+            action: action.into(),
+            feature: String::new(),
+            hierarchy_id: hierarchy_id.into(),
+            resource_id: None,
+            collection_id: None,
+            parameters: Map::new(),
+            requested_by: requested_by.into(),
+            requested_by_id: String::new(),
+            tenant_id: String::new(),
+            status,
+            authority: None,
+            use_intune_rbac: false,
+            result: None,
+            error: None,
+            created: created.into(),
+            completed: None,
+            timeout_secs: DEFAULT_TIMEOUT_SECS,
+        }
+    }
+}
+
 /// The body of `POST /api/v1/hierarchies/{hid}/devices/{resource_id}/actions` (and
 /// `…/collections/{collection_id}/actions`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -568,8 +629,12 @@ pub struct ConnectorBeat {
 }
 
 impl ConnectorBeat {
-    /// A beat without an upload yet.
-    pub fn new(connector_id: &str, version: &str, interval_secs: u64) -> Self {
+    /// A heartbeat with no delta upload yet.
+    pub fn new(
+        connector_id: impl Into<String>,
+        version: impl Into<String>,
+        interval_secs: u64,
+    ) -> Self {
         ConnectorBeat {
             connector_id: connector_id.into(),
             version: version.into(),
@@ -608,12 +673,35 @@ pub struct ConnectorHealth {
     pub reason: Option<String>,
 }
 
+impl ConnectorHealth {
+    /// The health of a hierarchy whose connector never connected.
+    pub fn never_connected(hierarchy_id: impl Into<String>) -> Self {
+        ConnectorHealth {
+            hierarchy_id: hierarchy_id.into(),
+            connector_id: None,
+            version: None,
+            last_heartbeat: None,
+            last_upload: None,
+            interval_secs: None,
+            healthy: false,
+            reason: Some("the connector has never connected".into()),
+        }
+    }
+}
+
 /// The answer of the connector's poll: `GET /api/v1/hierarchies/{hid}/connector/actions`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ActionQueue {
     /// The actions to run, oldest first.
     pub value: Vec<ActionDoc>,
+}
+
+impl ActionQueue {
+    /// A poll's answer.
+    pub fn new(value: Vec<ActionDoc>) -> Self {
+        ActionQueue { value }
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! HTTP-level tests of the cloud tenant service on 127.0.0.1:0.
 
+mod actions;
 mod common;
 mod faults;
 mod gateway;
