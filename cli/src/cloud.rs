@@ -160,6 +160,11 @@ impl Connected {
         Started::start(ws, command)?.connect(ws, command, takeover)
     }
 
+    /// The runtime the session runs on.
+    pub fn handle(&self) -> tokio::runtime::Handle {
+        self.cloud.target().handle
+    }
+
     /// Ends the session and stops the embedded cloud.
     pub fn close(self) {
         let Connected { cloud, conn } = self;

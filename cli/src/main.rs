@@ -137,6 +137,19 @@ pub(crate) enum Command {
         #[arg(long)]
         takeover: bool,
     },
+    /// Run the site's connector: delta uploads at an interval, a heartbeat, and the cloud
+    /// actions addressed to the hierarchy, each authorized, run and answered (Ctrl-C stops it)
+    Connect {
+        /// The delta upload interval (e.g. 900, 15m, 1h)
+        #[arg(long, value_name = "INTERVAL", default_value = "15m", value_parser = commands::sync::parse_interval)]
+        interval: std::time::Duration,
+        /// Serve the actions waiting now, sync once, and exit
+        #[arg(long)]
+        once: bool,
+        /// How long one poll for actions waits (e.g. 25s; at most 30s)
+        #[arg(long, value_name = "INTERVAL", default_value = "25s", value_parser = commands::sync::parse_interval, hide = true)]
+        poll_wait: std::time::Duration,
+    },
     /// Why, for one device: uploaded or not, co-management, Endpoint analytics, Defender; and
     /// who may run a cloud action on it, link by link (offline, from the site)
     #[command(subcommand)]

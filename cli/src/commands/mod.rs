@@ -4,6 +4,7 @@ pub mod apply;
 pub mod check;
 pub mod cloud;
 pub mod completions;
+pub mod connect;
 pub mod detach;
 pub mod disable;
 pub mod explain;
@@ -76,6 +77,11 @@ pub fn run(cli: &Cli) -> Outcome {
         Command::Detach { yes, takeover } => detach::run(cli, *yes, *takeover),
         Command::Cloud(CloudCommand::Serve(opts)) => cloud::serve(opts.clone()),
         Command::Init(args) => init::run(cli, args),
+        Command::Connect {
+            interval,
+            once,
+            poll_wait,
+        } => connect::run(cli, *interval, *once, *poll_wait),
         Command::Explain(ExplainCommand::Device { resource_id }) => {
             explain::device(cli, *resource_id)
         }

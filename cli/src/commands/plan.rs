@@ -61,6 +61,14 @@ pub fn print_plan(ws: &Workspace, plan: &cloudattach_core::Plan, to_stderr: bool
             .clone()
             .or_else(|| s.detail.clone())
             .unwrap_or_default();
+        if !s.actions.is_empty() {
+            let actions = format!("cloud actions: {}", s.actions.join(", "));
+            details = if details.is_empty() {
+                actions
+            } else {
+                format!("{details}; {actions}")
+            };
+        }
         if !s.ignored_checks.is_empty() {
             let ignored = format!("check ignored: {}", s.ignored_checks.join(", "));
             details = if details.is_empty() {

@@ -2,6 +2,7 @@
 //! `127.0.0.1:0`, in one test binary (linked once, its tests scheduled together). Counts are
 //! computed independently from the site files (`common`).
 
+mod actions;
 mod apply;
 mod commands;
 mod common;

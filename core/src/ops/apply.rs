@@ -245,7 +245,10 @@ pub fn run_steps(
             .find_map(|d| failed.get(d).map(|why| (d.clone(), why.clone())));
         match step.action {
             PlanAction::Skip => report.status = StepStatus::Skipped,
-            PlanAction::Noop => report.status = StepStatus::Noop,
+            PlanAction::Noop => {
+                report.status = StepStatus::Noop;
+                declare_actions(&host, &step.actions, p, &mut report);
+            }
             PlanAction::Enable | PlanAction::Update if blocked.is_some() => {
                 let (dep, why) = blocked.expect("checked");
                 report.status = StepStatus::Skipped;
@@ -268,6 +271,9 @@ pub fn run_steps(
                     Err(finding) => ApplyOutcome::failed(finding.code, finding.message),
                 };
                 finish(&mut report, outcome, &mut failed);
+                if report.status == StepStatus::Done {
+                    declare_actions(&host, &step.actions, p, &mut report);
+                }
             }
             PlanAction::Disable => {
                 let outcome = p.runner().disable(&host);
@@ -283,6 +289,45 @@ pub fn run_steps(
         reports.push(report);
     }
     reports
+}
+
+/// Declares the feature's cloud actions the plan listed for its step
+/// (`PUT features/{id}/actions`, idempotent), so the cloud accepts requests for them. A cloud
+/// that refuses is a warning: the feature is applied, its actions are not offered.
+fn declare_actions(
+    host: &crate::host::SiteHost,
+    listed: &[String],
+    plugin: &crate::registry::RegisteredPlugin,
+    report: &mut StepReport,
+) {
+    if listed.is_empty() {
+        return;
+    }
+    let decls: Vec<_> = plugin
+        .manifest
+        .actions
+        .iter()
+        .filter(|a| listed.contains(&a.id))
+        .cloned()
+        .collect();
+    let body = serde_json::to_value(cloudattach_sdk::actions::DeclaredActions::new(decls))
+        .unwrap_or_default();
+    let path = format!("features/{}/actions", plugin.manifest.id);
+    match cloudattach_sdk::Host::cloud(host, cloudattach_sdk::Method::Put, &path, Some(&body)) {
+        Ok(_) => report.findings.push(Finding::info(
+            "cloud-actions",
+            format!("cloud actions declared: {}", listed.join(", ")),
+        )),
+        Err(e) => report.findings.push(Finding::warning(
+            "cloud-actions-not-declared",
+            format!(
+                "the cloud did not take the feature's cloud actions ({}): {}; run apply again \
+                 to offer them",
+                listed.join(", "),
+                e.message
+            ),
+        )),
+    }
 }
 
 fn record(

@@ -112,6 +112,10 @@ pub struct PlanStep {
     /// Codes of failing check findings the person chose to go ahead despite.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ignored_checks: Vec<String>,
+    /// The cloud actions the feature declares to the cloud with this step (enable, update,
+    /// noop): the cloud then accepts requests for them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<String>,
     /// Skipped because its check, or the check of a feature it depends on, failed (exit 1).
     #[serde(skip)]
     pub check_failed: bool,
@@ -125,6 +129,7 @@ impl PlanStep {
             reason,
             detail: None,
             ignored_checks: vec![],
+            actions: vec![],
             check_failed: false,
         }
     }
@@ -291,9 +296,17 @@ pub fn make_plan(
                         ..PlanStep::new(id, PlanAction::Skip, Some(why))
                     }
                 } else {
+                    let actions = match d.action {
+                        PlanAction::Enable | PlanAction::Update | PlanAction::Noop => registry
+                            .get(id)
+                            .map(|p| p.manifest.actions.iter().map(|a| a.id.clone()).collect())
+                            .unwrap_or_default(),
+                        _ => vec![],
+                    };
                     PlanStep {
                         detail: d.detail,
                         ignored_checks: ignored_here,
+                        actions,
                         ..PlanStep::new(id, d.action, d.reason)
                     }
                 }
