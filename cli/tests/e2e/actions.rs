@@ -204,22 +204,7 @@ fn the_connector_serves_actions_under_both_halves_of_rbac_and_explain_access_agr
     assert!(done["result"].is_null(), "a refused action carries no data");
 
     // explain access takes the same decision.
-    let explained = w.cli(&[
-        "--output",
-        "json",
-        "explain",
-        "access",
-        "--user",
-        "cloudonly@contoso.example",
-        "--device",
-        &client.to_string(),
-        "--action",
-        "resource-explorer",
-        "--intune-role",
-        "Help Desk Operator",
-        "--use-intune-rbac",
-        "off",
-    ]);
+    let explained = explain_access(&w, "cloudonly@contoso.example", client, "off");
     explained.ok();
     let e = explained.json();
     assert_eq!(
@@ -245,22 +230,7 @@ fn the_connector_serves_actions_under_both_halves_of_rbac_and_explain_access_agr
         (json!("succeeded"), json!("intune")),
         "{done}"
     );
-    let explained = w.cli(&[
-        "--output",
-        "json",
-        "explain",
-        "access",
-        "--user",
-        "cloudonly@contoso.example",
-        "--device",
-        &client.to_string(),
-        "--action",
-        "resource-explorer",
-        "--intune-role",
-        "Help Desk Operator",
-        "--use-intune-rbac",
-        "on",
-    ]);
+    let explained = explain_access(&w, "cloudonly@contoso.example", client, "on");
     explained.ok();
     assert_eq!(explained.json()["allowed"], true);
 
@@ -410,6 +380,27 @@ fn the_long_running_connector_answers_as_actions_arrive_and_stops_cleanly_on_sig
         )),
         "{stdout}"
     );
+}
+
+/// `explain access` for `user` on `device`'s resource explorer, with the Help Desk Operator
+/// role and the tenant's toggle `on` or `off`.
+fn explain_access(w: &World, user: &str, device: i64, toggle: &str) -> Run {
+    w.cli(&[
+        "--output",
+        "json",
+        "explain",
+        "access",
+        "--user",
+        user,
+        "--device",
+        &device.to_string(),
+        "--action",
+        "resource-explorer",
+        "--intune-role",
+        "Help Desk Operator",
+        "--use-intune-rbac",
+        toggle,
+    ])
 }
 
 /// A token of the app apply registered (its credentials file in the state directory).

@@ -332,43 +332,6 @@ async fn non_canonical_record_keys_are_refused() {
     assert_eq!(d["@odata.count"], 1, "{d}");
 }
 
-/// Registers a consented read/write app in contoso; returns (client id, app token).
-async fn write_app(c: &Cloud, admin: &str, name: &str) -> (String, String) {
-    let (s, a) = c
-        .post(
-            admin,
-            "/v1.0/applications",
-            json!({"displayName": name, "requiredResourceAccess": [{"resource": "api://cloudattach",
-                   "permissions": ["CmCollectionData.read", "CmCollectionData.write"]}]}),
-        )
-        .await;
-    assert_eq!(s, 201, "{a}");
-    let id = a["id"].as_str().unwrap();
-    let app_id = a["appId"].as_str().unwrap().to_string();
-    let (s, v) = c
-        .send(
-            reqwest::Method::POST,
-            admin,
-            &format!("/v1.0/applications/{id}/grantAdminConsent"),
-            None,
-        )
-        .await;
-    assert!(s == 200 || s == 204, "{s} {v}");
-    let (s, pw) = c
-        .post(
-            admin,
-            &format!("/v1.0/applications/{id}/addPassword"),
-            json!({}),
-        )
-        .await;
-    assert_eq!(s, 200, "{pw}");
-    let (s, t) = c
-        .app_token(CONTOSO, &app_id, pw["secretText"].as_str().unwrap())
-        .await;
-    assert_eq!(s, 200, "{t}");
-    (app_id, t["access_token"].as_str().unwrap().to_string())
-}
-
 #[tokio::test]
 async fn hierarchy_update_keeps_owner_and_site_name_and_blocks_takeover() {
     let c = start().await;
