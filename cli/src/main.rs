@@ -150,6 +150,10 @@ pub(crate) enum Command {
         #[arg(long, value_name = "INTERVAL", default_value = "25s", value_parser = commands::sync::parse_interval, hide = true)]
         poll_wait: std::time::Duration,
     },
+    /// The tenant side, signed in as a person of the tenant: uploaded devices, cloud actions,
+    /// reports, the "Use Intune RBAC" toggle and Intune roles
+    #[command(subcommand)]
+    Tenant(TenantCommand),
     /// Why, for one device: uploaded or not, co-management, Endpoint analytics, Defender; and
     /// who may run a cloud action on it, link by link (offline, from the site)
     #[command(subcommand)]
@@ -162,6 +166,108 @@ pub(crate) enum Command {
     /// The local cloud tenant service
     #[command(subcommand)]
     Cloud(CloudCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum TenantCommand {
+    /// Sign in as a person of the tenant (device code) and say who; later tenant commands use
+    /// this sign-in
+    Login {
+        /// Forget the cached sign-in first (to sign in as someone else)
+        #[arg(long)]
+        fresh: bool,
+    },
+    /// The uploaded devices (Graph does not list tenant-attached devices)
+    Devices {
+        /// Only the devices whose name starts with this (case-insensitive)
+        #[arg(long, value_name = "PREFIX")]
+        name: Option<String>,
+        /// Only this hierarchy's devices [default: every hierarchy of the tenant]
+        #[arg(long, value_name = "ID")]
+        hierarchy: Option<String>,
+        /// Devices per page (1-1000)
+        #[arg(long, default_value_t = 100)]
+        top: u32,
+        /// Every page
+        #[arg(long)]
+        all: bool,
+    },
+    /// Everything the cloud holds for one uploaded device
+    Device {
+        /// The device's resource id
+        #[arg(value_name = "RESOURCE_ID")]
+        resource_id: i64,
+        /// Its hierarchy [default: the configured site's]
+        #[arg(long, value_name = "ID")]
+        hierarchy: Option<String>,
+    },
+    /// Ask for a cloud action and wait for its answer (exit 1 unless it succeeded)
+    Action {
+        /// The action's id (resource-explorer, cmpivot, cmpivot-collection, or one a plugin declares)
+        #[arg(value_name = "ACTION")]
+        action: String,
+        /// The target device
+        #[arg(
+            long,
+            value_name = "RESOURCE_ID",
+            required_unless_present = "collection",
+            conflicts_with = "collection"
+        )]
+        device: Option<i64>,
+        /// The target collection
+        #[arg(long, value_name = "COLLECTION_ID")]
+        collection: Option<String>,
+        /// A parameter, NAME=VALUE (repeatable); a value that reads as JSON (a number, true) is
+        /// taken as such
+        #[arg(long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        /// The hierarchy [default: the configured site's]
+        #[arg(long, value_name = "ID")]
+        hierarchy: Option<String>,
+        /// How long to wait for the answer (0: ask and return)
+        #[arg(long, value_name = "INTERVAL", default_value = "10m", value_parser = parse_wait)]
+        wait: std::time::Duration,
+    },
+    /// One action as the cloud records it (who asked, the authority that decided, the outcome)
+    Show {
+        /// The action's id
+        #[arg(value_name = "ACTION_ID")]
+        id: String,
+    },
+    /// A report: endpoint-analytics, endpoint-analytics-apps, unhealthy-endpoints,
+    /// active-malware, antivirus-agent-status, detected-malware, co-management
+    Report {
+        /// The report
+        #[arg(value_name = "REPORT")]
+        name: String,
+        /// Only this hierarchy
+        #[arg(long, value_name = "ID")]
+        hierarchy: Option<String>,
+    },
+    /// The tenant's "Use Intune RBAC" toggle (shows it; --set changes it)
+    Rbac {
+        /// Turn it on or off (Global or Intune Administrator)
+        #[arg(long, value_name = "on|off", value_parser = parse_toggle)]
+        set: Option<bool>,
+    },
+    /// The Intune roles and who holds them
+    Roles,
+    /// Replace a user's Intune roles (Global or Intune Administrator)
+    Assign {
+        /// The user (UPN or object id)
+        #[arg(value_name = "USER")]
+        user: String,
+        /// The roles (none: remove every Intune role)
+        #[arg(value_name = "ROLE")]
+        roles: Vec<String>,
+    },
+}
+
+fn parse_wait(s: &str) -> Result<std::time::Duration, String> {
+    if s.trim() == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    commands::sync::parse_interval(s)
 }
 
 #[derive(Subcommand, Debug)]
@@ -192,6 +298,10 @@ pub(crate) enum ExplainCommand {
         /// The tenant's "Use Intune RBAC" toggle; without it, taken as off (the stricter)
         #[arg(long, value_name = "on|off", value_parser = parse_toggle)]
         use_intune_rbac: Option<bool>,
+        /// Read the person's Intune roles and identity, the tenant's toggle and the connector's
+        /// health from the cloud, signed in as in `tenant login`
+        #[arg(long)]
+        cloud: bool,
     },
 }
 

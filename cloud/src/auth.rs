@@ -265,11 +265,16 @@ impl Caller {
 
     /// May read gateway and read-API data of its tenant.
     pub fn require_read(&self) -> Result<(), ApiError> {
-        if self.is_intune_role_admin() || self.has_perm(PERM_READ) || self.has_perm(PERM_WRITE) {
+        if self.is_intune_role_admin()
+            || self.has_perm(PERM_READ)
+            || self.has_perm(PERM_WRITE)
+            || !self.intune_permissions().is_empty()
+        {
             Ok(())
         } else {
             Err(ApiError::forbidden(
-                "reading collection data needs a Global or Intune Administrator, or an app with \
+                "reading collection data needs a Global or Intune Administrator, a user with an \
+                 Intune role (Help Desk Operator, Read Only Operator), or an app with \
                  CmCollectionData.read and admin consent",
             ))
         }

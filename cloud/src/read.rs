@@ -300,6 +300,52 @@ pub(crate) async fn devices(State(st): St, Extension(c): Extension<Caller>, Quer
     Ok(Json(out).into_response())
 }
 
+/// `GET /api/v1/hierarchies/{hid}/devices/{resource_id}`: everything the cloud holds for one
+/// uploaded device — its record, Endpoint analytics, Defender and co-management records (each
+/// `null` when the channel holds none), with when each last changed.
+pub(crate) async fn device(
+    State(st): St,
+    Extension(c): Extension<Caller>,
+    Path((hid, rid)): Path<(String, String)>,
+) -> R {
+    c.require_read()?;
+    let h = crate::gateway::find_hierarchy(&st, &c, &hid).await?;
+    let key: i64 = rid
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("{rid:?} is not a resource id (an integer)")))?;
+    let row = h.row;
+    let key = key.to_string();
+    let rows = db(&st, move |s| {
+        let mut out = Vec::new();
+        for ch in ["devices", "analytics", "defender", "comanagement"] {
+            out.push((ch, s.record(row, ch, &key)?));
+        }
+        Ok(out)
+    })
+    .await?;
+    let Some(device) = rows[0].1.as_ref() else {
+        return Err(ApiError::not_found(format!(
+            "device {rid} is not uploaded to hierarchy {}",
+            h.hierarchy_id
+        )));
+    };
+    let mut out = json!({
+        "hierarchy_id": h.hierarchy_id,
+        "resource_id": rid.parse::<i64>().unwrap_or_default(),
+        "device": parse_body(device),
+        "last_uploaded": util::unix_to_rfc3339(device.updated),
+    });
+    for (ch, r) in &rows[1..] {
+        out[*ch] = match r {
+            Some(r) => {
+                json!({"record": parse_body(r), "updated": util::unix_to_rfc3339(r.updated)})
+            }
+            None => Value::Null,
+        };
+    }
+    Ok(Json(out).into_response())
+}
+
 /// `GET /api/v1/overview`
 pub(crate) async fn overview(State(st): St, Extension(c): Extension<Caller>) -> R {
     c.require_read()?;

@@ -215,6 +215,7 @@ pub(crate) fn router(st: Arc<AppState>) -> Router {
             get(read::ext_records),
         )
         .route("/api/v1/devices", get(read::devices))
+        .route("/api/v1/hierarchies/{hid}/devices/{rid}", get(read::device))
         .route("/api/v1/overview", get(read::overview))
         .route("/api/v1/reports/endpoint-analytics", get(read::ea_report))
         .route(

@@ -501,6 +501,8 @@ pub trait Store: Send + Sync + 'static {
         channel: &str,
         hierarchy_id: Option<&str>,
     ) -> Result<Vec<RecordRow>, StoreError>;
+    /// One record of a hierarchy's channel, by key.
+    fn record(&self, row: i64, channel: &str, key: &str) -> Result<Option<RecordRow>, StoreError>;
     /// A page of devices and the total count.
     fn device_page(
         &self,
@@ -1809,6 +1811,18 @@ impl Store for SqliteStore {
             .query_map(params![tenant_id, channel, hierarchy_id], row_to_record)?
             .collect::<Result<_, _>>()?;
         Ok(v)
+    }
+
+    fn record(&self, row: i64, channel: &str, key: &str) -> Result<Option<RecordRow>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached(
+            "SELECT h.hierarchy_id, r.key, r.tag, r.body, r.updated FROM records r \
+             JOIN hierarchies h ON h.row = r.hrow WHERE r.hrow = ?1 AND r.channel = ?2 \
+             AND r.key = ?3",
+        )?;
+        Ok(st
+            .query_row(params![row, channel, key], row_to_record)
+            .optional()?)
     }
 
     fn device_page(

@@ -67,16 +67,39 @@ pub fn access(
     action: &str,
     intune_roles: &[String],
     use_intune_rbac: Option<bool>,
+    from_cloud: bool,
 ) -> Outcome {
     let ws = super::workspace(cli)?;
-    let q = AccessQuery {
+    let mut q = AccessQuery {
         user: user.to_string(),
         resource_id,
         action: action.to_string(),
         roles: (!intune_roles.is_empty()).then(|| intune_roles.to_vec()),
         identity: None,
         use_intune_rbac,
+        connector: None,
     };
+    if from_cloud {
+        let cloud = crate::cloud::Cloud::start(&ws.config)?;
+        let target = cloud.target();
+        let facts = cloudattach_core::session::person::Person::sign_in(
+            target.handle.clone(),
+            &target.base_url,
+            &ws.config,
+            &crate::reporter::CliReporter::new(),
+            false,
+        )
+        .map_err(|e| crate::Failure::Runtime(e.to_string()))
+        .and_then(|p| Ok(explain::cloud_facts(&p, &ws.site.info.hierarchy_id, user)?));
+        cloud.stop();
+        let facts = facts?;
+        let mut roles = facts.roles;
+        roles.extend(intune_roles.iter().cloned());
+        q.roles = Some(roles);
+        q.identity = facts.identity;
+        q.use_intune_rbac = use_intune_rbac.or(facts.use_intune_rbac);
+        q.connector = facts.connector;
+    }
     let e = explain::access(&ws, &q)?;
     if cli.output == Output::Json {
         return print_json(&e);

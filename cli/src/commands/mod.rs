@@ -15,6 +15,7 @@ pub mod plugins;
 pub mod site;
 pub mod status;
 pub mod sync;
+pub mod tenant;
 
 use crate::reporter::CliReporter;
 use crate::{Cli, CloudCommand, Command, ExplainCommand, Outcome, PluginsCommand, SiteCommand};
@@ -77,6 +78,7 @@ pub fn run(cli: &Cli) -> Outcome {
         Command::Detach { yes, takeover } => detach::run(cli, *yes, *takeover),
         Command::Cloud(CloudCommand::Serve(opts)) => cloud::serve(opts.clone()),
         Command::Init(args) => init::run(cli, args),
+        Command::Tenant(command) => tenant::run(cli, command),
         Command::Connect {
             interval,
             once,
@@ -91,7 +93,16 @@ pub fn run(cli: &Cli) -> Outcome {
             action,
             intune_roles,
             use_intune_rbac,
-        }) => explain::access(cli, user, *device, action, intune_roles, *use_intune_rbac),
+            cloud,
+        }) => explain::access(
+            cli,
+            user,
+            *device,
+            action,
+            intune_roles,
+            *use_intune_rbac,
+            *cloud,
+        ),
         Command::Site(SiteCommand::Generate {
             devices,
             seed,

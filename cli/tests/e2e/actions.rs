@@ -46,7 +46,7 @@ fn user_token(w: &World, upn: &str) -> String {
 
 /// Restarts the cloud (same address and data) without auto-approval, so that seeded users other
 /// than the administrator can sign in on `/devicelogin`; the cached sign-in of apply is kept.
-fn people_sign_in_themselves(w: &mut World, timeout: Option<u64>) {
+pub(crate) fn people_sign_in_themselves(w: &mut World, timeout: Option<u64>) {
     let mut opts = cloud_opts();
     opts.auto_approve = None;
     opts.action_timeout_secs = timeout;
@@ -55,7 +55,7 @@ fn people_sign_in_themselves(w: &mut World, timeout: Option<u64>) {
 
 /// The site's RBAC: helpdesk@ is a discovered user and an administrative user whose role
 /// grants what every built-in action needs, on the collections named.
-fn write_rbac(w: &World, collections: &[&str]) {
+pub(crate) fn write_rbac(w: &World, collections: &[&str]) {
     let rbac = json!({
         "discovered_users": [{
             "upn": "helpdesk@contoso.example",

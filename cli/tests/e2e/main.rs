@@ -12,3 +12,4 @@ mod import;
 mod signin;
 mod state;
 mod sync;
+mod tenant;

@@ -906,3 +906,30 @@ async fn the_recorded_authority_follows_the_rbac_setting_and_the_tenant_toggle()
     assert_eq!(e.authority().await, AUTHORITY_BOTH);
     e.c.running.shutdown().await;
 }
+
+#[tokio::test]
+async fn people_with_an_intune_role_read_devices_and_one_device_has_all_the_cloud_holds() {
+    let e = env().await;
+    let helpdesk = e.user("helpdesk").await;
+    let readonly = e.user("readonly").await;
+    let nobody = e.user("user").await;
+    for tok in [&helpdesk, &readonly] {
+        let (s, v) = e.c.get(tok, "/api/v1/devices").await;
+        assert_eq!((s, v["@odata.count"].clone()), (200, json!(3)), "{v}");
+    }
+    let (s, v) = e.c.get(&nobody, "/api/v1/devices").await;
+    assert_eq!(s, 403, "{v}");
+    assert!(v.to_string().contains("Intune role"), "{v}");
+    let (s, v) = e.c.get(&helpdesk, &hpath("/devices/2")).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["resource_id"], 2);
+    assert_eq!(v["device"]["resource_id"], 2);
+    assert!(v["last_uploaded"].is_string(), "{v}");
+    for ch in ["analytics", "defender", "comanagement"] {
+        assert!(v[ch].is_null(), "{ch} holds nothing: {v}");
+    }
+    let (s, _) = e.c.get(&helpdesk, &hpath("/devices/99")).await;
+    assert_eq!(s, 404);
+    let (s, _) = e.c.get(&helpdesk, &hpath("/devices/x")).await;
+    assert_eq!(s, 400);
+}

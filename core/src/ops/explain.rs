@@ -180,6 +180,91 @@ pub struct AccessQuery {
     pub identity: Option<(String, String)>,
     /// The tenant's "Use Intune RBAC" toggle (`None`: unknown).
     pub use_intune_rbac: Option<bool>,
+    /// The connector's health as the cloud shows it: healthy, and why not (`None`: unknown).
+    pub connector: Option<(bool, String)>,
+}
+
+/// What the cloud says of one person, the tenant and the hierarchy's connector, read with a
+/// signed-in person's token, for [`access`].
+pub fn cloud_facts(
+    p: &crate::session::person::Person,
+    hierarchy: &str,
+    user: &str,
+) -> Result<CloudFacts, OpError> {
+    use reqwest::Method;
+    let read = |path: &str| {
+        p.json(Method::GET, path, None)
+            .map_err(|e| super::runtime(format!("reading {path} from the cloud: {e}")))
+    };
+    let settings = read("/api/v1/tenant/settings")?;
+    let tenant_id = settings["tenant_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let mut roles = Vec::new();
+    let mut object_id = None;
+    let mut path = "/api/v1/roleAssignments?$top=1000".to_string();
+    loop {
+        let page = read(&path)?;
+        for a in page["value"].as_array().into_iter().flatten() {
+            if a["upn"]
+                .as_str()
+                .is_some_and(|u| u.eq_ignore_ascii_case(user))
+            {
+                object_id = a["user_id"].as_str().map(String::from);
+                roles.extend(
+                    a["roles"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|r| r.as_str().map(String::from)),
+                );
+            }
+        }
+        match page["@odata.nextLink"]
+            .as_str()
+            .and_then(|l| l.find("/api/").map(|i| l[i..].to_string()))
+        {
+            Some(next) if !page["value"].as_array().is_none_or(Vec::is_empty) => path = next,
+            _ => break,
+        }
+    }
+    let connector = read(&format!("/api/v1/hierarchies/{hierarchy}/connector"))
+        .ok()
+        .map(|h| {
+            let healthy = h["healthy"].as_bool().unwrap_or(false);
+            let detail = if healthy {
+                format!(
+                    "healthy: last heard {}",
+                    h["last_heartbeat"].as_str().unwrap_or("?")
+                )
+            } else {
+                format!(
+                    "unhealthy: {} — the action would wait and time out",
+                    h["reason"].as_str().unwrap_or("no reason given")
+                )
+            };
+            (healthy, detail)
+        });
+    Ok(CloudFacts {
+        roles,
+        identity: object_id.map(|o| (o, tenant_id)),
+        use_intune_rbac: settings["use_intune_rbac"].as_bool(),
+        connector,
+    })
+}
+
+/// What [`cloud_facts`] read.
+#[derive(Debug, Clone)]
+pub struct CloudFacts {
+    /// The person's Intune roles (those the role assignments list).
+    pub roles: Vec<String>,
+    /// Their object id and tenant id, when the role assignments list them.
+    pub identity: Option<(String, String)>,
+    /// The tenant's toggle.
+    pub use_intune_rbac: Option<bool>,
+    /// The connector's health.
+    pub connector: Option<(bool, String)>,
 }
 
 /// `explain access`: the decision with its chain, and the action's declaration.
@@ -270,6 +355,14 @@ pub fn access(ws: &Workspace, q: &AccessQuery) -> Result<AccessExplanation, OpEr
         &Target::Device(q.resource_id),
     );
     let complete = q.roles.is_some() && q.use_intune_rbac.is_some() && q.identity.is_some();
+    let mut decision = decision;
+    if let Some((healthy, detail)) = &q.connector {
+        decision.chain.push(access::Link {
+            link: access::LINK_CONNECTOR,
+            ok: Some(*healthy),
+            detail: detail.clone(),
+        });
+    }
     Ok(AccessExplanation {
         decision,
         action: decl.id.clone(),

@@ -16,6 +16,7 @@ pub mod plan;
 pub mod plugins;
 pub mod status;
 pub mod sync;
+pub mod tenant;
 pub mod workspace;
 
 pub use connect::{CloudTarget, Connection};

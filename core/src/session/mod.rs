@@ -17,6 +17,7 @@ pub mod admin;
 pub mod app;
 pub mod docs;
 pub mod gateway;
+pub mod person;
 pub mod signin;
 pub mod view;
 

@@ -69,7 +69,19 @@ async fn admin_sign_in(
     reporter: &dyn Reporter,
     use_cache: bool,
 ) -> Result<CachedTokens, SessionError> {
-    let path = tokens_path(config);
+    cached_sign_in(api, config, reporter, use_cache, &tokens_path(config)).await
+}
+
+/// The device authorization grant with the token cache at `path`: a cached token, a refreshed
+/// one, or a new sign-in (the message with the URL and code goes to the reporter).
+pub(super) async fn cached_sign_in(
+    api: &Api,
+    config: &Config,
+    reporter: &dyn Reporter,
+    use_cache: bool,
+    path: &std::path::Path,
+) -> Result<CachedTokens, SessionError> {
+    let path = path.to_path_buf();
     let tenant = &config.tenant;
     // The embedded cloud listens on a new port every run but keeps its keys in the state
     // directory: its tokens stay good, so they are cached under "embedded", not the URL.

@@ -371,6 +371,7 @@ fn explain_access_reads_the_sites_rbac_file_and_names_the_refusing_link() {
         roles: roles.map(|r| vec![r.to_string()]),
         identity: None,
         use_intune_rbac: None,
+        connector: None,
     };
     let allowed = explain::access(
         &ws,
