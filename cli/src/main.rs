@@ -278,6 +278,9 @@ pub(crate) enum ExplainCommand {
         /// The device's resource id
         #[arg(value_name = "RESOURCE_ID")]
         resource_id: i64,
+        /// Also show what the cloud holds for it, signed in as in `tenant login`
+        #[arg(long)]
+        cloud: bool,
     },
     /// The authorization chain of one cloud action for one person on one device: Intune role,
     /// RBAC authority, site user, site role, collection scope

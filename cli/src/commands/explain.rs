@@ -5,9 +5,24 @@ use crate::{Cli, Outcome, Output, print_json};
 use cloudattach_core::ops::explain::{self, AccessQuery};
 use serde_json::Value;
 
-pub fn device(cli: &Cli, resource_id: i64) -> Outcome {
+pub fn device(cli: &Cli, resource_id: i64, from_cloud: bool) -> Outcome {
     let ws = super::workspace(cli)?;
-    let e = explain::device(&ws, resource_id)?;
+    let mut e = explain::device(&ws, resource_id)?;
+    if from_cloud {
+        let cloud = crate::cloud::Cloud::start(&ws.config)?;
+        let target = cloud.target();
+        let held = cloudattach_core::session::person::Person::sign_in(
+            target.handle.clone(),
+            &target.base_url,
+            &ws.config,
+            &crate::reporter::CliReporter::new(),
+            false,
+        )
+        .map_err(|e| crate::Failure::Runtime(e.to_string()))
+        .and_then(|p| Ok(explain::cloud_device(&p, &ws, resource_id)?));
+        cloud.stop();
+        e.cloud = Some(held?);
+    }
     if cli.output == Output::Json {
         return print_json(&e);
     }
@@ -55,6 +70,32 @@ pub fn device(cli: &Cli, resource_id: i64) -> Outcome {
         }
         if let Some(err) = map.get("error").and_then(Value::as_str) {
             println!("  {head:<19} {}", render::paint(err, Tone::Bad, colour));
+        }
+    }
+    if let Some(c) = &e.cloud {
+        if c["held"] == true {
+            let channels: Vec<&str> = ["analytics", "defender", "comanagement"]
+                .into_iter()
+                .filter(|ch| !c[*ch].is_null())
+                .collect();
+            println!(
+                "  {:<19} {}  last uploaded {}; also held: {}",
+                "cloud",
+                yes_no(true),
+                c["last_uploaded"].as_str().unwrap_or("?"),
+                if channels.is_empty() {
+                    "nothing else".to_string()
+                } else {
+                    channels.join(", ")
+                }
+            );
+        } else {
+            println!(
+                "  {:<19} {}  {}",
+                "cloud",
+                yes_no(false),
+                c["reason"].as_str().unwrap_or("")
+            );
         }
     }
     Ok(())

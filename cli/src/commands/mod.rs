@@ -84,8 +84,8 @@ pub fn run(cli: &Cli) -> Outcome {
             once,
             poll_wait,
         } => connect::run(cli, *interval, *once, *poll_wait),
-        Command::Explain(ExplainCommand::Device { resource_id }) => {
-            explain::device(cli, *resource_id)
+        Command::Explain(ExplainCommand::Device { resource_id, cloud }) => {
+            explain::device(cli, *resource_id, *cloud)
         }
         Command::Explain(ExplainCommand::Access {
             user,

@@ -87,6 +87,49 @@ fn a_person_of_the_tenant_lists_devices_runs_an_action_and_an_administrator_assi
     r.ok();
     assert_eq!(r.json()["device"]["name"], name.as_str());
 
+    // explain device with what the cloud holds: an uploaded client, and a device without a
+    // client the cloud never received.
+    let r = w.cli(&[
+        "--output",
+        "json",
+        "explain",
+        "device",
+        &id.to_string(),
+        "--cloud",
+    ]);
+    r.ok();
+    let v = r.json();
+    assert_eq!(v["uploaded"]["value"], true);
+    assert_eq!(
+        (
+            v["cloud"]["held"].clone(),
+            v["cloud"]["device"]["name"].clone()
+        ),
+        (true.into(), name.as_str().into()),
+        "{v}"
+    );
+    let no_client = site
+        .devices
+        .iter()
+        .find(|d| d["client"] == false)
+        .and_then(|d| d["resource_id"].as_i64())
+        .expect("a device without a client");
+    let r = w.cli(&[
+        "--output",
+        "json",
+        "explain",
+        "device",
+        &no_client.to_string(),
+        "--cloud",
+    ]);
+    r.ok();
+    let v = r.json();
+    assert_eq!(
+        (v["uploaded"]["value"].clone(), v["cloud"]["held"].clone()),
+        (false.into(), false.into()),
+        "{v}"
+    );
+
     // An action, answered by a connector running beside it, waited for.
     let mut connector = w
         .command(&["connect", "--interval", "1h", "--poll-wait", "1s"])

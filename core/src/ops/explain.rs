@@ -30,6 +30,36 @@ pub struct DeviceExplanation {
     /// Each feature's section (`co_management`, `endpoint_analytics`, `defender`, …).
     #[serde(flatten)]
     pub sections: Map<String, Value>,
+    /// What the cloud holds for the device (`explain device --cloud`): the cloud's document, or
+    /// `{"held": false, "reason"}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloud: Option<Value>,
+}
+
+/// What the cloud holds for one device of this site's hierarchy, read by a signed-in person:
+/// `{"held": true, …the cloud's document}` or `{"held": false, "reason"}`.
+pub fn cloud_device(
+    p: &crate::session::person::Person,
+    ws: &Workspace,
+    resource_id: i64,
+) -> Result<Value, OpError> {
+    let hid = &ws.site.info.hierarchy_id;
+    match p.json(
+        reqwest::Method::GET,
+        &format!("/api/v1/hierarchies/{hid}/devices/{resource_id}"),
+        None,
+    ) {
+        Ok(mut v) => {
+            if let Value::Object(m) = &mut v {
+                m.insert("held".into(), true.into());
+            }
+            Ok(v)
+        }
+        Err(crate::session::SessionError::Api(e)) if e.status() == Some(404) => Ok(
+            serde_json::json!({"held": false, "reason": format!("the cloud holds no record of device {resource_id} for hierarchy {hid}: {e}")}),
+        ),
+        Err(e) => Err(super::runtime(e)),
+    }
 }
 
 /// Whether tenant attach uploads the device, and why.
@@ -162,6 +192,7 @@ pub fn device(ws: &Workspace, resource_id: i64) -> Result<DeviceExplanation, OpE
         name: device.name,
         uploaded,
         sections,
+        cloud: None,
     })
 }
 
