@@ -154,6 +154,14 @@ pub(crate) enum Command {
     /// reports, the "Use Intune RBAC" toggle and Intune roles
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// Runs one plugin library in this process for its parent, over standard input and output
+    /// (the plugin process protocol); started by cloudattach itself
+    #[command(hide = true)]
+    PluginHost {
+        /// The plugin library
+        #[arg(long, value_name = "FILE")]
+        library: PathBuf,
+    },
     /// Why, for one device: uploaded or not, co-management, Endpoint analytics, Defender; and
     /// who may run a cloud action on it, link by link (offline, from the site)
     #[command(subcommand)]

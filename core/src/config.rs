@@ -165,6 +165,29 @@ fn default_settings() -> Settings {
 struct RawPlugins {
     #[serde(default)]
     dirs: Vec<PathBuf>,
+    #[serde(default)]
+    in_process: Vec<String>,
+    #[serde(default)]
+    memory_limit_mb: Option<u64>,
+    #[serde(default)]
+    timeouts: BTreeMap<String, u64>,
+}
+
+/// The steps whose time limit `[plugins] timeouts` may set.
+pub const PLUGIN_STEPS: [&str; 11] = [
+    "manifest", "validate", "check", "settings", "plan", "apply", "sync", "status", "disable",
+    "action", "explain",
+];
+
+/// `[plugins]` beyond `dirs`: how plugins from the plugin directories run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PluginProcesses {
+    /// Plugin ids that run inside this process (trusted, fastest); every other runs in its own.
+    pub in_process: Vec<String>,
+    /// Each plugin process's memory limit in MiB (`Some(0)`: none; `None`: the default).
+    pub memory_limit_mb: Option<u64>,
+    /// Time limits per step, in seconds.
+    pub timeouts: BTreeMap<String, u64>,
 }
 
 /// One `[features.<id>]` table.
@@ -200,6 +223,8 @@ pub struct Config {
     pub features: BTreeMap<String, FeatureTable>,
     /// `[plugins] dirs`, resolved.
     pub plugin_dirs: Vec<PathBuf>,
+    /// The rest of `[plugins]`.
+    pub plugin_processes: PluginProcesses,
 }
 
 impl Config {
@@ -262,6 +287,19 @@ impl Config {
                 _ => {}
             }
         }
+        for (step, secs) in &raw.plugins.timeouts {
+            if !PLUGIN_STEPS.contains(&step.as_str()) {
+                return Err(invalid(format!(
+                    "[plugins] timeouts: no plugin step is named {step:?}; the steps are {}",
+                    PLUGIN_STEPS.join(", ")
+                )));
+            }
+            if *secs == 0 || *secs > 4 * 3600 {
+                return Err(invalid(format!(
+                    "[plugins] timeouts.{step} = {secs}: expected 1 to 14400 seconds"
+                )));
+            }
+        }
         let mut features = BTreeMap::new();
         for (id, table) in raw.features {
             let mut options = cloudattach_sdk::Options::new();
@@ -304,6 +342,11 @@ impl Config {
                 .into_iter()
                 .map(|d| base_dir.join(d))
                 .collect(),
+            plugin_processes: PluginProcesses {
+                in_process: raw.plugins.in_process,
+                memory_limit_mb: raw.plugins.memory_limit_mb,
+                timeouts: raw.plugins.timeouts,
+            },
         })
     }
 
@@ -321,6 +364,7 @@ impl Config {
             settings: Settings::Default,
             features: BTreeMap::new(),
             plugin_dirs: vec![],
+            plugin_processes: PluginProcesses::default(),
         }
     }
 

@@ -42,6 +42,8 @@ use cloudattach_model::{
 };
 use serde::{Deserialize, Serialize};
 
+pub mod wire;
+
 #[doc(hidden)]
 pub use abi_stable;
 

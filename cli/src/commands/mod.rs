@@ -78,6 +78,10 @@ pub fn run(cli: &Cli) -> Outcome {
         Command::Detach { yes, takeover } => detach::run(cli, *yes, *takeover),
         Command::Cloud(CloudCommand::Serve(opts)) => cloud::serve(opts.clone()),
         Command::Init(args) => init::run(cli, args),
+        Command::PluginHost { library } => {
+            let code = cloudattach_core::dynamic::serve_library(library);
+            std::process::exit(code)
+        }
         Command::Tenant(command) => tenant::run(cli, command),
         Command::Connect {
             interval,

@@ -291,13 +291,65 @@ pub fn libraries_in(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
     Ok(files)
 }
 
-/// Loads every library in each directory into the registry. Never fails: each failure (a bad
-/// file, a duplicate id, an unreadable directory) is recorded in `registry.load_failures`, and
-/// the others still load. A file named twice (the same directory given twice) loads once.
+/// How plugins from the plugin directories run: each in its own process (the default), with
+/// these limits, except the ids listed to run inside this process.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Isolation {
+    /// The limits of each plugin's process.
+    pub limits: super::Limits,
+    /// Plugin ids (of libraries) that run inside this process, trusted and fastest.
+    pub in_process: Vec<String>,
+}
+
+/// Every plugin executable in a directory: a file with an execute permission that is not a
+/// library (it speaks the process protocol itself), sorted by name.
+pub fn executables_in(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && p.extension()
+                    .is_none_or(|x| x != std::env::consts::DLL_EXTENSION)
+                && !p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with('.'))
+                && is_executable(p)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[cfg(unix)]
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(not(unix))]
+fn is_executable(_: &Path) -> bool {
+    false
+}
+
+/// Loads every plugin in each directory into the registry, each in its own process with the
+/// default limits. See [`load_plugin_dirs_with`].
 pub fn load_plugin_dirs(registry: &mut Registry, dirs: &[PathBuf]) {
+    load_plugin_dirs_with(registry, dirs, &Isolation::default())
+}
+
+/// Loads every plugin library and plugin executable in each directory into the registry: each
+/// runs in its own process, unless its id is listed to run in this one. Never fails: each
+/// failure (a bad file, a plugin whose process dies, a duplicate id, an unreadable directory)
+/// is recorded in `registry.load_failures`, and the others still load. A file named twice (the
+/// same directory given twice) loads once.
+pub fn load_plugin_dirs_with(registry: &mut Registry, dirs: &[PathBuf], isolation: &Isolation) {
     let mut seen = BTreeSet::new();
     for dir in dirs {
-        let files = match libraries_in(dir) {
+        let libraries = match libraries_in(dir) {
             Ok(f) => f,
             Err(e) => {
                 tracing::debug!("{e}");
@@ -305,20 +357,52 @@ pub fn load_plugin_dirs(registry: &mut Registry, dirs: &[PathBuf]) {
                 continue;
             }
         };
-        for file in files {
+        let files = libraries.into_iter().map(super::Launch::Library).chain(
+            executables_in(dir)
+                .into_iter()
+                .map(super::Launch::Executable),
+        );
+        for launch in files {
+            let file = match &launch {
+                super::Launch::Library(p) | super::Launch::Executable(p) => p.clone(),
+            };
             let key = std::fs::canonicalize(&file).unwrap_or_else(|_| file.clone());
-            if !seen.insert(key) {
+            if !seen.insert(key.clone()) {
                 continue;
             }
-            let result = load_library(&file).and_then(|lib| {
-                let path = lib.path.clone();
+            let launch = match launch {
+                super::Launch::Library(_) => super::Launch::Library(key.clone()),
+                super::Launch::Executable(_) => super::Launch::Executable(key.clone()),
+            };
+            let library = matches!(launch, super::Launch::Library(_));
+            let result = match super::start_process_plugin(launch, isolation.limits.clone()) {
+                Ok(p) if library && isolation.in_process.contains(&p.manifest_ref().id) => {
+                    drop(p);
+                    load_library(&file)
+                        .map_err(|e| e.to_string())
+                        .and_then(|lib| {
+                            let path = lib.path.clone();
+                            registry
+                                .add(Box::new(lib.plugin), Origin::Dynamic(path.clone()))
+                                .map_err(|source| LoadError::Registry { path, source }.to_string())
+                        })
+                }
+                Ok(p) => registry
+                    .add(Box::new(p), Origin::Dynamic(key.clone()))
+                    .map_err(|source| {
+                        LoadError::Registry {
+                            path: key.clone(),
+                            source,
+                        }
+                        .to_string()
+                    }),
+                Err(message) => Err(message),
+            };
+            if let Err(message) = result {
+                tracing::debug!("{message}");
                 registry
-                    .add(Box::new(lib.plugin), Origin::Dynamic(path.clone()))
-                    .map_err(|source| LoadError::Registry { path, source })
-            });
-            if let Err(e) = result {
-                tracing::debug!("{e}");
-                registry.load_failures.push(e.to_failure());
+                    .load_failures
+                    .push(crate::registry::LoadFailure { path: key, message });
             }
         }
     }

@@ -15,15 +15,22 @@
 //!   calls with the real host.
 
 mod bridge;
+mod child;
 mod elf;
 mod load;
 mod plugin;
+mod process;
 
+pub use child::serve_library;
 pub use load::{
-    LoadError, LoadedLibrary, accepted_sdk_versions, inspect, libraries_in, load_library,
-    load_plugin_dirs, sdk_compatible,
+    Isolation, LoadError, LoadedLibrary, accepted_sdk_versions, executables_in, inspect,
+    libraries_in, load_library, load_plugin_dirs, load_plugin_dirs_with, sdk_compatible,
 };
 pub use plugin::DynamicPlugin;
+pub use process::{
+    DEFAULT_MEMORY_BYTES, Launch, Limits, PLUGIN_HOST_ENV, ProcessPlugin, default_timeout,
+    exit_description, start_process_plugin,
+};
 
 #[cfg(test)]
 mod tests {

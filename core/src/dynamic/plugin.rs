@@ -83,9 +83,30 @@ impl DynamicPlugin {
     fn id(&self) -> &str {
         &self.manifest.id
     }
+
+    /// Runs one step by name with a JSON request and returns the library's JSON answer (the
+    /// plugin host process relays them as they are).
+    pub(super) fn call_raw(
+        &self,
+        op: &str,
+        request: &str,
+        host: Option<&dyn Host>,
+    ) -> Result<String, String> {
+        let bridge = HostBridge::new(host);
+        let ffi_host = FfiHost_TO::from_ptr(RRef::new(&bridge), TD_Opaque);
+        match (self.module.call())(RStr::from_str(op), RStr::from_str(request), ffi_host) {
+            ROk(json) => Ok(json.into()),
+            RErr(message) => Err(message.into()),
+        }
+    }
 }
 
-impl Plugin for DynamicPlugin {
+/// The [`Plugin`] of a proxy over a plugin elsewhere (a loaded library, a child process): each
+/// step crosses as its request and answer in JSON through the type's own `call`, with its
+/// `manifest`, `path` and `id`; a step that cannot run becomes a failed step with the message.
+macro_rules! plugin_over_calls {
+    ($t:ty) => {
+impl Plugin for $t {
     fn manifest(&self) -> Manifest {
         self.manifest.clone()
     }
@@ -227,3 +248,9 @@ impl Plugin for DynamicPlugin {
             })
     }
 }
+    };
+}
+
+pub(super) use plugin_over_calls;
+
+plugin_over_calls!(DynamicPlugin);

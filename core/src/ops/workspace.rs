@@ -87,11 +87,31 @@ pub fn registry_for(
     let mut registry = Registry::with_static_plugins().map_err(input)?;
     let mut dirs = options.plugin_dirs.clone();
     dirs.extend(config.map(|c| c.plugin_dirs.clone()).unwrap_or_default());
-    crate::dynamic::load_plugin_dirs(&mut registry, &dirs);
+    let isolation = config
+        .map(|c| isolation(&c.plugin_processes))
+        .unwrap_or_default();
+    crate::dynamic::load_plugin_dirs_with(&mut registry, &dirs, &isolation);
     for failure in &registry.load_failures {
         reporter.warn(&failure.message);
     }
     Ok(registry)
+}
+
+/// `[plugins]` as the loader's isolation settings.
+fn isolation(p: &crate::config::PluginProcesses) -> crate::dynamic::Isolation {
+    let mut limits = crate::dynamic::Limits::default();
+    if let Some(mb) = p.memory_limit_mb {
+        limits.memory_bytes = (mb > 0).then_some(mb << 20);
+    }
+    limits.timeouts = p
+        .timeouts
+        .iter()
+        .map(|(k, v)| (k.clone(), std::time::Duration::from_secs(*v)))
+        .collect();
+    crate::dynamic::Isolation {
+        limits,
+        in_process: p.in_process.clone(),
+    }
 }
 
 /// Why a plugin directory cannot be used, and what to do.
