@@ -796,7 +796,7 @@ impl StateStore {
                 ));
             }
         }
-        events.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+        events.sort_by_key(|e| std::cmp::Reverse((e.0, e.1)));
         Ok(events.into_iter().map(|(_, _, e)| e).collect())
     }
 }

@@ -210,7 +210,7 @@ pub fn timeline_table(
         ));
     }
     // Newest first (stable: the host's order among events of one instant).
-    rows.sort_by(|a, b| b.0.cmp(&a.0));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.0));
     Ok(cloudattach_sdk::ActionResult::Table {
         columns: vec!["time".into(), "kind".into(), "detail".into()],
         rows: rows.into_iter().map(|(_, r)| r).collect(),
