@@ -4,9 +4,10 @@
 
 use crate::lines::LineIndex;
 use crate::site::{ChangedLines, Site, SiteError};
+use crate::state::StateStore;
 use cloudattach_sdk::{
     CollectionInfo, Device, DeviceMembership, DeviceParts, Environment, Host, HostError, Method,
-    Options, Record, RecordSink, SiteInfo, SyncMode, SyncStats,
+    Options, Record, RecordSink, SiteInfo, SyncMode, SyncStats, TimelineEvent,
 };
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -214,6 +215,7 @@ pub struct SiteHost {
     upload_collection: Option<String>,
     cloud: Option<Arc<dyn CloudPort>>,
     round: Option<Arc<LineRound>>,
+    timeline: Option<Arc<Mutex<StateStore>>>,
 }
 
 impl SiteHost {
@@ -239,7 +241,14 @@ impl SiteHost {
             upload_collection,
             cloud: None,
             round: None,
+            timeline: None,
         }
+    }
+
+    /// Serves the device timeline ([`Host::device_events`]) from this state.
+    pub fn with_timeline(mut self, state: Arc<Mutex<StateStore>>) -> SiteHost {
+        self.timeline = Some(state);
+        self
     }
 
     /// Uploads made from lines take part in `round` (a sync round's line index).
@@ -303,6 +312,29 @@ impl Host for SiteHost {
     }
     fn memberships(&self, resource_id: i64) -> Vec<DeviceMembership> {
         self.site.device_memberships(resource_id)
+    }
+    fn device_events(
+        &self,
+        resource_id: i64,
+        since: Option<&str>,
+    ) -> Result<Vec<TimelineEvent>, HostError> {
+        let Some(state) = &self.timeline else {
+            return Err(HostError::new(
+                "no-timeline",
+                "the device timeline is served by the connector (`cloudattach connect`), which reads the state",
+            ));
+        };
+        let since = match since {
+            Some(s) => Some(crate::state::parse_rfc3339_ms(s).ok_or_else(|| {
+                HostError::new("bad-since", format!("\"{s}\" is not an RFC 3339 date"))
+            })?),
+            None => None,
+        };
+        state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .device_events(resource_id, since)
+            .map_err(|e| HostError::new("state", e.to_string()))
     }
     fn feature_options(&self, plugin_id: &str) -> Option<Options> {
         self.options.get(plugin_id).cloned()
@@ -705,6 +737,13 @@ impl Host for PassHost<'_> {
     }
     fn memberships(&self, resource_id: i64) -> Vec<DeviceMembership> {
         self.inner.memberships(resource_id)
+    }
+    fn device_events(
+        &self,
+        resource_id: i64,
+        since: Option<&str>,
+    ) -> Result<Vec<TimelineEvent>, HostError> {
+        self.inner.device_events(resource_id, since)
     }
     fn feature_options(&self, plugin_id: &str) -> Option<Options> {
         self.inner.feature_options(plugin_id)

@@ -218,6 +218,13 @@ impl Host for PluginHost<'_> {
     fn memberships(&self, resource_id: i64) -> Vec<cloudattach_sdk::DeviceMembership> {
         self.base.memberships(resource_id)
     }
+    fn device_events(
+        &self,
+        resource_id: i64,
+        since: Option<&str>,
+    ) -> Result<Vec<cloudattach_sdk::TimelineEvent>, HostError> {
+        self.base.device_events(resource_id, since)
+    }
     fn feature_options(&self, plugin_id: &str) -> Option<Options> {
         self.base.feature_options(plugin_id)
     }

@@ -6,7 +6,9 @@
 //! A lock file (`.cloudattach/lock`) makes a second concurrent `apply` or `sync` refuse and name
 //! the holder.
 
+use cloudattach_sdk::TimelineEvent;
 use cloudattach_sdk::gateway::KeyDigest;
+use cloudattach_sdk::timeline::RETENTION_DAYS;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
 use std::fs::File;
@@ -70,6 +72,24 @@ const MIGRATIONS: &[&str] = &[
     // a delta writes the channel key by key, so the next delta compares it with the cloud's
     // census without reading the channel's records. No row: not known, computed when needed.
     "CREATE TABLE sync_digests (channel TEXT PRIMARY KEY, records INTEGER NOT NULL, sum INTEGER NOT NULL);",
+    // 4: the device timeline, kept 30 days (`at`: Unix milliseconds). `timeline`: one row per
+    // event of one device — kind 0, an acknowledged upload that changed its record on a
+    // built-in channel (`change` 0 added, 1 changed, 2 removed; `shape` names the record's
+    // top-level fields, `hashes` holds a 32-bit hash of each field's value in that order, so
+    // the fields that changed are found by diffing two events without keeping the site's data;
+    // `detail` the values kept for the channel), kind 1, a cloud action run on it (`detail`:
+    // who, what, outcome). `timeline_rounds`: events of a whole round, such as a channel's
+    // first upload, which writes no row per device.
+    "CREATE TABLE timeline (id INTEGER PRIMARY KEY, resource_id INTEGER NOT NULL, at INTEGER NOT NULL,
+                            kind INTEGER NOT NULL, channel TEXT, change INTEGER, shape INTEGER,
+                            hashes BLOB, detail TEXT);
+     CREATE INDEX timeline_device ON timeline (resource_id, at);
+     CREATE INDEX timeline_at ON timeline (at);
+     CREATE TABLE timeline_shapes (id INTEGER PRIMARY KEY, names TEXT NOT NULL UNIQUE);
+     CREATE TABLE timeline_rounds (id INTEGER PRIMARY KEY, channel TEXT NOT NULL, kind TEXT NOT NULL,
+                                   at INTEGER NOT NULL, records INTEGER NOT NULL,
+                                   finished INTEGER NOT NULL DEFAULT 0);
+     CREATE INDEX timeline_rounds_at ON timeline_rounds (at);",
 ];
 
 /// What the ledger holds for one acknowledged record.
@@ -122,6 +142,8 @@ pub fn channel_owner_key(channel: &str) -> String {
 pub struct StateStore {
     conn: Connection,
     path: PathBuf,
+    /// When the timeline's old events were last deleted (Unix ms; 0: not yet).
+    pruned_at: std::cell::Cell<i64>,
 }
 
 pub(crate) fn now_rfc3339() -> String {
@@ -217,7 +239,11 @@ impl StateStore {
                 .map_err(err)?;
             tx.commit().map_err(err)?;
         }
-        Ok(StateStore { conn, path })
+        Ok(StateStore {
+            conn,
+            path,
+            pruned_at: std::cell::Cell::new(0),
+        })
     }
 
     fn err(&self) -> impl Fn(rusqlite::Error) -> StateError + '_ {
@@ -418,14 +444,18 @@ impl StateStore {
     /// Records one acknowledged batch: upserted keys with their hashes and lines, deleted keys.
     /// With `keep_digest`, the channel's kept digest follows the change (each key's previous
     /// hash is read: for deltas, which write few keys); without, it is dropped (computed again
-    /// when next needed).
+    /// when next needed). The device timeline's events of the batch (`timeline`) are written in
+    /// the same transaction: a batch is recorded with its events or not at all.
     pub fn ack_batch(
         &mut self,
         channel: &str,
         upserts: &[(String, Acked)],
         deletes: &[String],
         keep_digest: bool,
+        timeline: &BatchTimeline,
     ) -> Result<(), StateError> {
+        let now = now_ms();
+        let prune = self.prune_due(now) && *timeline != BatchTimeline::Off;
         let path = self.path.clone();
         let err = |source| StateError::Sqlite {
             path: path.clone(),
@@ -490,8 +520,16 @@ impl StateStore {
                 params![channel, now_rfc3339()],
             )
             .map_err(err)?;
+            write_batch_events(&tx, channel, upserts.len(), deletes, timeline, now).map_err(err)?;
+            if prune {
+                prune_timeline(&tx, now).map_err(err)?;
+            }
         }
-        tx.commit().map_err(err)
+        tx.commit().map_err(err)?;
+        if prune {
+            self.pruned_at.set(now);
+        }
+        Ok(())
     }
 
     /// Records that unchanged records (same key, same hash) are now made from other lines: the
@@ -573,14 +611,497 @@ impl StateStore {
             .map_err(self.err())
     }
 
-    /// Forgets everything (after detach).
+    /// Forgets everything (after detach), the device timeline included.
     pub fn reset(&self) -> Result<(), StateError> {
         // Any change of the state but an acknowledged upload voids the line index.
         crate::lines::forget(self.dir());
         self.conn
-            .execute_batch("DELETE FROM features; DELETE FROM sync_hashes; DELETE FROM sync_digests; DELETE FROM sync_channels; DELETE FROM meta;")
+            .execute_batch("DELETE FROM features; DELETE FROM sync_hashes; DELETE FROM sync_digests; DELETE FROM sync_channels; DELETE FROM meta;
+                            DELETE FROM timeline; DELETE FROM timeline_rounds; DELETE FROM timeline_shapes;")
             .map_err(self.err())
     }
+
+    // The device timeline. Its writes are not ledger changes: none of them touches the line
+    // index.
+
+    /// Whether the timeline's old events are due for deletion (at most once a minute: once per
+    /// round).
+    fn prune_due(&self, now: i64) -> bool {
+        now - self.pruned_at.get() >= 60_000
+    }
+
+    /// Whether `channel`'s first upload began and did not finish (its round event is open): the
+    /// upload that resumes it is still a first upload, which writes no row per device.
+    pub fn first_upload_pending(&self, channel: &str) -> Result<bool, StateError> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM timeline_rounds WHERE channel = ?1 AND kind = 'first-upload' AND finished = 0",
+                [channel],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(self.err())
+    }
+
+    /// Records that `channel`'s first upload finished, with the records the channel holds.
+    pub fn first_upload_done(&self, channel: &str, records: u64) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "UPDATE timeline_rounds SET finished = 1, records = ?2
+                 WHERE channel = ?1 AND kind = 'first-upload' AND finished = 0",
+                params![channel, records as i64],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    /// Records a cloud action run on a device (`detail`: who asked, what, the outcome), in one
+    /// short write that SQLite's own locking serializes with other processes' (no state lock).
+    pub fn record_action(
+        &self,
+        resource_id: i64,
+        detail: &serde_json::Value,
+    ) -> Result<(), StateError> {
+        let now = now_ms();
+        self.conn
+            .execute(
+                "INSERT INTO timeline (resource_id, at, kind, detail) VALUES (?1, ?2, 1, ?3)",
+                params![resource_id, now, detail.to_string()],
+            )
+            .map_err(self.err())?;
+        if self.prune_due(now) {
+            prune_timeline(&self.conn, now).map_err(self.err())?;
+            self.pruned_at.set(now);
+        }
+        Ok(())
+    }
+
+    /// A device's timeline events since `since` (Unix ms; at most the retention), newest first:
+    /// its uploads (the fields that changed found by diffing each event with the one before it
+    /// on the same channel), the actions run on it, and the round events of the channels that
+    /// hold its record.
+    pub fn device_events(
+        &self,
+        resource_id: i64,
+        since: Option<i64>,
+    ) -> Result<Vec<TimelineEvent>, StateError> {
+        let now = now_ms();
+        let cutoff = now - TIMELINE_RETENTION_MS;
+        let since = since.unwrap_or(cutoff).max(cutoff);
+        let mut events: Vec<(i64, i64, TimelineEvent)> = Vec::new();
+        // Per channel, the device's first event kept (when, and how it changed the record).
+        let mut channels: HashMap<String, (i64, Change)> = HashMap::new();
+        {
+            let mut stmt = self
+                .conn
+                .prepare(
+                    "SELECT t.id, t.at, t.kind, t.channel, t.change, s.names, t.hashes, t.detail
+                     FROM timeline t LEFT JOIN timeline_shapes s ON s.id = t.shape
+                     WHERE t.resource_id = ?1 AND t.at >= ?2 ORDER BY t.at, t.id",
+                )
+                .map_err(self.err())?;
+            let mut rows = stmt
+                .query(params![resource_id, cutoff])
+                .map_err(self.err())?;
+            // Per channel, the fields of the event before (`None`: not known).
+            let mut before: HashMap<String, Option<FieldState>> = HashMap::new();
+            while let Some(r) = rows.next().map_err(self.err())? {
+                let row = (|| -> rusqlite::Result<_> {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, Option<i64>>(4)?,
+                        r.get::<_, Option<String>>(5)?,
+                        r.get::<_, Option<Vec<u8>>>(6)?,
+                        r.get::<_, Option<String>>(7)?,
+                    ))
+                })()
+                .map_err(self.err())?;
+                let (id, at, kind, channel, change, names, hashes, detail) = row;
+                let detail: serde_json::Value = detail
+                    .and_then(|d| serde_json::from_str(&d).ok())
+                    .unwrap_or(serde_json::Value::Null);
+                let event = match (kind, channel) {
+                    (0, Some(channel)) => {
+                        let change = Change::from_code(change.unwrap_or(1));
+                        if !channels.contains_key(&channel) {
+                            channels.insert(channel.clone(), (at, change));
+                        }
+                        let now_fields = match (&names, &hashes) {
+                            (Some(n), Some(h)) => FieldState::read(n, h, &detail),
+                            _ => None,
+                        };
+                        let previous = before.remove(&channel).flatten();
+                        let e = uploaded_event(
+                            &channel,
+                            change,
+                            previous.as_ref(),
+                            now_fields.as_ref(),
+                            &detail,
+                        );
+                        before.insert(channel, now_fields);
+                        TimelineEvent::new(rfc3339_ms(at), "uploaded", e)
+                    }
+                    _ => TimelineEvent::new(rfc3339_ms(at), "action", detail),
+                };
+                if at >= since {
+                    events.push((at, id, event));
+                }
+            }
+        }
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, channel, kind, at, records, finished FROM timeline_rounds
+                 WHERE at >= ?1 ORDER BY at, id",
+            )
+            .map_err(self.err())?;
+        let rounds = stmt
+            .query_map([since], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)? != 0,
+                ))
+            })
+            .map_err(self.err())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.err())?;
+        let key = resource_id.to_string();
+        for (id, channel, kind, at, records, finished) in rounds {
+            // A round event concerns the device when the channel holds its record (or did),
+            // unless the record was added after the round.
+            let holds = match channels.get(&channel) {
+                Some(&(first, Change::Added)) if first >= at => false,
+                Some(_) => true,
+                None => self.acked(&channel, &key)?.is_some(),
+            };
+            if holds {
+                let detail = serde_json::json!({
+                    "channel": channel,
+                    "records": records,
+                    "finished": finished,
+                });
+                // A round event is older than the device's events of the same instant.
+                events.push((
+                    at,
+                    i64::MIN + id,
+                    TimelineEvent::new(rfc3339_ms(at), kind, detail),
+                ));
+            }
+        }
+        events.sort_by_key(|e| std::cmp::Reverse((e.0, e.1)));
+        Ok(events.into_iter().map(|(_, _, e)| e).collect())
+    }
+}
+
+#[cfg(test)]
+impl StateStore {
+    /// The timeline's rows per device and round events.
+    pub(crate) fn timeline_counts(&self) -> (i64, i64) {
+        self.conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM timeline), (SELECT count(*) FROM timeline_rounds)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+    }
+}
+
+/// How long the device timeline keeps events, in milliseconds.
+pub const TIMELINE_RETENTION_MS: i64 = RETENTION_DAYS as i64 * 24 * 3600 * 1000;
+
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Unix milliseconds as RFC 3339 (UTC).
+pub(crate) fn rfc3339_ms(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// An RFC 3339 date as Unix milliseconds.
+pub(crate) fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+/// Deletes the timeline's events older than the retention.
+fn prune_timeline(conn: &Connection, now: i64) -> rusqlite::Result<()> {
+    let cutoff = now - TIMELINE_RETENTION_MS;
+    conn.execute("DELETE FROM timeline WHERE at < ?1", [cutoff])?;
+    conn.execute("DELETE FROM timeline_rounds WHERE at < ?1", [cutoff])?;
+    Ok(())
+}
+
+/// Writes the timeline's events of one acknowledged batch of `channel` (in its transaction).
+fn write_batch_events(
+    conn: &Connection,
+    channel: &str,
+    upserts: usize,
+    deletes: &[String],
+    timeline: &BatchTimeline,
+    now: i64,
+) -> rusqlite::Result<()> {
+    match timeline {
+        BatchTimeline::Off => Ok(()),
+        BatchTimeline::FirstUpload => {
+            let counted = conn.execute(
+                "UPDATE timeline_rounds SET records = records + ?2
+                 WHERE channel = ?1 AND kind = 'first-upload' AND finished = 0",
+                params![channel, upserts as i64],
+            )?;
+            if counted == 0 {
+                conn.execute(
+                    "INSERT INTO timeline_rounds (channel, kind, at, records) VALUES (?1, 'first-upload', ?2, ?3)",
+                    params![channel, now, upserts as i64],
+                )?;
+            }
+            Ok(())
+        }
+        BatchTimeline::Records(events) => {
+            let mut insert = conn.prepare_cached(
+                "INSERT INTO timeline (resource_id, at, kind, channel, change, shape, hashes, detail)
+                 VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            let mut shapes: HashMap<&str, i64> = HashMap::new();
+            for e in events {
+                let Ok(rid) = e.key.parse::<i64>() else {
+                    continue;
+                };
+                let shape = match shapes.get(e.shape.as_str()) {
+                    Some(id) => *id,
+                    None => {
+                        conn.prepare_cached(
+                            "INSERT OR IGNORE INTO timeline_shapes (names) VALUES (?1)",
+                        )?
+                        .execute([&e.shape])?;
+                        let id: i64 = conn
+                            .prepare_cached("SELECT id FROM timeline_shapes WHERE names = ?1")?
+                            .query_row([&e.shape], |r| r.get(0))?;
+                        shapes.insert(&e.shape, id);
+                        id
+                    }
+                };
+                insert.execute(params![
+                    rid,
+                    now,
+                    channel,
+                    e.change.code(),
+                    shape,
+                    e.hashes,
+                    e.kept
+                ])?;
+            }
+            for k in deletes {
+                if let Ok(rid) = k.parse::<i64>() {
+                    insert.execute(params![
+                        rid,
+                        now,
+                        channel,
+                        Change::Removed.code(),
+                        None::<i64>,
+                        None::<Vec<u8>>,
+                        None::<String>
+                    ])?;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// How an upload changed a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// The ledger did not hold it.
+    Added,
+    /// The ledger held it with another hash.
+    Changed,
+    /// Deleted.
+    Removed,
+}
+
+impl Change {
+    fn code(self) -> i64 {
+        match self {
+            Change::Added => 0,
+            Change::Changed => 1,
+            Change::Removed => 2,
+        }
+    }
+    fn from_code(code: i64) -> Change {
+        match code {
+            0 => Change::Added,
+            2 => Change::Removed,
+            _ => Change::Changed,
+        }
+    }
+    /// The name in the timeline's answer.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Change::Added => "added",
+            Change::Changed => "changed",
+            Change::Removed => "removed",
+        }
+    }
+}
+
+/// The timeline's event of one record an upload sends (added or changed): its top-level field
+/// names and a 32-bit hash of each field's JSON value — enough to name the fields that changed
+/// between two events, without keeping the site's data —, and the values the channel keeps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordEvent {
+    /// The record's key (a device's resource id).
+    pub key: String,
+    /// Added or changed.
+    pub change: Change,
+    /// The record's top-level field names, as a JSON array.
+    pub shape: String,
+    /// A 32-bit hash (xxh3, truncated) of each field's JSON value, in the shape's order, little
+    /// endian.
+    pub hashes: Vec<u8>,
+    /// The kept fields' values, as a JSON object (`None`: none kept).
+    pub kept: Option<String>,
+}
+
+impl RecordEvent {
+    /// The event of `value` (the record as sent) under `key`; `kept` names the fields whose
+    /// values are kept ([`Channel::timeline_kept_fields`](cloudattach_sdk::rules::Channel)).
+    pub fn of(key: &str, change: Change, value: &serde_json::Value, kept: &[&str]) -> RecordEvent {
+        let empty = serde_json::Map::new();
+        let fields = value.as_object().unwrap_or(&empty);
+        let names: Vec<&str> = fields.keys().map(String::as_str).collect();
+        let mut hashes = Vec::with_capacity(fields.len() * 4);
+        for v in fields.values() {
+            let json = serde_json::to_vec(v).unwrap_or_default();
+            hashes.extend_from_slice(&(xxhash_rust::xxh3::xxh3_64(&json) as u32).to_le_bytes());
+        }
+        let kept_values: serde_json::Map<String, serde_json::Value> = kept
+            .iter()
+            .filter_map(|k| fields.get(*k).map(|v| (k.to_string(), v.clone())))
+            .collect();
+        RecordEvent {
+            key: key.to_string(),
+            change,
+            shape: serde_json::to_string(&names).unwrap_or_default(),
+            hashes,
+            kept: (!kept_values.is_empty())
+                .then(|| serde_json::Value::Object(kept_values).to_string()),
+        }
+    }
+}
+
+/// What the device timeline records with one acknowledged batch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum BatchTimeline {
+    /// Nothing: a channel whose keys are not devices' resource ids.
+    #[default]
+    Off,
+    /// Part of the channel's first upload: the round's one event counts the batch; no row per
+    /// device.
+    FirstUpload,
+    /// One row per record: the events of the upserts that changed the ledger, and one
+    /// `removed` per deleted key.
+    Records(Vec<RecordEvent>),
+}
+
+/// The fields of one uploaded event as stored: name → hash, and the kept values.
+struct FieldState {
+    hashes: Vec<(String, u32)>,
+    kept: serde_json::Value,
+}
+
+impl FieldState {
+    fn read(names: &str, hashes: &[u8], kept: &serde_json::Value) -> Option<FieldState> {
+        let names: Vec<String> = serde_json::from_str(names).ok()?;
+        if names.len() * 4 != hashes.len() {
+            return None;
+        }
+        let hashes = names
+            .into_iter()
+            .zip(hashes.chunks_exact(4))
+            .map(|(n, h)| (n, u32::from_le_bytes([h[0], h[1], h[2], h[3]])))
+            .collect();
+        Some(FieldState {
+            hashes,
+            kept: kept.clone(),
+        })
+    }
+}
+
+/// The detail of an `uploaded` event: the fields that changed since `previous` (all of them
+/// for a record added; `null` when the earlier state is not known), and the kept values.
+fn uploaded_event(
+    channel: &str,
+    change: Change,
+    previous: Option<&FieldState>,
+    now: Option<&FieldState>,
+    kept: &serde_json::Value,
+) -> serde_json::Value {
+    let fields: Option<Vec<String>> = match (change, previous, now) {
+        (Change::Removed, _, _) => None,
+        (Change::Added, _, Some(now)) => Some(now.hashes.iter().map(|(n, _)| n.clone()).collect()),
+        (Change::Changed, Some(before), Some(now)) => {
+            let old: HashMap<&str, u32> = before
+                .hashes
+                .iter()
+                .map(|(n, h)| (n.as_str(), *h))
+                .collect();
+            let new: HashMap<&str, u32> =
+                now.hashes.iter().map(|(n, h)| (n.as_str(), *h)).collect();
+            let mut changed: Vec<String> = now
+                .hashes
+                .iter()
+                .filter(|(n, h)| old.get(n.as_str()) != Some(h))
+                .map(|(n, _)| n.clone())
+                .chain(
+                    before
+                        .hashes
+                        .iter()
+                        .filter(|(n, _)| !new.contains_key(n.as_str()))
+                        .map(|(n, _)| n.clone()),
+                )
+                .collect();
+            changed.sort();
+            Some(changed)
+        }
+        _ => None,
+    };
+    let mut detail = serde_json::json!({
+        "channel": channel,
+        "change": change.as_str(),
+        "fields": fields,
+    });
+    if change == Change::Changed && fields.is_none() {
+        detail["note"] = "the earlier state is not known: no earlier upload of this record is kept (the channel's first upload keeps none per device, and events are kept 30 days)".into();
+    }
+    if let serde_json::Value::Object(values) = kept {
+        for (k, v) in values {
+            detail[k] = v.clone();
+            if let Some(was) = previous.and_then(|p| p.kept.get(k))
+                && was != v
+            {
+                detail[format!("previous_{k}")] = was.clone();
+            }
+        }
+    }
+    detail
 }
 
 impl AppliedState for StateStore {
@@ -685,6 +1206,7 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), StateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn features_and_hashes_survive_reopening() {
@@ -698,6 +1220,7 @@ mod tests {
                 &[("1".into(), Acked::hash(11)), ("2".into(), Acked::hash(22))],
                 &[],
                 false,
+                &BatchTimeline::Off,
             )
             .unwrap();
             s.ack_batch(
@@ -705,6 +1228,7 @@ mod tests {
                 &[("2".into(), Acked::hash(23))],
                 &["1".into()],
                 false,
+                &BatchTimeline::Off,
             )
             .unwrap();
         }
@@ -746,6 +1270,7 @@ mod tests {
             ],
             &[],
             false,
+            &BatchTimeline::Off,
         )
         .unwrap();
         assert_eq!(kept(&s), None, "a full write keeps no digest");
@@ -762,6 +1287,7 @@ mod tests {
             &[("2".into(), a(21, 4)), ("4".into(), a(40, 5))],
             &["3".into(), "9".into()],
             true,
+            &BatchTimeline::Off,
         )
         .unwrap();
         let now = KeyDigest::of([("1", 10), ("2", 21), ("4", 40)]);
@@ -773,16 +1299,29 @@ mod tests {
             &[("6".into(), a(60, 8)), ("6".into(), a(61, 9))],
             &["6".into()],
             true,
+            &BatchTimeline::Off,
         )
         .unwrap();
         assert_eq!(kept(&s), Some((3, now.sum as i64)), "{:?}", kept(&s));
         // A line moved, same record: the digest does not move.
-        s.ack_batch("devices", &[("1".into(), a(10, 6))], &[], true)
-            .unwrap();
+        s.ack_batch(
+            "devices",
+            &[("1".into(), a(10, 6))],
+            &[],
+            true,
+            &BatchTimeline::Off,
+        )
+        .unwrap();
         assert_eq!(kept(&s), Some((3, now.sum as i64)));
         // Any other write drops it; it is computed again, right.
-        s.ack_batch("devices", &[("5".into(), a(50, 7))], &[], false)
-            .unwrap();
+        s.ack_batch(
+            "devices",
+            &[("5".into(), a(50, 7))],
+            &[],
+            false,
+            &BatchTimeline::Off,
+        )
+        .unwrap();
         assert_eq!(kept(&s), None);
         let five = KeyDigest::of([("1", 10), ("2", 21), ("4", 40), ("5", 50)]);
         assert_eq!(s.channel_digest("devices").unwrap(), five);
@@ -796,6 +1335,245 @@ mod tests {
         s.clear_channel("devices").unwrap();
         assert_eq!(kept(&s), None);
         assert_eq!(s.channel_digest("devices").unwrap(), KeyDigest::default());
+    }
+
+    /// The events of records as the sync engine makes them.
+    fn changed(key: &str, change: Change, value: serde_json::Value) -> RecordEvent {
+        RecordEvent::of(key, change, &value, &["state"])
+    }
+
+    fn timeline_rows(s: &StateStore) -> i64 {
+        s.conn
+            .query_row("SELECT count(*) FROM timeline", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn an_older_state_opens_and_migrates() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // A state written by the build before the timeline: schema 3, a ledger row.
+            let c = Connection::open(dir.path().join("state.db")).unwrap();
+            for m in &MIGRATIONS[..3] {
+                c.execute_batch(m).unwrap();
+            }
+            c.execute_batch(
+                "INSERT INTO sync_hashes (channel, key, hash, line) VALUES ('devices', '7', 70, 700);
+                 PRAGMA user_version = 3;",
+            )
+            .unwrap();
+        }
+        StateStore::check_version(dir.path()).expect("an older schema is accepted");
+        let s = StateStore::open(dir.path()).unwrap();
+        let version: i64 = s
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        assert_eq!(
+            s.acked("devices", "7").unwrap(),
+            Some(Acked {
+                hash: 70,
+                line: 700
+            })
+        );
+        assert_eq!(timeline_rows(&s), 0);
+        assert!(s.device_events(7, None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_fields_an_upload_changed_are_found_by_diffing_with_the_event_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = StateStore::open(dir.path()).unwrap();
+        let ack = |s: &mut StateStore, events: Vec<RecordEvent>, deletes: &[String]| {
+            let upserts: Vec<(String, Acked)> = events
+                .iter()
+                .map(|e| (e.key.clone(), Acked::hash(1)))
+                .collect();
+            s.ack_batch(
+                "comanagement",
+                &upserts,
+                deletes,
+                true,
+                &BatchTimeline::Records(events),
+            )
+            .unwrap();
+        };
+        let record =
+            |name: &str, state: &str| json!({"resource_id": 7, "name": name, "state": state});
+        // Device 8 changed, but nothing earlier is kept for it.
+        ack(
+            &mut s,
+            vec![
+                changed("7", Change::Added, record("PC-7", "scheduledForEnrollment")),
+                changed("8", Change::Changed, record("PC-8", "comanaged")),
+            ],
+            &[],
+        );
+        ack(
+            &mut s,
+            vec![changed("7", Change::Changed, record("PC-7", "comanaged"))],
+            &[],
+        );
+        ack(
+            &mut s,
+            vec![changed("7", Change::Changed, record("PC-7b", "comanaged"))],
+            &[],
+        );
+        ack(&mut s, vec![], &["7".to_string()]);
+        assert_eq!(timeline_rows(&s), 5, "one row per record and event");
+        let events = s.device_events(7, None).unwrap();
+        let got: Vec<(String, serde_json::Value, serde_json::Value)> = events
+            .iter()
+            .map(|e| {
+                assert_eq!(e.kind, "uploaded");
+                assert_eq!(e.detail["channel"], "comanagement");
+                (
+                    e.detail["change"].as_str().unwrap().to_string(),
+                    e.detail["fields"].clone(),
+                    e.detail["state"].clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("removed".into(), json!(null), json!(null)),
+                ("changed".into(), json!(["name"]), json!("comanaged")),
+                ("changed".into(), json!(["state"]), json!("comanaged")),
+                (
+                    "added".into(),
+                    json!(["name", "resource_id", "state"]),
+                    json!("scheduledForEnrollment")
+                ),
+            ],
+            "newest first"
+        );
+        assert_eq!(events[2].detail["previous_state"], "scheduledForEnrollment");
+        assert!(
+            events[1].detail.get("previous_state").is_none(),
+            "{}",
+            events[1].detail
+        );
+        let unknown = s.device_events(8, None).unwrap();
+        assert_eq!(unknown[0].detail["fields"], json!(null));
+        assert!(
+            unknown[0].detail["note"]
+                .as_str()
+                .unwrap()
+                .contains("earlier state is not known"),
+            "{}",
+            unknown[0].detail
+        );
+        // A window: only what is newer than `since`.
+        assert!(
+            s.device_events(7, Some(now_ms() + 60_000))
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_first_upload_is_one_round_event_for_every_device_it_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = StateStore::open(dir.path()).unwrap();
+        let batch: Vec<(String, Acked)> =
+            (1..=3).map(|i| (i.to_string(), Acked::hash(i))).collect();
+        s.ack_batch("devices", &batch, &[], false, &BatchTimeline::FirstUpload)
+            .unwrap();
+        assert!(
+            s.first_upload_pending("devices").unwrap(),
+            "not finished yet"
+        );
+        s.ack_batch(
+            "devices",
+            &[("4".into(), Acked::hash(4))],
+            &[],
+            false,
+            &BatchTimeline::FirstUpload,
+        )
+        .unwrap();
+        s.first_upload_done("devices", 4).unwrap();
+        assert!(!s.first_upload_pending("devices").unwrap());
+        assert_eq!(timeline_rows(&s), 0, "no row per device");
+        let events = s.device_events(2, None).unwrap();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].kind, "first-upload");
+        assert_eq!(
+            events[0].detail,
+            json!({"channel": "devices", "records": 4, "finished": true})
+        );
+        // A device the channel does not hold is not concerned.
+        assert!(s.device_events(9, None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn actions_are_recorded_and_events_older_than_the_retention_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(dir.path()).unwrap();
+        let old = now_ms() - TIMELINE_RETENTION_MS - 1_000;
+        s.conn
+            .execute_batch(&format!(
+                "INSERT INTO timeline (resource_id, at, kind, detail) VALUES (7, {old}, 1, '{{}}');
+                 INSERT INTO timeline_rounds (channel, kind, at, records, finished)
+                 VALUES ('devices', 'first-upload', {old}, 3, 1);"
+            ))
+            .unwrap();
+        s.record_action(7, &json!({"action": "resource-explorer", "requested_by": "helpdesk@contoso.example", "status": "succeeded"}))
+            .unwrap();
+        assert_eq!(
+            timeline_rows(&s),
+            1,
+            "the old row is gone, the new one kept"
+        );
+        let rounds: i64 = s
+            .conn
+            .query_row("SELECT count(*) FROM timeline_rounds", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rounds, 0);
+        let events = s.device_events(7, None).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].kind, "action");
+        assert_eq!(events[0].detail["requested_by"], "helpdesk@contoso.example");
+        assert!(
+            parse_rfc3339_ms(&events[0].at).is_some(),
+            "{}",
+            events[0].at
+        );
+    }
+
+    #[test]
+    fn timeline_writes_leave_the_line_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = StateStore::open(dir.path()).unwrap();
+        crate::lines::LineIndex::new(1, vec!["devices".into()], vec![(11, 1)])
+            .save(dir.path())
+            .unwrap();
+        let index = crate::lines::path_in(dir.path());
+        s.ack_batch(
+            "devices",
+            &[("1".into(), Acked { hash: 5, line: 11 })],
+            &[],
+            true,
+            &BatchTimeline::FirstUpload,
+        )
+        .unwrap();
+        s.first_upload_done("devices", 1).unwrap();
+        s.ack_batch(
+            "devices",
+            &[("1".into(), Acked { hash: 6, line: 11 })],
+            &["2".into()],
+            true,
+            &BatchTimeline::Records(vec![changed("1", Change::Changed, json!({"a": 1}))]),
+        )
+        .unwrap();
+        s.record_action(1, &json!({"action": "timeline"})).unwrap();
+        assert!(s.first_upload_pending("devices").is_ok());
+        assert!(index.is_file(), "a timeline write voided the line index");
+        // A change of the state that is not an acknowledged upload does void it.
+        s.set_meta("x", "y").unwrap();
+        s.set_feature("tenant-attach", &json!({})).unwrap();
+        assert!(!index.is_file());
     }
 
     #[test]

@@ -19,7 +19,7 @@
 
 use crate::host::LineSink;
 use crate::report::{DevicesRead, Progress, count_devices_read};
-use crate::state::{Acked, StateError, StateStore};
+use crate::state::{Acked, BatchTimeline, Change, RecordEvent, StateError, StateStore};
 use cloudattach_sdk::gateway::{ChannelCensus, KeyDigest, UNKNOWN_SENT_HASH, UploadAnswer};
 use cloudattach_sdk::{HostError, Record, RecordSink, SyncMode, SyncStats};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -71,14 +71,27 @@ pub trait HashLedger: Send {
     /// hashes the cloud's census carries).
     fn digest(&mut self, channel: &str) -> Result<KeyDigest, StateError>;
     /// Records one acknowledged batch (or records made from another line, unchanged); with
-    /// `keep_digest`, the channel's digest follows (a delta writing key by key).
+    /// `keep_digest`, the channel's digest follows (a delta writing key by key). The device
+    /// timeline's events of the batch are recorded with it, in the same transaction.
     fn ack(
         &mut self,
         channel: &str,
         upserts: &[(String, Acked)],
         deletes: &[String],
         keep_digest: bool,
+        timeline: &BatchTimeline,
     ) -> Result<(), StateError>;
+    /// Whether `channel`'s first upload began and did not finish: the upload that resumes it is
+    /// still a first upload for the device timeline.
+    fn first_upload_pending(&mut self, channel: &str) -> Result<bool, StateError> {
+        let _ = channel;
+        Ok(false)
+    }
+    /// Records that `channel`'s first upload finished, the channel holding `records` records.
+    fn first_upload_done(&mut self, channel: &str, records: u64) -> Result<(), StateError> {
+        let _ = (channel, records);
+        Ok(())
+    }
     /// Records unchanged records (same key and hash) as made from other lines.
     fn reline(&mut self, channel: &str, moved: &[(String, Acked)]) -> Result<(), StateError>;
     /// Replaces what the ledger holds for `channel`.
@@ -111,8 +124,15 @@ impl HashLedger for StateStore {
         upserts: &[(String, Acked)],
         deletes: &[String],
         keep_digest: bool,
+        timeline: &BatchTimeline,
     ) -> Result<(), StateError> {
-        self.ack_batch(channel, upserts, deletes, keep_digest)
+        self.ack_batch(channel, upserts, deletes, keep_digest, timeline)
+    }
+    fn first_upload_pending(&mut self, channel: &str) -> Result<bool, StateError> {
+        StateStore::first_upload_pending(self, channel)
+    }
+    fn first_upload_done(&mut self, channel: &str, records: u64) -> Result<(), StateError> {
+        StateStore::first_upload_done(self, channel, records)
     }
     fn reline(&mut self, channel: &str, moved: &[(String, Acked)]) -> Result<(), StateError> {
         StateStore::reline(self, channel, moved)
@@ -230,7 +250,15 @@ impl SyncEngine {
                     records: digest.count,
                     added: 0,
                 };
-                return Ok(self.start(channel, mode, known, Some(HashSet::new()), progress));
+                let timeline = self.timeline_mode(channel, digest.count == 0)?;
+                return Ok(self.start(
+                    channel,
+                    mode,
+                    known,
+                    Some(HashSet::new()),
+                    timeline,
+                    progress,
+                ));
             }
             census = Some(held);
         }
@@ -252,10 +280,20 @@ impl SyncEngine {
             Some(c) => c,
             None => self.target.census(channel)?,
         };
+        // Whether the ledger held nothing for the channel when the round started (before any
+        // reconciliation): its first upload, which the timeline records as one round event.
+        let timeline = self.timeline_mode(channel, digest.count == 0)?;
         let matches = census.matches(&digest);
         let must_read = (mode == SyncMode::Delta).then(HashSet::new);
         if matches && let Some(compact) = compact {
-            return Ok(self.start(channel, mode, Known::Compact(compact), must_read, progress));
+            return Ok(self.start(
+                channel,
+                mode,
+                Known::Compact(compact),
+                must_read,
+                timeline,
+                progress,
+            ));
         }
         drop(compact);
         let mut known = self
@@ -275,7 +313,34 @@ impl SyncEngine {
         if mode != SyncMode::Delta {
             must_read = None;
         }
-        Ok(self.start(channel, mode, Known::Loaded(known), must_read, progress))
+        Ok(self.start(
+            channel,
+            mode,
+            Known::Loaded(known),
+            must_read,
+            timeline,
+            progress,
+        ))
+    }
+
+    /// What the device timeline records of an upload of `channel`: nothing for a channel not
+    /// keyed by resource id; one round event for its first upload (the ledger held nothing,
+    /// or the first upload did not finish); otherwise one event per record that changed.
+    fn timeline_mode(&self, channel: &str, ledger_empty: bool) -> Result<TimelineMode, HostError> {
+        if cloudattach_sdk::rules::Channel::builtin(channel).is_none() {
+            return Ok(TimelineMode::Off);
+        }
+        let pending = self
+            .ledger
+            .lock()
+            .expect("ledger lock")
+            .first_upload_pending(channel)
+            .map_err(state_error)?;
+        Ok(if ledger_empty || pending {
+            TimelineMode::First
+        } else {
+            TimelineMode::Changes
+        })
     }
 
     fn start(
@@ -284,6 +349,7 @@ impl SyncEngine {
         mode: SyncMode,
         known: Known,
         must_read: Option<HashSet<u64>>,
+        timeline: TimelineMode,
         progress: &dyn Fn() -> Box<dyn Progress>,
     ) -> Upload<'_> {
         let progress: Arc<dyn Progress> = Arc::from(progress());
@@ -295,6 +361,10 @@ impl SyncEngine {
             keep_digest: matches!(known, Known::Streamed { .. }),
             known,
             must_read,
+            timeline,
+            kept: cloudattach_sdk::rules::Channel::builtin(channel)
+                .map_or(&[][..], |c| c.timeline_kept_fields()),
+            events: Vec::new(),
             batch_records: 0,
             batch: Vec::with_capacity(BATCH_RECORDS),
             batch_bytes: Vec::with_capacity(BATCH_RECORDS * 400),
@@ -493,6 +563,17 @@ enum Known {
     },
 }
 
+/// What the device timeline records of one upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimelineMode {
+    /// Nothing (a channel not keyed by resource id).
+    Off,
+    /// The channel's first upload: one round event, no row per device.
+    First,
+    /// One event per record that changed, new or deleted.
+    Changes,
+}
+
 /// One channel's upload in progress.
 struct Upload<'a> {
     engine: &'a SyncEngine,
@@ -505,6 +586,12 @@ struct Upload<'a> {
     /// In a delta, the lines that must be read whatever the line index says (`None`: every
     /// line must be read).
     must_read: Option<HashSet<u64>>,
+    /// What the device timeline records of this upload.
+    timeline: TimelineMode,
+    /// The fields whose values the timeline keeps for this channel.
+    kept: &'static [&'static str],
+    /// The timeline's events of the batch being built (records that changed).
+    events: Vec<RecordEvent>,
     /// Records in the batch being built.
     batch_records: u64,
     /// Hashes the batch changes (a full resend of an unchanged record changes none).
@@ -532,6 +619,11 @@ impl Upload<'_> {
         body.push(b'}');
         self.batch_bytes.clear();
         let upserts = std::mem::take(&mut self.batch);
+        let timeline = match self.timeline {
+            TimelineMode::Off => BatchTimeline::Off,
+            TimelineMode::First => BatchTimeline::FirstUpload,
+            TimelineMode::Changes => BatchTimeline::Records(std::mem::take(&mut self.events)),
+        };
         let records = std::mem::take(&mut self.batch_records) + deletes.len() as u64;
         let send = self.engine.target.prepare(&self.channel)?;
         let ledger = self.engine.ledger.clone();
@@ -548,11 +640,12 @@ impl Upload<'_> {
             let answer = send(compressed).await?;
             // The batch is recorded as acknowledged before it counts: a crash after this point
             // loses nothing, one before it resends the batch, which the cloud finds unchanged.
+            // Its timeline events are written in the same transaction.
             tokio::task::spawn_blocking(move || {
                 ledger
                     .lock()
                     .expect("ledger lock")
-                    .ack(&channel, &upserts, &deletes, keep_digest)
+                    .ack(&channel, &upserts, &deletes, keep_digest, &timeline)
                     .map_err(state_error)
             })
             .await
@@ -628,6 +721,22 @@ impl Upload<'_> {
         self.batch_bytes.extend_from_slice(&json);
         self.batch_bytes.push(b'}');
         if previous != Some(acked) {
+            // A record whose content changed (not only its line) is an event of its device.
+            if self.timeline == TimelineMode::Changes
+                && previous.is_none_or(|p| p.hash != acked.hash)
+            {
+                let change = if previous.is_some() {
+                    Change::Changed
+                } else {
+                    Change::Added
+                };
+                self.events.push(RecordEvent::of(
+                    &record.key,
+                    change,
+                    &record.value,
+                    self.kept,
+                ));
+            }
             self.batch.push((record.key, acked));
         }
         self.batch_records += 1;
@@ -740,6 +849,14 @@ impl Upload<'_> {
         }
         while !self.in_flight.is_empty() {
             self.wait_oldest()?;
+        }
+        if self.timeline == TimelineMode::First {
+            self.engine
+                .ledger
+                .lock()
+                .expect("ledger lock")
+                .first_upload_done(&self.channel, self.stats.total)
+                .map_err(state_error)?;
         }
         self.progress.finish(&self.stats);
         Ok(self.stats)
@@ -894,6 +1011,7 @@ mod tests {
             upserts: &[(String, Acked)],
             deletes: &[String],
             _keep_digest: bool,
+            _timeline: &BatchTimeline,
         ) -> Result<(), StateError> {
             let h = self.hashes.entry(channel.into()).or_default();
             for (k, v) in upserts {
@@ -1244,6 +1362,155 @@ mod tests {
             (full.sent, full.unchanged),
             (next.len() as u64, next.len() as u64)
         );
+    }
+
+    /// [`setup`] with the state store as the ledger.
+    fn setup_state() -> (
+        tokio::runtime::Runtime,
+        tempfile::TempDir,
+        Arc<Mutex<StateStore>>,
+        SyncEngine,
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let state = Arc::new(Mutex::new(StateStore::open(dir.path()).unwrap()));
+        let target = Arc::new(MemoryTarget::default());
+        let engine = SyncEngine::new(rt.handle().clone(), Arc::new(Shared(target)), state.clone());
+        (rt, dir, state, engine)
+    }
+
+    fn push_to(
+        engine: &SyncEngine,
+        channel: &str,
+        records: &[(i64, serde_json::Value)],
+    ) -> SyncStats {
+        let mut sink = engine
+            .open("p", channel, SyncMode::Delta, &|| Box::new(Silent), &|_| {})
+            .unwrap();
+        for (k, v) in records {
+            sink.push(Record::new(k.to_string(), v.clone())).unwrap();
+        }
+        sink.finish().unwrap()
+    }
+
+    #[test]
+    fn a_first_upload_writes_one_round_event_and_no_row_per_device() {
+        let (_rt, _dir, state, engine) = setup_state();
+        let site: Vec<(i64, serde_json::Value)> = (1..=(BATCH_RECORDS as i64 * 2 + 7))
+            .map(|i| {
+                (
+                    i,
+                    serde_json::json!({"name": format!("PC-{i}"), "os": "Windows 11"}),
+                )
+            })
+            .collect();
+        let stats = push_to(&engine, "devices", &site);
+        assert_eq!(stats.sent, site.len() as u64);
+        let s = state.lock().unwrap();
+        assert_eq!(
+            s.timeline_counts(),
+            (0, 1),
+            "three batches, one round event"
+        );
+        let events = s.device_events(42, None).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].kind, "first-upload");
+        assert_eq!(events[0].detail["records"], site.len() as u64);
+        assert_eq!(events[0].detail["finished"], true);
+        drop(s);
+        // Nothing changed: nothing written.
+        push_to(&engine, "devices", &site);
+        assert_eq!(state.lock().unwrap().timeline_counts(), (0, 1));
+        // An extension channel is not keyed by device: no event at all.
+        push_to(&engine, "ext/acme", &site[..3]);
+        push_to(&engine, "ext/acme", &site[..2]);
+        assert_eq!(state.lock().unwrap().timeline_counts(), (0, 1));
+    }
+
+    #[test]
+    fn a_delta_writes_one_row_per_record_changed_added_or_removed() {
+        let (_rt, _dir, state, engine) = setup_state();
+        let record = |name: &str, os: &str| serde_json::json!({"name": name, "os": os});
+        let mut site: Vec<(i64, serde_json::Value)> = (1..=50)
+            .map(|i| (i, record(&format!("PC-{i}"), "Windows 10")))
+            .collect();
+        push_to(&engine, "devices", &site);
+        site[4].1 = record("PC-5", "Windows 11");
+        site.pop();
+        site.push((77, record("PC-77", "Windows 11")));
+        let stats = push_to(&engine, "devices", &site);
+        assert_eq!((stats.upserted, stats.deleted), (2, 1));
+        let s = state.lock().unwrap();
+        assert_eq!(s.timeline_counts(), (3, 1), "one row per change");
+        let kind = |rid: i64| -> Vec<(String, String, serde_json::Value)> {
+            s.device_events(rid, None)
+                .unwrap()
+                .into_iter()
+                .map(|e| {
+                    (
+                        e.kind,
+                        e.detail["change"].as_str().unwrap_or("").to_string(),
+                        e.detail["fields"].clone(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(
+            kind(5),
+            [
+                ("uploaded".into(), "changed".into(), serde_json::Value::Null),
+                (
+                    "first-upload".into(),
+                    String::new(),
+                    serde_json::Value::Null
+                ),
+            ],
+            "no earlier state per device after a first upload"
+        );
+        assert_eq!(
+            kind(77),
+            [(
+                "uploaded".into(),
+                "added".into(),
+                serde_json::json!(["name", "os"])
+            )]
+        );
+        assert_eq!(kind(50)[0].1, "removed");
+        assert!(kind(6).iter().all(|(k, _, _)| k == "first-upload"));
+        drop(s);
+        // The next change of device 5 is diffed with the one before.
+        site[4].1 = record("PC-5b", "Windows 11");
+        push_to(&engine, "devices", &site);
+        let s = state.lock().unwrap();
+        let latest = &s.device_events(5, None).unwrap()[0];
+        assert_eq!(latest.detail["fields"], serde_json::json!(["name"]));
+    }
+
+    #[test]
+    fn a_first_upload_that_did_not_finish_is_resumed_as_one() {
+        let (_rt, _dir, state, engine) = setup_state();
+        // The first batch of a first upload was acknowledged, then the process died.
+        state
+            .lock()
+            .unwrap()
+            .ack_batch(
+                "defender",
+                &[("1".into(), Acked::hash(1))],
+                &[],
+                false,
+                &BatchTimeline::FirstUpload,
+            )
+            .unwrap();
+        let site: Vec<(i64, serde_json::Value)> =
+            (1..=20).map(|i| (i, serde_json::json!({"n": i}))).collect();
+        push_to(&engine, "defender", &site);
+        let s = state.lock().unwrap();
+        assert_eq!(s.timeline_counts(), (0, 1), "still the first upload");
+        assert!(!s.first_upload_pending("defender").unwrap());
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! The data model every part of cloudattach shares: the site ([`SiteInfo`], [`CollectionInfo`])
 //! and its devices ([`Device`] and its blocks), versions ([`SiteVersion`], [`DottedVersion`]),
 //! environments, what an upload carries ([`Record`], [`SyncMode`], [`SyncStats`],
-//! [`DeviceParts`]), the cloud's rules for records, keys and ids ([`rules`], [`ids`]) and the
-//! documents of its attach gateway ([`gateway`]).
+//! [`DeviceParts`]), a device's timeline ([`TimelineEvent`]), the cloud's rules for records,
+//! keys and ids ([`rules`], [`ids`]) and the documents of its attach gateway ([`gateway`]).
 //!
 //! Plugin authors get all of it through `cloudattach-sdk`, which re-exports it at the same
 //! paths; the cloud depends on this crate alone, so that the site reader, the plugins, the test
@@ -22,6 +22,7 @@ pub mod ids;
 pub mod record;
 pub mod rules;
 pub mod site;
+pub mod timeline;
 pub mod version;
 
 pub use device::{Analytics, AppUsage, DefenderState, Detection, Device, JoinType};
@@ -31,6 +32,7 @@ pub use gateway::Method;
 pub use ids::{FeatureIdError, is_collection_id, is_valid_feature_id, validate_feature_id};
 pub use record::{DeviceParts, Record, SyncMode, SyncStats};
 pub use site::{ALL_SYSTEMS, CollectionInfo, ConnectionPoint, DeviceMembership, SiteInfo};
+pub use timeline::TimelineEvent;
 pub use version::{DottedVersion, SiteVersion};
 
 /// The options of a feature: its `[features.<id>]` table as JSON, without `enabled`.

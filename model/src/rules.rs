@@ -107,6 +107,22 @@ impl Channel {
     pub fn is_builtin(&self) -> bool {
         !matches!(self, Channel::Ext(_))
     }
+
+    /// The top-level fields of the channel's records whose values the site's device timeline
+    /// keeps with each change (not inventory data: a state the timeline shows as it was);
+    /// of every other field it keeps a hash only.
+    ///
+    /// ```
+    /// use cloudattach_model::rules::Channel;
+    /// assert_eq!(Channel::Comanagement.timeline_kept_fields(), ["state"]);
+    /// assert!(Channel::Devices.timeline_kept_fields().is_empty());
+    /// ```
+    pub fn timeline_kept_fields(&self) -> &'static [&'static str] {
+        match self {
+            Channel::Comanagement => &["state"],
+            _ => &[],
+        }
+    }
 }
 
 /// A record or key the cloud refuses, with the message of its `400` answer.

@@ -122,6 +122,9 @@ pub trait FfiHost {
     fn collections(&self) -> RString;
     /// A device's memberships (a JSON array of `DeviceMembership`).
     fn memberships(&self, resource_id: i64) -> RString;
+    /// A device's timeline events since `since` (RFC 3339; empty: all the host keeps), a JSON
+    /// array of `TimelineEvent`; `Err` is a [`HostError`] as JSON.
+    fn device_events(&self, resource_id: i64, since: RStr<'_>) -> RResult<RString, RString>;
     /// Opens an upload: mode as JSON (`"Delta"`); returns a handle for the upload.
     fn open_sync(&self, channel: RStr<'_>, mode: RStr<'_>) -> RResult<u64, RString>;
     /// Pushes a JSON array of `Record`s into an open upload.

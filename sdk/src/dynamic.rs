@@ -440,6 +440,25 @@ impl Host for HostAdapter<'_, '_> {
         serde_json::from_str(self.ffi.memberships(resource_id).as_str()).unwrap_or_default()
     }
 
+    fn device_events(
+        &self,
+        resource_id: i64,
+        since: Option<&str>,
+    ) -> Result<Vec<cloudattach_model::TimelineEvent>, HostError> {
+        match self
+            .ffi
+            .device_events(resource_id, since.unwrap_or("").into())
+        {
+            ROk(json) => serde_json::from_str(json.as_str()).map_err(|e| {
+                HostError::new(
+                    "plugin-boundary",
+                    format!("cannot read the device's timeline: {e}"),
+                )
+            }),
+            RErr(e) => Err(host_error_from_json(e.as_str())),
+        }
+    }
+
     fn collections(&self) -> Vec<CollectionInfo> {
         serde_json::from_str(self.ffi.collections().as_str()).unwrap_or_default()
     }

@@ -7,7 +7,7 @@ use cloudattach_model::{Device, Environment};
 // Defined in `cloudattach-model`; re-exported where they were defined before 0.2.
 pub use cloudattach_model::{
     CollectionInfo, ConnectionPoint, DeviceParts, HostError, Method, Record, SiteInfo, SyncMode,
-    SyncStats,
+    SyncStats, TimelineEvent,
 };
 
 /// The receiving end of an upload (see [`Host::open_sync`]).
@@ -143,6 +143,23 @@ pub trait Host {
             Some(e) => Err(e),
             None => sink.finish(),
         }
+    }
+
+    /// The events the site keeps of a device (its timeline: uploads that changed its records,
+    /// with the fields that changed; its channels' first uploads; the cloud actions run on it),
+    /// since `since` (RFC 3339; `None`: all it keeps, 30 days), newest first. Added in 0.2 with a
+    /// default that answers `no-timeline`: a host that keeps no timeline; the core's host keeps
+    /// one where the connector serves actions.
+    fn device_events(
+        &self,
+        resource_id: i64,
+        since: Option<&str>,
+    ) -> Result<Vec<TimelineEvent>, HostError> {
+        let _ = (resource_id, since);
+        Err(HostError::new(
+            "no-timeline",
+            "this host keeps no device timeline",
+        ))
     }
 
     /// A progress or information message for the person running the command (stderr).

@@ -27,7 +27,7 @@ pub mod manifest;
 pub mod plugin;
 
 pub use cloudattach_model::{
-    actions, device, environment, gateway, ids, record, rules, site, version,
+    actions, device, environment, gateway, ids, record, rules, site, timeline, version,
 };
 
 pub use cloudattach_model::actions::{
@@ -36,8 +36,8 @@ pub use cloudattach_model::actions::{
 pub use cloudattach_model::{
     ALL_SYSTEMS, Analytics, AppUsage, CollectionInfo, ConnectionPoint, DefenderState, Detection,
     Device, DeviceMembership, DeviceParts, DottedVersion, Environment, FeatureIdError, HostError,
-    JoinType, Method, Record, SiteInfo, SiteVersion, SyncMode, SyncStats, is_collection_id,
-    is_valid_feature_id, thousands, validate_feature_id,
+    JoinType, Method, Record, SiteInfo, SiteVersion, SyncMode, SyncStats, TimelineEvent,
+    is_collection_id, is_valid_feature_id, thousands, validate_feature_id,
 };
 pub use diag::{
     ApplyOutcome, CheckReport, CheckStatus, Finding, PlanAction, PlanDecision, Severity,

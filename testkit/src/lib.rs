@@ -362,6 +362,8 @@ pub struct MemoryHost {
     /// Canned answers that take precedence over the in-memory cloud, by (method, path).
     responses: Vec<(Method, String, Value)>,
     logs: Mutex<Vec<String>>,
+    /// Timeline events by device (`None`: the host keeps no timeline).
+    timeline: Option<BTreeMap<i64, Vec<cloudattach_sdk::TimelineEvent>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -398,6 +400,7 @@ impl MemoryHost {
             upload_error: None,
             responses: vec![],
             logs: Mutex::new(vec![]),
+            timeline: None,
         }
     }
 
@@ -510,6 +513,18 @@ impl MemoryHost {
     pub fn with_response(mut self, method: Method, path: &str, response: Value) -> Self {
         self.responses.push((method, path.to_string(), response));
         self.with_cloud()
+    }
+
+    /// A device's timeline event ([`Host::device_events`] answers with the events of the
+    /// device given this way, newest first); without any, the host keeps no timeline and
+    /// answers `no-timeline`, as the trait's default does.
+    pub fn with_event(mut self, resource_id: i64, event: cloudattach_sdk::TimelineEvent) -> Self {
+        self.timeline
+            .get_or_insert_with(BTreeMap::new)
+            .entry(resource_id)
+            .or_default()
+            .push(event);
+        self
     }
 
     /// The site's devices.
@@ -865,6 +880,29 @@ impl Host for MemoryHost {
                         .any(|d| d.resource_id == resource_id)
             }
         }
+    }
+
+    fn device_events(
+        &self,
+        resource_id: i64,
+        since: Option<&str>,
+    ) -> Result<Vec<cloudattach_sdk::TimelineEvent>, HostError> {
+        let Some(timeline) = &self.timeline else {
+            return Err(HostError::new(
+                "no-timeline",
+                "this host keeps no device timeline",
+            ));
+        };
+        // RFC 3339 dates in UTC with the same precision compare as text.
+        let mut events: Vec<_> = timeline
+            .get(&resource_id)
+            .into_iter()
+            .flatten()
+            .filter(|e| since.is_none_or(|s| e.at.as_str() >= s))
+            .cloned()
+            .collect();
+        events.sort_by(|a, b| b.at.cmp(&a.at));
+        Ok(events)
     }
 
     fn feature_options(&self, plugin_id: &str) -> Option<Options> {

@@ -424,3 +424,164 @@ fn app_token(w: &World) -> String {
     ]);
     v["access_token"].as_str().expect("app token").to_string()
 }
+
+/// Sets one field of one device's line in `devices.jsonl`, leaving every other line as it is.
+fn set_device_field(w: &World, resource_id: i64, field: &str, value: Value) {
+    let path = w.site_dir().join("devices.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut found = false;
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| match serde_json::from_str::<Value>(l) {
+            Ok(mut d) if d["resource_id"] == resource_id => {
+                found = true;
+                d[field] = value.clone();
+                serde_json::to_string(&d).unwrap()
+            }
+            _ => l.to_string(),
+        })
+        .collect();
+    assert!(found, "device {resource_id} in devices.jsonl");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+}
+
+/// The rows of a succeeded `timeline` action: `(time, kind, detail)`, newest first.
+fn timeline_rows(w: &World, token: &str, id: &str) -> Vec<(String, String, Value)> {
+    let done = action(w, token, id);
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(
+        done["result"]["columns"],
+        json!(["time", "kind", "detail"]),
+        "{done}"
+    );
+    done["result"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r[0].as_str().unwrap().to_string(),
+                r[1].as_str().unwrap().to_string(),
+                r[2].clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_timeline_shows_what_changed_who_acted_and_a_first_upload_once() {
+    let mut w = World::start();
+    let site = w.generate(40, 2303);
+    w.config("public", "[attach]\nsettings = \"default\"\n");
+    let applied = w.apply_ok();
+    assert!(
+        steps(&applied)["tenant-attach"]["findings"]
+            .to_string()
+            .contains(
+                "cloud actions declared: resource-explorer, cmpivot, cmpivot-collection, timeline"
+            ),
+        "{applied}"
+    );
+    people_sign_in_themselves(&mut w, None);
+    write_rbac(&w, &["SMS00001"]);
+    let hid = site.hid.clone();
+    let clients: Vec<i64> = site.clients().into_iter().collect();
+    let (changed, untouched) = (clients[0], clients[1]);
+    let helpdesk = user_token(&w, "helpdesk@contoso.example");
+    let id = |v: &Value| v["id"].as_str().unwrap().to_string();
+    let on_devices = |rows: &[(String, String, Value)]| -> Vec<Value> {
+        rows.iter()
+            .filter(|(_, k, d)| k == "uploaded" && d["channel"] == "devices")
+            .map(|(_, _, d)| d.clone())
+            .collect()
+    };
+
+    // A change after the first upload, synced by the connector: the site kept no earlier state
+    // of the device (the first upload writes no row per device), so its fields are not known.
+    set_device_field(&w, changed, "client_version", json!("5.00.9999.1000"));
+    w.cli(&["connect", "--once"]).ok();
+    let first = ask(&w, &helpdesk, &hid, changed, "timeline", json!({}));
+    let explorer = ask(&w, &helpdesk, &hid, changed, "resource-explorer", json!({}));
+    // The next change is diffed with that one.
+    set_device_field(&w, changed, "client_version", json!("5.00.9999.2000"));
+    let r = w.cli(&["--output", "json", "connect", "--once"]);
+    r.ok();
+    assert_eq!(
+        r.json()["served"].as_array().unwrap().len(),
+        2,
+        "{}",
+        r.json()
+    );
+    let second = ask(
+        &w,
+        &helpdesk,
+        &hid,
+        changed,
+        "timeline",
+        json!({"hours": 48}),
+    );
+    let quiet = ask(&w, &helpdesk, &hid, untouched, "timeline", json!({}));
+    w.cli(&["connect", "--once"]).ok();
+
+    let rows = timeline_rows(&w, &helpdesk, &id(&first));
+    let uploads = on_devices(&rows);
+    assert_eq!(uploads.len(), 1, "{rows:?}");
+    assert_eq!(uploads[0]["change"], "changed");
+    assert_eq!(uploads[0]["fields"], Value::Null);
+    assert!(
+        uploads[0]["note"]
+            .as_str()
+            .unwrap()
+            .contains("earlier state is not known"),
+        "{rows:?}"
+    );
+    assert!(
+        rows.iter()
+            .any(|(_, k, d)| k == "first-upload" && d["channel"] == "devices"),
+        "{rows:?}"
+    );
+
+    let rows = timeline_rows(&w, &helpdesk, &id(&second));
+    let uploads = on_devices(&rows);
+    assert_eq!(uploads.len(), 2, "{rows:?}");
+    assert_eq!(uploads[0]["fields"], json!(["client_version"]), "{rows:?}");
+    let times: Vec<&str> = rows.iter().map(|(t, _, _)| t.as_str()).collect();
+    let mut sorted = times.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(times, sorted, "newest first");
+    let actions: Vec<&Value> = rows
+        .iter()
+        .filter(|(_, k, _)| k == "action")
+        .map(|(_, _, d)| d)
+        .collect();
+    assert_eq!(actions.len(), 2, "{rows:?}");
+    let explored = actions
+        .iter()
+        .find(|d| d["action"] == "resource-explorer")
+        .expect("the resource explorer on the timeline");
+    assert_eq!(
+        (
+            explored["id"].clone(),
+            explored["requested_by"].clone(),
+            explored["status"].clone(),
+            explored["error"].clone()
+        ),
+        (
+            json!(id(&explorer)),
+            json!("helpdesk@contoso.example"),
+            json!("succeeded"),
+            Value::Null
+        )
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|d| d["action"] == "timeline" && d["id"] == json!(id(&first)))
+    );
+
+    // Nobody touched that one: its channels' first uploads, nothing else.
+    let rows = timeline_rows(&w, &helpdesk, &id(&quiet));
+    assert!(!rows.is_empty());
+    assert!(rows.iter().all(|(_, k, _)| k == "first-upload"), "{rows:?}");
+    assert!(rows.iter().any(|(_, _, d)| d["channel"] == "devices"));
+}

@@ -264,6 +264,20 @@ impl FfiHost for HostBridge<'_> {
         })
     }
 
+    fn device_events(&self, resource_id: i64, since: RStr<'_>) -> RResult<RString, RString> {
+        let result = guarded_result(|| {
+            let host = self.host.ok_or_else(no_host)?;
+            let since = (!since.is_empty()).then_some(since.as_str());
+            let events = host.device_events(resource_id, since)?;
+            serde_json::to_string(&events)
+                .map_err(|e| HostError::new("plugin-boundary", e.to_string()))
+        });
+        match result {
+            Ok(json) => ROk(json.into()),
+            Err(e) => RErr(err_json(&e)),
+        }
+    }
+
     fn collections(&self) -> RString {
         guarded(RString::from("[]"), || {
             let list = self.host.map(|h| h.collections()).unwrap_or_default();
@@ -381,6 +395,7 @@ mod tests {
         Collections,
         IsMember(String, i64),
         Memberships(i64),
+        DeviceEvents(i64, Option<String>),
         FeatureOptions(String),
         IsUploaded(i64),
         Cloud(Method, String, Option<Value>),
@@ -484,6 +499,21 @@ mod tests {
             vec![cloudattach_sdk::DeviceMembership::new(
                 "PS100012", "Pilot", false, "limited", "cut",
             )]
+        }
+        fn device_events(
+            &self,
+            resource_id: i64,
+            since: Option<&str>,
+        ) -> Result<Vec<cloudattach_sdk::TimelineEvent>, HostError> {
+            self.record(Call::DeviceEvents(resource_id, since.map(String::from)));
+            if resource_id == 0 {
+                return Err(HostError::new("no-timeline", "none kept"));
+            }
+            Ok(vec![cloudattach_sdk::TimelineEvent::new(
+                "2026-01-02T03:04:05Z",
+                "action",
+                json!({ "action": "resource-explorer" }),
+            )])
         }
         fn feature_options(&self, plugin_id: &str) -> Option<Options> {
             self.record(Call::FeatureOptions(plugin_id.into()));
@@ -696,6 +726,25 @@ mod tests {
                     );
                 }),
                 vec![Call::Memberships(7)],
+            ),
+            (
+                "device_events",
+                Box::new(|| {
+                    let events = host.device_events(7, Some("2026-01-01T00:00:00Z")).unwrap();
+                    assert_eq!(
+                        (
+                            events.len(),
+                            events[0].kind.as_str(),
+                            &events[0].detail["action"]
+                        ),
+                        (1, "action", &json!("resource-explorer"))
+                    );
+                    assert_eq!(host.device_events(0, None).unwrap_err().code, "no-timeline");
+                }),
+                vec![
+                    Call::DeviceEvents(7, Some("2026-01-01T00:00:00Z".into())),
+                    Call::DeviceEvents(0, None),
+                ],
             ),
             (
                 "feature_options",

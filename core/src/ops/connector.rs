@@ -205,10 +205,17 @@ pub fn run(
         match poll(conn, &connector_id, wait) {
             Ok(queue) => {
                 let host = selection::host_for(&ws.site, &ws.config, &selection)
-                    .with_cloud(conn.session.clone());
+                    .with_cloud(conn.session.clone())
+                    .with_timeline(conn.state.clone());
                 for doc in &queue.value {
                     let answer = answer(ws, &selection, &host, &connector_id, doc);
                     let served = post_answer(conn, doc, answer);
+                    if let Err(e) = record_on_timeline(conn, doc, &served) {
+                        reporter.warn(&format!(
+                            "action {} is not on the device's timeline: {e}",
+                            doc.id
+                        ));
+                    }
                     on_served(&served);
                     report.served.push(served);
                 }
@@ -291,6 +298,33 @@ fn poll(conn: &Connection, connector_id: &str, wait: Duration) -> Result<ActionQ
         .gateway_json(HttpMethod::GET, &path, None)
         .map_err(|e| e.to_string())?;
     serde_json::from_value(v).map_err(|e| format!("the cloud's action queue is not readable: {e}"))
+}
+
+/// Records an action run on a device on its timeline, once answered: who asked, what, the
+/// outcome. One short write through the connection's state, which SQLite's own locking
+/// serializes with any other process writing the state (the state lock is not taken: a sync
+/// round of another command may hold it). A collection's action is on no device's timeline.
+fn record_on_timeline(
+    conn: &Connection,
+    doc: &ActionDoc,
+    served: &Served,
+) -> Result<(), crate::state::StateError> {
+    let (Some(resource_id), None) = (doc.resource_id, &doc.collection_id) else {
+        return Ok(());
+    };
+    let detail = serde_json::json!({
+        "id": doc.id,
+        "action": doc.action,
+        "requested_by": doc.requested_by,
+        "status": served.status.as_str(),
+        "error": served.error,
+        "authority": served.authority,
+        "accepted": served.accepted,
+    });
+    conn.state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .record_action(resource_id, &detail)
 }
 
 fn post_answer(conn: &Connection, doc: &ActionDoc, answer: ActionAnswer) -> Served {

@@ -409,6 +409,6 @@ fn explain_access_reads_the_sites_rbac_file_and_names_the_refusing_link() {
     assert!(
         e.is_input()
             && e.to_string()
-                .contains("resource-explorer, cmpivot, cmpivot-collection")
+                .contains("resource-explorer, cmpivot, cmpivot-collection, timeline")
     );
 }

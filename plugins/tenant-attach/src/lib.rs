@@ -118,7 +118,7 @@ pub fn cmpivot_collection() -> ActionDecl {
 /// The id of CMPivot over a collection.
 pub const CMPIVOT_COLLECTION: &str = "cmpivot-collection";
 
-/// The device's timeline: the events the site knows of it.
+/// The device's timeline: the events the site knows of it, over the last `hours` (default 24).
 pub fn timeline() -> ActionDecl {
     ActionDecl::new(
         actions::TIMELINE,
@@ -131,6 +131,107 @@ pub fn timeline() -> ActionDecl {
         ],
         &[actions::INTUNE_VIEW_TIMELINE],
     )
+    .parameter(ActionParameter::new(
+        "hours",
+        ParameterKind::Integer,
+        false,
+        "how far back, in hours: 1 to 720 (the 30 days the site keeps); 24 unless given",
+    ))
+}
+
+/// The timeline's window unless the request says otherwise, in hours.
+pub const TIMELINE_DEFAULT_HOURS: i64 = 24;
+/// The longest window: the 30 days the site keeps, in hours.
+pub const TIMELINE_MAX_HOURS: i64 = cloudattach_sdk::timeline::RETENTION_DAYS as i64 * 24;
+
+/// The timeline's answer for one device over the `hours` before `now`: a table `time, kind,
+/// detail`, newest first, of the events the site keeps (`Host::device_events`) — uploads that
+/// changed the device's records with the fields that changed (a change of its co-management
+/// `state` as a `co-management` event), its channels' first uploads, the cloud actions run on
+/// it — and the device's own `last_active` from the inventory when it falls in the window.
+pub fn timeline_table(
+    host: &dyn Host,
+    resource_id: i64,
+    hours: i64,
+    now: time::OffsetDateTime,
+) -> Result<cloudattach_sdk::ActionResult, ActionError> {
+    use time::format_description::well_known::Rfc3339;
+    if !(1..=TIMELINE_MAX_HOURS).contains(&hours) {
+        return Err(ActionError::new(
+            "bad-parameters",
+            format!(
+                "\"hours\" must be 1 to {TIMELINE_MAX_HOURS} (30 days, what the site keeps); got {hours}"
+            ),
+        ));
+    }
+    let since = now - time::Duration::hours(hours);
+    let since_text = since.format(&Rfc3339).unwrap_or_default();
+    let events = host
+        .device_events(resource_id, Some(&since_text))
+        .map_err(|e| ActionError::new(e.code, e.message))?;
+    let mut last_active = None;
+    let mut found = false;
+    host.for_each_device_with(DeviceParts::NONE, &mut |d| {
+        if !found && d.resource_id == resource_id {
+            found = true;
+            last_active = d.last_active.clone();
+        }
+    })
+    .map_err(|e| ActionError::new(e.code, e.message))?;
+    if !found && events.is_empty() {
+        return Err(ActionError::new(
+            "device-not-found",
+            format!(
+                "site {} has no device with resource id {resource_id}, and keeps no event of one",
+                host.site().code
+            ),
+        ));
+    }
+    let parse = |t: &str| time::OffsetDateTime::parse(t, &Rfc3339).ok();
+    let mut rows: Vec<(Option<time::OffsetDateTime>, Vec<Value>)> = events
+        .into_iter()
+        .map(|e| {
+            let (kind, detail) = timeline_row(&e.kind, e.detail);
+            (parse(&e.at), vec![Value::from(e.at), kind.into(), detail])
+        })
+        .collect();
+    if let Some(at) = last_active
+        && let Some(t) = parse(&at)
+        && t >= since
+        && t <= now
+    {
+        rows.push((
+            Some(t),
+            vec![
+                Value::from(at),
+                "last-active".into(),
+                json!({ "source": "inventory" }),
+            ],
+        ));
+    }
+    // Newest first (stable: the host's order among events of one instant).
+    rows.sort_by_key(|r| std::cmp::Reverse(r.0));
+    Ok(cloudattach_sdk::ActionResult::Table {
+        columns: vec!["time".into(), "kind".into(), "detail".into()],
+        rows: rows.into_iter().map(|(_, r)| r).collect(),
+        truncated: false,
+    })
+}
+
+/// How an event shows in the timeline's table: an upload that changed the co-management
+/// `state` (or added a record with one) is a `co-management` event carrying the new state.
+fn timeline_row(kind: &str, detail: Value) -> (String, Value) {
+    let state_changed = detail["channel"] == "comanagement"
+        && detail["state"].is_string()
+        && (detail["change"] == "added"
+            || detail["fields"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|n| n == "state")));
+    if kind == "uploaded" && state_changed {
+        ("co-management".to_string(), detail)
+    } else {
+        (kind.to_string(), detail)
+    }
 }
 
 /// The resource explorer's document for one device, read from the site now: its whole
@@ -297,6 +398,13 @@ impl Plugin for TenantAttach {
                 resource_explorer_document(host, *id)
                     .map(|document| cloudattach_sdk::ActionResult::Document { document })
             }
+            (actions::TIMELINE, ActionSubject::Device(id)) => {
+                let hours = match call.parameters.get("hours") {
+                    None => TIMELINE_DEFAULT_HOURS,
+                    Some(v) => v.as_i64().unwrap_or(0),
+                };
+                timeline_table(host, *id, hours, time::OffsetDateTime::now_utc())
+            }
             (actions::CMPIVOT, ActionSubject::Device(_))
             | (CMPIVOT_COLLECTION, ActionSubject::Collection(_)) => run_query(host, call),
             (other, subject) => Err(ActionError::new(
@@ -330,6 +438,7 @@ impl Plugin for TenantAttach {
         .action(resource_explorer())
         .action(cmpivot())
         .action(cmpivot_collection())
+        .action(timeline())
     }
 
     fn check(&self, host: &dyn Host, options: &Options) -> CheckReport {

@@ -389,3 +389,105 @@ fn a_failed_upload_fails_apply_after_enabling() {
     assert_eq!((upload.records.len(), upload.stats.sent), (4, 0));
     assert!(host.channel(CHANNEL).is_empty());
 }
+
+#[test]
+fn the_timeline_answers_newest_first_in_its_window_with_co_management_changes() {
+    use cloudattach_plugin_tenant_attach::{TIMELINE_MAX_HOURS, timeline_table};
+    use cloudattach_sdk::{ActionResult, Host, TimelineEvent};
+    let now = time::macros::datetime!(2026-06-02 12:00 UTC);
+    let event = |at: &str, kind: &str, detail| TimelineEvent::new(at, kind, detail);
+    let host = MemoryHost::new(MemoryHost::sample_site())
+        .with_device(with(device(1), |d| {
+            d.last_active = Some("2026-06-02T09:30:00Z".into())
+        }))
+        .with_device(device(2))
+        .with_event(
+            1,
+            event(
+                "2026-06-02T08:00:00Z",
+                "first-upload",
+                json!({"channel": "devices", "records": 2}),
+            ),
+        )
+        .with_event(
+            1,
+            event(
+                "2026-06-02T10:00:00Z",
+                "uploaded",
+                json!({"channel": "comanagement", "change": "changed", "fields": ["state"], "state": "comanaged"}),
+            ),
+        )
+        .with_event(
+            1,
+            event(
+                "2026-06-02T11:00:00Z",
+                "uploaded",
+                json!({"channel": "devices", "change": "changed", "fields": ["client_version"]}),
+            ),
+        )
+        .with_event(
+            1,
+            event(
+                "2026-05-20T11:00:00Z",
+                "action",
+                json!({"action": "resource-explorer"}),
+            ),
+        );
+    let ActionResult::Table { columns, rows, .. } = timeline_table(&host, 1, 24, now).unwrap()
+    else {
+        panic!("a table")
+    };
+    assert_eq!(columns, ["time", "kind", "detail"]);
+    let kinds: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r[0].as_str().unwrap(), r[1].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("2026-06-02T11:00:00Z", "uploaded"),
+            ("2026-06-02T10:00:00Z", "co-management"),
+            ("2026-06-02T09:30:00Z", "last-active"),
+            ("2026-06-02T08:00:00Z", "first-upload"),
+        ],
+        "newest first, the last 24 hours"
+    );
+    assert_eq!(rows[1][2]["state"], "comanaged");
+    // 30 days back: the older action too.
+    let ActionResult::Table { rows, .. } =
+        timeline_table(&host, 1, TIMELINE_MAX_HOURS, now).unwrap()
+    else {
+        panic!("a table")
+    };
+    assert_eq!(rows.last().unwrap()[1], "action");
+    // A device without events has none; a window beyond what the site keeps is refused.
+    let ActionResult::Table { rows, .. } = timeline_table(&host, 2, 24, now).unwrap() else {
+        panic!("a table")
+    };
+    assert!(rows.is_empty());
+    for hours in [0, TIMELINE_MAX_HOURS + 1] {
+        assert_eq!(
+            timeline_table(&host, 1, hours, now).unwrap_err().code,
+            "bad-parameters"
+        );
+    }
+    assert_eq!(
+        timeline_table(&host, 99, 24, now).unwrap_err().code,
+        "device-not-found"
+    );
+    // A host that keeps no timeline says so.
+    let bare = MemoryHost::new(MemoryHost::sample_site()).with_device(device(1));
+    assert_eq!(bare.device_events(1, None).unwrap_err().code, "no-timeline");
+    assert_eq!(
+        timeline_table(&bare, 1, 24, now).unwrap_err().code,
+        "no-timeline"
+    );
+    assert!(
+        TenantAttach
+            .manifest()
+            .actions
+            .iter()
+            .any(|a| a.id == "timeline"),
+        "declared"
+    );
+}
