@@ -404,6 +404,18 @@ impl Host for PipeHost<'_> {
             buffer: Vec::new(),
         }))
     }
+    fn device_events(
+        &self,
+        resource_id: i64,
+        since: Option<&str>,
+    ) -> Result<Vec<cloudattach_sdk::TimelineEvent>, HostError> {
+        let v = self.request(
+            "device_events",
+            json!({ "resource_id": resource_id, "since": since }),
+        )?;
+        serde_json::from_value(v)
+            .map_err(|e| HostError::new("plugin-boundary", format!("unreadable events: {e}")))
+    }
     fn log(&self, message: &str) {
         let _ = self.request("log", json!({ "message": message }));
     }

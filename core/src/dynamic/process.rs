@@ -622,6 +622,10 @@ fn answer_host(host: &dyn Host, method: &str, args: Value) -> Result<Value, Host
             let body = args.get("body").filter(|b| !b.is_null());
             host.cloud(m, &text("path"), body)?
         }
+        "device_events" => {
+            let since = args.get("since").and_then(Value::as_str);
+            json!(host.device_events(int("resource_id"), since)?)
+        }
         "log" => {
             host.log(&text("message"));
             Value::Null
