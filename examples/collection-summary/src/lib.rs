@@ -64,7 +64,7 @@ pub fn report_action() -> ActionDecl {
         false,
         "OS families listed (1 to 50) before the rest count as \"Other\"; max_os_entries by default",
     ))
-    .timeout_secs(300)
+    .timeout_secs(120)
 }
 
 /// One row of a collection's report: an OS family and its counts.
