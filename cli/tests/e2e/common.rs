@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use cloudattach_cloud::auth::{self, SIGNING_KEY_FILE};
-use cloudattach_cloud::seed::{CONTOSO_READER_APP_ID, DEV_SECRET};
+use cloudattach_cloud::seed::{CONTOSO_READER_APP_ID, DEV_PASSWORD, DEV_SECRET};
 use cloudattach_cloud::{RunningCloud, ServeOptions};
 use cloudattach_sdk::SiteVersion;
 use cloudattach_sitegen::{GenerateOptions, generate_site};
@@ -787,4 +787,49 @@ pub fn set_site_keys(site_dir: &Path, lines: &[(&str, &str)]) {
         assert!(found, "site.toml has no `{key}`");
     }
     std::fs::write(&path, text).expect("write site.toml");
+}
+
+/// A delegated token of a seeded user: the device code flow, approved on `/devicelogin` with
+/// the development password.
+pub fn user_token(w: &World, upn: &str) -> String {
+    let (s, dc) = w.form(
+        &format!("/{TENANT}/oauth2/v2.0/devicecode"),
+        &[
+            ("client_id", PUBLIC_CLIENT_ID),
+            ("scope", "api://cloudattach/.default offline_access"),
+        ],
+    );
+    assert_eq!(s, 200, "{dc}");
+    let (s, page) = w.form(
+        "/devicelogin",
+        &[
+            ("user_code", dc["user_code"].as_str().unwrap()),
+            ("upn", upn),
+            ("password", DEV_PASSWORD),
+            ("action", "approve"),
+        ],
+    );
+    assert!(s == 200 || page.is_null(), "devicelogin {s}: {page}");
+    let code = dc["device_code"].as_str().unwrap().to_string();
+    for _ in 0..20 {
+        let v = w.token_form(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("client_id", PUBLIC_CLIENT_ID),
+            ("device_code", &code),
+        ]);
+        if let Some(t) = v["access_token"].as_str() {
+            return t.to_string();
+        }
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    panic!("{upn} could not sign in");
+}
+
+/// Restarts the cloud (same address and data) without auto-approval, so that seeded users other
+/// than the administrator can sign in on `/devicelogin`; the cached sign-in of apply is kept.
+pub fn people_sign_in_themselves(w: &mut World, timeout: Option<u64>) {
+    let mut opts = cloud_opts();
+    opts.auto_approve = None;
+    opts.action_timeout_secs = timeout;
+    w.restart_with(opts);
 }

@@ -510,3 +510,244 @@ fn a_feature_enabled_in_the_tenant_whose_plugin_is_not_loaded_is_shown_and_left_
     );
     assert_eq!(records(&w), before, "apply touched its records");
 }
+
+/// The OS family the example plugin counts a device under, restated from the site file's
+/// fields: a server caption, Windows 11 (10.0 from build 22000), Windows 10 (10.0), else the
+/// caption itself ("Unknown" when empty).
+fn os_family(d: &Value) -> String {
+    let os = d["os"].as_str().unwrap_or_default();
+    let build = d["os_build"].as_str().unwrap_or_default();
+    if os.contains("Server") {
+        "Windows Server".into()
+    } else if os == "Microsoft Windows NT Workstation 10.0" && build.starts_with("10.0.") {
+        if version_lt(build, "10.0.22000") {
+            "Windows 10".into()
+        } else {
+            "Windows 11".into()
+        }
+    } else if os.trim().is_empty() {
+        "Unknown".into()
+    } else {
+        os.to_string()
+    }
+}
+
+/// The rows `collection-report` should answer for `collection` with `top`, computed from the
+/// site files (tenant attach uploads every device with a client here): one row per OS family,
+/// the most devices first, the families after the first `top - 1` folded into "Other" when
+/// there are more than `top`.
+fn expected_report(site: &SiteModel, collection: &str, top: usize) -> Value {
+    let members = site.effective(collection);
+    let mut by_os: std::collections::BTreeMap<String, [u64; 3]> = Default::default();
+    for d in &site.devices {
+        if !members.contains(&d["resource_id"].as_i64().unwrap()) {
+            continue;
+        }
+        let client = u64::from(d["client"] == true);
+        let row = by_os.entry(os_family(d)).or_default();
+        row[0] += 1;
+        row[1] += client;
+        row[2] += client;
+    }
+    let mut rows: Vec<(String, [u64; 3])> = by_os.into_iter().collect();
+    rows.sort_by(|a, b| b.1[0].cmp(&a.1[0]).then_with(|| a.0.cmp(&b.0)));
+    if rows.len() > top {
+        let keep = top.saturating_sub(1).max(1);
+        let mut other = [0u64; 3];
+        for (_, r) in rows.drain(keep..) {
+            for i in 0..3 {
+                other[i] += r[i];
+            }
+        }
+        rows.push(("Other".into(), other));
+    }
+    Value::from(
+        rows.into_iter()
+            .map(|(os, [n, c, u])| serde_json::json!([os, n, c, u]))
+            .collect::<Vec<_>>(),
+    )
+}
+
+fn ask_collection(w: &World, token: &str, hid: &str, collection: &str, body: Value) -> Value {
+    let (s, v) = w.request(
+        reqwest::Method::POST,
+        &format!("/api/v1/hierarchies/{hid}/collections/{collection}/actions"),
+        token,
+        Some(&body),
+    );
+    assert_eq!(s, 202, "ask {body} on {collection}: {v}");
+    v
+}
+
+fn action_doc(w: &World, token: &str, asked: &Value) -> Value {
+    let (s, v) = w.request(
+        reqwest::Method::GET,
+        &format!("/api/v1/actions/{}", asked["id"].as_str().unwrap()),
+        token,
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    v
+}
+
+/// A third party's cloud action through the dynamic boundary: the example's `collection-report`
+/// is declared by apply, asked by a help-desk person on a collection, authorized by the site's
+/// RBAC (a role granting only Read suffices for it, not for resource explorer) and answered by
+/// the library through the connector, from the site as it is when asked; a collection outside
+/// the person's assigned collections is refused by the collection scope, with no data.
+#[test]
+fn a_third_party_plugins_cloud_action_is_declared_authorized_and_answered_from_the_site() {
+    let mut w = World::start();
+    let mut site = w.generate(1_200, 2303);
+    w.config("public", SUMMARY);
+    install(
+        &w,
+        &[(
+            lib_file(built(), "cloudattach_example_collection_summary"),
+            "collection-summary",
+        )],
+    );
+    // The generated collection with the most members is the person's; another is not.
+    let mut generated: Vec<(usize, String)> = site
+        .collections
+        .keys()
+        .filter(|id| id.as_str() != "SMS00001")
+        .map(|id| (site.effective(id).len(), id.clone()))
+        .collect();
+    generated.sort();
+    let (size, assigned) = generated.pop().expect("a generated collection");
+    assert!(size > 0, "{assigned} has members");
+    let (_, outside) = generated.pop().expect("a second collection");
+
+    let plan = w.cli(&["plan"]);
+    plan.ok();
+    let shown = format!("{}{}", plan.stdout, plan.stderr);
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.contains("collection-summary")
+                && l.contains("cloud actions: collection-report")),
+        "{shown}"
+    );
+    let applied = w.apply_ok();
+    let step = &steps(&applied)["collection-summary"];
+    assert_eq!(step["status"], "done", "{step}");
+    assert!(
+        step["findings"]
+            .to_string()
+            .contains("cloud actions declared: collection-report"),
+        "{step}"
+    );
+
+    // The site after the upload: some of the collection's devices lose their client. The
+    // report is computed from the site when asked, never from what was uploaded.
+    let members = site.effective(&assigned);
+    let clients_before = members
+        .iter()
+        .filter(|id| site.clients().contains(id))
+        .count() as u64;
+    let mut changed = 0;
+    for d in site.devices.iter_mut() {
+        let id = d["resource_id"].as_i64().unwrap();
+        if members.contains(&id) && d["client"] == true && changed < 5 {
+            d["client"] = Value::Bool(false);
+            d["client_version"] = Value::Null;
+            changed += 1;
+        }
+    }
+    site.save_devices();
+
+    people_sign_in_themselves(&mut w, None);
+    let rbac = serde_json::json!({
+        "discovered_users": [{
+            "upn": "helpdesk@contoso.example",
+            "object_id": cloudattach_cloud::seed::seeded_user_object_id(
+                cloudattach_cloud::seed::CONTOSO_TENANT_ID,
+                "helpdesk",
+            )
+            .unwrap(),
+            "tenant_id": cloudattach_cloud::seed::CONTOSO_TENANT_ID,
+        }],
+        "security_roles": [{"name": "Collection Reader", "permissions": ["Read"]}],
+        "administrative_users": [{
+            "upn": "helpdesk@contoso.example",
+            "roles": ["Collection Reader"],
+            "collections": [assigned],
+        }],
+    });
+    std::fs::write(
+        w.site_dir().join("rbac.json"),
+        serde_json::to_string_pretty(&rbac).unwrap(),
+    )
+    .unwrap();
+    let helpdesk = user_token(&w, "helpdesk@contoso.example");
+    let readonly = user_token(&w, "readonly@contoso.example");
+    let hid = site.hid.clone();
+    let report = |top: Option<u64>| match top {
+        Some(n) => serde_json::json!({"action": "collection-report", "parameters": {"top": n}}),
+        None => serde_json::json!({"action": "collection-report", "parameters": {}}),
+    };
+    let top2 = ask_collection(&w, &helpdesk, &hid, &assigned, report(Some(2)));
+    assert_eq!(top2["status"], "pending", "{top2}");
+    let default_top = ask_collection(&w, &helpdesk, &hid, &assigned, report(None));
+    let scoped = ask_collection(&w, &helpdesk, &hid, &outside, report(None));
+    let read_only = ask_collection(&w, &readonly, &hid, &assigned, report(None));
+    assert_eq!(read_only["status"], "unauthorized", "{read_only}");
+    let refused = action_doc(&w, &readonly, &read_only);
+    assert_eq!(refused["error"]["code"], "intune-role", "{refused}");
+    let member = *members.iter().next().unwrap();
+    let (s, explorer) = w.request(
+        reqwest::Method::POST,
+        &format!("/api/v1/hierarchies/{hid}/devices/{member}/actions"),
+        &helpdesk,
+        Some(&serde_json::json!({"action": "resource-explorer", "parameters": {}})),
+    );
+    assert_eq!(s, 202, "{explorer}");
+
+    let r = w.cli(&["--output", "json", "connect", "--once"]);
+    r.ok();
+    let served = r.json();
+    assert_eq!(served["served"].as_array().unwrap().len(), 4, "{served}");
+
+    let now = SiteModel::load(&w.site_dir());
+    let done = action_doc(&w, &helpdesk, &top2);
+    assert_eq!(
+        (done["status"].clone(), done["authority"].clone()),
+        (Value::from("succeeded"), Value::from("configmgr+intune")),
+        "{done}"
+    );
+    assert_eq!(done["feature"], "collection-summary", "{done}");
+    assert_eq!(
+        done["result"]["columns"],
+        serde_json::json!(["os", "devices", "clients", "uploaded"])
+    );
+    assert_eq!(done["result"]["rows"], expected_report(&now, &assigned, 2));
+    let done = action_doc(&w, &helpdesk, &default_top);
+    assert_eq!(done["status"], "succeeded", "{done}");
+    // max_os_entries = 3 in attach.toml: the default of `top`.
+    let rows = expected_report(&now, &assigned, 3);
+    assert_eq!(done["result"]["rows"], rows);
+    let total: u64 = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[1].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, members.len() as u64);
+    let clients: u64 = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[2].as_u64().unwrap())
+        .sum();
+    assert_eq!(clients, clients_before - changed, "the site as it is now");
+
+    let done = action_doc(&w, &helpdesk, &scoped);
+    assert_eq!(done["status"], "unauthorized", "{done}");
+    assert_eq!(done["error"]["code"], "collection-scope", "{done}");
+    assert!(done["result"].is_null(), "a refused action carries no data");
+    // The same role does not grant resource explorer (Read Resource).
+    let done = action_doc(&w, &helpdesk, &explorer);
+    assert_eq!(done["error"]["code"], "site-role", "{done}");
+    assert!(done["result"].is_null());
+}

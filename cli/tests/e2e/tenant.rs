@@ -2,7 +2,7 @@
 //! devices, reads one, runs a cloud action and waits for its answer, reads a report, and an
 //! administrator sets Intune roles.
 
-use crate::actions::{people_sign_in_themselves, write_rbac};
+use crate::actions::write_rbac;
 use crate::common::*;
 use cloudattach_cloud::seed::DEV_PASSWORD;
 use serde_json::Value;

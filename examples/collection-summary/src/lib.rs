@@ -11,16 +11,22 @@
 //! as the device's extension data ([`Device::extension_at`]), and each summary counts the
 //! devices that report BitLocker and those whose recovery key is escrowed ([`bitlocker_state`]).
 //!
+//! It serves a cloud action as well: [`REPORT_ACTION`] (`collection-report`), asked in the cloud
+//! console on one collection, answers with that collection's OS mix computed from the site at
+//! the time of asking — one row per OS family with its devices, clients and uploaded devices
+//! ([`collection_report`]) — never from what was uploaded.
+//!
 //! The plugin never does I/O itself: the site, the upload and the cloud all come through
 //! [`Host`], so the same code runs linked into a binary, loaded as a library, or against the
 //! SDK's in-memory test host.
 
 use cloudattach_sdk::gateway::ExtRecords;
 use cloudattach_sdk::{
-    ApplyOutcome, CheckReport, CollectionInfo, ConnectionPoint, Device, Environment, Finding, Host,
-    HostError, Manifest, Method, OptionSpec, Options, OptionsExt, PlanAction, PlanDecision, Plugin,
-    Record, StatusReport, SyncMode, SyncStats, ValidateContext, feature_status, put_feature,
-    thousands,
+    ActionCall, ActionDecl, ActionError, ActionParameter, ActionResult, ActionSubject,
+    ActionTarget, ApplyOutcome, CheckReport, CollectionInfo, ConnectionPoint, Device, DeviceParts,
+    Environment, Finding, Host, HostError, Manifest, Method, OptionSpec, Options, OptionsExt,
+    ParameterKind, PlanAction, PlanDecision, Plugin, Record, StatusReport, SyncMode, SyncStats,
+    ValidateContext, actions, feature_status, put_feature, thousands,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -33,6 +39,95 @@ pub const CHANNEL: &str = "ext/collection-summary";
 
 /// The label for the OS names beyond `max_os_entries`.
 pub const OTHER_OS: &str = "Other";
+
+/// The cloud action this feature declares: a collection's report, computed from the site when
+/// asked.
+pub const REPORT_ACTION: &str = "collection-report";
+
+/// The columns of [`REPORT_ACTION`]'s table, one row per OS family.
+pub const REPORT_COLUMNS: [&str; 4] = ["os", "devices", "clients", "uploaded"];
+
+/// The declaration of [`REPORT_ACTION`]: on a collection, optional parameter `top` (the OS
+/// families listed before the rest count as [`OTHER_OS`]; the feature's `max_os_entries` when
+/// absent), site permission Read, Intune permission "view client details".
+pub fn report_action() -> ActionDecl {
+    ActionDecl::new(
+        REPORT_ACTION,
+        "Collection report",
+        ActionTarget::Collection,
+        &[actions::SITE_READ],
+        &[actions::INTUNE_VIEW_CLIENT_DETAILS],
+    )
+    .parameter(ActionParameter::new(
+        "top",
+        ParameterKind::Integer,
+        false,
+        "OS families listed (1 to 50) before the rest count as \"Other\"; max_os_entries by default",
+    ))
+    .timeout_secs(120)
+}
+
+/// One row of a collection's report: an OS family and its counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportRow {
+    /// The OS family ([`os_family`]) or [`OTHER_OS`].
+    pub os: String,
+    /// Devices in the collection's effective membership with this OS.
+    pub devices: u64,
+    /// Of those, devices with a client.
+    pub clients: u64,
+    /// Of those, devices tenant attach uploads.
+    pub uploaded: u64,
+}
+
+/// The report of one collection, read from the site now in one pass: one row per OS family,
+/// the most devices first (ties by name); when there are more than `top` families, the first
+/// `top - 1` and one [`OTHER_OS`] row with the rest (as the summary's OS mix folds them).
+/// `None` when the site has no such collection.
+pub fn collection_report(
+    host: &dyn Host,
+    collection_id: &str,
+    top: usize,
+) -> Result<Option<Vec<ReportRow>>, HostError> {
+    if host.collection(collection_id).is_none() {
+        return Ok(None);
+    }
+    let mut by_os: BTreeMap<String, ReportRow> = BTreeMap::new();
+    host.for_each_device_with(DeviceParts::NONE, &mut |d| {
+        if !host.is_member(collection_id, d.resource_id) {
+            return;
+        }
+        let family = os_family(d);
+        let row = by_os.entry(family.clone()).or_insert_with(|| ReportRow {
+            os: family,
+            devices: 0,
+            clients: 0,
+            uploaded: 0,
+        });
+        row.devices += 1;
+        row.clients += u64::from(d.client);
+        row.uploaded += u64::from(host.is_uploaded(d));
+    })?;
+    let mut rows: Vec<ReportRow> = by_os.into_values().collect();
+    rows.sort_by(|a, b| b.devices.cmp(&a.devices).then_with(|| a.os.cmp(&b.os)));
+    let top = top.max(1);
+    if rows.len() > top {
+        let keep = top.saturating_sub(1).max(1);
+        let mut other = ReportRow {
+            os: OTHER_OS.into(),
+            devices: 0,
+            clients: 0,
+            uploaded: 0,
+        };
+        for r in rows.drain(keep..) {
+            other.devices += r.devices;
+            other.clients += r.clients;
+            other.uploaded += r.uploaded;
+        }
+        rows.push(other);
+    }
+    Ok(Some(rows))
+}
 
 /// One collection's summary: the record uploaded for it (keyed by collection id).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,6 +316,7 @@ impl Plugin for CollectionSummary {
                 5,
                 "OS families listed per collection; the others are counted as \"Other\"",
             ))
+            .action(report_action())
     }
 
     fn validate(&self, options: &Options, _ctx: &ValidateContext) -> Vec<Finding> {
@@ -340,6 +436,60 @@ impl Plugin for CollectionSummary {
         mode: SyncMode,
     ) -> Result<Option<SyncStats>, HostError> {
         self.upload(host, options, mode).map(Some)
+    }
+
+    fn serve_action(
+        &self,
+        host: &dyn Host,
+        options: &Options,
+        call: &ActionCall,
+    ) -> Result<ActionResult, ActionError> {
+        let collection = match (call.action.as_str(), &call.subject) {
+            (REPORT_ACTION, ActionSubject::Collection(c)) => c,
+            _ => {
+                return Err(ActionError::new(
+                    "action-not-served",
+                    format!(
+                        "{ID} serves \"{REPORT_ACTION}\" on a collection, not \"{}\" on {:?}",
+                        call.action, call.subject
+                    ),
+                ));
+            }
+        };
+        let top = match call.parameters.get("top").and_then(Value::as_u64) {
+            None if call.parameters.contains_key("top") => 0,
+            None => SummaryOptions::from_options(options).max_os_entries,
+            Some(n) => n,
+        };
+        if !(1..=50).contains(&top) {
+            return Err(ActionError::new(
+                "bad-top",
+                "the parameter \"top\" must be a number from 1 to 50",
+            ));
+        }
+        let rows = collection_report(host, collection, top as usize)
+            .map_err(|e| ActionError::new(e.code, e.message))?
+            .ok_or_else(|| {
+                ActionError::new(
+                    "collection-not-found",
+                    format!("site {} has no collection {collection}", host.site().code),
+                )
+            })?;
+        Ok(ActionResult::Table {
+            columns: REPORT_COLUMNS.iter().map(|c| c.to_string()).collect(),
+            rows: rows
+                .into_iter()
+                .map(|r| {
+                    vec![
+                        Value::from(r.os),
+                        Value::from(r.devices),
+                        Value::from(r.clients),
+                        Value::from(r.uploaded),
+                    ]
+                })
+                .collect(),
+            truncated: false,
+        })
     }
 
     fn status(&self, host: &dyn Host) -> Result<StatusReport, HostError> {

@@ -2,11 +2,12 @@
 //! disk, a plain `cargo test`.
 
 use cloudattach_example_collection_summary::{
-    CHANNEL, CollectionSummary, ID, OTHER_OS, SummaryOptions, summarize,
+    CHANNEL, CollectionSummary, ID, OTHER_OS, REPORT_ACTION, SummaryOptions, summarize,
 };
 use cloudattach_sdk::{
-    CheckStatus, ConnectionPoint, Environment, HostError, Manifest, Method, PlanAction, Plugin,
-    SiteInfo, SiteVersion, SyncMode, ValidateContext,
+    ActionCall, ActionResult, ActionSubject, ActionTarget, CheckStatus, ConnectionPoint,
+    Environment, HostError, Manifest, Method, PlanAction, Plugin, SiteInfo, SiteVersion, SyncMode,
+    ValidateContext, actions,
 };
 use cloudattach_testkit::{MemoryHost, device, options, resolved_options, with};
 use serde_json::json;
@@ -313,4 +314,92 @@ fn status_fails_with_the_cloud_and_offline() {
         "offline",
         "status needs the cloud"
     );
+}
+
+/// The declared action: a collection's report from the site now, one row per OS family.
+#[test]
+fn the_collection_report_action_answers_from_the_site_with_one_row_per_os_family() {
+    let m = CollectionSummary.manifest();
+    let decl = m
+        .actions
+        .iter()
+        .find(|a| a.id == REPORT_ACTION)
+        .expect("declared");
+    assert_eq!(decl.target, ActionTarget::Collection);
+    assert_eq!(decl.site_permissions, [actions::SITE_READ]);
+    assert_eq!(
+        decl.intune_permissions,
+        [actions::INTUNE_VIEW_CLIENT_DETAILS]
+    );
+    assert_eq!(decl.validate(), Ok(()));
+
+    let call = |collection: &str, params: serde_json::Value| {
+        ActionCall::new(
+            REPORT_ACTION,
+            ActionSubject::Collection(collection.into()),
+            params.as_object().unwrap().clone(),
+            "helpdesk@contoso.example",
+        )
+    };
+    let rows = |r: ActionResult| match r {
+        ActionResult::Table { columns, rows, .. } => {
+            assert_eq!(columns, ["os", "devices", "clients", "uploaded"]);
+            rows
+        }
+        other => panic!("a table, not {other:?}"),
+    };
+    let host = host();
+    let all = CollectionSummary
+        .serve_action(&host, &defaults(), &call("SMS00001", json!({})))
+        .unwrap();
+    assert_eq!(
+        rows(all),
+        [
+            json!(["Windows 10", 2, 2, 2]),
+            json!(["Windows 11", 1, 1, 1]),
+            json!(["Windows Server", 1, 0, 0]),
+        ]
+        .map(|r| r.as_array().unwrap().clone())
+    );
+    let capped = CollectionSummary
+        .serve_action(&host, &defaults(), &call("SMS00001", json!({"top": 2})))
+        .unwrap();
+    assert_eq!(
+        rows(capped),
+        [json!(["Windows 10", 2, 2, 2]), json!([OTHER_OS, 2, 1, 1])]
+            .map(|r| r.as_array().unwrap().clone())
+    );
+    let pilot = CollectionSummary
+        .serve_action(&host, &defaults(), &call("PS100010", json!({})))
+        .unwrap();
+    assert_eq!(rows(pilot).len(), 2);
+    let empty = CollectionSummary
+        .serve_action(&host, &defaults(), &call("PS100020", json!({})))
+        .unwrap();
+    assert!(rows(empty).is_empty());
+
+    for (collection, params, code) in [
+        ("PS199999", json!({}), "collection-not-found"),
+        ("SMS00001", json!({"top": 0}), "bad-top"),
+        ("SMS00001", json!({"top": 51}), "bad-top"),
+    ] {
+        let e = CollectionSummary
+            .serve_action(&host, &defaults(), &call(collection, params))
+            .unwrap_err();
+        assert_eq!(e.code, code, "{collection}: {e:?}");
+    }
+    let on_a_device = ActionCall::new(
+        REPORT_ACTION,
+        ActionSubject::Device(1),
+        Default::default(),
+        "helpdesk@contoso.example",
+    );
+    assert_eq!(
+        CollectionSummary
+            .serve_action(&host, &defaults(), &on_a_device)
+            .unwrap_err()
+            .code,
+        "action-not-served"
+    );
+    assert!(host.cloud_calls().is_empty(), "read from the site only");
 }
