@@ -375,3 +375,69 @@ fn the_python_plugin_handles_eof_another_protocol_and_unknown_steps() {
     drop(stdin);
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+/// The Python block of `docs/plugin-protocol.md` that follows `marker`.
+fn protocol_doc_block(marker: &str) -> String {
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/plugin-protocol.md"),
+    )
+    .unwrap();
+    let from = doc
+        .find(marker)
+        .unwrap_or_else(|| panic!("{marker:?} in the protocol document"));
+    let rest = &doc[from..];
+    let start = rest.find("```python\n").expect("a python block") + "```python\n".len();
+    let end = rest[start..].find("```").expect("the block ends") + start;
+    rest[start..end].to_string()
+}
+
+/// The minimal plugin the protocol document shows is a whole plugin, as written: installed
+/// from the document, it checks, applies, reports and disables against the cloud.
+#[test]
+fn the_minimal_plugin_of_the_protocol_document_runs_as_written() {
+    if !python3_or_skip("the_minimal_plugin_of_the_protocol_document_runs_as_written") {
+        return;
+    }
+    let w = World::start();
+    let site = w.generate(300, 2303);
+    let dir = w.dir().join("plugins");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("hello-py");
+    std::fs::write(&file, protocol_doc_block("## A minimal plugin")).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    w.config(
+        "public",
+        "[attach]\nsettings = \"custom\"\n\n[plugins]\ndirs = [\"plugins\"]\n\n\
+         [features.tenant-attach]\nupload = \"all\"\n\n[features.hello-py]\nenabled = true\n",
+    );
+
+    let check = w.cli(&["--output", "json", "check", "hello-py"]);
+    check.ok();
+    let checked = check.json();
+    let hello = entry(&checked, "hello-py");
+    assert_eq!(hello["status"], "pass", "{hello}");
+    assert!(
+        hello["findings"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("hello from site ")),
+        "{hello}"
+    );
+
+    let applied = w.apply_ok();
+    assert_eq!(steps(&applied)["hello-py"]["status"], "done", "{applied}");
+    assert!(w.counts(&site.hid).enabled.contains("hello-py"));
+    let status = w.cli(&["--output", "json", "status"]);
+    status.ok();
+    assert_eq!(entry(&status.json(), "hello-py")["enabled"], true);
+    let plan = w.cli(&["--output", "json", "plan"]);
+    plan.ok();
+    assert_eq!(steps(&plan.json())["hello-py"]["action"], "noop");
+
+    w.cli(&["--output", "json", "disable", "--yes", "hello-py"])
+        .ok();
+    assert!(!w.counts(&site.hid).enabled.contains("hello-py"));
+}
