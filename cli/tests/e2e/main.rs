@@ -9,6 +9,7 @@ mod common;
 mod convergence;
 mod dynamic;
 mod import;
+mod python_plugin;
 mod signin;
 mod state;
 mod sync;
