@@ -614,6 +614,42 @@ fn config_text(cli: &Cli) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
+/// On Ctrl-C or SIGTERM: stop the plugin processes, then exit as the signal would (130 / 143).
+fn stop_plugins_on_signals() {
+    std::thread::spawn(|| {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        let code = rt.block_on(async {
+            #[cfg(unix)]
+            {
+                use tokio::signal::unix::{SignalKind, signal};
+                let (Ok(mut int), Ok(mut term)) = (
+                    signal(SignalKind::interrupt()),
+                    signal(SignalKind::terminate()),
+                ) else {
+                    return None;
+                };
+                tokio::select! {
+                    _ = int.recv() => Some(130),
+                    _ = term.recv() => Some(143),
+                }
+            }
+            #[cfg(not(unix))]
+            {
+                tokio::signal::ctrl_c().await.ok().map(|()| 130)
+            }
+        });
+        if let Some(code) = code {
+            cloudattach_core::dynamic::stop_plugin_processes();
+            std::process::exit(code);
+        }
+    });
+}
+
 fn main() -> ExitCode {
     quiet_broken_pipe();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
@@ -631,6 +667,14 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.verbose, matches!(cli.command, Command::Cloud(_)));
+    // Ctrl-C and SIGTERM stop the plugin processes too (each runs in its own process group);
+    // `connect` stops on its own terms, and the plugin host is stopped by its parent.
+    if !matches!(
+        cli.command,
+        Command::Connect { .. } | Command::PluginHost { .. }
+    ) {
+        stop_plugins_on_signals();
+    }
     let result = commands::run(&cli);
     let Err(failure) = result else {
         return ExitCode::SUCCESS;

@@ -2488,3 +2488,63 @@ fn check_lists_the_ineligible_devices_by_reason() {
         assert!(r.stdout.contains(line), "{line} in\n{}", r.stdout);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Plugin processes
+// ---------------------------------------------------------------------------------------------
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_the_plugin_processes_too() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new().unwrap();
+    copy_fixture("small-site", dir.path());
+    let plugins = dir.path().join("plugins");
+    fs::create_dir_all(&plugins).unwrap();
+    let pid_file = dir.path().join("plugin.pid");
+    let manifest = r#"{"id":"stuck","name":"Stuck","version":"0.1.0","environments":["public"],"min_site_version":"2111","timeouts":{"check":600}}"#;
+    let script = plugins.join("stuck");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nread hello\necho '{{\"type\":\"hello\",\"protocol\":1,\"manifest\":{manifest}}}'\nread call\necho $$ > {}\nsleep 600\n",
+            pid_file.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[site]\npath = 'site'\n[cloud]\ntenant = 'contoso.example'\n[attach]\nsettings = 'default'\n[features.stuck]\nenabled = true\n[plugins]\ndirs = ['plugins']\n",
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cloudattach"))
+        .args(["--config", &cfg, "check", "stuck"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !pid_file.is_file() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the plugin never started its check"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let plugin_pid = fs::read_to_string(&pid_file).unwrap().trim().to_string();
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "exits as interrupted");
+    let gone = (0..50).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        !Path::new(&format!("/proc/{plugin_pid}")).exists()
+            || fs::read_to_string(format!("/proc/{plugin_pid}/stat"))
+                .is_ok_and(|s| s.split_whitespace().nth(2) == Some("Z"))
+    });
+    assert!(gone, "the plugin process {plugin_pid} is still running");
+}

@@ -542,3 +542,107 @@ fn boundary_figures() {
         20_000.0 / registry_times[1]
     );
 }
+
+/// The cost of isolation: `check` (over a generated site) and a full `sync` (into the test kit's
+/// in-memory cloud) of tenant attach loaded as a library, in this process and in its own, beside
+/// the linked plugin; and the start-up cost of a plugin process. `BENCH_DEVICES` sets the size.
+///
+/// `BENCH_DEVICES=1000000 cargo test --release -p cloudattach-core --test dynamic process_boundary_figures -- --ignored --nocapture`
+#[test]
+#[ignore = "benchmark: prints figures, run with --ignored"]
+fn process_boundary_figures() {
+    use cloudattach_core::dynamic::{Isolation, load_plugin_dirs_with};
+    let n: u64 = std::env::var("BENCH_DEVICES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let dir = plugin_dir(&[(&fixture("builtin_tenant_attach"), "tenant-attach")]);
+    let time = |f: &mut dyn FnMut()| {
+        let started = Instant::now();
+        f();
+        started.elapsed().as_secs_f64()
+    };
+    let mut isolated = Registry::new();
+    let start_isolated = time(&mut || {
+        load_plugin_dirs_with(
+            &mut isolated,
+            &[dir.path().to_path_buf()],
+            &Isolation::default(),
+        )
+    });
+    let mut in_process = Registry::new();
+    let trusted = Isolation {
+        in_process: vec!["tenant-attach".into()],
+        ..Isolation::default()
+    };
+    let start_in_process =
+        time(&mut || load_plugin_dirs_with(&mut in_process, &[dir.path().to_path_buf()], &trusted));
+    let linked = Registry::with_static_plugins().unwrap();
+    let f = site_with(
+        n,
+        "[site]\npath = \"site\"\n[attach]\nsettings = \"custom\"\n[features.tenant-attach]\n",
+    );
+    let host = MemoryHost::new(MemoryHost::sample_site())
+        .with_devices((1..=n as i64).map(device))
+        .with_cloud();
+    eprintln!("{n} devices");
+    eprintln!(
+        "start: in its own process {:.1} ms (spawn, load, manifest); in this process {:.1} ms (the first load started a process too)",
+        start_isolated * 1000.0,
+        start_in_process * 1000.0
+    );
+    for (name, registry) in [
+        ("linked", &linked),
+        ("library, this process", &in_process),
+        ("library, own process", &isolated),
+    ] {
+        let selection = cloudattach_core::select(&f.config, registry, f.site.info.version).unwrap();
+        let ids = ["tenant-attach".to_string()];
+        let check = time(&mut || {
+            cloudattach_core::ops::check::run_checks(
+                registry, &f.config, &selection, &f.site, &ids,
+            )
+            .unwrap();
+        });
+        let plugin = &registry.get("tenant-attach").unwrap().plugin;
+        let sync = time(&mut || {
+            plugin
+                .sync(&host, &options(json!({})), SyncMode::Full)
+                .unwrap();
+        });
+        eprintln!(
+            "{name:<22} check {:>7.0} ms ({:>9.0} devices/s)   full sync {:>7.0} ms ({:>9.0} records/s)",
+            check * 1000.0,
+            n as f64 / check,
+            sync * 1000.0,
+            n as f64 / sync
+        );
+    }
+}
+
+#[test]
+fn a_library_in_its_own_process_uploads_what_the_linked_plugin_uploads() {
+    // Tenant attach pushes its records while it streams the devices: uploads cross inside a
+    // device stream.
+    let dir = plugin_dir(&[(&fixture("builtin_tenant_attach"), "tenant-attach")]);
+    let mut isolated = Registry::new();
+    load_plugin_dirs(&mut isolated, &[dir.path().to_path_buf()]);
+    let linked = Registry::with_static_plugins().unwrap();
+    let records = |registry: &Registry| {
+        let host = MemoryHost::new(MemoryHost::sample_site())
+            .with_devices((1..=2_000).map(device))
+            .with_cloud();
+        let stats = registry
+            .get("tenant-attach")
+            .unwrap()
+            .plugin
+            .sync(&host, &options(json!({})), SyncMode::Full)
+            .unwrap()
+            .unwrap();
+        (stats.sent, host.channel("devices"))
+    };
+    let (sent, held) = records(&isolated);
+    assert_eq!((sent, held.clone()), records(&linked));
+    assert!(sent > 1_000, "{sent}");
+    assert_eq!(held.len() as u64, sent);
+}

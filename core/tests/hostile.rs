@@ -293,6 +293,81 @@ fn executables_that_break_the_protocol_are_one_line_each_and_the_rest_loads() {
 }
 
 #[test]
+fn a_plugin_declares_the_time_limit_a_step_needs_and_the_administrators_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = r#"{"id":"slow","name":"Slow","version":"0.1.0","environments":["public"],"min_site_version":"2111","timeouts":{"check":1}}"#;
+    script(
+        dir.path(),
+        "slow",
+        &format!(
+            "read hello\necho '{{\"type\":\"hello\",\"protocol\":1,\"manifest\":{manifest}}}'\nread call\nsleep 30"
+        ),
+    );
+    // The plugin's own limit: 1 s in check.
+    let mut registry = Registry::new();
+    load_plugin_dirs_with(
+        &mut registry,
+        &[dir.path().to_path_buf()],
+        &Isolation::default(),
+    );
+    let plugin = &registry.get("slow").expect("loaded").plugin;
+    let started = std::time::Instant::now();
+    let message = run(plugin.as_ref(), "check", &host()).expect("the check fails");
+    assert!(message.contains("exceeded 1 s in check"), "{message}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // The administrator's limit wins.
+    let mut registry = Registry::new();
+    load_plugin_dirs_with(&mut registry, &[dir.path().to_path_buf()], &isolation());
+    let plugin = &registry.get("slow").expect("loaded").plugin;
+    let message = run(plugin.as_ref(), "check", &host()).expect("the check fails");
+    assert!(message.contains("exceeded 3 s in check"), "{message}");
+}
+
+#[test]
+fn garbage_or_an_oversized_message_in_a_call_fails_that_call_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = |id: &str| {
+        format!(
+            r#"{{"id":"{id}","name":"N","version":"0.1.0","environments":["public"],"min_site_version":"2111"}}"#
+        )
+    };
+    let hello = |id: &str| {
+        format!(
+            "read hello\necho '{{\"type\":\"hello\",\"protocol\":1,\"manifest\":{}}}'\nread call\n",
+            manifest(id)
+        )
+    };
+    script(
+        dir.path(),
+        "garbled",
+        &format!("{}echo 'not a message'\nsleep 30", hello("garbled")),
+    );
+    script(
+        dir.path(),
+        "oversized",
+        &format!(
+            "{}head -c 70000000 /dev/zero | tr '\\0' 'x'\necho\nsleep 30",
+            hello("oversized")
+        ),
+    );
+    let mut registry = Registry::new();
+    load_plugin_dirs_with(&mut registry, &[dir.path().to_path_buf()], &isolation());
+    for (id, words) in [
+        ("garbled", "broke the plugin protocol in check"),
+        ("oversized", "longer than"),
+    ] {
+        let plugin = &registry.get(id).expect("loaded").plugin;
+        let started = std::time::Instant::now();
+        let message = run(plugin.as_ref(), "check", &host()).expect("the check fails");
+        assert!(message.contains(words), "{id}: {message}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{id} stopped at once"
+        );
+    }
+}
+
+#[test]
 fn the_builtins_results_are_exact_beside_a_failing_plugin() {
     let dir = tempfile::tempdir().unwrap();
     let opts = cloudattach_sitegen::GenerateOptions {

@@ -26,7 +26,7 @@ pub const MAX_LINE: usize = 64 * 1024 * 1024;
 pub const WIRE_DEVICE_BATCH: usize = 512;
 
 /// One message: a JSON object with a `type`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Message {
     /// The opening exchange. From the host: `protocol` and `host` (its name and version).
@@ -91,8 +91,11 @@ pub enum Message {
     Devices {
         /// The `devices` request's id.
         id: u64,
-        /// The devices, as the inventory model writes them (without their extension data).
-        devices: Vec<Value>,
+        /// The devices, as the inventory model writes them (without their extension data): a
+        /// JSON array, kept as its text so that neither side builds a tree of it
+        /// ([`parse_line`] reads it without one).
+        #[serde(deserialize_with = "raw_from_tree")]
+        devices: Box<serde_json::value::RawValue>,
         /// The extension data of the devices that carry any, as `[index, object]` pairs.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         extensions: Vec<(u32, serde_json::Map<String, Value>)>,
@@ -105,6 +108,43 @@ pub enum Message {
         /// The `devices` request's id.
         id: u64,
     },
+}
+
+/// A `devices` message as the host writes it (`type` first), read without building a tree of
+/// its devices.
+#[derive(Deserialize)]
+struct DevicesLine {
+    #[serde(rename = "type")]
+    _kind: String,
+    id: u64,
+    devices: Box<serde_json::value::RawValue>,
+    #[serde(default)]
+    extensions: Vec<(u32, serde_json::Map<String, Value>)>,
+    #[serde(default)]
+    uploaded: Vec<bool>,
+}
+
+/// A tagged enum reads its fields from a buffered tree, which a raw value cannot come from:
+/// the slow path, for a `devices` message that does not start with its `type`.
+fn raw_from_tree<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Box<serde_json::value::RawValue>, D::Error> {
+    let v = Value::deserialize(d)?;
+    serde_json::value::RawValue::from_string(v.to_string()).map_err(serde::de::Error::custom)
+}
+
+/// Reads one line as a message; a host's `devices` batch is read without a tree of its devices.
+pub fn parse_line(line: &[u8]) -> Result<Message, serde_json::Error> {
+    if line.starts_with(br#"{"type":"devices""#) {
+        let d: DevicesLine = serde_json::from_slice(line)?;
+        return Ok(Message::Devices {
+            id: d.id,
+            devices: d.devices,
+            extensions: d.extensions,
+            uploaded: d.uploaded,
+        });
+    }
+    serde_json::from_slice(line)
 }
 
 impl Message {
@@ -143,5 +183,36 @@ mod tests {
             }
         ));
         assert!(m.to_line().ends_with(b"\n"));
+    }
+
+    #[test]
+    fn a_devices_batch_reads_the_same_on_the_fast_path_and_the_tagged_one() {
+        let m = Message::Devices {
+            id: 7,
+            devices: serde_json::value::RawValue::from_string(r#"[{"resource_id":1}]"#.into())
+                .unwrap(),
+            extensions: vec![],
+            uploaded: vec![true],
+        };
+        let line = m.to_line();
+        let Message::Devices {
+            id,
+            devices,
+            uploaded,
+            ..
+        } = parse_line(&line).unwrap()
+        else {
+            panic!("not a batch")
+        };
+        assert_eq!(
+            (id, devices.get(), uploaded),
+            (7, r#"[{"resource_id":1}]"#, vec![true])
+        );
+        // Keys in another order take the tagged path and read the same.
+        let other = br#"{"id":7,"uploaded":[true],"devices":[{"resource_id":1}],"type":"devices"}"#;
+        let Message::Devices { devices, .. } = parse_line(other).unwrap() else {
+            panic!("not a batch")
+        };
+        assert_eq!(devices.get(), r#"[{"resource_id":1}]"#);
     }
 }

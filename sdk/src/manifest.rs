@@ -54,6 +54,11 @@ pub struct Manifest {
     /// declared to the cloud when the feature is enabled, which then accepts requests for them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<crate::ActionDecl>,
+    /// Time limits the plugin needs for its steps when it runs in its own process, in seconds
+    /// by step (`check`, `sync`, …), where the defaults are too short; the host caps them at 4
+    /// hours, and the administrator's `[plugins] timeouts` win.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub timeouts: std::collections::BTreeMap<String, u64>,
 }
 
 impl Manifest {
@@ -71,7 +76,15 @@ impl Manifest {
             in_default_settings: false,
             options: vec![],
             actions: vec![],
+            timeouts: Default::default(),
         }
+    }
+
+    /// Declares the time limit a step needs in its own process, in seconds (see
+    /// [`Manifest::timeouts`]).
+    pub fn timeout(mut self, step: &str, secs: u64) -> Self {
+        self.timeouts.insert(step.to_string(), secs);
+        self
     }
 
     /// Declares a cloud action the plugin serves.

@@ -14,6 +14,7 @@ use cloudattach_sdk::{
     Options, Record, RecordSink, SiteInfo, SyncMode, SyncStats,
 };
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
@@ -75,7 +76,7 @@ impl Wire {
                 WireError::Closed
             });
         }
-        serde_json::from_slice(&line).map_err(|e| {
+        cloudattach_plugin_protocol::wire::parse_line(&line).map_err(|e| {
             let shown: String = String::from_utf8_lossy(&line).chars().take(80).collect();
             WireError::Protocol(format!("not a message ({e}): {:?}", shown.trim_end()))
         })
@@ -200,8 +201,8 @@ struct PipeHost<'w> {
     next_id: Mutex<u64>,
     site: OnceLock<SiteInfo>,
     environment: OnceLock<Environment>,
-    /// The batch of the innermost `devices` stream being visited: `(resource id, uploaded)`.
-    batch: Mutex<Vec<(i64, bool)>>,
+    /// The batch of the innermost `devices` stream being visited: resource id → uploaded.
+    batch: Mutex<HashMap<i64, bool>>,
 }
 
 impl<'w> PipeHost<'w> {
@@ -211,7 +212,7 @@ impl<'w> PipeHost<'w> {
             next_id: Mutex::new(0),
             site: OnceLock::new(),
             environment: OnceLock::new(),
-            batch: Mutex::new(Vec::new()),
+            batch: Mutex::new(HashMap::new()),
         }
     }
 
@@ -276,11 +277,8 @@ impl<'w> PipeHost<'w> {
                     extensions,
                     uploaded,
                 } if got == id => {
-                    let mut batch: Vec<Device> = devices
-                        .into_iter()
-                        .map(serde_json::from_value)
-                        .collect::<Result<_, _>>()
-                        .map_err(|e| {
+                    let mut batch: Vec<Device> =
+                        serde_json::from_str(devices.get()).map_err(|e| {
                             HostError::new("plugin-boundary", format!("unreadable devices: {e}"))
                         })?;
                     for (i, ext) in extensions {
@@ -288,7 +286,7 @@ impl<'w> PipeHost<'w> {
                             d.extension = ext;
                         }
                     }
-                    let flags: Vec<(i64, bool)> = batch
+                    let flags: HashMap<i64, bool> = batch
                         .iter()
                         .enumerate()
                         .map(|(i, d)| (d.resource_id, uploaded.get(i).copied().unwrap_or(false)))
@@ -374,13 +372,7 @@ impl Host for PipeHost<'_> {
         self.typed("feature_options", json!({ "plugin_id": plugin_id }))
     }
     fn is_uploaded(&self, device: &Device) -> bool {
-        if let Some((_, up)) = self
-            .batch
-            .lock()
-            .expect("batch")
-            .iter()
-            .find(|(id, _)| *id == device.resource_id)
-        {
+        if let Some(up) = self.batch.lock().expect("batch").get(&device.resource_id) {
             return *up;
         }
         self.typed("is_uploaded", json!({ "device": device }))

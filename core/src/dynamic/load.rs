@@ -272,6 +272,33 @@ pub fn inspect(path: &Path) -> Result<Manifest, LoadError> {
     Ok(manifest)
 }
 
+/// [`inspect`] in the plugin's own process, as the plugin directories load it: a library (by
+/// its extension) through the plugin host, any other file as an executable plugin. A plugin
+/// that crashes while it is read fails with one line; this process goes on.
+pub fn inspect_isolated(path: &Path) -> Result<Manifest, String> {
+    let path = std::fs::canonicalize(path).map_err(|e| {
+        LoadError::Unreadable {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        }
+        .to_string()
+    })?;
+    let launch = if path
+        .extension()
+        .is_some_and(|x| x == std::env::consts::DLL_EXTENSION)
+    {
+        super::Launch::Library(path.clone())
+    } else {
+        super::Launch::Executable(path.clone())
+    };
+    let plugin = super::start_process_plugin(launch, super::Limits::default())?;
+    let manifest = plugin.manifest_ref().clone();
+    Registry::new()
+        .add(Box::new(plugin), Origin::Dynamic(path.clone()))
+        .map_err(|source| LoadError::Registry { path, source }.to_string())?;
+    Ok(manifest)
+}
+
 /// Every library file in a directory (by the platform's extension: `.so`, `.dylib`, `.dll`),
 /// sorted by name.
 pub fn libraries_in(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {

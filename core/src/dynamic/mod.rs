@@ -24,12 +24,13 @@ mod process;
 pub use child::serve_library;
 pub use load::{
     Isolation, LoadError, LoadedLibrary, accepted_sdk_versions, executables_in, inspect,
-    libraries_in, load_library, load_plugin_dirs, load_plugin_dirs_with, sdk_compatible,
+    inspect_isolated, libraries_in, load_library, load_plugin_dirs, load_plugin_dirs_with,
+    sdk_compatible,
 };
 pub use plugin::DynamicPlugin;
 pub use process::{
     DEFAULT_MEMORY_BYTES, Launch, Limits, PLUGIN_HOST_ENV, ProcessPlugin, default_timeout,
-    exit_description, start_process_plugin,
+    exit_description, start_process_plugin, stop_plugin_processes,
 };
 
 #[cfg(test)]

@@ -179,12 +179,28 @@ pub fn start_process_plugin(launch: Launch, limits: Limits) -> Result<ProcessPlu
             describe(&other, "manifest", &limits)
         ),
     })?;
+    let executable = matches!(launch, Launch::Executable(_));
     let manifest: Manifest = serde_json::from_value(manifest).map_err(|e| {
-        format!(
-            "{}: its manifest is not readable ({e}); rebuild the plugin against this cloudattach's SDK",
-            path.display()
-        )
+        if executable {
+            format!(
+                "{}: its manifest is not what the plugin protocol describes ({e}); fix the manifest the plugin sends in its hello (docs/plugin-protocol.md)",
+                path.display()
+            )
+        } else {
+            format!(
+                "{}: its manifest is not readable ({e}); rebuild the plugin against this cloudattach's SDK",
+                path.display()
+            )
+        }
     })?;
+    // The limits the plugin declares where the administrator set none, within the cap.
+    let mut limits = limits;
+    for (step, secs) in &manifest.timeouts {
+        limits
+            .timeouts
+            .entry(step.clone())
+            .or_insert_with(|| Duration::from_secs(*secs).min(MAX_TIMEOUT));
+    }
     Ok(ProcessPlugin {
         manifest,
         path,
@@ -202,6 +218,9 @@ fn spawn(launch: &Launch, limits: &Limits) -> Result<(Running, Value), Failure> 
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
+    // Its own process group, so that stopping it stops whatever it started too.
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
     let mut child = command
         .spawn()
         .map_err(|e| Failure::Start(format!("{file}: cannot start the plugin process: {e}")))?;
@@ -214,6 +233,7 @@ fn spawn(launch: &Launch, limits: &Limits) -> Result<(Running, Value), Failure> 
         let pid = rustix::process::Pid::from_raw(child.id() as i32);
         let _ = rustix::process::prlimit(pid, rustix::process::Resource::As, limit);
     }
+    children().insert(child.id());
     let stdout = child.stdout.take().expect("piped");
     let stdin = child.stdin.take().expect("piped");
     let wire = Wire::new(
@@ -226,15 +246,18 @@ fn spawn(launch: &Launch, limits: &Limits) -> Result<(Running, Value), Failure> 
         next_id: 0,
     };
     let watchdog = Watchdog::start(running.child.id(), limits.timeout("manifest"));
-    let hello = running
-        .wire
-        .send(&Message::Hello {
-            protocol: WIRE_VERSION,
-            host: Some(concat!("cloudattach ", env!("CARGO_PKG_VERSION")).into()),
-            manifest: None,
-            error: None,
-        })
-        .and_then(|()| running.wire.recv());
+    // A child may answer (or break the protocol) before it reads the hello, and exit: what it
+    // wrote is read even when writing the hello failed.
+    let sent = running.wire.send(&Message::Hello {
+        protocol: WIRE_VERSION,
+        host: Some(concat!("cloudattach ", env!("CARGO_PKG_VERSION")).into()),
+        manifest: None,
+        error: None,
+    });
+    let hello = match (running.wire.recv(), sent) {
+        (Err(WireError::Closed | WireError::Io(_)), Err(e)) => Err(e),
+        (got, _) => got,
+    };
     let timed_out = watchdog.stop();
     match hello {
         Ok(Message::Hello {
@@ -276,9 +299,36 @@ fn spawn(launch: &Launch, limits: &Limits) -> Result<(Running, Value), Failure> 
     }
 }
 
+/// The process groups of the plugin processes running now (each child leads its own).
+fn children() -> std::sync::MutexGuard<'static, std::collections::HashSet<u32>> {
+    static CHILDREN: std::sync::OnceLock<Mutex<std::collections::HashSet<u32>>> =
+        std::sync::OnceLock::new();
+    CHILDREN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// Kills a plugin process's group: it and anything it started.
+fn kill_group(pid: u32) {
+    #[cfg(unix)]
+    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+}
+
+/// Stops every plugin process this process started (on Ctrl-C or SIGTERM, before exiting).
+pub fn stop_plugin_processes() {
+    for pid in children().drain() {
+        kill_group(pid);
+    }
+}
+
 /// Kills and reaps a child; what its end was.
 fn end(running: &mut Running) -> String {
+    kill_group(running.child.id());
     let _ = running.child.kill();
+    children().remove(&running.child.id());
     match running.child.wait() {
         Ok(status) => exit_description(status),
         Err(e) => format!("could not be reaped: {e}"),
@@ -382,10 +432,7 @@ impl Watchdog {
         let thread = std::thread::spawn(move || {
             if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
                 flag.store(true, Ordering::SeqCst);
-                #[cfg(unix)]
-                if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
-                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-                }
+                kill_group(pid);
             }
         });
         Watchdog {
@@ -468,6 +515,12 @@ impl ProcessPlugin {
     }
 }
 
+/// The uploads a call's child has open, by handle; dropped unfinished with the call.
+struct Uploads<'h> {
+    sinks: HashMap<u64, Box<dyn RecordSink + 'h>>,
+    next: u64,
+}
+
 /// Serves the child's requests until it answers call `id`: `Ok(Ok(value))`, `Ok(Err(message))`
 /// when the plugin could not run the step, `Err` when the wire broke.
 fn serve(
@@ -475,8 +528,10 @@ fn serve(
     id: u64,
     host: Option<&dyn Host>,
 ) -> Result<Result<Value, String>, WireError> {
-    let mut sinks: HashMap<u64, Box<dyn RecordSink + '_>> = HashMap::new();
-    let mut next_sink = 0u64;
+    let mut uploads = Uploads {
+        sinks: HashMap::new(),
+        next: 0,
+    };
     loop {
         match wire.recv()? {
             Message::Result { id: got, ok, error } if got == id => {
@@ -501,47 +556,11 @@ fn serve(
                     )?;
                     continue;
                 };
-                match method.as_str() {
-                    "devices" => stream_devices(wire, hid, host, &args)?,
-                    "open_sync" => {
-                        let opened = serde_json::from_value::<SyncArgs>(args)
-                            .map_err(bad_args)
-                            .and_then(|a| host.open_sync(&a.channel, a.mode));
-                        match opened {
-                            Ok(sink) => {
-                                next_sink += 1;
-                                sinks.insert(next_sink, sink);
-                                reply(wire, hid, Ok(json!(next_sink)))?;
-                            }
-                            Err(e) => reply(wire, hid, Err(e))?,
-                        }
-                    }
-                    "sync_push" => {
-                        let answer = serde_json::from_value::<PushArgs>(args)
-                            .map_err(bad_args)
-                            .and_then(|a| match sinks.get_mut(&a.sink) {
-                                Some(s) => a
-                                    .records
-                                    .into_iter()
-                                    .try_for_each(|r| s.push(r))
-                                    .map(|()| Value::Null),
-                                None => Err(unknown_sink(a.sink)),
-                            });
-                        reply(wire, hid, answer)?;
-                    }
-                    "sync_finish" => {
-                        let answer = serde_json::from_value::<SinkArgs>(args)
-                            .map_err(bad_args)
-                            .and_then(|a| match sinks.remove(&a.sink) {
-                                Some(s) => s.finish().map(|st| json!(st)),
-                                None => Err(unknown_sink(a.sink)),
-                            });
-                        reply(wire, hid, answer)?;
-                    }
-                    _ => {
-                        let answer = answer_host(host, &method, args);
-                        reply(wire, hid, answer)?;
-                    }
+                if method == "devices" {
+                    stream_devices(wire, hid, host, &args, &mut uploads)?;
+                } else {
+                    let answer = answer_request(host, &mut uploads, &method, args);
+                    reply(wire, hid, answer)?;
                 }
             }
             other => {
@@ -551,6 +570,42 @@ fn serve(
                 )));
             }
         }
+    }
+}
+
+/// Any host request but `devices`: the uploads, and the methods that answer at once.
+fn answer_request<'h>(
+    host: &'h dyn Host,
+    uploads: &mut Uploads<'h>,
+    method: &str,
+    args: Value,
+) -> Result<Value, HostError> {
+    match method {
+        "open_sync" => {
+            let a: SyncArgs = serde_json::from_value(args).map_err(bad_args)?;
+            let sink = host.open_sync(&a.channel, a.mode)?;
+            uploads.next += 1;
+            uploads.sinks.insert(uploads.next, sink);
+            Ok(json!(uploads.next))
+        }
+        "sync_push" => {
+            let a: PushArgs = serde_json::from_value(args).map_err(bad_args)?;
+            let sink = uploads
+                .sinks
+                .get_mut(&a.sink)
+                .ok_or_else(|| unknown_sink(a.sink))?;
+            a.records.into_iter().try_for_each(|r| sink.push(r))?;
+            Ok(Value::Null)
+        }
+        "sync_finish" => {
+            let a: SinkArgs = serde_json::from_value(args).map_err(bad_args)?;
+            let sink = uploads
+                .sinks
+                .remove(&a.sink)
+                .ok_or_else(|| unknown_sink(a.sink))?;
+            Ok(json!(sink.finish()?))
+        }
+        _ => answer_host(host, method, args),
     }
 }
 
@@ -594,23 +649,35 @@ fn reply(wire: &mut Wire, id: u64, answer: Result<Value, HostError>) -> Result<(
     })
 }
 
+fn missing(method: &str, key: &str, kind: &str) -> HostError {
+    HostError::new(
+        "plugin-boundary",
+        format!("{method}: the argument `{key}` must be {kind}"),
+    )
+}
+
 /// The host methods that answer at once.
 fn answer_host(host: &dyn Host, method: &str, args: Value) -> Result<Value, HostError> {
+    // A missing or mistyped argument is an error the plugin sees, never a quiet default.
     let text = |k: &str| {
         args.get(k)
             .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
+            .map(String::from)
+            .ok_or_else(|| missing(method, k, "a string"))
     };
-    let int = |k: &str| args.get(k).and_then(Value::as_i64).unwrap_or_default();
+    let int = |k: &str| {
+        args.get(k)
+            .and_then(Value::as_i64)
+            .ok_or_else(|| missing(method, k, "an integer"))
+    };
     Ok(match method {
         "site" => json!(host.site()),
         "environment" => json!(host.environment()),
-        "collection" => json!(host.collection(&text("id"))),
+        "collection" => json!(host.collection(&text("id")?)),
         "collections" => json!(host.collections()),
-        "is_member" => json!(host.is_member(&text("collection_id"), int("resource_id"))),
-        "memberships" => json!(host.memberships(int("resource_id"))),
-        "feature_options" => json!(host.feature_options(&text("plugin_id"))),
+        "is_member" => json!(host.is_member(&text("collection_id")?, int("resource_id")?)),
+        "memberships" => json!(host.memberships(int("resource_id")?)),
+        "feature_options" => json!(host.feature_options(&text("plugin_id")?)),
         "is_uploaded" => {
             let d: Device = serde_json::from_value(args.get("device").cloned().unwrap_or_default())
                 .map_err(bad_args)?;
@@ -620,14 +687,14 @@ fn answer_host(host: &dyn Host, method: &str, args: Value) -> Result<Value, Host
             let m: Method = serde_json::from_value(args.get("method").cloned().unwrap_or_default())
                 .map_err(bad_args)?;
             let body = args.get("body").filter(|b| !b.is_null());
-            host.cloud(m, &text("path"), body)?
+            host.cloud(m, &text("path")?, body)?
         }
         "device_events" => {
             let since = args.get("since").and_then(Value::as_str);
-            json!(host.device_events(int("resource_id"), since)?)
+            json!(host.device_events(int("resource_id")?, since)?)
         }
         "log" => {
-            host.log(&text("message"));
+            host.log(&text("message")?);
             Value::Null
         }
         other => {
@@ -641,32 +708,56 @@ fn answer_host(host: &dyn Host, method: &str, args: Value) -> Result<Value, Host
 
 /// Streams the inventory to the child in batches; after each, serves the child's requests until
 /// it says `next`. Ends with the request's reply.
-fn stream_devices(
+fn stream_devices<'h>(
     wire: &mut Wire,
     id: u64,
-    host: &dyn Host,
+    host: &'h dyn Host,
     args: &Value,
+    uploads: &mut Uploads<'h>,
 ) -> Result<(), WireError> {
-    let parts: DeviceParts = args
-        .get("parts")
-        .cloned()
-        .and_then(|p| serde_json::from_value(p).ok())
-        .unwrap_or(DeviceParts::ALL);
-    let mut batch: Vec<Value> = Vec::with_capacity(WIRE_DEVICE_BATCH);
+    // No `parts`: every device whole. Unreadable ones are refused.
+    let parts: DeviceParts = match args.get("parts").filter(|p| !p.is_null()) {
+        None => DeviceParts::ALL,
+        Some(p) => match serde_json::from_value(p.clone()) {
+            Ok(parts) => parts,
+            Err(e) => {
+                return reply(
+                    wire,
+                    id,
+                    Err(HostError::new(
+                        "plugin-boundary",
+                        format!(
+                            "devices: unreadable `parts` ({e}); expected {{\"defender\": bool, \"analytics\": bool, \"extension\": bool}}"
+                        ),
+                    )),
+                );
+            }
+        },
+    };
+    // The batch's devices written straight as a JSON array's text.
+    let mut batch: Vec<u8> = Vec::with_capacity(WIRE_DEVICE_BATCH * 512);
+    let mut count = 0usize;
     let mut extensions: Vec<(u32, serde_json::Map<String, Value>)> = Vec::new();
     let mut uploaded: Vec<bool> = Vec::with_capacity(WIRE_DEVICE_BATCH);
     let mut broken: Option<WireError> = None;
     let flush = |wire: &mut Wire,
-                 batch: &mut Vec<Value>,
+                 uploads: &mut Uploads<'h>,
+                 batch: &mut Vec<u8>,
+                 count: &mut usize,
                  extensions: &mut Vec<(u32, serde_json::Map<String, Value>)>,
                  uploaded: &mut Vec<bool>|
      -> Result<(), WireError> {
-        if batch.is_empty() {
+        if *count == 0 {
             return Ok(());
         }
+        batch.push(b']');
+        let text = String::from_utf8(std::mem::take(batch)).unwrap_or_else(|_| "[]".into());
+        let devices = serde_json::value::RawValue::from_string(text)
+            .map_err(|e| WireError::Protocol(format!("a device batch: {e}")))?;
+        *count = 0;
         wire.send(&Message::Devices {
             id,
-            devices: std::mem::take(batch),
+            devices,
             extensions: std::mem::take(extensions),
             uploaded: std::mem::take(uploaded),
         })?;
@@ -678,11 +769,10 @@ fn stream_devices(
                     id: hid,
                     method,
                     args,
-                } if method != "devices"
-                    && !method.starts_with("sync_")
-                    && method != "open_sync" =>
-                {
-                    let answer = answer_host(host, &method, args);
+                } if method != "devices" => {
+                    // Anything but a stream within the stream: a plugin pushes its records as
+                    // it reads the devices.
+                    let answer = answer_request(host, uploads, &method, args);
                     reply(wire, hid, answer)?;
                 }
                 other => {
@@ -699,12 +789,21 @@ fn stream_devices(
             return;
         }
         if !d.extension.is_empty() {
-            extensions.push((batch.len() as u32, d.extension.clone()));
+            extensions.push((count as u32, d.extension.clone()));
         }
         uploaded.push(host.is_uploaded(d));
-        batch.push(serde_json::to_value(d).unwrap_or(Value::Null));
-        if batch.len() >= WIRE_DEVICE_BATCH
-            && let Err(e) = flush(wire, &mut batch, &mut extensions, &mut uploaded)
+        batch.push(if count == 0 { b'[' } else { b',' });
+        let _ = serde_json::to_writer(&mut batch, d);
+        count += 1;
+        if count >= WIRE_DEVICE_BATCH
+            && let Err(e) = flush(
+                wire,
+                uploads,
+                &mut batch,
+                &mut count,
+                &mut extensions,
+                &mut uploaded,
+            )
         {
             broken = Some(e);
         }
@@ -712,7 +811,14 @@ fn stream_devices(
     if let Some(e) = broken {
         return Err(e);
     }
-    flush(wire, &mut batch, &mut extensions, &mut uploaded)?;
+    flush(
+        wire,
+        uploads,
+        &mut batch,
+        &mut count,
+        &mut extensions,
+        &mut uploaded,
+    )?;
     reply(wire, id, streamed.map(|()| Value::Null))
 }
 
@@ -732,10 +838,13 @@ impl Drop for ProcessPlugin {
                 std::thread::sleep(Duration::from_millis(5));
                 matches!(r.child.try_wait(), Ok(Some(_)))
             });
+            // Whatever it started goes with it.
+            kill_group(r.child.id());
             if !waited {
                 let _ = r.child.kill();
                 let _ = r.child.wait();
             }
+            children().remove(&r.child.id());
         }
     }
 }

@@ -18,7 +18,7 @@ pub fn list(options: &LoadOptions, reporter: &dyn Reporter) -> Result<Registry, 
 
 /// A plugin library's manifest.
 pub fn inspect(file: &Path) -> Result<Manifest, OpError> {
-    crate::dynamic::inspect(file).map_err(input)
+    crate::dynamic::inspect_isolated(file).map_err(input)
 }
 
 /// Where a new plugin crate takes the SDK from. The crates are not on crates.io.
