@@ -740,28 +740,8 @@ fn stream_devices<'h>(
     let mut extensions: Vec<(u32, serde_json::Map<String, Value>)> = Vec::new();
     let mut uploaded: Vec<bool> = Vec::with_capacity(WIRE_DEVICE_BATCH);
     let mut broken: Option<WireError> = None;
-    let flush = |wire: &mut Wire,
-                 uploads: &mut Uploads<'h>,
-                 batch: &mut Vec<u8>,
-                 count: &mut usize,
-                 extensions: &mut Vec<(u32, serde_json::Map<String, Value>)>,
-                 uploaded: &mut Vec<bool>|
-     -> Result<(), WireError> {
-        if *count == 0 {
-            return Ok(());
-        }
-        batch.push(b']');
-        let text = String::from_utf8(std::mem::take(batch)).unwrap_or_else(|_| "[]".into());
-        let devices = serde_json::value::RawValue::from_string(text)
-            .map_err(|e| WireError::Protocol(format!("a device batch: {e}")))?;
-        *count = 0;
-        wire.send(&Message::Devices {
-            id,
-            devices,
-            extensions: std::mem::take(extensions),
-            uploaded: std::mem::take(uploaded),
-        })?;
-        // The child may ask for host services while it handles the batch.
+    // Waits for the child to finish the batch it was sent, serving its requests meanwhile.
+    let wait = |wire: &mut Wire, uploads: &mut Uploads<'h>| -> Result<(), WireError> {
         loop {
             match wire.recv()? {
                 Message::Next { id: got } if got == id => return Ok(()),
@@ -783,6 +763,36 @@ fn stream_devices<'h>(
                 }
             }
         }
+    };
+    // Sends a batch once the child is done with the one before: the next batch is written
+    // while the child handles this one.
+    let mut pending = false;
+    let mut flush = |wire: &mut Wire,
+                     uploads: &mut Uploads<'h>,
+                     batch: &mut Vec<u8>,
+                     count: &mut usize,
+                     extensions: &mut Vec<(u32, serde_json::Map<String, Value>)>,
+                     uploaded: &mut Vec<bool>|
+     -> Result<(), WireError> {
+        if *count == 0 {
+            return Ok(());
+        }
+        batch.push(b']');
+        let text = String::from_utf8(std::mem::take(batch)).unwrap_or_else(|_| "[]".into());
+        let devices = serde_json::value::RawValue::from_string(text)
+            .map_err(|e| WireError::Protocol(format!("a device batch: {e}")))?;
+        *count = 0;
+        if pending {
+            wait(wire, uploads)?;
+        }
+        wire.send(&Message::Devices {
+            id,
+            devices,
+            extensions: std::mem::take(extensions),
+            uploaded: std::mem::take(uploaded),
+        })?;
+        pending = true;
+        Ok(())
     };
     let streamed = host.for_each_device_with(parts, &mut |d: &Device| {
         if broken.is_some() {
@@ -819,6 +829,9 @@ fn stream_devices<'h>(
         &mut extensions,
         &mut uploaded,
     )?;
+    if pending {
+        wait(wire, uploads)?;
+    }
     reply(wire, id, streamed.map(|()| Value::Null))
 }
 
