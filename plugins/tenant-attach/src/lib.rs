@@ -81,6 +81,16 @@ pub fn resource_explorer() -> ActionDecl {
     )
 }
 
+/// The `query` parameter of the CMPivot actions.
+fn query_parameter() -> ActionParameter {
+    ActionParameter::new(
+        "query",
+        ParameterKind::String,
+        true,
+        "the query, in the CMPivot subset of the Kusto query language",
+    )
+}
+
 /// CMPivot: a query over the site's inventory, from one device.
 pub fn cmpivot() -> ActionDecl {
     ActionDecl::new(
@@ -90,12 +100,7 @@ pub fn cmpivot() -> ActionDecl {
         &[actions::SITE_READ, actions::SITE_RUN_CMPIVOT],
         &[actions::INTUNE_RUN_CMPIVOT],
     )
-    .parameter(ActionParameter::new(
-        "query",
-        ParameterKind::String,
-        true,
-        "the query, in the CMPivot subset of the Kusto query language",
-    ))
+    .parameter(query_parameter())
 }
 
 /// CMPivot over a collection: the query over the collection's effective members.
@@ -107,12 +112,7 @@ pub fn cmpivot_collection() -> ActionDecl {
         &[actions::SITE_READ, actions::SITE_RUN_CMPIVOT],
         &[actions::INTUNE_RUN_CMPIVOT],
     )
-    .parameter(ActionParameter::new(
-        "query",
-        ParameterKind::String,
-        true,
-        "the query, in the CMPivot subset of the Kusto query language",
-    ))
+    .parameter(query_parameter())
 }
 
 /// The id of CMPivot over a collection.
