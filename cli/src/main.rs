@@ -671,7 +671,7 @@ fn main() -> ExitCode {
     // `connect` stops on its own terms, and the plugin host is stopped by its parent.
     if !matches!(
         cli.command,
-        Command::Connect { .. } | Command::PluginHost { .. }
+        Command::Connect { once: false, .. } | Command::PluginHost { .. }
     ) {
         stop_plugins_on_signals();
     }

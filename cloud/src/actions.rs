@@ -484,6 +484,13 @@ pub(crate) async fn get_action(
         .await?
         .ok_or_else(|| ApiError::not_found("no such action in this tenant"))?;
     require_user_or_owner(&c, a.owner_app.as_deref())?;
+    // What an action answered is device data: a person reads it with the read right, or reads
+    // the actions they asked themselves.
+    if let Some((me, _)) = c.user()
+        && me != a.doc.requested_by_id
+    {
+        c.require_read()?;
+    }
     Ok(Json(doc_json(&a)).into_response())
 }
 
@@ -492,7 +499,8 @@ pub(crate) async fn list_actions(State(st): St, Extension(c): Extension<Caller>,
     let page = Page::of(&q)?;
     let mut f = ActionFilter::default();
     match &c.kind {
-        CallerKind::User { .. } => {}
+        // The actions' answers are device data: the read right, as for the read API.
+        CallerKind::User { .. } => c.require_read()?,
         CallerKind::App { .. } => f.owner_app = c.app_id().map(str::to_string),
     }
     if let Some(h) = q.get("hierarchy") {

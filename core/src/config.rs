@@ -300,6 +300,12 @@ impl Config {
                 )));
             }
         }
+        if raw.plugins.memory_limit_mb.is_some_and(|mb| mb > 1 << 20) {
+            return Err(invalid(format!(
+                "[plugins] memory_limit_mb = {}: at most 1048576 (1 TiB); 0 means no limit",
+                raw.plugins.memory_limit_mb.unwrap_or_default()
+            )));
+        }
         let mut features = BTreeMap::new();
         for (id, table) in raw.features {
             let mut options = cloudattach_sdk::Options::new();

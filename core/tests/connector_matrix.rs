@@ -301,3 +301,32 @@ fn the_connector_and_explain_access_take_the_same_decision_in_every_cell() {
     // 2 checkbox × 2 toggle × 4 site users × 2 site roles × 2 scopes × 2 actions.
     assert_eq!(cells, 128);
 }
+
+#[test]
+fn the_connector_serves_an_action_only_through_the_feature_the_cloud_authorized_it_for() {
+    let dir = tempfile::tempdir().unwrap();
+    // Intune alone decides (checkbox cleared, toggle on): the site's RBAC is not in the way.
+    let ws = workspace(dir.path(), false, true);
+    let selection = ws.select().expect("the configuration is valid");
+    let host = selection::host_for(&ws.site, &ws.config, &selection);
+    let c = Cell {
+        enforce: false,
+        toggle: true,
+        mapping: Mapping::Discovered,
+        site_role: true,
+        in_scope: true,
+        action: RESOURCE_EXPLORER,
+    };
+    let mut doc = action_doc(c, &ws.site.info.hierarchy_id, IN_SCOPE);
+    let served = connector::answer(&ws, &selection, &host, "test", &doc);
+    assert_eq!(served.status, ActionStatus::Succeeded, "{served:?}");
+    // The cloud authorized it for another feature: this site's tenant-attach does not serve it.
+    doc.feature = "some-other-feature".into();
+    let refused = connector::answer(&ws, &selection, &host, "test", &doc);
+    assert_eq!(refused.status, ActionStatus::Failed);
+    assert_eq!(
+        refused.error.as_ref().map(|e| e.code.as_str()),
+        Some("action-not-served")
+    );
+    assert!(refused.result.is_none());
+}

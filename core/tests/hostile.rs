@@ -368,6 +368,32 @@ fn garbage_or_an_oversized_message_in_a_call_fails_that_call_only() {
 }
 
 #[test]
+fn a_helper_that_keeps_the_plugins_output_open_does_not_hold_the_host_past_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = r#"{"id":"detached","name":"N","version":"0.1.0","environments":["public"],"min_site_version":"2111"}"#;
+    // In check, it starts a helper in a session of its own (beyond its process group), which
+    // inherits its standard output, then hangs.
+    script(
+        dir.path(),
+        "detached",
+        &format!(
+            "read hello\necho '{{\"type\":\"hello\",\"protocol\":1,\"manifest\":{manifest}}}'\nread call\nsetsid sleep 40 &\nsleep 40"
+        ),
+    );
+    let mut registry = Registry::new();
+    load_plugin_dirs_with(&mut registry, &[dir.path().to_path_buf()], &isolation());
+    let plugin = &registry.get("detached").expect("loaded").plugin;
+    let started = std::time::Instant::now();
+    let message = run(plugin.as_ref(), "check", &host()).expect("the check fails");
+    assert!(message.contains("exceeded 3 s in check"), "{message}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the host waited {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn the_builtins_results_are_exact_beside_a_failing_plugin() {
     let dir = tempfile::tempdir().unwrap();
     let opts = cloudattach_sitegen::GenerateOptions {

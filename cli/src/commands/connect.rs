@@ -39,7 +39,13 @@ pub fn run(cli: &Cli, interval: Duration, once: bool, poll_wait: Duration) -> Ou
             #[cfg(not(unix))]
             let _ = tokio::signal::ctrl_c().await;
             flag.store(true, Ordering::Relaxed);
-            eprintln!("stopping: the connector ends after the request in flight");
+            eprintln!(
+                "stopping: the connector ends after the request in flight (again to stop at once)"
+            );
+            // A second signal does not wait: the plugin processes are stopped, and so is this.
+            let _ = tokio::signal::ctrl_c().await;
+            cloudattach_core::dynamic::stop_plugin_processes();
+            std::process::exit(130);
         });
     }
     let options = ConnectorOptions {

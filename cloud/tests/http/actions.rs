@@ -933,3 +933,36 @@ async fn people_with_an_intune_role_read_devices_and_one_device_has_all_the_clou
     let (s, _) = e.c.get(&helpdesk, &hpath("/devices/x")).await;
     assert_eq!(s, 400);
 }
+
+#[tokio::test]
+async fn what_an_action_answered_is_read_with_the_read_right_or_by_who_asked() {
+    let e = env().await;
+    let helpdesk = e.user("helpdesk").await;
+    let nobody = e.user("user").await;
+    let (s, theirs) = e.ask(&helpdesk, 2, RESOURCE_EXPLORER, json!({})).await;
+    assert_eq!(s, 202, "{theirs}");
+    let (s, mine) = e.ask(&nobody, 2, RESOURCE_EXPLORER, json!({})).await;
+    assert_eq!(
+        (s, mine["status"].clone()),
+        (202, json!("unauthorized")),
+        "{mine}"
+    );
+    let (s, v) =
+        e.c.get(
+            &nobody,
+            &format!("/api/v1/actions/{}", mine["id"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(s, 200, "their own: {v}");
+    let (s, v) =
+        e.c.get(
+            &nobody,
+            &format!("/api/v1/actions/{}", theirs["id"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(s, 403, "another's: {v}");
+    let (s, v) = e.c.get(&nobody, "/api/v1/actions").await;
+    assert_eq!(s, 403, "the list: {v}");
+    let (s, _) = e.c.get(&helpdesk, "/api/v1/actions").await;
+    assert_eq!(s, 200);
+}

@@ -21,8 +21,41 @@ use std::sync::{Mutex, OnceLock};
 
 /// The two ends of the protocol, one message at a time.
 pub(super) struct Wire {
-    input: Box<dyn BufRead + Send>,
+    input: Input,
     output: Box<dyn Write + Send>,
+    /// The longest line read.
+    max_line: usize,
+}
+
+/// Where messages are read from: the stream itself (the child), or lines a reader thread
+/// takes off it, read up to a deadline (the parent: a child that holds its output open and
+/// says nothing cannot keep the parent waiting past a call's limit).
+enum Input {
+    Direct(Box<dyn BufRead + Send>),
+    Lines {
+        lines: std::sync::mpsc::Receiver<Result<Vec<u8>, WireError>>,
+        deadline: Option<std::time::Instant>,
+    },
+}
+
+/// One line of at most `max` bytes, `Closed` at the end of the stream.
+fn read_line(input: &mut dyn BufRead, max: usize) -> Result<Vec<u8>, WireError> {
+    let mut line = Vec::new();
+    let n = input
+        .take(max as u64 + 1)
+        .read_until(b'\n', &mut line)
+        .map_err(WireError::Io)?;
+    if n == 0 {
+        return Err(WireError::Closed);
+    }
+    if line.last() != Some(&b'\n') {
+        return Err(if line.len() > max {
+            WireError::Protocol(format!("a message longer than {max} bytes"))
+        } else {
+            WireError::Closed
+        });
+    }
+    Ok(line)
 }
 
 /// What went wrong on the wire.
@@ -34,6 +67,8 @@ pub(super) enum WireError {
     Protocol(String),
     /// An I/O error.
     Io(std::io::Error),
+    /// The deadline passed before a message came.
+    TimedOut,
 }
 
 impl std::fmt::Display for WireError {
@@ -42,13 +77,52 @@ impl std::fmt::Display for WireError {
             WireError::Closed => f.write_str("the stream was closed"),
             WireError::Protocol(m) => write!(f, "protocol violation: {m}"),
             WireError::Io(e) => write!(f, "{e}"),
+            WireError::TimedOut => f.write_str("no message before the deadline"),
         }
     }
 }
 
 impl Wire {
     pub(super) fn new(input: Box<dyn BufRead + Send>, output: Box<dyn Write + Send>) -> Wire {
-        Wire { input, output }
+        Wire {
+            input: Input::Direct(input),
+            output,
+            max_line: MAX_LINE,
+        }
+    }
+
+    /// The parent's end: lines of at most `max_line` bytes read by a thread of their own, so
+    /// that [`Wire::recv`] can give up at the deadline ([`Wire::set_deadline`]).
+    pub(super) fn threaded(
+        mut input: Box<dyn BufRead + Send>,
+        output: Box<dyn Write + Send>,
+        max_line: usize,
+    ) -> Wire {
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        std::thread::spawn(move || {
+            loop {
+                let line = read_line(&mut *input, max_line);
+                let end = line.is_err();
+                if tx.send(line).is_err() || end {
+                    return;
+                }
+            }
+        });
+        Wire {
+            input: Input::Lines {
+                lines: rx,
+                deadline: None,
+            },
+            output,
+            max_line,
+        }
+    }
+
+    /// The time after which [`Wire::recv`] gives up (`None`: never).
+    pub(super) fn set_deadline(&mut self, at: Option<std::time::Instant>) {
+        if let Input::Lines { deadline, .. } = &mut self.input {
+            *deadline = at;
+        }
     }
 
     /// Writes one message.
@@ -61,21 +135,21 @@ impl Wire {
 
     /// Reads one message: a line of at most [`MAX_LINE`] bytes holding one JSON message.
     pub(super) fn recv(&mut self) -> Result<Message, WireError> {
-        let mut line = Vec::new();
-        let n = (&mut self.input)
-            .take(MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut line)
-            .map_err(WireError::Io)?;
-        if n == 0 {
-            return Err(WireError::Closed);
-        }
-        if line.last() != Some(&b'\n') {
-            return Err(if line.len() > MAX_LINE {
-                WireError::Protocol(format!("a message longer than {MAX_LINE} bytes"))
-            } else {
-                WireError::Closed
-            });
-        }
+        let line = match &mut self.input {
+            Input::Direct(input) => read_line(&mut **input, self.max_line)?,
+            Input::Lines { lines, deadline } => {
+                let got = match deadline {
+                    Some(at) => lines
+                        .recv_timeout(at.saturating_duration_since(std::time::Instant::now()))
+                        .map_err(|e| match e {
+                            std::sync::mpsc::RecvTimeoutError::Timeout => WireError::TimedOut,
+                            std::sync::mpsc::RecvTimeoutError::Disconnected => WireError::Closed,
+                        })?,
+                    None => lines.recv().map_err(|_| WireError::Closed)?,
+                };
+                got?
+            }
+        };
         cloudattach_plugin_protocol::wire::parse_line(&line).map_err(|e| {
             let shown: String = String::from_utf8_lossy(&line).chars().take(80).collect();
             WireError::Protocol(format!("not a message ({e}): {:?}", shown.trim_end()))
@@ -258,18 +332,21 @@ impl<'w> PipeHost<'w> {
 
     fn stream(&self, parts: DeviceParts, visit: &mut dyn FnMut(&Device)) -> Result<(), HostError> {
         let id = self.id();
-        self.wire
-            .lock()
-            .expect("wire")
-            .send(&Message::Host {
+        // The request and the first answer under one hold of the wire, as each `next` and the
+        // answer after it: another thread of the plugin asking the host meanwhile cannot take a
+        // batch for its reply.
+        let mut message = {
+            let mut wire = self.wire.lock().expect("wire");
+            wire.send(&Message::Host {
                 id,
                 method: "devices".into(),
                 args: json!({ "parts": parts }),
             })
             .map_err(lost)?;
+            wire.recv().map_err(lost)?
+        };
         loop {
             // The lock is not held while the plugin visits: it may ask the host meanwhile.
-            let message = self.wire.lock().expect("wire").recv().map_err(lost)?;
             match message {
                 Message::Devices {
                     id: got,
@@ -296,11 +373,9 @@ impl<'w> PipeHost<'w> {
                         visit(d);
                     }
                     *self.batch.lock().expect("batch") = outer;
-                    self.wire
-                        .lock()
-                        .expect("wire")
-                        .send(&Message::Next { id })
-                        .map_err(lost)?;
+                    let mut wire = self.wire.lock().expect("wire");
+                    wire.send(&Message::Next { id }).map_err(lost)?;
+                    message = wire.recv().map_err(lost)?;
                 }
                 Message::Reply {
                     id: got,

@@ -29,6 +29,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
+/// The longest line a plugin may write, in bytes: its answers, requests and batches of records
+/// are much smaller; what it writes is parsed in this process, whose memory the plugin's limit
+/// does not bound.
+pub const MAX_PLUGIN_LINE: usize = 8 * 1024 * 1024;
+
 /// The environment variable naming the plugin host program (the `cloudattach` binary by
 /// default: the program that is running).
 pub const PLUGIN_HOST_ENV: &str = "CLOUDATTACH_PLUGIN_HOST";
@@ -221,9 +226,13 @@ fn spawn(launch: &Launch, limits: &Limits) -> Result<(Running, Value), Failure> 
     // Its own process group, so that stopping it stops whatever it started too.
     #[cfg(unix)]
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    // Started and registered under the lock, so that a stop on Ctrl-C sees every child.
+    let mut registered = children();
     let mut child = command
         .spawn()
         .map_err(|e| Failure::Start(format!("{file}: cannot start the plugin process: {e}")))?;
+    registered.insert(child.id());
+    drop(registered);
     #[cfg(target_os = "linux")]
     if let Some(bytes) = limits.memory_bytes {
         let limit = rustix::process::Rlimit {
@@ -233,13 +242,14 @@ fn spawn(launch: &Launch, limits: &Limits) -> Result<(Running, Value), Failure> 
         let pid = rustix::process::Pid::from_raw(child.id() as i32);
         let _ = rustix::process::prlimit(pid, rustix::process::Resource::As, limit);
     }
-    children().insert(child.id());
     let stdout = child.stdout.take().expect("piped");
     let stdin = child.stdin.take().expect("piped");
-    let wire = Wire::new(
+    let mut wire = Wire::threaded(
         Box::new(BufReader::with_capacity(1 << 16, stdout)),
         Box::new(BufWriter::with_capacity(1 << 16, stdin)),
+        MAX_PLUGIN_LINE,
     );
+    wire.set_deadline(Some(std::time::Instant::now() + limits.timeout("manifest")));
     let mut running = Running {
         child,
         wire,
@@ -258,7 +268,7 @@ fn spawn(launch: &Launch, limits: &Limits) -> Result<(Running, Value), Failure> 
         (Err(WireError::Closed | WireError::Io(_)), Err(e)) => Err(e),
         (got, _) => got,
     };
-    let timed_out = watchdog.stop();
+    let timed_out = watchdog.stop() | matches!(hello, Err(WireError::TimedOut));
     match hello {
         Ok(Message::Hello {
             protocol,
@@ -342,6 +352,7 @@ fn failure(e: WireError, status: String, timed_out: Option<Duration>) -> Failure
     match e {
         WireError::Protocol(m) => Failure::Protocol(m),
         WireError::Closed | WireError::Io(_) => Failure::Died(status),
+        WireError::TimedOut => Failure::Died(format!("{status} after it stopped answering")),
     }
 }
 
@@ -433,6 +444,10 @@ impl Watchdog {
             if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
                 flag.store(true, Ordering::SeqCst);
                 kill_group(pid);
+                #[cfg(unix)]
+                if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
             }
         });
         Watchdog {
@@ -488,6 +503,9 @@ impl ProcessPlugin {
         running.next_id += 1;
         let id = running.next_id;
         let limit = self.limits.timeout(op);
+        running
+            .wire
+            .set_deadline(Some(std::time::Instant::now() + limit));
         let watchdog = Watchdog::start(running.child.id(), limit);
         let outcome = running
             .wire
@@ -497,7 +515,8 @@ impl ProcessPlugin {
                 request,
             })
             .and_then(|()| serve(&mut running.wire, id, host));
-        let timed_out = watchdog.stop();
+        // Either the watchdog or the read's deadline may see the limit pass first.
+        let timed_out = watchdog.stop() | matches!(outcome, Err(WireError::TimedOut));
         match outcome {
             Ok(Ok(v)) if !timed_out => serde_json::from_value(v)
                 .map_err(|e| format!("its `{op}` answer is not readable: {e}")),
@@ -845,18 +864,14 @@ impl Drop for ProcessPlugin {
             .unwrap_or_else(|p| p.into_inner())
             .take()
         {
-            // Closing its input ends a well-behaved child; a stuck one is killed.
+            // Closing its input ends a well-behaved child; then its group (whatever it started,
+            // or the child itself if it is stuck) is killed — before it is reaped, so the group
+            // id cannot be another's by then.
             drop(r.wire);
-            let waited = (0..20).any(|_| {
-                std::thread::sleep(Duration::from_millis(5));
-                matches!(r.child.try_wait(), Ok(Some(_)))
-            });
-            // Whatever it started goes with it.
+            std::thread::sleep(Duration::from_millis(5));
             kill_group(r.child.id());
-            if !waited {
-                let _ = r.child.kill();
-                let _ = r.child.wait();
-            }
+            let _ = r.child.kill();
+            let _ = r.child.wait();
             children().remove(&r.child.id());
         }
     }

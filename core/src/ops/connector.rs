@@ -98,7 +98,11 @@ pub fn answer(
         )
     };
     // The plugin that declared it, among the selected features.
+    // The feature the cloud authorized the action for, when it names one.
     let declared = ws.registry.iter().find_map(|p| {
+        if !doc.feature.is_empty() && p.manifest.id != doc.feature {
+            return None;
+        }
         let decl = p.manifest.actions.iter().find(|a| a.id == doc.action)?;
         match selection.decision(&p.manifest.id) {
             Some(selection::Decision::Selected(o)) => Some((p, decl, o.clone())),

@@ -101,7 +101,7 @@ pub fn registry_for(
 fn isolation(p: &crate::config::PluginProcesses) -> crate::dynamic::Isolation {
     let mut limits = crate::dynamic::Limits::default();
     if let Some(mb) = p.memory_limit_mb {
-        limits.memory_bytes = (mb > 0).then_some(mb << 20);
+        limits.memory_bytes = (mb > 0).then(|| mb.saturating_mul(1 << 20));
     }
     limits.timeouts = p
         .timeouts
