@@ -726,6 +726,7 @@ pub(crate) async fn answer(
         )));
     }
     let tid = c.tenant_id.clone();
+    let answering = ans.connector_id.clone();
     let out = db(&st, move |s| {
         s.answer_action(&tid, &id, &ans, util::now_ms())
     })
@@ -744,6 +745,16 @@ pub(crate) async fn answer(
         )
         .with_details(json!({ "action": doc_json(&a) }))),
         AnswerOutcome::Missing => Err(ApiError::not_found("no such action in this tenant")),
+        AnswerOutcome::NotTaken(a) => Err(ApiError::conflict(
+            "ActionNotTaken",
+            format!(
+                "the action is {} and was never handed to connector {}: a connector answers the \
+                 actions its poll gave it",
+                a.doc.status.as_str(),
+                answering
+            ),
+        )
+        .with_details(json!({ "action": doc_json(&a) }))),
     }
 }
 

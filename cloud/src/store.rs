@@ -338,6 +338,8 @@ pub enum AnswerOutcome {
     Final(StoredAction),
     /// No such action in the tenant.
     Missing,
+    /// The action is open but was never handed to the answering connector: nothing changed.
+    NotTaken(StoredAction),
 }
 
 /// The last heartbeat of a hierarchy's connector.
@@ -2124,7 +2126,8 @@ impl Store for SqliteStore {
         let n = tx.execute(
             "UPDATE actions SET status = ?3, authority = ?4, result = ?5, error_code = ?6, \
              error_message = ?7, completed = ?8, answered_by = ?9 \
-             WHERE tenant_id = ?1 AND id = ?2 AND status IN ('pending', 'running')",
+             WHERE tenant_id = ?1 AND id = ?2 AND status = 'running' \
+             AND EXISTS (SELECT 1 FROM json_each(delivered_to) WHERE value = ?9)",
             params![
                 tenant_id,
                 id,
@@ -2150,6 +2153,7 @@ impl Store for SqliteStore {
         Ok(match stored {
             None => AnswerOutcome::Missing,
             Some(a) if n > 0 => AnswerOutcome::Recorded(a),
+            Some(a) if !a.doc.status.is_final() => AnswerOutcome::NotTaken(a),
             Some(a) => AnswerOutcome::Final(a),
         })
     }

@@ -966,3 +966,29 @@ async fn what_an_action_answered_is_read_with_the_read_right_or_by_who_asked() {
     let (s, _) = e.c.get(&helpdesk, "/api/v1/actions").await;
     assert_eq!(s, 200);
 }
+
+#[tokio::test]
+async fn only_a_connector_the_action_was_handed_to_answers_it() {
+    let e = env().await;
+    let id = e.ask_ok(&e.admin).await;
+    // Not taken yet: nobody answers it.
+    let (s, v) = e.answer(&e.app, &id, table()).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("ActionNotTaken")),
+        "{v}"
+    );
+    assert_eq!(e.action(&id).await["status"], "pending");
+    e.poll(&e.app, "conn-a", 0).await;
+    // Taken by conn-a: conn-b's answer is refused, conn-a's recorded.
+    let mut other = table();
+    other["connector_id"] = json!("conn-b");
+    let (s, v) = e.answer(&e.app, &id, other).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("ActionNotTaken")),
+        "{v}"
+    );
+    let (s, v) = e.answer(&e.app, &id, table()).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("succeeded")), "{v}");
+}
