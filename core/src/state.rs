@@ -823,15 +823,36 @@ pub(crate) fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-/// Unix milliseconds as RFC 3339 (UTC).
+/// Unix milliseconds as RFC 3339 (UTC) with exactly three fraction digits, so that the texts
+/// sort as the times do.
 pub(crate) fn rfc3339_ms(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
         .ok()
         .and_then(|t| {
             t.format(&time::format_description::well_known::Rfc3339)
                 .ok()
         })
+        .map(|secs| format!("{}.{:03}Z", secs.trim_end_matches('Z'), ms.rem_euclid(1000)))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod time_text {
+    #[test]
+    fn milliseconds_always_have_three_digits() {
+        assert_eq!(
+            super::rfc3339_ms(1_764_872_962_180),
+            "2025-12-04T18:29:22.180Z"
+        );
+        assert_eq!(
+            super::rfc3339_ms(1_764_872_962_005),
+            "2025-12-04T18:29:22.005Z"
+        );
+        assert_eq!(
+            super::parse_rfc3339_ms("2025-12-04T18:29:22.180Z"),
+            Some(1_764_872_962_180)
+        );
+    }
 }
 
 /// An RFC 3339 date as Unix milliseconds.
