@@ -13,6 +13,7 @@
 //! Plain data and pure functions: no I/O, no async runtime.
 
 pub mod actions;
+pub mod comanagement;
 pub mod dev;
 pub mod device;
 pub mod environment;
