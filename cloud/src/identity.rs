@@ -40,6 +40,32 @@ fn dummy_password_hash() -> &'static str {
     H.get_or_init(|| auth::hash_password(&util::random_token(24)))
 }
 
+/// Looks a user up by UPN and verifies the password (Argon2, at most one verification per CPU
+/// at a time). Unknown users are verified against a dummy hash: same cost, same answer. `None`:
+/// wrong user name or password; `Err`: a message for the sign-in page.
+pub(crate) async fn verify_user(
+    st: &Arc<AppState>,
+    upn: &str,
+    password: String,
+) -> Result<Option<crate::store::User>, &'static str> {
+    let u = upn.to_string();
+    let user = db(st, move |s| s.user_by_upn(&u))
+        .await
+        .map_err(|_| "The directory is unavailable; try again.")?;
+    let hash = user.as_ref().map(|u| u.password_hash.clone());
+    // Each verification takes ~19 MiB and a core.
+    let Ok(_permit) = st.password_slots.clone().acquire_owned().await else {
+        return Err("The service is stopping; try again.");
+    };
+    let ok = tokio::task::spawn_blocking(move || {
+        let hash = hash.as_deref().unwrap_or_else(|| dummy_password_hash());
+        auth::verify_password(&password, hash)
+    })
+    .await
+    .unwrap_or(false);
+    Ok(user.filter(|_| ok))
+}
+
 #[derive(Debug, Clone)]
 struct DeviceCode {
     tenant_id: String,
@@ -105,7 +131,7 @@ fn make_room(
     Err(first_end.saturating_duration_since(now).as_secs().max(1))
 }
 
-async fn tenant(st: &Arc<AppState>, name: &str) -> Result<Tenant, OAuthError> {
+pub(crate) async fn tenant(st: &Arc<AppState>, name: &str) -> Result<Tenant, OAuthError> {
     let n = name.to_string();
     db(st, move |s| s.find_tenant(&n)).await?.ok_or_else(|| {
         OAuthError::new(
@@ -126,11 +152,14 @@ pub(crate) async fn openid_configuration(State(st): St, Path(t): Path<String>) -
     Json(json!({
         "issuer": st.issuer(id),
         "token_endpoint": format!("{b}/{id}/oauth2/v2.0/token"),
+        "authorization_endpoint": format!("{b}/{id}/oauth2/v2.0/authorize"),
         "device_authorization_endpoint": format!("{b}/{id}/oauth2/v2.0/devicecode"),
         "jwks_uri": format!("{b}/{id}/discovery/v2.0/keys"),
         "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
-        "grant_types_supported": ["urn:ietf:params:oauth:grant-type:device_code", "client_credentials", "refresh_token"],
-        "response_types_supported": ["token"],
+        "grant_types_supported": ["authorization_code", "urn:ietf:params:oauth:grant-type:device_code", "client_credentials", "refresh_token"],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "code_challenge_methods_supported": ["S256"],
         "scopes_supported": ["openid", "profile", "offline_access", format!("{RESOURCE}/.default")],
         "subject_types_supported": ["pairwise"],
         "id_token_signing_alg_values_supported": ["RS256"],
@@ -151,7 +180,10 @@ pub(crate) async fn keys(State(st): St, Path(t): Path<String>) -> Response {
     }
 }
 
-fn form(headers: &HeaderMap, body: &Bytes) -> Result<HashMap<String, String>, OAuthError> {
+pub(crate) fn form(
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<HashMap<String, String>, OAuthError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -170,7 +202,7 @@ fn form(headers: &HeaderMap, body: &Bytes) -> Result<HashMap<String, String>, OA
     Ok(pairs.into_iter().collect())
 }
 
-fn param<'a>(f: &'a HashMap<String, String>, name: &str) -> Result<&'a str, OAuthError> {
+pub(crate) fn param<'a>(f: &'a HashMap<String, String>, name: &str) -> Result<&'a str, OAuthError> {
     f.get(name)
         .map(String::as_str)
         .filter(|s| !s.is_empty())
@@ -185,7 +217,7 @@ fn param<'a>(f: &'a HashMap<String, String>, name: &str) -> Result<&'a str, OAut
 }
 
 /// Checks a delegated scope: it must name the service's resource.
-fn delegated_scope(scope: &str) -> Result<String, OAuthError> {
+pub(crate) fn delegated_scope(scope: &str) -> Result<String, OAuthError> {
     let mut resource = false;
     for s in scope.split_whitespace() {
         match s {
@@ -356,14 +388,40 @@ async fn token_inner(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Value, OAuthError> {
-    let t = tenant(st, t).await?;
     let f = form(headers, body)?;
+    token_dispatch(st, t, headers, &f).await
+}
+
+/// The token endpoint for a form built in process (the admin center redeeming its code and
+/// renewing its tokens).
+pub(crate) async fn token_from_form(
+    st: &Arc<AppState>,
+    t: &str,
+    f: &HashMap<String, String>,
+) -> Result<Value, OAuthError> {
+    token_dispatch(st, t, &HeaderMap::new(), f).await
+}
+
+async fn token_dispatch(
+    st: &Arc<AppState>,
+    t: &str,
+    headers: &HeaderMap,
+    f: &HashMap<String, String>,
+) -> Result<Value, OAuthError> {
+    let f = f.clone();
+    // A code asked for at `/organizations/…/authorize` is redeemed at the same authority: its
+    // tenant is the signed-in person's.
+    let t = match crate::authorize::code_tenant(st, t, &f) {
+        Some(tid) => tenant(st, &tid).await?,
+        None => tenant(st, t).await?,
+    };
     match param(&f, "grant_type")? {
         "urn:ietf:params:oauth:grant-type:device_code" | "device_code" => {
             device_code_grant(st, &t, &f).await
         }
         "client_credentials" => client_credentials(st, &t, headers, &f).await,
         "refresh_token" => refresh(st, &t, &f).await,
+        "authorization_code" => crate::authorize::redeem(st, &t, &f).await,
         other => Err(OAuthError::new(
             "unsupported_grant_type",
             format!("AADSTS70003: the grant type {other:?} is not supported"),
@@ -446,7 +504,7 @@ async fn device_code_grant(
     issue_user_tokens(st, &t.id, &user_id, &client_id, &scope).await
 }
 
-async fn issue_user_tokens(
+pub(crate) async fn issue_user_tokens(
     st: &Arc<AppState>,
     tenant_id: &str,
     user_id: &str,
@@ -689,7 +747,7 @@ fn login_form(code: &str, upn: &str, error: Option<&str>) -> String {
 
 /// The security headers of the `/devicelogin` page: no framing (clickjacking), no scripts, no
 /// foreign form targets.
-fn html_response(status: StatusCode, html: String) -> Response {
+pub(crate) fn html_response(status: StatusCode, html: String) -> Response {
     let mut r = (status, Html(html)).into_response();
     let h = r.headers_mut();
     h.insert(
@@ -715,7 +773,7 @@ fn html_response(status: StatusCode, html: String) -> Response {
 }
 
 /// Entra's answer for a locked account (smart lockout).
-fn locked_message(wait: Duration) -> String {
+pub(crate) fn locked_message(wait: Duration) -> String {
     format!(
         "AADSTS50053: Your account is locked because you tried to sign in too many times with an incorrect user ID or password. Try again in {} seconds.",
         wait.as_secs().max(1)
@@ -838,27 +896,12 @@ pub(crate) async fn devicelogin_submit(
         }
         fail(msg)
     };
-    let u = upn.clone();
-    let user = match db(&st, move |s| s.user_by_upn(&u)).await {
+    let user = match verify_user(&st, &upn, password).await {
         Ok(u) => u,
-        Err(_) => return fail("The directory is unavailable; try again."),
-    };
-    // Unknown users are verified against a dummy hash: same cost, same answer.
-    let hash = user.as_ref().map(|u| u.password_hash.clone());
-    let ok = {
-        // At most one Argon2 verification per CPU at a time (each takes ~19 MiB and a core).
-        let Ok(_permit) = st.password_slots.clone().acquire_owned().await else {
-            return fail("The service is stopping; try again.");
-        };
-        tokio::task::spawn_blocking(move || {
-            let hash = hash.as_deref().unwrap_or_else(|| dummy_password_hash());
-            auth::verify_password(&password, hash)
-        })
-        .await
-        .unwrap_or(false)
+        Err(msg) => return fail(msg),
     };
     let user = match user {
-        Some(u) if ok => u,
+        Some(u) => u,
         // Unknown user names count like wrong passwords: the answers reveal no account.
         _ => {
             return match limits.account_failed(&upn, now) {

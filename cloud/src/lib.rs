@@ -7,7 +7,9 @@
 
 mod actions;
 pub mod auth;
+mod authorize;
 mod body;
+mod console;
 pub mod error;
 mod faults;
 mod gateway;
@@ -119,6 +121,12 @@ pub struct ServeOptions {
     /// without waiting for its declared timeout).
     #[arg(long = "action-timeout-secs", hide = true)]
     pub action_timeout_secs: Option<u64>,
+    /// Seconds an admin center session may stay idle before it ends.
+    #[arg(long = "session-idle-secs", default_value_t = 3600)]
+    pub session_idle_secs: u64,
+    /// Seconds an admin center session lasts at most, active or not.
+    #[arg(long = "session-max-secs", default_value_t = 8 * 3600)]
+    pub session_max_secs: u64,
 }
 
 impl Default for ServeOptions {
@@ -149,6 +157,8 @@ impl Default for ServeOptions {
             lockout_secs: 60,
             sign_in_failures_per_address: 30,
             action_timeout_secs: None,
+            session_idle_secs: 3600,
+            session_max_secs: 8 * 3600,
         }
     }
 }

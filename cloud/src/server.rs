@@ -50,6 +50,10 @@ pub(crate) struct AppState {
     pub action_timeout_secs: Option<u64>,
     /// Wakes the connector polls waiting on a hierarchy (by row) when an action is queued.
     pub action_wakeups: std::sync::Mutex<std::collections::HashMap<i64, Arc<Notify>>>,
+    /// Authorization codes, consent tickets and consents of `/authorize`.
+    pub auth_codes: crate::authorize::AuthCodes,
+    /// The admin center's sessions.
+    pub sessions: crate::console::Sessions,
 }
 
 impl AppState {
@@ -89,6 +93,11 @@ impl AppState {
                 .map(|dir| (dir, std::sync::atomic::AtomicU64::new(0))),
             action_timeout_secs: o.action_timeout_secs,
             action_wakeups: Default::default(),
+            auth_codes: Default::default(),
+            sessions: crate::console::Sessions::new(
+                std::time::Duration::from_secs(o.session_idle_secs),
+                std::time::Duration::from_secs(o.session_max_secs),
+            ),
         }
     }
 
@@ -143,8 +152,9 @@ pub(crate) fn base_url(addr: SocketAddr) -> String {
     format!("http://{host}:{}", addr.port())
 }
 
-pub(crate) fn router(st: Arc<AppState>) -> Router {
-    let api = Router::new()
+/// The API's routes, without layers (the console calls them in process with its caller).
+pub(crate) fn api_routes() -> Router<Arc<AppState>> {
+    Router::new()
         .route("/v1.0/me", get(graph::me))
         .route(
             "/v1.0/applications",
@@ -263,6 +273,10 @@ pub(crate) fn router(st: Arc<AppState>) -> Router {
             "/api/v1/hierarchies/{hid}/connector/actions",
             get(actions::poll),
         )
+}
+
+pub(crate) fn router(st: Arc<AppState>) -> Router {
+    let api = api_routes()
         .layer(axum::middleware::from_fn(crate::query::middleware))
         .layer(from_fn_with_state(st.clone(), faults::middleware))
         .layer(from_fn_with_state(st.clone(), authenticate));
@@ -277,6 +291,11 @@ pub(crate) fn router(st: Arc<AppState>) -> Router {
             post(identity::devicecode),
         )
         .route("/{tenant}/oauth2/v2.0/token", post(identity::token))
+        .route(
+            "/{tenant}/oauth2/v2.0/authorize",
+            get(crate::authorize::authorize_page).post(crate::authorize::authorize_submit),
+        )
+        .merge(crate::console::routes())
         .route(
             "/devicelogin",
             get(identity::devicelogin_page).post(identity::devicelogin_submit),
@@ -390,7 +409,7 @@ async fn authenticate(State(st): St, mut req: Request, next: Next) -> Response {
     }
 }
 
-async fn caller_of(
+pub(crate) async fn caller_of(
     st: &Arc<AppState>,
     auth: Option<header::HeaderValue>,
 ) -> Result<Caller, ApiError> {
