@@ -923,22 +923,65 @@ fn action_result(a: &Value) -> Markup {
     }
 }
 
-/// A result: a table when it has columns and rows, its JSON otherwise.
+/// A result as a person reads it: rows with columns as a table, objects as properties, lists
+/// of records as tables; deeper than that, its JSON.
 fn result_view(r: &Value) -> Markup {
-    let cols = r["columns"].as_array();
-    let rows = r["rows"].as_array();
-    html! {
-        @if let (Some(cols), Some(rows)) = (cols, rows) {
-            div.table-wrap { table.result {
-                thead { tr { @for c in cols { th scope="col" { (c["name"].as_str().map(str::to_string).unwrap_or_else(|| s(c))) } } } }
-                tbody { @for row in rows { tr {
-                    @if let Some(cells) = row.as_array() { @for x in cells { td { (s(x)) } } }
-                    @else { td { (s(row)) } }
-                } } }
-            } }
-        } @else {
-            pre.json { (serde_json::to_string_pretty(r).unwrap_or_default()) }
+    html! { div.result { (value_view(r, 0)) } }
+}
+
+fn value_view(v: &Value, depth: usize) -> Markup {
+    if depth > 3 {
+        return html! { code.json { (v.to_string()) } };
+    }
+    match v {
+        Value::Object(m) => {
+            if let (Some(Value::Array(cols)), Some(Value::Array(rows))) =
+                (m.get("columns"), m.get("rows"))
+            {
+                return html! {
+                    div.table-wrap { table.result {
+                        thead { tr { @for c in cols { th scope="col" { (c["name"].as_str().map(str::to_string).unwrap_or_else(|| s(c))) } } } }
+                        tbody { @for row in rows { tr {
+                            @if let Some(cells) = row.as_array() { @for x in cells { td { (s(x)) } } }
+                            @else if let Some(o) = row.as_object() {
+                                @for c in cols { td { (o.get(c["name"].as_str().unwrap_or_else(|| c.as_str().unwrap_or(""))).map(s).unwrap_or_default()) } }
+                            }
+                            @else { td { (s(row)) } }
+                        } } }
+                    } }
+                    @for (k, x) in m { @if k != "columns" && k != "rows" { p { strong { (k) ": " } (s(x)) } } }
+                };
+            }
+            html! {
+                dl.props {
+                    @for (k, x) in m {
+                        dt { (k) }
+                        dd { (value_view(x, depth + 1)) }
+                    }
+                }
+            }
         }
+        Value::Array(items) if items.is_empty() => html! { "none" },
+        Value::Array(items) if items.iter().all(Value::is_object) => {
+            let mut keys: Vec<&String> = Vec::new();
+            for i in items {
+                for k in i.as_object().into_iter().flat_map(|o| o.keys()) {
+                    if !keys.contains(&k) {
+                        keys.push(k);
+                    }
+                }
+            }
+            html! {
+                div.table-wrap { table.result {
+                    thead { tr { @for k in &keys { th scope="col" { (k) } } } }
+                    tbody { @for i in items { tr { @for k in &keys {
+                        td { @let x = &i[k.as_str()]; @if x.is_object() || x.is_array() { code.json { (x.to_string()) } } @else { (s(x)) } }
+                    } } } }
+                } }
+            }
+        }
+        Value::Array(items) => html! { (items.iter().map(s).collect::<Vec<_>>().join(", ")) },
+        other => html! { (s(other)) },
     }
 }
 

@@ -1,0 +1,272 @@
+//! Every page of the admin center, walked in the browser by each seeded role.
+
+use crate::browser::{self, Browser};
+use crate::common::*;
+use std::time::{Duration, Instant};
+
+const CONFIG: &str = r#"[attach]
+settings = "custom"
+
+[features.tenant-attach]
+upload = "all"
+
+[features.endpoint-analytics]
+enabled = true
+
+[features.rbac-authority]
+enforce_configmgr_rbac = false
+
+[features.defender-reporting]
+enabled = true
+
+[features.co-management]
+enabled = true
+enrollment = "all"
+"#;
+
+async fn sign_in(b: &Browser, upn: &str) {
+    b.fill("#upn", upn).await;
+    b.fill("#password", "cloudattach-dev").await;
+    b.click("#signin").await;
+    // The first sign-in of a person asks for consent.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if b.exists("#consent-accept").await {
+            b.shot(&format!("consent-{}", upn.split('@').next().unwrap_or(upn)))
+                .await;
+            b.click("#consent-accept").await;
+            break;
+        }
+        if b.exists("#signed-in-as").await || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(b.text("#signed-in-as").await, upn, "signed in as {upn}");
+}
+
+async fn sign_out(b: &Browser) {
+    b.click("#signout").await;
+    assert!(
+        b.text("#signin-message").await.contains("signed out"),
+        "the signed-out page"
+    );
+}
+
+fn num(s: &str) -> u64 {
+    s.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{s:?} is not a number"))
+}
+
+fn total(w: &World, path: &str) -> u64 {
+    w.get(path)["@odata.count"].as_u64().expect("@odata.count")
+}
+
+#[test]
+fn the_admin_center_walked_in_a_real_browser_shows_what_the_api_holds() {
+    let w = World::start();
+    w.generate(600, 2303);
+    w.config("public", CONFIG);
+    w.apply_ok();
+    let Some(b) = w.rt.block_on(browser::start()) else {
+        return;
+    };
+    let base = w.base.clone();
+    let url = |p: &str| format!("{base}{p}");
+    let devices_total = total(&w, "/api/v1/devices?$top=1");
+    assert!(devices_total > 100, "the site attached: {devices_total}");
+    let overview = w.get("/api/v1/overview");
+    let hid = overview["hierarchies"][0]["hierarchy_id"]
+        .as_str()
+        .expect("a hierarchy")
+        .to_string();
+
+    // No session: the sign-in page of the tenant's identity service, then back where we were.
+    w.rt.block_on(async {
+        b.goto(&url("/admin/devices")).await;
+        assert!(b.url_now().await.contains("/oauth2/v2.0/authorize"));
+        b.shot("01-sign-in").await;
+        sign_in(&b, "admin@contoso.example").await;
+        assert!(
+            b.url_now().await.ends_with("/admin/devices"),
+            "returned to Devices"
+        );
+    });
+
+    // Home: the tenant, its hierarchy, the counts the API has.
+    w.rt.block_on(async {
+        b.goto(&url("/admin/")).await;
+        assert_eq!(b.text("#tenant-name").await, "Contoso");
+        assert_eq!(num(&b.text("#hierarchy-count").await), 1);
+        assert_eq!(num(&b.text(".devices-uploaded").await), devices_total);
+        assert_eq!(b.text("#use-intune-rbac").await, "Off");
+        assert!(
+            b.text(".authority")
+                .await
+                .contains("Configuration Manager and Intune")
+        );
+        assert!(b.exists(".health").await, "the connector's health");
+        b.shot("02-home").await;
+    });
+
+    // Devices: the count, a page, the next page, a search.
+    let second_page = w.get("/api/v1/devices?$top=50&$skiptoken=50");
+    let wanted = second_page["value"][3]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let prefix: String = wanted
+        .chars()
+        .take(wanted.len().saturating_sub(1))
+        .collect();
+    let prefix_total = total(
+        &w,
+        &format!("/api/v1/devices?$top=1&name={}", prefix.replace('-', "%2D")),
+    );
+    w.rt.block_on(async {
+        b.goto(&url("/admin/devices")).await;
+        assert_eq!(num(&b.text("#device-total").await), devices_total);
+        assert_eq!(b.count("#devices tbody tr").await, 50);
+        assert_eq!(
+            num(&b.text("#page-count").await),
+            devices_total.div_ceil(50)
+        );
+        b.shot("03-devices").await;
+        b.click("#next-page").await;
+        assert_eq!(b.text("#page-number").await, "2");
+        let second = b
+            .text("#devices tbody tr:nth-child(4) td:first-child")
+            .await;
+        assert_eq!(second, wanted, "page 2 shows the API's page 2");
+        b.fill("#q", &prefix).await;
+        b.click("#apply-filters").await;
+        assert_eq!(num(&b.text("#device-total").await), prefix_total);
+        let names = b.text("#devices tbody").await;
+        assert!(
+            names.contains(&wanted),
+            "the search finds {wanted}: {names}"
+        );
+        b.shot("04-devices-search").await;
+    });
+
+    // One device: its page, then an action served by the site's connector.
+    let first = &w.get("/api/v1/devices?$top=1")["value"][0];
+    let rid = first["resource_id"].as_i64().unwrap();
+    let name = first["name"].as_str().unwrap().to_string();
+    w.rt.block_on(async {
+        b.goto(&url(&format!("/admin/hierarchies/{hid}/devices/{rid}")))
+            .await;
+        assert_eq!(b.text("main h1").await, name);
+        assert!(!b.text("#eligibility-class").await.is_empty());
+        b.click("#why-panel summary").await;
+        assert!(b.text("#why-panel").await.contains("Intune role"));
+        b.shot("05-device").await;
+    });
+
+    // Endpoint analytics, antivirus, co-management: the API's numbers.
+    let ea = w.get("/api/v1/reports/endpoint-analytics");
+    let unhealthy = total(&w, "/api/v1/reports/defender/unhealthy-endpoints?$top=1");
+    let malware = total(&w, "/api/v1/reports/defender/active-malware?$top=1");
+    let cm = w.get("/api/v1/comanagement/devices?$top=1");
+    w.rt.block_on(async {
+        b.goto(&url("/admin/endpoint-analytics")).await;
+        assert_eq!(
+            num(&b.text("#ea-enrolled").await),
+            ea["enrolled_devices"].as_u64().unwrap()
+        );
+        assert_eq!(
+            num(&b.text("#ea-reporting").await),
+            ea["reporting_devices"].as_u64().unwrap()
+        );
+        assert!(b.exists("#ea-overall svg").await, "the score gauge");
+        b.shot("06-endpoint-analytics").await;
+
+        b.goto(&url("/admin/antivirus")).await;
+        assert_eq!(num(&b.text("#report-total").await), unhealthy);
+        assert!(b.exists("#antivirus-summary svg").await);
+        b.shot("07-antivirus").await;
+        b.goto(&url("/admin/antivirus?report=active-malware")).await;
+        assert_eq!(num(&b.text("#report-total").await), malware);
+
+        b.goto(&url("/admin/comanagement")).await;
+        assert_eq!(
+            num(&b.text("#funnel-enrolled").await),
+            cm["summary"]["comanaged"].as_u64().unwrap_or(0)
+        );
+        assert!(b.exists("#funnel svg").await);
+        b.shot("08-comanagement").await;
+    });
+
+    // Tenant administration: the toggle changes the effective authority Home shows.
+    w.rt.block_on(async {
+        b.goto(&url("/admin/tenant")).await;
+        b.shot("09-tenant-administration").await;
+        b.click("#use-intune-rbac").await;
+        b.click("#save-rbac").await;
+        b.goto(&url("/admin/")).await;
+        assert_eq!(b.text("#use-intune-rbac").await, "On");
+        assert!(b.text(".authority").await.contains("Intune only"));
+    });
+    assert_eq!(w.get("/api/v1/tenant/settings")["use_intune_rbac"], true);
+
+    // An action from the device page: pending, then the connector answers and the page shows
+    // the result without a reload.
+    w.rt.block_on(async {
+        b.goto(&url(&format!("/admin/hierarchies/{hid}/devices/{rid}")))
+            .await;
+        b.click("#run-resource-explorer").await;
+        assert!(b.exists(".action-result[data-final=\"false\"]").await);
+    });
+    w.cli(&["connect", "--once"]).ok();
+    w.rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !b.exists(".action-result[data-final=\"true\"]").await {
+            assert!(
+                Instant::now() < deadline,
+                "the result never arrived on the page"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let r = b.text(".action-result").await;
+        assert!(r.contains("succeeded"), "{r}");
+        assert!(r.contains(&name), "the result shows the device: {r}");
+        b.shot("10-device-action").await;
+    });
+
+    // At a phone's width.
+    w.rt.block_on(async {
+        b.set_size(390, 844).await;
+        b.goto(&url("/admin/devices")).await;
+        assert_eq!(num(&b.text("#device-total").await), devices_total);
+        b.shot("11-devices-phone").await;
+        b.set_size(1280, 900).await;
+        sign_out(&b).await;
+    });
+
+    // The other roles: help desk and read-only read; only the administrators change the
+    // toggle; an account without a role sees why.
+    for (upn, shot) in [
+        ("helpdesk@contoso.example", "12-helpdesk-tenant"),
+        ("readonly@contoso.example", "13-readonly-tenant"),
+    ] {
+        w.rt.block_on(async {
+            b.goto(&url("/admin/signin")).await;
+            sign_in(&b, upn).await;
+            assert_eq!(num(&b.text(".devices-uploaded").await), devices_total);
+            b.goto(&url("/admin/tenant")).await;
+            assert!(b.text("#rbac-why").await.contains(upn));
+            b.shot(shot).await;
+            sign_out(&b).await;
+        });
+    }
+    w.rt.block_on(async {
+        b.goto(&url("/admin/signin")).await;
+        sign_in(&b, "user@contoso.example").await;
+        assert!(b.text("#no-role").await.contains("user@contoso.example"));
+        b.shot("14-no-role").await;
+        sign_out(&b).await;
+    });
+    eprintln!("screenshots: {}", b.shots.display());
+    w.rt.block_on(b.close());
+}
