@@ -5,10 +5,14 @@
 //! module turns a validated batch into storage rows.
 
 use crate::error::ApiError;
-use crate::store::{FLAG_EA_ELIGIBLE, FLAG_HAS_TELEMETRY, PreparedRecord};
-use cloudattach_model::Device;
+use crate::store::{
+    FLAG_DEFENDER_UNHEALTHY, FLAG_EA_ELIGIBLE, FLAG_HAS_TELEMETRY, PreparedRecord,
+    eligibility_flags,
+};
+use cloudattach_model::comanagement::classify;
 use cloudattach_model::rules::{ChannelRecord, RecordError, validate_batch_keys, validate_record};
 use cloudattach_model::version::client;
+use cloudattach_model::{DefenderState, Device};
 use serde::Deserialize;
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -113,13 +117,52 @@ pub fn ea_eligible(d: &Device) -> bool {
         && d.client_at_least(client::ENDPOINT_ANALYTICS)
 }
 
+/// The indexed flags of a device record: [`FLAG_EA_ELIGIBLE`] and its co-management eligibility
+/// class ([`eligibility_flags`]).
+pub fn device_flags(d: &Device) -> i64 {
+    let ea = if ea_eligible(d) { FLAG_EA_ELIGIBLE } else { 0 };
+    ea | eligibility_flags(classify(d))
+}
+
+/// The health issues of a device's Defender state, named as in the Defender reports
+/// (`unhealthy-endpoints`); none means healthy.
+pub fn defender_issues(d: &DefenderState) -> Vec<&'static str> {
+    let checks = [
+        (!d.defender_enabled, "defenderDisabled"),
+        (!d.rtp_enabled, "realTimeProtectionDisabled"),
+        (d.signature_out_of_date, "signatureOutOfDate"),
+        (d.quick_scan_overdue, "quickScanOverdue"),
+        (d.full_scan_overdue, "fullScanOverdue"),
+        (d.reboot_required, "rebootRequired"),
+        (d.full_scan_required, "fullScanRequired"),
+        (d.computer_state & 16 != 0, "criticalFailure"),
+        (d.computer_state & 4 != 0, "manualStepsRequired"),
+        (d.computer_state & 8 != 0, "offlineScanRequired"),
+        (d.product_status != 0, "productStatusIssues"),
+        (!d.tamper_protection_enabled, "tamperProtectionDisabled"),
+    ];
+    checks
+        .into_iter()
+        .filter_map(|(cond, name)| cond.then_some(name))
+        .collect()
+}
+
+/// The indexed flags of a Defender record: [`FLAG_DEFENDER_UNHEALTHY`] when it has an issue.
+pub fn defender_flags(d: &DefenderState) -> i64 {
+    if defender_issues(d).is_empty() {
+        0
+    } else {
+        FLAG_DEFENDER_UNHEALTHY
+    }
+}
+
 fn prepare_one(channel: &Channel, u: &RawUpsert<'_>) -> Result<PreparedRecord, ApiError> {
     let key = u.key.clone();
     let sent = u.record;
     Ok(
         match validate_record(channel, &key, u.record.get()).map_err(bad)? {
             ChannelRecord::Device(d) => {
-                let flags = if ea_eligible(&d) { FLAG_EA_ELIGIBLE } else { 0 };
+                let flags = device_flags(&d);
                 let body = to_vec(&d);
                 prepared(key, sent, body, Some(d.name), flags)
             }
@@ -131,7 +174,10 @@ fn prepare_one(channel: &Channel, u: &RawUpsert<'_>) -> Result<PreparedRecord, A
                 };
                 prepared(key, sent, to_vec(&r), None, flags)
             }
-            ChannelRecord::Defender(r) => prepared(key, sent, to_vec(&r), None, 0),
+            ChannelRecord::Defender(r) => {
+                let flags = defender_flags(&r.defender);
+                prepared(key, sent, to_vec(&r), None, flags)
+            }
             ChannelRecord::Comanagement(r) => {
                 let tag = Some(r.state.as_str().to_string());
                 prepared(key, sent, to_vec(&r), tag, 0)
@@ -265,7 +311,11 @@ mod tests {
         let (a, _) = prepare_batch(&Channel::Devices, b).unwrap();
         let (c, _) = prepare_batch(&Channel::Devices, b).unwrap();
         assert_eq!(a[0].hash, c[0].hash);
-        assert_eq!(a[0].flags, FLAG_EA_ELIGIBLE);
+        assert_eq!(
+            a[0].flags,
+            FLAG_EA_ELIGIBLE
+                | eligibility_flags(cloudattach_model::comanagement::EligibilityClass::Eligible)
+        );
         let bad = br#"{"upserts":[{"key":"1","record":{"resource_id":1,"bogus":2}}]}"#;
         let e = prepare_batch(&Channel::Devices, bad).unwrap_err();
         assert!(e.message.contains("bogus"), "{}", e.message);

@@ -17,7 +17,16 @@ pub(crate) fn allowed(method: &Method, route: &str) -> &'static [&'static str] {
         return &[];
     }
     match route {
-        "/api/v1/devices" => &["$top", "$skiptoken", "hierarchy", "name"],
+        "/api/v1/devices" => &[
+            "$top",
+            "$skiptoken",
+            "hierarchy",
+            "name",
+            "comanagement",
+            "eligibility",
+            "defender",
+            "$orderby",
+        ],
         "/api/v1/reports/endpoint-analytics" => &["hierarchy"],
         "/api/v1/reports/endpoint-analytics/apps"
         | "/api/v1/reports/defender/{report}"

@@ -8,6 +8,7 @@ use crate::ingest::{
 };
 use crate::server::{AppState, St, db};
 use crate::store::{
+    ComanagementFilter, DefenderFilter, DeviceQuery, DeviceSort, FLAG_DEFENDER_UNHEALTHY,
     FLAG_EA_ELIGIBLE, FLAG_HAS_TELEMETRY, Feature, Hierarchy, RecordRow, Store, StoreError,
 };
 use crate::util;
@@ -15,6 +16,7 @@ use axum::Json;
 use axum::extract::{Extension, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use cloudattach_model::DottedVersion;
+use cloudattach_model::comanagement::{EligibilityClass, explain_class};
 use cloudattach_model::gateway::{ExtRecord, ExtRecords, HierarchyStatus, PluginStatus};
 use cloudattach_model::version::client;
 use serde_json::{Map, Value, json};
@@ -271,25 +273,113 @@ impl Page {
     }
 }
 
-/// `GET /api/v1/devices?$top=&$skiptoken=&hierarchy=&name=`
+/// The value of a device-list parameter, one of `allowed`; otherwise `400` naming the
+/// parameter and every allowed value.
+fn choice<'a>(
+    q: &'a HashMap<String, String>,
+    parameter: &str,
+    allowed: &[&str],
+) -> Result<Option<&'a str>, ApiError> {
+    match q.get(parameter) {
+        None => Ok(None),
+        Some(v) if allowed.contains(&v.as_str()) => Ok(Some(v.as_str())),
+        Some(v) => Err(ApiError::bad_request(format!(
+            "{parameter} {v:?} is not one of {}",
+            allowed.join(", ")
+        ))
+        .with_details(json!({ "parameter": parameter }))),
+    }
+}
+
+/// The filters and order of `GET /api/v1/devices` (without the page).
+fn device_query(q: &HashMap<String, String>) -> Result<DeviceQuery, ApiError> {
+    use cloudattach_model::rules::ComanagementState;
+    let comanagement = choice(
+        q,
+        "comanagement",
+        &["eligible", "scheduledForEnrollment", "comanaged", "none"],
+    )?
+    .map(|v| match v {
+        "eligible" => ComanagementFilter::State(ComanagementState::Eligible),
+        "scheduledForEnrollment" => {
+            ComanagementFilter::State(ComanagementState::ScheduledForEnrollment)
+        }
+        "comanaged" => ComanagementFilter::State(ComanagementState::Comanaged),
+        _ => ComanagementFilter::None,
+    });
+    let classes = [
+        EligibilityClass::Comanaged,
+        EligibilityClass::Eligible,
+        EligibilityClass::EligibleButNotAzureAdJoined,
+        EligibilityClass::NeedsOsUpdate,
+        EligibilityClass::Ineligible,
+    ]
+    .map(EligibilityClass::as_str);
+    let eligibility = choice(q, "eligibility", &classes)?.and_then(EligibilityClass::parse);
+    let defender =
+        choice(q, "defender", &["healthy", "unhealthy", "unreported"])?.map(|v| match v {
+            "healthy" => DefenderFilter::Healthy,
+            "unhealthy" => DefenderFilter::Unhealthy,
+            _ => DefenderFilter::Unreported,
+        });
+    let orders = [
+        ("name", DeviceSort::Name, false),
+        ("name desc", DeviceSort::Name, true),
+        ("last_uploaded", DeviceSort::LastUploaded, false),
+        ("last_uploaded desc", DeviceSort::LastUploaded, true),
+        ("resource_id", DeviceSort::ResourceId, false),
+        ("resource_id desc", DeviceSort::ResourceId, true),
+    ];
+    let names: Vec<&str> = orders.iter().map(|o| o.0).collect();
+    let (sort, desc) = choice(q, "$orderby", &names)?
+        .and_then(|v| orders.iter().find(|o| o.0 == v))
+        .map_or((DeviceSort::Default, false), |o| (o.1, o.2));
+    Ok(DeviceQuery {
+        hierarchy_id: q.get("hierarchy").cloned(),
+        name: q.get("name").cloned(),
+        comanagement,
+        eligibility,
+        defender,
+        sort,
+        desc,
+        skip: 0,
+        top: 0,
+    })
+}
+
+/// `"healthy"`, `"unhealthy"` or `"unreported"`: a device's Defender health by the flags of its
+/// `defender` record.
+fn defender_health(flags: Option<i64>) -> &'static str {
+    match flags {
+        None => "unreported",
+        Some(f) if f & FLAG_DEFENDER_UNHEALTHY != 0 => "unhealthy",
+        Some(_) => "healthy",
+    }
+}
+
+/// `GET /api/v1/devices?$top=&$skiptoken=&hierarchy=&name=&comanagement=&eligibility=&defender=&$orderby=`
 pub(crate) async fn devices(State(st): St, Extension(c): Extension<Caller>, Query(q): Q) -> R {
     c.require_read()?;
     let page = Page::of(&q)?;
-    let (top, skip) = (page.top, page.skip);
-    let hierarchy = q.get("hierarchy").cloned();
-    let name = q.get("name").cloned();
+    let mut dq = device_query(&q)?;
+    (dq.top, dq.skip) = (page.top, page.skip);
     let tid = c.tenant_id.clone();
-    let (h2, n2) = (hierarchy.clone(), name.clone());
-    let (rows, total) = db(&st, move |s| {
-        s.device_page(&tid, h2.as_deref(), n2.as_deref(), skip, top)
-    })
-    .await?;
+    let (rows, total) = db(&st, move |s| s.device_page(&tid, &dq)).await?;
     let value: Vec<Value> = rows
         .iter()
         .map(|r| {
-            let mut d = parse_body(r);
-            d["hierarchy_id"] = json!(r.hierarchy_id);
-            d["last_uploaded"] = json!(util::unix_to_rfc3339(r.updated));
+            let mut d = parse_body(&r.record);
+            let eligibility = serde_json::from_slice::<cloudattach_model::Device>(&r.record.body)
+                .map(|dev| {
+                    let (class, reason) = explain_class(&dev);
+                    json!({"class": class.as_str(), "reason": reason})
+                })
+                .unwrap_or(Value::Null);
+            d["hierarchy_id"] = json!(r.record.hierarchy_id);
+            d["last_uploaded"] = json!(util::unix_to_rfc3339(r.record.updated));
+            d["eligibility"] = eligibility;
+            d["comanagement_state"] = json!(r.comanagement_state);
+            d["defender_health"] = json!(defender_health(r.defender_flags));
             d
         })
         .collect();
@@ -609,30 +699,6 @@ fn defender_rows(
         .collect())
 }
 
-fn issues(d: &cloudattach_model::DefenderState) -> Vec<&'static str> {
-    let mut v = Vec::new();
-    let checks = [
-        (!d.defender_enabled, "defenderDisabled"),
-        (!d.rtp_enabled, "realTimeProtectionDisabled"),
-        (d.signature_out_of_date, "signatureOutOfDate"),
-        (d.quick_scan_overdue, "quickScanOverdue"),
-        (d.full_scan_overdue, "fullScanOverdue"),
-        (d.reboot_required, "rebootRequired"),
-        (d.full_scan_required, "fullScanRequired"),
-        (d.computer_state & 16 != 0, "criticalFailure"),
-        (d.computer_state & 4 != 0, "manualStepsRequired"),
-        (d.computer_state & 8 != 0, "offlineScanRequired"),
-        (d.product_status != 0, "productStatusIssues"),
-        (!d.tamper_protection_enabled, "tamperProtectionDisabled"),
-    ];
-    for (cond, name) in checks {
-        if cond {
-            v.push(name);
-        }
-    }
-    v
-}
-
 /// `GET /api/v1/reports/defender/{report}[?hierarchy=]`: `unhealthy-endpoints`, `active-malware`,
 /// `antivirus-agent-status`, `detected-malware`.
 pub(crate) async fn defender_report(
@@ -677,7 +743,7 @@ fn build_defender_report(
             let v: Vec<Value> = rows
                 .iter()
                 .filter_map(|(h, id, name, d)| {
-                    let i = issues(d);
+                    let i = crate::ingest::defender_issues(d);
                     (!i.is_empty()).then(|| {
                         json!({"hierarchy_id": h, "resource_id": id, "device_name": name,
                                "computer_state": d.computer_state, "product_status": d.product_status, "issues": i})
