@@ -3170,7 +3170,10 @@ mod tests {
                 || q.eligibility.is_some()
                 || q.comanagement.is_some()
                 || q.defender.is_some();
-            assert!(filtered || !page.contains("TEMP B-TREE"), "{what}: a sort\n{page}");
+            assert!(
+                filtered || !page.contains("TEMP B-TREE"),
+                "{what}: a sort\n{page}"
+            );
             if what == "name" {
                 assert!(count.contains("records_tag_nocase"), "{what}: {count}");
             }

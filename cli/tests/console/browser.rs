@@ -142,6 +142,16 @@ impl Browser {
         e.send_keys(value).await.expect("type");
     }
 
+    /// Chooses an option of a `<select>` by its value.
+    pub async fn choose(&self, css: &str, value: &str) {
+        let e = self
+            .client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no select {css:?}: {e}"));
+        e.select_by_value(value).await.expect("select");
+    }
+
     pub async fn click(&self, css: &str) {
         let e = match self
             .client
@@ -157,6 +167,37 @@ impl Browser {
             ),
         };
         e.click().await.expect("click");
+    }
+
+    /// Clicks something that loads a new page, and waits for that page.
+    pub async fn click_nav(&self, css: &str) {
+        self.client
+            .execute("document.documentElement.dataset.old = '1';", vec![])
+            .await
+            .expect("mark the page");
+        self.click(css).await;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let fresh = self
+                .client
+                .execute(
+                    "return document.readyState === 'complete' && !document.documentElement.dataset.old;",
+                    vec![],
+                )
+                .await
+                .ok()
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false);
+            if fresh {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "clicking {css:?} loaded no new page (still {})",
+                self.url_now().await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub async fn url_now(&self) -> String {

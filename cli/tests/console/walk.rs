@@ -27,14 +27,14 @@ enrollment = "all"
 async fn sign_in(b: &Browser, upn: &str) {
     b.fill("#upn", upn).await;
     b.fill("#password", "cloudattach-dev").await;
-    b.click("#signin").await;
+    b.click_nav("#signin").await;
     // The first sign-in of a person asks for consent.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if b.exists("#consent-accept").await {
             b.shot(&format!("consent-{}", upn.split('@').next().unwrap_or(upn)))
                 .await;
-            b.click("#consent-accept").await;
+            b.click_nav("#consent-accept").await;
             break;
         }
         if b.exists("#signed-in-as").await || Instant::now() > deadline {
@@ -46,7 +46,7 @@ async fn sign_in(b: &Browser, upn: &str) {
 }
 
 async fn sign_out(b: &Browser) {
-    b.click("#signout").await;
+    b.click_nav("#signout").await;
     assert!(
         b.text("#signin-message").await.contains("signed out"),
         "the signed-out page"
@@ -133,14 +133,14 @@ fn the_admin_center_walked_in_a_real_browser_shows_what_the_api_holds() {
             devices_total.div_ceil(50)
         );
         b.shot("03-devices").await;
-        b.click("#next-page").await;
+        b.click_nav("#next-page").await;
         assert_eq!(b.text("#page-number").await, "2");
         let second = b
             .text("#devices tbody tr:nth-child(4) td:first-child")
             .await;
         assert_eq!(second, wanted, "page 2 shows the API's page 2");
         b.fill("#q", &prefix).await;
-        b.click("#apply-filters").await;
+        b.click_nav("#apply-filters").await;
         assert_eq!(num(&b.text("#device-total").await), prefix_total);
         let names = b.text("#devices tbody").await;
         assert!(
@@ -148,6 +148,31 @@ fn the_admin_center_walked_in_a_real_browser_shows_what_the_api_holds() {
             "the search finds {wanted}: {names}"
         );
         b.shot("04-devices-search").await;
+    });
+
+    // Filters and sorting, server-side: the same counts and order as the API.
+    let comanaged = total(&w, "/api/v1/devices?$top=1&comanagement=comanaged");
+    let ineligible = total(&w, "/api/v1/devices?$top=1&eligibility=ineligible");
+    let last_by_name = w.get("/api/v1/devices?$top=1&$orderby=name%20desc")["value"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    w.rt.block_on(async {
+        b.goto(&url("/admin/devices")).await;
+        b.choose("#comanagement", "comanaged").await;
+        b.click_nav("#apply-filters").await;
+        assert_eq!(num(&b.text("#device-total").await), comanaged);
+        b.goto(&url("/admin/devices?eligibility=ineligible")).await;
+        assert_eq!(num(&b.text("#device-total").await), ineligible);
+        assert!(b.text("#devices tbody").await.contains("Not eligible"));
+        b.goto(&url("/admin/devices")).await;
+        b.click_nav("#devices thead th:first-child a").await;
+        b.click_nav("#devices thead th:first-child a").await;
+        assert_eq!(
+            b.text("#devices tbody tr:first-child td:first-child").await,
+            last_by_name,
+            "sorted by name, descending"
+        );
     });
 
     // One device: its page, then an action served by the site's connector.
@@ -203,7 +228,7 @@ fn the_admin_center_walked_in_a_real_browser_shows_what_the_api_holds() {
         b.goto(&url("/admin/tenant")).await;
         b.shot("09-tenant-administration").await;
         b.click("#use-intune-rbac").await;
-        b.click("#save-rbac").await;
+        b.click_nav("#save-rbac").await;
         b.goto(&url("/admin/")).await;
         assert_eq!(b.text("#use-intune-rbac").await, "On");
         assert!(b.text(".authority").await.contains("Intune only"));
@@ -215,7 +240,7 @@ fn the_admin_center_walked_in_a_real_browser_shows_what_the_api_holds() {
     w.rt.block_on(async {
         b.goto(&url(&format!("/admin/hierarchies/{hid}/devices/{rid}")))
             .await;
-        b.click("#run-resource-explorer").await;
+        b.click_nav("#run-resource-explorer").await;
         assert!(b.exists(".action-result[data-final=\"false\"]").await);
     });
     w.cli(&["connect", "--once"]).ok();
