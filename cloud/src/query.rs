@@ -28,9 +28,12 @@ pub(crate) fn allowed(method: &Method, route: &str) -> &'static [&'static str] {
             "$orderby",
         ],
         "/api/v1/reports/endpoint-analytics" => &["hierarchy"],
-        "/api/v1/reports/endpoint-analytics/apps"
-        | "/api/v1/reports/defender/{report}"
-        | "/api/v1/comanagement/devices" => &["$top", "$skiptoken", "hierarchy"],
+        "/api/v1/reports/endpoint-analytics/apps" | "/api/v1/comanagement/devices" => {
+            &["$top", "$skiptoken", "hierarchy"]
+        }
+        "/api/v1/reports/endpoint-analytics/devices" | "/api/v1/reports/defender/{report}" => {
+            &["$top", "$skiptoken", "hierarchy", "name"]
+        }
         "/api/v1/hierarchies"
         | "/api/v1/hierarchies/{hid}/ext/{fid}/records"
         | "/api/v1/roleAssignments" => PAGED,

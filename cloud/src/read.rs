@@ -677,6 +677,84 @@ pub(crate) async fn ea_apps(State(st): St, Extension(c): Extension<Caller>, Quer
     Ok(Json(page.answer(&st, path, &q, apps, Map::new())).into_response())
 }
 
+/// One device's Endpoint analytics scores: `status` (`reporting` or `not reporting`), and when
+/// reporting `startup_score`, `boot_score`, `sign_in_score` and `app_reliability_score`
+/// (`null` without app data or with a client older than app reliability needs) — the parts the
+/// tenant's scores average.
+pub(crate) fn device_scores(a: &AnalyticsRecord) -> Value {
+    let Some(an) = &a.analytics else {
+        return json!({"status": "not reporting"});
+    };
+    let (boot, signin) = startup_scores(an);
+    let app_ok = a
+        .client_version
+        .as_deref()
+        .and_then(DottedVersion::parse)
+        .is_some_and(|v| client::at_least(&v, client::APP_RELIABILITY));
+    let reliability = if app_ok && !an.apps.is_empty() {
+        let (mut use_min, mut crashes) = (0u64, 0u64);
+        for app in &an.apps {
+            use_min += u64::from(app.usage_minutes);
+            crashes += counted_crashes(&app.daily_crashes);
+        }
+        json!(round1(reliability_score(
+            (crashes > 0).then(|| use_min as f64 / crashes as f64)
+        )))
+    } else {
+        Value::Null
+    };
+    json!({"status": "reporting", "startup_score": round1(0.5 * boot + 0.5 * signin),
+           "boot_score": round1(boot), "sign_in_score": round1(signin),
+           "app_reliability_score": reliability})
+}
+
+/// `GET /api/v1/reports/endpoint-analytics/devices[?hierarchy=&name=&$top=&$skiptoken=]`: the
+/// per-device view — each enrolled device (eligible, with an analytics record) with its
+/// startup, boot, sign-in and app reliability scores, or `not reporting` when it has sent no
+/// telemetry yet; in the order the devices are stored.
+pub(crate) async fn ea_devices(State(st): St, Extension(c): Extension<Caller>, Query(q): Q) -> R {
+    c.require_read()?;
+    let page = Page::of(&q)?;
+    let tid = c.tenant_id.clone();
+    let hid = q.get("hierarchy").cloned();
+    let name = q
+        .get("name")
+        .map(|n| n.to_lowercase())
+        .filter(|n| !n.is_empty());
+    let items = db(&st, move |s| {
+        let devs = device_index(s, &tid, hid.as_deref())?;
+        let rows = s.records(&tid, "analytics", hid.as_deref())?;
+        let mut v = Vec::new();
+        for r in &rows {
+            let Some((dname, flags)) = devs.get(&(r.hierarchy_id.clone(), r.key.clone())) else {
+                continue;
+            };
+            if flags & FLAG_EA_ELIGIBLE == 0 {
+                continue;
+            }
+            if name
+                .as_ref()
+                .is_some_and(|n| !dname.to_lowercase().starts_with(n))
+            {
+                continue;
+            }
+            let Ok(a) = serde_json::from_slice::<AnalyticsRecord>(&r.body) else {
+                continue;
+            };
+            let mut d = json!({"hierarchy_id": r.hierarchy_id, "resource_id": a.resource_id,
+                               "device_name": dname, "updated": util::unix_to_rfc3339(r.updated)});
+            if let (Value::Object(d), Value::Object(sc)) = (&mut d, device_scores(&a)) {
+                d.extend(sc);
+            }
+            v.push(d);
+        }
+        Ok(v)
+    })
+    .await?;
+    let path = "/api/v1/reports/endpoint-analytics/devices";
+    Ok(Json(page.answer(&st, path, &q, items, Map::new())).into_response())
+}
+
 type DefenderRow = (String, i64, String, cloudattach_model::DefenderState);
 
 fn defender_rows(
@@ -723,7 +801,11 @@ pub(crate) async fn defender_report(
     let page = Page::of(&q)?;
     let tid = c.tenant_id.clone();
     let hid = q.get("hierarchy").cloned();
-    let rows = db(&st, move |s| defender_rows(s, &tid, hid.as_deref())).await?;
+    let name = q.get("name").map(|n| n.to_lowercase());
+    let mut rows = db(&st, move |s| defender_rows(s, &tid, hid.as_deref())).await?;
+    if let Some(n) = name.filter(|n| !n.is_empty()) {
+        rows.retain(|r| r.2.to_lowercase().starts_with(&n));
+    }
     let (items, doc) = build_defender_report(&report, &rows);
     let path = format!("/api/v1/reports/defender/{report}");
     Ok(Json(page.answer(&st, &path, &q, items, doc)).into_response())

@@ -233,6 +233,10 @@ pub(crate) fn api_routes() -> Router<Arc<AppState>> {
             get(read::ea_apps),
         )
         .route(
+            "/api/v1/reports/endpoint-analytics/devices",
+            get(read::ea_devices),
+        )
+        .route(
             "/api/v1/reports/defender/{report}",
             get(read::defender_report),
         )

@@ -194,6 +194,16 @@ fn the_admin_center_walked_in_a_real_browser_shows_what_the_api_holds() {
     let unhealthy = total(&w, "/api/v1/reports/defender/unhealthy-endpoints?$top=1");
     let malware = total(&w, "/api/v1/reports/defender/active-malware?$top=1");
     let cm = w.get("/api/v1/comanagement/devices?$top=1");
+    let ea_devices = total(&w, "/api/v1/reports/endpoint-analytics/devices?$top=1");
+    let agent_rows = w.get("/api/v1/reports/defender/antivirus-agent-status?$top=1");
+    let agent_name = agent_rows["value"][0]["device_name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let agent_named = total(
+        &w,
+        &format!("/api/v1/reports/defender/antivirus-agent-status?$top=1&name={agent_name}"),
+    );
     w.rt.block_on(async {
         b.goto(&url("/admin/endpoint-analytics")).await;
         assert_eq!(
@@ -205,6 +215,11 @@ fn the_admin_center_walked_in_a_real_browser_shows_what_the_api_holds() {
             ea["reporting_devices"].as_u64().unwrap()
         );
         assert!(b.exists("#ea-overall svg").await, "the score gauge");
+        assert_eq!(num(&b.text("#ea-device-total").await), ea_devices);
+        assert_eq!(
+            b.count("#ea-devices tbody tr").await as u64,
+            ea_devices.min(50)
+        );
         b.shot("06-endpoint-analytics").await;
 
         b.goto(&url("/admin/antivirus")).await;
@@ -213,6 +228,12 @@ fn the_admin_center_walked_in_a_real_browser_shows_what_the_api_holds() {
         b.shot("07-antivirus").await;
         b.goto(&url("/admin/antivirus?report=active-malware")).await;
         assert_eq!(num(&b.text("#report-total").await), malware);
+        b.goto(&url("/admin/antivirus?report=antivirus-agent-status"))
+            .await;
+        b.fill("#device-q", &agent_name).await;
+        b.click_nav("#main form.filters button").await;
+        assert_eq!(num(&b.text("#report-total").await), agent_named);
+        assert!(b.text("#report tbody").await.contains(&agent_name));
 
         b.goto(&url("/admin/comanagement")).await;
         assert_eq!(

@@ -3,7 +3,6 @@
 
 use super::{Console, charts, html_page, redirect};
 use crate::error::ApiError;
-use crate::read::{reliability_score, startup_scores};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -790,10 +789,14 @@ pub(crate) async fn device(c: Console, Path((hid, rid)): Path<(String, String)>)
                 @if analytics.is_null() { p { "No Endpoint analytics data for this device." } }
                 @else {
                     dl.props {
-                        dt { "Startup score" } dd id="ea-startup" { (ea.0) }
-                        dt { "Boot score" } dd { (ea.1) }
-                        dt { "Sign-in score" } dd { (ea.2) }
-                        dt { "App reliability score" } dd { (ea.3) }
+                        @if ea["status"] == json!("reporting") {
+                            dt { "Startup score" } dd id="ea-startup" { (s(&ea["startup_score"])) }
+                            dt { "Boot score" } dd { (s(&ea["boot_score"])) }
+                            dt { "Sign-in score" } dd { (s(&ea["sign_in_score"])) }
+                            dt { "App reliability score" } dd { (s(&ea["app_reliability_score"])) }
+                        } @else {
+                            dt { "Scores" } dd id="ea-startup" { "Insufficient data: not reporting yet" }
+                        }
                         dt { "Updated" } dd { (s(&v["analytics"]["updated"])) }
                     }
                     (record_props(&analytics["analytics"], &["apps"]))
@@ -866,40 +869,10 @@ fn eligibility_of(d: &Value) -> (String, String) {
     }
 }
 
-fn ea_device_scores(analytics_record: &Value) -> (String, String, String, String) {
-    let none = || ("—".to_string(), "—".into(), "—".into(), "—".into());
-    let Ok(r) = serde_json::from_value::<crate::ingest::AnalyticsRecord>(analytics_record.clone())
-    else {
-        return none();
-    };
-    let Some(a) = r.analytics else {
-        return (
-            "Insufficient data (not reporting yet)".into(),
-            "—".into(),
-            "—".into(),
-            "—".into(),
-        );
-    };
-    let (boot, signin) = startup_scores(&a);
-    let (mut use_min, mut crashes) = (0u64, 0u64);
-    for app in &a.apps {
-        use_min += u64::from(app.usage_minutes);
-        crashes += app.daily_crashes.iter().map(|c| u64::from(*c)).sum::<u64>();
-    }
-    let rel = if a.apps.is_empty() {
-        "—".to_string()
-    } else {
-        format!(
-            "{:.0}",
-            reliability_score((crashes > 0).then(|| use_min as f64 / crashes as f64))
-        )
-    };
-    (
-        format!("{:.0}", 0.5 * boot + 0.5 * signin),
-        format!("{boot:.0}"),
-        format!("{signin:.0}"),
-        rel,
-    )
+fn ea_device_scores(analytics_record: &Value) -> Value {
+    serde_json::from_value::<crate::ingest::AnalyticsRecord>(analytics_record.clone())
+        .map(|r| crate::read::device_scores(&r))
+        .unwrap_or(Value::Null)
 }
 
 /// One action with its status and, when it has one, its result.
@@ -1125,9 +1098,9 @@ fn hierarchy_filter(action: &str, current: &str, hs: &[(String, String)], extra:
 }
 
 fn score_text(v: &Value) -> String {
-    match v.as_f64() {
-        Some(x) => format!("{x:.0}"),
-        None => "Insufficient data".into(),
+    match v {
+        Value::Number(n) => n.to_string(),
+        _ => "Insufficient data".into(),
     }
 }
 
@@ -1154,6 +1127,37 @@ pub(crate) async fn endpoint_analytics(c: Console, Query(q): Q) -> Response {
         .get("/api/v1/reports/endpoint-analytics/apps", &aq)
         .await
         .unwrap_or(Value::Null);
+    let device_q = q.get("device").cloned().unwrap_or_default();
+    let dpage = q
+        .get("dpage")
+        .and_then(|p| p.parse::<u64>().ok())
+        .filter(|p| *p >= 1)
+        .unwrap_or(1);
+    let mut dq = hq.clone();
+    dq.push(("$top", PAGE_SIZE.to_string()));
+    dq.push(("$skiptoken", ((dpage - 1) * PAGE_SIZE).to_string()));
+    if !device_q.is_empty() {
+        dq.push(("name", device_q.clone()));
+    }
+    let devs = c
+        .get("/api/v1/reports/endpoint-analytics/devices", &dq)
+        .await
+        .unwrap_or(Value::Null);
+    let dev_total = count(&devs["@odata.count"]);
+    let dev_pages = dev_total.div_ceil(PAGE_SIZE).max(1);
+    let dlink = |p: u64| {
+        let mut v = vec![("dpage", p.to_string())];
+        if !hierarchy.is_empty() {
+            v.push(("hierarchy", hierarchy.clone()));
+        }
+        if !device_q.is_empty() {
+            v.push(("device", device_q.clone()));
+        }
+        format!(
+            "/admin/endpoint-analytics?{}#per-device-h",
+            serde_urlencoded::to_string(&v).unwrap_or_default()
+        )
+    };
     let hs = hierarchy_options(&c).await;
     let sp = &r["startup_performance"];
     let ar = &r["app_reliability"];
@@ -1207,9 +1211,31 @@ pub(crate) async fn endpoint_analytics(c: Console, Query(q): Q) -> Response {
                 }
             }
         }
-        section {
-            h2 { "Per device" }
-            p { "Each device's scores are on its page: open it from " a href="/admin/devices" { "Devices" } "." }
+        section aria-labelledby="per-device-h" {
+            h2 id="per-device-h" { "Per device" }
+            form.filters method="get" action="/admin/endpoint-analytics" {
+                @if !hierarchy.is_empty() { input type="hidden" name="hierarchy" value=(hierarchy); }
+                div.field { label for="device-q" { "Device name starts with" } input type="search" id="device-q" name="device" value=(device_q); }
+                div.field.actions { button type="submit" id="device-search" { "Search" } }
+            }
+            p { span id="ea-device-total" { (dev_total) } " enrolled devices" }
+            div.table-wrap { table id="ea-devices" {
+                thead { tr { th scope="col" { "Device" } th scope="col" { "Status" } th scope="col" { "Startup" } th scope="col" { "Boot" } th scope="col" { "Sign-in" } th scope="col" { "App reliability" } } }
+                tbody { @for d in devs["value"].as_array().cloned().unwrap_or_default() {
+                    tr {
+                        td { a href=(format!("/admin/hierarchies/{}/devices/{}", s(&d["hierarchy_id"]), s(&d["resource_id"]))) { (s(&d["device_name"])) } }
+                        td { (s(&d["status"])) }
+                        td { (s(&d["startup_score"])) } td { (s(&d["boot_score"])) } td { (s(&d["sign_in_score"])) } td { (s(&d["app_reliability_score"])) }
+                    }
+                } }
+            } }
+            @if dev_pages > 1 {
+                nav.pager aria-label="Device pages" {
+                    @if dpage > 1 { a href=(dlink(dpage - 1)) rel="prev" id="ea-prev" { "‹ Previous" } }
+                    span { "Page " (dpage) " of " (dev_pages) }
+                    @if dpage < dev_pages { a href=(dlink(dpage + 1)) rel="next" id="ea-next" { "Next ›" } }
+                }
+            }
         }
     };
     shell(&c, "ea", "Endpoint analytics", body)
@@ -1230,6 +1256,7 @@ pub(crate) async fn antivirus(c: Console, Query(q): Q) -> Response {
         .cloned()
         .unwrap_or_else(|| REPORTS[0].0.to_string());
     let hierarchy = q.get("hierarchy").cloned().unwrap_or_default();
+    let device_q = q.get("device").cloned().unwrap_or_default();
     let page = q
         .get("page")
         .and_then(|p| p.parse::<u64>().ok())
@@ -1241,6 +1268,9 @@ pub(crate) async fn antivirus(c: Console, Query(q): Q) -> Response {
     ];
     if !hierarchy.is_empty() {
         params.push(("hierarchy", hierarchy.clone()));
+    }
+    if !device_q.is_empty() && report != "detected-malware" {
+        params.push(("name", device_q.clone()));
     }
     let v = match c
         .get(&format!("/api/v1/reports/defender/{report}"), &params)
@@ -1278,6 +1308,9 @@ pub(crate) async fn antivirus(c: Console, Query(q): Q) -> Response {
         let mut x = vec![("report", r.to_string())];
         if !hierarchy.is_empty() {
             x.push(("hierarchy", hierarchy.clone()));
+        }
+        if !device_q.is_empty() {
+            x.push(("device", device_q.clone()));
         }
         if p > 1 {
             x.push(("page", p.to_string()));
@@ -1332,7 +1365,12 @@ pub(crate) async fn antivirus(c: Console, Query(q): Q) -> Response {
                 a href=(link(id, 1)) aria-current=[(id == report).then_some("page")] { (label) }
             }
         }
-        (hierarchy_filter("/admin/antivirus", &hierarchy, &hs, html! { input type="hidden" name="report" value=(report); }))
+        (hierarchy_filter("/admin/antivirus", &hierarchy, &hs, html! {
+            input type="hidden" name="report" value=(report);
+            @if report != "detected-malware" {
+                div.field { label for="device-q" { "Device name starts with" } input type="search" id="device-q" name="device" value=(device_q); }
+            }
+        }))
         h2 { (title) }
         p { span id="report-total" { (total) } " rows · page " (page) " of " (pages) }
         div.table-wrap { table id="report" {
