@@ -41,7 +41,10 @@ async fn upload(http: &reqwest::Client, base: &str, tok: &str, channel: &str, bo
         .expect("upload");
     let status = r.status();
     if !status.is_success() {
-        panic!("upload {channel}: {status} {}", r.text().await.unwrap_or_default());
+        panic!(
+            "upload {channel}: {status} {}",
+            r.text().await.unwrap_or_default()
+        );
     }
 }
 
@@ -108,7 +111,11 @@ async fn fill(http: &reqwest::Client, base: &str, tok: &str, n: i64) {
         upload(http, base, tok, "defender", json!({"upserts": def})).await;
         i = end;
         if (i - 1) % 100_000 == 0 {
-            eprintln!("  uploaded {} devices ({:.0} s)", i - 1, started.elapsed().as_secs_f64());
+            eprintln!(
+                "  uploaded {} devices ({:.0} s)",
+                i - 1,
+                started.elapsed().as_secs_f64()
+            );
         }
     }
 }
@@ -152,13 +159,27 @@ async fn console_session(base: &str) -> String {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");
-    let r = http.get(format!("{base}/admin/signin")).send().await.unwrap();
+    let r = http
+        .get(format!("{base}/admin/signin"))
+        .send()
+        .await
+        .unwrap();
     let signin = cookie_of(&r, "ca_signin").expect("sign-in cookie");
     let auth = location(&r);
-    let page = http.get(format!("{base}{auth}")).send().await.unwrap().text().await.unwrap();
+    let page = http
+        .get(format!("{base}{auth}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let mut form = hidden_fields(&page);
     form.push(("upn".into(), format!("admin@{TENANT}")));
-    form.push(("password".into(), cloudattach_cloud::seed::DEV_PASSWORD.into()));
+    form.push((
+        "password".into(),
+        cloudattach_cloud::seed::DEV_PASSWORD.into(),
+    ));
     form.push(("decision".into(), "signin".into()));
     let r = http
         .post(format!("{base}/organizations/oauth2/v2.0/authorize"))
@@ -228,7 +249,9 @@ async fn main() {
         device_code_interval_secs: 1,
         ..Default::default()
     };
-    let cloud = cloudattach_cloud::start(opts).await.expect("start the cloud");
+    let cloud = cloudattach_cloud::start(opts)
+        .await
+        .expect("start the cloud");
     let base = cloud.base_url();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(600))
@@ -292,9 +315,18 @@ async fn main() {
         ("devices_first_page", "/admin/devices".into()),
         ("devices_search", "/admin/devices?q=PC-00123".into()),
         ("devices_deep_page", format!("/admin/devices?page={deep}")),
-        ("devices_sorted_by_name_desc", "/admin/devices?sort=-name".into()),
-        ("devices_filter_comanaged", "/admin/devices?comanagement=comanaged".into()),
-        ("devices_filter_defender_unhealthy", "/admin/devices?defender=unhealthy".into()),
+        (
+            "devices_sorted_by_name_desc",
+            "/admin/devices?sort=-name".into(),
+        ),
+        (
+            "devices_filter_comanaged",
+            "/admin/devices?comanagement=comanaged".into(),
+        ),
+        (
+            "devices_filter_defender_unhealthy",
+            "/admin/devices?defender=unhealthy".into(),
+        ),
         ("device", format!("/admin/hierarchies/{HID}/devices/123")),
         ("comanagement", "/admin/comanagement".into()),
         ("antivirus", "/admin/antivirus".into()),

@@ -95,6 +95,7 @@ impl Sessions {
 /// The routes of the admin center.
 pub(crate) fn routes() -> Router<Arc<AppState>> {
     Router::new()
+        .route("/", get(|| async { redirect("/admin/") }))
         .route("/admin", get(|| async { redirect("/admin/") }))
         .route("/admin/", get(pages::home))
         .route("/admin/signin", get(signin))

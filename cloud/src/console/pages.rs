@@ -133,6 +133,16 @@ fn api_error(c: &Console, active: &str, e: ApiError) -> Response {
     r
 }
 
+/// A time as people read it: `2026-12-04 20:52 UTC` for an RFC 3339 UTC time, else as is.
+fn when(v: &Value) -> String {
+    match v.as_str() {
+        Some(t) if t.len() >= 16 && t.ends_with('Z') && t.as_bytes().get(10) == Some(&b'T') => {
+            format!("{} {} UTC", &t[..10], &t[11..16])
+        }
+        _ => s(v),
+    }
+}
+
 fn s(v: &Value) -> String {
     match v {
         Value::Null => "—".into(),
@@ -269,8 +279,8 @@ fn connector(c: &Value) -> Markup {
             @if let Some(r) = c["reason"].as_str() { " — " (r) }
         }
         dl.props {
-            dt { "Last upload" } dd { (s(&c["last_upload"])) }
-            dt { "Last heartbeat" } dd { (s(&c["last_heartbeat"])) }
+            dt { "Last upload" } dd { (when(&c["last_upload"])) }
+            dt { "Last heartbeat" } dd { (when(&c["last_heartbeat"])) }
             dt { "Connector" } dd { (s(&c["connector_id"])) " " (s(&c["version"])) }
         }
     }
@@ -521,6 +531,15 @@ pub(crate) async fn devices(c: Console, Query(q): Q) -> Response {
     let pages = total.div_ceil(PAGE_SIZE).max(1);
     let rows = v["value"].as_array().cloned().unwrap_or_default();
     let hierarchies = hierarchy_options(&c).await;
+    let site_codes: HashMap<String, String> = hierarchies
+        .iter()
+        .map(|(id, label)| {
+            (
+                id.clone(),
+                label.split(" — ").next().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
     let sort_link = |key: &str, label: &str| {
         let (next, mark, aria) = if dq.sort == key {
             (format!("-{key}"), " ▲", "ascending")
@@ -571,14 +590,14 @@ pub(crate) async fn devices(c: Console, Query(q): Q) -> Response {
                         @let rid = s(&d["resource_id"]);
                         tr {
                             td { a href=(format!("/admin/hierarchies/{hid}/devices/{rid}")) { (s(&d["name"])) } }
-                            td { code.short title=(hid) { (hid.chars().take(8).collect::<String>()) } }
+                            td { abbr title=(hid) { (site_codes.get(&hid).cloned().unwrap_or_else(|| hid.chars().take(8).collect())) } }
                             td { (rid) }
                             td { (s(&d["os"])) }
                             td { (s(&d["client_version"])) }
                             td { (state_label(d["comanagement_state"].as_str().unwrap_or("none"))) }
                             td { (class_label(d["eligibility"]["class"].as_str().unwrap_or("—"))) }
                             td { (s(&d["defender_health"])) }
-                            td { (s(&d["last_uploaded"])) }
+                            td { (when(&d["last_uploaded"])) }
                         }
                     }
                 }
@@ -774,7 +793,7 @@ pub(crate) async fn device(c: Console, Path((hid, rid)): Path<(String, String)>)
                 h2 id="props-h" { "Properties" }
                 dl.props {
                     dt { "Hierarchy" } dd { code { (hid) } }
-                    dt { "Last uploaded" } dd { (s(&v["last_uploaded"])) }
+                    dt { "Last uploaded" } dd { (when(&v["last_uploaded"])) }
                 }
                 (record_props(d, &["defender", "analytics"]))
             }
@@ -885,7 +904,7 @@ fn action_result(a: &Value) -> Markup {
             p {
                 strong { (s(&a["action"])) }
                 " · " span.status.(status) { (status) }
-                " · asked " (s(&a["created"])) " by " (s(&a["requested_by"]))
+                " · asked " (when(&a["created"])) " by " (s(&a["requested_by"]))
             }
             @if let Some(e) = a["error"].as_object() {
                 p.err { (e.get("message").map(s).unwrap_or_default()) }
