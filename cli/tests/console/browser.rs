@@ -58,7 +58,7 @@ pub async fn start() -> Option<Browser> {
             "args": [
                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                "--disable-dev-shm-usage", "--window-size=1280,900",
+                "--disable-dev-shm-usage", "--window-size=1440,900",
                 format!("--user-data-dir={}", profile.path().display()),
             ],
         },

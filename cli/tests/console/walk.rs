@@ -286,7 +286,7 @@ fn the_admin_center_walked_in_a_real_browser_shows_what_the_api_holds() {
         b.goto(&url("/admin/devices")).await;
         assert_eq!(num(&b.text("#device-total").await), devices_total);
         b.shot("11-devices-phone").await;
-        b.set_size(1280, 900).await;
+        b.set_size(1440, 900).await;
         sign_out(&b).await;
     });
 

@@ -154,6 +154,23 @@ fn s(v: &Value) -> String {
     }
 }
 
+/// `Windows 10.0.19045`, `Windows Server 10.0.17763`: the OS family and build, short enough
+/// for a table (the full name is the cell's title).
+fn short_os(os: &Value, build: &Value) -> String {
+    let os = os.as_str().unwrap_or("");
+    let family = if os.contains("Server") {
+        "Windows Server"
+    } else if os.contains("Windows") {
+        "Windows"
+    } else {
+        return s(&Value::String(os.to_string()));
+    };
+    match build.as_str() {
+        Some(b) if !b.is_empty() => format!("{family} {b}"),
+        _ => family.to_string(),
+    }
+}
+
 fn count(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)
 }
@@ -592,7 +609,7 @@ pub(crate) async fn devices(c: Console, Query(q): Q) -> Response {
                             td { a href=(format!("/admin/hierarchies/{hid}/devices/{rid}")) { (s(&d["name"])) } }
                             td { abbr title=(hid) { (site_codes.get(&hid).cloned().unwrap_or_else(|| hid.chars().take(8).collect())) } }
                             td { (rid) }
-                            td { (s(&d["os"])) }
+                            td title=(s(&d["os"])) { (short_os(&d["os"], &d["os_build"])) }
                             td { (s(&d["client_version"])) }
                             td { (state_label(d["comanagement_state"].as_str().unwrap_or("none"))) }
                             td { (class_label(d["eligibility"]["class"].as_str().unwrap_or("—"))) }
