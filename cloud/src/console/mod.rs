@@ -624,7 +624,7 @@ impl Console {
         &self,
         headers: &HeaderMap,
         form: &HashMap<String, String>,
-    ) -> Result<(), Response> {
+    ) -> Result<(), Box<Response>> {
         let origin_ok = match headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
             None => true,
             Some(o) => {
@@ -639,13 +639,13 @@ impl Console {
         if origin_ok && token_ok {
             Ok(())
         } else {
-            Err(html_page(
+            Err(Box::new(html_page(
                 StatusCode::FORBIDDEN,
                 pages::message_page(
                     "Request refused",
                     "The form is missing its security token or comes from another site, so nothing was changed. Go back, reload the page and try again.",
                 ),
-            ))
+            )))
         }
     }
 }

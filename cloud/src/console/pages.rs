@@ -380,7 +380,7 @@ pub(crate) async fn offboard(
 ) -> Response {
     let f = form_of(&body);
     if let Err(r) = c.check_post(&headers, &f) {
-        return r;
+        return *r;
     }
     let path = format!("/api/v1/hierarchies/{}", enc(&hid));
     let h = match c.get(&path, &[]).await {
@@ -1042,7 +1042,7 @@ pub(crate) async fn ask_action(
 ) -> Response {
     let f = form_of(&body);
     if let Err(r) = c.check_post(&headers, &f) {
-        return r;
+        return *r;
     }
     let action = f.get("action").cloned().unwrap_or_default();
     let declared = c
@@ -1609,7 +1609,7 @@ pub(crate) async fn tenant_admin(c: Console) -> Response {
 pub(crate) async fn set_intune_rbac(c: Console, headers: HeaderMap, body: Bytes) -> Response {
     let f = form_of(&body);
     if let Err(r) = c.check_post(&headers, &f) {
-        return r;
+        return *r;
     }
     let on = f.get("use_intune_rbac").is_some_and(|v| v == "true");
     match c
@@ -1630,7 +1630,7 @@ pub(crate) async fn set_roles(c: Console, headers: HeaderMap, body: Bytes) -> Re
     let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
     let f: HashMap<String, String> = pairs.iter().cloned().collect();
     if let Err(r) = c.check_post(&headers, &f) {
-        return r;
+        return *r;
     }
     let user = f
         .get("user")
