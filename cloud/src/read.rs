@@ -495,20 +495,15 @@ type DeviceIndex = HashMap<(String, String), (String, i64)>;
 
 /// Device names and flags by (hierarchy, key).
 fn device_index(s: &dyn Store, tid: &str, hid: Option<&str>) -> Result<DeviceIndex, StoreError> {
-    let rows = s.records(tid, "devices", hid)?;
-    Ok(rows
+    // Names are the devices' tags and the Endpoint analytics eligibility is a flag, both
+    // written at ingest: no body is read.
+    Ok(s.record_tags(tid, "devices", hid)?
         .into_iter()
-        .map(|r| {
-            let flags = serde_json::from_slice::<cloudattach_model::Device>(&r.body)
-                .map(|d| {
-                    if crate::ingest::ea_eligible(&d) {
-                        FLAG_EA_ELIGIBLE
-                    } else {
-                        0
-                    }
-                })
-                .unwrap_or(0);
-            ((r.hierarchy_id, r.key), (r.tag.unwrap_or_default(), flags))
+        .map(|(h, key, tag, flags)| {
+            (
+                (h, key),
+                (tag.unwrap_or_default(), flags & FLAG_EA_ELIGIBLE),
+            )
         })
         .collect())
 }
@@ -806,80 +801,101 @@ pub(crate) async fn defender_report(
     if let Some(n) = name.filter(|n| !n.is_empty()) {
         rows.retain(|r| r.2.to_lowercase().starts_with(&n));
     }
-    let (items, doc) = build_defender_report(&report, &rows);
+    let (items, total, mut doc) = build_defender_report(&report, &rows, &page);
     let path = format!("/api/v1/reports/defender/{report}");
-    Ok(Json(page.answer(&st, &path, &q, items, doc)).into_response())
+    if let Some(link) = page.next_link(&st, &path, &q, items.len(), total) {
+        doc.insert("@odata.nextLink".into(), json!(link));
+    }
+    doc.insert("@odata.count".into(), json!(total));
+    doc.insert("value".into(), Value::Array(items));
+    Ok(Json(Value::Object(doc)).into_response())
 }
 
-/// A Defender report: its rows (all of them, in order) and its other fields.
+/// The page of a list an iterator yields, turned into JSON (only the page's items are), and
+/// the list's length.
+fn paged<T>(it: impl Iterator<Item = T>, page: &Page, f: impl Fn(T) -> Value) -> (Vec<Value>, u64) {
+    let skip = usize::try_from(page.skip).unwrap_or(usize::MAX);
+    let top = page.top as usize;
+    let mut total = 0u64;
+    let mut v = Vec::new();
+    for (k, x) in it.enumerate() {
+        total += 1;
+        if k >= skip && v.len() < top {
+            v.push(f(x));
+        }
+    }
+    (v, total)
+}
+
+/// A Defender report: the page of its rows, how many rows it has, and its other fields.
 fn build_defender_report(
     report: &str,
     rows: &[(String, i64, String, cloudattach_model::DefenderState)],
-) -> (Vec<Value>, Map<String, Value>) {
+    page: &Page,
+) -> (Vec<Value>, u64, Map<String, Value>) {
     let doc = |v: Value| match v {
         Value::Object(m) => m,
         _ => Map::new(),
     };
     match report {
         "unhealthy-endpoints" => {
-            let v: Vec<Value> = rows
-                .iter()
-                .filter_map(|(h, id, name, d)| {
-                    let i = crate::ingest::defender_issues(d);
-                    (!i.is_empty()).then(|| {
-                        json!({"hierarchy_id": h, "resource_id": id, "device_name": name,
-                               "computer_state": d.computer_state, "product_status": d.product_status, "issues": i})
-                    })
-                })
-                .collect();
+            let sel = rows.iter().filter_map(|r| {
+                let i = crate::ingest::defender_issues(&r.3);
+                (!i.is_empty()).then_some((r, i))
+            });
+            let (v, total) = paged(sel, page, |((h, id, name, d), i)| {
+                json!({"hierarchy_id": h, "resource_id": id, "device_name": name,
+                       "computer_state": d.computer_state, "product_status": d.product_status, "issues": i})
+            });
             (
                 v,
+                total,
                 doc(json!({"report": report, "devices_reported": rows.len()})),
             )
         }
         "active-malware" => {
-            let v: Vec<Value> = rows
-                .iter()
-                .flat_map(|(h, id, name, d)| {
-                    d.detections.iter().filter(|x| x.current_status == "active").map(move |x| {
-                        json!({"hierarchy_id": h, "resource_id": id, "device_name": name, "threat_id": x.threat_id,
-                               "threat_name": x.threat_name, "category": x.category, "severity": x.severity,
-                               "initial_detection_time": x.initial_detection_time,
-                               "number_of_detections": x.number_of_detections})
-                    })
-                })
-                .collect();
-            (v, doc(json!({"report": report})))
+            let sel = rows.iter().flat_map(|(h, id, name, d)| {
+                d.detections
+                    .iter()
+                    .filter(|x| x.current_status == "active")
+                    .map(move |x| (h, id, name, x))
+            });
+            let (v, total) = paged(sel, page, |(h, id, name, x)| {
+                json!({"hierarchy_id": h, "resource_id": id, "device_name": name, "threat_id": x.threat_id,
+                       "threat_name": x.threat_name, "category": x.category, "severity": x.severity,
+                       "initial_detection_time": x.initial_detection_time,
+                       "number_of_detections": x.number_of_detections})
+            });
+            (v, total, doc(json!({"report": report})))
         }
         "antivirus-agent-status" => {
             let mut summary = BTreeMap::<&str, u64>::new();
-            let v: Vec<Value> = rows
-                .iter()
-                .map(|(h, id, name, d)| {
-                    *summary
-                        .entry(if d.defender_enabled && d.rtp_enabled {
-                            "protected"
-                        } else {
-                            "unprotected"
-                        })
-                        .or_default() += 1;
-                    if d.signature_out_of_date {
-                        *summary.entry("signature_out_of_date").or_default() += 1;
-                    }
-                    if d.mde_onboarding_state.as_deref() == Some("onboarded") {
-                        *summary.entry("mde_onboarded").or_default() += 1;
-                    }
-                    let mut j = serde_json::to_value(d).unwrap_or_default();
-                    if let Some(o) = j.as_object_mut() {
-                        o.remove("detections");
-                        o.insert("hierarchy_id".into(), json!(h));
-                        o.insert("resource_id".into(), json!(id));
-                        o.insert("device_name".into(), json!(name));
-                    }
-                    j
-                })
-                .collect();
-            (v, doc(json!({"report": report, "summary": summary})))
+            for (_, _, _, d) in rows {
+                *summary
+                    .entry(if d.defender_enabled && d.rtp_enabled {
+                        "protected"
+                    } else {
+                        "unprotected"
+                    })
+                    .or_default() += 1;
+                if d.signature_out_of_date {
+                    *summary.entry("signature_out_of_date").or_default() += 1;
+                }
+                if d.mde_onboarding_state.as_deref() == Some("onboarded") {
+                    *summary.entry("mde_onboarded").or_default() += 1;
+                }
+            }
+            let (v, total) = paged(rows.iter(), page, |(h, id, name, d)| {
+                let mut j = serde_json::to_value(d).unwrap_or_default();
+                if let Some(o) = j.as_object_mut() {
+                    o.remove("detections");
+                    o.insert("hierarchy_id".into(), json!(h));
+                    o.insert("resource_id".into(), json!(id));
+                    o.insert("device_name".into(), json!(name));
+                }
+                j
+            });
+            (v, total, doc(json!({"report": report, "summary": summary})))
         }
         _ => {
             let mut by: BTreeMap<i64, (Value, u64, u64, bool)> = BTreeMap::new();
@@ -897,16 +913,13 @@ fn build_defender_report(
                     e.3 |= x.current_status == "active";
                 }
             }
-            let v: Vec<Value> = by
-                .into_values()
-                .map(|(mut j, devices, n, active)| {
-                    j["device_count"] = json!(devices);
-                    j["detection_count"] = json!(n);
-                    j["active"] = json!(active);
-                    j
-                })
-                .collect();
-            (v, doc(json!({"report": report})))
+            let (v, total) = paged(by.into_values(), page, |(mut j, devices, n, active)| {
+                j["device_count"] = json!(devices);
+                j["detection_count"] = json!(n);
+                j["active"] = json!(active);
+                j
+            });
+            (v, total, doc(json!({"report": report})))
         }
     }
 }
@@ -921,37 +934,62 @@ pub(crate) async fn comanagement_devices(
     let page = Page::of(&q)?;
     let tid = c.tenant_id.clone();
     let hid = q.get("hierarchy").cloned();
-    let (items, summary) = db(&st, move |s| {
-        let devs = device_index(s, &tid, hid.as_deref())?;
-        let rows = s.records(&tid, "comanagement", hid.as_deref())?;
-        let mut summary = BTreeMap::<&'static str, u64>::new();
-        let v: Vec<Value> = rows
+    let (items, total, summary) = db(&st, move |s| {
+        // The state is each record's tag: the summary needs no body, and only the page's
+        // records are read whole.
+        let tags = s.record_tags(&tid, "comanagement", hid.as_deref())?;
+        let mut summary = BTreeMap::<String, u64>::new();
+        for (_, _, tag, _) in &tags {
+            if let Some(t) = tag {
+                *summary.entry(t.clone()).or_default() += 1;
+            }
+        }
+        let rows: Vec<RecordRow> = tags
             .iter()
-            .filter_map(|r| {
-                let c: ComanagementRecord = serde_json::from_slice(&r.body).ok()?;
-                let name = c
-                    .name
-                    .clone()
-                    .or_else(|| devs.get(&(r.hierarchy_id.clone(), r.key.clone())).map(|x| x.0.clone()));
-                let state = c.state.as_str();
-                let monitoring = match state {
-                    "eligible" => "Eligible",
-                    "scheduledForEnrollment" => "Scheduled",
-                    _ => "Enrolled",
-                };
-                *summary.entry(state).or_default() += 1;
-                Some(json!({"hierarchy_id": r.hierarchy_id, "resource_id": c.resource_id, "device_name": name,
-                            "state": state, "monitoring_state": monitoring,
-                            "updated": util::unix_to_rfc3339(r.updated)}))
+            .skip(usize::try_from(page.skip).unwrap_or(usize::MAX))
+            .take(page.top as usize)
+            .filter_map(|(h, key, _, _)| {
+                let row = s.hierarchy(&tid, h).ok().flatten()?.row;
+                s.record(row, "comanagement", key).ok().flatten()
             })
             .collect();
-        Ok((v, summary))
+        let mut v = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let Ok(c) = serde_json::from_slice::<ComanagementRecord>(&r.body) else {
+                continue;
+            };
+            let name = match c.name.clone() {
+                Some(n) => Some(n),
+                None => {
+                    let row = s.hierarchy(&tid, &r.hierarchy_id)?.map(|h| h.row);
+                    match row {
+                        Some(row) => s.record(row, "devices", &r.key)?.and_then(|d| d.tag),
+                        None => None,
+                    }
+                }
+            };
+            let state = c.state.as_str();
+            let monitoring = match state {
+                "eligible" => "Eligible",
+                "scheduledForEnrollment" => "Scheduled",
+                _ => "Enrolled",
+            };
+            v.push(json!({"hierarchy_id": r.hierarchy_id, "resource_id": c.resource_id, "device_name": name,
+                          "state": state, "monitoring_state": monitoring,
+                          "updated": util::unix_to_rfc3339(r.updated)}));
+        }
+        Ok::<_, StoreError>((v, tags.len() as u64, summary))
     })
     .await?;
     let mut doc = Map::new();
+    let path = "/api/v1/comanagement/devices";
+    if let Some(link) = page.next_link(&st, path, &q, items.len(), total) {
+        doc.insert("@odata.nextLink".into(), json!(link));
+    }
     doc.insert("summary".into(), json!(summary));
-    let v = page.answer(&st, "/api/v1/comanagement/devices", &q, items, doc);
-    Ok(Json(v).into_response())
+    doc.insert("@odata.count".into(), json!(total));
+    doc.insert("value".into(), Value::Array(items));
+    Ok(Json(Value::Object(doc)).into_response())
 }
 
 #[allow(dead_code)]

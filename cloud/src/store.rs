@@ -595,6 +595,15 @@ pub trait Store: Send + Sync + 'static {
         channel: &str,
         hierarchy_id: Option<&str>,
     ) -> Result<Vec<RecordRow>, StoreError>;
+    /// The (hierarchy id, key, tag, flags) of every record of a tenant's channel, without the
+    /// bodies: what a report needs to join on (device names, indexed flags), at a fraction of
+    /// [`Store::records`]' cost.
+    fn record_tags(
+        &self,
+        tenant_id: &str,
+        channel: &str,
+        hierarchy_id: Option<&str>,
+    ) -> Result<Vec<(String, String, Option<String>, i64)>, StoreError>;
     /// One record of a hierarchy's channel, by key.
     fn record(&self, row: i64, channel: &str, key: &str) -> Result<Option<RecordRow>, StoreError>;
     /// A page of a tenant's devices that match every filter of `q`, in its order, and how many
@@ -1981,6 +1990,26 @@ impl Store for SqliteStore {
         )?;
         let v = st
             .query_map(params![tenant_id, channel, hierarchy_id], row_to_record)?
+            .collect::<Result<_, _>>()?;
+        Ok(v)
+    }
+
+    fn record_tags(
+        &self,
+        tenant_id: &str,
+        channel: &str,
+        hierarchy_id: Option<&str>,
+    ) -> Result<Vec<(String, String, Option<String>, i64)>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached(
+            "SELECT h.hierarchy_id, r.key, r.tag, r.flags FROM records r \
+             JOIN hierarchies h ON h.row = r.hrow WHERE h.tenant_id = ?1 AND r.channel = ?2 \
+             AND (?3 IS NULL OR h.hierarchy_id = lower(?3)) ORDER BY h.row, r.key",
+        )?;
+        let v = st
+            .query_map(params![tenant_id, channel, hierarchy_id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
             .collect::<Result<_, _>>()?;
         Ok(v)
     }
