@@ -10,6 +10,12 @@ use cloudattach_core::session::Takeover;
 use cloudattach_core::state::StateLock;
 use cloudattach_core::{Config, Endpoint};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// `--stay-up`: the embedded cloud keeps serving after the command, until Ctrl-C.
+pub static STAY_UP: AtomicBool = AtomicBool::new(false);
+/// Set while a finished command's embedded cloud serves on (Ctrl-C then exits 0).
+pub static SERVING: AtomicBool = AtomicBool::new(false);
 
 /// The options of the embedded cloud for a configuration: its data in the state directory, the
 /// configured environment, the seeded administrator of the configured tenant approved.
@@ -29,6 +35,7 @@ pub struct Cloud {
     runtime: tokio::runtime::Runtime,
     embedded: Option<RunningCloud>,
     base_url: String,
+    tenant: String,
 }
 
 impl Cloud {
@@ -61,6 +68,7 @@ impl Cloud {
             runtime,
             embedded,
             base_url,
+            tenant: config.tenant.clone(),
         })
     }
 
@@ -72,10 +80,23 @@ impl Cloud {
         }
     }
 
-    /// Stops the embedded cloud.
+    /// Stops the embedded cloud — with `--stay-up`, once Ctrl-C is pressed: until then it
+    /// serves on, with its admin center (the state lock stays held).
     pub fn stop(self) {
         if let Some(c) = self.embedded {
+            if STAY_UP.load(Ordering::SeqCst) {
+                eprintln!(
+                    "the embedded cloud stays up at {base}: its admin center is {base}/admin \
+                     (sign in as admin@{tenant}, password cloudattach-dev); Ctrl-C stops it",
+                    base = c.base_url(),
+                    tenant = self.tenant
+                );
+                SERVING.store(true, Ordering::SeqCst);
+                self.runtime.block_on(std::future::pending::<()>());
+            }
             self.runtime.block_on(c.shutdown());
+        } else if STAY_UP.load(Ordering::SeqCst) {
+            eprintln!("--stay-up: the endpoint is not the embedded cloud; nothing to keep up");
         }
     }
 }

@@ -46,6 +46,10 @@ pub(crate) struct Cli {
     /// Load every dynamic plugin in this directory (repeatable)
     #[arg(long = "plugin-dir", global = true, value_name = "DIR")]
     pub plugin_dir: Vec<PathBuf>,
+    /// With the embedded cloud: keep it serving after the command — its admin center at
+    /// /admin — until Ctrl-C
+    #[arg(long = "stay-up", global = true)]
+    pub stay_up: bool,
     /// More log output on stderr (-v info, -vv debug)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -645,6 +649,12 @@ fn stop_plugins_on_signals() {
         });
         if let Some(code) = code {
             cloudattach_core::dynamic::stop_plugin_processes();
+            // An embedded cloud kept up with --stay-up is stopped, not interrupted: the
+            // command had finished.
+            if cloud::SERVING.load(std::sync::atomic::Ordering::SeqCst) {
+                eprintln!("the embedded cloud stopped");
+                std::process::exit(0);
+            }
             std::process::exit(code);
         }
     });
@@ -675,6 +685,7 @@ fn main() -> ExitCode {
     ) {
         stop_plugins_on_signals();
     }
+    cloud::STAY_UP.store(cli.stay_up, std::sync::atomic::Ordering::SeqCst);
     let result = commands::run(&cli);
     let Err(failure) = result else {
         return ExitCode::SUCCESS;

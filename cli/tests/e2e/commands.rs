@@ -188,6 +188,61 @@ fn embedded_demo_apply_then_status() {
         status["defender-reporting"]["counts"]["devices_reported"],
         e.defender
     );
+
+    // `--stay-up`: after the command, the embedded cloud serves on with its admin center,
+    // until Ctrl-C, which ends it with exit 0.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cloudattach"))
+        .args(["status", "--stay-up"])
+        .current_dir(dir.path())
+        .env_remove("CLOUDATTACH_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let base = loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the embedded cloud says it stays up");
+        if let Some(rest) = line.split("stays up at ").nth(1) {
+            break rest.split(':').take(3).collect::<Vec<_>>().join(":");
+        }
+    };
+    let base = base.trim_end_matches(':').to_string();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (status, location) = rt.block_on(async {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let r = http.get(format!("{base}/admin/")).send().await.unwrap();
+        let loc = r
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_string());
+        (r.status().as_u16(), loc)
+    });
+    assert_eq!(status, 303, "the admin center answers at {base}");
+    assert!(location.unwrap_or_default().starts_with("/admin/signin"));
+    let pid = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let code = child.wait().unwrap();
+    assert_eq!(
+        code.code(),
+        Some(0),
+        "Ctrl-C stops the embedded cloud with exit 0"
+    );
 }
 
 /// After `detach`, the cloud no longer knows the hierarchy: `status` says to run apply instead
