@@ -556,11 +556,14 @@ fn ea_compute(
     tid: &str,
     hid: Option<&str>,
 ) -> Result<(Value, Vec<Value>), StoreError> {
-    let devs = device_index(s, tid, hid)?;
-    let enrolled = devs
-        .values()
-        .filter(|(_, f)| f & FLAG_EA_ELIGIBLE != 0)
-        .count();
+    // The uploaded devices eligible for Endpoint analytics, by their indexed flag.
+    let eligible_keys: std::collections::HashSet<(String, String)> = s
+        .record_tags(tid, "devices", hid)?
+        .into_iter()
+        .filter(|(_, _, _, f)| f & FLAG_EA_ELIGIBLE != 0)
+        .map(|(h, k, _, _)| (h, k))
+        .collect();
+    let enrolled = eligible_keys.len();
     let rows = s.records(tid, "analytics", hid)?;
     let mut boot = Vec::new();
     let mut signin = Vec::new();
@@ -570,9 +573,7 @@ fn ea_compute(
         let Ok(a) = serde_json::from_slice::<AnalyticsRecord>(&r.body) else {
             continue;
         };
-        let eligible = devs
-            .get(&(r.hierarchy_id.clone(), r.key.clone()))
-            .is_some_and(|(_, f)| f & FLAG_EA_ELIGIBLE != 0);
+        let eligible = eligible_keys.contains(&(r.hierarchy_id.clone(), r.key.clone()));
         if !eligible {
             continue;
         }
@@ -752,12 +753,19 @@ pub(crate) async fn ea_devices(State(st): St, Extension(c): Extension<Caller>, Q
 
 type DefenderRow = (String, i64, String, cloudattach_model::DefenderState);
 
+/// The Defender records of a tenant (or one hierarchy), with their devices' names when
+/// `names` (for a name filter; otherwise [`fill_device_names`] names the page's rows only).
 fn defender_rows(
     s: &dyn Store,
     tid: &str,
     hid: Option<&str>,
+    names: bool,
 ) -> Result<Vec<DefenderRow>, StoreError> {
-    let devs = device_index(s, tid, hid)?;
+    let devs = if names {
+        device_index(s, tid, hid)?
+    } else {
+        DeviceIndex::new()
+    };
     let rows = s.records(tid, "defender", hid)?;
     Ok(rows
         .into_iter()
@@ -796,12 +804,21 @@ pub(crate) async fn defender_report(
     let page = Page::of(&q)?;
     let tid = c.tenant_id.clone();
     let hid = q.get("hierarchy").cloned();
-    let name = q.get("name").map(|n| n.to_lowercase());
-    let mut rows = db(&st, move |s| defender_rows(s, &tid, hid.as_deref())).await?;
-    if let Some(n) = name.filter(|n| !n.is_empty()) {
+    let name = q
+        .get("name")
+        .map(|n| n.to_lowercase())
+        .filter(|n| !n.is_empty());
+    let names = name.is_some();
+    let mut rows = db(&st, move |s| defender_rows(s, &tid, hid.as_deref(), names)).await?;
+    if let Some(n) = name {
         rows.retain(|r| r.2.to_lowercase().starts_with(&n));
     }
-    let (items, total, mut doc) = build_defender_report(&report, &rows, &page);
+    let (mut items, total, mut doc) = build_defender_report(&report, &rows, &page);
+    drop(rows);
+    if !names {
+        let tid = c.tenant_id.clone();
+        items = db(&st, move |s| fill_device_names(s, &tid, items)).await?;
+    }
     let path = format!("/api/v1/reports/defender/{report}");
     if let Some(link) = page.next_link(&st, &path, &q, items.len(), total) {
         doc.insert("@odata.nextLink".into(), json!(link));
@@ -809,6 +826,48 @@ pub(crate) async fn defender_report(
     doc.insert("@odata.count".into(), json!(total));
     doc.insert("value".into(), Value::Array(items));
     Ok(Json(Value::Object(doc)).into_response())
+}
+
+/// Sets the `device_name` of each item (that has one) from its device's record: the names of
+/// one page, looked up one by one instead of indexing every device of the tenant.
+fn fill_device_names(
+    s: &dyn Store,
+    tid: &str,
+    mut items: Vec<Value>,
+) -> Result<Vec<Value>, StoreError> {
+    let mut rows: HashMap<String, Option<i64>> = HashMap::new();
+    for it in &mut items {
+        let Some(o) = it.as_object_mut() else {
+            continue;
+        };
+        if !o.contains_key("device_name") {
+            continue;
+        }
+        let (Some(h), Some(rid)) = (
+            o.get("hierarchy_id")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            o.get("resource_id").and_then(Value::as_i64),
+        ) else {
+            continue;
+        };
+        let row = match rows.get(&h) {
+            Some(r) => *r,
+            None => {
+                let r = s.hierarchy(tid, &h)?.map(|x| x.row);
+                rows.insert(h.clone(), r);
+                r
+            }
+        };
+        let name = match row {
+            Some(row) => s
+                .record(row, "devices", &rid.to_string())?
+                .and_then(|d| d.tag),
+            None => None,
+        };
+        o.insert("device_name".into(), json!(name.unwrap_or_default()));
+    }
+    Ok(items)
 }
 
 /// The page of a list an iterator yields, turned into JSON (only the page's items are), and
