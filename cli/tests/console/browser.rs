@@ -200,6 +200,48 @@ impl Browser {
         }
     }
 
+    /// Accessibility basics of the current page: every visible form control has a label, every
+    /// chart has a role and a name, the page has one `h1` and a skip link. The problems found.
+    pub async fn a11y_problems(&self) -> Vec<String> {
+        let v = self
+            .client
+            .execute(
+                r#"const p = [];
+                   document.querySelectorAll('input:not([type=hidden]), select, textarea').forEach(e => {
+                     if (!(e.labels && e.labels.length) && !e.getAttribute('aria-label')) p.push('unlabelled ' + e.outerHTML.slice(0, 80));
+                   });
+                   document.querySelectorAll('svg').forEach(e => {
+                     if (e.getAttribute('role') !== 'img' || !e.getAttribute('aria-label')) p.push('chart without role/name');
+                   });
+                   if (document.querySelectorAll('h1').length !== 1) p.push('not exactly one h1');
+                   return p;"#,
+                vec![],
+            )
+            .await
+            .expect("run the accessibility check");
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Fetches a path with the page's session (as a link the person follows would); the body.
+    pub async fn fetch_text(&self, path: &str) -> String {
+        let v = self
+            .client
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 fetch(arguments[0], {credentials: 'same-origin'}).then(r => r.text()).then(done, e => done('ERROR ' + e));",
+                vec![serde_json::json!(path)],
+            )
+            .await
+            .expect("fetch");
+        v.as_str().unwrap_or_default().to_string()
+    }
+
     pub async fn url_now(&self) -> String {
         self.client
             .current_url()

@@ -108,6 +108,8 @@ fn the_admin_center_walked_in_a_real_browser_shows_what_the_api_holds() {
         );
         assert!(b.exists(".health").await, "the connector's health");
         b.shot("02-home").await;
+        let p = b.a11y_problems().await;
+        assert!(p.is_empty(), "02-home: {p:?}");
     });
 
     // Devices: the count, a page, the next page, a search.
@@ -133,6 +135,8 @@ fn the_admin_center_walked_in_a_real_browser_shows_what_the_api_holds() {
             devices_total.div_ceil(50)
         );
         b.shot("03-devices").await;
+        let p = b.a11y_problems().await;
+        assert!(p.is_empty(), "03-devices: {p:?}");
         b.click_nav("#next-page").await;
         assert_eq!(b.text("#page-number").await, "2");
         let second = b
@@ -148,6 +152,19 @@ fn the_admin_center_walked_in_a_real_browser_shows_what_the_api_holds() {
             "the search finds {wanted}: {names}"
         );
         b.shot("04-devices-search").await;
+        // The export: every device the filters select, not a page of them.
+        let csv = b.fetch_text("/admin/devices.csv").await;
+        assert_eq!(
+            csv.lines().count() as u64,
+            devices_total + 1,
+            "a header and every device"
+        );
+        assert!(csv.starts_with("hierarchy_id,resource_id,name,"));
+        assert!(csv.contains(&wanted));
+        let filtered = b
+            .fetch_text(&format!("/admin/devices.csv?q={prefix}"))
+            .await;
+        assert_eq!(filtered.lines().count() as u64, prefix_total + 1);
     });
 
     // Filters and sorting, server-side: the same counts and order as the API.
@@ -187,6 +204,8 @@ fn the_admin_center_walked_in_a_real_browser_shows_what_the_api_holds() {
         b.click("#why-panel summary").await;
         assert!(b.text("#why-panel").await.contains("Intune role"));
         b.shot("05-device").await;
+        let p = b.a11y_problems().await;
+        assert!(p.is_empty(), "05-device: {p:?}");
     });
 
     // Endpoint analytics, antivirus, co-management: the API's numbers.
@@ -221,11 +240,15 @@ fn the_admin_center_walked_in_a_real_browser_shows_what_the_api_holds() {
             ea_devices.min(50)
         );
         b.shot("06-endpoint-analytics").await;
+        let p = b.a11y_problems().await;
+        assert!(p.is_empty(), "06-endpoint-analytics: {p:?}");
 
         b.goto(&url("/admin/antivirus")).await;
         assert_eq!(num(&b.text("#report-total").await), unhealthy);
         assert!(b.exists("#antivirus-summary svg").await);
         b.shot("07-antivirus").await;
+        let p = b.a11y_problems().await;
+        assert!(p.is_empty(), "07-antivirus: {p:?}");
         b.goto(&url("/admin/antivirus?report=active-malware")).await;
         assert_eq!(num(&b.text("#report-total").await), malware);
         b.goto(&url("/admin/antivirus?report=antivirus-agent-status"))
@@ -242,12 +265,16 @@ fn the_admin_center_walked_in_a_real_browser_shows_what_the_api_holds() {
         );
         assert!(b.exists("#funnel svg").await);
         b.shot("08-comanagement").await;
+        let p = b.a11y_problems().await;
+        assert!(p.is_empty(), "08-comanagement: {p:?}");
     });
 
     // Tenant administration: the toggle changes the effective authority Home shows.
     w.rt.block_on(async {
         b.goto(&url("/admin/tenant")).await;
         b.shot("09-tenant-administration").await;
+        let p = b.a11y_problems().await;
+        assert!(p.is_empty(), "09-tenant-administration: {p:?}");
         b.click("#use-intune-rbac").await;
         b.click_nav("#save-rbac").await;
         b.goto(&url("/admin/")).await;
