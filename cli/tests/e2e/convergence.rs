@@ -204,8 +204,18 @@ struct Contents {
 
 fn cloud_contents(w: &World, hid: &str) -> Contents {
     let mut devices = w.cloud_devices(hid);
+    // What the list adds to each record (when, and what the cloud derives from it) is not
+    // part of the record.
     for d in devices.values_mut() {
-        d.as_object_mut().unwrap().remove("last_uploaded");
+        let o = d.as_object_mut().unwrap();
+        for k in [
+            "last_uploaded",
+            "eligibility",
+            "comanagement_state",
+            "defender_health",
+        ] {
+            o.remove(k);
+        }
     }
     let defender = w
         .get_all("/api/v1/reports/defender/antivirus-agent-status")
