@@ -2,6 +2,7 @@
 
 mod actions;
 mod common;
+mod console;
 mod faults;
 mod gateway;
 mod identity;
