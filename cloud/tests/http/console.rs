@@ -266,8 +266,11 @@ async fn populated(c: &Cloud) -> String {
 // ---------------------------------------------------------------------------------------------
 // The authorization endpoint
 
+/// The query of an authorization request.
+type Request = Vec<(&'static str, String)>;
+
 /// The query of an authorization request of the command line client.
-fn cli_request(challenge: &str, state: &str) -> Vec<(&'static str, String)> {
+fn cli_request(challenge: &str, state: &str) -> Request {
     vec![
         ("client_id", PUBLIC_CLIENT_ID.to_string()),
         ("response_type", "code".into()),
@@ -446,17 +449,16 @@ async fn pkce_is_required_and_only_s256() {
     let c = start().await;
     let (_, challenge) = pkce();
     let b = browser();
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<(&'static str, String)>)>)> = vec![
-        (
-            "no code_challenge",
-            Box::new(|q| q.retain(|(k, _)| *k != "code_challenge")),
-        ),
-        (
-            "no method",
-            Box::new(|q| q.retain(|(k, _)| *k != "code_challenge_method")),
-        ),
-        ("plain", Box::new(|q| q[6].1 = "plain".into())),
-        ("a short challenge", Box::new(|q| q[5].1 = "abc".into())),
+    type Change = fn(&mut Request);
+    let cases: [(&str, Change); 4] = [
+        ("no code_challenge", |q| {
+            q.retain(|(k, _)| *k != "code_challenge")
+        }),
+        ("no method", |q| {
+            q.retain(|(k, _)| *k != "code_challenge_method")
+        }),
+        ("plain", |q| q[6].1 = "plain".into()),
+        ("a short challenge", |q| q[5].1 = "abc".into()),
     ];
     for (what, f) in cases {
         let mut q = cli_request(&challenge, "state-42");
