@@ -142,21 +142,31 @@ fn is_multi_tenant(name: &str) -> bool {
 }
 
 /// The tenant of an `authorization_code` grant sent to a multi-tenant authority: the code's.
+/// `Ok(None)` when the request is not such a grant; an unknown, expired or replayed code is
+/// `invalid_grant` (as Entra answers), not an unknown tenant `organizations`.
 pub(crate) fn code_tenant(
     st: &AppState,
     path_tenant: &str,
     f: &HashMap<String, String>,
-) -> Option<String> {
+) -> Result<Option<String>, OAuthError> {
     if !is_multi_tenant(path_tenant)
         || f.get("grant_type").map(String::as_str) != Some("authorization_code")
     {
-        return None;
+        return Ok(None);
     }
-    let code = f.get("code")?;
+    let code = crate::identity::param(f, "code")?;
+    let now = Instant::now();
     let codes = lock(&st.auth_codes.codes);
-    codes
+    match codes
         .get(&util::sha256_hex(code.as_bytes()))
-        .map(|c| c.tenant_id.clone())
+        .filter(|c| c.expires > now)
+    {
+        Some(c) => Ok(Some(c.tenant_id.clone())),
+        None => Err(OAuthError::new(
+            "invalid_grant",
+            "AADSTS70008: The provided authorization code or refresh token has expired or is not valid.",
+        )),
+    }
 }
 
 /// A page of the sign-in flow: no scripts, no framing, forms post here or to the client.

@@ -411,7 +411,7 @@ async fn token_dispatch(
     let f = f.clone();
     // A code asked for at `/organizations/…/authorize` is redeemed at the same authority: its
     // tenant is the signed-in person's.
-    let t = match crate::authorize::code_tenant(st, t, &f) {
+    let t = match crate::authorize::code_tenant(st, t, &f)? {
         Some(tid) => tenant(st, &tid).await?,
         None => tenant(st, t).await?,
     };

@@ -625,15 +625,13 @@ impl Console {
         headers: &HeaderMap,
         form: &HashMap<String, String>,
     ) -> Result<(), Box<Response>> {
-        let origin_ok = match headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+        // The whole origin (scheme, host and port) must be the service's own: sign-in always
+        // happens at `st.base`, so the session cookie exists only there.
+        let origin_ok = match headers.get(header::ORIGIN) {
             None => true,
-            Some(o) => {
-                let host = headers
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .unwrap_or("");
-                o.split("://").nth(1) == Some(host)
-            }
+            Some(o) => o
+                .to_str()
+                .is_ok_and(|o| o.eq_ignore_ascii_case(self.st.base.trim_end_matches('/'))),
         };
         let token_ok = form.get("csrf").is_some_and(|c| util::ct_eq(c, &self.csrf));
         if origin_ok && token_ok {

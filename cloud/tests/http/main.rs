@@ -2,6 +2,7 @@
 
 mod actions;
 mod common;
+mod console;
 mod devices;
 mod faults;
 mod gateway;
