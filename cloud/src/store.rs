@@ -284,6 +284,9 @@ pub struct RecordRow {
     pub updated: i64,
 }
 
+/// A record without its body: (hierarchy id, key, tag, flags).
+pub type RecordTag = (String, String, Option<String>, i64);
+
 /// Flag bit (devices channel): the device is eligible for Endpoint analytics.
 pub const FLAG_EA_ELIGIBLE: i64 = 1;
 /// Flag bit (analytics channel): the record carries telemetry (not `"analytics": null`).
@@ -603,7 +606,7 @@ pub trait Store: Send + Sync + 'static {
         tenant_id: &str,
         channel: &str,
         hierarchy_id: Option<&str>,
-    ) -> Result<Vec<(String, String, Option<String>, i64)>, StoreError>;
+    ) -> Result<Vec<RecordTag>, StoreError>;
     /// One record of a hierarchy's channel, by key.
     fn record(&self, row: i64, channel: &str, key: &str) -> Result<Option<RecordRow>, StoreError>;
     /// A page of a tenant's devices that match every filter of `q`, in its order, and how many
@@ -1999,7 +2002,7 @@ impl Store for SqliteStore {
         tenant_id: &str,
         channel: &str,
         hierarchy_id: Option<&str>,
-    ) -> Result<Vec<(String, String, Option<String>, i64)>, StoreError> {
+    ) -> Result<Vec<RecordTag>, StoreError> {
         let conn = self.lock();
         let mut st = conn.prepare_cached(
             "SELECT h.hierarchy_id, r.key, r.tag, r.flags FROM records r \
