@@ -441,17 +441,9 @@ fn issue_code(
     let code = util::random_token(32);
     let now = Instant::now();
     {
-        let mut codes = lock(&st.auth_codes.codes);
-        codes.retain(|_, c| c.expires > now);
-        if codes.len() >= MAX_HELD
-            && let Some(k) = codes
-                .iter()
-                .min_by_key(|(_, c)| c.expires)
-                .map(|(k, _)| k.clone())
-        {
-            codes.remove(&k);
-        }
-        codes.insert(
+        util::insert_bounded(
+            &mut lock(&st.auth_codes.codes),
+            MAX_HELD,
             util::sha256_hex(code.as_bytes()),
             AuthCode {
                 tenant_id: tenant_id.into(),
@@ -463,6 +455,8 @@ fn issue_code(
                 expires: now + CODE_LIFETIME,
                 redeemed: false,
             },
+            |c| c.expires > now,
+            |c| c.expires,
         );
     }
     let mut p = vec![("code", code.as_str())];
@@ -600,19 +594,11 @@ pub(crate) async fn authorize_submit(
     }
     let ticket = util::random_token(32);
     {
-        let mut tickets = lock(&st.auth_codes.tickets);
-        tickets.retain(|_, t| t.expires > now);
-        if tickets.len() >= MAX_HELD
-            && let Some(k) = tickets
-                .iter()
-                .min_by_key(|(_, t)| t.expires)
-                .map(|(k, _)| k.clone())
-        {
-            tickets.remove(&k);
-        }
         let mut req = req.clone();
         req.scope = scope.clone();
-        tickets.insert(
+        util::insert_bounded(
+            &mut lock(&st.auth_codes.tickets),
+            MAX_HELD,
             util::sha256_hex(ticket.as_bytes()),
             Ticket {
                 tenant_id: user.tenant_id.clone(),
@@ -620,6 +606,8 @@ pub(crate) async fn authorize_submit(
                 req,
                 expires: now + TICKET_LIFETIME,
             },
+            |t| t.expires > now,
+            |t| t.expires,
         );
     }
     page_response(

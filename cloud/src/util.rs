@@ -44,6 +44,28 @@ pub fn random_token(n: usize) -> String {
     URL_SAFE_NO_PAD.encode(b)
 }
 
+/// Inserts into a map kept in memory that must stay bounded: the entries no longer `live` go
+/// first, then, at `max`, the one with the smallest `age_key` (the oldest) makes room.
+pub(crate) fn insert_bounded<V, A: Ord>(
+    map: &mut std::collections::HashMap<String, V>,
+    max: usize,
+    key: String,
+    value: V,
+    live: impl Fn(&V) -> bool,
+    age_key: impl Fn(&V) -> A,
+) {
+    map.retain(|_, v| live(v));
+    if map.len() >= max
+        && let Some(k) = map
+            .iter()
+            .min_by_key(|(_, v)| age_key(v))
+            .map(|(k, _)| k.clone())
+    {
+        map.remove(&k);
+    }
+    map.insert(key, value);
+}
+
 /// A random v4 UUID.
 pub fn uuid() -> String {
     uuid::Uuid::new_v4().to_string()

@@ -262,17 +262,9 @@ async fn signin(
     let cookie = util::random_token(32);
     let now = Instant::now();
     {
-        let mut p = lock(&st.sessions.pending);
-        p.retain(|_, s| s.expires > now);
-        if p.len() >= MAX_HELD
-            && let Some(k) = p
-                .iter()
-                .min_by_key(|(_, s)| s.expires)
-                .map(|(k, _)| k.clone())
-        {
-            p.remove(&k);
-        }
-        p.insert(
+        util::insert_bounded(
+            &mut lock(&st.sessions.pending),
+            MAX_HELD,
             util::sha256_hex(cookie.as_bytes()),
             PendingSignIn {
                 verifier,
@@ -280,6 +272,8 @@ async fn signin(
                 return_to: safe_return(q.get("return_to")),
                 expires: now + SIGNIN_LIFETIME,
             },
+            |s| s.expires > now,
+            |s| s.expires,
         );
     }
     let params = [
@@ -383,20 +377,15 @@ async fn callback(
         last_seen: now,
     };
     {
-        let mut s = lock(&st.sessions.sessions);
         let (idle, max) = (st.sessions.idle, st.sessions.max);
-        s.retain(|_, x| {
-            now.duration_since(x.last_seen) < idle && now.duration_since(x.created) < max
-        });
-        if s.len() >= MAX_HELD
-            && let Some(k) = s
-                .iter()
-                .min_by_key(|(_, x)| x.last_seen)
-                .map(|(k, _)| k.clone())
-        {
-            s.remove(&k);
-        }
-        s.insert(util::sha256_hex(id.as_bytes()), session);
+        util::insert_bounded(
+            &mut lock(&st.sessions.sessions),
+            MAX_HELD,
+            util::sha256_hex(id.as_bytes()),
+            session,
+            |x| now.duration_since(x.last_seen) < idle && now.duration_since(x.created) < max,
+            |x| x.last_seen,
+        );
     }
     tracing::info!(upn = %upn, tenant = %caller.tenant_id, "admin center sign-in");
     let mut r = redirect(&p.return_to);

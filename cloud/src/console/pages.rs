@@ -448,20 +448,24 @@ impl DeviceQuery {
         }
     }
 
-    /// The API's query parameters (without paging).
-    fn api(&self) -> Vec<(&'static str, String)> {
-        let mut v = Vec::new();
-        for (k, x) in [
-            ("name", &self.q),
+    /// The filters that are set, the name search under `name_key`.
+    fn filters(&self, name_key: &'static str) -> Vec<(&'static str, String)> {
+        [
+            (name_key, &self.q),
             ("hierarchy", &self.hierarchy),
             ("comanagement", &self.comanagement),
             ("eligibility", &self.eligibility),
             ("defender", &self.defender),
-        ] {
-            if !x.is_empty() {
-                v.push((k, x.clone()));
-            }
-        }
+        ]
+        .into_iter()
+        .filter(|(_, x)| !x.is_empty())
+        .map(|(k, x)| (k, x.clone()))
+        .collect()
+    }
+
+    /// The API's query parameters (without paging).
+    fn api(&self) -> Vec<(&'static str, String)> {
+        let mut v = self.filters("name");
         if let Some((_, o)) = SORTS.iter().find(|(k, _)| *k == self.sort) {
             v.push(("$orderby", o.to_string()));
         }
@@ -470,18 +474,7 @@ impl DeviceQuery {
 
     /// This page's link with some fields changed.
     fn link(&self, page: u64, sort: Option<&str>) -> String {
-        let mut v: Vec<(&str, String)> = Vec::new();
-        for (k, x) in [
-            ("q", &self.q),
-            ("hierarchy", &self.hierarchy),
-            ("comanagement", &self.comanagement),
-            ("eligibility", &self.eligibility),
-            ("defender", &self.defender),
-        ] {
-            if !x.is_empty() {
-                v.push((k, x.clone()));
-            }
-        }
+        let mut v = self.filters("q");
         let sort = sort.unwrap_or(&self.sort);
         if !sort.is_empty() {
             v.push(("sort", sort.to_string()));
