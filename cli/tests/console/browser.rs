@@ -91,9 +91,32 @@ pub async fn start() -> Option<Browser> {
 }
 
 impl Browser {
-    /// Saves a PNG of the window.
+    /// Saves a PNG of the whole page (the window is stretched to the page's height, at most
+    /// 4,000 px, for the shot).
     pub async fn shot(&self, name: &str) -> PathBuf {
+        let (w, h) = self.client.get_window_size().await.expect("window size");
+        let page_h = self
+            .client
+            .execute("return document.documentElement.scrollHeight;", vec![])
+            .await
+            .ok()
+            .and_then(|v| v.as_u64())
+            .unwrap_or(h);
+        let tall = page_h.clamp(h, 4000) as u32;
+        if tall as u64 > h {
+            // The window's height includes the browser's frame: a little more than the page.
+            self.client
+                .set_window_size(w as u32, tall + 140)
+                .await
+                .expect("stretch the window");
+        }
         let png = self.client.screenshot().await.expect("screenshot");
+        if tall as u64 > h {
+            self.client
+                .set_window_size(w as u32, h as u32)
+                .await
+                .expect("restore the window");
+        }
         let p = self.shots.join(format!("{name}.png"));
         std::fs::write(&p, png).expect("write screenshot");
         p

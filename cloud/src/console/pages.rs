@@ -830,8 +830,8 @@ pub(crate) async fn device(c: Console, Path((hid, rid)): Path<(String, String)>)
                     }
                     (record_props(&analytics["analytics"], &["apps"]))
                     @if let Some(apps) = analytics["analytics"]["apps"].as_array() {
-                        table { caption { "Apps (14 days)" } thead { tr { th scope="col" { "App" } th scope="col" { "Usage (min)" } th scope="col" { "Crashes per day" } } }
-                            tbody { @for a in apps { tr { td { (s(&a["name"])) } td { (s(&a["usage_minutes"])) } td { (s(&a["daily_crashes"])) } } } } }
+                        table { caption { "Apps (14 days)" } thead { tr { th scope="col" { "App" } th scope="col" { "Usage (min)" } th scope="col" { "Crashes (14 days)" } } }
+                            tbody { @for a in apps { tr { td { (s(&a["name"])) } td { (s(&a["usage_minutes"])) } td { (a["daily_crashes"].as_array().map(|d| d.iter().filter_map(Value::as_u64).sum::<u64>()).unwrap_or(0)) } } } } }
                     }
                 }
                 h2 { "Defender" }
