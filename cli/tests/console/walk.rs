@@ -339,6 +339,28 @@ fn the_admin_center_walked_in_a_real_browser_shows_what_the_api_holds() {
         assert!(b.text("#no-role").await.contains("user@contoso.example"));
         b.shot("14-no-role").await;
         sign_out(&b).await;
+
+        // An administrator gives that account an Intune role; it reads the tenant from then on.
+        b.goto(&url("/admin/signin")).await;
+        sign_in(&b, "admin@contoso.example").await;
+        b.goto(&url("/admin/tenant")).await;
+        assert!(
+            b.text("#apps").await.contains("Owns an attached hierarchy"),
+            "the app apply registered"
+        );
+        b.fill("#role-user", "user@contoso.example").await;
+        b.click("#role-read-only-operator").await;
+        b.click_nav("#save-roles").await;
+        let roles = b.text("#role-assignments").await;
+        assert!(
+            roles.contains("user@contoso.example") && roles.contains("Read Only Operator"),
+            "{roles}"
+        );
+        sign_out(&b).await;
+        b.goto(&url("/admin/signin")).await;
+        sign_in(&b, "user@contoso.example").await;
+        assert_eq!(num(&b.text(".devices-uploaded").await), devices_total);
+        sign_out(&b).await;
     });
     eprintln!("screenshots: {}", b.shots.display());
     w.rt.block_on(b.close());

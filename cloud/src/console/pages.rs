@@ -1571,7 +1571,8 @@ pub(crate) async fn tenant_admin(c: Console) -> Response {
                         legend { "Assign roles" }
                         div.field { label for="role-user" { "User (UPN)" } input type="email" id="role-user" name="user" required; }
                         @for r in cloudattach_model::actions::INTUNE_ROLES {
-                            div.toggle { input type="checkbox" id=(format!("role-{r}")) name="role" value=(r); label for=(format!("role-{r}")) { (r) } }
+                            @let id = format!("role-{}", r.to_lowercase().replace(' ', "-"));
+                            div.toggle { input type="checkbox" id=(id) name="role" value=(r); label for=(id) { (r) } }
                         }
                         button type="submit" id="save-roles" { "Replace this user's Intune roles" }
                     }
