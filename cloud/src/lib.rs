@@ -420,6 +420,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), CloudError> {
         "cloudattach cloud tenant service ({env}) listening on {}",
         running.base_url()
     );
+    eprintln!("admin center: {}/admin", running.base_url());
     eprintln!("data dir: {}", dir.display());
     eprint!("{}", seed::describe(running.seeded_tenants()));
     if let Some(upn) = auto {
