@@ -46,9 +46,9 @@ pub fn effective_authority(
 }
 
 const TOGGLE_OFF_WARNING: &str = "the tenant's \"Use Intune RBAC\" toggle is off, so Configuration \
-     Manager RBAC is still enforced: turn it on in the Intune admin center (Tenant administration > \
-     Roles; needs the Intune Roles/Update permission and applies to every hierarchy of the tenant) \
-     to make Intune the only authority";
+     Manager RBAC is still enforced: turn it on in the admin center (Tenant administration, \
+     <cloud>/admin/tenant) or with `cloudattach tenant rbac --set on` (a Global or Intune \
+     Administrator; it applies to every hierarchy of the tenant) to make Intune the only authority";
 
 /// The RBAC authority plugin.
 #[derive(Debug, Clone, Copy, Default)]
