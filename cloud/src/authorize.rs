@@ -60,7 +60,8 @@ pub(crate) struct AuthCodes {
     codes: Mutex<HashMap<String, AuthCode>>,
     tickets: Mutex<HashMap<String, Ticket>>,
     /// (tenant, user, client) that consented.
-    consents: Mutex<HashSet<(String, String, String)>>,
+    /// (tenant, user, client) → the scopes consented to.
+    consents: Mutex<HashMap<(String, String, String), HashSet<String>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -121,6 +122,7 @@ fn client_name(client_id: &str) -> Option<&'static str> {
 fn redirect_allowed(st: &AppState, client_id: &str, uri: &str) -> bool {
     match client_id {
         ADMIN_CENTER_CLIENT_ID => uri == format!("{}{ADMIN_CENTER_CALLBACK}", st.base),
+        PUBLIC_CLIENT_ID if uri.contains('#') => false,
         PUBLIC_CLIENT_ID => ["http://127.0.0.1:", "http://localhost:", "http://[::1]:"]
             .iter()
             .any(|p| {
@@ -400,7 +402,7 @@ fn consent_page(tenant: &str, app: &str, upn: &str, scope: &str, ticket: &str) -
                 li { "Act for you in cloudattach: read the devices and reports of your tenant and ask the actions your roles allow" }
                 @if offline { li { "Maintain access to the data you have given it access to" } }
             }
-            p { "Accepting lets this application use these permissions for you. You can revoke them by signing out; they are asked again when the service restarts." }
+            p { "Accepting lets this application use these permissions for you. This service remembers the answer until it restarts; it asks again when the application wants more." }
             form method="post" action=(action) {
                 input type="hidden" name="step" value="consent";
                 input type="hidden" name="ticket" value=(ticket);
@@ -505,11 +507,14 @@ pub(crate) async fn authorize_submit(
             Ok(s) => s,
             Err(_) => format!("openid profile offline_access {RESOURCE}/user_impersonation"),
         };
-        lock(&st.auth_codes.consents).insert((
-            t.tenant_id.clone(),
-            t.user_id.clone(),
-            t.req.client_id.clone(),
-        ));
+        lock(&st.auth_codes.consents)
+            .entry((
+                t.tenant_id.clone(),
+                t.user_id.clone(),
+                t.req.client_id.clone(),
+            ))
+            .or_default()
+            .extend(scope.split_whitespace().map(str::to_string));
         return issue_code(&st, &t.tenant_id, &t.user_id, &t.req, &scope);
     }
     let req = AuthRequest::of(&f);
@@ -584,11 +589,14 @@ pub(crate) async fn authorize_submit(
             ),
         );
     }
-    let consented = lock(&st.auth_codes.consents).contains(&(
-        user.tenant_id.clone(),
-        user.id.clone(),
-        req.client_id.clone(),
-    ));
+    // Consent covers the scopes accepted: a request for more asks again.
+    let consented = lock(&st.auth_codes.consents)
+        .get(&(
+            user.tenant_id.clone(),
+            user.id.clone(),
+            req.client_id.clone(),
+        ))
+        .is_some_and(|given| scope.split_whitespace().all(|x| given.contains(x)));
     if consented {
         return issue_code(&st, &user.tenant_id, &user.id, &req, &scope);
     }

@@ -1003,15 +1003,19 @@ pub(crate) async fn comanagement_devices(
                 *summary.entry(t.clone()).or_default() += 1;
             }
         }
-        let rows: Vec<RecordRow> = tags
+        let mut rows: Vec<RecordRow> = Vec::new();
+        for (h, key, _, _) in tags
             .iter()
             .skip(usize::try_from(page.skip).unwrap_or(usize::MAX))
             .take(page.top as usize)
-            .filter_map(|(h, key, _, _)| {
-                let row = s.hierarchy(&tid, h).ok().flatten()?.row;
-                s.record(row, "comanagement", key).ok().flatten()
-            })
-            .collect();
+        {
+            // A record offboarded since the tags were read is simply not on the page.
+            if let Some(hrow) = s.hierarchy(&tid, h)?.map(|x| x.row)
+                && let Some(r) = s.record(hrow, "comanagement", key)?
+            {
+                rows.push(r);
+            }
+        }
         let mut v = Vec::with_capacity(rows.len());
         for r in &rows {
             let Ok(c) = serde_json::from_slice::<ComanagementRecord>(&r.body) else {

@@ -41,6 +41,8 @@ use tower::ServiceExt;
 const SESSION_COOKIE: &str = "ca_session";
 /// The cookie of a sign-in in progress (PKCE verifier and state stay on the server).
 const SIGNIN_COOKIE: &str = "ca_signin";
+/// Sign-ins in progress kept per client address.
+const PENDING_PER_ADDRESS: usize = 20;
 /// How long a sign-in may take.
 const SIGNIN_LIFETIME: Duration = Duration::from_secs(600);
 /// Sessions and sign-ins held at most; the oldest are dropped first.
@@ -58,6 +60,9 @@ struct Session {
 }
 
 struct PendingSignIn {
+    /// The client address that started it (a few per address are kept: one address cannot
+    /// push everyone else's sign-ins out).
+    addr: Option<std::net::IpAddr>,
     verifier: String,
     state: String,
     return_to: String,
@@ -170,7 +175,7 @@ pub(crate) fn html_page(status: StatusCode, html: String) -> Response {
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+            "default-src 'self'; script-src 'self'; style-src 'self'; \
              img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; \
              object-src 'none'",
         ),
@@ -227,6 +232,8 @@ fn safe_return(to: Option<&String>) -> String {
             if t.starts_with("/admin")
                 && !t.starts_with("//")
                 && !t.contains(['\\', '\r', '\n'])
+                && !t.contains("/.")
+                && !t.to_ascii_lowercase().contains("%2e")
                 && !t.starts_with("/admin/signin")
                 && !t.starts_with(ADMIN_CENTER_CALLBACK) =>
         {
@@ -239,6 +246,7 @@ fn safe_return(to: Option<&String>) -> String {
 /// `GET /admin/signin[?return_to=]`: starts the authorization code flow.
 async fn signin(
     axum::extract::State(st): St,
+    conn: Option<axum::extract::Extension<crate::server::ConnInfo>>,
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
@@ -261,12 +269,25 @@ async fn signin(
     let state = util::random_token(16);
     let cookie = util::random_token(32);
     let now = Instant::now();
+    let addr = conn.map(|axum::extract::Extension(c)| c.peer.ip());
     {
+        let mut pending = lock(&st.sessions.pending);
+        let mine: Vec<(String, Instant)> = pending
+            .iter()
+            .filter(|(_, p)| p.addr == addr && p.expires > now)
+            .map(|(k, p)| (k.clone(), p.expires))
+            .collect();
+        if mine.len() >= PENDING_PER_ADDRESS
+            && let Some((k, _)) = mine.iter().min_by_key(|(_, e)| *e)
+        {
+            pending.remove(k);
+        }
         util::insert_bounded(
-            &mut lock(&st.sessions.pending),
+            &mut pending,
             MAX_HELD,
             util::sha256_hex(cookie.as_bytes()),
             PendingSignIn {
+                addr,
                 verifier,
                 state: state.clone(),
                 return_to: safe_return(q.get("return_to")),
@@ -387,6 +408,10 @@ async fn callback(
             |x| x.last_seen,
         );
     }
+    // A new sign-in ends the session this browser had.
+    if let Some(old) = cookie_value(&headers, SESSION_COOKIE) {
+        lock(&st.sessions.sessions).remove(&util::sha256_hex(old.as_bytes()));
+    }
     tracing::info!(upn = %upn, tenant = %caller.tenant_id, "admin center sign-in");
     let mut r = redirect(&p.return_to);
     clear_cookie(&mut r, &st, SIGNIN_COOKIE);
@@ -410,19 +435,20 @@ async fn signout(
     if let Some(id) = cookie_value(&headers, SESSION_COOKIE) {
         let key = util::sha256_hex(id.as_bytes());
         let mut s = lock(&st.sessions.sessions);
-        // Only with the session's CSRF token: a foreign page cannot sign a person out.
-        if let Some(x) = s.get(&key)
-            && form.get("csrf").is_some_and(|c| util::ct_eq(c, &x.csrf))
-        {
+        // Only with the session's CSRF token: a foreign page cannot sign a person out. A
+        // session that already ended is signed out.
+        let known = s.get(&key).map(|x| x.csrf.clone());
+        if let Some(csrf) = known {
+            if !form.get("csrf").is_some_and(|c| util::ct_eq(c, &csrf)) {
+                return html_page(
+                    StatusCode::FORBIDDEN,
+                    pages::message_page(
+                        "Request refused",
+                        "The form is missing its security token. Go back, reload the page and try again.",
+                    ),
+                );
+            }
             s.remove(&key);
-        } else {
-            return html_page(
-                StatusCode::FORBIDDEN,
-                pages::message_page(
-                    "Request refused",
-                    "The form is missing its security token. Go back, reload the page and try again.",
-                ),
-            );
         }
     }
     let mut r = html_page(StatusCode::OK, pages::signed_out_page(None));
@@ -502,6 +528,7 @@ impl FromRequestParts<Arc<AppState>> for Console {
             };
             let mut f = HashMap::new();
             f.insert("grant_type".to_string(), "refresh_token".to_string());
+            let rt_used = rt.clone();
             f.insert("refresh_token".to_string(), rt);
             f.insert("client_id".to_string(), ADMIN_CENTER_CLIENT_ID.to_string());
             match crate::identity::token_from_form(st, &tenant_id, &f).await {
@@ -515,8 +542,18 @@ impl FromRequestParts<Arc<AppState>> for Console {
                     access
                 }
                 Err(_) => {
-                    lock(&st.sessions.sessions).remove(&key);
-                    return Err(to_signin(true));
+                    // Another request of this session may have renewed the tokens first (a
+                    // refresh token is used once): then its new access token serves.
+                    let mut sessions = lock(&st.sessions.sessions);
+                    match sessions.get(&key) {
+                        Some(x) if x.refresh_token != Some(rt_used.clone()) => {
+                            x.access_token.clone()
+                        }
+                        _ => {
+                            sessions.remove(&key);
+                            return Err(to_signin(true));
+                        }
+                    }
                 }
             }
         } else {
@@ -550,7 +587,12 @@ impl FromRequestParts<Arc<AppState>> for Console {
 /// The API's routes without their authentication layer: the console hands them its caller.
 fn api() -> Router<Arc<AppState>> {
     static API: OnceLock<Router<Arc<AppState>>> = OnceLock::new();
-    API.get_or_init(crate::server::api_routes).clone()
+    // The query check applies as to any caller: a page asking with a parameter the route does
+    // not take is an error, not an unfiltered answer.
+    API.get_or_init(|| {
+        crate::server::api_routes().layer(axum::middleware::from_fn(crate::query::middleware))
+    })
+    .clone()
 }
 
 impl Console {
@@ -607,6 +649,22 @@ impl Console {
         self.api(Method::GET, &uri, None).await
     }
 
+    /// Every item of a paged list, following `@odata.nextLink` (1,000 per request).
+    pub async fn get_all(&self, path: &str) -> Result<Vec<Value>, ApiError> {
+        let mut out = Vec::new();
+        let mut next = Some(format!("{path}?$top=1000"));
+        while let Some(uri) = next.take() {
+            let v = self.api(Method::GET, &uri, None).await?;
+            out.extend(v["value"].as_array().cloned().unwrap_or_default());
+            next = v["@odata.nextLink"].as_str().map(|l| {
+                l.strip_prefix(self.st.base.as_str())
+                    .unwrap_or(l)
+                    .to_string()
+            });
+        }
+        Ok(out)
+    }
+
     /// Checks a form post: the session's CSRF token, and the `Origin` when the browser sends
     /// one. `Err` is the answer.
     pub fn check_post(
@@ -634,5 +692,28 @@ impl Console {
                 ),
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_return;
+
+    #[test]
+    fn only_the_consoles_own_paths_are_returned_to() {
+        let r = |s: &str| safe_return(Some(&s.to_string()));
+        assert_eq!(r("/admin/devices?q=PC"), "/admin/devices?q=PC");
+        for bad in [
+            "https://evil.example/",
+            "//evil.example/admin",
+            "/admin/../organizations/oauth2/v2.0/authorize",
+            "/admin/%2E%2E/x",
+            "/admin\\..\\x",
+            "/admin/callback?code=x",
+            "/admin/signin",
+        ] {
+            assert_eq!(r(bad), "/admin/", "{bad}");
+        }
+        assert_eq!(safe_return(None), "/admin/");
     }
 }

@@ -15,6 +15,17 @@ type Q = Query<HashMap<String, String>>;
 
 /// Devices per page.
 pub(crate) const PAGE_SIZE: u64 = 50;
+/// The highest page number a page takes: beyond any list's end, and far from overflowing.
+const MAX_PAGE: u64 = 1 << 30;
+
+/// A 1-based page number from a query parameter: 1 when missing or invalid.
+fn page_of(q: &HashMap<String, String>, key: &str) -> u64 {
+    q.get(key)
+        .and_then(|p| p.trim().parse::<u64>().ok())
+        .filter(|p| *p >= 1)
+        .unwrap_or(1)
+        .min(MAX_PAGE)
+}
 
 const NAV: [(&str, &str, &str); 6] = [
     ("home", "/admin/", "Home"),
@@ -136,8 +147,11 @@ fn api_error(c: &Console, active: &str, e: ApiError) -> Response {
 /// A time as people read it: `2026-12-04 20:52 UTC` for an RFC 3339 UTC time, else as is.
 fn when(v: &Value) -> String {
     match v.as_str() {
-        Some(t) if t.len() >= 16 && t.ends_with('Z') && t.as_bytes().get(10) == Some(&b'T') => {
-            format!("{} {} UTC", &t[..10], &t[11..16])
+        Some(t) if t.ends_with('Z') && t.as_bytes().get(10) == Some(&b'T') => {
+            match (t.get(..10), t.get(11..16)) {
+                (Some(d), Some(hm)) => format!("{d} {hm} UTC"),
+                _ => s(v),
+            }
         }
         _ => s(v),
     }
@@ -440,11 +454,7 @@ impl DeviceQuery {
             eligibility: g("eligibility"),
             defender: g("defender"),
             sort: g("sort"),
-            page: g("page")
-                .parse::<u64>()
-                .ok()
-                .filter(|p| *p >= 1)
-                .unwrap_or(1),
+            page: page_of(q, "page"),
         }
     }
 
@@ -638,7 +648,7 @@ pub(crate) async fn devices(c: Console, Query(q): Q) -> Response {
 
 fn csv_field(s: &str) -> String {
     // A leading =, +, - or @ would be a formula in a spreadsheet.
-    let s = if s.starts_with(['=', '+', '-', '@']) {
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{s}")
     } else {
         s.to_string()
@@ -764,13 +774,14 @@ pub(crate) async fn device(c: Console, Path((hid, rid)): Path<(String, String)>)
     let rid = s(&v["resource_id"]);
     let d = &v["device"];
     let name = s(&d["name"]);
-    let declared = c
+    let declared = match c
         .get(&format!("/api/v1/hierarchies/{hid}/actions/declared"), &[])
         .await
-        .ok()
-        .and_then(|x| x["value"].as_array().cloned())
-        .unwrap_or_default();
-    let recent = c
+    {
+        Ok(x) => x["value"].as_array().cloned().unwrap_or_default(),
+        Err(e) => return api_error(&c, "devices", e),
+    };
+    let recent = match c
         .get(
             "/api/v1/actions",
             &[
@@ -780,10 +791,14 @@ pub(crate) async fn device(c: Console, Path((hid, rid)): Path<(String, String)>)
             ],
         )
         .await
-        .ok()
-        .and_then(|x| x["value"].as_array().cloned())
-        .unwrap_or_default();
-    let overview = c.get("/api/v1/overview", &[]).await.unwrap_or(Value::Null);
+    {
+        Ok(x) => x["value"].as_array().cloned().unwrap_or_default(),
+        Err(e) => return api_error(&c, "devices", e),
+    };
+    let overview = match c.get("/api/v1/overview", &[]).await {
+        Ok(o) => o,
+        Err(e) => return api_error(&c, "devices", e),
+    };
     let h = overview["hierarchies"]
         .as_array()
         .and_then(|a| a.iter().find(|h| h["hierarchy_id"] == json!(hid)))
@@ -1136,11 +1151,7 @@ fn score_text(v: &Value) -> String {
 /// `GET /admin/endpoint-analytics`
 pub(crate) async fn endpoint_analytics(c: Console, Query(q): Q) -> Response {
     let hierarchy = q.get("hierarchy").cloned().unwrap_or_default();
-    let page = q
-        .get("page")
-        .and_then(|p| p.parse::<u64>().ok())
-        .filter(|p| *p >= 1)
-        .unwrap_or(1);
+    let page = page_of(&q, "page");
     let mut hq: Vec<(&str, String)> = Vec::new();
     if !hierarchy.is_empty() {
         hq.push(("hierarchy", hierarchy.clone()));
@@ -1152,26 +1163,25 @@ pub(crate) async fn endpoint_analytics(c: Console, Query(q): Q) -> Response {
     let mut aq = hq.clone();
     aq.push(("$top", PAGE_SIZE.to_string()));
     aq.push(("$skiptoken", ((page - 1) * PAGE_SIZE).to_string()));
-    let apps = c
-        .get("/api/v1/reports/endpoint-analytics/apps", &aq)
-        .await
-        .unwrap_or(Value::Null);
+    let apps = match c.get("/api/v1/reports/endpoint-analytics/apps", &aq).await {
+        Ok(v) => v,
+        Err(e) => return api_error(&c, "ea", e),
+    };
     let device_q = q.get("device").cloned().unwrap_or_default();
-    let dpage = q
-        .get("dpage")
-        .and_then(|p| p.parse::<u64>().ok())
-        .filter(|p| *p >= 1)
-        .unwrap_or(1);
+    let dpage = page_of(&q, "dpage");
     let mut dq = hq.clone();
     dq.push(("$top", PAGE_SIZE.to_string()));
     dq.push(("$skiptoken", ((dpage - 1) * PAGE_SIZE).to_string()));
     if !device_q.is_empty() {
         dq.push(("name", device_q.clone()));
     }
-    let devs = c
+    let devs = match c
         .get("/api/v1/reports/endpoint-analytics/devices", &dq)
         .await
-        .unwrap_or(Value::Null);
+    {
+        Ok(v) => v,
+        Err(e) => return api_error(&c, "ea", e),
+    };
     let dev_total = count(&devs["@odata.count"]);
     let dev_pages = dev_total.div_ceil(PAGE_SIZE).max(1);
     let dlink = |p: u64| {
@@ -1247,7 +1257,7 @@ pub(crate) async fn endpoint_analytics(c: Console, Query(q): Q) -> Response {
                 div.field { label for="device-q" { "Device name starts with" } input type="search" id="device-q" name="device" value=(device_q); }
                 div.field.actions { button type="submit" id="device-search" { "Search" } }
             }
-            p { span id="ea-device-total" { (dev_total) } " enrolled devices" }
+            p { span id="ea-device-total" { (dev_total) } " devices with Endpoint analytics data" }
             div.table-wrap { table id="ea-devices" {
                 thead { tr { th scope="col" { "Device" } th scope="col" { "Status" } th scope="col" { "Startup" } th scope="col" { "Boot" } th scope="col" { "Sign-in" } th scope="col" { "App reliability" } } }
                 tbody { @for d in devs["value"].as_array().cloned().unwrap_or_default() {
@@ -1286,11 +1296,7 @@ pub(crate) async fn antivirus(c: Console, Query(q): Q) -> Response {
         .unwrap_or_else(|| REPORTS[0].0.to_string());
     let hierarchy = q.get("hierarchy").cloned().unwrap_or_default();
     let device_q = q.get("device").cloned().unwrap_or_default();
-    let page = q
-        .get("page")
-        .and_then(|p| p.parse::<u64>().ok())
-        .filter(|p| *p >= 1)
-        .unwrap_or(1);
+    let page = page_of(&q, "page");
     let mut params: Vec<(&str, String)> = vec![
         ("$top", PAGE_SIZE.to_string()),
         ("$skiptoken", ((page - 1) * PAGE_SIZE).to_string()),
@@ -1313,10 +1319,13 @@ pub(crate) async fn antivirus(c: Console, Query(q): Q) -> Response {
     if !hierarchy.is_empty() {
         sq.push(("hierarchy", hierarchy.clone()));
     }
-    let status = c
+    let status = match c
         .get("/api/v1/reports/defender/antivirus-agent-status", &sq)
         .await
-        .unwrap_or(Value::Null);
+    {
+        Ok(v) => v,
+        Err(e) => return api_error(&c, "antivirus", e),
+    };
     let sm = &status["summary"];
     let summary: Vec<(&str, u64)> = vec![
         ("Protected", count(&sm["protected"])),
@@ -1457,11 +1466,10 @@ pub(crate) async fn comanagement(c: Console, Query(q): Q) -> Response {
     ] {
         let mut p = hq.clone();
         p.push(("eligibility", class.into()));
-        let n = c
-            .get("/api/v1/devices", &p)
-            .await
-            .map(|v| count(&v["@odata.count"]))
-            .unwrap_or(0);
+        let n = match c.get("/api/v1/devices", &p).await {
+            Ok(v) => count(&v["@odata.count"]),
+            Err(e) => return api_error(&c, "comanagement", e),
+        };
         classes.push((class, label, n));
     }
     let hs = hierarchy_options(&c).await;
@@ -1484,10 +1492,10 @@ pub(crate) async fn comanagement(c: Console, Query(q): Q) -> Response {
             table id="funnel-table" {
                 thead { tr { th scope="col" { "Stage" } th scope="col" { "Devices" } th scope="col" { "Of eligible" } th scope="col" { "Devices behind it" } } }
                 tbody {
-                    tr { td { "Eligible" } td.n { (all) } td { (pct(all, all)) } td { a href=(dev_link("comanagement", "eligible")) { "Eligible, not scheduled (" (eligible) ")" } } }
-                    tr { td { "Scheduled" } td.n { (scheduled + enrolled) } td { (pct(scheduled + enrolled, all)) } td { a href=(dev_link("comanagement", "scheduledForEnrollment")) { "Scheduled (" (scheduled) ")" } } }
-                    tr { td { "Enrollment initiated" } td.n { (enrolled) } td { (pct(enrolled, all)) } td { a href=(dev_link("comanagement", "comanaged")) { "Enrolled (" (enrolled) ")" } } }
-                    tr { td { "Enrolled" } td.n id="funnel-enrolled" { (enrolled) } td { (pct(enrolled, all)) } td { a href=(dev_link("comanagement", "comanaged")) { "Enrolled (" (enrolled) ")" } } }
+                    tr { td { "Eligible" } td.n { (all) } td { (pct(all, all)) } td { a href=(dev_link("comanagement", "eligible")) { "Eligible, not scheduled" } } }
+                    tr { td { "Scheduled" } td.n { (scheduled + enrolled) } td { (pct(scheduled + enrolled, all)) } td { a href=(dev_link("comanagement", "scheduledForEnrollment")) { "Scheduled, not enrolled" } } }
+                    tr { td { "Enrollment initiated" } td.n { (enrolled) } td { (pct(enrolled, all)) } td { a href=(dev_link("comanagement", "comanaged")) { "Enrolled" } } }
+                    tr { td { "Enrolled" } td.n id="funnel-enrolled" { (enrolled) } td { (pct(enrolled, all)) } td { a href=(dev_link("comanagement", "comanaged")) { "Enrolled" } } }
                 }
             }
             p.note { "A site reports a device's enrollment when the client confirms it, so every enrollment it reports has completed: here, initiated equals enrolled." }
@@ -1517,24 +1525,16 @@ pub(crate) async fn tenant_admin(c: Console) -> Response {
     };
     let on = settings["use_intune_rbac"].as_bool() == Some(true);
     let may_change = c.caller.is_intune_role_admin();
-    let assignments = c
-        .get("/api/v1/roleAssignments", &[("$top", "1000".into())])
-        .await
-        .ok()
-        .and_then(|v| v["value"].as_array().cloned())
-        .unwrap_or_default();
-    let apps = c
-        .get("/v1.0/applications", &[("$top", "1000".into())])
-        .await
-        .ok()
-        .and_then(|v| v["value"].as_array().cloned())
-        .unwrap_or_default();
-    let owners: Vec<String> = c
-        .get("/api/v1/hierarchies", &[("$top", "1000".into())])
-        .await
-        .ok()
-        .and_then(|v| v["value"].as_array().cloned())
-        .unwrap_or_default()
+    // Whole lists (every page): an app is called orphaned only when every hierarchy was read.
+    let (assignments, apps, hierarchies) = match (
+        c.get_all("/api/v1/roleAssignments").await,
+        c.get_all("/v1.0/applications").await,
+        c.get_all("/api/v1/hierarchies").await,
+    ) {
+        (Ok(a), Ok(b), Ok(h)) => (a, b, h),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return api_error(&c, "tenant", e),
+    };
+    let owners: Vec<String> = hierarchies
         .iter()
         .filter_map(|h| h["app_id"].as_str().map(str::to_string))
         .collect();
@@ -1658,6 +1658,23 @@ mod tests {
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_field("=cmd()"), "'=cmd()");
+    }
+
+    #[test]
+    fn times_read_as_people_read_them_and_odd_ones_stay_as_sent() {
+        assert_eq!(when(&json!("2026-12-04T20:52:08Z")), "2026-12-04 20:52 UTC");
+        // A connector's heartbeat carries any text: never a panic on a character boundary.
+        assert_eq!(when(&json!("2026-12-04T20:5éZ")), "2026-12-04T20:5éZ");
+        assert_eq!(when(&json!("soon")), "soon");
+        assert_eq!(when(&Value::Null), "—");
+    }
+
+    #[test]
+    fn page_numbers_are_clamped() {
+        let q: HashMap<String, String> = [("page".to_string(), u64::MAX.to_string())].into();
+        assert_eq!(page_of(&q, "page"), MAX_PAGE);
+        let q: HashMap<String, String> = [("page".to_string(), "0".to_string())].into();
+        assert_eq!(page_of(&q, "page"), 1);
     }
 
     #[test]
